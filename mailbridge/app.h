@@ -1,0 +1,22 @@
+/* app: the long-lived objects of one running daemon, owned by main and
+ * handed to the HTTP handlers and workers. No logic lives here. */
+#ifndef MB_APP_H
+#define MB_APP_H
+
+struct config;
+struct store;
+struct sig_keys;
+struct outbound;
+struct ghl;
+struct oauth;
+
+struct app {
+	struct config *cfg;
+	struct store *store;
+	struct sig_keys *keys;
+	struct outbound *outbound;   /* NULL in CLI commands */
+	struct ghl *ghl;
+	struct oauth *oauth;           /* NULL when no client_id is configured */
+};
+
+#endif

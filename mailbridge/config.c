@@ -1,0 +1,707 @@
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <glob.h>
+#include <ini.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CONFIG_MAX_INCLUDE_DEPTH 4
+#define CONFIG_MAX_SECRET_FILE   4096
+
+enum config_section { SEC_TOP, SEC_SERVER, SEC_HIGHLEVEL, SEC_STORE, SEC_LOCATION };
+enum config_type { CT_STR, CT_PATH, CT_INT, CT_BOOL };
+
+struct config_key {
+	enum config_section section;
+	const char *name;
+	enum config_type type;
+	size_t offset;             /* in struct config, or struct location_config */
+	const char *def;           /* default as it would be written in the file */
+	long min, max;             /* CT_INT bounds */
+	bool secret;
+};
+
+#define G(f) offsetof(struct config, f)
+#define L(f) offsetof(struct location_config, f)
+
+/* The one table of every key, its default and its limits. */
+static const struct config_key config_keys[] = {
+	{ SEC_SERVER, "listen", CT_STR, G(listen), "127.0.0.1:8080", 0, 0, false },
+	{ SEC_SERVER, "public_url", CT_STR, G(public_url), "http://127.0.0.1:8080", 0, 0, false },
+	{ SEC_SERVER, "max_body", CT_INT, G(max_body), "4194304", 1024, 1L << 30, false },
+	{ SEC_SERVER, "connection_limit", CT_INT, G(conn_limit), "512", 1, 60000, false },
+	{ SEC_SERVER, "connection_timeout", CT_INT, G(conn_timeout), "30", 1, 3600, false },
+	{ SEC_SERVER, "log_level", CT_STR, G(log_level), "info", 0, 0, false },
+
+	{ SEC_HIGHLEVEL, "api_base", CT_STR, G(api_base), "https://services.leadconnectorhq.com", 0, 0, false },
+	{ SEC_HIGHLEVEL, "client_id", CT_STR, G(client_id), NULL, 0, 0, false },
+	{ SEC_HIGHLEVEL, "client_secret", CT_STR, G(client_secret), NULL, 0, 0, true },
+	{ SEC_HIGHLEVEL, "client_secret_file", CT_PATH, G(client_secret_file), NULL, 0, 0, false },
+	{ SEC_HIGHLEVEL, "webhook_key_ed25519", CT_PATH, G(ed25519_key), "keys/ghl-webhook-ed25519.pem", 0, 0, false },
+	{ SEC_HIGHLEVEL, "webhook_key_rsa", CT_PATH, G(rsa_key), "keys/ghl-webhook-rsa-legacy.pem", 0, 0, false },
+	{ SEC_HIGHLEVEL, "require_signature", CT_BOOL, G(require_signature), "yes", 0, 0, false },
+	{ SEC_HIGHLEVEL, "rate_limit", CT_INT, G(rate_limit), "100", 1, 100000, false },
+	{ SEC_HIGHLEVEL, "rate_window", CT_INT, G(rate_window), "10", 1, 3600, false },
+	{ SEC_HIGHLEVEL, "timeout", CT_INT, G(api_timeout), "30", 1, 600, false },
+	{ SEC_HIGHLEVEL, "ca_file", CT_PATH, G(api_ca_file), NULL, 0, 0, false },
+
+	{ SEC_STORE, "data_dir", CT_PATH, G(data_dir), "data", 0, 0, false },
+	{ SEC_STORE, "workers", CT_INT, G(workers), "4", 1, 256, false },
+	{ SEC_STORE, "max_lifetime", CT_INT, G(max_lifetime), "432000", 1, 60L * 86400, false },
+	{ SEC_STORE, "retry_base", CT_INT, G(retry_base), "60", 1, 86400, false },
+	{ SEC_STORE, "retry_max", CT_INT, G(retry_max), "3600", 1, 86400, false },
+	{ SEC_STORE, "max_attachment", CT_INT, G(max_attachment), "26214400", 1024, 1L << 30, false },
+
+	{ SEC_LOCATION, "mode", CT_STR, L(mode), "default", 0, 0, false },
+	{ SEC_LOCATION, "provider_id", CT_STR, L(provider_id), NULL, 0, 0, false },
+	{ SEC_LOCATION, "from", CT_STR, L(from), NULL, 0, 0, false },
+	{ SEC_LOCATION, "allow_from_override", CT_BOOL, L(allow_from_override), "no", 0, 0, false },
+	{ SEC_LOCATION, "reply_domain", CT_STR, L(reply_domain), NULL, 0, 0, false },
+	{ SEC_LOCATION, "delivered_on", CT_STR, L(delivered_on_s), "relay", 0, 0, false },
+	{ SEC_LOCATION, "token", CT_STR, L(token), NULL, 0, 0, true },
+	{ SEC_LOCATION, "smtp_host", CT_STR, L(smtp.host), NULL, 0, 0, false },
+	{ SEC_LOCATION, "smtp_port", CT_INT, L(smtp.port), "25", 1, 65535, false },
+	{ SEC_LOCATION, "smtp_tls", CT_STR, L(smtp.tls), "starttls", 0, 0, false },
+	{ SEC_LOCATION, "smtp_tls_verify", CT_BOOL, L(smtp.tls_verify), "yes", 0, 0, false },
+	{ SEC_LOCATION, "smtp_ca_file", CT_PATH, L(smtp.ca_file), NULL, 0, 0, false },
+	{ SEC_LOCATION, "smtp_user", CT_STR, L(smtp.user), NULL, 0, 0, false },
+	{ SEC_LOCATION, "smtp_password", CT_STR, L(smtp.password), NULL, 0, 0, true },
+	{ SEC_LOCATION, "smtp_password_file", CT_PATH, L(smtp.password_file), NULL, 0, 0, false },
+	{ SEC_LOCATION, "imap_host", CT_STR, L(imap.host), NULL, 0, 0, false },
+	{ SEC_LOCATION, "imap_port", CT_INT, L(imap.port), "993", 1, 65535, false },
+	{ SEC_LOCATION, "imap_tls", CT_STR, L(imap.tls), "tls", 0, 0, false },
+	{ SEC_LOCATION, "imap_tls_verify", CT_BOOL, L(imap.tls_verify), "yes", 0, 0, false },
+	{ SEC_LOCATION, "imap_ca_file", CT_PATH, L(imap.ca_file), NULL, 0, 0, false },
+	{ SEC_LOCATION, "imap_user", CT_STR, L(imap.user), NULL, 0, 0, false },
+	{ SEC_LOCATION, "imap_password", CT_STR, L(imap.password), NULL, 0, 0, true },
+	{ SEC_LOCATION, "imap_password_file", CT_PATH, L(imap.password_file), NULL, 0, 0, false },
+	{ SEC_LOCATION, "imap_folder", CT_STR, L(imap_folder), "INBOX", 0, 0, false },
+};
+#define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+_Static_assert(N_KEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
+
+struct parse_state {
+	struct config *cfg;
+	FILE *err;
+	const char *file;
+	char *dir;
+	int line;
+	int errors;
+	int depth;
+	enum config_section section;
+	struct location_config *loc;
+	char *bad_section;         /* reported once per section */
+};
+
+static void __attribute__((format(printf, 2, 3)))
+perr(struct parse_state *ps, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(ps->err, "%s:%d: ", ps->file, ps->line);
+	va_start(ap, fmt);
+	vfprintf(ps->err, fmt, ap);
+	va_end(ap);
+	fputc('\n', ps->err);
+	ps->errors++;
+}
+
+static char *
+resolve_path(const char *dir, const char *value)
+{
+	if (value[0] == '/' || !dir)
+		return xstrdup(value);
+	return xasprintf("%s/%s", dir, value);
+}
+
+static int
+parse_bool(const char *v, bool *out)
+{
+	if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "on"))
+		*out = true;
+	else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "off"))
+		*out = false;
+	else
+		return -1;
+	return 0;
+}
+
+/* Stores value into the field described by k; returns an error string or NULL. */
+static const char *
+config_set(const struct config_key *k, void *base, const char *dir, const char *value)
+{
+	void *field = (char *)base + k->offset;
+	char *end;
+	long v;
+
+	switch (k->type) {
+	case CT_STR:
+		free(*(char **)field);
+		*(char **)field = xstrdup(value);
+		return NULL;
+	case CT_PATH:
+		free(*(char **)field);
+		*(char **)field = value[0] ? resolve_path(dir, value) : NULL;
+		return NULL;
+	case CT_INT:
+		errno = 0;
+		v = strtol(value, &end, 10);
+		if (errno || end == value || *end)
+			return "not a number";
+		if (v < k->min || v > k->max)
+			return "out of range";
+		*(long *)field = v;
+		return NULL;
+	case CT_BOOL:
+		return parse_bool(value, (bool *)field) < 0 ? "not yes/no" : NULL;
+	}
+	return "bad key type";
+}
+
+static void
+config_apply_defaults(enum config_section sec, void *base, const char *dir)
+{
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (config_keys[i].section == sec && config_keys[i].def)
+			config_set(&config_keys[i], base, dir, config_keys[i].def);
+}
+
+static int config_parse_file(struct parse_state *ps, const char *path);
+
+static void
+config_include(struct parse_state *ps, const char *pattern)
+{
+	char *full = resolve_path(ps->dir, pattern);
+	glob_t g;
+	int r = glob(full, 0, NULL, &g);
+
+	if (r == GLOB_NOMATCH) {
+		/* an empty locations.d/ is normal */
+	} else if (r != 0) {
+		perr(ps, "include %s: cannot expand", full);
+	} else if (ps->depth >= CONFIG_MAX_INCLUDE_DEPTH) {
+		perr(ps, "include %s: nested too deep", full);
+	} else {
+		for (size_t i = 0; i < g.gl_pathc; i++) {
+			struct parse_state sub = *ps;
+			sub.depth++;
+			sub.section = SEC_TOP;
+			sub.loc = NULL;
+			sub.bad_section = NULL;
+			config_parse_file(&sub, g.gl_pathv[i]);
+			free(sub.bad_section);
+			ps->cfg = sub.cfg;
+			ps->errors = sub.errors;
+		}
+	}
+	if (r != GLOB_NOMATCH)
+		globfree(&g);
+	free(full);
+}
+
+static struct location_config *
+config_add_location(struct parse_state *ps, const char *id)
+{
+	struct config *cfg = ps->cfg;
+	struct location_config *loc;
+
+	for (size_t i = 0; i < cfg->n_locations; i++)
+		if (strcmp(cfg->locations[i].id, id) == 0) {
+			perr(ps, "location %s already defined at %s", id, cfg->locations[i].file);
+			return NULL;
+		}
+	cfg->locations = xrealloc(cfg->locations, (cfg->n_locations + 1) * sizeof(*loc));
+	loc = &cfg->locations[cfg->n_locations++];
+	memset(loc, 0, sizeof(*loc));
+	loc->id = xstrdup(id);
+	loc->file = xasprintf("%s:%d", ps->file, ps->line);
+	loc->line = ps->line;
+	config_apply_defaults(SEC_LOCATION, loc, ps->dir);
+	return loc;
+}
+
+static bool
+valid_location_id(const char *id)
+{
+	if (!*id || strlen(id) > 64)
+		return false;
+	for (; *id; id++)
+		if (!isalnum((unsigned char)*id) && *id != '_' && *id != '-')
+			return false;
+	return true;
+}
+
+/* Enters a section when its name changes; returns false if unusable. */
+static bool
+config_enter_section(struct parse_state *ps, const char *section)
+{
+	static const char *names[] = { "", "server", "highlevel", "store" };
+
+	if (ps->bad_section && strcmp(ps->bad_section, section) == 0)
+		return false;
+	if (ps->section == SEC_LOCATION && ps->loc && strncmp(section, "location ", 9) == 0 &&
+	    strcmp(ps->loc->id, section + 9) == 0)
+		return true;
+	for (int i = 0; i < 4; i++)
+		if (strcmp(section, names[i]) == 0) {
+			ps->section = (enum config_section)i;
+			return true;
+		}
+	free(ps->bad_section);
+	ps->bad_section = xstrdup(section);
+	if (strncmp(section, "location ", 9) == 0) {
+		const char *id = section + 9;
+		while (*id == ' ')
+			id++;
+		if (!valid_location_id(id)) {
+			perr(ps, "[%s]: location id must be 1-64 letters, digits, '-' or '_'", section);
+			return false;
+		}
+		ps->loc = config_add_location(ps, id);
+		if (!ps->loc)
+			return false;
+		ps->section = SEC_LOCATION;
+		free(ps->bad_section);
+		ps->bad_section = NULL;
+		return true;
+	}
+	perr(ps, "unknown section [%s]", section);
+	return false;
+}
+
+static int
+config_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct parse_state *ps = user;
+	const char *e;
+
+	if (!config_enter_section(ps, section))
+		return 1;
+	/* include is a directive, valid anywhere; the included files start
+	 * outside any section */
+	if (strcmp(name, "include") == 0) {
+		config_include(ps, value);
+		return 1;
+	}
+	if (ps->section == SEC_TOP) {
+		perr(ps, "unknown key '%s' outside any section", name);
+		return 1;
+	}
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct config_key *k = &config_keys[i];
+		if (k->section != ps->section || strcmp(k->name, name) != 0)
+			continue;
+		e = config_set(k, ps->section == SEC_LOCATION ? (void *)ps->loc : (void *)ps->cfg, ps->dir, value);
+		if (e)
+			perr(ps, "%s: %s", name, e);
+		else if (ps->section != SEC_LOCATION && i < CONFIG_MAX_KEYS) {
+			free(ps->cfg->key_where[i]);
+			ps->cfg->key_where[i] = xasprintf("%s:%d", ps->file, ps->line);
+		}
+		return 1;
+	}
+	perr(ps, "unknown key '%s' in [%s]", name, section);
+	return 1;
+}
+
+/* libinih reads a line per call: counting calls gives file:line for errors. */
+struct reader_ctx {
+	FILE *fp;
+	struct parse_state *ps;
+};
+
+static char *
+config_line_reader(char *str, int num, void *stream)
+{
+	struct reader_ctx *rc = stream;
+	char *r = fgets(str, num, rc->fp);
+	if (r)
+		rc->ps->line++;
+	return r;
+}
+
+static void
+warn_loose_permissions(FILE *err, const char *path, mode_t mask, const char *what)
+{
+	struct stat st;
+	if (stat(path, &st) == 0 && (st.st_mode & mask))
+		fprintf(err, "%s: warning: %s is readable by others (mode %04o); chmod 600 it\n",
+		    path, what, (unsigned)(st.st_mode & 07777));
+}
+
+static int
+config_parse_file(struct parse_state *ps, const char *path)
+{
+	struct reader_ctx rc;
+	char *dup = xstrdup(path);
+	const char *saved_file = ps->file;
+	char *saved_dir = ps->dir;
+	int saved_line = ps->line;
+
+	rc.fp = fopen(path, "re");
+	rc.ps = ps;
+	if (!rc.fp) {
+		fprintf(ps->err, "%s: cannot open: %s\n", path, strerror(errno));
+		ps->errors++;
+		free(dup);
+		return -1;
+	}
+	warn_loose_permissions(ps->err, path, S_IROTH, "config file");
+	ps->file = path;
+	ps->dir = xstrdup(dirname(dup));
+	ps->line = 0;
+	ini_parse_stream(config_line_reader, &rc, config_handler, ps);
+	fclose(rc.fp);
+	free(ps->dir);
+	free(dup);
+	ps->file = saved_file;
+	ps->dir = saved_dir;
+	ps->line = saved_line;
+	return 0;
+}
+
+int
+config_parse_mailbox(const char *s, char **name_r, char **addr_r)
+{
+	const char *lt = strrchr(s, '<'), *gt, *at;
+	const char *a, *aend;
+	char *addr;
+
+	*name_r = NULL;
+	*addr_r = NULL;
+	if (has_header_break(s, strlen(s)))
+		return -1;
+	if (lt) {
+		gt = strchr(lt, '>');
+		if (!gt || gt[1] != '\0')
+			return -1;
+		a = lt + 1;
+		aend = gt;
+	} else {
+		a = s;
+		while (*a == ' ')
+			a++;
+		aend = a + strlen(a);
+		while (aend > a && aend[-1] == ' ')
+			aend--;
+	}
+	if (aend - a < 3 || aend - a > 254)
+		return -1;
+	addr = strndup(a, (size_t)(aend - a));
+	at = strchr(addr, '@');
+	if (!at || at == addr || !at[1] || strchr(at + 1, '@') ||
+	    strpbrk(addr, " <>()[],;:\\\"\t")) {
+		free(addr);
+		return -1;
+	}
+	if (lt) {
+		const char *n = s, *nend = lt;
+		while (*n == ' ')
+			n++;
+		while (nend > n && nend[-1] == ' ')
+			nend--;
+		if (nend - n >= 2 && *n == '"' && nend[-1] == '"') {
+			n++;
+			nend--;
+		}
+		if (nend > n)
+			*name_r = strndup(n, (size_t)(nend - n));
+	}
+	*addr_r = addr;
+	return 0;
+}
+
+static int
+parse_tls_mode(const char *s, enum tls_mode *out)
+{
+	if (!strcmp(s, "none"))
+		*out = TLS_MODE_NONE;
+	else if (!strcmp(s, "starttls"))
+		*out = TLS_MODE_STARTTLS;
+	else if (!strcmp(s, "tls"))
+		*out = TLS_MODE_IMPLICIT;
+	else
+		return -1;
+	return 0;
+}
+
+/* Reads a one-line secret file (trailing newline stripped). */
+static char *
+read_secret(const char *path, FILE *err, const char *where, int *errors)
+{
+	size_t len;
+	char *s = read_file(path, CONFIG_MAX_SECRET_FILE, &len);
+
+	if (!s) {
+		fprintf(err, "%s: cannot read secret file %s: %s\n", where, path, strerror(errno));
+		(*errors)++;
+		return NULL;
+	}
+	warn_loose_permissions(err, path, S_IRGRP | S_IROTH, "secret file");
+	while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
+		s[--len] = '\0';
+	return s;
+}
+
+static void
+check_server(const char *where, const char *what, struct mail_server_config *m, FILE *err, int *errors)
+{
+	if (parse_tls_mode(m->tls, &m->tls_mode) < 0) {
+		fprintf(err, "%s: %s_tls must be none, starttls or tls (got '%s')\n", where, what, m->tls);
+		(*errors)++;
+	}
+	if (m->password && m->password_file) {
+		fprintf(err, "%s: set %s_password or %s_password_file, not both\n", where, what, what);
+		(*errors)++;
+	} else if (m->password_file) {
+		m->password = read_secret(m->password_file, err, where, errors);
+	}
+	if (m->user && !m->password) {
+		fprintf(err, "%s: %s_user is set but no %s_password\n", where, what, what);
+		(*errors)++;
+	}
+	if (m->ca_file && access(m->ca_file, R_OK) != 0) {
+		fprintf(err, "%s: %s_ca_file %s: %s\n", where, what, m->ca_file, strerror(errno));
+		(*errors)++;
+	}
+}
+
+static void
+config_check_location(struct location_config *loc, FILE *err, int *errors)
+{
+	const char *w = loc->file;
+
+	if (!strcmp(loc->mode, "default"))
+		loc->provider_mode = PROVIDER_DEFAULT;
+	else if (!strcmp(loc->mode, "custom"))
+		loc->provider_mode = PROVIDER_CUSTOM;
+	else {
+		fprintf(err, "%s: mode must be default or custom (got '%s')\n", w, loc->mode);
+		(*errors)++;
+	}
+	if (loc->provider_mode == PROVIDER_CUSTOM && !loc->provider_id) {
+		fprintf(err, "%s: mode = custom needs provider_id (the conversationProviderId)\n", w);
+		(*errors)++;
+	}
+	if (!strcmp(loc->delivered_on_s, "relay"))
+		loc->delivered_on = DELIVERED_ON_RELAY;
+	else if (!strcmp(loc->delivered_on_s, "dsn"))
+		loc->delivered_on = DELIVERED_ON_DSN;
+	else {
+		fprintf(err, "%s: delivered_on must be relay or dsn (got '%s')\n", w, loc->delivered_on_s);
+		(*errors)++;
+	}
+	if (!loc->from) {
+		fprintf(err, "%s: from is required (the sender identity, \"Name <addr@domain>\")\n", w);
+		(*errors)++;
+	} else if (config_parse_mailbox(loc->from, &loc->from_name, &loc->from_addr) < 0) {
+		fprintf(err, "%s: from: not a valid mailbox: '%s'\n", w, loc->from);
+		(*errors)++;
+	}
+	if (!loc->reply_domain && loc->from_addr)
+		loc->reply_domain = xstrdup(strchr(loc->from_addr, '@') + 1);
+	if (loc->reply_domain && (has_header_break(loc->reply_domain, strlen(loc->reply_domain)) ||
+	    strpbrk(loc->reply_domain, " <>@"))) {
+		fprintf(err, "%s: reply_domain: not a domain: '%s'\n", w, loc->reply_domain);
+		(*errors)++;
+	}
+	if (!loc->smtp.host) {
+		fprintf(err, "%s: smtp_host is required\n", w);
+		(*errors)++;
+	}
+	check_server(w, "smtp", &loc->smtp, err, errors);
+	check_server(w, "imap", &loc->imap, err, errors);
+	if (loc->imap.host && !loc->imap.user) {
+		fprintf(err, "%s: imap_host is set but no imap_user\n", w);
+		(*errors)++;
+	}
+}
+
+/* "file:line" where a global key was set, else the main file. */
+static const char *
+where(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < N_KEYS && i < CONFIG_MAX_KEYS; i++)
+		if (config_keys[i].section != SEC_LOCATION && strcmp(config_keys[i].name, name) == 0)
+			return cfg->key_where[i] ? cfg->key_where[i] : cfg->path;
+	return cfg->path;
+}
+
+static void
+config_check(struct config *cfg, FILE *err, int *errors)
+{
+	char *colon = strrchr(cfg->listen, ':');
+	char *end;
+	long port = colon ? strtol(colon + 1, &end, 10) : -1;
+	enum log_level lvl;
+
+	if (!colon || colon == cfg->listen || *end || port < 0 || port > 65535) {
+		fprintf(err, "%s: listen must be host:port (got '%s')\n", where(cfg, "listen"), cfg->listen);
+		(*errors)++;
+	} else {
+		cfg->listen_host = strndup(cfg->listen, (size_t)(colon - cfg->listen));
+		cfg->listen_port = (int)port;
+	}
+	if (strncmp(cfg->api_base, "http://", 7) && strncmp(cfg->api_base, "https://", 8)) {
+		fprintf(err, "%s: api_base must be an http(s) URL\n", where(cfg, "api_base"));
+		(*errors)++;
+	}
+	if (cfg->client_secret && cfg->client_secret_file) {
+		fprintf(err, "%s: set client_secret or client_secret_file, not both\n", where(cfg, "client_secret_file"));
+		(*errors)++;
+	} else if (cfg->client_secret_file) {
+		cfg->client_secret = read_secret(cfg->client_secret_file, err, where(cfg, "client_secret_file"), errors);
+	}
+	if (log_level_from_name(cfg->log_level, &lvl) < 0) {
+		fprintf(err, "%s: log_level must be error, warn, info or debug\n", where(cfg, "log_level"));
+		(*errors)++;
+	}
+	if (cfg->require_signature && (!cfg->ed25519_key || access(cfg->ed25519_key, R_OK) != 0) &&
+	    (!cfg->rsa_key || access(cfg->rsa_key, R_OK) != 0)) {
+		fprintf(err, "%s: require_signature is on but no webhook key is readable\n", where(cfg, "require_signature"));
+		(*errors)++;
+	}
+	if (cfg->retry_base > cfg->retry_max) {
+		fprintf(err, "%s: retry_base is larger than retry_max\n", where(cfg, "retry_base"));
+		(*errors)++;
+	}
+	for (size_t i = 0; i < cfg->n_locations; i++)
+		config_check_location(&cfg->locations[i], err, errors);
+}
+
+struct config *
+config_defaults(void)
+{
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+	config_apply_defaults(SEC_SERVER, cfg, NULL);
+	config_apply_defaults(SEC_HIGHLEVEL, cfg, NULL);
+	config_apply_defaults(SEC_STORE, cfg, NULL);
+	return cfg;
+}
+
+struct config *
+config_load(const char *path, FILE *err)
+{
+	struct parse_state ps = { 0 };
+	char *dup = xstrdup(path);
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+
+	cfg->path = xstrdup(path);
+	cfg->dir = xstrdup(dirname(dup));
+	free(dup);
+	config_apply_defaults(SEC_SERVER, cfg, cfg->dir);
+	config_apply_defaults(SEC_HIGHLEVEL, cfg, cfg->dir);
+	config_apply_defaults(SEC_STORE, cfg, cfg->dir);
+
+	ps.cfg = cfg;
+	ps.err = err;
+	config_parse_file(&ps, path);
+	free(ps.bad_section);
+	/* semantic checks run even after syntax errors: one run, every error */
+	config_check(cfg, err, &ps.errors);
+	if (ps.errors) {
+		fprintf(err, "%s: %d error%s\n", path, ps.errors, ps.errors == 1 ? "" : "s");
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
+static void
+free_fields(enum config_section sec, void *base)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct config_key *k = &config_keys[i];
+		if (k->section == sec && (k->type == CT_STR || k->type == CT_PATH)) {
+			free(*(char **)((char *)base + k->offset));
+			*(char **)((char *)base + k->offset) = NULL;
+		}
+	}
+}
+
+void
+config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->n_locations; i++) {
+		struct location_config *loc = &cfg->locations[i];
+		free_fields(SEC_LOCATION, loc);
+		free(loc->id);
+		free(loc->file);
+		free(loc->from_name);
+		free(loc->from_addr);
+	}
+	free(cfg->locations);
+	free_fields(SEC_SERVER, cfg);
+	free_fields(SEC_HIGHLEVEL, cfg);
+	free_fields(SEC_STORE, cfg);
+	for (size_t i = 0; i < CONFIG_MAX_KEYS; i++)
+		free(cfg->key_where[i]);
+	free(cfg->listen_host);
+	free(cfg->path);
+	free(cfg->dir);
+	free(cfg);
+}
+
+static void
+dump_section(FILE *out, enum config_section sec, const void *base)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct config_key *k = &config_keys[i];
+		const void *f = (const char *)base + k->offset;
+		if (k->section != sec)
+			continue;
+		switch (k->type) {
+		case CT_STR:
+		case CT_PATH: {
+			const char *v = *(char *const *)f;
+			/* secret read from a *_file shows as set too */
+			if (k->secret)
+				fprintf(out, "%s = %s\n", k->name, v ? "********" : "");
+			else
+				fprintf(out, "%s = %s\n", k->name, v ? v : "");
+			break;
+		}
+		case CT_INT:
+			fprintf(out, "%s = %ld\n", k->name, *(const long *)f);
+			break;
+		case CT_BOOL:
+			fprintf(out, "%s = %s\n", k->name, *(const bool *)f ? "yes" : "no");
+			break;
+		}
+	}
+}
+
+void
+config_dump(const struct config *cfg, FILE *out)
+{
+	fprintf(out, "[server]\n");
+	dump_section(out, SEC_SERVER, cfg);
+	fprintf(out, "\n[highlevel]\n");
+	dump_section(out, SEC_HIGHLEVEL, cfg);
+	fprintf(out, "\n[store]\n");
+	dump_section(out, SEC_STORE, cfg);
+	for (size_t i = 0; i < cfg->n_locations; i++) {
+		fprintf(out, "\n[location %s]\n", cfg->locations[i].id);
+		dump_section(out, SEC_LOCATION, &cfg->locations[i]);
+	}
+}
+
+const struct location_config *
+config_location(const struct config *cfg, const char *id)
+{
+	for (size_t i = 0; i < cfg->n_locations; i++)
+		if (strcmp(cfg->locations[i].id, id) == 0)
+			return &cfg->locations[i];
+	return NULL;
+}

@@ -1,0 +1,108 @@
+/* config: mailbridge.conf (INI via libinih) into struct config.
+ *
+ * Every key lives in one table (config.c) with its section, type, default
+ * and whether it is a secret. Parsing collects *all* errors with file:line
+ * and reports them together; config_load fails once at the end. Paths are
+ * resolved relative to the directory of the file that names them. */
+#ifndef MB_CONFIG_H
+#define MB_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#define CONFIG_MAX_KEYS 64
+
+enum tls_mode { TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
+enum provider_mode { PROVIDER_DEFAULT, PROVIDER_CUSTOM };
+enum delivered_on { DELIVERED_ON_RELAY, DELIVERED_ON_DSN };
+
+struct mail_server_config {
+	char *host;
+	long port;
+	char *tls;                 /* "none" | "starttls" | "tls" */
+	enum tls_mode tls_mode;
+	bool tls_verify;           /* verify chain + host name (default yes) */
+	char *ca_file;             /* extra trust anchors, else system store */
+	char *user;
+	char *password;            /* secret; filled from password_file too */
+	char *password_file;
+};
+
+struct location_config {
+	char *id;                  /* HighLevel locationId */
+	char *file;                /* where its section starts, for messages */
+	int line;
+	char *mode;                /* "default" | "custom" */
+	enum provider_mode provider_mode;
+	char *provider_id;         /* conversationProviderId (custom mode) */
+	char *from;                /* "Name <addr>" identity */
+	char *from_name;           /* parsed from `from` */
+	char *from_addr;
+	bool allow_from_override;  /* honour the webhook's emailFrom address */
+	char *reply_domain;        /* plus-address and Message-ID domain */
+	char *delivered_on_s;
+	enum delivered_on delivered_on;
+	char *token;               /* static API token (stand-in before OAuth) */
+	struct mail_server_config smtp;
+	struct mail_server_config imap;
+	char *imap_folder;
+};
+
+struct config {
+	char *path;                /* the main file */
+	char *dir;                 /* its directory */
+	/* [server] */
+	char *listen;              /* "host:port" */
+	char *listen_host;
+	int listen_port;
+	char *public_url;
+	long max_body;
+	long conn_limit;
+	long conn_timeout;
+	char *log_level;
+	/* [highlevel] */
+	char *api_base;
+	char *client_id;
+	char *client_secret;
+	char *client_secret_file;
+	char *ed25519_key;
+	char *rsa_key;
+	bool require_signature;
+	long rate_limit;
+	long rate_window;
+	long api_timeout;
+	char *api_ca_file;
+	/* [store] */
+	char *data_dir;
+	long workers;
+	long max_lifetime;         /* seconds a job keeps retrying */
+	long retry_base;           /* first retry delay, seconds */
+	long retry_max;            /* longest retry delay, seconds */
+	long max_attachment;       /* bytes per fetched attachment */
+
+	struct location_config *locations;
+	size_t n_locations;
+	char *key_where[CONFIG_MAX_KEYS];  /* "file:line" per key set, for messages */
+};
+
+/* Loads and validates path. Returns NULL and prints every problem
+ * (file:line: message) to err. Warnings (loose permissions) also go to err
+ * but do not fail. The result is freed with config_free. */
+struct config *config_load(const char *path, FILE *err);
+
+/* Defaults only (no file), for tests and the embedded example. */
+struct config *config_defaults(void);
+
+void config_free(struct config *cfg);
+
+/* Prints the effective configuration with secrets masked. */
+void config_dump(const struct config *cfg, FILE *out);
+
+/* NULL when the location is not configured. Borrowed pointer. */
+const struct location_config *config_location(const struct config *cfg, const char *id);
+
+/* Splits "Name <addr>" or "addr"; returns 0 or -1 when no valid address.
+ * Results are malloc'd (name may be NULL). */
+int config_parse_mailbox(const char *s, char **name_r, char **addr_r);
+
+#endif

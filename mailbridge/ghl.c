@@ -1,0 +1,442 @@
+#include "ghl.h"
+#include "config.h"
+#include "log.h"
+#include "oauth.h"
+#include "util.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define GHL_MAX_RESPONSE   (4 * 1024 * 1024)
+#define GHL_DEFAULT_429_MS 10000
+
+struct ghl_bucket {
+	char *location_id;
+	double tokens;
+	int64_t last_ms;
+	int64_t blocked_until;     /* from X-RateLimit-Remaining: 0 or a 429 */
+	long day;                  /* days since epoch of the daily count */
+	long daily;
+	struct ghl_bucket *next;
+};
+
+struct ghl {
+	const struct config *cfg;
+	struct store *store;
+	struct oauth *oauth;
+	CURLSH *share;
+	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	pthread_mutex_t lock;      /* buckets */
+	struct ghl_bucket *buckets;
+};
+
+struct ghl_resp {
+	char *data;
+	size_t len;
+	bool too_big;
+	long rl_remaining;         /* -1 unknown */
+	long rl_interval_ms;
+	long retry_after_s;
+};
+
+static void
+share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *userptr)
+{
+	struct ghl *g = userptr;
+	pthread_mutex_lock(&g->share_locks[data]);
+}
+
+static void
+share_unlock(CURL *h, curl_lock_data data, void *userptr)
+{
+	struct ghl *g = userptr;
+	pthread_mutex_unlock(&g->share_locks[data]);
+}
+
+struct ghl *
+ghl_new(const struct config *cfg, struct store *st)
+{
+	struct ghl *g = xcalloc(1, sizeof(*g));
+	g->cfg = cfg;
+	g->store = st;
+	pthread_mutex_init(&g->lock, NULL);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&g->share_locks[i], NULL);
+	g->share = curl_share_init();
+	curl_share_setopt(g->share, CURLSHOPT_LOCKFUNC, share_lock);
+	curl_share_setopt(g->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+	curl_share_setopt(g->share, CURLSHOPT_USERDATA, g);
+	curl_share_setopt(g->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+	curl_share_setopt(g->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(g->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	return g;
+}
+
+void
+ghl_free(struct ghl *g)
+{
+	if (!g)
+		return;
+	curl_share_cleanup(g->share);
+	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&g->share_locks[i]);
+	while (g->buckets) {
+		struct ghl_bucket *b = g->buckets;
+		g->buckets = b->next;
+		free(b->location_id);
+		free(b);
+	}
+	pthread_mutex_destroy(&g->lock);
+	free(g);
+}
+
+void
+ghl_set_oauth(struct ghl *g, struct oauth *o)
+{
+	g->oauth = o;
+}
+
+void
+ghl_result_clear(struct ghl_result *r)
+{
+	free(r->error);
+	free(r->trace_id);
+	json_decref(r->body);
+	memset(r, 0, sizeof(*r));
+}
+
+const char *
+ghl_class_name(enum ghl_class c)
+{
+	switch (c) {
+	case GHL_OK: return "ok";
+	case GHL_RETRY: return "retry";
+	case GHL_AUTH: return "auth";
+	case GHL_PERMANENT: return "permanent";
+	}
+	return "?";
+}
+
+static struct ghl_bucket *
+bucket_get(struct ghl *g, const char *location_id)
+{
+	struct ghl_bucket *b;
+	for (b = g->buckets; b; b = b->next)
+		if (strcmp(b->location_id, location_id) == 0)
+			return b;
+	b = xcalloc(1, sizeof(*b));
+	b->location_id = xstrdup(location_id);
+	b->tokens = (double)g->cfg->rate_limit;
+	b->last_ms = mono_ms();
+	b->next = g->buckets;
+	g->buckets = b;
+	return b;
+}
+
+/* Takes one request from the location's bucket. 0 = go, else the ms to
+ * wait before asking again. */
+static int64_t
+ratelimit_take(struct ghl *g, const char *location_id)
+{
+	int64_t now = mono_ms(), wait = 0;
+	double rate = (double)g->cfg->rate_limit / ((double)g->cfg->rate_window * 1000.0);
+	struct ghl_bucket *b;
+	long day = (long)(time(NULL) / 86400);
+
+	pthread_mutex_lock(&g->lock);
+	b = bucket_get(g, location_id);
+	b->tokens += (double)(now - b->last_ms) * rate;
+	if (b->tokens > (double)g->cfg->rate_limit)
+		b->tokens = (double)g->cfg->rate_limit;
+	b->last_ms = now;
+	if (b->blocked_until > now) {
+		wait = b->blocked_until - now;
+	} else if (b->tokens < 1.0) {
+		wait = (int64_t)((1.0 - b->tokens) / rate) + 1;
+	} else {
+		b->tokens -= 1.0;
+		if (b->day != day) {
+			b->day = day;
+			b->daily = 0;
+		}
+		b->daily++;
+	}
+	pthread_mutex_unlock(&g->lock);
+	return wait;
+}
+
+static void
+ratelimit_block(struct ghl *g, const char *location_id, int64_t ms)
+{
+	pthread_mutex_lock(&g->lock);
+	struct ghl_bucket *b = bucket_get(g, location_id);
+	b->blocked_until = mono_ms() + ms;
+	b->tokens = 0;
+	pthread_mutex_unlock(&g->lock);
+}
+
+long
+ghl_daily_count(struct ghl *g, const char *location_id)
+{
+	long n;
+	pthread_mutex_lock(&g->lock);
+	n = bucket_get(g, location_id)->daily;
+	pthread_mutex_unlock(&g->lock);
+	return n;
+}
+
+static size_t
+resp_write(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct ghl_resp *r = userdata;
+	size_t n = size * nmemb;
+	if (r->len + n > GHL_MAX_RESPONSE) {
+		r->too_big = true;
+		return 0;
+	}
+	r->data = xrealloc(r->data, r->len + n + 1);
+	memcpy(r->data + r->len, ptr, n);
+	r->len += n;
+	r->data[r->len] = '\0';
+	return n;
+}
+
+static long
+header_long(const char *buf, size_t n, const char *name)
+{
+	size_t k = strlen(name);
+	if (n > k + 1 && strncasecmp(buf, name, k) == 0 && buf[k] == ':')
+		return strtol(buf + k + 1, NULL, 10);
+	return -1;
+}
+
+static size_t
+resp_header(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	struct ghl_resp *r = userdata;
+	size_t n = size * nitems;
+	long v;
+
+	if ((v = header_long(buf, n, "X-RateLimit-Remaining")) >= 0)
+		r->rl_remaining = v;
+	else if ((v = header_long(buf, n, "X-RateLimit-Interval-Milliseconds")) >= 0)
+		r->rl_interval_ms = v;
+	else if ((v = header_long(buf, n, "Retry-After")) >= 0)
+		r->retry_after_s = v;
+	return n;
+}
+
+/* HighLevel's error bodies carry "message" as a string or an array. */
+static char *
+error_text(json_t *body, long status)
+{
+	json_t *m = body ? json_object_get(body, "message") : NULL;
+	if (json_is_string(m))
+		return xstrdup(json_string_value(m));
+	if (json_is_array(m)) {
+		size_t i, len = 0;
+		json_t *e;
+		char *out = xstrdup("");
+		json_array_foreach(m, i, e) {
+			const char *s = json_is_string(e) ? json_string_value(e) : "?";
+			out = xrealloc(out, len + strlen(s) + 3);
+			len += (size_t)sprintf(out + len, "%s%s", i ? "; " : "", s);
+		}
+		return out;
+	}
+	return xasprintf("HTTP %ld", status);
+}
+
+/* One HTTP exchange, no token logic. */
+static enum ghl_class
+ghl_perform(struct ghl *g, const char *location_id, const char *method, const char *path,
+    const char *content_type, const char *payload, const char *bearer, const char *version,
+    struct ghl_result *res)
+{
+	CURL *h;
+	struct curl_slist *hdrs = NULL;
+	struct ghl_resp r = { .rl_remaining = -1, .rl_interval_ms = -1, .retry_after_s = -1 };
+	char *url, *hv;
+	char errbuf[CURL_ERROR_SIZE] = "";
+	CURLcode rc;
+	int64_t wait;
+
+	memset(res, 0, sizeof(*res));
+	if (location_id && (wait = ratelimit_take(g, location_id)) > 0) {
+		res->cls = GHL_RETRY;
+		res->retry_after_ms = wait;
+		res->error = xstrdup("local rate limit");
+		return res->cls;
+	}
+	h = curl_easy_init();
+	url = xasprintf("%s%s", g->cfg->api_base, path);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_SHARE, g->share);
+	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, g->cfg->api_timeout);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, resp_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, resp_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "mailbridge/0.1");
+	if (g->cfg->api_ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, g->cfg->api_ca_file);
+	hdrs = curl_slist_append(hdrs, "Accept: application/json");
+	if (bearer) {
+		hv = xasprintf("Authorization: Bearer %s", bearer);
+		hdrs = curl_slist_append(hdrs, hv);
+		free(hv);
+	}
+	if (version) {
+		hv = xasprintf("Version: %s", version);
+		hdrs = curl_slist_append(hdrs, hv);
+		free(hv);
+	}
+	if (payload) {
+		hv = xasprintf("Content-Type: %s", content_type);
+		hdrs = curl_slist_append(hdrs, hv);
+		free(hv);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
+	}
+	hdrs = curl_slist_append(hdrs, "Expect:");
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+
+	rc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	free(url);
+
+	if (r.len > 0) {
+		res->body = json_loadb(r.data, r.len, 0, NULL);
+		if (json_is_object(res->body) && json_is_string(json_object_get(res->body, "traceId")))
+			res->trace_id = xstrdup(json_string_value(json_object_get(res->body, "traceId")));
+	}
+	free(r.data);
+	if (rc != CURLE_OK) {
+		res->cls = GHL_RETRY;
+		res->error = xasprintf("%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		res->retry_after_ms = 0;
+	} else if (res->status >= 200 && res->status < 300) {
+		res->cls = GHL_OK;
+	} else {
+		res->error = error_text(res->body, res->status);
+		if (res->status == 429 || res->status >= 500 || res->status == 408) {
+			res->cls = GHL_RETRY;
+			if (res->status == 429) {
+				res->retry_after_ms = r.retry_after_s > 0 ? r.retry_after_s * 1000 :
+				    r.rl_interval_ms > 0 ? r.rl_interval_ms : GHL_DEFAULT_429_MS;
+				if (location_id)
+					ratelimit_block(g, location_id, res->retry_after_ms);
+			}
+		} else if (res->status == 401) {
+			res->cls = GHL_AUTH;
+		} else {
+			res->cls = GHL_PERMANENT;
+		}
+	}
+	/* HighLevel says the window is spent: do not spend the next request */
+	if (location_id && r.rl_remaining == 0 && res->status != 429)
+		ratelimit_block(g, location_id, r.rl_interval_ms > 0 ? r.rl_interval_ms : 1000);
+	log_debug("ghl: %s %s status=%ld class=%s traceId=%s", method, path, res->status,
+	    ghl_class_name(res->cls), res->trace_id ? res->trace_id : "-");
+	return res->cls;
+}
+
+/* 1 = token in *token_r (malloc'd), 0 = none, -1 = temporary trouble. */
+static int
+ghl_token(struct ghl *g, const char *location_id, const char *stale, bool *from_oauth, char **token_r)
+{
+	const struct location_config *loc = config_location(g->cfg, location_id);
+	int r = 0;
+
+	*from_oauth = false;
+	if (g->oauth) {
+		r = oauth_access_token(g->oauth, location_id, stale, token_r);
+		if (r != 0) {
+			*from_oauth = r == 1;
+			return r;
+		}
+	}
+	if (loc && loc->token) {
+		*token_r = xstrdup(loc->token);
+		return 1;
+	}
+	return 0;
+}
+
+enum ghl_class
+ghl_call(struct ghl *g, const char *location_id, const char *method, const char *path,
+    const char *version, json_t *body, struct ghl_result *res)
+{
+	char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	char *token = NULL, *stale = NULL;
+	bool from_oauth;
+	int r;
+
+	json_decref(body);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		r = ghl_token(g, location_id, stale, &from_oauth, &token);
+		if (r <= 0) {
+			memset(res, 0, sizeof(*res));
+			res->cls = r == 0 ? GHL_AUTH : GHL_RETRY;
+			res->retry_after_ms = r == 0 ? 0 : 5000;
+			res->error = xstrdup(r == 0 ? "no token for this location (install the app)" :
+			    "token refresh failed");
+			break;
+		}
+		ghl_perform(g, location_id, method, path, "application/json", payload, token, version, res);
+		free(stale);
+		stale = token;
+		token = NULL;
+		/* 401 "invalid token": refresh once and retry, but only when the
+		 * token is ours to refresh */
+		if (res->cls != GHL_AUTH || !from_oauth || attempt == 1)
+			break;
+		log_info("ghl: 401 for locationId=%s, refreshing token", location_id);
+		ghl_result_clear(res);
+	}
+	free(stale);
+	free(payload);
+	return res->cls;
+}
+
+enum ghl_class
+ghl_oauth_post(struct ghl *g, const char *path, const char *form, const char *bearer,
+    const char *version, struct ghl_result *res)
+{
+	return ghl_perform(g, NULL, "POST", path, "application/x-www-form-urlencoded", form, bearer,
+	    version, res);
+}
+
+enum ghl_class
+ghl_update_status(struct ghl *g, const char *location_id, const char *message_id, const char *status,
+    const char *error_code, const char *error_message, const char *email_message_id,
+    struct ghl_result *res)
+{
+	json_t *body = json_pack("{s:s}", "status", status);
+	char *esc = curl_easy_escape(NULL, message_id, 0);
+	char *path = xasprintf("/conversations/messages/%s/status", esc);
+
+	if (error_message)
+		json_object_set_new(body, "error", json_pack("{s:s, s:s, s:s}", "code",
+		    error_code ? error_code : "0", "type", "smtp", "message", error_message));
+	if (email_message_id)
+		json_object_set_new(body, "emailMessageId", json_string(email_message_id));
+	ghl_call(g, location_id, "PUT", path, GHL_VERSION_CONVERSATIONS, body, res);
+	/* REFERENCE §5: 403 until HighLevel has "downstreamed" the message */
+	if (res->cls == GHL_PERMANENT && res->status == 403)
+		res->cls = GHL_RETRY;
+	curl_free(esc);
+	free(path);
+	return res->cls;
+}

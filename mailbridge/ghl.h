@@ -1,0 +1,65 @@
+/* ghl: the HighLevel API client. The only module that talks to
+ * services.leadconnectorhq.com (libcurl + jansson): base URL from config,
+ * Bearer token of the location, the per-endpoint Version header, JSON
+ * bodies, timeouts, TLS verification, a token bucket per location so we
+ * never cause a 429 ourselves, and errors classified for the callers.
+ * Thread-safe; connections are shared and reused (curl share handle). */
+#ifndef MB_GHL_H
+#define MB_GHL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct config;
+struct store;
+struct oauth;
+
+#define GHL_VERSION_CONVERSATIONS "2021-04-15"
+#define GHL_VERSION_CONTACTS      "2021-07-28"
+
+enum ghl_class {
+	GHL_OK,
+	GHL_RETRY,       /* 429, 5xx, timeout, network; retry_after_ms says when */
+	GHL_AUTH,        /* no usable token (needs install / re-install): wait */
+	GHL_PERMANENT,   /* other 4xx: error says why */
+};
+
+struct ghl_result {
+	enum ghl_class cls;
+	long status;               /* HTTP status, 0 when none */
+	char *error;               /* HighLevel's message(s) or ours, malloc'd */
+	char *trace_id;
+	json_t *body;              /* parsed response (new reference) or NULL */
+	int64_t retry_after_ms;
+};
+
+void ghl_result_clear(struct ghl_result *r);
+const char *ghl_class_name(enum ghl_class c);
+
+struct ghl *ghl_new(const struct config *cfg, struct store *st);
+void ghl_free(struct ghl *g);
+/* Lets ghl refresh OAuth tokens (set once at start-up, may stay NULL). */
+void ghl_set_oauth(struct ghl *g, struct oauth *o);
+
+/* Generic call: method, path (with leading /), Version header, JSON body
+ * (stolen; may be NULL), for the location's token. Returns res->cls. */
+enum ghl_class ghl_call(struct ghl *g, const char *location_id, const char *method, const char *path,
+    const char *version, json_t *body, struct ghl_result *res);
+
+/* PUT /conversations/messages/{id}/status. error_* may be NULL. A 403 is
+ * classed GHL_RETRY: it is normal for seconds after the webhook. */
+enum ghl_class ghl_update_status(struct ghl *g, const char *location_id, const char *message_id,
+    const char *status, const char *error_code, const char *error_message,
+    const char *email_message_id, struct ghl_result *res);
+
+/* Requests made today for a location (daily budget tracking). */
+long ghl_daily_count(struct ghl *g, const char *location_id);
+
+#endif
+
+/* Form-encoded POST for the /oauth endpoints (used by oauth.c only). bearer and
+ * version may be NULL (POST /oauth/token takes neither). form is
+ * "k=v&k=v" already URL-encoded. Never logs the form. */
+enum ghl_class ghl_oauth_post(struct ghl *g, const char *path, const char *form,
+    const char *bearer, const char *version, struct ghl_result *res);

@@ -1,0 +1,58 @@
+/* http: the libmicrohttpd server and its route table. Bodies are read
+ * whole (bounded by max_body: 413 past it) before a handler runs; a
+ * handler fills a response and never blocks on the network. */
+#ifndef MB_HTTP_H
+#define MB_HTTP_H
+
+#include <stddef.h>
+
+struct MHD_Connection;
+
+struct http_request {
+	struct MHD_Connection *conn;
+	const char *method;
+	const char *path;
+	const char *body;          /* NUL-terminated copy; body_len excludes the NUL */
+	size_t body_len;
+};
+
+struct http_response {
+	int status;
+	const char *content_type;  /* static string */
+	char *body;                /* malloc'd, owned by the server after return */
+	char *location;            /* malloc'd redirect target or NULL */
+};
+
+typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
+
+struct http_route {
+	const char *method;
+	const char *path;          /* exact match */
+	http_handler_fn fn;
+};
+
+struct http_limits {
+	size_t max_body;
+	unsigned conn_limit;
+	unsigned conn_timeout;     /* seconds of inactivity */
+	unsigned threads;
+};
+
+struct http_server;
+
+/* Routes must outlive the server. Returns NULL with *error_r set. */
+struct http_server *http_start(const char *host, int port, const struct http_route *routes,
+    size_t n_routes, void *ctx, const struct http_limits *limits, char **error_r);
+/* Stops accepting, lets in-flight requests finish (bounded), then stops. */
+void http_stop(struct http_server *srv);
+/* The port actually bound (useful with port 0). */
+int http_port(const struct http_server *srv);
+
+const char *http_header(const struct http_request *req, const char *name);
+const char *http_query(const struct http_request *req, const char *name);
+
+/* Fills resp with a JSON body {"error": msg, "field": field?}. */
+void http_json_error(struct http_response *resp, int status, const char *msg, const char *field);
+void http_text(struct http_response *resp, int status, const char *content_type, const char *text);
+
+#endif

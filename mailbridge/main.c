@@ -1,0 +1,356 @@
+/* mailbridge: command line. serve (the daemon), check-config, queue,
+ * send-test, accounts. Process-wide library init happens here, before
+ * any thread starts (LIBRARIES.md B.6). */
+#include "app.h"
+#include "config.h"
+#include "ghl.h"
+#include "http.h"
+#include "log.h"
+#include "oauth.h"
+#include "outbound.h"
+#include "sig.h"
+#include "store.h"
+#include "util.h"
+#include "webhook.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <gmime/gmime.h>
+#include <gnutls/gnutls.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_CONFIG "/etc/mailbridge/mailbridge.conf"
+#define REPORTER_THREADS 2
+
+static const struct http_route routes[] = {
+	{ "POST", "/webhooks/provider", webhook_provider },
+	{ "POST", "/webhooks/app", webhook_app },
+	{ "GET", "/oauth/start", oauth_http_start },
+	{ "GET", "/oauth/callback", oauth_http_callback },
+	{ "GET", "/healthz", webhook_health },
+};
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+	    "usage: mailbridge [serve] [-c FILE]\n"
+	    "       mailbridge check-config [-c FILE]\n"
+	    "       mailbridge queue list|show ID|retry ID|drop ID [-c FILE]\n"
+	    "       mailbridge send-test --location ID --to ADDR [-c FILE]\n"
+	    "       mailbridge accounts [-c FILE]\n"
+	    "FILE defaults to " DEFAULT_CONFIG ", else conf/mailbridge.conf\n");
+}
+
+static void
+lib_init(void)
+{
+	signal(SIGPIPE, SIG_IGN);     /* libetpan writes with send() and no MSG_NOSIGNAL */
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	gnutls_global_init();
+	g_mime_init();
+}
+
+static void
+lib_deinit(void)
+{
+	g_mime_shutdown();
+	gnutls_global_deinit();
+	curl_global_cleanup();
+}
+
+/* Opens config + store for a command; NULL on failure (printed). */
+static struct config *
+load_config(const char *path)
+{
+	struct config *cfg = config_load(path, stderr);
+	enum log_level lvl;
+	if (cfg && log_level_from_name(cfg->log_level, &lvl) == 0)
+		log_set_level(lvl);
+	return cfg;
+}
+
+static int
+open_app(struct app *app, const char *path)
+{
+	char *err = NULL;
+	memset(app, 0, sizeof(*app));
+	app->cfg = load_config(path);
+	if (!app->cfg)
+		return -1;
+	app->store = store_open(app->cfg->data_dir, &err);
+	if (!app->store) {
+		fprintf(stderr, "mailbridge: %s\n", err);
+		free(err);
+		config_free(app->cfg);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+close_app(struct app *app)
+{
+	oauth_free(app->oauth);
+	ghl_free(app->ghl);
+	sig_keys_free(app->keys);
+	store_close(app->store);
+	config_free(app->cfg);
+}
+
+static int
+cmd_serve(const char *path)
+{
+	struct app app;
+	struct http_server *srv;
+	struct http_limits lim;
+	sigset_t set;
+	char *err = NULL;
+	int sig, recovered;
+
+	if (open_app(&app, path) < 0)
+		return 1;
+	app.keys = sig_keys_load(app.cfg->ed25519_key && access(app.cfg->ed25519_key, R_OK) == 0 ?
+	    app.cfg->ed25519_key : NULL, app.cfg->rsa_key && access(app.cfg->rsa_key, R_OK) == 0 ?
+	    app.cfg->rsa_key : NULL, &err);
+	if (!app.keys) {
+		log_error("%s", err);
+		free(err);
+		close_app(&app);
+		return 1;
+	}
+	recovered = store_job_recover(app.store);
+	if (recovered > 0)
+		log_warn("store: %d job(s) were interrupted during DATA by a crash; they are sent again "
+		    "(the relay may already hold a copy)", recovered);
+	app.ghl = ghl_new(app.cfg, app.store);
+	if (app.cfg->client_id) {
+		app.oauth = oauth_new(app.cfg, app.store, app.ghl);
+		ghl_set_oauth(app.ghl, app.oauth);
+	}
+
+	/* signals are taken by sigwait below: block them before any thread */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	app.outbound = outbound_start(&app, (int)app.cfg->workers, REPORTER_THREADS);
+	lim.max_body = (size_t)app.cfg->max_body;
+	lim.conn_limit = (unsigned)app.cfg->conn_limit;
+	lim.conn_timeout = (unsigned)app.cfg->conn_timeout;
+	lim.threads = 2;
+	srv = http_start(app.cfg->listen_host, app.cfg->listen_port, routes,
+	    sizeof(routes) / sizeof(routes[0]), &app, &lim, &err);
+	if (!srv) {
+		log_error("%s", err);
+		free(err);
+		outbound_stop(app.outbound);
+		close_app(&app);
+		return 1;
+	}
+	log_info("mailbridge: listening on %s:%d, %zu location(s), %ld worker(s), signatures %s",
+	    app.cfg->listen_host, http_port(srv), app.cfg->n_locations, app.cfg->workers,
+	    app.cfg->require_signature ? "required" : "optional");
+	sigwait(&set, &sig);
+	log_info("mailbridge: %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	http_stop(srv);
+	outbound_stop(app.outbound);
+	close_app(&app);
+	log_info("mailbridge: stopped");
+	return 0;
+}
+
+static int
+cmd_check_config(const char *path)
+{
+	struct config *cfg = config_load(path, stderr);
+	if (!cfg)
+		return 1;
+	config_dump(cfg, stdout);
+	config_free(cfg);
+	return 0;
+}
+
+static void
+fmt_time(int64_t ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void
+print_job_row(const struct job *j, void *arg)
+{
+	char when[32];
+	fmt_time(j->created_at, when, sizeof(when));
+	printf("%-24s %-22s %-8s %-8s %3d  %-8s %s\n", j->message_id, j->location_id, j->type, j->state,
+	    j->attempts, j->report_state, when);
+}
+
+static int
+cmd_queue(const char *path, int argc, char **argv)
+{
+	struct app app;
+	struct job *j = NULL;
+	int r = 1;
+
+	if (argc < 1) {
+		usage(stderr);
+		return 2;
+	}
+	if (open_app(&app, path) < 0)
+		return 1;
+	if (!strcmp(argv[0], "list")) {
+		printf("%-24s %-22s %-8s %-8s %3s  %-8s %s\n", "MESSAGE", "LOCATION", "TYPE", "STATE", "TRY",
+		    "REPORT", "CREATED");
+		r = store_job_list(app.store, 1000, print_job_row, NULL) < 0;
+	} else if (argc < 2) {
+		usage(stderr);
+		r = 2;
+	} else if (!strcmp(argv[0], "show")) {
+		if (store_job_get(app.store, argv[1], &j) == 1) {
+			char when[32], next[32];
+			fmt_time(j->created_at, when, sizeof(when));
+			fmt_time(j->next_at, next, sizeof(next));
+			printf("messageId     %s\nlocationId    %s\ntype          %s\nstate         %s\n"
+			    "attempts      %d\ncreated       %s\nnext attempt  %s\nlast reply    %d %s\n"
+			    "Message-ID    %s\nrecipients    %s\nreport        %s %s (%d attempts) %s\n",
+			    j->message_id, j->location_id, j->type, j->state, j->attempts, when, next,
+			    j->last_code, j->last_error ? j->last_error : "", j->rfc_message_id ? j->rfc_message_id : "-",
+			    j->rcpt_state ? j->rcpt_state : "-", j->report_status ? j->report_status : "-",
+			    j->report_state, j->report_attempts, j->report_error ? j->report_error : "");
+			r = 0;
+		} else {
+			fprintf(stderr, "no job %s\n", argv[1]);
+		}
+	} else if (!strcmp(argv[0], "retry")) {
+		r = store_job_retry(app.store, argv[1]) == 1 ? 0 : 1;
+		fprintf(r ? stderr : stdout, r ? "no queued or failed job %s\n" : "job %s queued now\n", argv[1]);
+	} else if (!strcmp(argv[0], "drop")) {
+		r = store_job_drop(app.store, argv[1]) == 1 ? 0 : 1;
+		fprintf(r ? stderr : stdout, r ? "no droppable job %s (not found or being sent)\n" :
+		    "job %s dropped\n", argv[1]);
+	} else {
+		usage(stderr);
+		r = 2;
+	}
+	job_free(j);
+	close_app(&app);
+	return r;
+}
+
+static int
+cmd_send_test(const char *path, const char *location, const char *to)
+{
+	struct app app;
+	const struct location_config *loc;
+	int r;
+
+	if (!location || !to) {
+		usage(stderr);
+		return 2;
+	}
+	app.cfg = load_config(path);
+	if (!app.cfg)
+		return 1;
+	loc = config_location(app.cfg, location);
+	if (!loc) {
+		fprintf(stderr, "location %s is not configured in %s\n", location, path);
+		config_free(app.cfg);
+		return 1;
+	}
+	r = outbound_send_test(&app, loc, to, stdout);
+	config_free(app.cfg);
+	return r == 0 ? 0 : 1;
+}
+
+static int
+cmd_accounts(const char *path)
+{
+	struct app app;
+	if (open_app(&app, path) < 0)
+		return 1;
+	printf("%-24s %-10s %-22s %-6s %-6s\n", "LOCATION", "MODE", "TOKEN", "SMTP", "IMAP");
+	for (size_t i = 0; i < app.cfg->n_locations; i++) {
+		const struct location_config *loc = &app.cfg->locations[i];
+		struct token *t = NULL;
+		char tok[40];
+		if (store_token_get(app.store, loc->id, &t) == 1) {
+			if (t->needs_reinstall)
+				snprintf(tok, sizeof(tok), "needs re-install");
+			else if (!t->access_token)
+				snprintf(tok, sizeof(tok), "installed, no token");
+			else {
+				char when[32];
+				fmt_time(t->expires_at, when, sizeof(when));
+				snprintf(tok, sizeof(tok), "until %s", when);
+			}
+		} else {
+			snprintf(tok, sizeof(tok), loc->token ? "static (config)" : "not installed");
+		}
+		printf("%-24s %-10s %-22s %-6s %-6s\n", loc->id, loc->mode, tok, loc->smtp.host ? "yes" : "no",
+		    loc->imap.host ? "yes" : "no");
+		token_free(t);
+	}
+	close_app(&app);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "location", required_argument, NULL, 'l' },
+		{ "to", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL, *location = NULL, *to = NULL, *cmd = "serve";
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1 || optind < argc) {
+		if (c == -1) {
+			/* a command word; options may follow it */
+			if (strcmp(cmd, "serve") != 0 || argv[optind][0] == '-')
+				break;
+			cmd = argv[optind++];
+			continue;
+		}
+		switch (c) {
+		case 'c': path = optarg; break;
+		case 'l': location = optarg; break;
+		case 't': to = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!path)
+		path = access(DEFAULT_CONFIG, R_OK) == 0 ? DEFAULT_CONFIG : "conf/mailbridge.conf";
+
+	lib_init();
+	if (!strcmp(cmd, "serve"))
+		r = cmd_serve(path);
+	else if (!strcmp(cmd, "check-config"))
+		r = cmd_check_config(path);
+	else if (!strcmp(cmd, "queue"))
+		r = cmd_queue(path, argc - optind, argv + optind);
+	else if (!strcmp(cmd, "send-test"))
+		r = cmd_send_test(path, location, to);
+	else if (!strcmp(cmd, "accounts"))
+		r = cmd_accounts(path);
+	else {
+		usage(stderr);
+		r = 2;
+	}
+	lib_deinit();
+	return r;
+}

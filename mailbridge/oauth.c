@@ -1,0 +1,379 @@
+#include "oauth.h"
+#include "app.h"
+#include "config.h"
+#include "ghl.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct oauth_lock {
+	char *key;
+	pthread_mutex_t mutex;
+	struct oauth_lock *next;
+};
+
+struct oauth {
+	const struct config *cfg;
+	struct store *store;
+	struct ghl *ghl;
+	pthread_mutex_t lock;      /* the list below */
+	struct oauth_lock *locks;
+};
+
+struct oauth *
+oauth_new(const struct config *cfg, struct store *st, struct ghl *g)
+{
+	struct oauth *o = xcalloc(1, sizeof(*o));
+	o->cfg = cfg;
+	o->store = st;
+	o->ghl = g;
+	pthread_mutex_init(&o->lock, NULL);
+	return o;
+}
+
+void
+oauth_free(struct oauth *o)
+{
+	if (!o)
+		return;
+	while (o->locks) {
+		struct oauth_lock *l = o->locks;
+		o->locks = l->next;
+		pthread_mutex_destroy(&l->mutex);
+		free(l->key);
+		free(l);
+	}
+	pthread_mutex_destroy(&o->lock);
+	free(o);
+}
+
+/* The mutex that serialises token work for one key; never freed while
+ * the daemon runs, so the pointer stays valid without holding o->lock. */
+static pthread_mutex_t *
+oauth_key_lock(struct oauth *o, const char *key)
+{
+	struct oauth_lock *l;
+	pthread_mutex_lock(&o->lock);
+	for (l = o->locks; l; l = l->next)
+		if (strcmp(l->key, key) == 0)
+			break;
+	if (!l) {
+		l = xcalloc(1, sizeof(*l));
+		l->key = xstrdup(key);
+		pthread_mutex_init(&l->mutex, NULL);
+		l->next = o->locks;
+		o->locks = l;
+	}
+	pthread_mutex_unlock(&o->lock);
+	return &l->mutex;
+}
+
+static char *
+form_add(char *form, const char *k, const char *v)
+{
+	char *ev = curl_easy_escape(NULL, v, 0);
+	char *out = xasprintf("%s%s%s=%s", form ? form : "", form ? "&" : "", k, ev);
+	curl_free(ev);
+	free(form);
+	return out;
+}
+
+static const char *
+jstr(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* Builds a token from a /oauth/token or /oauth/locationToken answer. */
+static struct token *
+token_from_json(json_t *b, const char *key, const char *fallback_refresh)
+{
+	struct token *t;
+	json_t *exp = json_object_get(b, "expires_in");
+
+	if (!jstr(b, "access_token"))
+		return NULL;
+	t = xcalloc(1, sizeof(*t));
+	t->location_id = xstrdup(key);
+	t->user_type = xstrdup(jstr(b, "userType") ? jstr(b, "userType") : "Location");
+	t->company_id = xstrdup(jstr(b, "companyId"));
+	t->access_token = xstrdup(jstr(b, "access_token"));
+	t->refresh_token = xstrdup(jstr(b, "refresh_token") ? jstr(b, "refresh_token") : fallback_refresh);
+	t->expires_at = now_ms() + (json_is_integer(exp) ? json_integer_value(exp) : 3600) * 1000;
+	t->scope = xstrdup(jstr(b, "scope"));
+	return t;
+}
+
+static bool
+oauth_ready(const struct oauth *o)
+{
+	return o->cfg->client_id && o->cfg->client_secret;
+}
+
+/* Refreshes key's token; caller holds the key lock. 1 ok (*t_r replaced),
+ * 0 refused (marked for re-install), -1 temporary. */
+static int
+oauth_refresh(struct oauth *o, struct token **t_r)
+{
+	struct token *t = *t_r, *nt;
+	struct ghl_result res;
+	char *form = NULL;
+	int ret;
+
+	if (!oauth_ready(o) || !t->refresh_token)
+		return 0;
+	form = form_add(form, "client_id", o->cfg->client_id);
+	form = form_add(form, "client_secret", o->cfg->client_secret);
+	form = form_add(form, "grant_type", "refresh_token");
+	form = form_add(form, "refresh_token", t->refresh_token);
+	form = form_add(form, "user_type", t->user_type && !strcmp(t->user_type, "Company") ? "Company" : "Location");
+	ghl_oauth_post(o->ghl, "/oauth/token", form, NULL, NULL, &res);
+	free(form);
+	if (res.cls == GHL_OK && (nt = token_from_json(res.body, t->location_id, NULL)) != NULL) {
+		/* single-use refresh token: the new pair is on disk before use */
+		if (store_token_put(o->store, nt) < 0) {
+			log_error("oauth: refreshed token for %s could not be stored", t->location_id);
+			token_free(nt);
+			ret = -1;
+		} else {
+			log_info("oauth: refreshed token for %s", t->location_id);
+			token_free(t);
+			*t_r = nt;
+			ret = 1;
+		}
+	} else if (res.status == 400 || res.status == 401 || res.status == 422) {
+		log_error("oauth: refresh refused for %s (%s): location needs re-install of the app",
+		    t->location_id, res.error ? res.error : "?");
+		store_token_mark_reinstall(o->store, t->location_id);
+		ret = 0;
+	} else {
+		log_warn("oauth: refresh for %s failed for now: %s", t->location_id, res.error ? res.error : "?");
+		ret = -1;
+	}
+	ghl_result_clear(&res);
+	return ret;
+}
+
+static int
+oauth_company_token(struct oauth *o, const char *company_id, char **token_r);
+
+/* Mints a location token from the agency token. Caller holds the lock. */
+static int
+oauth_mint_location(struct oauth *o, const char *company_id, const char *location_id, struct token **t_r)
+{
+	struct ghl_result res;
+	char *ctoken = NULL, *form = NULL;
+	int r = oauth_company_token(o, company_id, &ctoken);
+	struct token *nt;
+
+	if (r != 1)
+		return r;
+	form = form_add(form, "companyId", company_id);
+	form = form_add(form, "locationId", location_id);
+	ghl_oauth_post(o->ghl, "/oauth/locationToken", form, ctoken, GHL_VERSION_CONTACTS, &res);
+	free(form);
+	free(ctoken);
+	r = -1;
+	if (res.cls == GHL_OK && (nt = token_from_json(res.body, location_id, NULL)) != NULL) {
+		free(nt->company_id);
+		nt->company_id = xstrdup(company_id);
+		if (store_token_put(o->store, nt) == 1) {
+			log_info("oauth: location token minted for %s from company %s", location_id, company_id);
+			token_free(*t_r);
+			*t_r = nt;
+			r = 1;
+		} else {
+			token_free(nt);
+		}
+	} else if (res.cls == GHL_PERMANENT || res.cls == GHL_AUTH) {
+		log_error("oauth: locationToken for %s refused: %s", location_id, res.error ? res.error : "?");
+		r = 0;
+	}
+	ghl_result_clear(&res);
+	return r;
+}
+
+static int
+oauth_token_for_key(struct oauth *o, const char *key, const char *stale, char **token_r)
+{
+	pthread_mutex_t *m = oauth_key_lock(o, key);
+	struct token *t = NULL;
+	int r;
+
+	pthread_mutex_lock(m);
+	r = store_token_get(o->store, key, &t);
+	if (r == 1 && t->needs_reinstall) {
+		r = 0;
+	} else if (r == 1 && !t->access_token) {
+		/* installed (agency) but no token yet */
+		r = t->company_id && strncmp(key, "company:", 8) != 0 ?
+		    oauth_mint_location(o, t->company_id, key, &t) : 0;
+	} else if (r == 1) {
+		bool expiring = t->expires_at - OAUTH_REFRESH_MARGIN_MS <= now_ms();
+		bool rejected = stale && strcmp(stale, t->access_token) == 0;
+		if (expiring || rejected) {
+			if (t->refresh_token)
+				r = oauth_refresh(o, &t);
+			else if (t->company_id && strncmp(key, "company:", 8) != 0)
+				r = oauth_mint_location(o, t->company_id, key, &t);
+			else
+				r = 0;
+			/* an expiring (not yet rejected) token still works meanwhile */
+			if (r == -1 && !rejected && t->expires_at > now_ms())
+				r = 1;
+		}
+	}
+	if (r == 1)
+		*token_r = xstrdup(t->access_token);
+	pthread_mutex_unlock(m);
+	token_free(t);
+	return r < 0 ? -1 : r;
+}
+
+static int
+oauth_company_token(struct oauth *o, const char *company_id, char **token_r)
+{
+	char *key = xasprintf("company:%s", company_id);
+	int r = oauth_token_for_key(o, key, NULL, token_r);
+	free(key);
+	return r;
+}
+
+int
+oauth_access_token(struct oauth *o, const char *location_id, const char *stale, char **token_r)
+{
+	return oauth_token_for_key(o, location_id, stale, token_r);
+}
+
+int
+oauth_on_install(struct oauth *o, const char *company_id, const char *location_id)
+{
+	struct token *t = NULL;
+	int r;
+
+	if (!location_id)
+		return 0;           /* agency-level install: the callback stores it */
+	r = store_token_get(o->store, location_id, &t);
+	if (r == 0) {
+		struct token nt = { .location_id = (char *)location_id, .user_type = "Location",
+		    .company_id = (char *)company_id };
+		r = store_token_put(o->store, &nt);
+	} else if (r == 1 && company_id && !t->company_id) {
+		free(t->company_id);
+		t->company_id = xstrdup(company_id);
+		r = store_token_put(o->store, t);
+	}
+	token_free(t);
+	if (r < 0)
+		return -1;
+	log_info("oauth: INSTALL locationId=%s companyId=%s", location_id, company_id ? company_id : "-");
+	if (company_id) {
+		char *tok = NULL;
+		/* best effort now; done on first use otherwise */
+		if (oauth_access_token(o, location_id, NULL, &tok) == 1)
+			free(tok);
+	}
+	return 0;
+}
+
+int
+oauth_on_uninstall(struct oauth *o, const char *company_id, const char *location_id)
+{
+	char *key = location_id ? xstrdup(location_id) : company_id ? xasprintf("company:%s", company_id) : NULL;
+	int r;
+
+	if (!key)
+		return -1;
+	r = store_token_delete(o->store, key);
+	log_info("oauth: UNINSTALL %s: tokens deleted, queued history kept", key);
+	free(key);
+	return r < 0 ? -1 : 0;
+}
+
+static char *
+redirect_uri(const struct config *cfg)
+{
+	return xasprintf("%s/oauth/callback", cfg->public_url);
+}
+
+void
+oauth_http_start(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+	struct app *app = ctx;
+	char *ru, *eru, *escope, *eid;
+
+	if (!app->cfg->client_id) {
+		http_text(resp, 503, "text/plain", "OAuth is not configured ([highlevel] client_id).\n");
+		return;
+	}
+	ru = redirect_uri(app->cfg);
+	eru = curl_easy_escape(NULL, ru, 0);
+	escope = curl_easy_escape(NULL, OAUTH_SCOPES, 0);
+	eid = curl_easy_escape(NULL, app->cfg->client_id, 0);
+	resp->status = 302;
+	resp->content_type = "text/plain";
+	resp->location = xasprintf("%s?response_type=code&redirect_uri=%s&client_id=%s&scope=%s",
+	    OAUTH_CONSENT_URL, eru, eid, escope);
+	resp->body = xstrdup("Redirecting to HighLevel.\n");
+	curl_free(eru);
+	curl_free(escope);
+	curl_free(eid);
+	free(ru);
+}
+
+void
+oauth_http_callback(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+	struct app *app = ctx;
+	struct oauth *o = app->oauth;
+	const char *code = http_query(req, "code");
+	struct ghl_result res;
+	struct token *t;
+	char *form = NULL, *ru, *key;
+
+	if (!o || !oauth_ready(o)) {
+		http_text(resp, 503, "text/plain", "OAuth is not configured ([highlevel] client_id and client_secret).\n");
+		return;
+	}
+	if (!code || !*code || strlen(code) > 512) {
+		http_text(resp, 400, "text/plain", "Missing ?code= from HighLevel.\n");
+		return;
+	}
+	ru = redirect_uri(app->cfg);
+	form = form_add(form, "client_id", app->cfg->client_id);
+	form = form_add(form, "client_secret", app->cfg->client_secret);
+	form = form_add(form, "grant_type", "authorization_code");
+	form = form_add(form, "code", code);
+	form = form_add(form, "redirect_uri", ru);
+	free(ru);
+	ghl_oauth_post(app->ghl, "/oauth/token", form, NULL, NULL, &res);
+	free(form);
+	if (res.cls != GHL_OK) {
+		log_warn("oauth: code exchange failed: status=%ld %s", res.status, res.error ? res.error : "");
+		http_text(resp, 502, "text/plain", "HighLevel refused the installation code. Try installing again.\n");
+		ghl_result_clear(&res);
+		return;
+	}
+	if (jstr(res.body, "userType") && !strcmp(jstr(res.body, "userType"), "Company") && jstr(res.body, "companyId"))
+		key = xasprintf("company:%s", jstr(res.body, "companyId"));
+	else
+		key = xstrdup(jstr(res.body, "locationId"));
+	t = key ? token_from_json(res.body, key, NULL) : NULL;
+	if (!t || store_token_put(app->store, t) < 0) {
+		http_text(resp, 500, "text/plain", "Installation could not be saved.\n");
+	} else {
+		char *page = xasprintf("mailbridge is installed for %s.\n", key);
+		log_info("oauth: installed %s (userType=%s)", key, t->user_type);
+		http_text(resp, 200, "text/plain", page);
+		free(page);
+	}
+	token_free(t);
+	free(key);
+	ghl_result_clear(&res);
+}

@@ -1,0 +1,644 @@
+#include "outbound.h"
+#include "app.h"
+#include "config.h"
+#include "fetch.h"
+#include "ghl.h"
+#include "log.h"
+#include "mime_out.h"
+#include "payload.h"
+#include "smtp_client.h"
+#include "smtp_policy.h"
+#include "store.h"
+#include "util.h"
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OUTBOUND_IDLE_POLL_MS     1000
+#define OUTBOUND_SMTP_TIMEOUT_S   60
+#define OUTBOUND_FETCH_TIMEOUT_S  60
+#define REPORT_LEASE_MS           120000
+#define REPORT_BASE_MS            2000      /* 403 "not downstreamed yet" heals in 5-10 s */
+#define REPORT_MAX_MS             (10 * 60 * 1000)
+#define REPORT_MAX_ATTEMPTS       60
+#define REPORT_AUTH_WAIT_MS       (5 * 60 * 1000)
+
+struct outbound {
+	struct app *app;
+	pthread_t *workers;
+	int n_workers;
+	pthread_t *reporters;
+	int n_reporters;
+	pthread_mutex_t lock;
+	pthread_cond_t work_cond;
+	pthread_cond_t report_cond;
+	bool stop;
+	unsigned work_seq, report_seq;
+};
+
+/* Per-job working set, freed by job_ctx_clear. */
+struct job_ctx {
+	struct outbound *ob;
+	struct job *job;
+	struct payload *p;
+	const struct location_config *loc;
+	char *message_id;          /* ours, no <> */
+	char *reply_token;
+	char *reply_to;
+	char *return_path;
+	char *in_reply_to;
+	char *references;
+	struct addr from;
+	struct mime_attachment *att;
+	size_t n_att;
+	json_t *rcpt_state;        /* addr -> {code, text} of finished recipients */
+};
+
+static void
+job_ctx_clear(struct job_ctx *c)
+{
+	payload_free(c->p);
+	free(c->message_id);
+	free(c->reply_token);
+	free(c->reply_to);
+	free(c->return_path);
+	free(c->in_reply_to);
+	free(c->references);
+	for (size_t i = 0; i < c->n_att; i++)
+		mime_attachment_clear(&c->att[i]);
+	free(c->att);
+	json_decref(c->rcpt_state);
+}
+
+/* A short, lower-case, stable token for plus-addresses: mail systems may
+ * fold the case of a local part, HighLevel ids are mixed case. */
+static char *
+reply_token_for(const char *location_id, const char *message_id)
+{
+	unsigned char digest[32];
+	char *in = xasprintf("%s/%s", location_id, message_id);
+	char *hex = xmalloc(17);
+
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, in, strlen(in), digest);
+	for (int i = 0; i < 8; i++)
+		sprintf(hex + 2 * i, "%02x", digest[i]);
+	free(in);
+	return hex;
+}
+
+static char *
+strip_brackets(const char *s)
+{
+	size_t len;
+	while (*s == ' ' || *s == '<')
+		s++;
+	len = strlen(s);
+	while (len > 0 && (s[len - 1] == '>' || s[len - 1] == ' '))
+		len--;
+	return strndup(s, len);
+}
+
+/* Finds what this message answers and builds In-Reply-To / References. */
+static void
+outbound_thread(struct job_ctx *c, struct store *st)
+{
+	struct msgmap *parent = NULL;
+	char *parent_id = NULL;
+
+	if (c->p->reply_to_alt_id && *c->p->reply_to_alt_id) {
+		/* custom mode: altId is the Message-ID we posted inbound */
+		char *alt = strip_brackets(c->p->reply_to_alt_id);
+		if (store_msgmap_get(st, "alt", c->loc->id, alt, &parent) != 1 &&
+		    store_msgmap_get(st, "rfc", c->loc->id, alt, &parent) != 1)
+			parent_id = xstrdup(alt);
+		free(alt);
+	} else if (c->p->email_message_id && strcmp(c->p->email_message_id, c->p->message_id) != 0) {
+		/* default mode: emailMessageId names the thread's email */
+		store_msgmap_get(st, "email", c->loc->id, c->p->email_message_id, &parent);
+	}
+	if (parent)
+		parent_id = xstrdup(parent->rfc_message_id);
+	if (parent_id && strpbrk(parent_id, " <>\r\n") == NULL && strchr(parent_id, '@')) {
+		c->in_reply_to = xasprintf("<%s>", parent_id);
+		c->references = parent && parent->references && *parent->references ?
+		    xasprintf("%s <%s>", parent->references, parent_id) : xasprintf("<%s>", parent_id);
+	}
+	free(parent_id);
+	msgmap_free(parent);
+}
+
+static int
+outbound_prepare(struct job_ctx *c, struct app *app)
+{
+	const char *error, *field;
+	const char *domain;
+
+	c->p = payload_parse(c->job->payload, strlen(c->job->payload), &error, &field);
+	if (!c->p)
+		return -1;
+	c->loc = config_location(app->cfg, c->job->location_id);
+	if (!c->loc)
+		return -1;
+	domain = c->loc->reply_domain;
+	c->message_id = xasprintf("mb.%s@%s", c->p->message_id, domain);
+	c->reply_token = reply_token_for(c->loc->id, c->p->message_id);
+	c->reply_to = xasprintf("reply+%s@%s", c->reply_token, domain);
+	c->return_path = xasprintf("bounce+%s@%s", c->reply_token, domain);
+	/* the webhook's sender only when the location allows it; the name
+	 * a HighLevel user chose is kept either way */
+	if (c->loc->allow_from_override && c->p->from) {
+		c->from = *c->p->from;
+	} else {
+		c->from.name = c->p->from && c->p->from->name ? c->p->from->name : c->loc->from_name;
+		c->from.addr = c->loc->from_addr;
+	}
+	c->rcpt_state = c->job->rcpt_state ? json_loads(c->job->rcpt_state, 0, NULL) : NULL;
+	if (!json_is_object(c->rcpt_state)) {
+		json_decref(c->rcpt_state);
+		c->rcpt_state = json_object();
+	}
+	outbound_thread(c, app->store);
+	return 0;
+}
+
+/* Fetches every attachment. FETCH_OK, or the first failure's class. */
+static enum fetch_result
+outbound_fetch(struct job_ctx *c, long max, char **error_r)
+{
+	c->att = xcalloc(c->p->n_attachments + 1, sizeof(*c->att));
+	for (size_t i = 0; i < c->p->n_attachments; i++) {
+		enum fetch_result r = fetch_attachment(c->p->attachments[i], (size_t)max,
+		    OUTBOUND_FETCH_TIMEOUT_S, &c->att[i], error_r);
+		if (r != FETCH_OK)
+			return r;
+		c->n_att++;
+	}
+	return FETCH_OK;
+}
+
+static char *
+outbound_render(struct job_ctx *c, size_t *len_r)
+{
+	struct mime_out m = {
+		.from = &c->from, .reply_to = c->reply_to,
+		.to = c->p->to, .n_to = c->p->n_to, .cc = c->p->cc, .n_cc = c->p->n_cc,
+		.subject = c->p->subject, .html = c->p->html, .text = c->p->text,
+		.message_id = c->message_id, .in_reply_to = c->in_reply_to, .references = c->references,
+		.job_header = c->p->message_id, .date_ms = c->job->created_at,
+		.attachments = c->att, .n_attachments = c->n_att,
+	};
+	return mime_out_render(&m, len_r);
+}
+
+static void
+smtp_params_for(const struct location_config *loc, struct smtp_params *sp)
+{
+	memset(sp, 0, sizeof(*sp));
+	sp->host = loc->smtp.host;
+	sp->port = (int)loc->smtp.port;
+	sp->tls = loc->smtp.tls_mode;
+	sp->tls_verify = loc->smtp.tls_verify;
+	sp->ca_file = loc->smtp.ca_file;
+	sp->user = loc->smtp.user;
+	sp->password = loc->smtp.password;
+	sp->timeout = OUTBOUND_SMTP_TIMEOUT_S;
+}
+
+/* Recipients still to send to: To, Cc, Bcc, each once, minus finished. */
+static size_t
+outbound_rcpts(struct job_ctx *c, const char ***rcpts_r)
+{
+	size_t n = 0, max = c->p->n_to + c->p->n_cc + c->p->n_bcc;
+	const char **r = xcalloc(max + 1, sizeof(*r));
+	const struct addr *lists[3] = { c->p->to, c->p->cc, c->p->bcc };
+	size_t counts[3] = { c->p->n_to, c->p->n_cc, c->p->n_bcc };
+
+	for (int l = 0; l < 3; l++)
+		for (size_t i = 0; i < counts[l]; i++) {
+			const char *a = lists[l][i].addr;
+			bool dup = json_object_get(c->rcpt_state, a) != NULL;
+			for (size_t k = 0; k < n && !dup; k++)
+				dup = strcasecmp(r[k], a) == 0;
+			if (!dup)
+				r[n++] = a;
+		}
+	*rcpts_r = r;
+	return n;
+}
+
+static void
+mark_sending(void *arg)
+{
+	struct job_ctx *c = arg;
+	store_job_mark_sending(c->ob->app->store, c->job->id, c->message_id);
+}
+
+/* Ends the attempt in the store; wakes a reporter when a status is due. */
+static void
+outbound_finish(struct job_ctx *c, const char *state, int64_t next_at, int code, const char *error,
+    const char *report)
+{
+	char *rs = json_dumps(c->rcpt_state ? c->rcpt_state : json_object(), JSON_COMPACT);
+	store_job_finish(c->ob->app->store, c->job->id, state, next_at, code, error, report, rs);
+	free(rs);
+	log_info("outbound: messageId=%s locationId=%s state=%s attempt=%d%s%s", c->job->message_id,
+	    c->job->location_id, state, c->job->attempts, error ? " reason=" : "", error ? error : "");
+	if (report) {
+		pthread_mutex_lock(&c->ob->lock);
+		c->ob->report_seq++;
+		pthread_cond_signal(&c->ob->report_cond);
+		pthread_mutex_unlock(&c->ob->lock);
+	}
+}
+
+static int64_t
+retry_at(const struct config *cfg, int attempts)
+{
+	return now_ms() + backoff_ms(attempts - 1, cfg->retry_base * 1000, cfg->retry_max * 1000);
+}
+
+static bool
+expired(const struct config *cfg, const struct job *job)
+{
+	return now_ms() - job->created_at > cfg->max_lifetime * 1000;
+}
+
+/* Temporary trouble for the whole message: retry, or fail past lifetime. */
+static void
+outbound_defer(struct job_ctx *c, int code, const char *why)
+{
+	const struct config *cfg = c->ob->app->cfg;
+	if (expired(cfg, c->job)) {
+		char *msg = xasprintf("gave up after %ld s: %s", cfg->max_lifetime, why);
+		outbound_finish(c, JOB_FAILED, 0, code, msg, "failed");
+		free(msg);
+	} else {
+		outbound_finish(c, JOB_QUEUED, retry_at(cfg, c->job->attempts), code, why, NULL);
+	}
+}
+
+static void
+record_rcpt(json_t *state, const char *addr, int code, const char *text)
+{
+	json_t *t = json_string(text ? text : "");
+	if (!t)
+		t = json_string("(reply not UTF-8)");
+	json_object_set_new(state, addr, json_pack("{s:i, s:o}", "code", code, "text", t));
+}
+
+static void
+outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
+{
+	struct app *app = ob->app;
+	struct job_ctx c = { .ob = ob, .job = job };
+	struct smtp_params sp;
+	struct smtp_envelope env = { 0 };
+	struct smtp_result res;
+	const char **rcpts = NULL;
+	char *msg = NULL, *err = NULL;
+	size_t len, n_rcpts, n_temp = 0, n_sent_before;
+	enum fetch_result fr;
+	int first_perm_code = 0;
+	char *first_perm = NULL, *last_temp = NULL;
+	int last_temp_code = 0;
+
+	if (outbound_prepare(&c, app) < 0) {
+		outbound_finish(&c, JOB_FAILED, 0, 0, c.p ? "location is no longer configured" :
+		    "stored payload no longer validates", "failed");
+		goto out;
+	}
+	{
+		struct msgmap m = { .rfc_message_id = c.message_id, .location_id = c.loc->id,
+			.ghl_message_id = c.p->message_id, .email_message_id = c.p->email_message_id,
+			.contact_id = c.p->contact_id, .conversation_id = c.p->conversation_id,
+			.references = c.references, .reply_token = c.reply_token };
+		store_msgmap_put(app->store, &m);
+	}
+	fr = outbound_fetch(&c, app->cfg->max_attachment, &err);
+	if (fr == FETCH_PERM) {
+		outbound_finish(&c, JOB_FAILED, 0, 0, err, "failed");
+		goto out;
+	} else if (fr == FETCH_TEMP) {
+		outbound_defer(&c, 0, err);
+		goto out;
+	}
+	msg = outbound_render(&c, &len);
+
+	n_rcpts = outbound_rcpts(&c, &rcpts);
+	n_sent_before = 0;
+	{
+		const char *k;
+		json_t *v;
+		json_object_foreach(c.rcpt_state, k, v)
+			if (json_integer_value(json_object_get(v, "code")) / 100 == 2)
+				n_sent_before++;
+	}
+	smtp_params_for(c.loc, &sp);
+	env.mail_from = c.return_path;
+	env.rcpts = rcpts;
+	env.n_rcpts = n_rcpts;
+	env.envid = c.p->message_id;
+	env.dsn = c.loc->delivered_on == DELIVERED_ON_DSN;
+	if (n_rcpts > 0) {
+		smtp_send(conn, &sp, &env, msg, len, mark_sending, &c, &res);
+		for (size_t i = 0; i < n_rcpts; i++) {
+			const struct smtp_reply *reply;
+			enum smtp_outcome o = smtp_policy_rcpt(&res, i, &reply);
+			if (o == SMTP_OUT_TEMP) {
+				n_temp++;
+				free(last_temp);
+				last_temp = xasprintf("%s: %s", rcpts[i], reply->text ? reply->text : "no reply");
+				last_temp_code = reply->code;
+				continue;
+			}
+			record_rcpt(c.rcpt_state, rcpts[i], reply->code, reply->text);
+			if (o == SMTP_OUT_PERM && !first_perm) {
+				first_perm = xasprintf("%s: %d %s", rcpts[i], reply->code, reply->text ? reply->text : "");
+				first_perm_code = reply->code;
+			}
+		}
+		log_debug("outbound: messageId=%s smtp stage=%s code=%d reused=%d", job->message_id,
+		    smtp_state_name(res.failed_at), res.reply.code, res.reused);
+	} else {
+		memset(&res, 0, sizeof(res));
+	}
+
+	if (n_temp > 0) {
+		outbound_defer(&c, last_temp_code, last_temp);
+	} else {
+		size_t n_sent = 0;
+		const char *k;
+		json_t *v;
+		json_object_foreach(c.rcpt_state, k, v)
+			if (json_integer_value(json_object_get(v, "code")) / 100 == 2)
+				n_sent++;
+		(void)n_sent_before;
+		if (n_sent > 0) {
+			/* delivered_on = dsn: the status comes with the DSN */
+			bool await_dsn = env.dsn && res.dsn_offered;
+			outbound_finish(&c, JOB_SENT, 0, res.reply.code, first_perm ? first_perm :
+			    (await_dsn ? "relayed; awaiting DSN" : NULL), await_dsn ? NULL : "delivered");
+		} else {
+			outbound_finish(&c, JOB_FAILED, 0, first_perm_code, first_perm ? first_perm :
+			    "no recipients", "failed");
+		}
+	}
+	smtp_result_clear(&res);
+out:
+	free(first_perm);
+	free(last_temp);
+	free(rcpts);
+	free(msg);
+	free(err);
+	job_ctx_clear(&c);
+}
+
+static void *
+outbound_worker(void *arg)
+{
+	struct outbound *ob = arg;
+	struct smtp_conn *conn = NULL;
+	struct store *st = ob->app->store;
+
+	for (;;) {
+		struct job *job = NULL;
+		unsigned seen;
+		int64_t next, wait;
+		int r;
+
+		pthread_mutex_lock(&ob->lock);
+		seen = ob->work_seq;
+		if (ob->stop) {
+			pthread_mutex_unlock(&ob->lock);
+			break;
+		}
+		pthread_mutex_unlock(&ob->lock);
+
+		r = store_job_claim(st, now_ms(), &job);
+		if (r == 1) {
+			outbound_process(ob, job, &conn);
+			job_free(job);
+			continue;
+		}
+		next = store_job_next_due(st);
+		wait = next < 0 ? OUTBOUND_IDLE_POLL_MS : next - now_ms();
+		if (wait > OUTBOUND_IDLE_POLL_MS)
+			wait = OUTBOUND_IDLE_POLL_MS;
+		if (wait <= 0)
+			continue;
+		pthread_mutex_lock(&ob->lock);
+		if (!ob->stop && ob->work_seq == seen) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += wait / 1000;
+			ts.tv_nsec += (wait % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&ob->work_cond, &ob->lock, &ts);
+		}
+		pthread_mutex_unlock(&ob->lock);
+	}
+	smtp_conn_close(conn);
+	return NULL;
+}
+
+/* HighLevel's error object wants short printable text. */
+static char *
+report_text(const char *s)
+{
+	char *t = xstrdup(s ? s : "delivery failed");
+	for (char *p = t; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = '?';
+	if (strlen(t) > 500)
+		t[500] = '\0';
+	return t;
+}
+
+static void
+report_one(struct outbound *ob, struct job *job)
+{
+	struct store *st = ob->app->store;
+	struct ghl_result res;
+	char code[16], *text = NULL;
+	bool failed = strcmp(job->report_status, "failed") == 0;
+	const char *email_id = NULL;
+	json_t *p = json_loads(job->payload, 0, NULL);
+
+	if (json_is_string(json_object_get(p, "emailMessageId")))
+		email_id = json_string_value(json_object_get(p, "emailMessageId"));
+	snprintf(code, sizeof(code), "%d", job->last_code);
+	if (failed)
+		text = report_text(job->last_error);
+	ghl_update_status(ob->app->ghl, job->location_id, job->message_id, job->report_status,
+	    failed ? code : NULL, text, email_id, &res);
+	switch (res.cls) {
+	case GHL_OK:
+		store_report_finish(st, job->id, REPORT_DONE, 0, NULL);
+		store_event(st, job->message_id, "status", job->report_status);
+		log_info("report: messageId=%s status=%s posted traceId=%s", job->message_id,
+		    job->report_status, res.trace_id ? res.trace_id : "-");
+		break;
+	case GHL_RETRY:
+	case GHL_AUTH: {
+		int64_t d = res.cls == GHL_AUTH ? REPORT_AUTH_WAIT_MS :
+		    backoff_ms(job->report_attempts - 1, REPORT_BASE_MS, REPORT_MAX_MS);
+		if (res.retry_after_ms > d)
+			d = res.retry_after_ms;
+		if (res.cls == GHL_RETRY && job->report_attempts >= REPORT_MAX_ATTEMPTS) {
+			store_report_finish(st, job->id, REPORT_GAVE_UP, 0, res.error);
+			log_error("report: messageId=%s gave up after %d attempts: %s", job->message_id,
+			    job->report_attempts, res.error ? res.error : "?");
+		} else {
+			store_report_finish(st, job->id, REPORT_PENDING, now_ms() + d, res.error);
+			log_debug("report: messageId=%s retry in %lld ms: %s", job->message_id, (long long)d,
+			    res.error ? res.error : "?");
+		}
+		break;
+	}
+	case GHL_PERMANENT:
+		store_report_finish(st, job->id, REPORT_GAVE_UP, 0, res.error);
+		log_error("report: messageId=%s refused status=%ld: %s traceId=%s", job->message_id, res.status,
+		    res.error ? res.error : "?", res.trace_id ? res.trace_id : "-");
+		break;
+	}
+	ghl_result_clear(&res);
+	json_decref(p);
+	free(text);
+}
+
+static void *
+outbound_reporter(void *arg)
+{
+	struct outbound *ob = arg;
+	for (;;) {
+		struct job *job = NULL;
+		unsigned seen;
+
+		pthread_mutex_lock(&ob->lock);
+		seen = ob->report_seq;
+		if (ob->stop) {
+			pthread_mutex_unlock(&ob->lock);
+			break;
+		}
+		pthread_mutex_unlock(&ob->lock);
+		if (store_report_claim(ob->app->store, now_ms(), REPORT_LEASE_MS, &job) == 1) {
+			report_one(ob, job);
+			job_free(job);
+			continue;
+		}
+		pthread_mutex_lock(&ob->lock);
+		if (!ob->stop && ob->report_seq == seen) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 200 * 1000000L;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&ob->report_cond, &ob->lock, &ts);
+		}
+		pthread_mutex_unlock(&ob->lock);
+	}
+	return NULL;
+}
+
+struct outbound *
+outbound_start(struct app *app, int workers, int reporters)
+{
+	struct outbound *ob = xcalloc(1, sizeof(*ob));
+	ob->app = app;
+	pthread_mutex_init(&ob->lock, NULL);
+	pthread_cond_init(&ob->work_cond, NULL);
+	pthread_cond_init(&ob->report_cond, NULL);
+	ob->workers = xcalloc((size_t)workers, sizeof(pthread_t));
+	ob->reporters = xcalloc((size_t)reporters, sizeof(pthread_t));
+	for (; ob->n_workers < workers; ob->n_workers++)
+		pthread_create(&ob->workers[ob->n_workers], NULL, outbound_worker, ob);
+	for (; ob->n_reporters < reporters; ob->n_reporters++)
+		pthread_create(&ob->reporters[ob->n_reporters], NULL, outbound_reporter, ob);
+	return ob;
+}
+
+void
+outbound_wake(struct outbound *ob)
+{
+	pthread_mutex_lock(&ob->lock);
+	ob->work_seq++;
+	pthread_cond_signal(&ob->work_cond);
+	pthread_mutex_unlock(&ob->lock);
+}
+
+void
+outbound_stop(struct outbound *ob)
+{
+	if (!ob)
+		return;
+	pthread_mutex_lock(&ob->lock);
+	ob->stop = true;
+	pthread_cond_broadcast(&ob->work_cond);
+	pthread_cond_broadcast(&ob->report_cond);
+	pthread_mutex_unlock(&ob->lock);
+	for (int i = 0; i < ob->n_workers; i++)
+		pthread_join(ob->workers[i], NULL);
+	for (int i = 0; i < ob->n_reporters; i++)
+		pthread_join(ob->reporters[i], NULL);
+	pthread_cond_destroy(&ob->work_cond);
+	pthread_cond_destroy(&ob->report_cond);
+	pthread_mutex_destroy(&ob->lock);
+	free(ob->workers);
+	free(ob->reporters);
+	free(ob);
+}
+
+int
+outbound_send_test(struct app *app, const struct location_config *loc, const char *to, FILE *out)
+{
+	struct addr from = { loc->from_name, loc->from_addr };
+	struct addr rcpt = { NULL, (char *)to };
+	struct smtp_params sp;
+	struct smtp_envelope env = { 0 };
+	struct smtp_result res;
+	struct smtp_conn *conn = NULL;
+	char *mid = xasprintf("mb.test.%016llx@%s", (unsigned long long)random_u64(), loc->reply_domain);
+	char *text = xasprintf("This is a test message from mailbridge for location %s.\n"
+	    "If you can read it, the relay %s:%ld accepts our mail.\n", loc->id, loc->smtp.host, loc->smtp.port);
+	struct mime_out m = { .from = &from, .to = &rcpt, .n_to = 1, .subject = "mailbridge test message",
+		.text = text, .message_id = mid, .date_ms = now_ms() };
+	const char *rcpts[1] = { to };
+	size_t len;
+	char *msg;
+	int r;
+
+	if (!smtp_address_ok(to)) {
+		fprintf(out, "not a valid address: %s\n", to);
+		free(mid);
+		free(text);
+		return -1;
+	}
+	msg = mime_out_render(&m, &len);
+	smtp_params_for(loc, &sp);
+	env.mail_from = loc->from_addr;
+	env.rcpts = rcpts;
+	env.n_rcpts = 1;
+	r = smtp_send(&conn, &sp, &env, msg, len, NULL, NULL, &res);
+	fprintf(out, "relay      %s:%ld (tls=%s, verify=%s, auth=%s)\n", loc->smtp.host, loc->smtp.port,
+	    loc->smtp.tls, loc->smtp.tls_verify ? "yes" : "no", loc->smtp.user ? "yes" : "no");
+	fprintf(out, "stopped at %s\n", smtp_state_name(res.failed_at));
+	fprintf(out, "rcpt       %s: %d %s\n", to, res.rcpt[0].code, res.rcpt[0].text ? res.rcpt[0].text : "");
+	fprintf(out, "reply      %d %s\n", res.reply.code, res.reply.text ? res.reply.text : "");
+	fprintf(out, "dsn        %s\n", res.dsn_offered ? "offered" : "not offered");
+	fprintf(out, "result     %s\n", r == 0 ? "accepted" : "NOT accepted");
+	smtp_result_clear(&res);
+	smtp_conn_close(conn);
+	free(msg);
+	free(mid);
+	free(text);
+	return r;
+}

@@ -1,0 +1,27 @@
+/* outbound: the sender pool. Worker threads claim due Email jobs from the
+ * store, render them (mime_out), send them (smtp_client) on a connection
+ * each worker keeps per relay, classify the replies (smtp_policy) and
+ * record the outcome; reporter threads post the resulting status to
+ * HighLevel (ghl) with their own retries, so a slow or refusing status
+ * call never holds up sending. */
+#ifndef MB_OUTBOUND_H
+#define MB_OUTBOUND_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+struct app;
+struct outbound;
+struct location_config;
+
+struct outbound *outbound_start(struct app *app, int workers, int reporters);
+/* A job was queued: wake a worker now instead of at its next poll. */
+void outbound_wake(struct outbound *ob);
+/* Finishes the jobs in hand (each bounded by SMTP timeouts), then stops. */
+void outbound_stop(struct outbound *ob);
+
+/* send-test: renders a test message and sends it through the location's
+ * relay now, printing a transcript summary to out. 0 if accepted. */
+int outbound_send_test(struct app *app, const struct location_config *loc, const char *to, FILE *out);
+
+#endif

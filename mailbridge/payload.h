@@ -1,0 +1,53 @@
+/* payload: parse and validate HighLevel's ProviderOutboundMessage body.
+ *
+ * Used by the webhook intake (reject bad input before anything is stored)
+ * and by the outbound worker (re-read the stored body), so both see the
+ * same rules. Every header-bound field is checked for CR/LF/NUL here. */
+#ifndef MB_PAYLOAD_H
+#define MB_PAYLOAD_H
+
+#include <stddef.h>
+
+#define PAYLOAD_MAX_ID        128
+#define PAYLOAD_MAX_SUBJECT   998
+#define PAYLOAD_MAX_RCPTS     100
+#define PAYLOAD_MAX_ATTACH    20
+#define PAYLOAD_MAX_URL       2048
+
+enum payload_kind { PAYLOAD_EMAIL, PAYLOAD_SMS };
+
+struct addr {
+	char *name;                /* display name or NULL */
+	char *addr;
+};
+
+struct payload {
+	enum payload_kind kind;
+	char *type;                /* as sent: "Email", "SMS", "Custom" */
+	char *location_id;
+	char *message_id;
+	char *contact_id;
+	char *email_message_id;
+	char *conversation_id;
+	char *user_id;
+	/* Email */
+	struct addr *from;         /* NULL when emailFrom is absent */
+	struct addr *to, *cc, *bcc;
+	size_t n_to, n_cc, n_bcc;
+	char *subject;
+	char *html;
+	char *text;                /* plain-text variant if HighLevel sent one */
+	char *reply_to_alt_id;
+	char **attachments;        /* http(s) URLs */
+	size_t n_attachments;
+	/* SMS */
+	char *phone;
+	char *message;
+};
+
+/* Returns the payload or NULL; on NULL *error_r (static text) says why and
+ * *field_r names the offending field (or NULL for whole-body problems). */
+struct payload *payload_parse(const char *body, size_t len, const char **error_r, const char **field_r);
+void payload_free(struct payload *p);
+
+#endif

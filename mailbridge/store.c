@@ -1,0 +1,650 @@
+#include "store.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STORE_BUSY_TIMEOUT_MS 5000
+
+struct store {
+	sqlite3 *db;
+	pthread_mutex_t lock;
+};
+
+/* Each entry moves the schema from version i to i+1. Never edit a shipped
+ * entry; append a new one. */
+static const char *const store_migrations[] = {
+	/* 1: the initial schema */
+	"CREATE TABLE jobs ("
+	"  id INTEGER PRIMARY KEY,"
+	"  message_id TEXT NOT NULL UNIQUE,"
+	"  location_id TEXT NOT NULL,"
+	"  type TEXT NOT NULL,"
+	"  payload TEXT NOT NULL,"
+	"  state TEXT NOT NULL,"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  next_at INTEGER NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  updated_at INTEGER NOT NULL,"
+	"  last_code INTEGER NOT NULL DEFAULT 0,"
+	"  last_error TEXT,"
+	"  rfc_message_id TEXT,"
+	"  report_status TEXT,"
+	"  report_state TEXT NOT NULL DEFAULT 'none',"
+	"  report_attempts INTEGER NOT NULL DEFAULT 0,"
+	"  report_next_at INTEGER NOT NULL DEFAULT 0,"
+	"  report_error TEXT,"
+	"  rcpt_state TEXT);"
+	"CREATE INDEX jobs_due ON jobs(state, next_at);"
+	"CREATE INDEX jobs_report ON jobs(report_state, report_next_at);"
+	"CREATE TABLE message_map ("
+	"  rfc_message_id TEXT PRIMARY KEY,"
+	"  location_id TEXT NOT NULL,"
+	"  ghl_message_id TEXT,"
+	"  email_message_id TEXT,"
+	"  alt_id TEXT,"
+	"  conversation_id TEXT,"
+	"  contact_id TEXT,"
+	"  refs TEXT,"
+	"  reply_token TEXT UNIQUE,"
+	"  created_at INTEGER NOT NULL);"
+	"CREATE INDEX message_map_ghl ON message_map(location_id, ghl_message_id);"
+	"CREATE INDEX message_map_email ON message_map(location_id, email_message_id);"
+	"CREATE INDEX message_map_alt ON message_map(location_id, alt_id);"
+	"CREATE TABLE imap_checkpoints ("
+	"  account TEXT PRIMARY KEY,"
+	"  uidvalidity INTEGER NOT NULL,"
+	"  last_uid INTEGER NOT NULL,"
+	"  updated_at INTEGER NOT NULL);"
+	"CREATE TABLE inbound_seen ("
+	"  location_id TEXT NOT NULL,"
+	"  dedupe_key TEXT NOT NULL,"
+	"  state TEXT NOT NULL,"
+	"  ghl_message_id TEXT,"
+	"  error TEXT,"
+	"  created_at INTEGER NOT NULL,"
+	"  PRIMARY KEY (location_id, dedupe_key));"
+	"CREATE TABLE tokens ("
+	"  location_id TEXT PRIMARY KEY,"
+	"  user_type TEXT,"
+	"  company_id TEXT,"
+	"  access_token TEXT,"
+	"  refresh_token TEXT,"
+	"  expires_at INTEGER NOT NULL DEFAULT 0,"
+	"  scope TEXT,"
+	"  needs_reinstall INTEGER NOT NULL DEFAULT 0,"
+	"  updated_at INTEGER NOT NULL);"
+	"CREATE TABLE webhook_seen ("
+	"  webhook_id TEXT PRIMARY KEY,"
+	"  received_at INTEGER NOT NULL);"
+	"CREATE TABLE events ("
+	"  id INTEGER PRIMARY KEY,"
+	"  at INTEGER NOT NULL,"
+	"  message_id TEXT,"
+	"  kind TEXT NOT NULL,"
+	"  detail TEXT);"
+	"CREATE INDEX events_msg ON events(message_id, id);",
+};
+#define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
+
+static void
+store_log_error(struct store *st, const char *what)
+{
+	log_error("store: %s: %s", what, sqlite3_errmsg(st->db));
+}
+
+/* Prepares sql and binds args described by fmt: 'i' int64_t, 's' const
+ * char * (NULL binds NULL). Caller holds the lock. NULL on error (logged). */
+static sqlite3_stmt *
+store_prepare(struct store *st, const char *sql, const char *fmt, va_list ap)
+{
+	sqlite3_stmt *stmt;
+	int i = 1;
+
+	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+		store_log_error(st, "prepare");
+		return NULL;
+	}
+	for (const char *f = fmt; *f; f++, i++) {
+		if (*f == 'i') {
+			sqlite3_bind_int64(stmt, i, va_arg(ap, int64_t));
+		} else {
+			const char *s = va_arg(ap, const char *);
+			if (s)
+				sqlite3_bind_text(stmt, i, s, -1, SQLITE_TRANSIENT);
+			else
+				sqlite3_bind_null(stmt, i);
+		}
+	}
+	return stmt;
+}
+
+/* Runs a statement that returns no rows. Returns sqlite3_changes() or -1. */
+static int
+store_exec(struct store *st, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	sqlite3_stmt *stmt;
+	int r, changes = -1;
+
+	pthread_mutex_lock(&st->lock);
+	va_start(ap, fmt);
+	stmt = store_prepare(st, sql, fmt, ap);
+	va_end(ap);
+	if (stmt) {
+		r = sqlite3_step(stmt);
+		if (r == SQLITE_DONE || r == SQLITE_ROW)
+			changes = sqlite3_changes(st->db);
+		else if (r == SQLITE_CONSTRAINT)
+			changes = 0;
+		else
+			store_log_error(st, "exec");
+		sqlite3_finalize(stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return changes;
+}
+
+static char *
+col_text(sqlite3_stmt *stmt, int i)
+{
+	const unsigned char *t = sqlite3_column_text(stmt, i);
+	return t ? xstrdup((const char *)t) : NULL;
+}
+
+struct store *
+store_open(const char *data_dir, char **error_r)
+{
+	struct store *st = xcalloc(1, sizeof(*st));
+	char *path;
+	mode_t old;
+	int version = 0;
+	sqlite3_stmt *stmt;
+
+	if (mkdir(data_dir, 0700) < 0 && errno != EEXIST) {
+		*error_r = xasprintf("cannot create data_dir %s: %s", data_dir, strerror(errno));
+		free(st);
+		return NULL;
+	}
+	path = xasprintf("%s/mailbridge.db", data_dir);
+	old = umask(077);           /* database, -wal and -shm files: 0600 */
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	    SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+		*error_r = xasprintf("cannot open %s: %s", path, sqlite3_errmsg(st->db));
+		umask(old);
+		sqlite3_close(st->db);
+		free(path);
+		free(st);
+		return NULL;
+	}
+	chmod(path, 0600);
+	free(path);
+	pthread_mutex_init(&st->lock, NULL);
+	sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+	/* WAL for concurrent readers (CLI beside the daemon); FULL so that an
+	 * acknowledged webhook survives power loss, not only a process crash. */
+	if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+	    "PRAGMA foreign_keys=ON;", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	umask(old);
+	old = (mode_t)-1;
+
+	if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &stmt, NULL) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		version = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	if (version > STORE_SCHEMA_VERSION) {
+		*error_r = xasprintf("database schema %d is newer than this mailbridge (%d)",
+		    version, STORE_SCHEMA_VERSION);
+		store_close(st);
+		return NULL;
+	}
+	for (; version < STORE_SCHEMA_VERSION; version++) {
+		char *sql = xasprintf("BEGIN; %s; PRAGMA user_version=%d; COMMIT;",
+		    store_migrations[version], version + 1);
+		int r = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+		free(sql);
+		if (r != SQLITE_OK) {
+			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+			goto fail;
+		}
+		log_info("store: migrated schema to version %d", version + 1);
+	}
+	return st;
+fail:
+	if (old != (mode_t)-1)
+		umask(old);
+	*error_r = xasprintf("store: %s", sqlite3_errmsg(st->db));
+	store_close(st);
+	return NULL;
+}
+
+void
+store_close(struct store *st)
+{
+	if (!st)
+		return;
+	sqlite3_close(st->db);
+	pthread_mutex_destroy(&st->lock);
+	free(st);
+}
+
+int
+store_ping(struct store *st)
+{
+	return store_exec(st, "SELECT 1", "") >= 0 ? 1 : -1;
+}
+
+void
+job_free(struct job *job)
+{
+	if (!job)
+		return;
+	free(job->message_id);
+	free(job->location_id);
+	free(job->type);
+	free(job->payload);
+	free(job->state);
+	free(job->last_error);
+	free(job->rfc_message_id);
+	free(job->report_status);
+	free(job->report_state);
+	free(job->report_error);
+	free(job->rcpt_state);
+	free(job);
+}
+
+#define JOB_COLUMNS "id, message_id, location_id, type, payload, state, attempts, next_at, " \
+	"created_at, last_code, last_error, rfc_message_id, report_status, report_state, " \
+	"report_attempts, report_error, rcpt_state"
+
+static struct job *
+job_from_row(sqlite3_stmt *s)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+	j->id = sqlite3_column_int64(s, 0);
+	j->message_id = col_text(s, 1);
+	j->location_id = col_text(s, 2);
+	j->type = col_text(s, 3);
+	j->payload = col_text(s, 4);
+	j->state = col_text(s, 5);
+	j->attempts = sqlite3_column_int(s, 6);
+	j->next_at = sqlite3_column_int64(s, 7);
+	j->created_at = sqlite3_column_int64(s, 8);
+	j->last_code = sqlite3_column_int(s, 9);
+	j->last_error = col_text(s, 10);
+	j->rfc_message_id = col_text(s, 11);
+	j->report_status = col_text(s, 12);
+	j->report_state = col_text(s, 13);
+	j->report_attempts = sqlite3_column_int(s, 14);
+	j->report_error = col_text(s, 15);
+	j->rcpt_state = col_text(s, 16);
+	return j;
+}
+
+/* Runs a query expected to return at most one job row. */
+static int
+store_job_query(struct store *st, struct job **job_r, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	sqlite3_stmt *stmt;
+	int r, ret = -1;
+
+	*job_r = NULL;
+	pthread_mutex_lock(&st->lock);
+	va_start(ap, fmt);
+	stmt = store_prepare(st, sql, fmt, ap);
+	va_end(ap);
+	if (stmt) {
+		r = sqlite3_step(stmt);
+		if (r == SQLITE_ROW) {
+			*job_r = job_from_row(stmt);
+			ret = 1;
+		} else if (r == SQLITE_DONE) {
+			ret = 0;
+		} else {
+			store_log_error(st, "job query");
+		}
+		sqlite3_finalize(stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return ret;
+}
+
+int
+store_job_add(struct store *st, const char *message_id, const char *location_id,
+    const char *type, const char *payload)
+{
+	int64_t now = now_ms();
+	/* ON CONFLICT DO NOTHING: a duplicate webhook is a success, stored once */
+	int r = store_exec(st,
+	    "INSERT INTO jobs (message_id, location_id, type, payload, state, next_at, created_at, updated_at) "
+	    "VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5) ON CONFLICT(message_id) DO NOTHING",
+	    "ssssi", message_id, location_id, type, payload, now);
+	if (r < 0)
+		return -1;
+	return r == 1 ? 1 : 0;
+}
+
+int
+store_job_claim(struct store *st, int64_t now, struct job **job_r)
+{
+	return store_job_query(st, job_r,
+	    "UPDATE jobs SET state='claimed', attempts=attempts+1, updated_at=?1 "
+	    "WHERE id = (SELECT id FROM jobs WHERE state='queued' AND next_at<=?1 "
+	    "ORDER BY next_at, id LIMIT 1) RETURNING " JOB_COLUMNS, "i", now);
+}
+
+int64_t
+store_job_next_due(struct store *st)
+{
+	sqlite3_stmt *stmt;
+	int64_t at = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db, "SELECT MIN(next_at) FROM jobs WHERE state='queued'",
+	    -1, &stmt, NULL) == SQLITE_OK) {
+		if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL)
+			at = sqlite3_column_int64(stmt, 0);
+		sqlite3_finalize(stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return at;
+}
+
+int
+store_job_mark_sending(struct store *st, int64_t id, const char *rfc_message_id)
+{
+	return store_exec(st, "UPDATE jobs SET state='sending', rfc_message_id=?2, updated_at=?3 WHERE id=?1",
+	    "isi", id, rfc_message_id, now_ms()) == 1 ? 1 : -1;
+}
+
+int
+store_job_finish(struct store *st, int64_t id, const char *state, int64_t next_at,
+    int code, const char *error, const char *report_status, const char *rcpt_state)
+{
+	int64_t now = now_ms();
+	int r = store_exec(st,
+	    "UPDATE jobs SET state=?2, next_at=?3, last_code=?4, last_error=?5, updated_at=?6, "
+	    "report_status=COALESCE(?7, report_status), "
+	    "report_state=CASE WHEN ?7 IS NULL THEN report_state ELSE 'pending' END, "
+	    "report_next_at=CASE WHEN ?7 IS NULL THEN report_next_at ELSE ?6 END, "
+	    "rcpt_state=COALESCE(?8, rcpt_state) WHERE id=?1",
+	    "isiisiss", id, state, next_at, (int64_t)code, error, now, report_status, rcpt_state);
+	return r == 1 ? 1 : -1;
+}
+
+int
+store_job_recover(struct store *st)
+{
+	int sending = store_exec(st,
+	    "UPDATE jobs SET state='queued', last_error='interrupted during DATA; resent after restart' "
+	    "WHERE state='sending'", "");
+	if (sending < 0 || store_exec(st, "UPDATE jobs SET state='queued' WHERE state='claimed'", "") < 0)
+		return -1;
+	return sending;
+}
+
+int
+store_job_get(struct store *st, const char *message_id, struct job **job_r)
+{
+	return store_job_query(st, job_r, "SELECT " JOB_COLUMNS " FROM jobs WHERE message_id=?1",
+	    "s", message_id);
+}
+
+int
+store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void *), void *arg)
+{
+	sqlite3_stmt *stmt;
+	int n = 0, r;
+
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db, "SELECT " JOB_COLUMNS " FROM jobs ORDER BY id DESC LIMIT ?1",
+	    -1, &stmt, NULL) != SQLITE_OK) {
+		store_log_error(st, "list");
+		pthread_mutex_unlock(&st->lock);
+		return -1;
+	}
+	sqlite3_bind_int(stmt, 1, limit);
+	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
+		struct job *j = job_from_row(stmt);
+		fn(j, arg);
+		job_free(j);
+		n++;
+	}
+	sqlite3_finalize(stmt);
+	pthread_mutex_unlock(&st->lock);
+	return r == SQLITE_DONE ? n : -1;
+}
+
+int
+store_job_retry(struct store *st, const char *message_id)
+{
+	return store_exec(st, "UPDATE jobs SET state='queued', next_at=?2, report_state='none' "
+	    "WHERE message_id=?1 AND state IN ('queued','failed')", "si", message_id, now_ms());
+}
+
+int
+store_job_drop(struct store *st, const char *message_id)
+{
+	return store_exec(st, "DELETE FROM jobs WHERE message_id=?1 AND state NOT IN ('claimed','sending')",
+	    "s", message_id);
+}
+
+int
+store_job_count(struct store *st, const char *state)
+{
+	sqlite3_stmt *stmt;
+	int n = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db, "SELECT COUNT(*) FROM jobs WHERE state=?1", -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(stmt, 1, state, -1, SQLITE_STATIC);
+		if (sqlite3_step(stmt) == SQLITE_ROW)
+			n = sqlite3_column_int(stmt, 0);
+		sqlite3_finalize(stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}
+
+int
+store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct job **job_r)
+{
+	return store_job_query(st, job_r,
+	    "UPDATE jobs SET report_next_at=?2, report_attempts=report_attempts+1 "
+	    "WHERE id = (SELECT id FROM jobs WHERE report_state='pending' AND report_next_at<=?1 "
+	    "ORDER BY report_next_at, id LIMIT 1) RETURNING " JOB_COLUMNS, "ii", now, now + lease_ms);
+}
+
+int
+store_report_finish(struct store *st, int64_t id, const char *report_state, int64_t next_at,
+    const char *error)
+{
+	return store_exec(st, "UPDATE jobs SET report_state=?2, report_next_at=?3, report_error=?4 WHERE id=?1",
+	    "isis", id, report_state, next_at, error) == 1 ? 1 : -1;
+}
+
+void
+msgmap_free(struct msgmap *m)
+{
+	if (!m)
+		return;
+	free(m->rfc_message_id);
+	free(m->location_id);
+	free(m->ghl_message_id);
+	free(m->email_message_id);
+	free(m->alt_id);
+	free(m->conversation_id);
+	free(m->contact_id);
+	free(m->references);
+	free(m->reply_token);
+	free(m);
+}
+
+int
+store_msgmap_put(struct store *st, const struct msgmap *m)
+{
+	int r = store_exec(st,
+	    "INSERT INTO message_map (rfc_message_id, location_id, ghl_message_id, email_message_id, alt_id, "
+	    "conversation_id, contact_id, refs, reply_token, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) "
+	    "ON CONFLICT(rfc_message_id) DO UPDATE SET ghl_message_id=COALESCE(excluded.ghl_message_id, ghl_message_id), "
+	    "email_message_id=COALESCE(excluded.email_message_id, email_message_id), "
+	    "alt_id=COALESCE(excluded.alt_id, alt_id), conversation_id=COALESCE(excluded.conversation_id, conversation_id), "
+	    "contact_id=COALESCE(excluded.contact_id, contact_id)",
+	    "sssssssssi", m->rfc_message_id, m->location_id, m->ghl_message_id, m->email_message_id,
+	    m->alt_id, m->conversation_id, m->contact_id, m->references, m->reply_token, now_ms());
+	return r < 0 ? -1 : 1;
+}
+
+int
+store_msgmap_get(struct store *st, const char *by, const char *location_id, const char *key,
+    struct msgmap **m_r)
+{
+	const char *col;
+	char *sql;
+	sqlite3_stmt *stmt;
+	int r, ret = -1;
+
+	*m_r = NULL;
+	if (!strcmp(by, "rfc"))
+		col = "rfc_message_id";
+	else if (!strcmp(by, "ghl"))
+		col = "ghl_message_id";
+	else if (!strcmp(by, "email"))
+		col = "email_message_id";
+	else if (!strcmp(by, "alt"))
+		col = "alt_id";
+	else if (!strcmp(by, "token"))
+		col = "reply_token";
+	else
+		return -1;
+	sql = xasprintf("SELECT rfc_message_id, location_id, ghl_message_id, email_message_id, alt_id, "
+	    "conversation_id, contact_id, refs, reply_token FROM message_map "
+	    "WHERE %s=?1 AND location_id=?2 ORDER BY created_at DESC LIMIT 1", col);
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, location_id, -1, SQLITE_STATIC);
+		r = sqlite3_step(stmt);
+		if (r == SQLITE_ROW) {
+			struct msgmap *m = xcalloc(1, sizeof(*m));
+			m->rfc_message_id = col_text(stmt, 0);
+			m->location_id = col_text(stmt, 1);
+			m->ghl_message_id = col_text(stmt, 2);
+			m->email_message_id = col_text(stmt, 3);
+			m->alt_id = col_text(stmt, 4);
+			m->conversation_id = col_text(stmt, 5);
+			m->contact_id = col_text(stmt, 6);
+			m->references = col_text(stmt, 7);
+			m->reply_token = col_text(stmt, 8);
+			*m_r = m;
+			ret = 1;
+		} else {
+			ret = r == SQLITE_DONE ? 0 : -1;
+		}
+		sqlite3_finalize(stmt);
+	} else {
+		store_log_error(st, "msgmap");
+	}
+	pthread_mutex_unlock(&st->lock);
+	free(sql);
+	return ret;
+}
+
+void
+token_free(struct token *t)
+{
+	if (!t)
+		return;
+	free(t->location_id);
+	free(t->user_type);
+	free(t->company_id);
+	free(t->access_token);
+	free(t->refresh_token);
+	free(t->scope);
+	free(t);
+}
+
+int
+store_token_put(struct store *st, const struct token *t)
+{
+	return store_exec(st,
+	    "INSERT INTO tokens (location_id, user_type, company_id, access_token, refresh_token, expires_at, "
+	    "scope, needs_reinstall, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9) "
+	    "ON CONFLICT(location_id) DO UPDATE SET user_type=excluded.user_type, company_id=excluded.company_id, "
+	    "access_token=excluded.access_token, refresh_token=excluded.refresh_token, "
+	    "expires_at=excluded.expires_at, scope=excluded.scope, needs_reinstall=excluded.needs_reinstall, "
+	    "updated_at=excluded.updated_at",
+	    "sssssisii", t->location_id, t->user_type, t->company_id, t->access_token, t->refresh_token,
+	    t->expires_at, t->scope, (int64_t)t->needs_reinstall, now_ms()) < 0 ? -1 : 1;
+}
+
+int
+store_token_get(struct store *st, const char *location_id, struct token **t_r)
+{
+	sqlite3_stmt *stmt;
+	int r, ret = -1;
+
+	*t_r = NULL;
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db, "SELECT location_id, user_type, company_id, access_token, refresh_token, "
+	    "expires_at, scope, needs_reinstall FROM tokens WHERE location_id=?1", -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
+		r = sqlite3_step(stmt);
+		if (r == SQLITE_ROW) {
+			struct token *t = xcalloc(1, sizeof(*t));
+			t->location_id = col_text(stmt, 0);
+			t->user_type = col_text(stmt, 1);
+			t->company_id = col_text(stmt, 2);
+			t->access_token = col_text(stmt, 3);
+			t->refresh_token = col_text(stmt, 4);
+			t->expires_at = sqlite3_column_int64(stmt, 5);
+			t->scope = col_text(stmt, 6);
+			t->needs_reinstall = sqlite3_column_int(stmt, 7) != 0;
+			*t_r = t;
+			ret = 1;
+		} else {
+			ret = r == SQLITE_DONE ? 0 : -1;
+		}
+		sqlite3_finalize(stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return ret;
+}
+
+int
+store_token_delete(struct store *st, const char *location_id)
+{
+	return store_exec(st, "DELETE FROM tokens WHERE location_id=?1", "s", location_id) < 0 ? -1 : 1;
+}
+
+int
+store_token_mark_reinstall(struct store *st, const char *location_id)
+{
+	return store_exec(st, "UPDATE tokens SET needs_reinstall=1, updated_at=?2 WHERE location_id=?1",
+	    "si", location_id, now_ms()) < 0 ? -1 : 1;
+}
+
+int
+store_webhook_seen(struct store *st, const char *webhook_id, int64_t now)
+{
+	int r = store_exec(st, "INSERT INTO webhook_seen (webhook_id, received_at) VALUES (?1, ?2) "
+	    "ON CONFLICT DO NOTHING", "si", webhook_id, now);
+	return r < 0 ? -1 : r;
+}
+
+int
+store_event(struct store *st, const char *message_id, const char *kind, const char *detail)
+{
+	return store_exec(st, "INSERT INTO events (at, message_id, kind, detail) VALUES (?1,?2,?3,?4)",
+	    "isss", now_ms(), message_id, kind, detail) < 0 ? -1 : 1;
+}

@@ -1,0 +1,128 @@
+/* store: the only module that speaks SQL. One SQLite database (WAL,
+ * synchronous=FULL: a write that returned has reached the disk) under the
+ * data directory, file mode 0600, schema migrated by user_version.
+ *
+ * All functions are thread-safe (one connection behind a mutex).
+ * Return convention: 1 = yes/found/done, 0 = no/not found/duplicate,
+ * -1 = store error (already logged here, where it is handled). */
+#ifndef MB_STORE_H
+#define MB_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct store;
+
+/* Job states. A job is born queued; a worker claims it; "sending" is
+ * written just before the final "." of DATA; it ends sent or failed, or
+ * goes back to queued with a later next_at. */
+#define JOB_QUEUED  "queued"
+#define JOB_CLAIMED "claimed"
+#define JOB_SENDING "sending"
+#define JOB_SENT    "sent"
+#define JOB_FAILED  "failed"
+
+/* Report (status update to HighLevel) states. */
+#define REPORT_NONE    "none"
+#define REPORT_PENDING "pending"
+#define REPORT_DONE    "done"
+#define REPORT_GAVE_UP "gave_up"
+
+struct job {
+	int64_t id;
+	char *message_id;          /* HighLevel messageId (unique) */
+	char *location_id;
+	char *type;                /* "Email", "SMS", ... */
+	char *payload;             /* the validated webhook JSON */
+	char *state;
+	int attempts;
+	int64_t next_at;           /* ms since epoch */
+	int64_t created_at;
+	int last_code;             /* last SMTP (or plugin) code, 0 if none */
+	char *last_error;
+	char *rfc_message_id;      /* our Message-ID, without <> */
+	char *report_status;       /* what HighLevel is told: delivered/failed */
+	char *report_state;
+	int report_attempts;
+	char *report_error;
+	char *rcpt_state;          /* JSON {addr: {code, text}} of finished rcpts */
+};
+
+void job_free(struct job *job);
+
+/* Opens (creating data_dir and the database as needed) and migrates. */
+struct store *store_open(const char *data_dir, char **error_r);
+void store_close(struct store *st);
+int store_ping(struct store *st);
+
+/* Jobs */
+int store_job_add(struct store *st, const char *message_id, const char *location_id,
+    const char *type, const char *payload);
+/* Claims the oldest due queued job (state claimed, attempts+1). */
+int store_job_claim(struct store *st, int64_t now, struct job **job_r);
+/* Earliest next_at among queued jobs, or -1 when none. */
+int64_t store_job_next_due(struct store *st);
+int store_job_mark_sending(struct store *st, int64_t id, const char *rfc_message_id);
+/* Ends an attempt. state is JOB_QUEUED (retry at next_at), JOB_SENT or
+ * JOB_FAILED; report_status non-NULL queues a status update; rcpt_state
+ * non-NULL replaces the per-recipient record (so a retry skips them). */
+int store_job_finish(struct store *st, int64_t id, const char *state, int64_t next_at,
+    int code, const char *error, const char *report_status, const char *rcpt_state);
+/* After a crash: claimed -> queued; sending -> queued (see README). Returns
+ * how many jobs were found in "sending" or -1. */
+int store_job_recover(struct store *st);
+int store_job_get(struct store *st, const char *message_id, struct job **job_r);
+/* Calls fn for each job (newest first, at most limit). */
+int store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void *), void *arg);
+int store_job_retry(struct store *st, const char *message_id);
+int store_job_drop(struct store *st, const char *message_id);
+int store_job_count(struct store *st, const char *state);
+
+/* Status reports: claim takes a lease of lease_ms so two reporters never
+ * post the same report and a crash only delays it. */
+int store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct job **job_r);
+int store_report_finish(struct store *st, int64_t id, const char *report_state,
+    int64_t next_at, const char *error);
+
+/* Message map: our RFC 5322 Message-ID <-> HighLevel ids. */
+struct msgmap {
+	char *rfc_message_id;
+	char *location_id;
+	char *ghl_message_id;
+	char *email_message_id;
+	char *alt_id;
+	char *conversation_id;
+	char *contact_id;
+	char *references;          /* the chain this message continues, "<a> <b>" */
+	char *reply_token;
+};
+void msgmap_free(struct msgmap *m);
+int store_msgmap_put(struct store *st, const struct msgmap *m);
+/* by = "rfc" | "ghl" | "email" | "alt" | "token" */
+int store_msgmap_get(struct store *st, const char *by, const char *location_id,
+    const char *key, struct msgmap **m_r);
+
+/* Tokens (OAuth) per location. */
+struct token {
+	char *location_id;
+	char *user_type;
+	char *company_id;
+	char *access_token;
+	char *refresh_token;
+	int64_t expires_at;
+	char *scope;
+	bool needs_reinstall;
+};
+void token_free(struct token *t);
+int store_token_put(struct store *st, const struct token *t);
+int store_token_get(struct store *st, const char *location_id, struct token **t_r);
+int store_token_delete(struct store *st, const char *location_id);
+int store_token_mark_reinstall(struct store *st, const char *location_id);
+
+/* Marketplace webhook replay protection: 1 first time, 0 seen before. */
+int store_webhook_seen(struct store *st, const char *webhook_id, int64_t now);
+
+/* Message journey events (kept for `trace`). */
+int store_event(struct store *st, const char *message_id, const char *kind, const char *detail);
+
+#endif

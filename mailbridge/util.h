@@ -1,0 +1,34 @@
+/* util: small helpers shared by every module (allocation that aborts on
+ * OOM, time, file reading, header-safety checks). */
+#ifndef MB_UTIL_H
+#define MB_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t m);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);          /* NULL stays NULL */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+int64_t now_ms(void);                  /* CLOCK_REALTIME in milliseconds */
+int64_t mono_ms(void);                 /* CLOCK_MONOTONIC in milliseconds */
+
+/* Reads a whole file (NUL-terminated, *len_r without the NUL); NULL + errno
+ * on failure or when larger than max. Caller frees. */
+char *read_file(const char *path, size_t max, size_t *len_r);
+
+/* True when s contains a byte that must never reach a mail header:
+ * CR, LF or NUL (within len). */
+bool has_header_break(const char *s, size_t len);
+
+/* Random 64 bits from the OS (getrandom); never fails after start-up. */
+uint64_t random_u64(void);
+
+/* Jittered exponential backoff: base * 2^attempt capped at max, then a
+ * random factor in [0.5, 1.0]. Milliseconds. */
+int64_t backoff_ms(int attempt, int64_t base_ms, int64_t max_ms);
+
+#endif
