@@ -153,11 +153,17 @@ static GMimePart *
 text_part(const char *subtype, const char *text)
 {
 	GMimeTextPart *tp = g_mime_text_part_new_with_subtype(subtype);
-	/* QP before set_text: otherwise GMime picks 8bit and keeps lines
-	 * longer than SMTP's 998 (LIBRARIES.md B.3) */
+	GMimeStream *s = g_mime_stream_mem_new_with_buffer(text, strlen(text));
+	GMimeDataWrapper *w = g_mime_data_wrapper_new_with_stream(s, GMIME_CONTENT_ENCODING_DEFAULT);
+
+	/* g_mime_text_part_set_text would pick the smallest charset (often
+	 * iso-8859-1) and 8bit with long lines kept (LIBRARIES.md B.3): we
+	 * want UTF-8 as given, quoted-printable, lines within SMTP's 998 */
+	g_mime_part_set_content(GMIME_PART(tp), w);
+	g_mime_object_set_content_type_parameter(GMIME_OBJECT(tp), "charset", "utf-8");
 	g_mime_part_set_content_encoding(GMIME_PART(tp), GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE);
-	g_mime_text_part_set_text(tp, text);
-	g_mime_text_part_set_charset(tp, "utf-8");
+	g_object_unref(w);
+	g_object_unref(s);
 	return GMIME_PART(tp);
 }
 

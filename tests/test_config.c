@@ -1,0 +1,190 @@
+#include "config.h"
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/mb-test-config-XXXXXX";
+
+static char *
+write_conf(const char *name, const char *text, mode_t mode)
+{
+	char *path;
+	FILE *f;
+	if (asprintf(&path, "%s/%s", dir, name) < 0)
+		abort();
+	f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	chmod(path, mode);
+	return path;
+}
+
+/* Loads text; returns the config (or NULL) and the error output. */
+static struct config *
+load(const char *text, char **errors)
+{
+	char *path = write_conf("main.conf", text, 0600);
+	size_t len;
+	FILE *err = open_memstream(errors, &len);
+	struct config *cfg = config_load(path, err);
+	fclose(err);
+	free(path);
+	return cfg;
+}
+
+static const char *good_loc =
+    "[location L1]\nfrom = Support <s@x.test>\nsmtp_host = 127.0.0.1\nsmtp_tls = none\n";
+
+int
+main(void)
+{
+	static const struct {
+		const char *text;
+		bool ok;
+		const char *expect;   /* substring of the error output */
+	} rows[] = {
+		{ "[server]\nlisten = 127.0.0.1:9000\n", true, NULL },
+		{ "[server]\nlisten = nope\n", false, "main.conf:2: listen must be host:port" },
+		{ "[server]\nmax_body = 12x\n", false, "main.conf:2: max_body: not a number" },
+		{ "[server]\nmax_body = 1\n", false, "main.conf:2: max_body: out of range" },
+		{ "[server]\nbogus = 1\n", false, "main.conf:2: unknown key 'bogus' in [server]" },
+		{ "[nope]\na = 1\n", false, "main.conf:2: unknown section [nope]" },
+		{ "stray = 1\n", false, "unknown key 'stray' in [highlevel]" },
+		{ "[highlevel]\napi_base = ftp://x\n", false, "api_base must be an http(s) URL" },
+		{ "[highlevel]\nrequire_signature = maybe\n", false, "require_signature: not yes/no" },
+		{ "[location L1]\nsmtp_host = h\n", false, "from is required" },
+		{ "[location L1]\nfrom = bad\nsmtp_host = h\n", false, "from: not a valid mailbox" },
+		{ "[location L1]\nfrom = a@b.test\n", false, "smtp_host is required" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nmode = custom\n", false, "needs provider_id" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nsmtp_tls = maybe\n", false, "smtp_tls must be" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nsmtp_user = u\n", false, "no smtp_password" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\ndelivered_on = never\n", false, "delivered_on must be" },
+		{ "[location bad id]\nfrom = a@b.test\n", false, "location id must be" },
+		/* all errors in one run, each with its line */
+		{ "[server]\nlisten = x\nbogus = 2\n[store]\nworkers = 0\n", false, "main.conf:5: workers: out of range" },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char *errors = NULL;
+		char *text;
+		struct config *cfg;
+		if (asprintf(&text, "[highlevel]\nrequire_signature = no\n%s", rows[i].text) < 0)
+			abort();
+		cfg = load(text, &errors);
+		CHECK_IDX((cfg != NULL) == rows[i].ok, i);
+		/* the two prefix lines shift every line number by 2 */
+		if (rows[i].expect) {
+			const char *e = rows[i].expect;
+			char *shifted = NULL;
+			const char *colon = strstr(e, ".conf:");
+			if (colon) {
+				int line = atoi(colon + 6);
+				const char *rest = strchr(colon + 6, ':');
+				if (asprintf(&shifted, "%.*s%d%s", (int)(colon + 6 - e), e, line + 2, rest) < 0)
+					abort();
+				e = shifted;
+			}
+			CHECK_IDX(errors && strstr(errors, e), i);
+			if (!(errors && strstr(errors, e)))
+				fprintf(stderr, "  expected '%s' in:\n%s", e, errors ? errors : "");
+			free(shifted);
+		}
+		config_free(cfg);
+		free(errors);
+		free(text);
+	}
+
+	/* several errors reported together */
+	{
+		char *errors = NULL;
+		struct config *cfg = load("[server]\nlisten = x\nbogus = 2\n[store]\nworkers = 0\n", &errors);
+		CHECK(cfg == NULL);
+		CHECK(strstr(errors, "main.conf:2:") && strstr(errors, "main.conf:3:") && strstr(errors, "main.conf:5:"));
+		CHECK(strstr(errors, "4 errors") != NULL);
+		free(errors);
+	}
+
+	/* include, defaults, secrets from files, masking, permission warnings */
+	{
+		char *errors = NULL, *dump = NULL;
+		size_t len;
+		char *sub;
+		FILE *out;
+		struct config *cfg;
+		if (asprintf(&sub, "%s/locations.d", dir) < 0)
+			abort();
+		mkdir(sub, 0700);
+		free(sub);
+		free(write_conf("locations.d/a.conf", good_loc, 0600));
+		free(write_conf("locations.d/b.conf", "[location L2]\nfrom = \"Jane Doe\" <j@y.test>\n"
+		    "smtp_host = relay\nsmtp_user = u\nsmtp_password_file = ../pw\nmode = custom\nprovider_id = P1\n", 0644));
+		free(write_conf("pw", "s3cret\n", 0644));
+		cfg = load("[highlevel]\nrequire_signature = no\ninclude = locations.d/*.conf\n", &errors);
+		CHECK(cfg != NULL);
+		if (!cfg) {
+			fprintf(stderr, "%s", errors);
+			return test_done("test_config");
+		}
+		CHECK(cfg->n_locations == 2);
+		CHECK(cfg->listen_port == 8080 && strcmp(cfg->listen_host, "127.0.0.1") == 0);
+		CHECK(strcmp(cfg->api_base, "https://services.leadconnectorhq.com") == 0);
+		const struct location_config *l2 = config_location(cfg, "L2");
+		CHECK(l2 && strcmp(l2->smtp.password, "s3cret") == 0);
+		CHECK(l2 && strcmp(l2->from_name, "Jane Doe") == 0 && strcmp(l2->from_addr, "j@y.test") == 0);
+		CHECK(l2 && strcmp(l2->reply_domain, "y.test") == 0);
+		CHECK(l2 && l2->provider_mode == PROVIDER_CUSTOM && l2->smtp.tls_mode == TLS_MODE_STARTTLS);
+		CHECK(l2 && l2->smtp.port == 25 && l2->smtp.tls_verify);
+		CHECK(strstr(errors, "b.conf: warning: config file is readable by others") != NULL);
+		CHECK(strstr(errors, "pw: warning: secret file is readable by others") != NULL);
+		out = open_memstream(&dump, &len);
+		config_dump(cfg, out);
+		fclose(out);
+		CHECK(strstr(dump, "s3cret") == NULL);
+		CHECK(strstr(dump, "smtp_password = ********") != NULL);
+		CHECK(strstr(dump, "[location L2]") != NULL);
+		free(dump);
+		free(errors);
+		config_free(cfg);
+	}
+
+	/* mailbox parsing */
+	{
+		static const struct { const char *in; int ok; const char *name, *addr; } mb[] = {
+			{ "a@b.test", 0, NULL, "a@b.test" },
+			{ "Name <a@b.test>", 0, "Name", "a@b.test" },
+			{ "\"Doe, J\" <a@b.test>", 0, "Doe, J", "a@b.test" },
+			{ "  a@b.test  ", 0, NULL, "a@b.test" },
+			{ "nope", -1, NULL, NULL },
+			{ "a@b@c", -1, NULL, NULL },
+			{ "Name <a@b.test> trailing", -1, NULL, NULL },
+			{ "N\r\nBcc: x <a@b.test>", -1, NULL, NULL },
+			{ "<a b@c.test>", -1, NULL, NULL },
+		};
+		for (size_t i = 0; i < sizeof(mb) / sizeof(mb[0]); i++) {
+			char *name, *addr;
+			int r = config_parse_mailbox(mb[i].in, &name, &addr);
+			CHECK_IDX(r == mb[i].ok, i);
+			if (r == 0) {
+				CHECK_IDX(strcmp(addr, mb[i].addr) == 0, i);
+				CHECK_IDX(mb[i].name ? name && strcmp(name, mb[i].name) == 0 : name == NULL, i);
+			}
+			free(name);
+			free(addr);
+		}
+	}
+	{
+		char cmd[128];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		(void)!system(cmd);
+	}
+	return test_done("test_config");
+}
+
+__attribute__((constructor)) static void
+setup(void)
+{
+	if (!mkdtemp(dir))
+		abort();
+}

@@ -1,0 +1,123 @@
+#include "mime_out.h"
+#include "payload.h"
+#include "test.h"
+
+#include <gmime/gmime.h>
+#include <string.h>
+
+static GMimeMessage *
+parse(const char *raw, size_t len)
+{
+	GMimeStream *s = g_mime_stream_mem_new_with_buffer(raw, len);
+	GMimeParser *p = g_mime_parser_new_with_stream(s);
+	GMimeMessage *m = g_mime_parser_construct_message(p, NULL);
+	g_object_unref(p);
+	g_object_unref(s);
+	return m;
+}
+
+int
+main(void)
+{
+	g_mime_init();
+	/* html to text */
+	static const struct { const char *html, *text; } rows[] = {
+		{ "<p>Hello</p><p>World</p>", "Hello\n\nWorld\n" },
+		{ "a<br>b<br/>c", "a\nb\nc\n" },
+		{ "<style>p{x}</style><p>x &amp; y &lt;z&gt; &#233;&#x20AC;</p>", "x & y <z> é€\n" },
+		{ "<ul><li>one</li><li>two</li></ul>", "- one\n- two\n" },
+		{ "  lots   of\n\n spaces ", "lots of spaces\n" },
+		{ "<div>unclosed <b", "unclosed\n" },
+		{ "&bogus; &#0; &#xD800;", "&bogus; &#0; &#xD800;\n" },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char *t = mime_out_html_to_text(rows[i].html);
+		CHECK_IDX(strcmp(t, rows[i].text) == 0, i);
+		if (strcmp(t, rows[i].text) != 0)
+			fprintf(stderr, "  got '%s'\n", t);
+		free(t);
+	}
+
+	/* render and parse back */
+	{
+		struct addr from = { "Jürgen Bridge", "j@x.test" };
+		struct addr to[2] = { { NULL, "a@b.test" }, { "Doe, Jane", "jane@b.test" } };
+		struct addr cc[1] = { { NULL, "c@b.test" } };
+		char *longline = malloc(3000);
+		memset(longline, 'y', 2999);
+		longline[2999] = '\0';
+		char *html;
+		if (asprintf(&html, "<p>Grüße from mailbridge</p><p>%s</p>", longline) < 0)
+			abort();
+		struct mime_attachment att = { "report €.pdf", "application/pdf", "%PDF-1.4\0\x01\x02\xff", 13 };
+		struct mime_out m = {
+			.from = &from, .reply_to = "reply+abc@x.test", .to = to, .n_to = 2, .cc = cc, .n_cc = 1,
+			.subject = "Ünïcödé subject", .html = html, .message_id = "mb.M1@x.test",
+			.in_reply_to = "<parent@x.test>", .references = "<root@x.test> <parent@x.test>",
+			.job_header = "M1", .date_ms = 1700000000000LL, .attachments = &att, .n_attachments = 1,
+		};
+		size_t len;
+		char *raw = mime_out_render(&m, &len);
+		GMimeMessage *pm;
+
+		/* wire form: CRLF everywhere, no line over 998, no raw 8-bit, no Bcc */
+		size_t linelen = 0;
+		bool bare_lf = false, eight_bit = false;
+		for (size_t i = 0; i < len; i++) {
+			if (raw[i] == '\n') {
+				if (i == 0 || raw[i - 1] != '\r')
+					bare_lf = true;
+				CHECK_IDX(linelen <= 998, i);
+				linelen = 0;
+			} else {
+				linelen++;
+			}
+			if ((unsigned char)raw[i] >= 0x80)
+				eight_bit = true;
+		}
+		CHECK(!bare_lf && !eight_bit);
+		CHECK(strstr(raw, "Bcc") == NULL);
+		CHECK(strstr(raw, "Message-Id: <mb.M1@x.test>") || strstr(raw, "Message-ID: <mb.M1@x.test>"));
+		CHECK(strstr(raw, "X-Mailbridge-Job: M1") != NULL);
+
+		pm = parse(raw, len);
+		CHECK(pm != NULL);
+		if (pm) {
+			InternetAddressList *l = g_mime_message_get_to(pm);
+			CHECK(internet_address_list_length(l) == 2);
+			CHECK(strcmp(internet_address_get_name(internet_address_list_get_address(l, 1)), "Doe, Jane") == 0);
+			CHECK(strcmp(g_mime_message_get_subject(pm), "Ünïcödé subject") == 0);
+			CHECK(strcmp(internet_address_get_name(internet_address_list_get_address(
+			    g_mime_message_get_from(pm), 0)), "Jürgen Bridge") == 0);
+			CHECK(strcmp(g_mime_message_get_message_id(pm), "mb.M1@x.test") == 0);
+			CHECK(strcmp(g_mime_object_get_header(GMIME_OBJECT(pm), "In-Reply-To"), "<parent@x.test>") == 0);
+			GMimeObject *body = g_mime_message_get_mime_part(pm);
+			CHECK(GMIME_IS_MULTIPART(body));
+			if (GMIME_IS_MULTIPART(body)) {
+				GMimeMultipart *mixed = GMIME_MULTIPART(body);
+				CHECK(g_mime_multipart_get_count(mixed) == 2);
+				GMimeObject *alt = g_mime_multipart_get_part(mixed, 0);
+				CHECK(GMIME_IS_MULTIPART(alt) && g_mime_multipart_get_count(GMIME_MULTIPART(alt)) == 2);
+				GMimeTextPart *plain = GMIME_TEXT_PART(g_mime_multipart_get_part(GMIME_MULTIPART(alt), 0));
+				char *text = g_mime_text_part_get_text(plain);
+				CHECK(strstr(text, "Grüße from mailbridge") != NULL);
+				if (!strstr(text, "Grüße")) fprintf(stderr, "text: %.200s\n", text);
+				CHECK(strstr(text, longline) != NULL);
+				g_free(text);
+				GMimePart *ap = GMIME_PART(g_mime_multipart_get_part(mixed, 1));
+				CHECK(strcmp(g_mime_part_get_filename(ap), "report €.pdf") == 0);
+				GMimeStream *out = g_mime_stream_mem_new();
+				g_mime_data_wrapper_write_to_stream(g_mime_part_get_content(ap), out);
+				GByteArray *bytes = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(out));
+				CHECK(bytes->len == 13 && memcmp(bytes->data, att.data, 13) == 0);
+				g_object_unref(out);
+			}
+			g_object_unref(pm);
+		}
+		free(raw);
+		free(html);
+		free(longline);
+	}
+	g_mime_shutdown();
+	return test_done("test_mime");
+}

@@ -1,0 +1,82 @@
+#include "payload.h"
+#include "test.h"
+
+#include <string.h>
+
+#define BASE "\"type\":\"Email\",\"locationId\":\"L1\",\"messageId\":\"M1\""
+
+int
+main(void)
+{
+	static const struct {
+		const char *body;
+		const char *field;    /* NULL = accepted */
+		const char *error;    /* substring, for rejected rows */
+	} rows[] = {
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"<p>x</p>\"}", NULL, NULL },
+		{ "{" BASE ",\"emailTo\":\"a@b.test, C <c@d.test>\",\"html\":\"x\"}", NULL, NULL },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"message\":\"plain\"}", NULL, NULL },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"]}", "html", "missing" },
+		{ "{" BASE ",\"html\":\"x\"}", "emailTo", "missing" },
+		{ "{" BASE ",\"emailTo\":[],\"html\":\"x\"}", "emailTo", "missing" },
+		{ "{" BASE ",\"emailTo\":[\"x\"],\"html\":\"x\"}", "emailTo", "valid email" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"x\",\"subject\":\"a\\r\\nBcc: e@v.il\"}", "subject", "CR" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"x\",\"subject\":\"a\\u0000b\"}", NULL, "JSON" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"x\",\"emailFrom\":\"A\\nB <a@b.test>\"}", "emailFrom", "CR" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"x\",\"attachments\":[\"file:///etc/passwd\"]}", "attachments", "http" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"x\",\"attachments\":[1]}", "attachments", "URL" },
+		{ "{\"type\":\"Email\",\"messageId\":\"M1\",\"emailTo\":[\"a@b.test\"],\"html\":\"x\"}", "locationId", "missing" },
+		{ "{\"type\":\"Email\",\"locationId\":\"L/1\",\"messageId\":\"M1\",\"emailTo\":[\"a@b.test\"],\"html\":\"x\"}", "locationId", "letters" },
+		{ "{\"type\":\"Fax\",\"locationId\":\"L1\",\"messageId\":\"M1\"}", "type", "unsupported" },
+		{ "{\"type\":\"SMS\",\"locationId\":\"L1\",\"messageId\":\"M1\",\"phone\":\"+15550001111\",\"message\":\"hi\"}", NULL, NULL },
+		{ "{\"type\":\"SMS\",\"locationId\":\"L1\",\"messageId\":\"M1\",\"phone\":\"5550001111\",\"message\":\"hi\"}", "phone", "E.164" },
+		{ "{\"type\":\"Custom\",\"locationId\":\"L1\",\"messageId\":\"M1\",\"emailTo\":\"a@b.test\",\"html\":\"x\"}", NULL, NULL },
+		{ "{\"type\":\"Email\",\"type\":\"SMS\"}", NULL, "JSON" },
+		{ "[1]", NULL, "object" },
+		{ "{\"type\":", NULL, "JSON" },
+		{ "", NULL, "JSON" },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const char *error = NULL, *field = NULL;
+		struct payload *p = payload_parse(rows[i].body, strlen(rows[i].body), &error, &field);
+		bool want_ok = rows[i].field == NULL && rows[i].error == NULL;
+		CHECK_IDX((p != NULL) == want_ok, i);
+		if (!want_ok) {
+			CHECK_IDX(rows[i].field ? field && strcmp(field, rows[i].field) == 0 : field == NULL, i);
+			CHECK_IDX(error && strstr(error, rows[i].error), i);
+		}
+		payload_free(p);
+	}
+	/* shapes of a good email */
+	{
+		const char *b = "{" BASE ",\"emailTo\":\"\\\"Doe, Jane\\\" <j@d.test>, k@d.test\","
+		    "\"emailCc\":[\"c@d.test\"],\"emailBcc\":\"b@d.test\",\"emailFrom\":\"Me <me@x.test>\","
+		    "\"subject\":\"Grüße\",\"html\":\"<p>x</p>\",\"replyToAltId\":\"<a@b>\","
+		    "\"attachments\":[\"https://h/x.pdf\"]}";
+		const char *error, *field;
+		struct payload *p = payload_parse(b, strlen(b), &error, &field);
+		CHECK(p != NULL);
+		if (p) {
+			CHECK(p->n_to == 2 && strcmp(p->to[0].name, "Doe, Jane") == 0 && strcmp(p->to[1].addr, "k@d.test") == 0);
+			CHECK(p->n_cc == 1 && p->n_bcc == 1 && p->n_attachments == 1);
+			CHECK(strcmp(p->from->addr, "me@x.test") == 0 && strcmp(p->subject, "Grüße") == 0);
+			CHECK(strcmp(p->reply_to_alt_id, "<a@b>") == 0);
+		}
+		payload_free(p);
+	}
+	/* byte-by-byte truncations never crash and never pass */
+	{
+		const char *b = "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"<p>x</p>\"}";
+		size_t n = strlen(b);
+		for (size_t cut = 0; cut < n; cut++) {
+			char *copy = malloc(cut ? cut : 1);   /* no NUL: ASan sees overreads */
+			const char *error, *field;
+			memcpy(copy, b, cut);
+			struct payload *p = payload_parse(copy, cut, &error, &field);
+			CHECK_IDX(p == NULL, cut);
+			payload_free(p);
+			free(copy);
+		}
+	}
+	return test_done("test_payload");
+}

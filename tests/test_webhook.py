@@ -1,0 +1,223 @@
+"""Webhook intake (Delivery URL): signatures, validation, durability,
+dedupe, limits. Real daemon, fake HighLevel; no SMTP relay is reachable,
+so jobs stay in the store where the tests look at them."""
+import copy
+import json
+import os
+import sys
+import threading
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness.daemon import Daemon, location_conf  # noqa: E402
+from harness.fakeghl import FakeGHL  # noqa: E402
+
+BASE = int(os.environ.get("MB_TEST_PORT_BASE", "21000")) + 100
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
+LOC = "GKifVDyQeo7nwe27vMP0"
+
+
+def example(name):
+    with open(os.path.join(EXAMPLES, name)) as f:
+        return json.load(f)
+
+
+def setUpModule():
+    global ghl, d
+    ghl = FakeGHL()
+    d = Daemon(BASE + 50, ghl.url, [location_conf(
+        LOC, **{"from": "Support <support@mail.test>", "smtp_host": "127.0.0.1",
+                "smtp_port": BASE + 99, "smtp_tls": "none", "token": "static-token"})])
+    d.start()
+
+
+def tearDownModule():
+    rc = d.stop()
+    d.cleanup()
+    ghl.close()
+    assert rc == 0, f"daemon exit status {rc}"
+
+
+class TestWebhookIntake(unittest.TestCase):
+    def payload(self, **changes):
+        p = example("provider-outbound-email.json")
+        p["attachments"] = []
+        p["messageId"] = "m" + os.urandom(6).hex()
+        p.update(changes)
+        return p
+
+    def assertRejected(self, status, payload=None, sign="ed25519", raw=None, field=None):
+        before = len(d.jobs())
+        st, body = d.post_webhook(payload, sign=sign, raw=raw)
+        self.assertEqual(st, status, body)
+        if field is not None:
+            self.assertEqual(body.get("field"), field, body)
+        self.assertEqual(len(d.jobs()), before, "a rejected webhook must store nothing")
+        return body
+
+    def test_real_example_stored_once(self):
+        p = example("provider-outbound-email.json")   # verbatim from HighLevel's docs
+        p["attachments"] = []
+        st, body = d.post_webhook(p)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body, {"status": "accepted", "messageId": p["messageId"]})
+        job = d.job(p["messageId"])
+        self.assertIsNotNone(job)
+        self.assertEqual(job["location_id"], LOC)
+        self.assertEqual(json.loads(job["payload"])["subject"], p["subject"])
+        st, body = d.post_webhook(p)
+        self.assertEqual((st, body["status"]), (200, "duplicate"))
+        self.assertEqual(sum(1 for j in d.jobs() if j["message_id"] == p["messageId"]), 1)
+
+    def test_reply_example_with_alt_id(self):
+        p = example("provider-outbound-email-reply.json")
+        st, body = d.post_webhook(p)
+        self.assertEqual(st, 200, body)
+
+    def test_legacy_rsa_signature(self):
+        p = self.payload()
+        st, body = d.post_webhook(p, sign="rsa")
+        self.assertEqual(st, 200, body)
+        self.assertIsNotNone(d.job(p["messageId"]))
+
+    def test_bad_signature(self):
+        self.assertRejected(401, self.payload(), sign="bad")
+
+    def test_signature_over_other_bytes(self):
+        p = self.payload()
+        body = json.dumps(p).encode()
+        sig = d.keys.sign_ed25519(body)
+        tampered = body.replace(b"Subject from", b"Subject FROM")
+        st, _, _ = d.request("POST", "/webhooks/provider", tampered,
+                             {"X-GHL-Signature": sig, "Content-Type": "application/json"})
+        self.assertEqual(st, 401)
+        self.assertIsNone(d.job(p["messageId"]))
+
+    def test_ed25519_header_wins_no_fallback(self):
+        # a bad X-GHL-Signature must not fall back to a good legacy one
+        p = self.payload()
+        body = json.dumps(p).encode()
+        st, _, _ = d.request("POST", "/webhooks/provider", body, {
+            "X-GHL-Signature": "AAAA", "X-WH-Signature": d.keys.sign_rsa(body)})
+        self.assertEqual(st, 401)
+
+    def test_unsigned_refused(self):
+        self.assertRejected(401, self.payload(), sign=None)
+
+    def test_na_header_is_unsigned(self):
+        p = self.payload()
+        st, _, _ = d.request("POST", "/webhooks/provider", json.dumps(p).encode(), {"X-GHL-Signature": "N/A"})
+        self.assertEqual(st, 401)
+
+    def test_malformed_json(self):
+        body = self.assertRejected(400, raw=b'{"type": "Email", "messageId": ')
+        self.assertIn("JSON", body["error"])
+
+    def test_duplicate_keys(self):
+        self.assertRejected(400, raw=b'{"type":"Email","type":"SMS"}')
+
+    def test_not_an_object(self):
+        self.assertRejected(400, raw=b'[1,2,3]')
+
+    def test_missing_fields(self):
+        for field in ("messageId", "locationId", "emailTo", "type"):
+            with self.subTest(field=field):
+                p = self.payload()
+                del p[field]
+                self.assertRejected(400, p, field=field)
+        p = self.payload()
+        del p["html"]
+        self.assertRejected(400, p, field="html")
+
+    def test_wrong_types(self):
+        cases = [("messageId", 12), ("emailTo", {"a": 1}), ("subject", ["x"]), ("attachments", "http://x"),
+                 ("html", 5), ("emailTo", [1, 2]), ("locationId", None)]
+        for field, value in cases:
+            with self.subTest(field=field, value=value):
+                self.assertRejected(400, self.payload(**{field: value}), field=field)
+
+    def test_crlf_in_header_fields(self):
+        cases = [("subject", "Hello\r\nBcc: victim@evil.test"),
+                 ("subject", "Hello\nX-Injected: 1"),
+                 ("emailFrom", "Name\r\nBcc: x@evil.test <a@b.test>"),
+                 ("emailTo", ["a@b.test\r\nBcc: x@evil.test"]),
+                 ("emailCc", "c@d.test\nBcc: x@evil.test"),
+                 ("replyToAltId", "<a@b>\r\nX-Evil: 1"),
+                 ("messageId", "abc\r\ndef")]
+        for field, value in cases:
+            with self.subTest(field=field):
+                self.assertRejected(400, self.payload(**{field: value}), field=field)
+
+    def test_bad_addresses(self):
+        for value in (["not-an-address"], ["a@b@c"], "x <y>", ["<>"]):
+            with self.subTest(value=value):
+                self.assertRejected(400, self.payload(emailTo=value), field="emailTo")
+
+    def test_attachment_urls(self):
+        self.assertRejected(400, self.payload(attachments=["file:///etc/passwd"]), field="attachments")
+        self.assertRejected(400, self.payload(attachments=["ftp://x/y"]), field="attachments")
+
+    def test_unknown_location(self):
+        self.assertRejected(404, self.payload(locationId="NotConfigured123"), field="locationId")
+
+    def test_sms_without_plugin(self):
+        p = example("provider-outbound-sms.json")
+        p["locationId"] = LOC
+        self.assertRejected(422, p, field="type")
+
+    def test_oversized_body(self):
+        p = self.payload(html="<p>" + "x" * 70000 + "</p>")
+        self.assertRejected(413, p)
+
+    def test_oversized_chunked_body(self):
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        c.putrequest("POST", "/webhooks/provider")
+        c.putheader("Transfer-Encoding", "chunked")
+        c.endheaders()
+        chunk = b"x" * 8192
+        try:
+            for _ in range(10):
+                c.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            c.send(b"0\r\n\r\n")
+            status = c.getresponse().status
+        except (BrokenPipeError, ConnectionResetError):
+            status = 413
+        self.assertEqual(status, 413)
+
+    def test_email_to_as_string_and_cc(self):
+        p = self.payload(emailTo="abc@gmail.com, \"Doe, Jane\" <jane@example.com>", emailCc=["c@example.com"])
+        st, body = d.post_webhook(p)
+        self.assertEqual(st, 200, body)
+
+    def test_concurrent_duplicates_store_once(self):
+        p = self.payload()
+        body = json.dumps(p).encode()
+        sig = d.keys.sign_ed25519(body)
+        results = []
+
+        def post():
+            st, data, _ = d.request("POST", "/webhooks/provider", body, {"X-GHL-Signature": sig})
+            results.append((st, json.loads(data)["status"]))
+
+        threads = [threading.Thread(target=post) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        self.assertEqual(len(results), 16)
+        self.assertTrue(all(st == 200 for st, _ in results), results)
+        self.assertEqual(sum(1 for _, s in results if s == "accepted"), 1, results)
+        self.assertEqual(sum(1 for j in d.jobs() if j["message_id"] == p["messageId"]), 1)
+
+    def test_health_and_unknown_routes(self):
+        self.assertEqual(d.get("/healthz")[0], 200)
+        self.assertEqual(d.get("/nope")[0], 404)
+        self.assertEqual(d.get("/webhooks/provider")[0], 405)
+
+    def test_no_fake_api_contract_drift(self):
+        self.assertEqual(ghl.spec_errors, [])
+
+
+if __name__ == "__main__":
+    unittest.main()
