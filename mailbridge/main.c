@@ -317,14 +317,9 @@ main(int argc, char **argv)
 	const char *path = NULL, *location = NULL, *to = NULL, *cmd = "serve";
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1 || optind < argc) {
-		if (c == -1) {
-			/* a command word; options may follow it */
-			if (strcmp(cmd, "serve") != 0 || argv[optind][0] == '-')
-				break;
-			cmd = argv[optind++];
-			continue;
-		}
+	/* GNU getopt permutes: options may come before or after the command
+	 * and its arguments, which end up at argv[optind...] */
+	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': path = optarg; break;
 		case 'l': location = optarg; break;
@@ -333,6 +328,8 @@ main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
+	if (optind < argc)
+		cmd = argv[optind++];
 	if (!path)
 		path = access(DEFAULT_CONFIG, R_OK) == 0 ? DEFAULT_CONFIG : "conf/mailbridge.conf";
 

@@ -117,8 +117,11 @@ outbound_thread(struct job_ctx *c, struct store *st)
 			parent_id = xstrdup(alt);
 		free(alt);
 	} else if (c->p->email_message_id && strcmp(c->p->email_message_id, c->p->message_id) != 0) {
-		/* default mode: emailMessageId names the thread's email */
-		store_msgmap_get(st, "email", c->loc->id, c->p->email_message_id, &parent);
+		/* default mode: emailMessageId names an earlier email of the
+		 * thread: that message itself, else the latest one threaded under
+		 * the same id */
+		if (store_msgmap_get(st, "ghl", c->loc->id, c->p->email_message_id, &parent) != 1)
+			store_msgmap_get(st, "email", c->loc->id, c->p->email_message_id, &parent);
 	}
 	if (parent)
 		parent_id = xstrdup(parent->rfc_message_id);

@@ -43,8 +43,10 @@ class Spec:
             ref = node["$ref"]
             if not ref.startswith("#/"):
                 return {}
+            target = doc
             for part in ref[2:].split("/"):
-                node = node[part]
+                target = target[part]
+            node = target
         return node
 
     def check_schema(self, doc, schema, value, where, errors):

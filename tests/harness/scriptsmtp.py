@@ -1,0 +1,107 @@
+"""A scripted SMTP server for failure cases Postfix cannot stage on
+demand: "450 now, 250 on the next attempt", and STARTTLS with a chosen
+certificate (wrong host name). Real TCP and TLS on loopback; records
+every session's commands and every accepted message."""
+import socket
+import socketserver
+import ssl
+import threading
+
+
+class ScriptedSMTP:
+    def __init__(self, port, cert=None, key=None, rcpt_script=None, dsn=True):
+        """rcpt_script: {address: [reply, reply, ...]} consumed one per
+        attempt; when exhausted, 250."""
+        self.port = port
+        self.rcpt_script = {k: list(v) for k, v in (rcpt_script or {}).items()}
+        self.messages = []
+        self.sessions = []
+        self.lock = threading.Lock()
+        ctx = None
+        if cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+        outer = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def setup(self):
+                super().setup()
+                self.log = []
+
+            def reply(self, line):
+                self.wfile.write((line + "\r\n").encode())
+                self.wfile.flush()
+
+            def handle(self):
+                with outer.lock:
+                    outer.sessions.append(self.log)
+                self.reply("220 scripted ESMTP")
+                rcpts, mail = [], None
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    cmd = line.decode(errors="replace").rstrip("\r\n")
+                    self.log.append(cmd)
+                    verb = cmd.split(" ")[0].upper()
+                    if verb in ("EHLO", "HELO"):
+                        caps = ["250-scripted", "250-PIPELINING"]
+                        if ctx is not None and not isinstance(self.connection, ssl.SSLSocket):
+                            caps.append("250-STARTTLS")
+                        if dsn:
+                            caps.append("250-DSN")
+                        caps.append("250 8BITMIME")
+                        for c in caps:
+                            self.reply(c)
+                    elif verb == "STARTTLS" and ctx is not None:
+                        self.reply("220 go ahead")
+                        try:
+                            self.connection = ctx.wrap_socket(self.connection, server_side=True)
+                        except (ssl.SSLError, OSError):
+                            return
+                        self.rfile = self.connection.makefile("rb")
+                        self.wfile = self.connection.makefile("wb")
+                    elif verb == "MAIL":
+                        mail, rcpts = cmd, []
+                        self.reply("250 2.1.0 ok")
+                    elif verb == "RCPT":
+                        addr = cmd[cmd.index("<") + 1:cmd.index(">")]
+                        with outer.lock:
+                            script = outer.rcpt_script.get(addr)
+                            answer = script.pop(0) if script else "250 2.1.5 ok"
+                        if answer.startswith("2"):
+                            rcpts.append(addr)
+                        self.reply(answer)
+                    elif verb == "DATA":
+                        if not rcpts:
+                            self.reply("554 5.5.1 no valid recipients")
+                            continue
+                        self.reply("354 go")
+                        data = []
+                        while True:
+                            l2 = self.rfile.readline()
+                            if not l2 or l2 == b".\r\n":
+                                break
+                            data.append(l2)
+                        with outer.lock:
+                            outer.messages.append({"mail": mail, "rcpts": rcpts, "data": b"".join(data)})
+                        self.reply("250 2.0.0 queued as SCRIPTED")
+                    elif verb in ("RSET", "NOOP"):
+                        self.reply("250 2.0.0 ok")
+                    elif verb == "QUIT":
+                        self.reply("221 bye")
+                        return
+                    else:
+                        self.reply("502 5.5.2 not implemented")
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

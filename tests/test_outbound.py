@@ -1,0 +1,397 @@
+"""Outbound Email end to end: signed webhook -> mailbridge -> real Postfix
+-> Dovecot, read back over IMAP; status updates at the fake HighLevel.
+Failure paths against Postfix's own replies and a scripted SMTP server."""
+import email
+import email.policy
+import functools
+import http.server
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness.daemon import Daemon, location_conf  # noqa: E402
+from harness.fakeghl import FakeGHL  # noqa: E402
+from harness.scriptsmtp import ScriptedSMTP  # noqa: E402
+from harness.servers import MailServers  # noqa: E402
+
+BASE = int(os.environ.get("MB_TEST_PORT_BASE", "21000")) + 200
+TOKEN = "static-token"
+FILES = tempfile.mkdtemp(prefix="mb-files-")
+ATTACHMENT = bytes(range(256)) * 400 + b"\x00end"   # ~100 KB, every byte value
+
+
+def loc(loc_id, **kw):
+    base = {"from": "Acme Support <support@mail.test>", "smtp_host": "127.0.0.1",
+            "smtp_port": srv.smtp, "smtp_tls": "none", "token": TOKEN}
+    base.update(kw)
+    return location_conf(loc_id, **base)
+
+
+def setUpModule():
+    global srv, ghl, d, files, scripted, tls_evil
+    srv = MailServers(BASE).start()
+    ghl = FakeGHL()
+    ghl.static_tokens.add(TOKEN)
+    with open(os.path.join(FILES, "report.bin"), "wb") as f:
+        f.write(ATTACHMENT)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=FILES)
+    handler.log_message = lambda *a: None
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", BASE + 30), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    # a CA and a server certificate for the wrong name, for the host check
+    ca = os.path.join(FILES, "ca")
+    os.makedirs(ca)
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True, timeout=60)
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-days", "2", "-subj", "/CN=Test CA", "-keyout", f"{ca}/ca.key", "-out", f"{ca}/ca.pem")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-subj", "/CN=evil.example", "-keyout", f"{ca}/evil.key", "-out", f"{ca}/evil.csr")
+    with open(f"{ca}/ext", "w") as f:
+        f.write("subjectAltName=DNS:evil.example\n")
+    run("openssl", "x509", "-req", "-in", f"{ca}/evil.csr", "-CA", f"{ca}/ca.pem", "-CAkey", f"{ca}/ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", f"{ca}/ext", "-out", f"{ca}/evil.pem")
+    scripted = ScriptedSMTP(BASE + 31, rcpt_script={"later@mail.test": ["450 4.2.0 try again later"]})
+    tls_evil = ScriptedSMTP(BASE + 32, cert=f"{ca}/evil.pem", key=f"{ca}/evil.key")
+    locations = [
+        loc("LMain", reply_domain="mail.test"),
+        loc("LCustom", mode="custom", provider_id="prov1", reply_domain="mail.test"),
+        loc("LAuth", smtp_port=srv.submission, smtp_tls="starttls", smtp_user="alice",
+            smtp_password="alicepw", smtp_ca_file=srv.cert),
+        loc("LUntrusted", smtp_port=srv.submission, smtp_tls="starttls", smtp_user="alice",
+            smtp_password="alicepw"),
+        loc("LWrongHost", smtp_port=BASE + 32, smtp_tls="starttls", smtp_ca_file=f"{ca}/ca.pem"),
+        loc("LDown", smtp_port=BASE + 33),
+        loc("LScripted", smtp_port=BASE + 31),
+        loc("LDsn", delivered_on="dsn", reply_domain="mail.test"),
+        loc("LDsnScripted", delivered_on="dsn", smtp_port=BASE + 31),
+    ]
+    global LOCATIONS
+    LOCATIONS = locations
+    d = Daemon(BASE + 50, ghl.url, locations)
+    d.start()
+
+
+def tearDownModule():
+    rc = d.stop()
+    d.cleanup()
+    for s in (scripted, tls_evil):
+        s.close()
+    files.shutdown()
+    ghl.close()
+    srv.stop()
+    assert rc == 0, f"daemon exit status {rc}"
+
+
+def webhook(location="LMain", **kw):
+    mid = "m" + os.urandom(8).hex()
+    p = {"contactId": "c1", "locationId": location, "messageId": mid, "emailMessageId": mid,
+         "type": "Email", "emailTo": ["alice@mail.test"], "emailFrom": "Agent Smith <agent@mail.test>",
+         "attachments": [], "html": "<p>Hello</p>", "subject": "Hi", "userId": "u1"}
+    p.update(kw)
+    return p
+
+
+def post_ok(p):
+    st, body = d.post_webhook(p)
+    assert st == 200, (st, body)
+    return p["messageId"]
+
+
+def statuses(message_id):
+    return [json.loads(r["body"]) for r in ghl.calls("PUT", f"/conversations/messages/{message_id}/status")]
+
+
+def wait_status(message_id, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        ok = [s for s in statuses(message_id)]
+        j = d.job(message_id)
+        if ok and j and j["report_state"] == "done":
+            return ok
+        time.sleep(0.05)
+    return statuses(message_id)
+
+
+def wait_for(user, message_id, timeout=15.0):
+    """The copies of one job's message in user's INBOX, once at least one arrived."""
+    end = time.time() + timeout
+    while time.time() < end:
+        found = find(srv.fetch_all(user), message_id)
+        if found:
+            return found
+        time.sleep(0.1)
+    return []
+
+
+def find(msgs, message_id):
+    out = []
+    for raw in msgs:
+        m = email.message_from_bytes(raw, policy=email.policy.default)
+        if m["X-Mailbridge-Job"] == message_id:
+            out.append(m)
+    return out
+
+
+class TestOutbound(unittest.TestCase):
+    def test_full_delivery(self):
+        p = webhook(emailTo=["alice@mail.test"], emailCc=["bob@mail.test"], emailBcc="carol@mail.test",
+                    subject="Grüße — 日本語 subject", html="<p>Hello <b>Alice</b> &amp; team</p><p>Zweite Zeile ü</p>",
+                    attachments=[f"http://127.0.0.1:{BASE + 30}/report.bin"])
+        mid = post_ok(p)
+        got = {}
+        for user in ("alice", "bob", "carol"):
+            got[user] = wait_for(user, mid)
+        for user, msgs in got.items():
+            self.assertEqual(len(msgs), 1, f"{user} should get exactly one copy")
+        m = got["alice"][0]
+        self.assertEqual(m["Subject"], "Grüße — 日本語 subject")
+        self.assertEqual(m["From"].addresses[0].addr_spec, "support@mail.test")
+        self.assertEqual(m["From"].addresses[0].display_name, "Agent Smith")
+        self.assertEqual([a.addr_spec for a in m["To"].addresses], ["alice@mail.test"])
+        self.assertEqual([a.addr_spec for a in m["Cc"].addresses], ["bob@mail.test"])
+        self.assertIsNone(m["Bcc"])
+        self.assertNotIn(b"carol", got["carol"][0].as_bytes().split(b"\r\n\r\n")[0].replace(b"Delivered-To: carol", b""))
+        self.assertEqual(m["Message-ID"], f"<mb.{mid}@mail.test>")
+        self.assertTrue(m["Reply-To"].addresses[0].addr_spec.startswith("reply+"))
+        self.assertTrue(m["Date"])
+        plain = m.get_body(("plain",)).get_content()
+        html = m.get_body(("html",)).get_content()
+        self.assertIn("Hello Alice & team", plain)
+        self.assertIn("Zweite Zeile ü", plain)
+        self.assertIn("<b>Alice</b>", html)
+        atts = list(m.iter_attachments())
+        self.assertEqual(len(atts), 1)
+        self.assertEqual(atts[0].get_filename(), "report.bin")
+        self.assertEqual(atts[0].get_content(), ATTACHMENT)
+        st = wait_status(mid)
+        self.assertEqual(len(st), 1, st)
+        self.assertEqual(st[0]["status"], "delivered")
+        req = ghl.calls("PUT", f"/conversations/messages/{mid}/status")[0]
+        self.assertEqual(req["headers"]["Version"], "2021-04-15")
+        self.assertEqual(req["headers"]["Authorization"], f"Bearer {TOKEN}")
+
+    def test_reply_threading_custom_alt_id(self):
+        first = post_ok(webhook())
+        self.assertEqual(len(wait_for("alice", first)), 1)
+        reply = post_ok(webhook(location="LCustom", replyToAltId=f"<mb.{first}@mail.test>", subject="Re: Hi"))
+        m = None
+        end = time.time() + 15
+        while time.time() < end and not m:
+            found = find(srv.fetch_all("alice"), reply)
+            m = found[0] if found else None
+            time.sleep(0.1)
+        self.assertIsNotNone(m)
+        self.assertEqual(m["In-Reply-To"], f"<mb.{first}@mail.test>")
+        self.assertIn(f"<mb.{first}@mail.test>", m["References"])
+
+    def test_reply_threading_default_email_message_id(self):
+        first = post_ok(webhook())
+        wait_status(first)
+        second = webhook(subject="Re: Hi")
+        second["emailMessageId"] = first          # HighLevel's thread id
+        mid = post_ok(second)
+        wait_status(mid)
+        third = webhook(subject="Re: Re: Hi")
+        third["emailMessageId"] = mid
+        mid3 = post_ok(third)
+        wait_status(mid3)
+        msgs = srv.fetch_all("alice")
+        m2, m3 = find(msgs, mid)[0], find(msgs, mid3)[0]
+        self.assertEqual(m2["In-Reply-To"], f"<mb.{first}@mail.test>")
+        self.assertEqual(m3["In-Reply-To"], f"<mb.{mid}@mail.test>")
+        self.assertEqual(m3["References"].split(), [f"<mb.{first}@mail.test>", f"<mb.{mid}@mail.test>"])
+
+    def test_partial_recipient_failure(self):
+        mid = post_ok(webhook(emailTo=["bob@mail.test", "permfail@mail.test"]))
+        st = wait_status(mid)
+        self.assertEqual([s["status"] for s in st], ["delivered"])
+        self.assertEqual(len(wait_for("bob", mid)), 1)
+        j = d.job(mid)
+        rcpts = json.loads(j["rcpt_state"])
+        self.assertEqual(rcpts["permfail@mail.test"]["code"], 550)
+        self.assertEqual(rcpts["bob@mail.test"]["code"], 250)
+
+    def test_permanent_failure_reports_smtp_reply(self):
+        mid = post_ok(webhook(emailTo=["permfail@mail.test"]))
+        st = wait_status(mid)
+        self.assertEqual(len(st), 1, st)
+        self.assertEqual(st[0]["status"], "failed")
+        self.assertEqual(st[0]["error"]["code"], "550")
+        self.assertIn("5.7.1", st[0]["error"]["message"])
+        self.assertIn("Test permanent failure", st[0]["error"]["message"])
+        self.assertEqual(d.job(mid)["state"], "failed")
+
+    def test_temporary_failure_keeps_retrying(self):
+        mid = post_ok(webhook(emailTo=["tempfail@mail.test"]))
+        j = d.wait_job(mid, lambda j: j["attempts"] >= 2 and j["state"] == "queued", timeout=20)
+        self.assertEqual(j["state"], "queued")
+        self.assertGreaterEqual(j["attempts"], 2)
+        self.assertEqual(j["last_code"], 451)
+        self.assertEqual(statuses(mid), [], "a 4xx must never be reported as failed")
+
+    def test_450_then_250_is_delivered(self):
+        mid = post_ok(webhook(location="LScripted", emailTo=["later@mail.test"]))
+        st = wait_status(mid)
+        self.assertEqual([s["status"] for s in st], ["delivered"])
+        j = d.job(mid)
+        self.assertEqual(j["attempts"], 2)
+        self.assertEqual(sum(1 for m in scripted.messages if mid.encode() in m["data"]), 1)
+
+    def test_relay_down_is_retried(self):
+        mid = post_ok(webhook(location="LDown"))
+        j = d.wait_job(mid, lambda j: j["attempts"] >= 2 and j["state"] == "queued", timeout=20)
+        self.assertEqual(j["state"], "queued")
+        self.assertEqual(statuses(mid), [])
+
+    def test_starttls_auth_delivers(self):
+        mid = post_ok(webhook(location="LAuth"))
+        self.assertEqual(len(wait_for("alice", mid)), 1)
+        self.assertEqual([s["status"] for s in wait_status(mid)], ["delivered"])
+
+    def test_untrusted_certificate_refused(self):
+        mid = post_ok(webhook(location="LUntrusted"))
+        j = d.wait_job(mid, lambda j: j["attempts"] >= 1 and j["state"] == "queued", timeout=20)
+        self.assertIn("not trusted", j["last_error"] or "")
+        time.sleep(0.5)
+        self.assertEqual(find(srv.fetch_all("alice"), mid), [])
+        self.assertNotIn("AUTH", "".join(str(x) for x in d.log().splitlines() if mid in x))
+
+    def test_wrong_host_certificate_refused(self):
+        mid = post_ok(webhook(location="LWrongHost"))
+        j = d.wait_job(mid, lambda j: j["attempts"] >= 1 and j["state"] == "queued", timeout=20)
+        self.assertIn("not trusted", j["last_error"] or "")
+        self.assertEqual([m for m in tls_evil.messages if mid.encode() in m["data"]], [])
+        # the session ended right after the handshake: no MAIL was sent
+        self.assertFalse(any(c.startswith("MAIL") for s in tls_evil.sessions for c in s))
+
+    def test_duplicate_webhooks_one_email(self):
+        p = webhook()
+        body = json.dumps(p).encode()
+        sig = d.keys.sign_ed25519(body)
+        threads = [threading.Thread(target=d.request, args=("POST", "/webhooks/provider", body,
+                                                            {"X-GHL-Signature": sig})) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        d.post_webhook(p)
+        wait_status(p["messageId"])
+        time.sleep(1.0)
+        self.assertEqual(len(find(srv.fetch_all("alice"), p["messageId"])), 1)
+        self.assertEqual(len(statuses(p["messageId"])), 1)
+
+    def test_status_403_window_and_429_are_retried(self):
+        ghl.fail(r"/status$", 403, count=2)
+        ghl.fail(r"/status$", 429, count=1)
+        mid = post_ok(webhook())
+        st = wait_status(mid, timeout=40)
+        self.assertEqual([s["status"] for s in st][-1], "delivered")
+        self.assertEqual(d.job(mid)["report_state"], "done")
+        self.assertEqual(len(find(srv.fetch_all("alice"), mid)), 1)
+
+    def test_dsn_mode_waits_for_dsn(self):
+        mid = post_ok(webhook(location="LDsn"))
+        self.assertEqual(len(wait_for("alice", mid)), 1)
+        j = d.wait_job(mid, lambda j: j["state"] == "sent")
+        self.assertEqual(j["last_error"], "relayed; awaiting DSN")
+        self.assertEqual(statuses(mid), [])
+
+    def test_dsn_parameters_on_the_wire(self):
+        mid = post_ok(webhook(location="LDsnScripted"))
+        d.wait_job(mid, lambda j: j["state"] == "sent")
+        cmds = [c for s in scripted.sessions for c in s]
+        mail = [c for c in cmds if c.startswith("MAIL") and f"ENVID={mid}" in c]
+        self.assertEqual(len(mail), 1, cmds)
+        self.assertIn("RET=HDRS", mail[0])
+        self.assertTrue(any(c.startswith("RCPT TO:<alice@mail.test> NOTIFY=SUCCESS,FAILURE,DELAY") for c in cmds))
+
+    def test_missing_attachment_fails_with_reason(self):
+        mid = post_ok(webhook(attachments=[f"http://127.0.0.1:{BASE + 30}/missing.pdf"]))
+        st = wait_status(mid)
+        self.assertEqual([s["status"] for s in st], ["failed"])
+        self.assertIn("HTTP 404", st[0]["error"]["message"])
+
+    def test_queue_cli(self):
+        mid = post_ok(webhook())
+        wait_status(mid)
+        r = d.cli("queue", "show", mid)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("state         sent", r.stdout)
+        self.assertIn(f"mb.{mid}@mail.test", r.stdout)
+        r = d.cli("queue", "list")
+        self.assertIn(mid, r.stdout)
+        r = d.cli("queue", "retry", "nope")
+        self.assertNotEqual(r.returncode, 0)
+
+    def test_send_test_command(self):
+        r = d.cli("send-test", "--location", "LMain", "--to", "bob@mail.test")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("result     accepted", r.stdout)
+        r = d.cli("send-test", "--location", "LUntrusted", "--to", "bob@mail.test")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not trusted", r.stdout)
+
+    def test_zz_contract(self):
+        self.assertEqual(ghl.spec_errors, [])
+
+
+class TestZCrashRecovery(unittest.TestCase):
+    """Runs last (unittest orders classes by name): it restarts the daemon."""
+
+    def tearDown(self):
+        if d.proc is None:
+            d.write_config(LOCATIONS)
+            d.start()
+
+    def test_kill9_with_queued_jobs(self):
+        """Acknowledged webhooks survive kill -9: all delivered exactly once."""
+        global d
+        d.kill9()
+        # restart with the relay unreachable so jobs stay queued, then kill -9 again
+        d.write_config([loc("LMain", smtp_port=BASE + 33, reply_domain="mail.test")])
+        d.start()
+        ids = [post_ok(webhook(subject=f"crash {i}")) for i in range(20)]
+        d.kill9()
+        d.write_config(LOCATIONS)
+        d.start()
+        end = time.time() + 60
+        while time.time() < end:
+            if all((d.job(i) or {}).get("state") == "sent" for i in ids):
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        msgs = srv.fetch_all("alice")
+        for i in ids:
+            self.assertEqual(len(find(msgs, i)), 1, i)
+
+    def test_kill9_while_sending(self):
+        """kill -9 under load: nothing lost; a copy may repeat only for a job
+        the restart log names as interrupted during DATA."""
+        global d
+        ids = [post_ok(webhook(subject=f"load {i}")) for i in range(40)]
+        time.sleep(0.15)
+        d.kill9()
+        d.start()
+        end = time.time() + 60
+        while time.time() < end:
+            if all((d.job(i) or {}).get("state") == "sent" for i in ids):
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        msgs = srv.fetch_all("alice")
+        counts = [len(find(msgs, i)) for i in ids]
+        self.assertTrue(all(c >= 1 for c in counts), counts)
+        dups = sum(c - 1 for c in counts)
+        interrupted = sum(int(n) for n in re.findall(r"store: (\d+) job\(s\) were interrupted during DATA", d.log()))
+        self.assertLessEqual(dups, interrupted, counts)
+
+
+if __name__ == "__main__":
+    unittest.main()
