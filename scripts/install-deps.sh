@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs what mailbridge needs on Debian 12 (bookworm), non-interactively.
+#   scripts/install-deps.sh          build + run dependencies
+#   scripts/install-deps.sh --test   ... plus the real servers the tests start
+#                                    (Postfix, Dovecot) and Python for the harness
+# Note: libetpan-dev pulls libcurl4-gnutls-dev, which conflicts with the
+# OpenSSL flavour, so everything here is the GnuTLS build.
+set -eu
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+
+PKGS="build-essential cmake pkg-config ca-certificates \
+  libetpan-dev libcurl4-gnutls-dev libgmime-3.0-dev libjansson-dev libmicrohttpd-dev \
+  libsqlite3-dev libgnutls28-dev libinih-dev libsasl2-modules"
+if [ "${1:-}" = "--test" ]; then
+  # Postfix asks what kind of mail system this is: the tests bring their own config
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  PKGS="$PKGS postfix dovecot-imapd dovecot-lmtpd python3 openssl procps"
+fi
+$SUDO apt-get update -q
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -q --no-install-recommends $PKGS
