@@ -14,15 +14,21 @@
 #define GHL_MAX_RESPONSE   (4 * 1024 * 1024)
 #define GHL_DEFAULT_429_MS 10000
 
+/* Per-location limiter: a sliding window log of the last rate_limit
+ * request times. A token bucket of capacity N refilling N per window lets
+ * up to 2N through in some window, which is exactly what HighLevel's
+ * "100 per 10 s" answers with 429; the log never exceeds N in any window. */
 struct ghl_bucket {
 	char *location_id;
-	double tokens;
-	int64_t last_ms;
+	int64_t *sent;             /* ring of rate_limit monotonic ms stamps */
+	long head;
 	int64_t blocked_until;     /* from X-RateLimit-Remaining: 0 or a 429 */
 	long day;                  /* days since epoch of the daily count */
 	long daily;
 	struct ghl_bucket *next;
 };
+
+#define GHL_WINDOW_MARGIN_MS 50  /* clock and network slack against the server's window */
 
 struct ghl {
 	const struct config *cfg;
@@ -88,6 +94,7 @@ ghl_free(struct ghl *g)
 		struct ghl_bucket *b = g->buckets;
 		g->buckets = b->next;
 		free(b->location_id);
+		free(b->sent);
 		free(b);
 	}
 	pthread_mutex_destroy(&g->lock);
@@ -130,35 +137,33 @@ bucket_get(struct ghl *g, const char *location_id)
 			return b;
 	b = xcalloc(1, sizeof(*b));
 	b->location_id = xstrdup(location_id);
-	b->tokens = (double)g->cfg->rate_limit;
-	b->last_ms = mono_ms();
+	b->sent = xcalloc((size_t)g->cfg->rate_limit, sizeof(*b->sent));
+	for (long i = 0; i < g->cfg->rate_limit; i++)
+		b->sent[i] = INT64_MIN / 2;
 	b->next = g->buckets;
 	g->buckets = b;
 	return b;
 }
 
-/* Takes one request from the location's bucket. 0 = go, else the ms to
+/* Takes one request from the location's window. 0 = go, else the ms to
  * wait before asking again. */
 static int64_t
 ratelimit_take(struct ghl *g, const char *location_id)
 {
-	int64_t now = mono_ms(), wait = 0;
-	double rate = (double)g->cfg->rate_limit / ((double)g->cfg->rate_window * 1000.0);
+	int64_t now = mono_ms(), wait = 0, window = g->cfg->rate_window * 1000 + GHL_WINDOW_MARGIN_MS;
 	struct ghl_bucket *b;
 	long day = (long)(time(NULL) / 86400);
 
 	pthread_mutex_lock(&g->lock);
 	b = bucket_get(g, location_id);
-	b->tokens += (double)(now - b->last_ms) * rate;
-	if (b->tokens > (double)g->cfg->rate_limit)
-		b->tokens = (double)g->cfg->rate_limit;
-	b->last_ms = now;
+	/* b->sent[head] is the oldest of the last rate_limit requests */
 	if (b->blocked_until > now) {
 		wait = b->blocked_until - now;
-	} else if (b->tokens < 1.0) {
-		wait = (int64_t)((1.0 - b->tokens) / rate) + 1;
+	} else if (b->sent[b->head] + window > now) {
+		wait = b->sent[b->head] + window - now;
 	} else {
-		b->tokens -= 1.0;
+		b->sent[b->head] = now;
+		b->head = (b->head + 1) % g->cfg->rate_limit;
 		if (b->day != day) {
 			b->day = day;
 			b->daily = 0;
@@ -175,7 +180,6 @@ ratelimit_block(struct ghl *g, const char *location_id, int64_t ms)
 	pthread_mutex_lock(&g->lock);
 	struct ghl_bucket *b = bucket_get(g, location_id);
 	b->blocked_until = mono_ms() + ms;
-	b->tokens = 0;
 	pthread_mutex_unlock(&g->lock);
 }
 
@@ -269,6 +273,7 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 	if (location_id && (wait = ratelimit_take(g, location_id)) > 0) {
 		res->cls = GHL_RETRY;
 		res->retry_after_ms = wait;
+		res->throttled = true;
 		res->error = xstrdup("local rate limit");
 		return res->cls;
 	}

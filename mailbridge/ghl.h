@@ -32,6 +32,7 @@ struct ghl_result {
 	char *trace_id;
 	json_t *body;              /* parsed response (new reference) or NULL */
 	int64_t retry_after_ms;
+	bool throttled;            /* not sent: our own limiter said wait */
 };
 
 void ghl_result_clear(struct ghl_result *r);

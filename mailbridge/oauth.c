@@ -370,6 +370,8 @@ oauth_http_callback(void *ctx, const struct http_request *req, struct http_respo
 	} else {
 		char *page = xasprintf("mailbridge is installed for %s.\n", key);
 		log_info("oauth: installed %s (userType=%s)", key, t->user_type);
+		/* status reports that waited for a token can go now */
+		store_report_wake_location(app->store, key);
 		http_text(resp, 200, "text/plain", page);
 		free(page);
 	}

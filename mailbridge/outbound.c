@@ -481,7 +481,9 @@ report_one(struct outbound *ob, struct job *job)
 		text = report_text(job->last_error);
 	ghl_update_status(ob->app->ghl, job->location_id, job->message_id, job->report_status,
 	    failed ? code : NULL, text, email_id, &res);
-	switch (res.cls) {
+	if (res.throttled)
+		store_report_defer(st, job->id, now_ms() + res.retry_after_ms);
+	else switch (res.cls) {
 	case GHL_OK:
 		store_report_finish(st, job->id, REPORT_DONE, 0, NULL);
 		store_event(st, job->message_id, "status", job->report_status);

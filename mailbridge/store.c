@@ -473,6 +473,20 @@ store_report_finish(struct store *st, int64_t id, const char *report_state, int6
 	    "isis", id, report_state, next_at, error) == 1 ? 1 : -1;
 }
 
+int
+store_report_defer(struct store *st, int64_t id, int64_t next_at)
+{
+	return store_exec(st, "UPDATE jobs SET report_next_at=?2, report_attempts=MAX(report_attempts-1, 0) "
+	    "WHERE id=?1", "ii", id, next_at) == 1 ? 1 : -1;
+}
+
+int
+store_report_wake_location(struct store *st, const char *location_id)
+{
+	return store_exec(st, "UPDATE jobs SET report_next_at=?2 WHERE location_id=?1 AND report_state='pending'",
+	    "si", location_id, now_ms());
+}
+
 void
 msgmap_free(struct msgmap *m)
 {

@@ -83,6 +83,12 @@ int store_job_count(struct store *st, const char *state);
 int store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct job **job_r);
 int store_report_finish(struct store *st, int64_t id, const char *report_state,
     int64_t next_at, const char *error);
+/* Puts a claimed report back for next_at without counting the attempt
+ * (it was never sent: our own rate limiter held it). */
+int store_report_defer(struct store *st, int64_t id, int64_t next_at);
+
+/* Makes the location's waiting reports due now (after a re-install). */
+int store_report_wake_location(struct store *st, const char *location_id);
 
 /* Message map: our RFC 5322 Message-ID <-> HighLevel ids. */
 struct msgmap {

@@ -17,6 +17,13 @@ import time
 import urllib.error
 import urllib.request
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kw):
+        return None   # tests look at the 302 itself
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
 BINARY = os.environ.get("MAILBRIDGE_BIN", "mailbridge")
 VALGRIND = os.environ.get("MB_VALGRIND")  # run the daemon under valgrind when set
 
@@ -175,7 +182,7 @@ include = locations.d/*.conf
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body, method=method,
                                      headers=headers or {})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with _OPENER.open(req, timeout=timeout) as r:
                 return r.status, r.read(), dict(r.headers)
         except urllib.error.HTTPError as e:
             return e.code, e.read(), dict(e.headers)
