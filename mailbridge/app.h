@@ -9,6 +9,7 @@ struct sig_keys;
 struct outbound;
 struct ghl;
 struct oauth;
+struct imap_watch;
 
 struct app {
 	struct config *cfg;
@@ -17,6 +18,7 @@ struct app {
 	struct outbound *outbound;   /* NULL in CLI commands */
 	struct ghl *ghl;
 	struct oauth *oauth;           /* NULL when no client_id is configured */
+	struct imap_watch *imap;
 };
 
 #endif

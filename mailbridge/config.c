@@ -86,6 +86,10 @@ static const struct config_key config_keys[] = {
 	{ SEC_LOCATION, "imap_password", CT_STR, L(imap.password), NULL, 0, 0, true },
 	{ SEC_LOCATION, "imap_password_file", CT_PATH, L(imap.password_file), NULL, 0, 0, false },
 	{ SEC_LOCATION, "imap_folder", CT_STR, L(imap_folder), "INBOX", 0, 0, false },
+	{ SEC_LOCATION, "imap_after", CT_STR, L(imap_after), "seen", 0, 0, false },
+	{ SEC_LOCATION, "imap_idle_interval", CT_INT, L(idle_interval), "300", 5, 1740, false },
+	{ SEC_LOCATION, "imap_poll_interval", CT_INT, L(poll_interval), "60", 1, 86400, false },
+	{ SEC_LOCATION, "auto_replies", CT_STR, L(auto_replies), "post", 0, 0, false },
 };
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 _Static_assert(N_KEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
@@ -520,6 +524,15 @@ config_check_location(struct location_config *loc, FILE *err, int *errors)
 	}
 	check_server(w, "smtp", &loc->smtp, err, errors);
 	check_server(w, "imap", &loc->imap, err, errors);
+	if (strcmp(loc->imap_after, "seen") && strcmp(loc->imap_after, "none") &&
+	    (strncmp(loc->imap_after, "move:", 5) || !loc->imap_after[5])) {
+		fprintf(err, "%s: imap_after must be seen, none or move:<folder>\n", w);
+		(*errors)++;
+	}
+	if (strcmp(loc->auto_replies, "post") && strcmp(loc->auto_replies, "skip")) {
+		fprintf(err, "%s: auto_replies must be post or skip\n", w);
+		(*errors)++;
+	}
 	if (loc->imap.host && !loc->imap.user) {
 		fprintf(err, "%s: imap_host is set but no imap_user\n", w);
 		(*errors)++;

@@ -46,6 +46,10 @@ struct location_config {
 	struct mail_server_config smtp;
 	struct mail_server_config imap;
 	char *imap_folder;
+	char *imap_after;          /* "seen" | "none" | "move:<folder>" */
+	char *auto_replies;        /* "post" | "skip" */
+	long idle_interval;        /* seconds before IDLE is re-issued */
+	long poll_interval;        /* seconds between polls without IDLE */
 };
 
 struct config {

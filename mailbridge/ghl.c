@@ -1,6 +1,7 @@
 #include "ghl.h"
 #include "config.h"
 #include "log.h"
+#include "mime_out.h"
 #include "oauth.h"
 #include "util.h"
 
@@ -255,12 +256,22 @@ error_text(json_t *body, long status)
 	return xasprintf("HTTP %ld", status);
 }
 
+/* What a request carries: a text body (JSON or form) or multipart files
+ * with form fields (uploads). */
+struct ghl_body {
+	const char *content_type;
+	const char *text;
+	const char *const *fields;               /* NULL-terminated name, value pairs */
+	const struct mime_attachment *files;     /* multipart parts named fileAttachment */
+	size_t n_files;
+};
+
 /* One HTTP exchange, no token logic. */
 static enum ghl_class
 ghl_perform(struct ghl *g, const char *location_id, const char *method, const char *path,
-    const char *content_type, const char *payload, const char *bearer, const char *version,
-    struct ghl_result *res)
+    const struct ghl_body *body, const char *bearer, const char *version, struct ghl_result *res)
 {
+	curl_mime *mime = NULL;
 	CURL *h;
 	struct curl_slist *hdrs = NULL;
 	struct ghl_resp r = { .rl_remaining = -1, .rl_interval_ms = -1, .retry_after_s = -1 };
@@ -305,12 +316,27 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 		hdrs = curl_slist_append(hdrs, hv);
 		free(hv);
 	}
-	if (payload) {
-		hv = xasprintf("Content-Type: %s", content_type);
+	if (body && body->text) {
+		hv = xasprintf("Content-Type: %s", body->content_type);
 		hdrs = curl_slist_append(hdrs, hv);
 		free(hv);
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
-		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body->text);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body->text));
+	} else if (body && (body->fields || body->n_files)) {
+		mime = curl_mime_init(h);
+		for (const char *const *f = body->fields; f && f[0]; f += 2) {
+			curl_mimepart *part = curl_mime_addpart(mime);
+			curl_mime_name(part, f[0]);
+			curl_mime_data(part, f[1], CURL_ZERO_TERMINATED);
+		}
+		for (size_t i = 0; i < body->n_files; i++) {
+			curl_mimepart *part = curl_mime_addpart(mime);
+			curl_mime_name(part, "fileAttachment");
+			curl_mime_data(part, body->files[i].data, body->files[i].len);
+			curl_mime_filename(part, body->files[i].filename);
+			curl_mime_type(part, body->files[i].content_type);
+		}
+		curl_easy_setopt(h, CURLOPT_MIMEPOST, mime);
 	}
 	hdrs = curl_slist_append(hdrs, "Expect:");
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -319,6 +345,7 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(h);
+	curl_mime_free(mime);
 	free(url);
 
 	if (r.len > 0) {
@@ -379,16 +406,15 @@ ghl_token(struct ghl *g, const char *location_id, const char *stale, bool *from_
 	return 0;
 }
 
-enum ghl_class
-ghl_call(struct ghl *g, const char *location_id, const char *method, const char *path,
-    const char *version, json_t *body, struct ghl_result *res)
+/* A call for a location: token (refreshed once on 401), limiter, body. */
+static enum ghl_class
+ghl_location_call(struct ghl *g, const char *location_id, const char *method, const char *path,
+    const char *version, const struct ghl_body *body, struct ghl_result *res)
 {
-	char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	char *token = NULL, *stale = NULL;
 	bool from_oauth;
 	int r;
 
-	json_decref(body);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		r = ghl_token(g, location_id, stale, &from_oauth, &token);
 		if (r <= 0) {
@@ -399,7 +425,7 @@ ghl_call(struct ghl *g, const char *location_id, const char *method, const char 
 			    "token refresh failed");
 			break;
 		}
-		ghl_perform(g, location_id, method, path, "application/json", payload, token, version, res);
+		ghl_perform(g, location_id, method, path, body, token, version, res);
 		free(stale);
 		stale = token;
 		token = NULL;
@@ -411,16 +437,39 @@ ghl_call(struct ghl *g, const char *location_id, const char *method, const char 
 		ghl_result_clear(res);
 	}
 	free(stale);
+	return res->cls;
+}
+
+enum ghl_class
+ghl_call(struct ghl *g, const char *location_id, const char *method, const char *path,
+    const char *version, json_t *body, struct ghl_result *res)
+{
+	char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	struct ghl_body b = { "application/json", payload, NULL, NULL, 0 };
+
+	json_decref(body);
+	ghl_location_call(g, location_id, method, path, version, payload ? &b : NULL, res);
 	free(payload);
 	return res->cls;
+}
+
+enum ghl_class
+ghl_upload(struct ghl *g, const char *location_id, const char *conversation_id, const char *contact_id,
+    const struct mime_attachment *files, size_t n_files, struct ghl_result *res)
+{
+	const char *fields[] = { "conversationId", conversation_id, "contactId", contact_id,
+		"locationId", location_id, NULL, NULL };
+	struct ghl_body b = { NULL, NULL, fields, files, n_files };
+	return ghl_location_call(g, location_id, "POST", "/conversations/messages/upload",
+	    GHL_VERSION_CONVERSATIONS, &b, res);
 }
 
 enum ghl_class
 ghl_oauth_post(struct ghl *g, const char *path, const char *form, const char *bearer,
     const char *version, struct ghl_result *res)
 {
-	return ghl_perform(g, NULL, "POST", path, "application/x-www-form-urlencoded", form, bearer,
-	    version, res);
+	struct ghl_body b = { "application/x-www-form-urlencoded", form, NULL, NULL, 0 };
+	return ghl_perform(g, NULL, "POST", path, &b, bearer, version, res);
 }
 
 enum ghl_class

@@ -54,6 +54,12 @@ enum ghl_class ghl_update_status(struct ghl *g, const char *location_id, const c
     const char *status, const char *error_code, const char *error_message,
     const char *email_message_id, struct ghl_result *res);
 
+/* POST /conversations/messages/upload (multipart, parts "fileAttachment").
+ * On success res->body holds {"uploadedFiles": {name: url}}. */
+struct mime_attachment;
+enum ghl_class ghl_upload(struct ghl *g, const char *location_id, const char *conversation_id,
+    const char *contact_id, const struct mime_attachment *files, size_t n_files, struct ghl_result *res);
+
 /* Requests made today for a location (daily budget tracking). */
 long ghl_daily_count(struct ghl *g, const char *location_id);
 

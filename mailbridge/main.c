@@ -5,6 +5,8 @@
 #include "config.h"
 #include "ghl.h"
 #include "http.h"
+#include "imap_watch.h"
+#include "inbound.h"
 #include "log.h"
 #include "oauth.h"
 #include "outbound.h"
@@ -26,6 +28,7 @@
 
 #define DEFAULT_CONFIG "/etc/mailbridge/mailbridge.conf"
 #define REPORTER_THREADS 2
+#define IMAP_WORKERS 4
 
 static const struct http_route routes[] = {
 	{ "POST", "/webhooks/provider", webhook_provider },
@@ -43,6 +46,7 @@ usage(FILE *out)
 	    "       mailbridge check-config [-c FILE]\n"
 	    "       mailbridge queue list|show ID|retry ID|drop ID [-c FILE]\n"
 	    "       mailbridge send-test --location ID --to ADDR [-c FILE]\n"
+	    "       mailbridge inbound list [STATE] | retry LOCATION KEY [-c FILE]\n"
 	    "       mailbridge accounts [-c FILE]\n"
 	    "FILE defaults to " DEFAULT_CONFIG ", else conf/mailbridge.conf\n");
 }
@@ -141,6 +145,7 @@ cmd_serve(const char *path)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	app.outbound = outbound_start(&app, (int)app.cfg->workers, REPORTER_THREADS);
+	app.imap = imap_watch_start(&app, IMAP_WORKERS);
 	lim.max_body = (size_t)app.cfg->max_body;
 	lim.conn_limit = (unsigned)app.cfg->conn_limit;
 	lim.conn_timeout = (unsigned)app.cfg->conn_timeout;
@@ -150,6 +155,7 @@ cmd_serve(const char *path)
 	if (!srv) {
 		log_error("%s", err);
 		free(err);
+		imap_watch_stop(app.imap);
 		outbound_stop(app.outbound);
 		close_app(&app);
 		return 1;
@@ -160,6 +166,7 @@ cmd_serve(const char *path)
 	sigwait(&set, &sig);
 	log_info("mailbridge: %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	http_stop(srv);
+	imap_watch_stop(app.imap);
 	outbound_stop(app.outbound);
 	close_app(&app);
 	log_info("mailbridge: stopped");
@@ -243,6 +250,51 @@ cmd_queue(const char *path, int argc, char **argv)
 		r = 2;
 	}
 	job_free(j);
+	close_app(&app);
+	return r;
+}
+
+static void
+print_inbound_row(const struct inbound_row *r, void *arg)
+{
+	char when[32];
+	fmt_time(r->created_at, when, sizeof(when));
+	printf("%-20s %-8s %3d %s %s\n    %s%s%s\n", r->location_id, r->state, r->attempts, when, r->key,
+	    r->summary ? r->summary : "", r->error ? "\n    error: " : "", r->error ? r->error : "");
+}
+
+static int
+cmd_inbound(const char *path, int argc, char **argv)
+{
+	struct app app;
+	int r = 1;
+
+	if (argc < 1 || (strcmp(argv[0], "list") && argc < 3)) {
+		usage(stderr);
+		return 2;
+	}
+	if (open_app(&app, path) < 0)
+		return 1;
+	if (!strcmp(argv[0], "list")) {
+		r = store_inbound_list(app.store, argc > 1 ? argv[1] : NULL, print_inbound_row, NULL) < 0;
+	} else if (!strcmp(argv[0], "retry")) {
+		const struct location_config *loc = config_location(app.cfg, argv[1]);
+		if (!loc) {
+			fprintf(stderr, "location %s is not configured\n", argv[1]);
+		} else {
+			app.ghl = ghl_new(app.cfg, app.store);
+			if (app.cfg->client_id) {
+				app.oauth = oauth_new(app.cfg, app.store, app.ghl);
+				ghl_set_oauth(app.ghl, app.oauth);
+			}
+			r = inbound_retry(&app, loc, argv[2]) == INBOUND_DONE ? 0 : 1;
+			printf("%s: %s\n", argv[2], r == 0 ? "processed (see inbound list)" :
+			    "not retried (unknown key, or HighLevel still unavailable)");
+		}
+	} else {
+		usage(stderr);
+		r = 2;
+	}
 	close_app(&app);
 	return r;
 }
@@ -342,6 +394,8 @@ main(int argc, char **argv)
 		r = cmd_queue(path, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "send-test"))
 		r = cmd_send_test(path, location, to);
+	else if (!strcmp(cmd, "inbound"))
+		r = cmd_inbound(path, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "accounts"))
 		r = cmd_accounts(path);
 	else {

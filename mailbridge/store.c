@@ -91,6 +91,10 @@ static const char *const store_migrations[] = {
 	"  kind TEXT NOT NULL,"
 	"  detail TEXT);"
 	"CREATE INDEX events_msg ON events(message_id, id);",
+	/* 2: failed inbound messages keep their bytes for `inbound retry` */
+	"ALTER TABLE inbound_seen ADD COLUMN raw BLOB;"
+	"ALTER TABLE inbound_seen ADD COLUMN summary TEXT;"
+	"ALTER TABLE inbound_seen ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
@@ -661,4 +665,164 @@ store_event(struct store *st, const char *message_id, const char *kind, const ch
 {
 	return store_exec(st, "INSERT INTO events (at, message_id, kind, detail) VALUES (?1,?2,?3,?4)",
 	    "isss", now_ms(), message_id, kind, detail) < 0 ? -1 : 1;
+}
+
+int
+store_checkpoint_get(struct store *st, const char *account, uint32_t *uidvalidity, uint32_t *last_uid)
+{
+	sqlite3_stmt *stmt;
+	int r, ret = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db, "SELECT uidvalidity, last_uid FROM imap_checkpoints WHERE account=?1",
+	    -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(stmt, 1, account, -1, SQLITE_STATIC);
+		r = sqlite3_step(stmt);
+		if (r == SQLITE_ROW) {
+			*uidvalidity = (uint32_t)sqlite3_column_int64(stmt, 0);
+			*last_uid = (uint32_t)sqlite3_column_int64(stmt, 1);
+			ret = 1;
+		} else {
+			ret = r == SQLITE_DONE ? 0 : -1;
+		}
+		sqlite3_finalize(stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return ret;
+}
+
+int
+store_checkpoint_put(struct store *st, const char *account, uint32_t uidvalidity, uint32_t last_uid)
+{
+	return store_exec(st, "INSERT INTO imap_checkpoints (account, uidvalidity, last_uid, updated_at) "
+	    "VALUES (?1,?2,?3,?4) ON CONFLICT(account) DO UPDATE SET uidvalidity=excluded.uidvalidity, "
+	    "last_uid=excluded.last_uid, updated_at=excluded.updated_at",
+	    "siii", account, (int64_t)uidvalidity, (int64_t)last_uid, now_ms()) < 0 ? -1 : 1;
+}
+
+int
+store_inbound_state(struct store *st, const char *location_id, const char *key, char **state_r)
+{
+	sqlite3_stmt *stmt;
+	int r, ret = -1;
+
+	*state_r = NULL;
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db, "SELECT state FROM inbound_seen WHERE location_id=?1 AND dedupe_key=?2",
+	    -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+		r = sqlite3_step(stmt);
+		if (r == SQLITE_ROW) {
+			*state_r = col_text(stmt, 0);
+			ret = 1;
+		} else {
+			ret = r == SQLITE_DONE ? 0 : -1;
+		}
+		sqlite3_finalize(stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return ret;
+}
+
+int
+store_inbound_record(struct store *st, const char *location_id, const char *key, const char *state,
+    const char *ghl_message_id, const char *error, const char *summary, const void *raw, size_t raw_len)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db,
+	    "INSERT INTO inbound_seen (location_id, dedupe_key, state, ghl_message_id, error, summary, raw, "
+	    "attempts, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8) ON CONFLICT(location_id, dedupe_key) DO UPDATE "
+	    "SET state=excluded.state, ghl_message_id=excluded.ghl_message_id, error=excluded.error, "
+	    "summary=COALESCE(excluded.summary, summary), raw=excluded.raw, attempts=attempts+1",
+	    -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, state, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 4, ghl_message_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 5, error, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 6, summary, -1, SQLITE_STATIC);
+		if (raw)
+			sqlite3_bind_blob(stmt, 7, raw, (int)raw_len, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(stmt, 7);
+		sqlite3_bind_int64(stmt, 8, now_ms());
+		ret = sqlite3_step(stmt) == SQLITE_DONE ? 1 : -1;
+		if (ret < 0)
+			store_log_error(st, "inbound record");
+		sqlite3_finalize(stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return ret;
+}
+
+int
+store_inbound_list(struct store *st, const char *state, void (*fn)(const struct inbound_row *, void *), void *arg)
+{
+	sqlite3_stmt *stmt;
+	int n = 0, r;
+
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db, "SELECT location_id, dedupe_key, state, ghl_message_id, error, summary, "
+	    "attempts, created_at FROM inbound_seen WHERE ?1 IS NULL OR state=?1 ORDER BY created_at DESC LIMIT 1000",
+	    -1, &stmt, NULL) != SQLITE_OK) {
+		pthread_mutex_unlock(&st->lock);
+		return -1;
+	}
+	sqlite3_bind_text(stmt, 1, state, -1, SQLITE_STATIC);
+	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
+		struct inbound_row row = {
+			(const char *)sqlite3_column_text(stmt, 0), (const char *)sqlite3_column_text(stmt, 1),
+			(const char *)sqlite3_column_text(stmt, 2), (const char *)sqlite3_column_text(stmt, 3),
+			(const char *)sqlite3_column_text(stmt, 4), (const char *)sqlite3_column_text(stmt, 5),
+			sqlite3_column_int(stmt, 6), sqlite3_column_int64(stmt, 7),
+		};
+		fn(&row, arg);
+		n++;
+	}
+	sqlite3_finalize(stmt);
+	pthread_mutex_unlock(&st->lock);
+	return r == SQLITE_DONE ? n : -1;
+}
+
+int
+store_inbound_raw(struct store *st, const char *location_id, const char *key, char **raw_r, size_t *len_r)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	*raw_r = NULL;
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_prepare_v2(st->db, "SELECT raw FROM inbound_seen WHERE location_id=?1 AND dedupe_key=?2 "
+	    "AND raw IS NOT NULL", -1, &stmt, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+		if (sqlite3_step(stmt) == SQLITE_ROW) {
+			*len_r = (size_t)sqlite3_column_bytes(stmt, 0);
+			*raw_r = xmalloc(*len_r + 1);
+			memcpy(*raw_r, sqlite3_column_blob(stmt, 0), *len_r);
+			(*raw_r)[*len_r] = '\0';
+			ret = 1;
+		} else {
+			ret = 0;
+		}
+		sqlite3_finalize(stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return ret;
+}
+
+int
+store_job_dsn(struct store *st, const char *message_id, const char *report_status, int code, const char *error)
+{
+	int64_t now = now_ms();
+	return store_exec(st,
+	    "UPDATE jobs SET report_status=?2, report_state='pending', report_next_at=?3, report_attempts=0, "
+	    "last_code=CASE WHEN ?4 > 0 THEN ?4 ELSE last_code END, last_error=COALESCE(?5, last_error), "
+	    "state=CASE WHEN ?2='failed' THEN 'failed' ELSE state END, updated_at=?3 "
+	    "WHERE message_id=?1 AND state IN ('sent','failed')",
+	    "ssiis", message_id, report_status, now, (int64_t)code, error);
 }

@@ -9,6 +9,7 @@
 #define MB_STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct store;
@@ -124,6 +125,29 @@ int store_token_put(struct store *st, const struct token *t);
 int store_token_get(struct store *st, const char *location_id, struct token **t_r);
 int store_token_delete(struct store *st, const char *location_id);
 int store_token_mark_reinstall(struct store *st, const char *location_id);
+
+/* IMAP checkpoints: per account (location), UIDVALIDITY and the highest
+ * UID whose message is recorded. */
+int store_checkpoint_get(struct store *st, const char *account, uint32_t *uidvalidity, uint32_t *last_uid);
+int store_checkpoint_put(struct store *st, const char *account, uint32_t uidvalidity, uint32_t last_uid);
+
+/* Inbound dedupe by (location, key = Message-ID or header hash).
+ * States: posted, skipped, dsn, failed (raw kept for `inbound retry`). */
+int store_inbound_state(struct store *st, const char *location_id, const char *key, char **state_r);
+int store_inbound_record(struct store *st, const char *location_id, const char *key, const char *state,
+    const char *ghl_message_id, const char *error, const char *summary, const void *raw, size_t raw_len);
+struct inbound_row {
+	const char *location_id, *key, *state, *ghl_message_id, *error, *summary;
+	int attempts;
+	int64_t created_at;
+};
+/* state NULL = all. */
+int store_inbound_list(struct store *st, const char *state, void (*fn)(const struct inbound_row *, void *), void *arg);
+int store_inbound_raw(struct store *st, const char *location_id, const char *key, char **raw_r, size_t *len_r);
+
+/* A DSN for an outbound job: queue report_status (delivered / failed)
+ * again; 0 when no sent/failed job has that messageId. */
+int store_job_dsn(struct store *st, const char *message_id, const char *report_status, int code, const char *error);
 
 /* Marketplace webhook replay protection: 1 first time, 0 seen before. */
 int store_webhook_seen(struct store *st, const char *webhook_id, int64_t now);

@@ -8,6 +8,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,7 @@ def tearDownModule():
     for s in (scripted, tls_evil):
         s.close()
     files.shutdown()
+    shutil.rmtree(FILES, ignore_errors=True)
     ghl.close()
     srv.stop()
     assert rc == 0, f"daemon exit status {rc}"

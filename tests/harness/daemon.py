@@ -45,7 +45,9 @@ class Keys:
     @classmethod
     def get(cls):
         if cls._inst is None:
+            import atexit
             cls._inst = Keys()
+            atexit.register(shutil.rmtree, cls._inst.dir, True)
         return cls._inst
 
     def _sign(self, args, body):

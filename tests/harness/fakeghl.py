@@ -56,6 +56,10 @@ class Spec:
         if "enum" in schema and value not in schema["enum"]:
             errors.append(f"{where}: {value!r} not in {schema['enum']}")
         t = schema.get("type")
+        # spec erratum: ProcessMessageBodyDto.direction is typed "object"
+        # while its default and examples are the strings "inbound"/"outbound"
+        if t == "object" and isinstance(value, str) and isinstance(schema.get("default"), str):
+            t = "string"
         if t == "object" and isinstance(value, dict):
             for req in schema.get("required", []):
                 if req not in value:
@@ -114,6 +118,24 @@ class Spec:
 SPEC = None
 
 
+def parse_multipart(ctype, body):
+    """{field: value} for plain fields, {"fileAttachment": [(filename, bytes)]}."""
+    import email.parser
+    import email.policy
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
+    out = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        fname = part.get_filename()
+        data = part.get_payload(decode=True)
+        if fname is not None:
+            out.setdefault(name, []).append((fname, data))
+        else:
+            out[name] = data.decode()
+    return out
+
+
 class FakeGHL:
     def __init__(self, port=0, client_id="test-client", client_secret="test-secret"):
         global SPEC
@@ -133,7 +155,11 @@ class FakeGHL:
         self.window = {}
         self.static_tokens = set()
         self.too_many = 0
-        self.contacts = {}
+        self.contacts = {}        # (locationId, email) -> contact id
+        self.conversations = {}   # contactId -> conversation id
+        self.uploads = []         # (filename, bytes)
+        self.inbound = []         # bodies of POST /conversations/messages/inbound
+        self.seq = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -236,6 +262,52 @@ class FakeGHL:
                          "scope": "conversations/message.write", "locationId": form.get("locationId"),
                          "userId": "u1", "planId": "p", "appId": "a", "versionId": "v",
                          "userType": "Location", "companyId": form.get("companyId")}, {}
+        query = {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(rawpath).query).items()}
+        if path == "/contacts/search/duplicate" and method == "GET":
+            cid = self.contacts.get((query.get("locationId"), (query.get("email") or "").lower()))
+            return 200, {"contact": {"id": cid, "email": query.get("email")} if cid else None}, {}
+        if path == "/contacts/upsert" and method == "POST":
+            b = json.loads(body)
+            key = (b.get("locationId"), (b.get("email") or "").lower())
+            with self.lock:
+                new = key not in self.contacts
+                if new:
+                    self.seq += 1
+                    self.contacts[key] = f"contact{self.seq}"
+            return 200, {"new": new, "contact": {"id": self.contacts[key], **b}, "traceId": "t"}, {}
+        if path == "/conversations/search" and method == "GET":
+            cid = query.get("contactId")
+            conv = self.conversations.get(cid)
+            return 200, {"conversations": [{"id": conv, "contactId": cid}] if conv else [], "total": 1 if conv else 0}, {}
+        if path.rstrip("/") == "/conversations" and method == "POST":
+            b = json.loads(body)
+            with self.lock:
+                self.seq += 1
+                conv = self.conversations.setdefault(b["contactId"], f"conv{self.seq}")
+            return 201, {"success": True, "conversation": {"id": conv, "contactId": b["contactId"]}}, {}
+        if path == "/conversations/messages/upload" and method == "POST":
+            files = parse_multipart(headers.get("Content-Type", ""), body)
+            for name in ("conversationId", "contactId", "locationId"):
+                if name not in files:
+                    with self.lock:
+                        self.spec_errors.append(f"upload: missing form field {name}")
+            out = {}
+            for fname, data in files.get("fileAttachment", []):
+                with self.lock:
+                    self.uploads.append((fname, data))
+                out[fname] = f"https://storage.fake/{len(self.uploads)}/{urllib.parse.quote(fname)}"
+            return 200, {"uploadedFiles": out}, {}
+        if path == "/conversations/messages/inbound" and method == "POST":
+            b = json.loads(body)
+            with self.lock:
+                self.inbound.append(b)
+                self.seq += 1
+                mid = f"in{self.seq}"
+            resp = {"success": True, "conversationId": b.get("conversationId"), "messageId": mid,
+                    "message": "Message added", "traceId": "t"}
+            if b.get("type") == "Email":
+                resp["emailMessageId"] = b.get("emailMessageId") or mid
+            return 200, resp, {}
         m = re.match(r"^/conversations/messages/([^/]+)/status$", path)
         if m and method == "PUT":
             b = json.loads(body)

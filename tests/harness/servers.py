@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 
-USERS = ["alice", "bob", "carol", "tempfail", "permfail"]
+USERS = ["alice", "bob", "carol", "support", "tempfail", "permfail"]
 
 
 def port_open(port, host="127.0.0.1"):
@@ -51,7 +51,8 @@ class MailServers:
     """Dovecot + Postfix. Ports: base+0 IMAP, +1 IMAPS, +2 LMTP,
     +3 SMTP (no auth, DSN), +4 submission (STARTTLS + AUTH)."""
 
-    def __init__(self, base_port):
+    def __init__(self, base_port, extra_users=()):
+        self.users = USERS + list(extra_users)
         self.base = base_port
         self.imap, self.imaps, self.lmtp, self.smtp, self.submission = (base_port + i for i in range(5))
         self.dir = tempfile.mkdtemp(prefix="mb-mail-")
@@ -74,9 +75,9 @@ class MailServers:
         uid = pwd.getpwnam("nobody").pw_uid
         gid = grp.getgrnam("nogroup").gr_gid
         with open(f"{d}/users", "w") as f:
-            for u in USERS:
+            for u in self.users:
                 f.write(f"{u}:{{PLAIN}}{u}pw:{uid}:{gid}::{d}/mail/{u}::\n")
-        for u in USERS:
+        for u in self.users:
             os.makedirs(f"{d}/mail/{u}")
         for root, dirs, _ in os.walk(f"{d}/mail"):
             os.chown(root, uid, gid)
@@ -168,8 +169,12 @@ protocol lmtp {{
         pf = pwd.getpwnam("postfix")
         os.chown(f"{p}/data", pf.pw_uid, pf.pw_gid)
         with open(f"{p}/etc/vmailbox", "w") as f:
-            for u in USERS:
+            for u in self.users + ["ghost"]:   # ghost: Postfix accepts, Dovecot bounces
                 f.write(f"{u}@mail.test ok\n")
+        with open(f"{p}/etc/virtual", "w") as f:
+            # plus-addressed replies and DSNs reach the locations' mailboxes
+            f.write("reply@mail.test support@mail.test\nbounce@mail.test support@mail.test\n"
+                    "reply@client.test carol@mail.test\nbounce@client.test carol@mail.test\n")
         with open(f"{p}/etc/rcpt_access", "w") as f:
             f.write("tempfail@mail.test 451 4.3.0 Test temporary failure\n"
                     "permfail@mail.test 550 5.7.1 Test permanent failure\n")
@@ -198,6 +203,8 @@ maillog_file_prefixes = /var, /dev/stdout, {p}
 virtual_mailbox_domains = mail.test, client.test
 virtual_mailbox_maps = texthash:{p}/etc/vmailbox
 virtual_transport = lmtp:inet:127.0.0.1:{self.lmtp}
+virtual_alias_maps = texthash:{p}/etc/virtual
+recipient_delimiter = +
 default_transport = error:outbound delivery disabled in tests
 relay_transport = error:outbound delivery disabled in tests
 smtp_dns_support_level = disabled

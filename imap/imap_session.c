@@ -1,0 +1,329 @@
+#include "imap_session.h"
+#include "app.h"
+#include "config.h"
+#include "inbound.h"
+#include "log.h"
+#include "store.h"
+#include "tls_verify.h"
+#include "util.h"
+
+#include <libetpan/libetpan.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IMAP_TIMEOUT_S 60
+
+/* libetpan reports a good connect as 0, 1 or 2 (LIBRARIES.md B.1) */
+static bool
+imap_ok(int r)
+{
+	return r == MAILIMAP_NO_ERROR || r == MAILIMAP_NO_ERROR_AUTHENTICATED ||
+	    r == MAILIMAP_NO_ERROR_NON_AUTHENTICATED;
+}
+
+static char *
+imap_error(mailimap *imap, const char *what, int r)
+{
+	const char *resp = imap && imap->imap_response ? imap->imap_response : "";
+	return xasprintf("%s failed (libetpan %d)%s%s", what, r, *resp ? ": " : "", resp);
+}
+
+void
+imap_session_close(struct imap_session *s, bool polite)
+{
+	mailimap *imap = s->imap;
+	if (!imap)
+		return;
+	if (polite && !s->idling && imap->imap_stream)
+		mailimap_logout(imap);
+	/* mailimap_free would LOGOUT on a dead or idling stream and block */
+	if (imap->imap_stream) {
+		mailstream_close(imap->imap_stream);
+		imap->imap_stream = NULL;
+	}
+	mailimap_free(imap);
+	s->imap = NULL;
+	s->idling = false;
+}
+
+int
+imap_session_connect(struct imap_session *s, char **error_r)
+{
+	const struct mail_server_config *c = &s->loc->imap;
+	mailimap *imap = mailimap_new(0, NULL);
+	struct mailimap_capability_data *cap = NULL;
+	uint32_t stored_validity = 0, stored_uid = 0;
+	int r, have;
+
+	s->imap = imap;
+	mailimap_set_timeout(imap, IMAP_TIMEOUT_S);   /* before connect: copied into the stream */
+	if (c->tls_mode == TLS_MODE_IMPLICIT)
+		r = mailimap_ssl_connect_with_callback(imap, c->host, (uint16_t)c->port, tls_sni_callback, c->host);
+	else
+		r = mailimap_socket_connect(imap, c->host, (uint16_t)c->port);
+	if (!imap_ok(r)) {
+		*error_r = imap_error(imap, "connect", r);
+		goto fail;
+	}
+	if (c->tls_mode == TLS_MODE_STARTTLS) {
+		r = mailimap_socket_starttls_with_callback(imap, tls_sni_callback, c->host);
+		if (r != MAILIMAP_NO_ERROR) {
+			*error_r = imap_error(imap, "STARTTLS", r);
+			goto fail;
+		}
+	}
+	if (c->tls_mode != TLS_MODE_NONE && c->tls_verify &&
+	    tls_verify_stream(imap->imap_stream, c->host, c->ca_file, error_r) < 0)
+		goto fail;
+	r = mailimap_login(imap, c->user, c->password);
+	if (r != MAILIMAP_NO_ERROR) {
+		*error_r = imap_error(imap, "LOGIN", r);
+		goto fail;
+	}
+	/* servers often announce IDLE only after login */
+	if (mailimap_capability(imap, &cap) == MAILIMAP_NO_ERROR)
+		mailimap_capability_data_free(cap);
+	s->has_idle = mailimap_has_idle(imap) != 0;
+	r = mailimap_select(imap, s->loc->imap_folder);
+	if (r != MAILIMAP_NO_ERROR || !imap->imap_selection_info) {
+		*error_r = imap_error(imap, "SELECT", r);
+		goto fail;
+	}
+	s->uidvalidity = imap->imap_selection_info->sel_uidvalidity;
+	have = store_checkpoint_get(s->app->store, s->loc->id, &stored_validity, &stored_uid);
+	if (have < 0) {
+		*error_r = xstrdup("store unavailable");
+		goto fail;
+	}
+	if (have == 0) {
+		/* first watch of this mailbox: what is already there is history */
+		s->last_uid = imap->imap_selection_info->sel_uidnext ? imap->imap_selection_info->sel_uidnext - 1 : 0;
+		store_checkpoint_put(s->app->store, s->loc->id, s->uidvalidity, s->last_uid);
+		log_info("imap: locationId=%s first watch of %s, starting after UID %u", s->loc->id,
+		    s->loc->imap_folder, s->last_uid);
+	} else if (stored_validity != s->uidvalidity) {
+		/* UIDs were renumbered: read everything again; the dedupe table
+		 * (by Message-ID) keeps what was posted from being posted twice */
+		log_warn("imap: locationId=%s UIDVALIDITY changed %u -> %u, rescanning with dedupe", s->loc->id,
+		    stored_validity, s->uidvalidity);
+		s->last_uid = 0;
+		store_checkpoint_put(s->app->store, s->loc->id, s->uidvalidity, 0);
+	} else {
+		s->last_uid = stored_uid;
+	}
+	log_info("imap: locationId=%s connected %s:%ld idle=%s", s->loc->id, c->host, c->port,
+	    s->has_idle ? "yes" : "no");
+	return 0;
+fail:
+	imap_session_close(s, false);
+	return -1;
+}
+
+/* UIDs above last_uid, ascending. Caller frees. -1 on error. */
+static int
+list_new_uids(struct imap_session *s, uint32_t **uids_r, size_t *n_r, char **error_r)
+{
+	mailimap *imap = s->imap;
+	struct mailimap_set *set = mailimap_set_new_interval(s->last_uid + 1, 0);
+	struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	clist *result = NULL;
+	clistiter *it;
+	size_t n = 0, cap = 16;
+	uint32_t *uids = xmalloc(cap * sizeof(*uids));
+	int r;
+
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_uid());
+	r = mailimap_uid_fetch(imap, set, ft, &result);
+	mailimap_set_free(set);
+	mailimap_fetch_type_free(ft);
+	if (r != MAILIMAP_NO_ERROR) {
+		free(uids);
+		*error_r = imap_error(imap, "UID FETCH", r);
+		return -1;
+	}
+	for (it = clist_begin(result); it; it = clist_next(it)) {
+		struct mailimap_msg_att *att = clist_content(it);
+		for (clistiter *i2 = clist_begin(att->att_list); i2; i2 = clist_next(i2)) {
+			struct mailimap_msg_att_item *item = clist_content(i2);
+			if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
+			    item->att_data.att_static->att_type == MAILIMAP_MSG_ATT_UID) {
+				uint32_t uid = item->att_data.att_static->att_data.att_uid;
+				/* "n:*" always returns the last message, even below n */
+				if (uid <= s->last_uid)
+					continue;
+				if (n == cap)
+					uids = xrealloc(uids, (cap *= 2) * sizeof(*uids));
+				uids[n++] = uid;
+			}
+		}
+	}
+	mailimap_fetch_list_free(result);
+	/* servers answer in sequence order, which is UID order; sort anyway */
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j > 0 && uids[j - 1] > uids[j]; j--) {
+			uint32_t t = uids[j];
+			uids[j] = uids[j - 1];
+			uids[j - 1] = t;
+		}
+	*uids_r = uids;
+	*n_r = n;
+	return 0;
+}
+
+/* The whole message (BODY.PEEK[]: does not set \Seen). 1 ok, 0 gone, -1 error. */
+static int
+fetch_body(struct imap_session *s, uint32_t uid, char **raw_r, size_t *len_r, char **error_r)
+{
+	mailimap *imap = s->imap;
+	struct mailimap_set *set = mailimap_set_new_single(uid);
+	struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+	clist *result = NULL;
+	int r, found = 0;
+
+	mailimap_fetch_type_new_fetch_att_list_add(ft, mailimap_fetch_att_new_body_peek_section(mailimap_section_new(NULL)));
+	r = mailimap_uid_fetch(imap, set, ft, &result);
+	mailimap_set_free(set);
+	mailimap_fetch_type_free(ft);
+	if (r != MAILIMAP_NO_ERROR) {
+		*error_r = imap_error(imap, "UID FETCH BODY", r);
+		return -1;
+	}
+	for (clistiter *it = clist_begin(result); it && !found; it = clist_next(it)) {
+		struct mailimap_msg_att *att = clist_content(it);
+		for (clistiter *i2 = clist_begin(att->att_list); i2; i2 = clist_next(i2)) {
+			struct mailimap_msg_att_item *item = clist_content(i2);
+			if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC &&
+			    item->att_data.att_static->att_type == MAILIMAP_MSG_ATT_BODY_SECTION) {
+				struct mailimap_msg_att_body_section *b = item->att_data.att_static->att_data.att_body_section;
+				*len_r = b->sec_length;
+				*raw_r = xmalloc(b->sec_length + 1);
+				if (b->sec_body_part)
+					memcpy(*raw_r, b->sec_body_part, b->sec_length);
+				(*raw_r)[b->sec_length] = '\0';
+				found = 1;
+				break;
+			}
+		}
+	}
+	mailimap_fetch_list_free(result);
+	return found;
+}
+
+/* What the location wants done with a processed message. */
+static int
+after_processing(struct imap_session *s, uint32_t uid, char **error_r)
+{
+	const char *after = s->loc->imap_after;
+	struct mailimap_set *set;
+	int r = MAILIMAP_NO_ERROR;
+
+	if (!strcmp(after, "none"))
+		return 0;
+	set = mailimap_set_new_single(uid);
+	if (!strcmp(after, "seen")) {
+		struct mailimap_flag_list *fl = mailimap_flag_list_new_empty();
+		struct mailimap_store_att_flags *sa;
+		mailimap_flag_list_add(fl, mailimap_flag_new_seen());
+		sa = mailimap_store_att_flags_new_add_flags_silent(fl);
+		r = mailimap_uid_store(s->imap, set, sa);
+		mailimap_store_att_flags_free(sa);
+	} else {
+		r = mailimap_uid_move(s->imap, set, after + 5);
+	}
+	mailimap_set_free(set);
+	if (r != MAILIMAP_NO_ERROR) {
+		*error_r = imap_error(s->imap, !strcmp(after, "seen") ? "UID STORE" : "UID MOVE", r);
+		return -1;
+	}
+	return 0;
+}
+
+int
+imap_session_catchup(struct imap_session *s, char **error_r)
+{
+	uint32_t *uids = NULL;
+	size_t n = 0;
+	int ret = 0;
+
+	s->exists_seen = ((mailimap *)s->imap)->imap_selection_info->sel_exists;
+	if (list_new_uids(s, &uids, &n, error_r) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		char *raw = NULL;
+		size_t len = 0;
+		int r = fetch_body(s, uids[i], &raw, &len, error_r);
+		if (r < 0) {
+			ret = -1;
+			break;
+		}
+		if (r == 1 && inbound_handle(s->app, s->loc, raw, len) == INBOUND_RETRY) {
+			/* not recorded: stays above the checkpoint, read again later */
+			free(raw);
+			ret = 1;
+			break;
+		}
+		free(raw);
+		/* recorded in the store first, then flagged, then checkpointed: a
+		 * crash in between re-reads it and the dedupe table stops a repost */
+		if (r == 1 && after_processing(s, uids[i], error_r) < 0) {
+			ret = -1;
+			break;
+		}
+		s->last_uid = uids[i];
+		store_checkpoint_put(s->app->store, s->loc->id, s->uidvalidity, s->last_uid);
+	}
+	free(uids);
+	return ret;
+}
+
+int
+imap_session_idle_start(struct imap_session *s, char **error_r)
+{
+	int r = mailimap_idle(s->imap);
+	if (r != MAILIMAP_NO_ERROR) {
+		*error_r = imap_error(s->imap, "IDLE", r);
+		return -1;
+	}
+	s->idling = true;
+	return mailimap_idle_get_fd(s->imap);
+}
+
+bool
+imap_session_pending(const struct imap_session *s)
+{
+	mailimap *imap = s->imap;
+	return imap && imap->imap_selection_info && imap->imap_selection_info->sel_exists != s->exists_seen;
+}
+
+bool
+imap_session_buffered(const struct imap_session *s)
+{
+	mailimap *imap = s->imap;
+	return imap && imap->imap_stream && imap->imap_stream->read_buffer_len > 0;
+}
+
+int
+imap_session_idle_done(struct imap_session *s, char **error_r)
+{
+	int r;
+	if (!s->idling)
+		return 0;
+	s->idling = false;
+	r = mailimap_idle_done(s->imap);
+	if (r != MAILIMAP_NO_ERROR) {
+		*error_r = imap_error(s->imap, "DONE", r);
+		return -1;
+	}
+	return 0;
+}
+
+int
+imap_session_noop(struct imap_session *s, char **error_r)
+{
+	int r = mailimap_noop(s->imap);
+	if (r != MAILIMAP_NO_ERROR) {
+		*error_r = imap_error(s->imap, "NOOP", r);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,50 @@
+/* imap_session: one mailbox's blocking IMAP work with libetpan: connect
+ * (TLS verified by tls_verify.c before LOGIN), select, catch up by UID,
+ * hand each new message to inbound, flag it, checkpoint it, and start or
+ * end IDLE. Never called from two threads at once for one session (the
+ * watcher hands a session to exactly one worker at a time). */
+#ifndef MB_IMAP_SESSION_H
+#define MB_IMAP_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct app;
+struct location_config;
+
+struct imap_session {
+	struct app *app;
+	const struct location_config *loc;
+	void *imap;                /* mailimap *, NULL when disconnected */
+	uint32_t uidvalidity;
+	uint32_t last_uid;
+	bool has_idle;
+	bool idling;
+	uint32_t exists_seen;      /* EXISTS count when the last catch-up began */
+};
+
+/* 0 connected and selected, -1 error (*error_r malloc'd; session closed). */
+int imap_session_connect(struct imap_session *s, char **error_r);
+
+/* Processes every message above the checkpoint. 0 all done, 1 a message
+ * must be retried later (inbound said so; checkpoint stops before it),
+ * -1 connection trouble (*error_r; caller closes). */
+int imap_session_catchup(struct imap_session *s, char **error_r);
+
+/* True when the server announced messages (untagged EXISTS, which may
+ * ride on any response) after the last catch-up began. */
+bool imap_session_pending(const struct imap_session *s);
+
+/* Enters IDLE; returns the socket to wait on, or -1 (*error_r). */
+int imap_session_idle_start(struct imap_session *s, char **error_r);
+/* True when libetpan already holds unread bytes (epoll would not wake). */
+bool imap_session_buffered(const struct imap_session *s);
+int imap_session_idle_done(struct imap_session *s, char **error_r);
+
+/* A cheap liveness check for servers without IDLE (NOOP). */
+int imap_session_noop(struct imap_session *s, char **error_r);
+
+/* Drops the connection. polite: LOGOUT first (bounded by the timeout). */
+void imap_session_close(struct imap_session *s, bool polite);
+
+#endif

@@ -1,0 +1,21 @@
+/* imap_watch: every configured mailbox watched from one process. One
+ * reactor thread waits on all idling sockets at once (epoll) and on one
+ * timer per mailbox; a small pool of workers runs the blocking libetpan
+ * work (imap_session.c). A mailbox belongs to exactly one thread at a
+ * time: the reactor while it idles or waits, a worker while it works.
+ * Reconnects back off with jitter, forever; one dead server never stops
+ * the others; start-up is staggered. */
+#ifndef MB_IMAP_WATCH_H
+#define MB_IMAP_WATCH_H
+
+#include <stddef.h>
+
+struct app;
+struct imap_watch;
+
+struct imap_watch *imap_watch_start(struct app *app, int workers);
+void imap_watch_stop(struct imap_watch *w);
+/* Mailboxes connected (idling or polling) right now. */
+size_t imap_watch_connected(struct imap_watch *w);
+
+#endif

@@ -1,0 +1,509 @@
+#include "inbound.h"
+#include "app.h"
+#include "config.h"
+#include "ghl.h"
+#include "log.h"
+#include "mime_in.h"
+#include "store.h"
+#include "util.h"
+
+#include <curl/curl.h>
+#include <gnutls/crypto.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define CONTACT_CACHE_MAX 10000
+
+struct contact_entry {
+	char *key;                 /* location \n email */
+	char *contact_id;
+	struct contact_entry *next;
+};
+
+static pthread_mutex_t contact_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct contact_entry *contact_cache;
+static size_t contact_count;
+
+static char *
+contact_cache_get(const char *loc, const char *email)
+{
+	char *key = xasprintf("%s\n%s", loc, email), *id = NULL;
+	pthread_mutex_lock(&contact_lock);
+	for (struct contact_entry *e = contact_cache; e; e = e->next)
+		if (!strcasecmp(e->key, key)) {
+			id = xstrdup(e->contact_id);
+			break;
+		}
+	pthread_mutex_unlock(&contact_lock);
+	free(key);
+	return id;
+}
+
+static void
+contact_cache_put(const char *loc, const char *email, const char *id)
+{
+	struct contact_entry *e;
+	pthread_mutex_lock(&contact_lock);
+	if (contact_count < CONTACT_CACHE_MAX) {
+		e = xcalloc(1, sizeof(*e));
+		e->key = xasprintf("%s\n%s", loc, email);
+		e->contact_id = xstrdup(id);
+		e->next = contact_cache;
+		contact_cache = e;
+		contact_count++;
+	}
+	pthread_mutex_unlock(&contact_lock);
+}
+
+/* Outcome of one step against HighLevel. */
+struct step {
+	enum ghl_class cls;
+	char *error;
+};
+
+static void
+step_from(struct step *s, struct ghl_result *res, const char *what)
+{
+	s->cls = res->cls;
+	free(s->error);
+	s->error = xasprintf("%s: %s (HTTP %ld)", what, res->error ? res->error : "?", res->status);
+}
+
+static const char *
+jstr(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* Sets key only when s is valid UTF-8 text (json_string refuses others). */
+static void
+jset(json_t *o, const char *key, const char *s)
+{
+	json_t *v = s ? json_string(s) : NULL;
+	if (v)
+		json_object_set_new(o, key, v);
+}
+
+static char *
+find_contact(struct app *app, const struct location_config *loc, const struct inbound_msg *m, struct step *s)
+{
+	struct ghl_result res;
+	char *id = contact_cache_get(loc->id, m->from_addr);
+	char *el, *ee, *path;
+
+	if (id)
+		return id;
+	el = curl_easy_escape(NULL, loc->id, 0);
+	ee = curl_easy_escape(NULL, m->from_addr, 0);
+	path = xasprintf("/contacts/search/duplicate?locationId=%s&email=%s", el, ee);
+	curl_free(el);
+	curl_free(ee);
+	ghl_call(app->ghl, loc->id, "GET", path, GHL_VERSION_CONTACTS, NULL, &res);
+	free(path);
+	if (res.cls == GHL_OK) {
+		json_t *c = json_object_get(res.body, "contact");
+		if (jstr(c, "id"))
+			id = xstrdup(jstr(c, "id"));
+	} else {
+		step_from(s, &res, "contact search");
+		ghl_result_clear(&res);
+		return NULL;
+	}
+	ghl_result_clear(&res);
+	if (!id) {
+		json_t *body = json_pack("{s:s, s:s, s:s}", "locationId", loc->id, "email", m->from_addr,
+		    "source", "mailbridge");
+		if (m->from_name)
+			jset(body, "name", m->from_name);
+		ghl_call(app->ghl, loc->id, "POST", "/contacts/upsert", GHL_VERSION_CONTACTS, body, &res);
+		if (res.cls == GHL_OK && jstr(json_object_get(res.body, "contact"), "id")) {
+			id = xstrdup(jstr(json_object_get(res.body, "contact"), "id"));
+			log_info("inbound: contact created locationId=%s contactId=%s", loc->id, id);
+		} else {
+			step_from(s, &res, "contact upsert");
+			if (res.cls == GHL_OK)
+				s->cls = GHL_PERMANENT;   /* 2xx without a contact id */
+		}
+		ghl_result_clear(&res);
+	}
+	if (id)
+		contact_cache_put(loc->id, m->from_addr, id);
+	return id;
+}
+
+static char *
+find_conversation(struct app *app, const struct location_config *loc, const char *contact_id, struct step *s)
+{
+	struct ghl_result res;
+	char *el = curl_easy_escape(NULL, loc->id, 0), *ec = curl_easy_escape(NULL, contact_id, 0);
+	char *path = xasprintf("/conversations/search?locationId=%s&contactId=%s", el, ec);
+	char *id = NULL;
+
+	curl_free(el);
+	curl_free(ec);
+	ghl_call(app->ghl, loc->id, "GET", path, GHL_VERSION_CONVERSATIONS, NULL, &res);
+	free(path);
+	if (res.cls != GHL_OK) {
+		step_from(s, &res, "conversation search");
+		ghl_result_clear(&res);
+		return NULL;
+	}
+	{
+		json_t *list = json_object_get(res.body, "conversations");
+		if (json_is_array(list) && json_array_size(list) > 0 && jstr(json_array_get(list, 0), "id"))
+			id = xstrdup(jstr(json_array_get(list, 0), "id"));
+	}
+	ghl_result_clear(&res);
+	if (!id) {
+		json_t *body = json_pack("{s:s, s:s}", "locationId", loc->id, "contactId", contact_id);
+		ghl_call(app->ghl, loc->id, "POST", "/conversations/", GHL_VERSION_CONVERSATIONS, body, &res);
+		if (res.cls == GHL_OK && jstr(json_object_get(res.body, "conversation"), "id"))
+			id = xstrdup(jstr(json_object_get(res.body, "conversation"), "id"));
+		else if (res.cls == GHL_OK && jstr(res.body, "id"))
+			id = xstrdup(jstr(res.body, "id"));
+		else {
+			step_from(s, &res, "conversation create");
+			if (res.cls == GHL_OK)
+				s->cls = GHL_PERMANENT;
+		}
+		ghl_result_clear(&res);
+	}
+	return id;
+}
+
+/* The message this one answers, from our map. NULL for a new thread. */
+static struct msgmap *
+find_parent(struct store *st, const struct location_config *loc, const struct inbound_msg *m)
+{
+	struct msgmap *p = NULL;
+
+	if (m->in_reply_to && store_msgmap_get(st, "rfc", loc->id, m->in_reply_to, &p) == 1)
+		return p;
+	for (size_t i = m->n_references; i-- > 0;)
+		if (store_msgmap_get(st, "rfc", loc->id, m->references[i], &p) == 1)
+			return p;
+	/* a client that dropped In-Reply-To still answers reply+<token>@ */
+	for (size_t i = 0; i < m->n_all_rcpt; i++) {
+		const char *a = m->all_rcpt_addrs[i], *at = strrchr(a, '@');
+		if (at && !strncasecmp(a, "reply+", 6) && loc->reply_domain && !strcasecmp(at + 1, loc->reply_domain)) {
+			char *token = strndup(a + 6, (size_t)(at - a - 6));
+			for (char *c = token; *c; c++)
+				*c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+			int r = store_msgmap_get(st, "token", loc->id, token, &p);
+			free(token);
+			if (r == 1)
+				return p;
+		}
+	}
+	return NULL;
+}
+
+static char *
+dedupe_key(const struct inbound_msg *m, const char *raw, size_t len)
+{
+	unsigned char digest[32];
+	const char *end;
+	char *hex;
+	size_t hlen;
+
+	if (m->message_id && *m->message_id)
+		return xstrdup(m->message_id);
+	/* no Message-ID: hash the header block, stable across re-reads */
+	end = memmem(raw, len, "\r\n\r\n", 4);
+	if (!end)
+		end = memmem(raw, len, "\n\n", 2);
+	hlen = end ? (size_t)(end - raw) : len;
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, raw, hlen, digest);
+	hex = xmalloc(8 + 64 + 1);
+	strcpy(hex, "sha256:");
+	for (int i = 0; i < 32; i++)
+		sprintf(hex + 7 + 2 * i, "%02x", digest[i]);
+	return hex;
+}
+
+static char *
+iso8601(int64_t ms)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	char buf[40];
+	gmtime_r(&t, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+	return xstrdup(buf);
+}
+
+static enum inbound_result
+inbound_dsn(struct app *app, const struct location_config *loc, const struct inbound_msg *m, const char *key)
+{
+	struct msgmap *map = NULL;
+	const char *job_id = NULL, *status = NULL;
+	const struct dsn_rcpt *decisive = NULL;
+	char *err = NULL;
+	int code = 0, r = 0;
+
+	/* which job: ENVID (we send the messageId), our header, our Message-ID */
+	if (m->dsn_envid)
+		job_id = m->dsn_envid;
+	else if (m->dsn_job)
+		job_id = m->dsn_job;
+	else if (m->dsn_orig_message_id && store_msgmap_get(app->store, "rfc", loc->id, m->dsn_orig_message_id, &map) == 1)
+		job_id = map->ghl_message_id;
+	for (size_t i = 0; i < m->n_dsn; i++) {
+		const char *a = m->dsn[i].action ? m->dsn[i].action : "";
+		if (!strncmp(a, "failed", 6)) {
+			status = "failed";
+			decisive = &m->dsn[i];
+			break;
+		}
+		if (!strncmp(a, "delivered", 9) || !strncmp(a, "relayed", 7) || !strncmp(a, "expanded", 8)) {
+			status = "delivered";
+			decisive = &m->dsn[i];
+		}
+	}
+	if (decisive && decisive->diagnostic) {
+		code = atoi(decisive->diagnostic);
+		err = xasprintf("%s: %s", decisive->recipient ? decisive->recipient : "?", decisive->diagnostic);
+	} else if (decisive) {
+		err = xasprintf("%s: %s %s", decisive->recipient ? decisive->recipient : "?", decisive->action,
+		    decisive->status ? decisive->status : "");
+	}
+	if (job_id && status)
+		r = store_job_dsn(app->store, job_id, status, code, status[0] == 'f' ? err : NULL);
+	log_info("inbound: DSN locationId=%s messageId=%s action=%s applied=%s", loc->id, job_id ? job_id : "-",
+	    status ? status : "delayed/none", r == 1 ? "yes" : "no");
+	store_inbound_record(app->store, loc->id, key, r == 1 ? "dsn" : "skipped", job_id,
+	    r == 1 ? NULL : "DSN for no known sent message (or only a delay)", "DSN", NULL, 0);
+	msgmap_free(map);
+	free(err);
+	return INBOUND_DONE;
+}
+
+static char *
+summary_of(const struct inbound_msg *m)
+{
+	return xasprintf("%s | %s", m->from_addr ? m->from_addr : "?", m->subject ? m->subject : "");
+}
+
+static enum inbound_result
+inbound_post(struct app *app, const struct location_config *loc, const struct inbound_msg *m,
+    const char *key, const char *raw, size_t len)
+{
+	struct step s = { GHL_OK, NULL };
+	struct msgmap *parent = find_parent(app->store, loc, m);
+	char *contact = NULL, *conv = NULL, *notes = NULL, *text = NULL, *summary = summary_of(m);
+	json_t *body = NULL, *atts = json_array();
+	struct ghl_result res = { 0 };
+	enum inbound_result ret = INBOUND_DONE;
+
+	contact = find_contact(app, loc, m, &s);
+	if (!contact)
+		goto fail;
+	if (parent && parent->conversation_id && parent->contact_id && !strcmp(parent->contact_id, contact))
+		conv = xstrdup(parent->conversation_id);
+	else if (!(conv = find_conversation(app, loc, contact, &s)))
+		goto fail;
+
+	notes = xstrdup("");
+	if (m->n_attachments > 0) {
+		ghl_upload(app->ghl, loc->id, conv, contact, m->attachments, m->n_attachments, &res);
+		if (res.cls == GHL_OK && json_is_object(json_object_get(res.body, "uploadedFiles"))) {
+			const char *name;
+			json_t *url;
+			json_object_foreach(json_object_get(res.body, "uploadedFiles"), name, url)
+				if (json_is_string(url))
+					json_array_append(atts, url);
+		} else if (res.cls == GHL_PERMANENT) {
+			/* 413/415: say so in the text, never drop silently */
+			for (size_t i = 0; i < m->n_attachments; i++) {
+				char *n2 = xasprintf("%s\n[attachment not accepted by HighLevel: %s (%s)]", notes,
+				    m->attachments[i].filename, res.error ? res.error : "refused");
+				free(notes);
+				notes = n2;
+			}
+		} else {
+			step_from(&s, &res, "upload");
+			goto fail;
+		}
+		ghl_result_clear(&res);
+	}
+	for (size_t i = 0; i < m->n_dropped; i++) {
+		char *n2 = xasprintf("%s\n[attachment too large to forward: %s]", notes, m->dropped[i]);
+		free(notes);
+		notes = n2;
+	}
+
+	text = xasprintf("%s%s%s", m->auto_reply ? "(auto-reply) " : "", m->reply_text, notes);
+	body = json_pack("{s:s, s:s, s:s, s:s}", "type", loc->provider_mode == PROVIDER_CUSTOM ? "Custom" : "Email",
+	    "contactId", contact, "conversationId", conv, "direction", "inbound");
+	if (loc->provider_id)
+		jset(body, "conversationProviderId", loc->provider_id);
+	{
+		char *date = iso8601(m->date_ms ? m->date_ms : now_ms());
+		jset(body, "date", date);
+		free(date);
+	}
+	jset(body, "subject", m->subject ? m->subject : "");
+	jset(body, "message", text);
+	if (m->html)
+		jset(body, "html", m->html);
+	{
+		char *from = m->from_name ? xasprintf("%s <%s>", m->from_name, m->from_addr) : xstrdup(m->from_addr);
+		jset(body, "emailFrom", from);
+		free(from);
+	}
+	if (m->n_to > 0)
+		jset(body, "emailTo", m->to_addrs[0]);
+	{
+		json_t *cc = json_array();
+		for (size_t i = 0; i < m->n_cc; i++)
+			json_array_append_new(cc, json_string(m->cc_addrs[i]));
+		json_object_set_new(body, "emailCc", cc);
+	}
+	if (m->message_id) {
+		char *alt = xasprintf("<%s>", m->message_id);
+		jset(body, "altId", alt);
+		free(alt);
+	}
+	/* default provider: thread with HighLevel's email id of the parent */
+	if (loc->provider_mode == PROVIDER_DEFAULT && parent && (parent->email_message_id || parent->ghl_message_id))
+		jset(body, "emailMessageId", parent->email_message_id ? parent->email_message_id : parent->ghl_message_id);
+	if (json_array_size(atts) > 0)
+		json_object_set(body, "attachments", atts);
+
+	/* the intent is on disk before the call: after a crash right after
+	 * HighLevel's answer, the re-read posts again (logged), never loses */
+	{
+		char *prev = NULL;
+		if (store_inbound_state(app->store, loc->id, key, &prev) == 1 && !strcmp(prev, "posting"))
+			log_warn("inbound: locationId=%s key=%s was being posted when mailbridge stopped; "
+			    "posting again (HighLevel may show it twice)", loc->id, key);
+		free(prev);
+	}
+	store_inbound_record(app->store, loc->id, key, "posting", NULL, NULL, summary, NULL, 0);
+	ghl_call(app->ghl, loc->id, "POST", "/conversations/messages/inbound", GHL_VERSION_CONVERSATIONS, body, &res);
+	body = NULL;
+	if (res.cls == GHL_OK && !jstr(res.body, "messageId")) {
+		/* REFERENCE §12: a 201 with an empty body means HighLevel dropped it */
+		res.cls = GHL_PERMANENT;
+		free(res.error);
+		res.error = xstrdup("HighLevel answered without a messageId (message dropped; provider id?)");
+	}
+	if (res.cls != GHL_OK) {
+		step_from(&s, &res, "post inbound");
+		goto fail;
+	}
+	{
+		const char *ghl_id = jstr(res.body, "messageId");
+		char *refs = NULL;
+		struct msgmap mm = { 0 };
+		if (m->message_id) {
+			mm.rfc_message_id = m->message_id;
+			mm.location_id = loc->id;
+			mm.ghl_message_id = (char *)ghl_id;
+			mm.email_message_id = (char *)(jstr(res.body, "emailMessageId") ? jstr(res.body, "emailMessageId") :
+			    parent ? parent->email_message_id : NULL);
+			mm.alt_id = m->message_id;
+			mm.conversation_id = (char *)(jstr(res.body, "conversationId") ? jstr(res.body, "conversationId") : conv);
+			mm.contact_id = contact;
+			if (parent)
+				refs = parent->references && *parent->references ?
+				    xasprintf("%s <%s>", parent->references, parent->rfc_message_id) :
+				    xasprintf("<%s>", parent->rfc_message_id);
+			mm.references = refs;
+			store_msgmap_put(app->store, &mm);
+		}
+		store_inbound_record(app->store, loc->id, key, "posted", ghl_id, NULL, summary, NULL, 0);
+		log_info("inbound: posted locationId=%s messageId=%s thread=%s attachments=%zu traceId=%s", loc->id,
+		    ghl_id, parent ? "reply" : "new", json_array_size(atts), res.trace_id ? res.trace_id : "-");
+		free(refs);
+	}
+	goto out;
+
+fail:
+	if (s.cls == GHL_PERMANENT) {
+		log_warn("inbound: failed locationId=%s key=%s: %s", loc->id, key, s.error);
+		store_inbound_record(app->store, loc->id, key, "failed", NULL, s.error, summary, raw, len);
+	} else {
+		log_warn("inbound: will retry locationId=%s key=%s: %s", loc->id, key, s.error ? s.error : "?");
+		/* HighLevel answered (or nobody did before the post): not posted */
+		store_inbound_record(app->store, loc->id, key, "retry", NULL, s.error, summary, NULL, 0);
+		ret = INBOUND_RETRY;
+	}
+out:
+	ghl_result_clear(&res);
+	json_decref(body);
+	json_decref(atts);
+	msgmap_free(parent);
+	free(contact);
+	free(conv);
+	free(notes);
+	free(text);
+	free(summary);
+	free(s.error);
+	return ret;
+}
+
+static enum inbound_result
+inbound_handle_once(struct app *app, const struct location_config *loc, const char *raw, size_t len, bool retry)
+{
+	struct inbound_msg *m;
+	char *key, *state = NULL;
+	enum inbound_result r = INBOUND_DONE;
+
+	if (len > INBOUND_MAX_MESSAGE) {
+		log_warn("inbound: locationId=%s message of %zu bytes skipped (limit %d)", loc->id, len, INBOUND_MAX_MESSAGE);
+		return INBOUND_DONE;
+	}
+	m = mime_in_parse(raw, len, INBOUND_MAX_ATTACH);
+	if (!m) {
+		log_warn("inbound: locationId=%s unparsable message skipped", loc->id);
+		return INBOUND_DONE;
+	}
+	key = dedupe_key(m, raw, len);
+	if (store_inbound_state(app->store, loc->id, key, &state) < 0) {
+		r = INBOUND_RETRY;
+	} else if (state && (!strcmp(state, "posted") || !strcmp(state, "skipped") || !strcmp(state, "dsn") ||
+	    (!strcmp(state, "failed") && !retry))) {
+		log_debug("inbound: locationId=%s key=%s already %s", loc->id, key, state);
+	} else if (m->is_dsn) {
+		r = inbound_dsn(app, loc, m, key);
+	} else if (!m->from_addr) {
+		store_inbound_record(app->store, loc->id, key, "skipped", NULL, "no From address", NULL, NULL, 0);
+	} else if (loc->from_addr && !strcasecmp(m->from_addr, loc->from_addr)) {
+		/* our own copy (e.g. Sent folder or a Bcc to ourselves): never a reply */
+		store_inbound_record(app->store, loc->id, key, "skipped", NULL, "from our own address", NULL, NULL, 0);
+	} else if ((m->auto_reply || m->null_sender) && !strcmp(loc->auto_replies, "skip")) {
+		store_inbound_record(app->store, loc->id, key, "skipped", NULL, "auto-reply", NULL, NULL, 0);
+	} else {
+		r = inbound_post(app, loc, m, key, raw, len);
+	}
+	free(state);
+	free(key);
+	inbound_msg_free(m);
+	return r;
+}
+
+enum inbound_result
+inbound_handle(struct app *app, const struct location_config *loc, const char *raw, size_t len)
+{
+	return inbound_handle_once(app, loc, raw, len, false);
+}
+
+enum inbound_result
+inbound_retry(struct app *app, const struct location_config *loc, const char *key)
+{
+	char *raw = NULL;
+	size_t len = 0;
+	enum inbound_result r;
+
+	if (store_inbound_raw(app->store, loc->id, key, &raw, &len) != 1)
+		return INBOUND_RETRY;
+	r = inbound_handle_once(app, loc, raw, len, true);
+	free(raw);
+	return r;
+}

@@ -1,0 +1,29 @@
+/* inbound: one received message of a location -> HighLevel. The same
+ * path serves every intake (IMAP today): parse (mime_in), classify
+ * (DSN / our own mail / auto-reply / reply), dedupe, thread (Message-ID
+ * map, then the reply+<token> address), find or create the contact,
+ * upload attachments, post with POST /conversations/messages/inbound,
+ * and record the result before the caller may checkpoint. */
+#ifndef MB_INBOUND_H
+#define MB_INBOUND_H
+
+#include <stddef.h>
+
+struct app;
+struct location_config;
+
+enum inbound_result {
+	INBOUND_DONE,    /* recorded: posted, skipped, DSN applied, or failed with a reason */
+	INBOUND_RETRY,   /* temporary trouble (429, 5xx, network, no token): nothing recorded */
+};
+
+#define INBOUND_MAX_MESSAGE (50 * 1024 * 1024)
+#define INBOUND_MAX_ATTACH  (25 * 1024 * 1024)
+
+enum inbound_result inbound_handle(struct app *app, const struct location_config *loc,
+    const char *raw, size_t len);
+
+/* Re-processes a failed inbound message kept in the store. */
+enum inbound_result inbound_retry(struct app *app, const struct location_config *loc, const char *key);
+
+#endif

@@ -1,0 +1,508 @@
+#include "mime_in.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <gmime/gmime.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MIME_IN_MAX_ADDRS 200
+
+struct walk {
+	struct inbound_msg *m;
+	size_t max_attach, attach_total;
+	bool have_text, have_html;
+};
+
+static char *
+strip_brackets(const char *s)
+{
+	size_t len;
+	while (*s == ' ' || *s == '<' || *s == '\t')
+		s++;
+	len = strcspn(s, ">");
+	while (len > 0 && isspace((unsigned char)s[len - 1]))
+		len--;
+	return len ? strndup(s, len) : NULL;
+}
+
+static void
+push(char ***list, size_t *n, char *s)
+{
+	if (!s || *n >= MIME_IN_MAX_ADDRS) {
+		free(s);
+		return;
+	}
+	*list = xrealloc(*list, (*n + 1) * sizeof(char *));
+	(*list)[(*n)++] = s;
+}
+
+static void
+addrs_from(InternetAddressList *l, char ***out, size_t *n, struct inbound_msg *m)
+{
+	for (int i = 0; l && i < internet_address_list_length(l); i++) {
+		InternetAddress *a = internet_address_list_get_address(l, i);
+		if (INTERNET_ADDRESS_IS_MAILBOX(a)) {
+			const char *addr = internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a));
+			if (addr && *addr) {
+				push(out, n, xstrdup(addr));
+				push(&m->all_rcpt_addrs, &m->n_all_rcpt, xstrdup(addr));
+			}
+		}
+	}
+}
+
+/* UTF-8 text of a text part: GMime converts from the declared charset;
+ * undeclared or unknown charsets come back raw, so validate and fall back
+ * to GMime's 8-bit guesser (utf-8, then iso-8859-1 by default). */
+static char *
+part_text(GMimeTextPart *tp)
+{
+	char *t = g_mime_text_part_get_text(tp), *out;
+	if (!t)
+		return NULL;
+	if (g_utf8_validate(t, -1, NULL)) {
+		out = xstrdup(t);
+	} else {
+		char *fixed = g_mime_utils_decode_8bit(NULL, t, strlen(t));
+		out = xstrdup(fixed);
+		g_free(fixed);
+	}
+	g_free(t);
+	return out;
+}
+
+static GByteArray *
+part_bytes(GMimePart *part)
+{
+	GMimeDataWrapper *w = g_mime_part_get_content(part);
+	GMimeStream *s;
+	GByteArray *copy;
+
+	if (!w)
+		return NULL;
+	s = g_mime_stream_mem_new();
+	g_mime_data_wrapper_write_to_stream(w, s);
+	copy = g_byte_array_new();
+	g_byte_array_append(copy, g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(s))->data,
+	    g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(s))->len);
+	g_object_unref(s);
+	return copy;
+}
+
+/* Parses RFC 3464 fields: blocks separated by blank lines, "Name: value"
+ * with folded continuations. */
+static void
+parse_dsn(struct inbound_msg *m, const char *body, size_t len)
+{
+	char *copy = strndup(body, len), *save = NULL, *line;
+	struct dsn_rcpt *cur = NULL;
+	char *last_value = NULL;
+	bool first_block = true;
+
+	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		size_t l = strlen(line);
+		char *colon, *v;
+		if (l && line[l - 1] == '\r')
+			line[--l] = '\0';
+		if ((line[0] == ' ' || line[0] == '\t') && last_value)
+			continue;   /* continuation of a long Diagnostic-Code: first line is enough */
+		colon = strchr(line, ':');
+		if (!colon)
+			continue;
+		*colon = '\0';
+		v = colon + 1;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		last_value = v;
+		if (!strcasecmp(line, "Original-Envelope-Id") && first_block) {
+			free(m->dsn_envid);
+			m->dsn_envid = xstrdup(v);
+		} else if (!strcasecmp(line, "Final-Recipient")) {
+			/* each recipient block names its Final-Recipient */
+			char *semi = strchr(v, ';');
+			m->dsn = xrealloc(m->dsn, (m->n_dsn + 1) * sizeof(*m->dsn));
+			cur = &m->dsn[m->n_dsn++];
+			memset(cur, 0, sizeof(*cur));
+			cur->recipient = strip_brackets(semi ? semi + 1 : v);
+			first_block = false;
+		} else if (cur && !strcasecmp(line, "Action")) {
+			free(cur->action);
+			cur->action = xstrdup(v);
+			for (char *p = cur->action; *p; p++)
+				*p = (char)tolower((unsigned char)*p);
+		} else if (cur && !strcasecmp(line, "Status")) {
+			free(cur->status);
+			cur->status = xstrdup(v);
+		} else if (cur && !strcasecmp(line, "Diagnostic-Code")) {
+			char *semi = strchr(v, ';');
+			free(cur->diagnostic);
+			cur->diagnostic = xstrdup(semi ? semi + 1 + strspn(semi + 1, " ") : v);
+		}
+	}
+	free(copy);
+}
+
+/* From the returned headers of a DSN: Message-ID and our job header. */
+static void
+parse_returned_headers(struct inbound_msg *m, GMimeObject *obj)
+{
+	const char *mid = g_mime_object_get_header(obj, "Message-ID");
+	const char *job = g_mime_object_get_header(obj, "X-Mailbridge-Job");
+	if (mid && !m->dsn_orig_message_id)
+		m->dsn_orig_message_id = strip_brackets(mid);
+	if (job && !m->dsn_job)
+		m->dsn_job = xstrdup(job);
+}
+
+static void
+returned_headers_from_text(struct inbound_msg *m, const char *text, size_t len)
+{
+	GMimeStream *s = g_mime_stream_mem_new_with_buffer(text, len);
+	GMimeParser *p = g_mime_parser_new_with_stream(s);
+	GMimeMessage *msg = g_mime_parser_construct_message(p, NULL);
+	if (msg) {
+		parse_returned_headers(m, GMIME_OBJECT(msg));
+		g_object_unref(msg);
+	}
+	g_object_unref(p);
+	g_object_unref(s);
+}
+
+static void
+walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
+{
+	struct walk *w = data;
+	struct inbound_msg *m = w->m;
+	GMimeContentType *ct = g_mime_object_get_content_type(part);
+
+	if (GMIME_IS_MESSAGE_PART(part)) {
+		GMimeMessage *inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(part));
+		if (g_mime_content_type_is_type(ct, "message", "delivery-status") && inner) {
+			char *s = g_mime_object_to_string(GMIME_OBJECT(inner), NULL);
+			parse_dsn(m, s, strlen(s));
+			g_free(s);
+		} else if (m->is_dsn && inner) {
+			parse_returned_headers(m, GMIME_OBJECT(inner));
+		}
+		return;   /* an attached message is not our text */
+	}
+	if (!GMIME_IS_PART(part))
+		return;
+	if (g_mime_content_type_is_type(ct, "message", "delivery-status") ||
+	    g_mime_content_type_is_type(ct, "message", "global-delivery-status")) {
+		GByteArray *b = part_bytes(GMIME_PART(part));
+		if (b) {
+			parse_dsn(m, (const char *)b->data, b->len);
+			g_byte_array_unref(b);
+		}
+		return;
+	}
+	if (m->is_dsn && (g_mime_content_type_is_type(ct, "text", "rfc822-headers") ||
+	    g_mime_content_type_is_type(ct, "message", "rfc822-headers"))) {
+		GByteArray *b = part_bytes(GMIME_PART(part));
+		if (b) {
+			returned_headers_from_text(m, (const char *)b->data, b->len);
+			g_byte_array_unref(b);
+		}
+		return;
+	}
+	if (GMIME_IS_TEXT_PART(part) && !g_mime_part_is_attachment(GMIME_PART(part))) {
+		if (g_mime_content_type_is_type(ct, "text", "plain") && !w->have_text) {
+			m->text = part_text(GMIME_TEXT_PART(part));
+			w->have_text = m->text != NULL;
+			return;
+		}
+		if (g_mime_content_type_is_type(ct, "text", "html") && !w->have_html) {
+			m->html = part_text(GMIME_TEXT_PART(part));
+			w->have_html = m->html != NULL;
+			return;
+		}
+	}
+	/* anything else with content is an attachment (inline images too) */
+	{
+		const char *fname = g_mime_part_get_filename(GMIME_PART(part));
+		GByteArray *b;
+		char *type;
+
+		if (!fname && !g_mime_part_is_attachment(GMIME_PART(part)) && GMIME_IS_TEXT_PART(part))
+			return;   /* a second text/plain body: keep the first */
+		b = part_bytes(GMIME_PART(part));
+		if (!b)
+			return;
+		type = g_mime_content_type_get_mime_type(ct);
+		if (w->attach_total + b->len > w->max_attach) {
+			push(&m->dropped, &m->n_dropped, xstrdup(fname ? fname : type));
+		} else {
+			struct mime_attachment *a;
+			m->attachments = xrealloc(m->attachments, (m->n_attachments + 1) * sizeof(*a));
+			a = &m->attachments[m->n_attachments++];
+			a->filename = xstrdup(fname ? fname : "attachment");
+			a->content_type = xstrdup(type);
+			a->len = b->len;
+			a->data = xmalloc(b->len + 1);
+			memcpy(a->data, b->data, b->len);
+			w->attach_total += b->len;
+		}
+		g_free(type);
+		g_byte_array_unref(b);
+	}
+}
+
+static bool
+header_is(GMimeObject *o, const char *name, const char *const *values)
+{
+	const char *v = g_mime_object_get_header(o, name);
+	if (!v)
+		return false;
+	while (*v == ' ')
+		v++;
+	for (; *values; values++)
+		if (strncasecmp(v, *values, strlen(*values)) == 0)
+			return true;
+	return false;
+}
+
+static bool
+is_auto_reply(GMimeObject *o)
+{
+	static const char *const bulk[] = { "bulk", "junk", "list", "auto_reply", NULL };
+	const char *as = g_mime_object_get_header(o, "Auto-Submitted");
+	if (as) {
+		while (*as == ' ')
+			as++;
+		if (strncasecmp(as, "no", 2) != 0 || isalpha((unsigned char)as[2]))
+			return true;
+	}
+	return g_mime_object_get_header(o, "X-Autoreply") || g_mime_object_get_header(o, "X-Autorespond") ||
+	    header_is(o, "Precedence", bulk) ||
+	    (g_mime_object_get_header(o, "X-Auto-Response-Suppress") && g_mime_object_get_header(o, "X-Autoreply"));
+}
+
+/* Cuts HTML at the first quote container the common clients emit. */
+static char *
+html_without_quotes(const char *html)
+{
+	static const char *const markers[] = {
+		"class=\"gmail_quote", "<blockquote", "id=\"divRplyFwdMsg\"", "id=\"appendonsend\"",
+		"class=\"moz-cite-prefix\"", "id=\"mail-editor-reference-message-container\"", NULL,
+	};
+	const char *cut = NULL;
+	for (int i = 0; markers[i]; i++) {
+		const char *p = strcasestr(html, markers[i]);
+		if (p) {
+			/* back to the start of the tag holding the attribute */
+			while (p > html && *p != '<')
+				p--;
+			if (!cut || p < cut)
+				cut = p;
+		}
+	}
+	return cut ? strndup(html, (size_t)(cut - html)) : xstrdup(html);
+}
+
+static bool
+starts_with_ci(const char *s, const char *prefix)
+{
+	return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+char *
+mime_in_reply_text(const char *text)
+{
+	const char *p = text, *cut = NULL;
+	const char *lines[8] = { 0 };   /* starts of the next lines, for lookahead */
+
+	while (*p && !cut) {
+		const char *eol = strchr(p, '\n');
+		size_t len = eol ? (size_t)(eol - p) : strlen(p);
+		const char *q = p;
+		while (q < p + len && (*q == ' ' || *q == '\t'))
+			q++;
+		/* lookahead of the next few lines */
+		const char *n = eol ? eol + 1 : NULL;
+		for (int i = 0; i < 8; i++) {
+			lines[i] = n;
+			if (n) {
+				const char *e = strchr(n, '\n');
+				n = e ? e + 1 : NULL;
+			}
+		}
+		if (*q == '>') {
+			cut = p;
+		} else if (starts_with_ci(q, "-----Original Message-----") || starts_with_ci(q, "________________________________") ||
+		    starts_with_ci(q, "----- Original Message -----") || starts_with_ci(q, "-------- Original Message --------") ||
+		    starts_with_ci(q, "Begin forwarded message:")) {
+			cut = p;
+		} else if (starts_with_ci(q, "On ") || starts_with_ci(q, "Am ") || starts_with_ci(q, "Le ") ||
+		    starts_with_ci(q, "El ")) {
+			/* "On <date>, <name> wrote:" possibly wrapped onto the next line */
+			for (int i = -1; i < 2 && !cut; i++) {
+				const char *l = i < 0 ? p : lines[i];
+				const char *le;
+				if (!l)
+					break;
+				le = strchr(l, '\n');
+				le = le ? le : l + strlen(l);
+				while (le > l && (le[-1] == '\r' || le[-1] == ' '))
+					le--;
+				if (le - l >= 6 && le[-1] == ':' && (memmem(l, (size_t)(le - l), "wrote", 5) ||
+				    memmem(l, (size_t)(le - l), "schrieb", 7) || memmem(l, (size_t)(le - l), "crit", 4) ||
+				    memmem(l, (size_t)(le - l), "escribi", 7)))
+					cut = p;
+			}
+		} else if (starts_with_ci(q, "From:")) {
+			/* Outlook: From: / Sent: (or Date:) / To: / Subject: block */
+			for (int i = 0; i < 3 && lines[i]; i++)
+				if (starts_with_ci(lines[i], "Sent:") || starts_with_ci(lines[i], "Date:"))
+					cut = p;
+		}
+		p = eol ? eol + 1 : p + len;
+	}
+	if (!cut)
+		return xstrdup(text);
+	{
+		size_t len = (size_t)(cut - text);
+		while (len > 0 && isspace((unsigned char)text[len - 1]))
+			len--;
+		if (len == 0)
+			return xstrdup(text);   /* nothing above the quote: keep it all */
+		char *out = strndup(text, len + 1);
+		out[len] = '\n';
+		return out;
+	}
+}
+
+struct inbound_msg *
+mime_in_parse(const char *raw, size_t len, size_t max_attach)
+{
+	GMimeStream *s = g_mime_stream_mem_new_with_buffer(raw, len);
+	GMimeParser *p = g_mime_parser_new_with_stream(s);
+	GMimeMessage *msg = g_mime_parser_construct_message(p, NULL);
+	struct inbound_msg *m;
+	struct walk w = { 0 };
+	GMimeObject *top;
+	GMimeContentType *ct;
+	const char *h;
+	GDateTime *dt;
+
+	g_object_unref(p);
+	g_object_unref(s);
+	if (!msg)
+		return NULL;
+	m = xcalloc(1, sizeof(*m));
+	top = GMIME_OBJECT(msg);
+	if (g_mime_message_get_message_id(msg))
+		m->message_id = xstrdup(g_mime_message_get_message_id(msg));
+	if ((h = g_mime_object_get_header(top, "In-Reply-To"))) {
+		GMimeReferences *r = g_mime_references_parse(NULL, h);
+		if (r && g_mime_references_length(r) > 0)
+			m->in_reply_to = xstrdup(g_mime_references_get_message_id(r, 0));
+		if (r)
+			g_mime_references_free(r);
+	}
+	if ((h = g_mime_object_get_header(top, "References"))) {
+		GMimeReferences *r = g_mime_references_parse(NULL, h);
+		for (int i = 0; r && i < g_mime_references_length(r) && m->n_references < MIME_IN_MAX_REFS; i++)
+			push(&m->references, &m->n_references, xstrdup(g_mime_references_get_message_id(r, i)));
+		if (r)
+			g_mime_references_free(r);
+	}
+	{
+		InternetAddressList *from = g_mime_message_get_from(msg);
+		for (int i = 0; from && i < internet_address_list_length(from); i++) {
+			InternetAddress *a = internet_address_list_get_address(from, i);
+			if (INTERNET_ADDRESS_IS_MAILBOX(a)) {
+				const char *name = internet_address_get_name(a);
+				m->from_addr = xstrdup(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a)));
+				m->from_name = name && *name && g_utf8_validate(name, -1, NULL) ? xstrdup(name) : NULL;
+				break;
+			}
+		}
+	}
+	addrs_from(g_mime_message_get_to(msg), &m->to_addrs, &m->n_to, m);
+	addrs_from(g_mime_message_get_cc(msg), &m->cc_addrs, &m->n_cc, m);
+	for (const char *const *hn = (const char *const[]){ "Delivered-To", "X-Original-To", "Envelope-To", NULL }; *hn; hn++) {
+		GMimeHeaderList *hl = g_mime_object_get_header_list(top);
+		for (int i = 0; i < g_mime_header_list_get_count(hl); i++) {
+			GMimeHeader *hd = g_mime_header_list_get_header_at(hl, i);
+			if (!strcasecmp(g_mime_header_get_name(hd), *hn))
+				push(&m->all_rcpt_addrs, &m->n_all_rcpt, strip_brackets(g_mime_header_get_value(hd)));
+		}
+	}
+	if (g_mime_message_get_subject(msg) && g_utf8_validate(g_mime_message_get_subject(msg), -1, NULL))
+		m->subject = xstrdup(g_mime_message_get_subject(msg));
+	if ((dt = g_mime_message_get_date(msg)))
+		m->date_ms = g_date_time_to_unix(dt) * 1000;
+	m->auto_reply = is_auto_reply(top);
+	if ((h = g_mime_object_get_header(top, "Return-Path"))) {
+		const char *q = h + strspn(h, " ");
+		m->null_sender = strncmp(q, "<>", 2) == 0;
+	}
+	top = g_mime_message_get_mime_part(msg);
+	ct = top ? g_mime_object_get_content_type(top) : NULL;
+	if (ct && g_mime_content_type_is_type(ct, "multipart", "report")) {
+		const char *rt = g_mime_content_type_get_parameter(ct, "report-type");
+		m->is_dsn = rt && !strcasecmp(rt, "delivery-status");
+	}
+	w.m = m;
+	w.max_attach = max_attach;
+	g_mime_message_foreach(msg, walk_part, &w);
+	g_object_unref(msg);
+
+	if (!m->text && m->html) {
+		char *cut = html_without_quotes(m->html);
+		m->text = mime_out_html_to_text(m->html);
+		m->reply_text = mime_out_html_to_text(cut);
+		free(cut);
+	}
+	if (!m->text)
+		m->text = xstrdup("");
+	if (!m->reply_text)
+		m->reply_text = mime_in_reply_text(m->text);
+	return m;
+}
+
+static void
+free_list(char **l, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(l[i]);
+	free(l);
+}
+
+void
+inbound_msg_free(struct inbound_msg *m)
+{
+	if (!m)
+		return;
+	free(m->message_id);
+	free(m->in_reply_to);
+	free_list(m->references, m->n_references);
+	free(m->from_name);
+	free(m->from_addr);
+	free(m->to);
+	free_list(m->to_addrs, m->n_to);
+	free_list(m->cc_addrs, m->n_cc);
+	free_list(m->all_rcpt_addrs, m->n_all_rcpt);
+	free(m->subject);
+	free(m->text);
+	free(m->html);
+	free(m->reply_text);
+	for (size_t i = 0; i < m->n_attachments; i++)
+		mime_attachment_clear(&m->attachments[i]);
+	free(m->attachments);
+	free_list(m->dropped, m->n_dropped);
+	free(m->dsn_envid);
+	free(m->dsn_orig_message_id);
+	free(m->dsn_job);
+	for (size_t i = 0; i < m->n_dsn; i++) {
+		free(m->dsn[i].recipient);
+		free(m->dsn[i].action);
+		free(m->dsn[i].status);
+		free(m->dsn[i].diagnostic);
+	}
+	free(m->dsn);
+	free(m);
+}

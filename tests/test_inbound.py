@@ -1,0 +1,425 @@
+"""Inbound Email: real Postfix delivers into real Dovecot; mailbridge's
+IMAP IDLE watcher posts replies, new threads and DSN results to the fake
+HighLevel. Charsets, broken MIME, auto-replies, our own mail, restarts."""
+import email.message
+import email.utils
+import imaplib
+import json
+import os
+import re
+import smtplib
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness.daemon import Daemon, location_conf  # noqa: E402
+from harness.fakeghl import FakeGHL  # noqa: E402
+from harness.servers import MailServers  # noqa: E402
+
+BASE = int(os.environ.get("MB_TEST_PORT_BASE", "21000")) + 400
+TOKEN = "static-token"
+
+
+def setUpModule():
+    global srv, ghl, d
+    srv = MailServers(BASE).start()
+    ghl = FakeGHL()
+    ghl.static_tokens.add(TOKEN)
+    common = {"smtp_host": "127.0.0.1", "smtp_port": srv.smtp, "smtp_tls": "none", "token": TOKEN,
+              "imap_host": "127.0.0.1", "imap_port": srv.imaps, "imap_tls": "tls", "imap_ca_file": srv.cert,
+              "imap_idle_interval": 30}
+    locations = [
+        location_conf("LIn", **common, **{"from": "Acme Support <support@mail.test>", "reply_domain": "mail.test",
+                                          "provider_id": "prov-email", "delivered_on": "dsn",
+                                          "imap_user": "support", "imap_password": "supportpw"}),
+        location_conf("LCust", **common, **{"from": "Carol Co <carol@mail.test>", "reply_domain": "client.test",
+                                            "mode": "custom", "provider_id": "prov-custom",
+                                            "imap_user": "carol", "imap_password": "carolpw"}),
+    ]
+    d = Daemon(BASE + 50, ghl.url, locations)
+    d.start()
+    wait_watching(2)
+
+
+def tearDownModule():
+    rc = d.stop()
+    d.cleanup()
+    ghl.close()
+    srv.stop()
+    assert rc == 0, f"daemon exit status {rc}"
+
+
+def wait_watching(n, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        if d.log().count("imap: locationId=") and len(re.findall(r"imap: locationId=\S+ connected", d.log())) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError("watchers did not connect:\n" + d.log()[-3000:])
+
+
+def send_mail(msg, rcpts, sender="bob@mail.test"):
+    with smtplib.SMTP("127.0.0.1", srv.smtp, timeout=10) as s:
+        s.sendmail(sender, rcpts, msg.as_bytes() if hasattr(msg, "as_bytes") else msg)
+
+
+def append(user, raw):
+    with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
+        m.login(user, user + "pw")
+        m.append("INBOX", None, None, raw)
+
+
+def posted(pred, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        with ghl.lock:
+            hits = [b for b in ghl.inbound if pred(b)]
+        if hits:
+            return hits
+        time.sleep(0.05)
+    return []
+
+
+def outbound(location="LIn", to="bob@mail.test", **kw):
+    mid = "m" + os.urandom(8).hex()
+    p = {"type": "Email", "locationId": location, "messageId": mid, "emailMessageId": mid, "contactId": "c-bob",
+         "emailTo": [to], "html": "<p>Hello from Acme</p>", "subject": "Your ticket"}
+    p.update(kw)
+    st, body = d.post_webhook(p)
+    assert st == 200, (st, body)
+    return mid
+
+
+def wait_for(user, mid, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        for raw in srv.fetch_all(user):
+            m = email.message_from_bytes(raw)
+            if m["X-Mailbridge-Job"] == mid:
+                return m
+        time.sleep(0.1)
+    raise AssertionError(f"{mid} not delivered to {user}")
+
+
+def reply_to(orig, body, sender="Bob Builder <bob@mail.test>", keep_threading=True, to=None):
+    r = email.message.EmailMessage()
+    r["From"] = sender
+    r["To"] = to or orig["Reply-To"]
+    r["Subject"] = "Re: " + orig["Subject"]
+    r["Date"] = email.utils.formatdate()
+    r["Message-ID"] = email.utils.make_msgid(domain="mail.test")
+    if keep_threading:
+        r["In-Reply-To"] = orig["Message-ID"]
+        r["References"] = orig["Message-ID"]
+    r.set_content(body)
+    return r
+
+
+def wait_recorded(location, msgid, timeout=10):
+    """Until mailbridge has stored the post (HighLevel's answer arrives first)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        with d.db() as c:
+            r = c.execute("SELECT state FROM inbound_seen WHERE location_id=? AND dedupe_key=?",
+                          (location, msgid.strip("<>"))).fetchone()
+        if r and r[0] == "posted":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{msgid} not recorded")
+
+
+def statuses(mid):
+    return [json.loads(r["body"]) for r in ghl.calls("PUT", f"/messages/{mid}/status")]
+
+
+class TestInbound(unittest.TestCase):
+    def test_reply_round_trip(self):
+        mid = outbound()
+        orig = wait_for("bob", mid)
+        r = reply_to(orig, "Thanks, that fixed it!\n\nOn Tue, Acme Support wrote:\n> Hello from Acme\n")
+        t0 = time.time()
+        send_mail(r, [email.utils.parseaddr(orig["Reply-To"])[1]])
+        hits = posted(lambda b: b.get("altId") == r["Message-ID"])
+        self.assertEqual(len(hits), 1, ghl.inbound)
+        self.assertLess(time.time() - t0, 3.0)
+        b = hits[0]
+        self.assertEqual(b["type"], "Email")
+        self.assertEqual(b["direction"], "inbound")
+        self.assertEqual(b["emailMessageId"], mid)
+        self.assertEqual(b["conversationProviderId"], "prov-email")
+        self.assertEqual(b["subject"], "Re: Your ticket")
+        self.assertEqual(b["message"].strip(), "Thanks, that fixed it!")
+        self.assertEqual(b["emailFrom"], "Bob Builder <bob@mail.test>")
+        self.assertTrue(b["contactId"].startswith("contact"))
+        self.assertTrue(b["conversationId"])
+        self.assertEqual(ghl.contacts[("LIn", "bob@mail.test")], b["contactId"])
+        # nothing posted twice, even after more IDLE rounds
+        time.sleep(1.0)
+        self.assertEqual(len(posted(lambda b: b.get("altId") == r["Message-ID"])), 1)
+
+    def test_reply_by_plus_address_only(self):
+        mid = outbound()
+        orig = wait_for("bob", mid)
+        self.assertTrue(orig["Reply-To"].startswith("reply+"))
+        r = reply_to(orig, "Replying from a client that drops In-Reply-To", keep_threading=False)
+        send_mail(r, [orig["Reply-To"]])
+        hits = posted(lambda b: b.get("altId") == r["Message-ID"])
+        self.assertEqual(len(hits), 1)
+        self.assertEqual(hits[0]["emailMessageId"], mid)
+
+    def test_fresh_email_creates_contact_and_thread(self):
+        m = email.message.EmailMessage()
+        m["From"] = "Dana Newcomer <dana@elsewhere.test>"
+        m["To"] = "support@mail.test"
+        m["Subject"] = "Question about pricing"
+        m["Message-ID"] = email.utils.make_msgid(domain="elsewhere.test")
+        m["Date"] = email.utils.formatdate()
+        m.set_content("Hi, how much is it?")
+        send_mail(m, ["support@mail.test"], sender="dana@elsewhere.test")
+        hits = posted(lambda b: b.get("altId") == m["Message-ID"])
+        self.assertEqual(len(hits), 1)
+        b = hits[0]
+        self.assertNotIn("emailMessageId", b)
+        upserts = [json.loads(r["body"]) for r in ghl.calls("POST", "^/contacts/upsert$")]
+        self.assertTrue(any(u["email"] == "dana@elsewhere.test" and u["name"] == "Dana Newcomer" for u in upserts))
+        self.assertTrue(ghl.calls("POST", "^/conversations/$"))
+        self.assertEqual(b["message"].strip(), "Hi, how much is it?")
+
+    def test_custom_mode_alt_id_round_trip(self):
+        mid = outbound(location="LCust", to="bob@mail.test")
+        orig = wait_for("bob", mid)
+        self.assertIn("@client.test", orig["Reply-To"])
+        r = reply_to(orig, "Custom channel reply")
+        send_mail(r, [orig["Reply-To"]])
+        hits = posted(lambda b: b.get("altId") == r["Message-ID"])
+        self.assertEqual(len(hits), 1)
+        self.assertEqual(hits[0]["type"], "Custom")
+        self.assertEqual(hits[0]["conversationProviderId"], "prov-custom")
+        wait_recorded("LCust", r["Message-ID"])
+        # HighLevel echoes altId back as replyToAltId on the next reply
+        mid2 = outbound(location="LCust", replyToAltId=r["Message-ID"], subject="Re: Re: Your ticket")
+        second = wait_for("bob", mid2)
+        self.assertEqual(second["In-Reply-To"], r["Message-ID"])
+        self.assertIn(orig["Message-ID"], second["References"])
+
+    def test_success_dsn_reports_delivered(self):
+        mid = outbound(to="alice@mail.test")
+        end = time.time() + 20
+        while time.time() < end and not statuses(mid):
+            time.sleep(0.1)
+        st = statuses(mid)
+        self.assertEqual([s["status"] for s in st], ["delivered"], st)
+        self.assertEqual(d.job(mid)["state"], "sent")
+
+    def test_bounce_reports_failed_not_inbound(self):
+        mid = outbound(to="ghost@mail.test")
+        end = time.time() + 30
+        while time.time() < end and not statuses(mid):
+            time.sleep(0.1)
+        st = statuses(mid)
+        self.assertEqual([s["status"] for s in st], ["failed"], st)
+        self.assertIn("ghost@mail.test", st[0]["error"]["message"])
+        self.assertEqual(st[0]["error"]["code"], "550")
+        self.assertFalse([b for b in ghl.inbound if "ghost" in json.dumps(b)], "a DSN is never an inbound message")
+
+    def test_charsets(self):
+        cases = [("iso-8859-1", "Grüße aus München, ½ Preis"), ("windows-1252", "Smart “quotes” – and € sign"),
+                 ("shift_jis", "日本語のテキストです")]
+        for charset, text in cases:
+            with self.subTest(charset=charset):
+                msgid = email.utils.make_msgid(domain="cs.test")
+                raw = (f"From: Charset Tester <cs@cs.test>\r\nTo: support@mail.test\r\nSubject: {charset}\r\n"
+                       f"Message-ID: {msgid}\r\nMIME-Version: 1.0\r\n"
+                       f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+                       ).encode() + text.encode(charset) + b"\r\n"
+                append("support", raw)
+                hits = posted(lambda b: b.get("altId") == msgid)
+                self.assertEqual(len(hits), 1)
+                self.assertEqual(hits[0]["message"].strip(), text)
+
+    def test_undeclared_latin1_falls_back(self):
+        msgid = email.utils.make_msgid(domain="cs.test")
+        raw = (f"From: cs@cs.test\r\nTo: support@mail.test\r\nSubject: no charset\r\nMessage-ID: {msgid}\r\n"
+               "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n").encode() + "café crème".encode("latin-1")
+        append("support", raw)
+        hits = posted(lambda b: b.get("altId") == msgid)
+        self.assertEqual(len(hits), 1)
+        self.assertEqual(hits[0]["message"].strip(), "café crème")
+
+    def test_html_only_and_quote_containers(self):
+        msgid = email.utils.make_msgid(domain="h.test")
+        html = ('<div dir="ltr">New answer here</div><div class="gmail_quote"><div>On Mon wrote:</div>'
+                '<blockquote>old text</blockquote></div>')
+        raw = (f"From: h@h.test\r\nTo: support@mail.test\r\nSubject: html\r\nMessage-ID: {msgid}\r\n"
+               f"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n").encode()
+        append("support", raw)
+        hits = posted(lambda b: b.get("altId") == msgid)
+        self.assertEqual(len(hits), 1)
+        self.assertEqual(hits[0]["message"].strip(), "New answer here")
+        self.assertIn("gmail_quote", hits[0]["html"])
+
+    def test_broken_mime_is_handled(self):
+        msgid = email.utils.make_msgid(domain="b.test")
+        raw = (f"From: b@b.test\r\nTo: support@mail.test\r\nSubject: broken\r\nMessage-ID: {msgid}\r\n"
+               "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n"
+               "--XX\r\nContent-Type: text/plain\r\n\r\nvisible text\r\n--XX\r\nContent-Type: application/pdf\r\n"
+               "Content-Transfer-Encoding: base64\r\n\r\n!!!not base64***\r\n").encode()   # no closing boundary
+        append("support", raw)
+        hits = posted(lambda b: b.get("altId") == msgid)
+        self.assertEqual(len(hits), 1)
+        self.assertIn("visible text", hits[0]["message"])
+        # the watcher is still alive afterwards
+        msgid2 = email.utils.make_msgid(domain="b.test")
+        append("support", f"From: b@b.test\r\nSubject: after\r\nMessage-ID: {msgid2}\r\n\r\nfine\r\n".encode())
+        self.assertEqual(len(posted(lambda b: b.get("altId") == msgid2)), 1)
+
+    def test_attachments_uploaded(self):
+        m = email.message.EmailMessage()
+        m["From"] = "files@f.test"
+        m["To"] = "support@mail.test"
+        m["Subject"] = "with files"
+        m["Message-ID"] = email.utils.make_msgid(domain="f.test")
+        m.set_content("see attached")
+        pdf = os.urandom(300 * 1024)
+        m.add_attachment(pdf, maintype="application", subtype="pdf", filename="quote.pdf")
+        append("support", m.as_bytes())
+        hits = posted(lambda b: b.get("altId") == m["Message-ID"])
+        self.assertEqual(len(hits), 1)
+        self.assertEqual(len(hits[0]["attachments"]), 1)
+        self.assertIn("quote.pdf", hits[0]["attachments"][0])
+        self.assertIn(("quote.pdf", pdf), ghl.uploads)
+
+    def test_large_attachment_20mb(self):
+        m = email.message.EmailMessage()
+        m["From"] = "big@f.test"
+        m["To"] = "support@mail.test"
+        m["Subject"] = "big file"
+        m["Message-ID"] = email.utils.make_msgid(domain="f.test")
+        m.set_content("20 MB attached")
+        big = os.urandom(20 * 1024 * 1024)
+        m.add_attachment(big, maintype="application", subtype="zip", filename="big.zip")
+        append("support", m.as_bytes())
+        hits = posted(lambda b: b.get("altId") == m["Message-ID"], timeout=60)
+        self.assertEqual(len(hits), 1)
+        self.assertTrue(any(f == "big.zip" and data == big for f, data in ghl.uploads))
+
+    def test_refused_attachment_is_named(self):
+        ghl.fail(r"/messages/upload$", 415, count=1, body={"status": 415, "message": "Unsupported file type"})
+        m = email.message.EmailMessage()
+        m["From"] = "exe@f.test"
+        m["To"] = "support@mail.test"
+        m["Subject"] = "program"
+        m["Message-ID"] = email.utils.make_msgid(domain="f.test")
+        m.set_content("here is a program")
+        m.add_attachment(b"MZ\x90\x00", maintype="application", subtype="octet-stream", filename="tool.exe")
+        append("support", m.as_bytes())
+        hits = posted(lambda b: b.get("altId") == m["Message-ID"])
+        self.assertEqual(len(hits), 1)
+        self.assertIn("tool.exe", hits[0]["message"])
+        self.assertIn("not accepted", hits[0]["message"])
+
+    def test_auto_reply_is_marked(self):
+        msgid = email.utils.make_msgid(domain="ooo.test")
+        append("support", (f"From: ooo@ooo.test\r\nTo: support@mail.test\r\nSubject: Out of office\r\n"
+                           f"Auto-Submitted: auto-replied\r\nMessage-ID: {msgid}\r\n\r\nI am away.\r\n").encode())
+        hits = posted(lambda b: b.get("altId") == msgid)
+        self.assertEqual(len(hits), 1)
+        self.assertTrue(hits[0]["message"].startswith("(auto-reply)"))
+
+    def test_own_address_is_ignored(self):
+        msgid = email.utils.make_msgid(domain="mail.test")
+        append("support", (f"From: Acme Support <support@mail.test>\r\nTo: bob@mail.test\r\nSubject: mine\r\n"
+                           f"Message-ID: {msgid}\r\n\r\nour own copy\r\n").encode())
+        marker = email.utils.make_msgid(domain="mark.test")
+        append("support", f"From: m@mark.test\r\nSubject: marker\r\nMessage-ID: {marker}\r\n\r\nx\r\n".encode())
+        self.assertEqual(len(posted(lambda b: b.get("altId") == marker)), 1)
+        self.assertEqual(posted(lambda b: b.get("altId") == msgid, timeout=0.5), [])
+
+    def test_inbound_429_then_posted_once(self):
+        ghl.fail(r"/messages/inbound$", 429, count=1)
+        msgid = email.utils.make_msgid(domain="rl.test")
+        append("support", f"From: rl@rl.test\r\nSubject: rl\r\nMessage-ID: {msgid}\r\n\r\nretry me\r\n".encode())
+        hits = posted(lambda b: b.get("altId") == msgid, timeout=40)
+        self.assertEqual(len(hits), 1)
+
+    def test_inbound_4xx_recorded_failed_and_retryable(self):
+        ghl.fail(r"/messages/inbound$", 422, count=1, body={"statusCode": 422, "message": ["bad thing"]})
+        msgid = email.utils.make_msgid(domain="f4.test")
+        append("support", f"From: f4@f4.test\r\nSubject: f4\r\nMessage-ID: {msgid}\r\n\r\nfails once\r\n".encode())
+        end = time.time() + 10
+        out = ""
+        while time.time() < end:
+            out = d.cli("inbound", "list").stdout
+            if msgid.strip("<>") in out and "failed" in out:
+                break
+            time.sleep(0.1)
+        self.assertIn("bad thing", out)
+        self.assertEqual(posted(lambda b: b.get("altId") == msgid, timeout=0.5), [])
+        r = d.cli("inbound", "retry", "LIn", msgid.strip("<>"))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(len(posted(lambda b: b.get("altId") == msgid)), 1)
+
+    def test_zz_contract(self):
+        self.assertEqual(ghl.spec_errors, [])
+
+
+class TestZRestarts(unittest.TestCase):
+    """Runs last: restarts servers and the daemon."""
+
+    def test_dovecot_restart_mid_idle(self):
+        srv.stop_dovecot()
+        m = email.message.EmailMessage()
+        m["From"] = "late@l.test"
+        m["To"] = "support@mail.test"
+        m["Subject"] = "sent while Dovecot was down"
+        m["Message-ID"] = email.utils.make_msgid(domain="l.test")
+        m.set_content("queued by Postfix meanwhile")
+        send_mail(m, ["support@mail.test"], sender="late@l.test")
+        time.sleep(1.0)
+        srv.start_dovecot()
+        hits = posted(lambda b: b.get("altId") == m["Message-ID"], timeout=30)
+        self.assertEqual(len(hits), 1)
+        time.sleep(2.0)
+        self.assertEqual(len(posted(lambda b: b.get("altId") == m["Message-ID"])), 1)
+
+    def test_kill9_mid_batch(self):
+        ids = []
+        for i in range(15):
+            msgid = email.utils.make_msgid(domain="k.test")
+            ids.append(msgid)
+            append("support", f"From: k{i}@k.test\r\nSubject: k{i}\r\nMessage-ID: {msgid}\r\n\r\nbatch {i}\r\n".encode())
+        time.sleep(0.3)
+        d.kill9()
+        d.start()
+        for msgid in ids:
+            self.assertGreaterEqual(len(posted(lambda b, m=msgid: b.get("altId") == m, timeout=30)), 1, msgid)
+        time.sleep(1.5)
+        dups = sum(len(posted(lambda b, m=m: b.get("altId") == m, timeout=0)) - 1 for m in ids)
+        self.assertLessEqual(dups, d.log().count("was being posted when mailbridge stopped"))
+
+    def test_uidvalidity_change_no_duplicates(self):
+        msgid = email.utils.make_msgid(domain="u.test")
+        append("support", f"From: u@u.test\r\nSubject: u\r\nMessage-ID: {msgid}\r\n\r\nbefore\r\n".encode())
+        self.assertEqual(len(posted(lambda b: b.get("altId") == msgid)), 1)
+        rc = d.stop()
+        self.assertEqual(rc, 0)
+        srv.stop_dovecot()
+        maildir = os.path.join(srv.dovecot_dir, "mail", "support", "Maildir")
+        for name in os.listdir(maildir):   # without its index and uidlist Dovecot starts a new UIDVALIDITY
+            if name.startswith("dovecot-uidlist") or name.startswith("dovecot.index") or name == "dovecot-uidvalidity":
+                os.unlink(os.path.join(maildir, name))
+            elif name.startswith("dovecot-uidvalidity."):
+                os.unlink(os.path.join(maildir, name))
+        time.sleep(1.1)   # UIDVALIDITY is a timestamp: make sure it differs
+        srv.start_dovecot()
+        d.start()
+        after = email.utils.make_msgid(domain="u.test")
+        append("support", f"From: u@u.test\r\nSubject: u2\r\nMessage-ID: {after}\r\n\r\nafter\r\n".encode())
+        self.assertEqual(len(posted(lambda b: b.get("altId") == after, timeout=20)), 1)
+        self.assertIn("UIDVALIDITY changed", d.log())
+        self.assertEqual(len(posted(lambda b: b.get("altId") == msgid)), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
