@@ -486,7 +486,6 @@ report_one(struct outbound *ob, struct job *job)
 	else switch (res.cls) {
 	case GHL_OK:
 		store_report_finish(st, job->id, REPORT_DONE, 0, NULL);
-		store_event(st, job->message_id, "status", job->report_status);
 		log_info("report: messageId=%s status=%s posted traceId=%s", job->message_id,
 		    job->report_status, res.trace_id ? res.trace_id : "-");
 		break;

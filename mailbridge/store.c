@@ -13,9 +13,15 @@
 
 #define STORE_BUSY_TIMEOUT_MS 5000
 
+#define STORE_STMT_CACHE 64
+
 struct store {
 	sqlite3 *db;
 	pthread_mutex_t lock;
+	/* prepared statements keyed by their SQL text's address: every SQL
+	 * string here is a literal, so the pointer names the statement, and
+	 * parsing SQL once instead of per call is most of our store CPU */
+	struct { const char *sql; sqlite3_stmt *stmt; } cache[STORE_STMT_CACHE];
 };
 
 /* Each entry moves the schema from version i to i+1. Never edit a shipped
@@ -104,18 +110,50 @@ store_log_error(struct store *st, const char *what)
 	log_error("store: %s: %s", what, sqlite3_errmsg(st->db));
 }
 
+/* A ready statement for sql (a string literal). Caller holds the lock and
+ * hands it back with store_stmt_done, never sqlite3_finalize. */
+static sqlite3_stmt *
+store_stmt(struct store *st, const char *sql)
+{
+	sqlite3_stmt *stmt;
+	int i;
+
+	for (i = 0; i < STORE_STMT_CACHE && st->cache[i].sql; i++)
+		if (st->cache[i].sql == sql)
+			return st->cache[i].stmt;
+	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+		store_log_error(st, "prepare");
+		return NULL;
+	}
+	if (i < STORE_STMT_CACHE) {
+		st->cache[i].sql = sql;
+		st->cache[i].stmt = stmt;
+	}
+	return stmt;
+}
+
+static void
+store_stmt_done(struct store *st, sqlite3_stmt *stmt)
+{
+	for (int i = 0; i < STORE_STMT_CACHE && st->cache[i].sql; i++)
+		if (st->cache[i].stmt == stmt) {
+			sqlite3_reset(stmt);
+			sqlite3_clear_bindings(stmt);
+			return;
+		}
+	store_stmt_done(st, stmt);
+}
+
 /* Prepares sql and binds args described by fmt: 'i' int64_t, 's' const
  * char * (NULL binds NULL). Caller holds the lock. NULL on error (logged). */
 static sqlite3_stmt *
 store_prepare(struct store *st, const char *sql, const char *fmt, va_list ap)
 {
-	sqlite3_stmt *stmt;
+	sqlite3_stmt *stmt = store_stmt(st, sql);
 	int i = 1;
 
-	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
-		store_log_error(st, "prepare");
+	if (!stmt)
 		return NULL;
-	}
 	for (const char *f = fmt; *f; f++, i++) {
 		if (*f == 'i') {
 			sqlite3_bind_int64(stmt, i, va_arg(ap, int64_t));
@@ -130,18 +168,24 @@ store_prepare(struct store *st, const char *sql, const char *fmt, va_list ap)
 	return stmt;
 }
 
-/* Runs a statement that returns no rows. Returns sqlite3_changes() or -1. */
+/* Runs a statement that returns no rows. Returns sqlite3_changes() or -1.
+ * durable: the commit is fsynced before we return (synchronous=FULL);
+ * otherwise WAL with synchronous=NORMAL: safe against a process crash
+ * (kill -9 loses nothing committed), but the last commits may roll back
+ * on power loss. Only writes that acknowledge something to the outside
+ * world (a webhook, a single-use token, an inbound post) need FULL; the
+ * rest would at worst repeat work after a power cut, never lose a job:
+ * a FULL commit also syncs every earlier WAL frame. */
 static int
-store_exec(struct store *st, const char *sql, const char *fmt, ...)
+store_exec_v(struct store *st, bool durable, const char *sql, const char *fmt, va_list ap)
 {
-	va_list ap;
 	sqlite3_stmt *stmt;
 	int r, changes = -1;
 
 	pthread_mutex_lock(&st->lock);
-	va_start(ap, fmt);
+	if (durable)
+		sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
 	stmt = store_prepare(st, sql, fmt, ap);
-	va_end(ap);
 	if (stmt) {
 		r = sqlite3_step(stmt);
 		if (r == SQLITE_DONE || r == SQLITE_ROW)
@@ -150,10 +194,34 @@ store_exec(struct store *st, const char *sql, const char *fmt, ...)
 			changes = 0;
 		else
 			store_log_error(st, "exec");
-		sqlite3_finalize(stmt);
+		store_stmt_done(st, stmt);
 	}
+	if (durable)
+		sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->lock);
 	return changes;
+}
+
+static int
+store_exec(struct store *st, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+	va_start(ap, fmt);
+	r = store_exec_v(st, false, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+static int
+store_exec_durable(struct store *st, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+	va_start(ap, fmt);
+	r = store_exec_v(st, true, sql, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 static char *
@@ -192,9 +260,9 @@ store_open(const char *data_dir, char **error_r)
 	free(path);
 	pthread_mutex_init(&st->lock, NULL);
 	sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
-	/* WAL for concurrent readers (CLI beside the daemon); FULL so that an
-	 * acknowledged webhook survives power loss, not only a process crash. */
-	if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+	/* WAL for concurrent readers (CLI beside the daemon); NORMAL by default,
+	 * FULL for the writes that acknowledge something (store_exec_durable) */
+	if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 	    "PRAGMA foreign_keys=ON;", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
 	umask(old);
@@ -236,6 +304,8 @@ store_close(struct store *st)
 {
 	if (!st)
 		return;
+	for (int i = 0; i < STORE_STMT_CACHE && st->cache[i].sql; i++)
+		sqlite3_finalize(st->cache[i].stmt);
 	sqlite3_close(st->db);
 	pthread_mutex_destroy(&st->lock);
 	free(st);
@@ -317,7 +387,7 @@ store_job_query(struct store *st, struct job **job_r, const char *sql, const cha
 		} else {
 			store_log_error(st, "job query");
 		}
-		sqlite3_finalize(stmt);
+		store_stmt_done(st, stmt);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return ret;
@@ -329,7 +399,7 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 {
 	int64_t now = now_ms();
 	/* ON CONFLICT DO NOTHING: a duplicate webhook is a success, stored once */
-	int r = store_exec(st,
+	int r = store_exec_durable(st,
 	    "INSERT INTO jobs (message_id, location_id, type, payload, state, next_at, created_at, updated_at) "
 	    "VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5) ON CONFLICT(message_id) DO NOTHING",
 	    "ssssi", message_id, location_id, type, payload, now);
@@ -354,11 +424,10 @@ store_job_next_due(struct store *st)
 	int64_t at = -1;
 
 	pthread_mutex_lock(&st->lock);
-	if (sqlite3_prepare_v2(st->db, "SELECT MIN(next_at) FROM jobs WHERE state='queued'",
-	    -1, &stmt, NULL) == SQLITE_OK) {
+	if ((stmt = store_stmt(st, "SELECT MIN(next_at) FROM jobs WHERE state='queued'")) != NULL) {
 		if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL)
 			at = sqlite3_column_int64(stmt, 0);
-		sqlite3_finalize(stmt);
+		store_stmt_done(st, stmt);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return at;
@@ -411,8 +480,7 @@ store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void 
 	int n = 0, r;
 
 	pthread_mutex_lock(&st->lock);
-	if (sqlite3_prepare_v2(st->db, "SELECT " JOB_COLUMNS " FROM jobs ORDER BY id DESC LIMIT ?1",
-	    -1, &stmt, NULL) != SQLITE_OK) {
+	if ((stmt = store_stmt(st, "SELECT " JOB_COLUMNS " FROM jobs ORDER BY id DESC LIMIT ?1")) == NULL) {
 		store_log_error(st, "list");
 		pthread_mutex_unlock(&st->lock);
 		return -1;
@@ -424,7 +492,7 @@ store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void 
 		job_free(j);
 		n++;
 	}
-	sqlite3_finalize(stmt);
+	store_stmt_done(st, stmt);
 	pthread_mutex_unlock(&st->lock);
 	return r == SQLITE_DONE ? n : -1;
 }
@@ -450,11 +518,11 @@ store_job_count(struct store *st, const char *state)
 	int n = -1;
 
 	pthread_mutex_lock(&st->lock);
-	if (sqlite3_prepare_v2(st->db, "SELECT COUNT(*) FROM jobs WHERE state=?1", -1, &stmt, NULL) == SQLITE_OK) {
+	if ((stmt = store_stmt(st, "SELECT COUNT(*) FROM jobs WHERE state=?1")) != NULL) {
 		sqlite3_bind_text(stmt, 1, state, -1, SQLITE_STATIC);
 		if (sqlite3_step(stmt) == SQLITE_ROW)
 			n = sqlite3_column_int(stmt, 0);
-		sqlite3_finalize(stmt);
+		store_stmt_done(st, stmt);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return n;
@@ -527,29 +595,31 @@ int
 store_msgmap_get(struct store *st, const char *by, const char *location_id, const char *key,
     struct msgmap **m_r)
 {
-	const char *col;
-	char *sql;
+#define MSGMAP_SELECT(col) "SELECT rfc_message_id, location_id, ghl_message_id, email_message_id, " \
+	"alt_id, conversation_id, contact_id, refs, reply_token FROM message_map " \
+	"WHERE " col "=?1 AND location_id=?2 ORDER BY created_at DESC LIMIT 1"
+	static const char *const sql_rfc = MSGMAP_SELECT("rfc_message_id"), *const sql_ghl = MSGMAP_SELECT("ghl_message_id"),
+	    *const sql_email = MSGMAP_SELECT("email_message_id"), *const sql_alt = MSGMAP_SELECT("alt_id"),
+	    *const sql_token = MSGMAP_SELECT("reply_token");
+	const char *sql;
 	sqlite3_stmt *stmt;
 	int r, ret = -1;
 
 	*m_r = NULL;
 	if (!strcmp(by, "rfc"))
-		col = "rfc_message_id";
+		sql = sql_rfc;
 	else if (!strcmp(by, "ghl"))
-		col = "ghl_message_id";
+		sql = sql_ghl;
 	else if (!strcmp(by, "email"))
-		col = "email_message_id";
+		sql = sql_email;
 	else if (!strcmp(by, "alt"))
-		col = "alt_id";
+		sql = sql_alt;
 	else if (!strcmp(by, "token"))
-		col = "reply_token";
+		sql = sql_token;
 	else
 		return -1;
-	sql = xasprintf("SELECT rfc_message_id, location_id, ghl_message_id, email_message_id, alt_id, "
-	    "conversation_id, contact_id, refs, reply_token FROM message_map "
-	    "WHERE %s=?1 AND location_id=?2 ORDER BY created_at DESC LIMIT 1", col);
 	pthread_mutex_lock(&st->lock);
-	if (sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL) == SQLITE_OK) {
+	if ((stmt = store_stmt(st, sql)) != NULL) {
 		sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 2, location_id, -1, SQLITE_STATIC);
 		r = sqlite3_step(stmt);
@@ -569,12 +639,11 @@ store_msgmap_get(struct store *st, const char *by, const char *location_id, cons
 		} else {
 			ret = r == SQLITE_DONE ? 0 : -1;
 		}
-		sqlite3_finalize(stmt);
+		store_stmt_done(st, stmt);
 	} else {
 		store_log_error(st, "msgmap");
 	}
 	pthread_mutex_unlock(&st->lock);
-	free(sql);
 	return ret;
 }
 
@@ -595,7 +664,7 @@ token_free(struct token *t)
 int
 store_token_put(struct store *st, const struct token *t)
 {
-	return store_exec(st,
+	return store_exec_durable(st,
 	    "INSERT INTO tokens (location_id, user_type, company_id, access_token, refresh_token, expires_at, "
 	    "scope, needs_reinstall, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9) "
 	    "ON CONFLICT(location_id) DO UPDATE SET user_type=excluded.user_type, company_id=excluded.company_id, "
@@ -614,8 +683,8 @@ store_token_get(struct store *st, const char *location_id, struct token **t_r)
 
 	*t_r = NULL;
 	pthread_mutex_lock(&st->lock);
-	if (sqlite3_prepare_v2(st->db, "SELECT location_id, user_type, company_id, access_token, refresh_token, "
-	    "expires_at, scope, needs_reinstall FROM tokens WHERE location_id=?1", -1, &stmt, NULL) == SQLITE_OK) {
+	if ((stmt = store_stmt(st, "SELECT location_id, user_type, company_id, access_token, refresh_token, "
+	    "expires_at, scope, needs_reinstall FROM tokens WHERE location_id=?1")) != NULL) {
 		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
 		r = sqlite3_step(stmt);
 		if (r == SQLITE_ROW) {
@@ -633,7 +702,7 @@ store_token_get(struct store *st, const char *location_id, struct token **t_r)
 		} else {
 			ret = r == SQLITE_DONE ? 0 : -1;
 		}
-		sqlite3_finalize(stmt);
+		store_stmt_done(st, stmt);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return ret;
@@ -655,16 +724,9 @@ store_token_mark_reinstall(struct store *st, const char *location_id)
 int
 store_webhook_seen(struct store *st, const char *webhook_id, int64_t now)
 {
-	int r = store_exec(st, "INSERT INTO webhook_seen (webhook_id, received_at) VALUES (?1, ?2) "
+	int r = store_exec_durable(st, "INSERT INTO webhook_seen (webhook_id, received_at) VALUES (?1, ?2) "
 	    "ON CONFLICT DO NOTHING", "si", webhook_id, now);
 	return r < 0 ? -1 : r;
-}
-
-int
-store_event(struct store *st, const char *message_id, const char *kind, const char *detail)
-{
-	return store_exec(st, "INSERT INTO events (at, message_id, kind, detail) VALUES (?1,?2,?3,?4)",
-	    "isss", now_ms(), message_id, kind, detail) < 0 ? -1 : 1;
 }
 
 int
@@ -674,8 +736,7 @@ store_checkpoint_get(struct store *st, const char *account, uint32_t *uidvalidit
 	int r, ret = -1;
 
 	pthread_mutex_lock(&st->lock);
-	if (sqlite3_prepare_v2(st->db, "SELECT uidvalidity, last_uid FROM imap_checkpoints WHERE account=?1",
-	    -1, &stmt, NULL) == SQLITE_OK) {
+	if ((stmt = store_stmt(st, "SELECT uidvalidity, last_uid FROM imap_checkpoints WHERE account=?1")) != NULL) {
 		sqlite3_bind_text(stmt, 1, account, -1, SQLITE_STATIC);
 		r = sqlite3_step(stmt);
 		if (r == SQLITE_ROW) {
@@ -685,7 +746,7 @@ store_checkpoint_get(struct store *st, const char *account, uint32_t *uidvalidit
 		} else {
 			ret = r == SQLITE_DONE ? 0 : -1;
 		}
-		sqlite3_finalize(stmt);
+		store_stmt_done(st, stmt);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return ret;
@@ -708,8 +769,7 @@ store_inbound_state(struct store *st, const char *location_id, const char *key, 
 
 	*state_r = NULL;
 	pthread_mutex_lock(&st->lock);
-	if (sqlite3_prepare_v2(st->db, "SELECT state FROM inbound_seen WHERE location_id=?1 AND dedupe_key=?2",
-	    -1, &stmt, NULL) == SQLITE_OK) {
+	if ((stmt = store_stmt(st, "SELECT state FROM inbound_seen WHERE location_id=?1 AND dedupe_key=?2")) != NULL) {
 		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
 		r = sqlite3_step(stmt);
@@ -719,7 +779,7 @@ store_inbound_state(struct store *st, const char *location_id, const char *key, 
 		} else {
 			ret = r == SQLITE_DONE ? 0 : -1;
 		}
-		sqlite3_finalize(stmt);
+		store_stmt_done(st, stmt);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return ret;
@@ -733,12 +793,12 @@ store_inbound_record(struct store *st, const char *location_id, const char *key,
 	int ret = -1;
 
 	pthread_mutex_lock(&st->lock);
-	if (sqlite3_prepare_v2(st->db,
+	sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);   /* see store_exec_v */
+	if ((stmt = store_stmt(st,
 	    "INSERT INTO inbound_seen (location_id, dedupe_key, state, ghl_message_id, error, summary, raw, "
 	    "attempts, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8) ON CONFLICT(location_id, dedupe_key) DO UPDATE "
 	    "SET state=excluded.state, ghl_message_id=excluded.ghl_message_id, error=excluded.error, "
-	    "summary=COALESCE(excluded.summary, summary), raw=excluded.raw, attempts=attempts+1",
-	    -1, &stmt, NULL) == SQLITE_OK) {
+	    "summary=COALESCE(excluded.summary, summary), raw=excluded.raw, attempts=attempts+1")) != NULL) {
 		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 3, state, -1, SQLITE_STATIC);
@@ -753,8 +813,9 @@ store_inbound_record(struct store *st, const char *location_id, const char *key,
 		ret = sqlite3_step(stmt) == SQLITE_DONE ? 1 : -1;
 		if (ret < 0)
 			store_log_error(st, "inbound record");
-		sqlite3_finalize(stmt);
+		store_stmt_done(st, stmt);
 	}
+	sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
 	pthread_mutex_unlock(&st->lock);
 	return ret;
 }
@@ -766,9 +827,8 @@ store_inbound_list(struct store *st, const char *state, void (*fn)(const struct 
 	int n = 0, r;
 
 	pthread_mutex_lock(&st->lock);
-	if (sqlite3_prepare_v2(st->db, "SELECT location_id, dedupe_key, state, ghl_message_id, error, summary, "
-	    "attempts, created_at FROM inbound_seen WHERE ?1 IS NULL OR state=?1 ORDER BY created_at DESC LIMIT 1000",
-	    -1, &stmt, NULL) != SQLITE_OK) {
+	if ((stmt = store_stmt(st, "SELECT location_id, dedupe_key, state, ghl_message_id, error, summary, "
+	    "attempts, created_at FROM inbound_seen WHERE ?1 IS NULL OR state=?1 ORDER BY created_at DESC LIMIT 1000")) == NULL) {
 		pthread_mutex_unlock(&st->lock);
 		return -1;
 	}
@@ -783,7 +843,7 @@ store_inbound_list(struct store *st, const char *state, void (*fn)(const struct 
 		fn(&row, arg);
 		n++;
 	}
-	sqlite3_finalize(stmt);
+	store_stmt_done(st, stmt);
 	pthread_mutex_unlock(&st->lock);
 	return r == SQLITE_DONE ? n : -1;
 }
@@ -796,8 +856,8 @@ store_inbound_raw(struct store *st, const char *location_id, const char *key, ch
 
 	*raw_r = NULL;
 	pthread_mutex_lock(&st->lock);
-	if (sqlite3_prepare_v2(st->db, "SELECT raw FROM inbound_seen WHERE location_id=?1 AND dedupe_key=?2 "
-	    "AND raw IS NOT NULL", -1, &stmt, NULL) == SQLITE_OK) {
+	if ((stmt = store_stmt(st, "SELECT raw FROM inbound_seen WHERE location_id=?1 AND dedupe_key=?2 "
+	    "AND raw IS NOT NULL")) != NULL) {
 		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
 		if (sqlite3_step(stmt) == SQLITE_ROW) {
@@ -809,7 +869,7 @@ store_inbound_raw(struct store *st, const char *location_id, const char *key, ch
 		} else {
 			ret = 0;
 		}
-		sqlite3_finalize(stmt);
+		store_stmt_done(st, stmt);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return ret;

@@ -1,7 +1,10 @@
-/* store: the only module that speaks SQL. One SQLite database (WAL,
- * synchronous=FULL: a write that returned has reached the disk) under the
- * data directory, file mode 0600, schema migrated by user_version.
+/* store: the only module that speaks SQL. One SQLite database (WAL)
+ * under the data directory, file mode 0600, schema migrated by
+ * user_version.
  *
+ * Writes that acknowledge something outside (webhook intake, tokens,
+ * inbound posts, app-webhook dedupe) are fsynced before they return; the
+ * others survive a process crash and may repeat work after a power cut.
  * All functions are thread-safe (one connection behind a mutex).
  * Return convention: 1 = yes/found/done, 0 = no/not found/duplicate,
  * -1 = store error (already logged here, where it is handled). */
@@ -151,8 +154,5 @@ int store_job_dsn(struct store *st, const char *message_id, const char *report_s
 
 /* Marketplace webhook replay protection: 1 first time, 0 seen before. */
 int store_webhook_seen(struct store *st, const char *webhook_id, int64_t now);
-
-/* Message journey events (kept for `trace`). */
-int store_event(struct store *st, const char *message_id, const char *kind, const char *detail);
 
 #endif

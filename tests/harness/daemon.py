@@ -75,7 +75,8 @@ def location_conf(loc_id, **kw):
 
 class Daemon:
     def __init__(self, port, api_base, locations, extra_highlevel="", extra_store="",
-                 require_signature=True, workers=2):
+                 require_signature=True, workers=2, log_level="debug"):
+        self.log_level = log_level
         self.port = port
         self.dir = tempfile.mkdtemp(prefix="mb-daemon-")
         self.conf = f"{self.dir}/mailbridge.conf"
@@ -96,7 +97,7 @@ class Daemon:
 listen = 127.0.0.1:{self.port}
 public_url = http://127.0.0.1:{self.port}
 max_body = 65536
-log_level = debug
+log_level = {self.log_level}
 
 [highlevel]
 api_base = {self.api_base}
@@ -124,12 +125,12 @@ include = locations.d/*.conf
             os.chmod(path, 0o600)
 
     def cli(self, *args, timeout=30):
-        return subprocess.run([BINARY, *args, "-c", self.conf], capture_output=True, text=True,
+        return subprocess.run([os.environ.get("MAILBRIDGE_BIN", BINARY), *args, "-c", self.conf], capture_output=True, text=True,
                               timeout=timeout)
 
     def start(self, timeout=10.0):
         log = open(self.log_path, "a")
-        cmd = [BINARY, "serve", "-c", self.conf]
+        cmd = [os.environ.get("MAILBRIDGE_BIN", BINARY), "serve", "-c", self.conf]
         if VALGRIND:
             cmd = ["valgrind", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite",
                    "--quiet", *cmd]

@@ -51,7 +51,9 @@ class MailServers:
     """Dovecot + Postfix. Ports: base+0 IMAP, +1 IMAPS, +2 LMTP,
     +3 SMTP (no auth, DSN), +4 submission (STARTTLS + AUTH)."""
 
-    def __init__(self, base_port, extra_users=()):
+    def __init__(self, base_port, extra_users=(), transport=None):
+        """transport: override Postfix's delivery (e.g. "discard:" for benchmarks)."""
+        self.transport = transport
         self.users = USERS + list(extra_users)
         self.base = base_port
         self.imap, self.imaps, self.lmtp, self.smtp, self.submission = (base_port + i for i in range(5))
@@ -128,6 +130,12 @@ service lmtp {{
     port = {self.lmtp}
   }}
 }}
+default_process_limit = 4096
+default_client_limit = 8192
+default_vsz_limit = 0
+service imap {{
+  process_limit = 4096
+}}
 service anvil {{
   unix_listener anvil-auth-penalty {{
     mode = 0
@@ -202,7 +210,7 @@ maillog_file = {p}/maillog
 maillog_file_prefixes = /var, /dev/stdout, {p}
 virtual_mailbox_domains = mail.test, client.test
 virtual_mailbox_maps = texthash:{p}/etc/vmailbox
-virtual_transport = lmtp:inet:127.0.0.1:{self.lmtp}
+virtual_transport = {self.transport or f"lmtp:inet:127.0.0.1:{self.lmtp}"}
 virtual_alias_maps = texthash:{p}/etc/virtual
 recipient_delimiter = +
 default_transport = error:outbound delivery disabled in tests

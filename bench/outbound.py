@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Outbound benchmark (not a test; never fails on timing).
+
+Pushes N signed webhooks (10 KB HTML; every 10th with a 100 KB attachment
+served locally) into a running mailbridge relaying to a real Postfix
+(delivery discarded, so Postfix's own queue is what we compare against),
+then measures Postfix's own smtp-source injecting the same count and size
+into the same Postfix. Prints webhooks accepted/s, ack latency p50/p99,
+end-to-end messages/s (until Postfix accepted all), peak RSS, and the
+ratio to smtp-source.
+
+usage: bench/outbound.py [N] [--build DIR]   (run as root; needs the test packages)
+"""
+import argparse
+import functools
+import http.server
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import http.client
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+from harness.daemon import Daemon, location_conf  # noqa: E402
+from harness.fakeghl import FakeGHL  # noqa: E402
+from harness.servers import MailServers  # noqa: E402
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("n", nargs="?", type=int, default=2000)
+    ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--clients", type=int, default=8, help="concurrent webhook senders")
+    ap.add_argument("--rate", type=float, default=0, help="pace webhooks at this many per second (0 = as fast as possible)")
+    args = ap.parse_args()
+    os.environ["MAILBRIDGE_BIN"] = os.path.join(args.build, "mailbridge")
+    base = 23000
+    srv = MailServers(base, transport="discard:")
+    try:
+        srv.start()
+        run(args, base, srv)
+    finally:
+        srv.stop()
+
+
+def run(args, base, srv):
+    ghl = FakeGHL()
+    ghl.static_tokens.add("tok")
+    files = tempfile.mkdtemp(prefix="mb-bench-")
+    with open(os.path.join(files, "a.bin"), "wb") as f:
+        f.write(os.urandom(100 * 1024))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=files)
+    handler.log_message = lambda *a: None
+    fsrv = http.server.ThreadingHTTPServer(("127.0.0.1", base + 30), handler)
+    threading.Thread(target=fsrv.serve_forever, daemon=True).start()
+    d = Daemon(base + 50, ghl.url, [location_conf("LBench", **{
+        "from": "Bench <bench@mail.test>", "smtp_host": "127.0.0.1", "smtp_port": srv.smtp,
+        "smtp_tls": "none", "token": "tok"})], workers=args.workers, log_level="warn")
+    d.start()
+    html = "<p>" + ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 170)[:10200] + "</p>"
+    bodies = []
+    for i in range(args.n):
+        p = {"type": "Email", "locationId": "LBench", "messageId": f"b{i:07d}", "emailTo": ["alice@mail.test"],
+             "subject": f"bench {i}", "html": html,
+             "attachments": [f"http://127.0.0.1:{base + 30}/a.bin"] if i % 10 == 0 else []}
+        body = json.dumps(p).encode()
+        bodies.append((body, d.keys.sign_ed25519(body)))
+    print(f"prepared {args.n} signed webhooks", flush=True)
+
+    lat = []
+    lock = threading.Lock()
+    idx = [0]
+
+    start = time.perf_counter()
+
+    def sender():
+        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+        while True:
+            with lock:
+                if idx[0] >= len(bodies):
+                    break
+                body, sig = bodies[idx[0]]
+                i = idx[0]
+                idx[0] += 1
+            if args.rate:
+                delay = start + i / args.rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            t = time.perf_counter()
+            c.request("POST", "/webhooks/provider", body, {"X-GHL-Signature": sig, "Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            dt = time.perf_counter() - t
+            assert r.status == 200, r.status
+            with lock:
+                lat.append(dt)
+        c.close()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=sender) for _ in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t_acked = time.perf_counter() - t0
+    while True:
+        with d.db() as c:
+            left = c.execute("SELECT COUNT(*) FROM jobs WHERE state NOT IN ('sent','failed')").fetchone()[0]
+        if left == 0:
+            break
+        time.sleep(0.05)
+    t_sent = time.perf_counter() - t0
+    peak = rss_kib(d.proc.pid)
+    with open(f"/proc/{d.proc.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with d.db() as c:
+        failed = c.execute("SELECT COUNT(*) FROM jobs WHERE state='failed'").fetchone()[0]
+    d.stop()
+
+    # Postfix's own injector, same count, same size (rendered size of ours)
+    size = len(html) + 2000
+    t1 = time.perf_counter()
+    subprocess.run(["smtp-source", "-s", str(args.workers), "-m", str(args.n), "-l", str(size),
+                    "-f", "bench@mail.test", "-t", "alice@mail.test", f"127.0.0.1:{srv.smtp}"],
+                   check=True, timeout=600)
+    t_src = time.perf_counter() - t1
+
+    lat.sort()
+    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
+    ours, theirs = args.n / t_sent, args.n / t_src
+    print(json.dumps({
+        "messages": args.n, "failed": failed, "paced_rate": args.rate or "unpaced", "clients": args.clients,
+        "webhooks_accepted_per_s": round(args.n / t_acked, 1),
+        "ack_ms_p50": round(p(0.50), 2), "ack_ms_p99": round(p(0.99), 2), "ack_ms_max": round(lat[-1] * 1000, 2),
+        "end_to_end_msgs_per_s": round(ours, 1),
+        "smtp_source_msgs_per_s": round(theirs, 1),
+        "ratio_to_smtp_source": round(ours / theirs, 2),
+        "peak_rss_kib": peak,
+        "mailbridge_cpu_s": round(cpu_s, 2),
+        "mailbridge_cpu_ms_per_msg": round(cpu_s * 1000 / args.n, 3),
+    }, indent=2))
+    d.cleanup()
+    fsrv.shutdown()
+    ghl.close()
+
+
+if __name__ == "__main__":
+    main()
