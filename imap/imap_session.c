@@ -4,7 +4,7 @@
 #include "inbound.h"
 #include "log.h"
 #include "store.h"
-#include "tls_verify.h"
+#include "netstream.h"
 #include "util.h"
 
 #include <libetpan/libetpan.h>
@@ -55,26 +55,31 @@ imap_session_connect(struct imap_session *s, char **error_r)
 	uint32_t stored_validity = 0, stored_uid = 0;
 	int r, have;
 
+	struct netstream_tls tls = { c->tls_verify, c->ca_file };
+	mailstream *stream;
+
 	s->imap = imap;
-	mailimap_set_timeout(imap, IMAP_TIMEOUT_S);   /* before connect: copied into the stream */
-	if (c->tls_mode == TLS_MODE_IMPLICIT)
-		r = mailimap_ssl_connect_with_callback(imap, c->host, (uint16_t)c->port, tls_sni_callback, c->host);
-	else
-		r = mailimap_socket_connect(imap, c->host, (uint16_t)c->port);
+	mailimap_set_timeout(imap, IMAP_TIMEOUT_S);
+	/* our stream: poll() not select(), certificates checked in the
+	 * handshake, small buffers (netstream.h) */
+	stream = netstream_connect(c->host, (int)c->port, c->tls_mode == TLS_MODE_IMPLICIT ? &tls : NULL,
+	    IMAP_TIMEOUT_S, error_r);
+	if (!stream)
+		goto fail;
+	r = mailimap_connect(imap, stream);
 	if (!imap_ok(r)) {
 		*error_r = imap_error(imap, "connect", r);
 		goto fail;
 	}
 	if (c->tls_mode == TLS_MODE_STARTTLS) {
-		r = mailimap_socket_starttls_with_callback(imap, tls_sni_callback, c->host);
+		r = mailimap_starttls(imap);
 		if (r != MAILIMAP_NO_ERROR) {
 			*error_r = imap_error(imap, "STARTTLS", r);
 			goto fail;
 		}
+		if (netstream_starttls(imap->imap_stream, c->host, &tls, error_r) < 0)
+			goto fail;
 	}
-	if (c->tls_mode != TLS_MODE_NONE && c->tls_verify &&
-	    tls_verify_stream(imap->imap_stream, c->host, c->ca_file, error_r) < 0)
-		goto fail;
 	r = mailimap_login(imap, c->user, c->password);
 	if (r != MAILIMAP_NO_ERROR) {
 		*error_r = imap_error(imap, "LOGIN", r);
@@ -299,7 +304,8 @@ bool
 imap_session_buffered(const struct imap_session *s)
 {
 	mailimap *imap = s->imap;
-	return imap && imap->imap_stream && imap->imap_stream->read_buffer_len > 0;
+	/* libetpan's buffer, or TLS records GnuTLS already decrypted */
+	return imap && imap->imap_stream && netstream_pending(imap->imap_stream);
 }
 
 int

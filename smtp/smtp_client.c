@@ -1,14 +1,11 @@
 #include "smtp_client.h"
 #include "log.h"
-#include "tls_verify.h"
+#include "netstream.h"
 #include "util.h"
 
 #include <libetpan/libetpan.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 struct smtp_conn {
 	mailsmtp *s;
@@ -17,7 +14,7 @@ struct smtp_conn {
 
 static const char *const smtp_state_names[] = {
 	[SMTP_CONNECT] = "connect", [SMTP_EHLO] = "ehlo", [SMTP_STARTTLS] = "starttls",
-	[SMTP_TLS_VERIFY] = "tls-verify", [SMTP_EHLO2] = "ehlo-after-tls", [SMTP_AUTH] = "auth",
+	[SMTP_EHLO2] = "ehlo-after-tls", [SMTP_AUTH] = "auth",
 	[SMTP_MAIL] = "mail", [SMTP_RCPT] = "rcpt", [SMTP_DATA] = "data", [SMTP_BODY] = "end-of-data",
 	[SMTP_DONE] = "done",
 };
@@ -148,16 +145,23 @@ smtp_send(struct smtp_conn **connp, const struct smtp_params *p, const struct sm
 		if (c)
 			c->s->response_code = 0;
 		switch (state) {
-		case SMTP_CONNECT:
+		case SMTP_CONNECT: {
+			struct netstream_tls tls = { p->tls_verify, p->ca_file };
+			mailstream *stream;
 			c = xcalloc(1, sizeof(*c));
 			c->key = conn_key(p);
 			c->s = mailsmtp_new(0, NULL);
 			mailsmtp_set_timeout(c->s, p->timeout);
-			if (p->tls == TLS_MODE_IMPLICIT)
-				r = mailsmtp_ssl_connect_with_callback(c->s, p->host, (uint16_t)p->port,
-				    tls_sni_callback, (void *)p->host);
-			else
-				r = mailsmtp_socket_connect(c->s, p->host, (uint16_t)p->port);
+			/* our stream: certificates verified in the handshake, poll()
+			 * not select(), no Nagle delay on the final dot (netstream.h) */
+			stream = netstream_connect(p->host, p->port, p->tls == TLS_MODE_IMPLICIT ? &tls : NULL,
+			    p->timeout, &err);
+			if (!stream) {
+				set_error(res, err);
+				free(err);
+				goto fail;
+			}
+			r = mailsmtp_connect(c->s, stream);
 			if (r != MAILSMTP_NO_ERROR) {
 				if (c->s->response_code >= 400)
 					take_reply(c->s, &res->reply);   /* 554 greeting */
@@ -165,17 +169,10 @@ smtp_send(struct smtp_conn **connp, const struct smtp_params *p, const struct sm
 					set_error(res, mailsmtp_strerror(r));
 				goto fail;
 			}
-			/* libetpan writes a command, then the body in pieces and the final
-			 * dot separately: with Nagle on, that last small write waits for
-			 * the server's delayed ACK (40 ms per message, measured) */
-			{
-				int fd = mailstream_low_get_fd(mailstream_get_low(c->s->stream)), one = 1;
-				if (fd >= 0)
-					setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-			}
 			tls_done = p->tls == TLS_MODE_IMPLICIT;
-			state = tls_done ? SMTP_TLS_VERIFY : SMTP_EHLO;
+			state = SMTP_EHLO;
 			break;
+		}
 		case SMTP_EHLO:
 		case SMTP_EHLO2:
 			r = mailesmtp_ehlo(c->s);
@@ -191,31 +188,27 @@ smtp_send(struct smtp_conn **connp, const struct smtp_params *p, const struct sm
 			else
 				state = p->user ? SMTP_AUTH : SMTP_MAIL;
 			break;
-		case SMTP_STARTTLS:
+		case SMTP_STARTTLS: {
+			struct netstream_tls tls = { p->tls_verify, p->ca_file };
 			if (!(c->s->esmtp & MAILSMTP_ESMTP_STARTTLS)) {
 				/* never fall back to plain text once TLS is configured */
 				set_error(res, "relay does not offer STARTTLS (smtp_tls = starttls)");
 				goto fail;
 			}
-			r = mailsmtp_socket_starttls_with_callback(c->s, tls_sni_callback, (void *)p->host);
+			r = mailesmtp_starttls(c->s);
 			if (r != MAILSMTP_NO_ERROR) {
-				if (c->s->response_code >= 400)
-					take_reply(c->s, &res->reply);
-				else
-					set_error(res, "TLS handshake failed");
+				take_reply(c->s, &res->reply);
 				goto fail;
 			}
-			tls_done = true;
-			state = SMTP_TLS_VERIFY;
-			break;
-		case SMTP_TLS_VERIFY:
-			if (p->tls_verify && tls_verify_stream(c->s->stream, p->host, p->ca_file, &err) < 0) {
+			if (netstream_starttls(c->s->stream, p->host, &tls, &err) < 0) {
 				set_error(res, err);
 				free(err);
 				goto fail;
 			}
-			state = p->tls == TLS_MODE_IMPLICIT ? SMTP_EHLO : SMTP_EHLO2;
+			tls_done = true;
+			state = SMTP_EHLO2;
 			break;
+		}
 		case SMTP_AUTH:
 			if (!tls_done && p->tls != TLS_MODE_NONE) {
 				set_error(res, "refusing AUTH without TLS");

@@ -3,8 +3,8 @@
  * an envelope and the message bytes, and returns what the server said,
  * per stage and per recipient. Blocking; one connection per thread.
  *
- * Certificates are verified after STARTTLS / implicit TLS and before AUTH
- * (tls_verify.c) unless params.tls_verify is false. */
+ * Certificates (chain and host name) are verified in the TLS handshake,
+ * before EHLO-after-TLS and AUTH (netstream.c), unless tls_verify is off. */
 #ifndef MB_SMTP_CLIENT_H
 #define MB_SMTP_CLIENT_H
 
@@ -14,7 +14,7 @@
 #include "config.h"
 
 enum smtp_state {
-	SMTP_CONNECT, SMTP_EHLO, SMTP_STARTTLS, SMTP_TLS_VERIFY, SMTP_EHLO2, SMTP_AUTH,
+	SMTP_CONNECT, SMTP_EHLO, SMTP_STARTTLS, SMTP_EHLO2, SMTP_AUTH,
 	SMTP_MAIL, SMTP_RCPT, SMTP_DATA, SMTP_BODY, SMTP_DONE,
 };
 const char *smtp_state_name(enum smtp_state s);

@@ -32,7 +32,7 @@ main(void)
 		{ SMTP_DONE, 250, 250, 550, SMTP_OUT_SENT, SMTP_OUT_PERM },   /* partial */
 		{ SMTP_DONE, 250, 250, 451, SMTP_OUT_SENT, SMTP_OUT_TEMP },
 		{ SMTP_CONNECT, 0, 0, 0, SMTP_OUT_TEMP, SMTP_OUT_TEMP },      /* relay down */
-		{ SMTP_TLS_VERIFY, 0, 0, 0, SMTP_OUT_TEMP, SMTP_OUT_TEMP },   /* bad cert: never perm */
+		{ SMTP_STARTTLS, 0, 0, 0, SMTP_OUT_TEMP, SMTP_OUT_TEMP },     /* bad cert: never perm */
 		{ SMTP_AUTH, 535, 0, 0, SMTP_OUT_TEMP, SMTP_OUT_TEMP },       /* our config, not the mail */
 		{ SMTP_EHLO, 554, 0, 0, SMTP_OUT_TEMP, SMTP_OUT_TEMP },
 		{ SMTP_MAIL, 550, 0, 0, SMTP_OUT_PERM, SMTP_OUT_PERM },

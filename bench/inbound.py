@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Inbound benchmark (not a test; never fails on timing).
+
+N mailboxes in a real Dovecot, each the IMAP mailbox of its own location,
+all idling in one mailbridge over TLS. Reports RSS per idle mailbox (the
+slope between a run with few and a run with N mailboxes), CPU used while
+idle, and delivery-to-post latency p50/p99 for messages appended to
+random mailboxes.
+
+usage: bench/inbound.py [N] [--build DIR]   (run as root)
+"""
+import argparse
+import email.utils
+import imaplib
+import json
+import os
+import random
+import re
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+from harness.daemon import Daemon, location_conf  # noqa: E402
+from harness.fakeghl import FakeGHL  # noqa: E402
+from harness.servers import MailServers  # noqa: E402
+
+
+def proc_stat(pid):
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_daemon(srv, ghl, users, port, tls):
+    locs = [location_conf(f"L{u}", **{"from": f"{u} <{u}@mail.test>", "smtp_host": "127.0.0.1",
+                                     "smtp_port": srv.smtp, "smtp_tls": "none", "token": "tok",
+                                     "imap_host": "127.0.0.1", "imap_port": srv.imaps if tls else srv.imap,
+                                     "imap_tls": "tls" if tls else "none", "imap_ca_file": srv.cert,
+                                     "imap_user": u, "imap_password": u + "pw"}) for u in users]
+    d = Daemon(port, ghl.url, locs, log_level="info")
+    d.start()
+    end = time.time() + 600
+    while time.time() < end:
+        if len(re.findall(r"imap: locationId=\S+ connected", d.log())) >= len(users):
+            break
+        time.sleep(0.2)
+    time.sleep(2.0)
+    return d
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("n", nargs="?", type=int, default=1000)
+    ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
+    ap.add_argument("--plain", action="store_true", help="IMAP without TLS")
+    ap.add_argument("--samples", type=int, default=50)
+    args = ap.parse_args()
+    os.environ["MAILBRIDGE_BIN"] = os.path.join(args.build, "mailbridge")
+    users = [f"u{i:05d}" for i in range(args.n)]
+    srv = MailServers(24000, extra_users=users)
+    ghl = FakeGHL()
+    ghl.static_tokens.add("tok")
+    try:
+        srv.start()
+        small = users[:10]
+        d = run_daemon(srv, ghl, small, 24050, not args.plain)
+        rss_small, _ = proc_stat(d.proc.pid)
+        d.stop()
+        d.cleanup()
+        d = run_daemon(srv, ghl, users, 24051, not args.plain)
+        rss_big, cpu0 = proc_stat(d.proc.pid)
+        time.sleep(10)
+        _, cpu1 = proc_stat(d.proc.pid)
+        lat = []
+        for u in random.sample(users, min(args.samples, len(users))):
+            msgid = email.utils.make_msgid(domain="bench.test")
+            raw = f"From: x@bench.test\r\nTo: {u}@mail.test\r\nSubject: b\r\nMessage-ID: {msgid}\r\n\r\nhi\r\n"
+            with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
+                m.login(u, u + "pw")
+                t0 = time.time()
+                m.append("INBOX", None, None, raw.encode())
+            while time.time() - t0 < 10:
+                with ghl.lock:
+                    if any(b.get("altId") == msgid for b in ghl.inbound):
+                        break
+                time.sleep(0.005)
+            lat.append(time.time() - t0)
+        connected = len(set(re.findall(r"imap: locationId=(\S+) connected", d.log())))
+        d.stop()
+        d.cleanup()
+        lat.sort()
+        print(json.dumps({
+            "mailboxes": args.n, "connected": connected, "tls": not args.plain,
+            "rss_kib_10_mailboxes": rss_small, "rss_kib_all": rss_big,
+            "rss_kib_per_idle_mailbox": round((rss_big - rss_small) / (args.n - len(small)), 1),
+            "idle_cpu_percent": round((cpu1 - cpu0) / 10 * 100, 2),
+            "latency_ms_p50": round(lat[len(lat) // 2] * 1000, 1),
+            "latency_ms_p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
+        }, indent=2))
+    finally:
+        ghl.close()
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()

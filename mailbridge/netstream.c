@@ -1,0 +1,320 @@
+#include "netstream.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <gnutls/gnutls.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define NETSTREAM_BUFFER 4096
+
+struct netstream {
+	int fd;
+	gnutls_session_t tls;      /* NULL while plain */
+};
+
+/* Trust stores are big to parse: one credentials object per CA file (or
+ * the system store), shared by every session, kept for the process. */
+struct cred_entry {
+	char *ca_file;             /* NULL = system */
+	gnutls_certificate_credentials_t cred;
+	struct cred_entry *next;
+};
+static pthread_mutex_t cred_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cred_entry *creds;
+
+static gnutls_certificate_credentials_t
+cred_get(const char *ca_file, char **error_r)
+{
+	struct cred_entry *e;
+	gnutls_certificate_credentials_t c = NULL;
+	int r;
+
+	pthread_mutex_lock(&cred_lock);
+	for (e = creds; e; e = e->next)
+		if ((!e->ca_file && !ca_file) || (e->ca_file && ca_file && !strcmp(e->ca_file, ca_file))) {
+			c = e->cred;
+			goto out;
+		}
+	gnutls_certificate_allocate_credentials(&c);
+	r = ca_file ? gnutls_certificate_set_x509_trust_file(c, ca_file, GNUTLS_X509_FMT_PEM) :
+	    gnutls_certificate_set_x509_system_trust(c);
+	if (r <= 0) {
+		*error_r = xasprintf("no trust anchors loaded from %s", ca_file ? ca_file : "the system store");
+		gnutls_certificate_free_credentials(c);
+		c = NULL;
+		goto out;
+	}
+	e = xcalloc(1, sizeof(*e));
+	e->ca_file = xstrdup(ca_file);
+	e->cred = c;
+	e->next = creds;
+	creds = e;
+out:
+	pthread_mutex_unlock(&cred_lock);
+	return c;
+}
+
+static int
+wait_fd(int fd, short events, unsigned long timeout_s)
+{
+	struct pollfd p = { fd, events, 0 };
+	int ms = timeout_s ? (int)(timeout_s * 1000) : 300 * 1000;
+	int r;
+	do
+		r = poll(&p, 1, ms);
+	while (r < 0 && errno == EINTR);
+	return r > 0 ? 0 : -1;   /* timeout or error */
+}
+
+static ssize_t
+ns_read(mailstream_low *low, void *buf, size_t n)
+{
+	struct netstream *ns = low->data;
+	ssize_t r;
+
+	for (;;) {
+		if (!(ns->tls && gnutls_record_check_pending(ns->tls) > 0) &&
+		    wait_fd(ns->fd, POLLIN, low->timeout) < 0)
+			return -1;
+		if (ns->tls) {
+			r = gnutls_record_recv(ns->tls, buf, n);
+			if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+				continue;
+			return r < 0 ? -1 : r;
+		}
+		r = recv(ns->fd, buf, n, 0);
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		return r;
+	}
+}
+
+static ssize_t
+ns_write(mailstream_low *low, const void *buf, size_t n)
+{
+	struct netstream *ns = low->data;
+	ssize_t r;
+
+	for (;;) {
+		if (wait_fd(ns->fd, POLLOUT, low->timeout) < 0)
+			return -1;
+		if (ns->tls) {
+			r = gnutls_record_send(ns->tls, buf, n);
+			if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+				continue;
+			return r < 0 ? -1 : r;
+		}
+		r = send(ns->fd, buf, n, MSG_NOSIGNAL);
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		return r;
+	}
+}
+
+static int
+ns_close(mailstream_low *low)
+{
+	struct netstream *ns = low->data;
+	if (ns->tls) {
+		gnutls_deinit(ns->tls);
+		ns->tls = NULL;
+	}
+	if (ns->fd >= 0) {
+		close(ns->fd);
+		ns->fd = -1;
+	}
+	return 0;
+}
+
+static int
+ns_get_fd(mailstream_low *low)
+{
+	return ((struct netstream *)low->data)->fd;
+}
+
+static void
+ns_free(mailstream_low *low)
+{
+	ns_close(low);
+	free(low->data);
+	free(low);
+}
+
+static void ns_cancel(mailstream_low *low) { (void)low; }
+static struct mailstream_cancel *ns_get_cancel(mailstream_low *low) { (void)low; return NULL; }
+static carray *ns_get_chain(mailstream_low *low) { (void)low; return NULL; }
+static int ns_idle_noop(mailstream_low *low) { (void)low; return -1; }
+
+static mailstream_low_driver netstream_driver = {
+	.mailstream_read = ns_read,
+	.mailstream_write = ns_write,
+	.mailstream_close = ns_close,
+	.mailstream_get_fd = ns_get_fd,
+	.mailstream_free = ns_free,
+	.mailstream_cancel = ns_cancel,
+	.mailstream_get_cancel = ns_get_cancel,
+	.mailstream_get_certificate_chain = ns_get_chain,
+	.mailstream_setup_idle = ns_idle_noop,
+	.mailstream_unsetup_idle = ns_idle_noop,
+	.mailstream_interrupt_idle = ns_idle_noop,
+};
+
+static int
+tcp_connect(const char *host, int port, int timeout, char **error_r)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL, *ai;
+	char portstr[16];
+	int fd = -1, r, err = 0;
+
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	r = getaddrinfo(host, portstr, &hints, &res);
+	if (r != 0) {
+		*error_r = xasprintf("cannot resolve %s: %s", host, gai_strerror(r));
+		return -1;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		socklen_t len = sizeof(err);
+		int flags, one = 1;
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		flags = fcntl(fd, F_GETFL);
+		fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+		r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+		if (r < 0 && errno == EINPROGRESS) {
+			if (wait_fd(fd, POLLOUT, (unsigned long)timeout) < 0)
+				err = ETIMEDOUT;
+			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+				err = errno;
+		} else if (r < 0) {
+			err = errno;
+		} else {
+			err = 0;
+		}
+		if (err == 0) {
+			fcntl(fd, F_SETFL, flags);
+			/* libetpan writes a command and data in pieces: no Nagle delays */
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+			break;
+		}
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		*error_r = xasprintf("cannot connect to %s:%d: %s", host, port, strerror(err ? err : ECONNREFUSED));
+	return fd;
+}
+
+static bool
+is_ip_literal(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
+}
+
+static int
+tls_handshake(struct netstream *ns, const char *host, const struct netstream_tls *t, int timeout, char **error_r)
+{
+	gnutls_certificate_credentials_t cred = cred_get(t->ca_file, error_r);
+	int r;
+
+	if (!cred)
+		return -1;
+	gnutls_init(&ns->tls, GNUTLS_CLIENT);
+	gnutls_set_default_priority(ns->tls);
+	gnutls_credentials_set(ns->tls, GNUTLS_CRD_CERTIFICATE, cred);
+	if (!is_ip_literal(host))
+		gnutls_server_name_set(ns->tls, GNUTLS_NAME_DNS, host, strlen(host));
+	if (t->verify)
+		gnutls_session_set_verify_cert(ns->tls, host, 0);
+	gnutls_transport_set_int(ns->tls, ns->fd);
+	gnutls_handshake_set_timeout(ns->tls, (unsigned)timeout * 1000);
+	do
+		r = gnutls_handshake(ns->tls);
+	while (r < 0 && !gnutls_error_is_fatal(r));
+	if (r < 0) {
+		if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+			gnutls_datum_t out = { NULL, 0 };
+			unsigned status = gnutls_session_get_verify_cert_status(ns->tls);
+			gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0);
+			*error_r = xasprintf("certificate of %s not trusted: %s", host, out.data ? (char *)out.data : "?");
+			gnutls_free(out.data);
+		} else {
+			*error_r = xasprintf("TLS handshake with %s failed: %s", host, gnutls_strerror(r));
+		}
+		gnutls_deinit(ns->tls);
+		ns->tls = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+mailstream *
+netstream_connect(const char *host, int port, const struct netstream_tls *tls, int timeout, char **error_r)
+{
+	struct netstream *ns;
+	mailstream_low *low;
+	mailstream *s;
+	int fd = tcp_connect(host, port, timeout, error_r);
+
+	if (fd < 0)
+		return NULL;
+	ns = xcalloc(1, sizeof(*ns));
+	ns->fd = fd;
+	if (tls && tls_handshake(ns, host, tls, timeout, error_r) < 0) {
+		close(fd);
+		free(ns);
+		return NULL;
+	}
+	low = mailstream_low_new(ns, &netstream_driver);
+	mailstream_low_set_timeout(low, (unsigned long)timeout);
+	s = mailstream_new(low, NETSTREAM_BUFFER);
+	return s;
+}
+
+int
+netstream_starttls(mailstream *s, const char *host, const struct netstream_tls *tls, char **error_r)
+{
+	mailstream_low *low = mailstream_get_low(s);
+	struct netstream *ns = low->data;
+
+	if (low->driver != &netstream_driver || ns->tls) {
+		*error_r = xstrdup("STARTTLS on a stream that is not a plain netstream");
+		return -1;
+	}
+	/* anything buffered before the handshake would be a plaintext injection */
+	if (s->read_buffer_len > 0) {
+		*error_r = xstrdup("data after the STARTTLS reply (possible injection); refusing");
+		return -1;
+	}
+	return tls_handshake(ns, host, tls, (int)(low->timeout ? low->timeout : 60), error_r);
+}
+
+bool
+netstream_pending(mailstream *s)
+{
+	mailstream_low *low;
+	struct netstream *ns;
+
+	if (!s)
+		return false;
+	if (s->read_buffer_len > 0)
+		return true;
+	low = mailstream_get_low(s);
+	ns = low->driver == &netstream_driver ? low->data : NULL;
+	return ns && ns->tls && gnutls_record_check_pending(ns->tls) > 0;
+}

@@ -1,0 +1,35 @@
+/* netstream: our own libetpan stream driver (mailstream_low) over a TCP
+ * socket, optionally wrapped in GnuTLS. Why not libetpan's own:
+ *  - it waits with select(): any fd >= 1024 aborts the process, and it
+ *    opens a cancel pipe per stream (3 fds per mailbox), so a few hundred
+ *    watched mailboxes crashed it (measured);
+ *  - it does not verify certificates (LIBRARIES.md B.1): here GnuTLS
+ *    checks the chain and the host name during the handshake, against the
+ *    system trust store or a CA file, before any credential is sent;
+ *  - its 8 KiB read and write buffers per stream dominate idle memory.
+ * Waits use poll() with the stream's timeout; writes use MSG_NOSIGNAL. */
+#ifndef MB_NETSTREAM_H
+#define MB_NETSTREAM_H
+
+#include <libetpan/libetpan.h>
+#include <stdbool.h>
+
+struct netstream_tls {
+	bool verify;               /* chain + host name (default yes) */
+	const char *ca_file;       /* NULL: system trust store */
+};
+
+/* Connects to host:port within timeout seconds; TLS from the first byte
+ * when tls is non-NULL. Returns a stream for mailimap_connect /
+ * mailsmtp_connect, or NULL with *error_r (malloc'd). */
+mailstream *netstream_connect(const char *host, int port, const struct netstream_tls *tls,
+    int timeout, char **error_r);
+
+/* Upgrades a plain stream in place after the server accepted STARTTLS.
+ * host is the name to verify. 0 or -1 with *error_r. */
+int netstream_starttls(mailstream *s, const char *host, const struct netstream_tls *tls, char **error_r);
+
+/* Bytes already decrypted or buffered that poll()/epoll will not report. */
+bool netstream_pending(mailstream *s);
+
+#endif
