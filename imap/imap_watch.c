@@ -3,6 +3,7 @@
 #include "config.h"
 #include "imap_session.h"
 #include "log.h"
+#include "store.h"
 #include "util.h"
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 #define WATCH_RETRY_MS         15000     /* inbound asked to retry a message */
 #define WATCH_STAGGER_MS       20        /* between first connects */
 #define WATCH_MAX_EVENTS       256
+#define WATCH_UNINSTALLED_MS   30000
 
 enum box_state { BOX_WAIT, BOX_IDLE, BOX_BUSY };
 
@@ -69,9 +71,21 @@ box_step(struct box *b)
 	int r = 0;
 	int64_t next_check = -1;
 
+	if (store_is_uninstalled(s->app->store, s->loc->id) == 1) {
+		/* UNINSTALL: nobody to post to; look again later in case of a re-install */
+		if (s->imap) {
+			imap_session_close(s, true);
+			store_watcher_state(s->app->store, s->loc->id, "stopped", "app uninstalled");
+			log_info("imap: locationId=%s watcher stopped: app uninstalled", s->loc->id);
+		}
+		b->state = BOX_WAIT;
+		b->deadline = mono_ms() + WATCH_UNINSTALLED_MS;
+		return;
+	}
 	if (!s->imap) {
 		if (imap_session_connect(s, &err) < 0)
 			goto fail;
+		store_watcher_state(s->app->store, s->loc->id, s->has_idle ? "idling" : "polling", NULL);
 	} else if (s->idling) {
 		if (imap_session_idle_done(s, &err) < 0)
 			goto fail;
@@ -106,6 +120,7 @@ box_step(struct box *b)
 fail:
 	b->failures++;
 	imap_session_close(s, false);
+	store_watcher_state(s->app->store, s->loc->id, "backing off", err);
 	b->state = BOX_WAIT;
 	b->deadline = mono_ms() + backoff_ms(b->failures - 1, WATCH_BACKOFF_BASE_MS, WATCH_BACKOFF_MAX_MS);
 	log_warn("imap: locationId=%s %s; retry in %lld ms", s->loc->id, err ? err : "error",

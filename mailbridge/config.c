@@ -61,6 +61,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_STORE, "retry_base", CT_INT, G(retry_base), "60", 1, 86400, false },
 	{ SEC_STORE, "retry_max", CT_INT, G(retry_max), "3600", 1, 86400, false },
 	{ SEC_STORE, "max_attachment", CT_INT, G(max_attachment), "26214400", 1024, 1L << 30, false },
+	{ SEC_STORE, "token_key_file", CT_PATH, G(token_key_file), NULL, 0, 0, false },
 
 	{ SEC_LOCATION, "mode", CT_STR, L(mode), "default", 0, 0, false },
 	{ SEC_LOCATION, "provider_id", CT_STR, L(provider_id), NULL, 0, 0, false },
@@ -582,6 +583,26 @@ config_check(struct config *cfg, FILE *err, int *errors)
 	    (!cfg->rsa_key || access(cfg->rsa_key, R_OK) != 0)) {
 		fprintf(err, "%s: require_signature is on but no webhook key is readable\n", where(cfg, "require_signature"));
 		(*errors)++;
+	}
+	if (cfg->token_key_file) {
+		size_t len;
+		char *k = read_secret(cfg->token_key_file, err, where(cfg, "token_key_file"), errors);
+		len = k ? strlen(k) : 0;
+		if (k && len == 64 && strspn(k, "0123456789abcdefABCDEF") == 64) {
+			for (int i = 0; i < 32; i++) {
+				unsigned v;
+				sscanf(k + 2 * i, "%2x", &v);
+				cfg->token_key[i] = (unsigned char)v;
+			}
+			cfg->have_token_key = true;
+		} else if (k) {
+			fprintf(err, "%s: token_key_file must hold 64 hex digits (e.g. from: openssl rand -hex 32)\n",
+			    where(cfg, "token_key_file"));
+			(*errors)++;
+		}
+		if (k)
+			memset(k, 0, len);
+		free(k);
 	}
 	if (cfg->retry_base > cfg->retry_max) {
 		fprintf(err, "%s: retry_base is larger than retry_max\n", where(cfg, "retry_base"));

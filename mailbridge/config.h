@@ -83,6 +83,9 @@ struct config {
 	long retry_base;           /* first retry delay, seconds */
 	long retry_max;            /* longest retry delay, seconds */
 	long max_attachment;       /* bytes per fetched attachment */
+	char *token_key_file;      /* 32-byte key (or 64 hex digits): tokens sealed at rest */
+	unsigned char token_key[32];
+	bool have_token_key;
 
 	struct location_config *locations;
 	size_t n_locations;

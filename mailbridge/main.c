@@ -94,6 +94,8 @@ open_app(struct app *app, const char *path)
 		config_free(app->cfg);
 		return -1;
 	}
+	if (app->cfg->have_token_key)
+		store_set_token_key(app->store, app->cfg->token_key);
 	return 0;
 }
 
@@ -330,11 +332,13 @@ cmd_accounts(const char *path)
 	struct app app;
 	if (open_app(&app, path) < 0)
 		return 1;
-	printf("%-24s %-10s %-22s %-6s %-6s\n", "LOCATION", "MODE", "TOKEN", "SMTP", "IMAP");
+	printf("%-24s %-10s %-32s %-5s %s\n", "LOCATION", "MODE", "TOKEN", "SMTP", "IMAP WATCHER");
 	for (size_t i = 0; i < app.cfg->n_locations; i++) {
 		const struct location_config *loc = &app.cfg->locations[i];
 		struct token *t = NULL;
-		char tok[40];
+		char tok[48], watch[160] = "not configured";
+		char *wstate = NULL, *wdetail = NULL;
+		int64_t wat = 0;
 		if (store_token_get(app.store, loc->id, &t) == 1) {
 			if (t->needs_reinstall)
 				snprintf(tok, sizeof(tok), "needs re-install");
@@ -348,8 +352,18 @@ cmd_accounts(const char *path)
 		} else {
 			snprintf(tok, sizeof(tok), loc->token ? "static (config)" : "not installed");
 		}
-		printf("%-24s %-10s %-22s %-6s %-6s\n", loc->id, loc->mode, tok, loc->smtp.host ? "yes" : "no",
-		    loc->imap.host ? "yes" : "no");
+		if (store_is_uninstalled(app.store, loc->id) == 1)
+			snprintf(tok, sizeof(tok), "uninstalled");
+		if (loc->imap.host && store_watcher_get(app.store, loc->id, &wstate, &wdetail, &wat) == 1) {
+			char when[32];
+			fmt_time(wat, when, sizeof(when));
+			snprintf(watch, sizeof(watch), "%s since %s%s%s", wstate, when, wdetail ? ": " : "", wdetail ? wdetail : "");
+		} else if (loc->imap.host) {
+			snprintf(watch, sizeof(watch), "not started yet");
+		}
+		printf("%-24s %-10s %-32s %-5s %s\n", loc->id, loc->mode, tok, loc->smtp.host ? "yes" : "no", watch);
+		free(wstate);
+		free(wdetail);
 		token_free(t);
 	}
 	close_app(&app);

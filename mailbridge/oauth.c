@@ -270,6 +270,8 @@ oauth_on_install(struct oauth *o, const char *company_id, const char *location_i
 		r = store_token_put(o->store, t);
 	}
 	token_free(t);
+	if (r >= 0)
+		r = store_set_installed(o->store, location_id, true);
 	if (r < 0)
 		return -1;
 	log_info("oauth: INSTALL locationId=%s companyId=%s", location_id, company_id ? company_id : "-");
@@ -291,7 +293,9 @@ oauth_on_uninstall(struct oauth *o, const char *company_id, const char *location
 	if (!key)
 		return -1;
 	r = store_token_delete(o->store, key);
-	log_info("oauth: UNINSTALL %s: tokens deleted, queued history kept", key);
+	if (r >= 0 && location_id)
+		r = store_set_installed(o->store, location_id, false);
+	log_info("oauth: UNINSTALL %s: tokens deleted, watcher stopped, queued history kept", key);
 	free(key);
 	return r < 0 ? -1 : 0;
 }
@@ -372,6 +376,7 @@ oauth_http_callback(void *ctx, const struct http_request *req, struct http_respo
 		log_info("oauth: installed %s (userType=%s)", key, t->user_type);
 		/* status reports that waited for a token can go now */
 		store_report_wake_location(app->store, key);
+		store_set_installed(app->store, key, true);
 		http_text(resp, 200, "text/plain", page);
 		free(page);
 	}

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -18,6 +20,8 @@
 struct store {
 	sqlite3 *db;
 	pthread_mutex_t lock;
+	bool have_token_key;
+	unsigned char token_key[32];
 	/* prepared statements keyed by their SQL text's address: every SQL
 	 * string here is a literal, so the pointer names the statement, and
 	 * parsing SQL once instead of per call is most of our store CPU */
@@ -101,6 +105,15 @@ static const char *const store_migrations[] = {
 	"ALTER TABLE inbound_seen ADD COLUMN raw BLOB;"
 	"ALTER TABLE inbound_seen ADD COLUMN summary TEXT;"
 	"ALTER TABLE inbound_seen ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;",
+	/* 3: watcher state for `accounts`, and locations whose app was uninstalled */
+	"CREATE TABLE watchers ("
+	"  location_id TEXT PRIMARY KEY,"
+	"  state TEXT NOT NULL,"
+	"  detail TEXT,"
+	"  updated_at INTEGER NOT NULL);"
+	"CREATE TABLE uninstalled ("
+	"  location_id TEXT PRIMARY KEY,"
+	"  at INTEGER NOT NULL);",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
@@ -661,18 +674,100 @@ token_free(struct token *t)
 	free(t);
 }
 
+/* Tokens at rest, when a key is set: "enc1:" base64(nonce | AES-256-GCM
+ * ciphertext | tag), the location id as associated data so a value cannot
+ * be moved to another row. */
+#define TOKEN_ENC_PREFIX "enc1:"
+
+static char *
+token_seal(struct store *st, const char *location_id, const char *plain)
+{
+	gnutls_aead_cipher_hd_t h;
+	gnutls_datum_t key = { st->token_key, 32 }, raw, b64;
+	unsigned char *buf;
+	size_t plen, clen;
+	char *out;
+
+	if (!plain || !st->have_token_key)
+		return xstrdup(plain);
+	plen = strlen(plain);
+	clen = plen + 16;
+	buf = xmalloc(12 + clen);
+	gnutls_rnd(GNUTLS_RND_NONCE, buf, 12);
+	gnutls_aead_cipher_init(&h, GNUTLS_CIPHER_AES_256_GCM, &key);
+	if (gnutls_aead_cipher_encrypt(h, buf, 12, location_id, strlen(location_id), 16, plain, plen,
+	    buf + 12, &clen) < 0) {
+		gnutls_aead_cipher_deinit(h);
+		free(buf);
+		return NULL;
+	}
+	gnutls_aead_cipher_deinit(h);
+	raw.data = buf;
+	raw.size = (unsigned)(12 + clen);
+	gnutls_base64_encode2(&raw, &b64);
+	out = xasprintf(TOKEN_ENC_PREFIX "%.*s", (int)b64.size, (char *)b64.data);
+	gnutls_free(b64.data);
+	free(buf);
+	return out;
+}
+
+/* NULL when the value is sealed and cannot be opened (no or wrong key). */
+static char *
+token_open(struct store *st, const char *location_id, char *stored)
+{
+	gnutls_aead_cipher_hd_t h;
+	gnutls_datum_t key = { st->token_key, 32 }, in, raw = { NULL, 0 };
+	char *plain = NULL;
+	size_t plen;
+
+	if (!stored || strncmp(stored, TOKEN_ENC_PREFIX, strlen(TOKEN_ENC_PREFIX)) != 0)
+		return stored;
+	in.data = (unsigned char *)stored + strlen(TOKEN_ENC_PREFIX);
+	in.size = (unsigned)strlen((char *)in.data);
+	if (st->have_token_key && gnutls_base64_decode2(&in, &raw) == 0 && raw.size > 28) {
+		plen = raw.size - 12;
+		plain = xmalloc(plen + 1);
+		gnutls_aead_cipher_init(&h, GNUTLS_CIPHER_AES_256_GCM, &key);
+		if (gnutls_aead_cipher_decrypt(h, raw.data, 12, location_id, strlen(location_id), 16,
+		    raw.data + 12, raw.size - 12, plain, &plen) < 0) {
+			free(plain);
+			plain = NULL;
+		} else {
+			plain[plen] = '\0';
+		}
+		gnutls_aead_cipher_deinit(h);
+	}
+	gnutls_free(raw.data);
+	if (!plain)
+		log_error("store: token for %s is encrypted and cannot be opened (token_key_file?)", location_id);
+	free(stored);
+	return plain;
+}
+
+void
+store_set_token_key(struct store *st, const unsigned char key[32])
+{
+	memcpy(st->token_key, key, 32);
+	st->have_token_key = true;
+}
+
 int
 store_token_put(struct store *st, const struct token *t)
 {
-	return store_exec_durable(st,
+	char *access = token_seal(st, t->location_id, t->access_token);
+	char *refresh = token_seal(st, t->location_id, t->refresh_token);
+	int r = store_exec_durable(st,
 	    "INSERT INTO tokens (location_id, user_type, company_id, access_token, refresh_token, expires_at, "
 	    "scope, needs_reinstall, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9) "
 	    "ON CONFLICT(location_id) DO UPDATE SET user_type=excluded.user_type, company_id=excluded.company_id, "
 	    "access_token=excluded.access_token, refresh_token=excluded.refresh_token, "
 	    "expires_at=excluded.expires_at, scope=excluded.scope, needs_reinstall=excluded.needs_reinstall, "
 	    "updated_at=excluded.updated_at",
-	    "sssssisii", t->location_id, t->user_type, t->company_id, t->access_token, t->refresh_token,
+	    "sssssisii", t->location_id, t->user_type, t->company_id, access, refresh,
 	    t->expires_at, t->scope, (int64_t)t->needs_reinstall, now_ms()) < 0 ? -1 : 1;
+	free(access);
+	free(refresh);
+	return r;
 }
 
 int
@@ -692,8 +787,8 @@ store_token_get(struct store *st, const char *location_id, struct token **t_r)
 			t->location_id = col_text(stmt, 0);
 			t->user_type = col_text(stmt, 1);
 			t->company_id = col_text(stmt, 2);
-			t->access_token = col_text(stmt, 3);
-			t->refresh_token = col_text(stmt, 4);
+			t->access_token = token_open(st, location_id, col_text(stmt, 3));
+			t->refresh_token = token_open(st, location_id, col_text(stmt, 4));
 			t->expires_at = sqlite3_column_int64(stmt, 5);
 			t->scope = col_text(stmt, 6);
 			t->needs_reinstall = sqlite3_column_int(stmt, 7) != 0;
@@ -885,4 +980,61 @@ store_job_dsn(struct store *st, const char *message_id, const char *report_statu
 	    "state=CASE WHEN ?2='failed' THEN 'failed' ELSE state END, updated_at=?3 "
 	    "WHERE message_id=?1 AND state IN ('sent','failed')",
 	    "ssiis", message_id, report_status, now, (int64_t)code, error);
+}
+
+int
+store_watcher_state(struct store *st, const char *location_id, const char *state, const char *detail)
+{
+	return store_exec(st, "INSERT INTO watchers (location_id, state, detail, updated_at) VALUES (?1,?2,?3,?4) "
+	    "ON CONFLICT(location_id) DO UPDATE SET state=excluded.state, detail=excluded.detail, "
+	    "updated_at=excluded.updated_at", "sssi", location_id, state, detail, now_ms()) < 0 ? -1 : 1;
+}
+
+int
+store_watcher_get(struct store *st, const char *location_id, char **state_r, char **detail_r, int64_t *at_r)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	*state_r = *detail_r = NULL;
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, "SELECT state, detail, updated_at FROM watchers WHERE location_id=?1")) != NULL) {
+		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
+		if (sqlite3_step(stmt) == SQLITE_ROW) {
+			*state_r = col_text(stmt, 0);
+			*detail_r = col_text(stmt, 1);
+			*at_r = sqlite3_column_int64(stmt, 2);
+			ret = 1;
+		} else {
+			ret = 0;
+		}
+		store_stmt_done(st, stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return ret;
+}
+
+int
+store_set_installed(struct store *st, const char *location_id, bool installed)
+{
+	if (installed)
+		return store_exec_durable(st, "DELETE FROM uninstalled WHERE location_id=?1", "s", location_id) < 0 ? -1 : 1;
+	return store_exec_durable(st, "INSERT INTO uninstalled (location_id, at) VALUES (?1, ?2) "
+	    "ON CONFLICT DO NOTHING", "si", location_id, now_ms()) < 0 ? -1 : 1;
+}
+
+int
+store_is_uninstalled(struct store *st, const char *location_id)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, "SELECT 1 FROM uninstalled WHERE location_id=?1")) != NULL) {
+		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
+		ret = sqlite3_step(stmt) == SQLITE_ROW ? 1 : 0;
+		store_stmt_done(st, stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return ret;
 }

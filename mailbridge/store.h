@@ -152,6 +152,18 @@ int store_inbound_raw(struct store *st, const char *location_id, const char *key
  * again; 0 when no sent/failed job has that messageId. */
 int store_job_dsn(struct store *st, const char *message_id, const char *report_status, int code, const char *error);
 
+/* Tokens at rest are sealed with AES-256-GCM once a key is set. */
+void store_set_token_key(struct store *st, const unsigned char key[32]);
+
+/* IMAP watcher state per location, for `mailbridge accounts`. */
+int store_watcher_state(struct store *st, const char *location_id, const char *state, const char *detail);
+int store_watcher_get(struct store *st, const char *location_id, char **state_r, char **detail_r, int64_t *at_r);
+
+/* The app was uninstalled from a location (UNINSTALL webhook): its
+ * watcher stops until it is installed again. */
+int store_set_installed(struct store *st, const char *location_id, bool installed);
+int store_is_uninstalled(struct store *st, const char *location_id);
+
 /* Marketplace webhook replay protection: 1 first time, 0 seen before. */
 int store_webhook_seen(struct store *st, const char *webhook_id, int64_t now);
 

@@ -37,7 +37,8 @@ def setUpModule():
                                             "mode": "custom", "provider_id": "prov-custom",
                                             "imap_user": "carol", "imap_password": "carolpw"}),
     ]
-    d = Daemon(BASE + 50, ghl.url, locations)
+    d = Daemon(BASE + 50, ghl.url, locations,
+               extra_highlevel="client_id = test-client\nclient_secret = test-secret\n")
     d.start()
     wait_watching(2)
 
@@ -366,6 +367,23 @@ class TestInbound(unittest.TestCase):
 
 class TestZRestarts(unittest.TestCase):
     """Runs last: restarts servers and the daemon."""
+
+    def test_accounts_shows_watchers(self):
+        out = d.cli("accounts").stdout
+        self.assertRegex(out, r"LIn\s+default\s+static \(config\)\s+yes\s+idling since")
+        self.assertRegex(out, r"LCust\s+custom\s+static \(config\)\s+yes\s+idling since")
+
+    def test_uninstall_stops_the_watcher(self):
+        st, body = d.post_webhook({"type": "UNINSTALL", "appId": "a", "locationId": "LCust"}, path="/webhooks/app")
+        self.assertEqual((st, body["status"]), (200, "ok"))
+        end = time.time() + 20
+        while time.time() < end and "watcher stopped: app uninstalled" not in d.log():
+            time.sleep(0.1)
+        self.assertIn("locationId=LCust watcher stopped: app uninstalled", d.log())
+        self.assertRegex(d.cli("accounts").stdout, r"LCust\s+custom\s+uninstalled\s+yes\s+stopped since .*app uninstalled")
+        msgid = email.utils.make_msgid(domain="gone.test")
+        append("carol", f"From: g@gone.test\r\nSubject: g\r\nMessage-ID: {msgid}\r\n\r\nx\r\n".encode())
+        self.assertEqual(posted(lambda b: b.get("altId") == msgid, timeout=2), [])
 
     def test_dovecot_restart_mid_idle(self):
         srv.stop_dovecot()

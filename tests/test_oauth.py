@@ -24,13 +24,20 @@ def setUpModule():
     relay = ScriptedSMTP(BASE + 31)
     locations = [location_conf(l, **{"from": "S <s@mail.test>", "smtp_host": "127.0.0.1",
                                      "smtp_port": BASE + 31, "smtp_tls": "none"}) for l in LOCS]
+    global KEYFILE
+    import tempfile
+    fd, KEYFILE = tempfile.mkstemp(prefix="mb-tokenkey-")
+    os.write(fd, os.urandom(32).hex().encode() + b"\n")
+    os.close(fd)
     d = Daemon(BASE + 50, ghl.url, locations,
                extra_highlevel="client_id = test-client\nclient_secret = test-secret\n"
-                               "rate_limit = 50\nrate_window = 1\n", workers=4)
+                               "rate_limit = 50\nrate_window = 1\n",
+               extra_store=f"token_key_file = {KEYFILE}\n", workers=4)
     d.start()
 
 
 def tearDownModule():
+    os.unlink(KEYFILE)
     rc = d.stop()
     d.cleanup()
     relay.close()
@@ -61,10 +68,25 @@ def wait_reported(mids, timeout=30):
     return False
 
 
-def token_row(location):
+def raw_token_row(location):
     with d.db() as c:
         r = c.execute("SELECT * FROM tokens WHERE location_id=?", (location,)).fetchone()
         return dict(r) if r else None
+
+
+def token_row(location):
+    """The row with tokens as HighLevel issued them: the fake knows which
+    of its tokens belongs to the location (the store holds them sealed)."""
+    row = raw_token_row(location)
+    if row is None:
+        return None
+    with ghl.lock:
+        now = time.time()
+        live = [t for t, (k, exp) in ghl.access.items() if k == location and exp > now]
+        refresh = [t for t, k in ghl.refresh.items() if k == location]
+    row["access_token"] = live[-1] if live else None
+    row["refresh_token"] = refresh[-1] if refresh else None
+    return row
 
 
 def refreshes():
@@ -98,6 +120,13 @@ class TestOAuth(unittest.TestCase):
 
     def test_install_via_callback_then_use(self):
         install("loc:LInstall")
+        raw = raw_token_row("LInstall")
+        # sealed at rest (token_key_file): neither token readable in the file
+        self.assertTrue(raw["access_token"].startswith("enc1:"))
+        self.assertTrue(raw["refresh_token"].startswith("enc1:"))
+        for name in ("mailbridge.db", "mailbridge.db-wal"):
+            with open(os.path.join(d.dir, "data", name), "rb") as f:
+                self.assertNotIn(b"at-", f.read(), name)
         row = token_row("LInstall")
         self.assertTrue(row["access_token"].startswith("at-"))
         self.assertTrue(row["refresh_token"].startswith("rt-"))
@@ -147,8 +176,9 @@ class TestOAuth(unittest.TestCase):
 
     def test_concurrent_need_makes_one_refresh(self):
         install("loc:LConcurrent")
+        tok = token_row("LConcurrent")["access_token"]
         with ghl.lock:
-            ghl.access.pop(token_row("LConcurrent")["access_token"])
+            ghl.access.pop(tok)
         before = len(refreshes())
         mids = [send("LConcurrent") for _ in range(12)]
         self.assertTrue(wait_reported(mids))
