@@ -314,3 +314,9 @@ imap_watch_connected(struct imap_watch *w)
 	pthread_mutex_unlock(&w->lock);
 	return n;
 }
+
+size_t
+imap_watch_count(const struct imap_watch *w)
+{
+	return w->n_boxes;
+}

@@ -17,5 +17,6 @@ struct imap_watch *imap_watch_start(struct app *app, int workers);
 void imap_watch_stop(struct imap_watch *w);
 /* Mailboxes connected (idling or polling) right now. */
 size_t imap_watch_connected(struct imap_watch *w);
+size_t imap_watch_count(const struct imap_watch *w);
 
 #endif

@@ -42,6 +42,8 @@ static const struct config_key config_keys[] = {
 	{ SEC_SERVER, "connection_limit", CT_INT, G(conn_limit), "512", 1, 60000, false },
 	{ SEC_SERVER, "connection_timeout", CT_INT, G(conn_timeout), "30", 1, 3600, false },
 	{ SEC_SERVER, "log_level", CT_STR, G(log_level), "info", 0, 0, false },
+	{ SEC_SERVER, "lmtp_listen", CT_STR, G(lmtp_listen), NULL, 0, 0, false },
+	{ SEC_SERVER, "metrics_token", CT_STR, G(metrics_token), NULL, 0, 0, true },
 
 	{ SEC_HIGHLEVEL, "api_base", CT_STR, G(api_base), "https://services.leadconnectorhq.com", 0, 0, false },
 	{ SEC_HIGHLEVEL, "client_id", CT_STR, G(client_id), NULL, 0, 0, false },
@@ -91,6 +93,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_LOCATION, "imap_idle_interval", CT_INT, L(idle_interval), "300", 5, 1740, false },
 	{ SEC_LOCATION, "imap_poll_interval", CT_INT, L(poll_interval), "60", 1, 86400, false },
 	{ SEC_LOCATION, "auto_replies", CT_STR, L(auto_replies), "post", 0, 0, false },
+	{ SEC_LOCATION, "lmtp_addresses", CT_STR, L(lmtp_addresses), NULL, 0, 0, false },
 };
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 _Static_assert(N_KEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");

@@ -48,6 +48,7 @@ struct location_config {
 	char *imap_folder;
 	char *imap_after;          /* "seen" | "none" | "move:<folder>" */
 	char *auto_replies;        /* "post" | "skip" */
+	char *lmtp_addresses;      /* extra addresses LMTP intake routes here */
 	long idle_interval;        /* seconds before IDLE is re-issued */
 	long poll_interval;        /* seconds between polls without IDLE */
 };
@@ -64,6 +65,8 @@ struct config {
 	long conn_limit;
 	long conn_timeout;
 	char *log_level;
+	char *lmtp_listen;         /* "host:port" or NULL: LMTP intake off */
+	char *metrics_token;       /* bearer token for /metrics, or NULL */
 	/* [highlevel] */
 	char *api_base;
 	char *client_id;

@@ -1,6 +1,7 @@
 #include "ghl.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "mime_out.h"
 #include "oauth.h"
 #include "util.h"
@@ -285,6 +286,7 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 		res->cls = GHL_RETRY;
 		res->retry_after_ms = wait;
 		res->throttled = true;
+		metrics_inc(M_GHL_THROTTLED);
 		res->error = xstrdup("local rate limit");
 		return res->cls;
 	}
@@ -354,6 +356,8 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 			res->trace_id = xstrdup(json_string_value(json_object_get(res->body, "traceId")));
 	}
 	free(r.data);
+	metrics_inc(rc != CURLE_OK ? M_GHL_NETWORK : res->status == 429 ? M_GHL_429 : res->status >= 500 ? M_GHL_5XX :
+	    res->status >= 400 ? M_GHL_4XX : M_GHL_2XX);
 	if (rc != CURLE_OK) {
 		res->cls = GHL_RETRY;
 		res->error = xasprintf("%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "ghl.h"
 #include "log.h"
+#include "metrics.h"
 #include "mime_in.h"
 #include "store.h"
 #include "util.h"
@@ -274,6 +275,8 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 	}
 	if (job_id && status)
 		r = store_job_dsn(app->store, job_id, status, code, status[0] == 'f' ? err : NULL);
+	if (r == 1)
+		metrics_inc(M_DSN_APPLIED);
 	log_info("inbound: DSN locationId=%s messageId=%s action=%s applied=%s", loc->id, job_id ? job_id : "-",
 	    status ? status : "delayed/none", r == 1 ? "yes" : "no");
 	store_inbound_record(app->store, loc->id, key, r == 1 ? "dsn" : "skipped", job_id,
@@ -418,6 +421,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 			store_msgmap_put(app->store, &mm);
 		}
 		store_inbound_record(app->store, loc->id, key, "posted", ghl_id, NULL, summary, NULL, 0);
+		metrics_inc(M_INBOUND_POSTED);
 		log_info("inbound: posted locationId=%s messageId=%s thread=%s attachments=%zu traceId=%s", loc->id,
 		    ghl_id, parent ? "reply" : "new", json_array_size(atts), res.trace_id ? res.trace_id : "-");
 		free(refs);
@@ -428,10 +432,12 @@ fail:
 	if (s.cls == GHL_PERMANENT) {
 		log_warn("inbound: failed locationId=%s key=%s: %s", loc->id, key, s.error);
 		store_inbound_record(app->store, loc->id, key, "failed", NULL, s.error, summary, raw, len);
+		metrics_inc(M_INBOUND_FAILED);
 	} else {
 		log_warn("inbound: will retry locationId=%s key=%s: %s", loc->id, key, s.error ? s.error : "?");
 		/* HighLevel answered (or nobody did before the post): not posted */
 		store_inbound_record(app->store, loc->id, key, "retry", NULL, s.error, summary, NULL, 0);
+		metrics_inc(M_INBOUND_RETRY);
 		ret = INBOUND_RETRY;
 	}
 out:
@@ -473,11 +479,14 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 	} else if (m->is_dsn) {
 		r = inbound_dsn(app, loc, m, key);
 	} else if (!m->from_addr) {
+		metrics_inc(M_INBOUND_SKIPPED);
 		store_inbound_record(app->store, loc->id, key, "skipped", NULL, "no From address", NULL, NULL, 0);
 	} else if (loc->from_addr && !strcasecmp(m->from_addr, loc->from_addr)) {
 		/* our own copy (e.g. Sent folder or a Bcc to ourselves): never a reply */
+		metrics_inc(M_INBOUND_SKIPPED);
 		store_inbound_record(app->store, loc->id, key, "skipped", NULL, "from our own address", NULL, NULL, 0);
 	} else if ((m->auto_reply || m->null_sender) && !strcmp(loc->auto_replies, "skip")) {
+		metrics_inc(M_INBOUND_SKIPPED);
 		store_inbound_record(app->store, loc->id, key, "skipped", NULL, "auto-reply", NULL, NULL, 0);
 	} else {
 		r = inbound_post(app, loc, m, key, raw, len);

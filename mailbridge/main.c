@@ -7,7 +7,9 @@
 #include "http.h"
 #include "imap_watch.h"
 #include "inbound.h"
+#include "lmtp.h"
 #include "log.h"
+#include "metrics.h"
 #include "oauth.h"
 #include "outbound.h"
 #include "sig.h"
@@ -36,6 +38,7 @@ static const struct http_route routes[] = {
 	{ "GET", "/oauth/start", oauth_http_start },
 	{ "GET", "/oauth/callback", oauth_http_callback },
 	{ "GET", "/healthz", webhook_health },
+	{ "GET", "/metrics", metrics_http },
 };
 
 static void
@@ -114,6 +117,7 @@ cmd_serve(const char *path)
 {
 	struct app app;
 	struct http_server *srv;
+	struct lmtp_server *lmtp = NULL;
 	struct http_limits lim;
 	sigset_t set;
 	char *err = NULL;
@@ -148,6 +152,14 @@ cmd_serve(const char *path)
 
 	app.outbound = outbound_start(&app, (int)app.cfg->workers, REPORTER_THREADS);
 	app.imap = imap_watch_start(&app, IMAP_WORKERS);
+	if (app.cfg->lmtp_listen && !(lmtp = lmtp_start(&app, app.cfg->lmtp_listen, &err))) {
+		log_error("%s", err);
+		free(err);
+		imap_watch_stop(app.imap);
+		outbound_stop(app.outbound);
+		close_app(&app);
+		return 1;
+	}
 	lim.max_body = (size_t)app.cfg->max_body;
 	lim.conn_limit = (unsigned)app.cfg->conn_limit;
 	lim.conn_timeout = (unsigned)app.cfg->conn_timeout;
@@ -157,6 +169,7 @@ cmd_serve(const char *path)
 	if (!srv) {
 		log_error("%s", err);
 		free(err);
+		lmtp_stop(lmtp);
 		imap_watch_stop(app.imap);
 		outbound_stop(app.outbound);
 		close_app(&app);
@@ -168,6 +181,7 @@ cmd_serve(const char *path)
 	sigwait(&set, &sig);
 	log_info("mailbridge: %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	http_stop(srv);
+	lmtp_stop(lmtp);
 	imap_watch_stop(app.imap);
 	outbound_stop(app.outbound);
 	close_app(&app);

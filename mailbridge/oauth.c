@@ -3,6 +3,7 @@
 #include "config.h"
 #include "ghl.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "util.h"
 
@@ -143,11 +144,13 @@ oauth_refresh(struct oauth *o, struct token **t_r)
 			ret = -1;
 		} else {
 			log_info("oauth: refreshed token for %s", t->location_id);
+			metrics_inc(M_TOKEN_REFRESH_OK);
 			token_free(t);
 			*t_r = nt;
 			ret = 1;
 		}
 	} else if (res.status == 400 || res.status == 401 || res.status == 422) {
+		metrics_inc(M_TOKEN_REFRESH_FAILED);
 		log_error("oauth: refresh refused for %s (%s): location needs re-install of the app",
 		    t->location_id, res.error ? res.error : "?");
 		store_token_mark_reinstall(o->store, t->location_id);

@@ -4,6 +4,7 @@
 #include "fetch.h"
 #include "ghl.h"
 #include "log.h"
+#include "metrics.h"
 #include "mime_out.h"
 #include "payload.h"
 #include "smtp_client.h"
@@ -247,6 +248,7 @@ outbound_finish(struct job_ctx *c, const char *state, int64_t next_at, int code,
 {
 	char *rs = json_dumps(c->rcpt_state ? c->rcpt_state : json_object(), JSON_COMPACT);
 	store_job_finish(c->ob->app->store, c->job->id, state, next_at, code, error, report, rs);
+	metrics_inc(!strcmp(state, JOB_QUEUED) ? M_JOB_RETRIES : !strcmp(state, JOB_SENT) ? M_JOB_SENT : M_JOB_FAILED);
 	free(rs);
 	log_info("outbound: messageId=%s locationId=%s state=%s attempt=%d%s%s", c->job->message_id,
 	    c->job->location_id, state, c->job->attempts, error ? " reason=" : "", error ? error : "");
@@ -351,6 +353,8 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 		for (size_t i = 0; i < n_rcpts; i++) {
 			const struct smtp_reply *reply;
 			enum smtp_outcome o = smtp_policy_rcpt(&res, i, &reply);
+			metrics_inc(reply->code >= 500 ? M_SMTP_5XX : reply->code >= 400 ? M_SMTP_4XX :
+			    reply->code >= 200 ? M_SMTP_2XX : M_SMTP_NO_REPLY);
 			if (o == SMTP_OUT_TEMP) {
 				n_temp++;
 				free(last_temp);
@@ -486,6 +490,7 @@ report_one(struct outbound *ob, struct job *job)
 	else switch (res.cls) {
 	case GHL_OK:
 		store_report_finish(st, job->id, REPORT_DONE, 0, NULL);
+		metrics_inc(M_REPORT_POSTED);
 		log_info("report: messageId=%s status=%s posted traceId=%s", job->message_id,
 		    job->report_status, res.trace_id ? res.trace_id : "-");
 		break;
@@ -495,7 +500,9 @@ report_one(struct outbound *ob, struct job *job)
 		    backoff_ms(job->report_attempts - 1, REPORT_BASE_MS, REPORT_MAX_MS);
 		if (res.retry_after_ms > d)
 			d = res.retry_after_ms;
+		metrics_inc(M_REPORT_RETRY);
 		if (res.cls == GHL_RETRY && job->report_attempts >= REPORT_MAX_ATTEMPTS) {
+			metrics_inc(M_REPORT_GAVE_UP);
 			store_report_finish(st, job->id, REPORT_GAVE_UP, 0, res.error);
 			log_error("report: messageId=%s gave up after %d attempts: %s", job->message_id,
 			    job->report_attempts, res.error ? res.error : "?");
@@ -507,6 +514,7 @@ report_one(struct outbound *ob, struct job *job)
 		break;
 	}
 	case GHL_PERMANENT:
+		metrics_inc(M_REPORT_GAVE_UP);
 		store_report_finish(st, job->id, REPORT_GAVE_UP, 0, res.error);
 		log_error("report: messageId=%s refused status=%ld: %s traceId=%s", job->message_id, res.status,
 		    res.error ? res.error : "?", res.trace_id ? res.trace_id : "-");

@@ -1038,3 +1038,19 @@ store_is_uninstalled(struct store *st, const char *location_id)
 	pthread_mutex_unlock(&st->lock);
 	return ret;
 }
+
+int64_t
+store_job_oldest_queued_age(struct store *st)
+{
+	sqlite3_stmt *stmt;
+	int64_t age = 0;
+
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, "SELECT MIN(created_at) FROM jobs WHERE state IN ('queued','claimed','sending')")) != NULL) {
+		if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL)
+			age = now_ms() - sqlite3_column_int64(stmt, 0);
+		store_stmt_done(st, stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return age;
+}

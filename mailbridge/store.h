@@ -81,6 +81,8 @@ int store_job_list(struct store *st, int limit, void (*fn)(const struct job *, v
 int store_job_retry(struct store *st, const char *message_id);
 int store_job_drop(struct store *st, const char *message_id);
 int store_job_count(struct store *st, const char *state);
+/* ms since the oldest unfinished job was received (0 when none). */
+int64_t store_job_oldest_queued_age(struct store *st);
 
 /* Status reports: claim takes a lease of lease_ms so two reporters never
  * post the same report and a crash only delays it. */

@@ -2,6 +2,7 @@
 #include "app.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "oauth.h"
 #include "outbound.h"
 #include "payload.h"
@@ -25,6 +26,7 @@ webhook_verify(struct app *app, const struct http_request *req, struct http_resp
 		return true;
 	if (r == SIG_ABSENT && !app->cfg->require_signature)
 		return true;
+	metrics_inc(M_WEBHOOK_BAD_SIGNATURE);
 	log_warn("webhook: rejected path=%s reason=\"%s\"", req->path,
 	    r == SIG_ABSENT ? "signature required" : sig_result_str(r));
 	http_json_error(resp, 401, r == SIG_ABSENT ? "signature required" : sig_result_str(r), NULL);
@@ -44,18 +46,21 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 		return;
 	p = payload_parse(req->body, req->body_len, &error, &field);
 	if (!p) {
+		metrics_inc(M_WEBHOOK_INVALID);
 		log_warn("webhook: rejected reason=\"%s\" field=%s", error, field ? field : "-");
 		http_json_error(resp, 400, error, field);
 		return;
 	}
 	loc = config_location(app->cfg, p->location_id);
 	if (!loc) {
+		metrics_inc(M_WEBHOOK_UNKNOWN_LOCATION);
 		log_warn("webhook: rejected locationId=%s reason=\"location not configured\"", p->location_id);
 		http_json_error(resp, 404, "location not configured", "locationId");
 		payload_free(p);
 		return;
 	}
 	if (p->kind != PAYLOAD_EMAIL) {
+		metrics_inc(M_WEBHOOK_UNSUPPORTED_TYPE);
 		log_warn("webhook: rejected locationId=%s messageId=%s reason=\"no %s provider\"",
 		    p->location_id, p->message_id, p->type);
 		http_json_error(resp, 422, "no provider for this message type at this location", "type");
@@ -67,6 +72,7 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 	if (r < 0) {
 		/* 503, not 500: HighLevel does not retry either, but the error
 		 * says it was us, and nothing was acknowledged */
+		metrics_inc(M_WEBHOOK_STORE_ERROR);
 		http_json_error(resp, 503, "store unavailable", NULL);
 	} else {
 		json_t *o = json_pack("{s:s, s:s}", "status", r == 1 ? "accepted" : "duplicate",
@@ -77,6 +83,7 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 		json_decref(o);
 		log_info("webhook: %s locationId=%s messageId=%s type=%s", r == 1 ? "accepted" : "duplicate",
 		    p->location_id, p->message_id, p->type);
+		metrics_inc(r == 1 ? M_WEBHOOK_ACCEPTED : M_WEBHOOK_DUPLICATE);
 		if (r == 1 && app->outbound)
 			outbound_wake(app->outbound);
 	}

@@ -73,13 +73,12 @@ def append(user, raw):
 
 def posted(pred, timeout=10.0):
     end = time.time() + timeout
-    while time.time() < end:
+    while True:
         with ghl.lock:
             hits = [b for b in ghl.inbound if pred(b)]
-        if hits:
+        if hits or time.time() >= end:
             return hits
         time.sleep(0.05)
-    return []
 
 
 def outbound(location="LIn", to="bob@mail.test", **kw):

@@ -75,7 +75,7 @@ def setUpModule():
     ]
     global LOCATIONS
     LOCATIONS = locations
-    d = Daemon(BASE + 50, ghl.url, locations)
+    d = Daemon(BASE + 50, ghl.url, locations, extra_server="metrics_token = scrape-secret")
     d.start()
 
 
@@ -250,7 +250,19 @@ class TestOutbound(unittest.TestCase):
         mid = post_ok(webhook(location="LDown"))
         j = d.wait_job(mid, lambda j: j["attempts"] >= 2 and j["state"] == "queued", timeout=20)
         self.assertEqual(j["state"], "queued")
+        self.assertIn("cannot connect", j["last_error"])
         self.assertEqual(statuses(mid), [])
+        r = d.cli("queue", "show", mid)
+        self.assertIn("cannot connect", r.stdout)
+        # an operator gives up on it
+        end = time.time() + 10
+        while time.time() < end:
+            r = d.cli("queue", "drop", mid)
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)   # not while a worker holds it
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIsNone(d.job(mid))
 
     def test_starttls_auth_delivers(self):
         mid = post_ok(webhook(location="LAuth"))
@@ -339,6 +351,28 @@ class TestOutbound(unittest.TestCase):
         r = d.cli("send-test", "--location", "LUntrusted", "--to", "bob@mail.test")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("not trusted", r.stdout)
+
+    def test_zy_metrics(self):
+        st, _, _ = d.request("GET", "/metrics")
+        self.assertEqual(st, 401)
+        st, body, headers = d.request("GET", "/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        self.assertEqual(st, 200)
+        self.assertTrue(headers["Content-Type"].startswith("text/plain"))
+        values = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        self.assertGreater(values['mailbridge_webhooks_total{result="accepted"}'], 10)
+        self.assertGreater(values['mailbridge_webhooks_total{result="duplicate"}'], 0)
+        self.assertGreater(values['mailbridge_smtp_replies_total{class="5xx"}'], 0)
+        self.assertGreater(values['mailbridge_smtp_replies_total{class="4xx"}'], 0)
+        self.assertGreater(values['mailbridge_status_reports_total{result="posted"}'], 0)
+        self.assertGreater(values['mailbridge_highlevel_requests_total{status="429"}'], 0)
+        self.assertGreater(values['mailbridge_jobs{state="queued"}'], 0)    # tempfail / relay down
+        self.assertGreater(values["mailbridge_oldest_queued_job_seconds"], 0)
+        self.assertEqual(values['mailbridge_jobs{state="sent"}'], len([j for j in d.jobs() if j["state"] == "sent"]))
+        self.assertNotIn("scrape-secret", d.log())
 
     def test_zz_contract(self):
         self.assertEqual(ghl.spec_errors, [])

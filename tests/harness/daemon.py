@@ -75,8 +75,9 @@ def location_conf(loc_id, **kw):
 
 class Daemon:
     def __init__(self, port, api_base, locations, extra_highlevel="", extra_store="",
-                 require_signature=True, workers=2, log_level="debug"):
+                 require_signature=True, workers=2, log_level="debug", extra_server=""):
         self.log_level = log_level
+        self.extra_server = extra_server
         self.port = port
         self.dir = tempfile.mkdtemp(prefix="mb-daemon-")
         self.conf = f"{self.dir}/mailbridge.conf"
@@ -98,6 +99,7 @@ listen = 127.0.0.1:{self.port}
 public_url = http://127.0.0.1:{self.port}
 max_body = 65536
 log_level = {self.log_level}
+{self.extra_server}
 
 [highlevel]
 api_base = {self.api_base}

@@ -51,9 +51,11 @@ class MailServers:
     """Dovecot + Postfix. Ports: base+0 IMAP, +1 IMAPS, +2 LMTP,
     +3 SMTP (no auth, DSN), +4 submission (STARTTLS + AUTH)."""
 
-    def __init__(self, base_port, extra_users=(), transport=None):
-        """transport: override Postfix's delivery (e.g. "discard:" for benchmarks)."""
+    def __init__(self, base_port, extra_users=(), transport=None, lmtp_domain=None):
+        """transport: override Postfix's delivery (e.g. "discard:" for benchmarks).
+        lmtp_domain: (domain, port) that Postfix hands to an LMTP server (mailbridge)."""
         self.transport = transport
+        self.lmtp_domain = lmtp_domain
         self.users = USERS + list(extra_users)
         self.base = base_port
         self.imap, self.imaps, self.lmtp, self.smtp, self.submission = (base_port + i for i in range(5))
@@ -187,7 +189,15 @@ protocol lmtp {{
             f.write("tempfail@mail.test 451 4.3.0 Test temporary failure\n"
                     "permfail@mail.test 550 5.7.1 Test permanent failure\n")
         dc = self.dovecot_dir
+        extra = ""
+        if self.lmtp_domain:
+            dom, port = self.lmtp_domain
+            with open(f"{p}/etc/transport", "w") as f:
+                f.write(f"{dom} lmtp:inet:127.0.0.1:{port}\n")
+            extra = (f"relay_domains = {dom}\ntransport_maps = texthash:{p}/etc/transport\n"
+                     "lmtp_connect_timeout = 5s\n")
         with open(f"{p}/etc/main.cf", "w") as f:
+            f.write(extra)
             f.write(f"""compatibility_level = 3.6
 config_directory = {p}/etc
 queue_directory = {p}/spool
