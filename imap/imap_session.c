@@ -88,7 +88,8 @@ imap_session_connect(struct imap_session *s, char **error_r)
 	/* servers often announce IDLE only after login */
 	if (mailimap_capability(imap, &cap) == MAILIMAP_NO_ERROR)
 		mailimap_capability_data_free(cap);
-	s->has_idle = mailimap_has_idle(imap) != 0;
+	/* imap_idle = no: poll, for servers whose IDLE misbehaves */
+	s->has_idle = s->loc->imap_idle && mailimap_has_idle(imap) != 0;
 	r = mailimap_select(imap, s->loc->imap_folder);
 	if (r != MAILIMAP_NO_ERROR || !imap->imap_selection_info) {
 		*error_r = imap_error(imap, "SELECT", r);

@@ -90,6 +90,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_LOCATION, "imap_password_file", CT_PATH, L(imap.password_file), NULL, 0, 0, false },
 	{ SEC_LOCATION, "imap_folder", CT_STR, L(imap_folder), "INBOX", 0, 0, false },
 	{ SEC_LOCATION, "imap_after", CT_STR, L(imap_after), "seen", 0, 0, false },
+	{ SEC_LOCATION, "imap_idle", CT_BOOL, L(imap_idle), "yes", 0, 0, false },
 	{ SEC_LOCATION, "imap_idle_interval", CT_INT, L(idle_interval), "300", 5, 1740, false },
 	{ SEC_LOCATION, "imap_poll_interval", CT_INT, L(poll_interval), "60", 1, 86400, false },
 	{ SEC_LOCATION, "auto_replies", CT_STR, L(auto_replies), "post", 0, 0, false },

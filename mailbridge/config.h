@@ -49,6 +49,7 @@ struct location_config {
 	char *imap_after;          /* "seen" | "none" | "move:<folder>" */
 	char *auto_replies;        /* "post" | "skip" */
 	char *lmtp_addresses;      /* extra addresses LMTP intake routes here */
+	bool imap_idle;            /* use IDLE when offered (else poll) */
 	long idle_interval;        /* seconds before IDLE is re-issued */
 	long poll_interval;        /* seconds between polls without IDLE */
 };

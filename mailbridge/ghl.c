@@ -27,6 +27,9 @@ struct ghl_bucket {
 	int64_t blocked_until;     /* from X-RateLimit-Remaining: 0 or a 429 */
 	long day;                  /* days since epoch of the daily count */
 	long daily;
+	long daily_remaining;      /* X-RateLimit-Daily-Remaining last seen, -1 unknown */
+	long daily_limit;
+	long warned_day;
 	struct ghl_bucket *next;
 };
 
@@ -47,6 +50,8 @@ struct ghl_resp {
 	size_t len;
 	bool too_big;
 	long rl_remaining;         /* -1 unknown */
+	long rl_daily_remaining;
+	long rl_daily_limit;
 	long rl_interval_ms;
 	long retry_after_s;
 };
@@ -140,6 +145,7 @@ bucket_get(struct ghl *g, const char *location_id)
 	b = xcalloc(1, sizeof(*b));
 	b->location_id = xstrdup(location_id);
 	b->sent = xcalloc((size_t)g->cfg->rate_limit, sizeof(*b->sent));
+	b->daily_remaining = -1;
 	for (long i = 0; i < g->cfg->rate_limit; i++)
 		b->sent[i] = INT64_MIN / 2;
 	b->next = g->buckets;
@@ -182,6 +188,37 @@ ratelimit_block(struct ghl *g, const char *location_id, int64_t ms)
 	pthread_mutex_lock(&g->lock);
 	struct ghl_bucket *b = bucket_get(g, location_id);
 	b->blocked_until = mono_ms() + ms;
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* Keeps HighLevel's own daily figure and warns once a day below 10 %. */
+static void
+ratelimit_daily(struct ghl *g, const char *location_id, long remaining, long limit)
+{
+	long day = (long)(time(NULL) / 86400);
+	bool warn = false;
+
+	pthread_mutex_lock(&g->lock);
+	struct ghl_bucket *b = bucket_get(g, location_id);
+	b->daily_remaining = remaining;
+	if (limit > 0)
+		b->daily_limit = limit;
+	if (b->daily_limit > 0 && remaining * 10 < b->daily_limit && b->warned_day != day) {
+		b->warned_day = day;
+		warn = true;
+	}
+	pthread_mutex_unlock(&g->lock);
+	if (warn)
+		log_warn("ghl: locationId=%s has %ld of its %ld daily HighLevel requests left", location_id,
+		    remaining, b->daily_limit);
+}
+
+void
+ghl_budget_each(struct ghl *g, void (*fn)(const char *location_id, long today, long remaining, void *arg), void *arg)
+{
+	pthread_mutex_lock(&g->lock);
+	for (struct ghl_bucket *b = g->buckets; b; b = b->next)
+		fn(b->location_id, b->day == (long)(time(NULL) / 86400) ? b->daily : 0, b->daily_remaining, arg);
 	pthread_mutex_unlock(&g->lock);
 }
 
@@ -229,6 +266,10 @@ resp_header(char *buf, size_t size, size_t nitems, void *userdata)
 
 	if ((v = header_long(buf, n, "X-RateLimit-Remaining")) >= 0)
 		r->rl_remaining = v;
+	else if ((v = header_long(buf, n, "X-RateLimit-Daily-Remaining")) >= 0)
+		r->rl_daily_remaining = v;
+	else if ((v = header_long(buf, n, "X-RateLimit-Limit-Daily")) >= 0)
+		r->rl_daily_limit = v;
 	else if ((v = header_long(buf, n, "X-RateLimit-Interval-Milliseconds")) >= 0)
 		r->rl_interval_ms = v;
 	else if ((v = header_long(buf, n, "Retry-After")) >= 0)
@@ -275,7 +316,8 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 	curl_mime *mime = NULL;
 	CURL *h;
 	struct curl_slist *hdrs = NULL;
-	struct ghl_resp r = { .rl_remaining = -1, .rl_interval_ms = -1, .retry_after_s = -1 };
+	struct ghl_resp r = { .rl_remaining = -1, .rl_interval_ms = -1, .retry_after_s = -1,
+		.rl_daily_remaining = -1, .rl_daily_limit = -1 };
 	char *url, *hv;
 	char errbuf[CURL_ERROR_SIZE] = "";
 	CURLcode rc;
@@ -380,6 +422,8 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 			res->cls = GHL_PERMANENT;
 		}
 	}
+	if (location_id && r.rl_daily_remaining >= 0)
+		ratelimit_daily(g, location_id, r.rl_daily_remaining, r.rl_daily_limit);
 	/* HighLevel says the window is spent: do not spend the next request */
 	if (location_id && r.rl_remaining == 0 && res->status != 429)
 		ratelimit_block(g, location_id, r.rl_interval_ms > 0 ? r.rl_interval_ms : 1000);

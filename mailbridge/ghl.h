@@ -62,6 +62,9 @@ enum ghl_class ghl_upload(struct ghl *g, const char *location_id, const char *co
 
 /* Requests made today for a location (daily budget tracking). */
 long ghl_daily_count(struct ghl *g, const char *location_id);
+/* Calls fn per location seen: requests we made today, and HighLevel's
+ * X-RateLimit-Daily-Remaining last seen (-1 unknown). */
+void ghl_budget_each(struct ghl *g, void (*fn)(const char *location_id, long today, long remaining, void *arg), void *arg);
 
 #endif
 

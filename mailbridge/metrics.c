@@ -1,6 +1,7 @@
 #include "metrics.h"
 #include "app.h"
 #include "config.h"
+#include "ghl.h"
 #include "imap_watch.h"
 #include "store.h"
 #include "util.h"
@@ -57,6 +58,15 @@ metrics_get(enum metric m)
 	return __atomic_load_n(&counters[m], __ATOMIC_RELAXED);
 }
 
+static void
+budget_line(const char *location_id, long today, long remaining, void *arg)
+{
+	FILE *f = arg;
+	fprintf(f, "mailbridge_highlevel_requests_today{location=\"%s\"} %ld\n", location_id, today);
+	if (remaining >= 0)
+		fprintf(f, "mailbridge_highlevel_daily_remaining{location=\"%s\"} %ld\n", location_id, remaining);
+}
+
 void
 metrics_http(void *ctx, const struct http_request *req, struct http_response *resp)
 {
@@ -89,6 +99,11 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 	fprintf(f, "# HELP mailbridge_oldest_queued_job_seconds Age of the oldest job still queued\n"
 	    "# TYPE mailbridge_oldest_queued_job_seconds gauge\nmailbridge_oldest_queued_job_seconds %.1f\n",
 	    store_job_oldest_queued_age(app->store) / 1000.0);
+	if (app->ghl) {
+		fprintf(f, "# HELP mailbridge_highlevel_requests_today Requests made today per location (daily budget)\n"
+		    "# TYPE mailbridge_highlevel_requests_today gauge\n");
+		ghl_budget_each(app->ghl, budget_line, f);
+	}
 	if (app->imap) {
 		fprintf(f, "# HELP mailbridge_imap_mailboxes Watched mailboxes\n# TYPE mailbridge_imap_mailboxes gauge\n"
 		    "mailbridge_imap_mailboxes{state=\"configured\"} %zu\nmailbridge_imap_mailboxes{state=\"connected\"} %zu\n",

@@ -33,14 +33,20 @@ def setUpModule():
         location_conf("LIn", **common, **{"from": "Acme Support <support@mail.test>", "reply_domain": "mail.test",
                                           "provider_id": "prov-email", "delivered_on": "dsn",
                                           "imap_user": "support", "imap_password": "supportpw"}),
+        location_conf("LPoll", **{**common, "imap_idle": "no", "imap_poll_interval": 1},
+                      **{"from": "Poller <alice@mail.test>", "reply_domain": "poll.test", "provider_id": "prov-poll", "imap_after": "move:Done",
+                         "imap_user": "alice", "imap_password": "alicepw"}),
         location_conf("LCust", **common, **{"from": "Carol Co <carol@mail.test>", "reply_domain": "client.test",
                                             "mode": "custom", "provider_id": "prov-custom",
                                             "imap_user": "carol", "imap_password": "carolpw"}),
     ]
     d = Daemon(BASE + 50, ghl.url, locations,
                extra_highlevel="client_id = test-client\nclient_secret = test-secret\n")
+    with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
+        m.login("alice", "alicepw")
+        m.create("Done")
     d.start()
-    wait_watching(2)
+    wait_watching(3)
 
 
 def tearDownModule():
@@ -359,6 +365,32 @@ class TestInbound(unittest.TestCase):
         r = d.cli("inbound", "retry", "LIn", msgid.strip("<>"))
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(len(posted(lambda b: b.get("altId") == msgid)), 1)
+
+    def test_polling_mailbox_and_move_after(self):
+        self.assertRegex(d.log(), r"locationId=LPoll connected \S+ idle=no")
+        msgid = email.utils.make_msgid(domain="poll.test")
+        append("alice", f"From: p@poll.test\r\nSubject: p\r\nMessage-ID: {msgid}\r\n\r\npolled\r\n".encode())
+        hits = posted(lambda b: b.get("altId") == msgid, timeout=10)
+        self.assertEqual(len(hits), 1)
+        time.sleep(0.5)
+        with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
+            m.login("alice", "alicepw")
+            m.select("INBOX")
+            self.assertEqual(m.search(None, "HEADER", "Message-ID", msgid)[1], [b""])
+            m.select("Done")
+            self.assertNotEqual(m.search(None, "HEADER", "Message-ID", msgid)[1], [b""])
+
+    def test_processed_messages_are_seen(self):
+        msgid = email.utils.make_msgid(domain="seen.test")
+        append("support", f"From: s@seen.test\r\nSubject: s\r\nMessage-ID: {msgid}\r\n\r\nflag me\r\n".encode())
+        self.assertEqual(len(posted(lambda b: b.get("altId") == msgid)), 1)
+        time.sleep(0.3)
+        with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
+            m.login("support", "supportpw")
+            m.select("INBOX", readonly=True)
+            num = m.search(None, "HEADER", "Message-ID", msgid)[1][0].split()
+            self.assertEqual(len(num), 1)
+            self.assertIn(b"\\Seen", m.fetch(num[0], "(FLAGS)")[1][0])
 
     def test_zz_contract(self):
         self.assertEqual(ghl.spec_errors, [])

@@ -372,6 +372,8 @@ class TestOutbound(unittest.TestCase):
         self.assertGreater(values['mailbridge_jobs{state="queued"}'], 0)    # tempfail / relay down
         self.assertGreater(values["mailbridge_oldest_queued_job_seconds"], 0)
         self.assertEqual(values['mailbridge_jobs{state="sent"}'], len([j for j in d.jobs() if j["state"] == "sent"]))
+        self.assertGreater(values['mailbridge_highlevel_requests_today{location="LMain"}'], 10)
+        self.assertLess(values['mailbridge_highlevel_daily_remaining{location="LMain"}'], 200000)
         self.assertNotIn("scrape-secret", d.log())
 
     def test_zz_contract(self):

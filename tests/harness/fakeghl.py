@@ -160,6 +160,7 @@ class FakeGHL:
         self.uploads = []         # (filename, bytes)
         self.inbound = []         # bodies of POST /conversations/messages/inbound
         self.seq = 0
+        self.daily_used = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -172,6 +173,11 @@ class FakeGHL:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 status, payload, hdrs = fake.handle(self.command, self.path, dict(self.headers), body)
+                if self.headers.get("Authorization"):
+                    with fake.lock:
+                        fake.daily_used += 1
+                        hdrs = {"X-RateLimit-Limit-Daily": "200000",
+                                "X-RateLimit-Daily-Remaining": str(200000 - fake.daily_used), **hdrs}
                 data = json.dumps(payload).encode() if payload is not None else b""
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
