@@ -1,6 +1,7 @@
 #include "inbound.h"
 #include "app.h"
 #include "config.h"
+#include "contact.h"
 #include "ghl.h"
 #include "log.h"
 #include "metrics.h"
@@ -16,166 +17,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-#define CONTACT_CACHE_MAX 10000
-
-struct contact_entry {
-	char *key;                 /* location \n email */
-	char *contact_id;
-	struct contact_entry *next;
-};
-
-static pthread_mutex_t contact_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct contact_entry *contact_cache;
-static size_t contact_count;
-
-static char *
-contact_cache_get(const char *loc, const char *email)
-{
-	char *key = xasprintf("%s\n%s", loc, email), *id = NULL;
-	pthread_mutex_lock(&contact_lock);
-	for (struct contact_entry *e = contact_cache; e; e = e->next)
-		if (!strcasecmp(e->key, key)) {
-			id = xstrdup(e->contact_id);
-			break;
-		}
-	pthread_mutex_unlock(&contact_lock);
-	free(key);
-	return id;
-}
-
-static void
-contact_cache_put(const char *loc, const char *email, const char *id)
-{
-	struct contact_entry *e;
-	pthread_mutex_lock(&contact_lock);
-	if (contact_count < CONTACT_CACHE_MAX) {
-		e = xcalloc(1, sizeof(*e));
-		e->key = xasprintf("%s\n%s", loc, email);
-		e->contact_id = xstrdup(id);
-		e->next = contact_cache;
-		contact_cache = e;
-		contact_count++;
-	}
-	pthread_mutex_unlock(&contact_lock);
-}
-
-/* Outcome of one step against HighLevel. */
-struct step {
-	enum ghl_class cls;
-	char *error;
-};
-
-static void
-step_from(struct step *s, struct ghl_result *res, const char *what)
-{
-	s->cls = res->cls;
-	free(s->error);
-	s->error = xasprintf("%s: %s (HTTP %ld)", what, res->error ? res->error : "?", res->status);
-}
-
-static const char *
-jstr(json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-	return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-/* Sets key only when s is valid UTF-8 text (json_string refuses others). */
-static void
-jset(json_t *o, const char *key, const char *s)
-{
-	json_t *v = s ? json_string(s) : NULL;
-	if (v)
-		json_object_set_new(o, key, v);
-}
-
-static char *
-find_contact(struct app *app, const struct location_config *loc, const struct inbound_msg *m, struct step *s)
-{
-	struct ghl_result res;
-	char *id = contact_cache_get(loc->id, m->from_addr);
-	char *el, *ee, *path;
-
-	if (id)
-		return id;
-	el = curl_easy_escape(NULL, loc->id, 0);
-	ee = curl_easy_escape(NULL, m->from_addr, 0);
-	path = xasprintf("/contacts/search/duplicate?locationId=%s&email=%s", el, ee);
-	curl_free(el);
-	curl_free(ee);
-	ghl_call(app->ghl, loc->id, "GET", path, GHL_VERSION_CONTACTS, NULL, &res);
-	free(path);
-	if (res.cls == GHL_OK) {
-		json_t *c = json_object_get(res.body, "contact");
-		if (jstr(c, "id"))
-			id = xstrdup(jstr(c, "id"));
-	} else {
-		step_from(s, &res, "contact search");
-		ghl_result_clear(&res);
-		return NULL;
-	}
-	ghl_result_clear(&res);
-	if (!id) {
-		json_t *body = json_pack("{s:s, s:s, s:s}", "locationId", loc->id, "email", m->from_addr,
-		    "source", "mailbridge");
-		if (m->from_name)
-			jset(body, "name", m->from_name);
-		ghl_call(app->ghl, loc->id, "POST", "/contacts/upsert", GHL_VERSION_CONTACTS, body, &res);
-		if (res.cls == GHL_OK && jstr(json_object_get(res.body, "contact"), "id")) {
-			id = xstrdup(jstr(json_object_get(res.body, "contact"), "id"));
-			log_info("inbound: contact created locationId=%s contactId=%s", loc->id, id);
-		} else {
-			step_from(s, &res, "contact upsert");
-			if (res.cls == GHL_OK)
-				s->cls = GHL_PERMANENT;   /* 2xx without a contact id */
-		}
-		ghl_result_clear(&res);
-	}
-	if (id)
-		contact_cache_put(loc->id, m->from_addr, id);
-	return id;
-}
-
-static char *
-find_conversation(struct app *app, const struct location_config *loc, const char *contact_id, struct step *s)
-{
-	struct ghl_result res;
-	char *el = curl_easy_escape(NULL, loc->id, 0), *ec = curl_easy_escape(NULL, contact_id, 0);
-	char *path = xasprintf("/conversations/search?locationId=%s&contactId=%s", el, ec);
-	char *id = NULL;
-
-	curl_free(el);
-	curl_free(ec);
-	ghl_call(app->ghl, loc->id, "GET", path, GHL_VERSION_CONVERSATIONS, NULL, &res);
-	free(path);
-	if (res.cls != GHL_OK) {
-		step_from(s, &res, "conversation search");
-		ghl_result_clear(&res);
-		return NULL;
-	}
-	{
-		json_t *list = json_object_get(res.body, "conversations");
-		if (json_is_array(list) && json_array_size(list) > 0 && jstr(json_array_get(list, 0), "id"))
-			id = xstrdup(jstr(json_array_get(list, 0), "id"));
-	}
-	ghl_result_clear(&res);
-	if (!id) {
-		json_t *body = json_pack("{s:s, s:s}", "locationId", loc->id, "contactId", contact_id);
-		ghl_call(app->ghl, loc->id, "POST", "/conversations/", GHL_VERSION_CONVERSATIONS, body, &res);
-		if (res.cls == GHL_OK && jstr(json_object_get(res.body, "conversation"), "id"))
-			id = xstrdup(jstr(json_object_get(res.body, "conversation"), "id"));
-		else if (res.cls == GHL_OK && jstr(res.body, "id"))
-			id = xstrdup(jstr(res.body, "id"));
-		else {
-			step_from(s, &res, "conversation create");
-			if (res.cls == GHL_OK)
-				s->cls = GHL_PERMANENT;
-		}
-		ghl_result_clear(&res);
-	}
-	return id;
-}
 
 /* The message this one answers, from our map. NULL for a new thread. */
 static struct msgmap *
@@ -303,12 +144,12 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	struct ghl_result res = { 0 };
 	enum inbound_result ret = INBOUND_DONE;
 
-	contact = find_contact(app, loc, m, &s);
+	contact = contact_find(app, loc, m->from_addr, NULL, m->from_name, true, &s);
 	if (!contact)
 		goto fail;
 	if (parent && parent->conversation_id && parent->contact_id && !strcmp(parent->contact_id, contact))
 		conv = xstrdup(parent->conversation_id);
-	else if (!(conv = find_conversation(app, loc, contact, &s)))
+	else if (!(conv = conversation_find(app, loc, contact, &s)))
 		goto fail;
 
 	notes = xstrdup("");

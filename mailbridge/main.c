@@ -2,6 +2,7 @@
  * send-test, accounts. Process-wide library init happens here, before
  * any thread starts (LIBRARIES.md B.6). */
 #include "app.h"
+#include "calllog.h"
 #include "config.h"
 #include "ghl.h"
 #include "http.h"
@@ -51,6 +52,9 @@ usage(FILE *out)
 	    "       mailbridge send-test --location ID --to ADDR [-c FILE]\n"
 	    "       mailbridge inbound list [STATE] | retry LOCATION KEY [-c FILE]\n"
 	    "       mailbridge accounts [-c FILE]\n"
+	    "       mailbridge call-log --location ID --direction inbound|outbound --from E164 --to E164\n"
+	    "                 --status completed|answered|busy|no-answer|failed|canceled|voicemail|pending\n"
+	    "                 [--recording URL] [-c FILE]\n"
 	    "FILE defaults to " DEFAULT_CONFIG ", else conf/mailbridge.conf\n");
 }
 
@@ -315,6 +319,51 @@ cmd_inbound(const char *path, int argc, char **argv)
 	return r;
 }
 
+/* A call logged from a script (a PBX hook, a CDR export). */
+static int
+cmd_call_log(const char *path, const char *location, const char *direction, const char *from, const char *to,
+    const char *status, const char *recording)
+{
+	struct app app;
+	const struct location_config *loc;
+	struct call_record c = { 0 };
+	char *mid = NULL, *err = NULL;
+	int r;
+
+	if (!location || !direction || !from || !to || !status ||
+	    (strcmp(direction, "inbound") && strcmp(direction, "outbound"))) {
+		usage(stderr);
+		return 2;
+	}
+	if (open_app(&app, path) < 0)
+		return 1;
+	loc = config_location(app.cfg, location);
+	if (!loc) {
+		fprintf(stderr, "location %s is not configured\n", location);
+		close_app(&app);
+		return 1;
+	}
+	app.ghl = ghl_new(app.cfg, app.store);
+	if (app.cfg->client_id) {
+		app.oauth = oauth_new(app.cfg, app.store, app.ghl);
+		ghl_set_oauth(app.ghl, app.oauth);
+	}
+	c.inbound = !strcmp(direction, "inbound");
+	c.from = from;
+	c.to = to;
+	c.status = status;
+	c.recording_url = recording;
+	r = calllog_post(&app, loc, &c, &mid, &err);
+	if (r == 1)
+		printf("logged %s\n", mid);
+	else
+		fprintf(stderr, "%s: %s\n", r == 0 ? "refused" : "try again later", err);
+	free(mid);
+	free(err);
+	close_app(&app);
+	return r == 1 ? 0 : r == 0 ? 1 : 75;   /* 75 = EX_TEMPFAIL */
+}
+
 static int
 cmd_send_test(const char *path, const char *location, const char *to)
 {
@@ -391,10 +440,15 @@ main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "location", required_argument, NULL, 'l' },
 		{ "to", required_argument, NULL, 't' },
+		{ "from", required_argument, NULL, 'f' },
+		{ "direction", required_argument, NULL, 'd' },
+		{ "status", required_argument, NULL, 's' },
+		{ "recording", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = NULL, *location = NULL, *to = NULL, *cmd = "serve";
+	const char *from = NULL, *direction = NULL, *status = NULL, *recording = NULL;
 	int c, r;
 
 	/* GNU getopt permutes: options may come before or after the command
@@ -404,6 +458,10 @@ main(int argc, char **argv)
 		case 'c': path = optarg; break;
 		case 'l': location = optarg; break;
 		case 't': to = optarg; break;
+		case 'f': from = optarg; break;
+		case 'd': direction = optarg; break;
+		case 's': status = optarg; break;
+		case 'r': recording = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -422,6 +480,8 @@ main(int argc, char **argv)
 		r = cmd_queue(path, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "send-test"))
 		r = cmd_send_test(path, location, to);
+	else if (!strcmp(cmd, "call-log"))
+		r = cmd_call_log(path, location, direction, from, to, status, recording);
 	else if (!strcmp(cmd, "inbound"))
 		r = cmd_inbound(path, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "accounts"))

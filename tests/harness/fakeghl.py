@@ -159,6 +159,7 @@ class FakeGHL:
         self.conversations = {}   # contactId -> conversation id
         self.uploads = []         # (filename, bytes)
         self.inbound = []         # bodies of POST /conversations/messages/inbound
+        self.outbound_calls = []  # bodies of POST /conversations/messages/outbound
         self.seq = 0
         self.daily_used = 0
         fake = self
@@ -270,11 +271,12 @@ class FakeGHL:
                          "userType": "Location", "companyId": form.get("companyId")}, {}
         query = {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(rawpath).query).items()}
         if path == "/contacts/search/duplicate" and method == "GET":
-            cid = self.contacts.get((query.get("locationId"), (query.get("email") or "").lower()))
-            return 200, {"contact": {"id": cid, "email": query.get("email")} if cid else None}, {}
+            who = (query.get("email") or query.get("number") or "").lower()
+            cid = self.contacts.get((query.get("locationId"), who))
+            return 200, {"contact": {"id": cid} if cid else None}, {}
         if path == "/contacts/upsert" and method == "POST":
             b = json.loads(body)
-            key = (b.get("locationId"), (b.get("email") or "").lower())
+            key = (b.get("locationId"), (b.get("email") or b.get("phone") or "").lower())
             with self.lock:
                 new = key not in self.contacts
                 if new:
@@ -303,6 +305,14 @@ class FakeGHL:
                     self.uploads.append((fname, data))
                 out[fname] = f"https://storage.fake/{len(self.uploads)}/{urllib.parse.quote(fname)}"
             return 200, {"uploadedFiles": out}, {}
+        if path == "/conversations/messages/outbound" and method == "POST":
+            b = json.loads(body)
+            with self.lock:
+                self.outbound_calls.append(b)
+                self.seq += 1
+                mid = f"out{self.seq}"
+            return 200, {"success": True, "conversationId": b.get("conversationId"), "messageId": mid,
+                         "message": "ok", "traceId": "t"}, {}
         if path == "/conversations/messages/inbound" and method == "POST":
             b = json.loads(body)
             with self.lock:

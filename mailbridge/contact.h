@@ -1,0 +1,36 @@
+/* contact: the HighLevel contact and conversation a message belongs to.
+ * Contacts are found by email or phone (GET /contacts/search/duplicate)
+ * and created when asked (POST /contacts/upsert), cached per location;
+ * conversations are searched, then created. Shared by inbound mail and
+ * call logs. Also the small JSON/step helpers those callers share. */
+#ifndef MB_CONTACT_H
+#define MB_CONTACT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "ghl.h"
+
+struct app;
+struct location_config;
+
+/* Outcome of a chain of HighLevel calls: the class of the first failure
+ * and its text (malloc'd). */
+struct step {
+	enum ghl_class cls;
+	char *error;
+};
+void step_from(struct step *s, struct ghl_result *res, const char *what);
+
+/* Borrowed string member or NULL; set only when s is valid UTF-8 text. */
+const char *jstr(json_t *o, const char *k);
+void jset(json_t *o, const char *key, const char *s);
+
+/* Contact id (malloc'd) by email, else phone; NULL with s filled. When
+ * !create an unknown contact is a permanent failure. */
+char *contact_find(struct app *app, const struct location_config *loc, const char *email, const char *phone,
+    const char *name, bool create, struct step *s);
+/* Conversation id (malloc'd) of the contact, created when there is none. */
+char *conversation_find(struct app *app, const struct location_config *loc, const char *contact_id, struct step *s);
+
+#endif
