@@ -244,6 +244,54 @@ col_text(sqlite3_stmt *stmt, int i)
 	return t ? xstrdup((const char *)t) : NULL;
 }
 
+/* Runs a query binding args by fmt (as store_exec) and hands its first row
+ * to fn. Returns 1 with a row, 0 without, -1 on error (logged). */
+static int
+store_query_row(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
+    const char *fmt, ...)
+{
+	va_list ap;
+	sqlite3_stmt *stmt;
+	int r, ret = -1;
+
+	pthread_mutex_lock(&st->lock);
+	va_start(ap, fmt);
+	stmt = store_prepare(st, sql, fmt, ap);
+	va_end(ap);
+	if (stmt) {
+		r = sqlite3_step(stmt);
+		if (r == SQLITE_ROW) {
+			fn(stmt, arg);
+			ret = 1;
+		} else if (r == SQLITE_DONE) {
+			ret = 0;
+		} else {
+			store_log_error(st, "query");
+		}
+		store_stmt_done(st, stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return ret;
+}
+
+/* Row readers for store_query_row. */
+static void
+row_int64(sqlite3_stmt *stmt, void *arg)
+{
+	*(int64_t *)arg = sqlite3_column_type(stmt, 0) == SQLITE_NULL ? -1 : sqlite3_column_int64(stmt, 0);
+}
+
+static void
+row_text(sqlite3_stmt *stmt, void *arg)
+{
+	*(char **)arg = col_text(stmt, 0);
+}
+
+static void
+row_none(sqlite3_stmt *stmt, void *arg)
+{
+}
+
 struct store *
 store_open(const char *data_dir, char **error_r)
 {
@@ -433,16 +481,8 @@ store_job_claim(struct store *st, int64_t now, struct job **job_r)
 int64_t
 store_job_next_due(struct store *st)
 {
-	sqlite3_stmt *stmt;
 	int64_t at = -1;
-
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT MIN(next_at) FROM jobs WHERE state='queued'")) != NULL) {
-		if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL)
-			at = sqlite3_column_int64(stmt, 0);
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
+	store_query_row(st, row_int64, &at, "SELECT MIN(next_at) FROM jobs WHERE state='queued'", "");
 	return at;
 }
 
@@ -527,18 +567,9 @@ store_job_drop(struct store *st, const char *message_id)
 int
 store_job_count(struct store *st, const char *state)
 {
-	sqlite3_stmt *stmt;
-	int n = -1;
-
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT COUNT(*) FROM jobs WHERE state=?1")) != NULL) {
-		sqlite3_bind_text(stmt, 1, state, -1, SQLITE_STATIC);
-		if (sqlite3_step(stmt) == SQLITE_ROW)
-			n = sqlite3_column_int(stmt, 0);
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
-	return n;
+	int64_t n = -1;
+	store_query_row(st, row_int64, &n, "SELECT COUNT(*) FROM jobs WHERE state=?1", "s", state);
+	return (int)n;
 }
 
 int
@@ -824,27 +855,24 @@ store_webhook_seen(struct store *st, const char *webhook_id, int64_t now)
 	return r < 0 ? -1 : r;
 }
 
+struct checkpoint_row {
+	uint32_t *uidvalidity, *last_uid;
+};
+
+static void
+row_checkpoint(sqlite3_stmt *stmt, void *arg)
+{
+	struct checkpoint_row *c = arg;
+	*c->uidvalidity = (uint32_t)sqlite3_column_int64(stmt, 0);
+	*c->last_uid = (uint32_t)sqlite3_column_int64(stmt, 1);
+}
+
 int
 store_checkpoint_get(struct store *st, const char *account, uint32_t *uidvalidity, uint32_t *last_uid)
 {
-	sqlite3_stmt *stmt;
-	int r, ret = -1;
-
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT uidvalidity, last_uid FROM imap_checkpoints WHERE account=?1")) != NULL) {
-		sqlite3_bind_text(stmt, 1, account, -1, SQLITE_STATIC);
-		r = sqlite3_step(stmt);
-		if (r == SQLITE_ROW) {
-			*uidvalidity = (uint32_t)sqlite3_column_int64(stmt, 0);
-			*last_uid = (uint32_t)sqlite3_column_int64(stmt, 1);
-			ret = 1;
-		} else {
-			ret = r == SQLITE_DONE ? 0 : -1;
-		}
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
-	return ret;
+	struct checkpoint_row c = { uidvalidity, last_uid };
+	return store_query_row(st, row_checkpoint, &c, "SELECT uidvalidity, last_uid FROM imap_checkpoints "
+	    "WHERE account=?1", "s", account);
 }
 
 int
@@ -859,25 +887,9 @@ store_checkpoint_put(struct store *st, const char *account, uint32_t uidvalidity
 int
 store_inbound_state(struct store *st, const char *location_id, const char *key, char **state_r)
 {
-	sqlite3_stmt *stmt;
-	int r, ret = -1;
-
 	*state_r = NULL;
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT state FROM inbound_seen WHERE location_id=?1 AND dedupe_key=?2")) != NULL) {
-		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
-		r = sqlite3_step(stmt);
-		if (r == SQLITE_ROW) {
-			*state_r = col_text(stmt, 0);
-			ret = 1;
-		} else {
-			ret = r == SQLITE_DONE ? 0 : -1;
-		}
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
-	return ret;
+	return store_query_row(st, row_text, state_r, "SELECT state FROM inbound_seen "
+	    "WHERE location_id=?1 AND dedupe_key=?2", "ss", location_id, key);
 }
 
 int
@@ -990,28 +1002,27 @@ store_watcher_state(struct store *st, const char *location_id, const char *state
 	    "updated_at=excluded.updated_at", "sssi", location_id, state, detail, now_ms()) < 0 ? -1 : 1;
 }
 
+struct watcher_row {
+	char **state, **detail;
+	int64_t *at;
+};
+
+static void
+row_watcher(sqlite3_stmt *stmt, void *arg)
+{
+	struct watcher_row *w = arg;
+	*w->state = col_text(stmt, 0);
+	*w->detail = col_text(stmt, 1);
+	*w->at = sqlite3_column_int64(stmt, 2);
+}
+
 int
 store_watcher_get(struct store *st, const char *location_id, char **state_r, char **detail_r, int64_t *at_r)
 {
-	sqlite3_stmt *stmt;
-	int ret = -1;
-
+	struct watcher_row w = { state_r, detail_r, at_r };
 	*state_r = *detail_r = NULL;
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT state, detail, updated_at FROM watchers WHERE location_id=?1")) != NULL) {
-		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
-		if (sqlite3_step(stmt) == SQLITE_ROW) {
-			*state_r = col_text(stmt, 0);
-			*detail_r = col_text(stmt, 1);
-			*at_r = sqlite3_column_int64(stmt, 2);
-			ret = 1;
-		} else {
-			ret = 0;
-		}
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
-	return ret;
+	return store_query_row(st, row_watcher, &w, "SELECT state, detail, updated_at FROM watchers "
+	    "WHERE location_id=?1", "s", location_id);
 }
 
 int
@@ -1026,31 +1037,14 @@ store_set_installed(struct store *st, const char *location_id, bool installed)
 int
 store_is_uninstalled(struct store *st, const char *location_id)
 {
-	sqlite3_stmt *stmt;
-	int ret = -1;
-
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT 1 FROM uninstalled WHERE location_id=?1")) != NULL) {
-		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
-		ret = sqlite3_step(stmt) == SQLITE_ROW ? 1 : 0;
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
-	return ret;
+	return store_query_row(st, row_none, NULL, "SELECT 1 FROM uninstalled WHERE location_id=?1", "s", location_id);
 }
 
 int64_t
 store_job_oldest_queued_age(struct store *st)
 {
-	sqlite3_stmt *stmt;
-	int64_t age = 0;
-
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT MIN(created_at) FROM jobs WHERE state IN ('queued','claimed','sending')")) != NULL) {
-		if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL)
-			age = now_ms() - sqlite3_column_int64(stmt, 0);
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
-	return age;
+	int64_t oldest = -1;
+	store_query_row(st, row_int64, &oldest,
+	    "SELECT MIN(created_at) FROM jobs WHERE state IN ('queued','claimed','sending')", "");
+	return oldest < 0 ? 0 : now_ms() - oldest;
 }
