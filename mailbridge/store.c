@@ -247,17 +247,14 @@ col_text(sqlite3_stmt *stmt, int i)
 /* Runs a query binding args by fmt (as store_exec) and hands its first row
  * to fn. Returns 1 with a row, 0 without, -1 on error (logged). */
 static int
-store_query_row(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
-    const char *fmt, ...)
+store_query_row_v(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
+    const char *fmt, va_list ap)
 {
-	va_list ap;
 	sqlite3_stmt *stmt;
 	int r, ret = -1;
 
 	pthread_mutex_lock(&st->lock);
-	va_start(ap, fmt);
 	stmt = store_prepare(st, sql, fmt, ap);
-	va_end(ap);
 	if (stmt) {
 		r = sqlite3_step(stmt);
 		if (r == SQLITE_ROW) {
@@ -272,6 +269,18 @@ store_query_row(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg,
 	}
 	pthread_mutex_unlock(&st->lock);
 	return ret;
+}
+
+static int
+store_query_row(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
+    const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+	va_start(ap, fmt);
+	r = store_query_row_v(st, fn, arg, sql, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 /* Row readers for store_query_row. */
@@ -425,33 +434,24 @@ job_from_row(sqlite3_stmt *s)
 	return j;
 }
 
+static void
+row_job(sqlite3_stmt *stmt, void *arg)
+{
+	*(struct job **)arg = job_from_row(stmt);
+}
+
 /* Runs a query expected to return at most one job row. */
 static int
 store_job_query(struct store *st, struct job **job_r, const char *sql, const char *fmt, ...)
 {
 	va_list ap;
-	sqlite3_stmt *stmt;
-	int r, ret = -1;
+	int r;
 
 	*job_r = NULL;
-	pthread_mutex_lock(&st->lock);
 	va_start(ap, fmt);
-	stmt = store_prepare(st, sql, fmt, ap);
+	r = store_query_row_v(st, row_job, job_r, sql, fmt, ap);
 	va_end(ap);
-	if (stmt) {
-		r = sqlite3_step(stmt);
-		if (r == SQLITE_ROW) {
-			*job_r = job_from_row(stmt);
-			ret = 1;
-		} else if (r == SQLITE_DONE) {
-			ret = 0;
-		} else {
-			store_log_error(st, "job query");
-		}
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
-	return ret;
+	return r;
 }
 
 int

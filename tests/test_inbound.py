@@ -13,7 +13,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness.daemon import Daemon, location_conf  # noqa: E402
+from harness.daemon import Daemon, location_conf, stop_all  # noqa: E402
 from harness.fakeghl import FakeGHL  # noqa: E402
 from harness.servers import MailServers  # noqa: E402
 
@@ -50,11 +50,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    rc = d.stop()
-    d.cleanup()
-    ghl.close()
-    srv.stop()
-    assert rc == 0, f"daemon exit status {rc}"
+    stop_all(d, ghl, srv)
 
 
 def wait_watching(n, timeout=15):

@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness.daemon import Daemon, location_conf  # noqa: E402
+from harness.daemon import Daemon, location_conf, stop_all  # noqa: E402
 from harness.fakeghl import FakeGHL  # noqa: E402
 from harness.servers import MailServers  # noqa: E402
 
@@ -33,11 +33,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    rc = d.stop()
-    d.cleanup()
-    ghl.close()
-    srv.stop()
-    assert rc == 0, f"daemon exit status {rc}"
+    stop_all(d, ghl, srv)
 
 
 def send(msg, rcpts, sender="bob@mail.test"):

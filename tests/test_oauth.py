@@ -10,7 +10,7 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness.daemon import Daemon, location_conf  # noqa: E402
+from harness.daemon import Daemon, location_conf, stop_all  # noqa: E402
 from harness.fakeghl import FakeGHL  # noqa: E402
 from harness.scriptsmtp import ScriptedSMTP  # noqa: E402
 
@@ -38,11 +38,7 @@ def setUpModule():
 
 def tearDownModule():
     os.unlink(KEYFILE)
-    rc = d.stop()
-    d.cleanup()
-    relay.close()
-    ghl.close()
-    assert rc == 0, f"daemon exit status {rc}"
+    stop_all(d, relay, ghl)
 
 
 def install(code):

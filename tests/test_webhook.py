@@ -9,7 +9,7 @@ import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness.daemon import Daemon, location_conf  # noqa: E402
+from harness.daemon import Daemon, location_conf, stop_all  # noqa: E402
 from harness.fakeghl import FakeGHL  # noqa: E402
 
 BASE = int(os.environ.get("MB_TEST_PORT_BASE", "21000")) + 100
@@ -32,10 +32,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    rc = d.stop()
-    d.cleanup()
-    ghl.close()
-    assert rc == 0, f"daemon exit status {rc}"
+    stop_all(d, ghl)
 
 
 class TestWebhookIntake(unittest.TestCase):
