@@ -10,6 +10,7 @@ struct outbound;
 struct ghl;
 struct oauth;
 struct imap_watch;
+struct plugin_host;
 
 struct app {
 	struct config *cfg;
@@ -19,6 +20,7 @@ struct app {
 	struct ghl *ghl;
 	struct oauth *oauth;           /* NULL when no client_id is configured */
 	struct imap_watch *imap;
+	struct plugin_host *plugins;  /* SMS / Call providers */
 };
 
 #endif

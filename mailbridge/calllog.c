@@ -40,14 +40,15 @@ calllog_post(struct app *app, const struct location_config *loc, const struct ca
 	time_t t = (time_t)((c->date_ms ? c->date_ms : now_ms()) / 1000);
 	struct tm tm;
 	int ret;
+	const char *provider = loc->call_provider_id ? loc->call_provider_id : loc->provider_id;
 
 	*message_id_r = NULL;
 	if (!e164(c->from) || !e164(c->to) || !calllog_status_ok(c->status)) {
 		*error_r = xstrdup("a call needs E.164 from and to numbers and a HighLevel call status");
 		return 0;
 	}
-	if (!loc->provider_id) {
-		*error_r = xasprintf("location %s has no provider_id (the Call provider's conversationProviderId)", loc->id);
+	if (!provider) {
+		*error_r = xasprintf("location %s has no call_provider_id (the Call provider's conversationProviderId)", loc->id);
 		return 0;
 	}
 	contact = contact_find(app, loc, NULL, party, NULL, c->inbound, &s);
@@ -58,7 +59,7 @@ calllog_post(struct app *app, const struct location_config *loc, const struct ca
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S.000Z", &tm);
 	body = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "type", "Call", "conversationId", conv,
-	    "conversationProviderId", loc->provider_id, "date", date,
+	    "conversationProviderId", provider, "date", date,
 	    "call", "from", c->from, "to", c->to, "status", c->status);
 	if (c->recording_url)
 		json_object_set_new(body, "attachments", json_pack("[s]", c->recording_url));

@@ -18,7 +18,7 @@
 #define CONFIG_MAX_INCLUDE_DEPTH 4
 #define CONFIG_MAX_SECRET_FILE   4096
 
-enum config_section { SEC_TOP, SEC_SERVER, SEC_HIGHLEVEL, SEC_STORE, SEC_LOCATION };
+enum config_section { SEC_TOP, SEC_SERVER, SEC_HIGHLEVEL, SEC_STORE, SEC_PLUGINS, SEC_LOCATION, SEC_PLUGIN };
 enum config_type { CT_STR, CT_PATH, CT_INT, CT_BOOL };
 
 struct config_key {
@@ -65,7 +65,14 @@ static const struct config_key config_keys[] = {
 	{ SEC_STORE, "max_attachment", CT_INT, G(max_attachment), "26214400", 1024, 1L << 30, false },
 	{ SEC_STORE, "token_key_file", CT_PATH, G(token_key_file), NULL, 0, 0, false },
 
+	{ SEC_PLUGINS, "dir", CT_PATH, G(plugin_dir), "plugins", 0, 0, false },
+	{ SEC_PLUGINS, "send_timeout", CT_INT, G(plugin_timeout), "30", 1, 3600, false },
+
 	{ SEC_LOCATION, "mode", CT_STR, L(mode), "default", 0, 0, false },
+	{ SEC_LOCATION, "sms", CT_STR, L(sms_plugin), NULL, 0, 0, false },
+	{ SEC_LOCATION, "call", CT_STR, L(call_plugin), NULL, 0, 0, false },
+	{ SEC_LOCATION, "sms_provider_id", CT_STR, L(sms_provider_id), NULL, 0, 0, false },
+	{ SEC_LOCATION, "call_provider_id", CT_STR, L(call_provider_id), NULL, 0, 0, false },
 	{ SEC_LOCATION, "provider_id", CT_STR, L(provider_id), NULL, 0, 0, false },
 	{ SEC_LOCATION, "from", CT_STR, L(from), NULL, 0, 0, false },
 	{ SEC_LOCATION, "allow_from_override", CT_BOOL, L(allow_from_override), "no", 0, 0, false },
@@ -109,6 +116,7 @@ struct parse_state {
 	int depth;
 	enum config_section section;
 	struct location_config *loc;
+	struct plugin_section *plugin;
 	char *bad_section;         /* reported once per section */
 };
 
@@ -253,14 +261,17 @@ valid_location_id(const char *id)
 static bool
 config_enter_section(struct parse_state *ps, const char *section)
 {
-	static const char *names[] = { "", "server", "highlevel", "store" };
+	static const char *names[] = { "", "server", "highlevel", "store", "plugins" };
 
 	if (ps->bad_section && strcmp(ps->bad_section, section) == 0)
 		return false;
 	if (ps->section == SEC_LOCATION && ps->loc && strncmp(section, "location ", 9) == 0 &&
 	    strcmp(ps->loc->id, section + 9) == 0)
 		return true;
-	for (int i = 0; i < 4; i++)
+	if (ps->section == SEC_PLUGIN && ps->plugin && strncmp(section, "plugin ", 7) == 0 &&
+	    strcmp(ps->plugin->name, section + 7) == 0)
+		return true;
+	for (int i = 0; i < 5; i++)
 		if (strcmp(section, names[i]) == 0) {
 			ps->section = (enum config_section)i;
 			return true;
@@ -279,6 +290,25 @@ config_enter_section(struct parse_state *ps, const char *section)
 		if (!ps->loc)
 			return false;
 		ps->section = SEC_LOCATION;
+		free(ps->bad_section);
+		ps->bad_section = NULL;
+		return true;
+	}
+	if (strncmp(section, "plugin ", 7) == 0 && valid_location_id(section + 7)) {
+		struct config *cfg = ps->cfg;
+		for (size_t i = 0; i < cfg->n_plugin_sections; i++)
+			if (!strcmp(cfg->plugin_sections[i].name, section + 7)) {
+				ps->plugin = &cfg->plugin_sections[i];
+				ps->section = SEC_PLUGIN;
+				free(ps->bad_section);
+				ps->bad_section = NULL;
+				return true;
+			}
+		cfg->plugin_sections = xrealloc(cfg->plugin_sections, (cfg->n_plugin_sections + 1) * sizeof(*ps->plugin));
+		ps->plugin = &cfg->plugin_sections[cfg->n_plugin_sections++];
+		memset(ps->plugin, 0, sizeof(*ps->plugin));
+		ps->plugin->name = xstrdup(section + 7);
+		ps->section = SEC_PLUGIN;
 		free(ps->bad_section);
 		ps->bad_section = NULL;
 		return true;
@@ -303,6 +333,15 @@ config_handler(void *user, const char *section, const char *name, const char *va
 	}
 	if (ps->section == SEC_TOP) {
 		perr(ps, "unknown key '%s' outside any section", name);
+		return 1;
+	}
+	if (ps->section == SEC_PLUGIN) {
+		/* the plugin's own keys: it validates them at init */
+		struct plugin_section *p = ps->plugin;
+		p->keys = xrealloc(p->keys, (p->n + 1) * sizeof(char *));
+		p->values = xrealloc(p->values, (p->n + 1) * sizeof(char *));
+		p->keys[p->n] = xstrdup(name);
+		p->values[p->n++] = xstrdup(value);
 		return 1;
 	}
 	for (size_t i = 0; i < N_KEYS; i++) {
@@ -623,6 +662,7 @@ config_defaults(void)
 	config_apply_defaults(SEC_SERVER, cfg, NULL);
 	config_apply_defaults(SEC_HIGHLEVEL, cfg, NULL);
 	config_apply_defaults(SEC_STORE, cfg, NULL);
+	config_apply_defaults(SEC_PLUGINS, cfg, NULL);
 	return cfg;
 }
 
@@ -639,6 +679,7 @@ config_load(const char *path, FILE *err)
 	config_apply_defaults(SEC_SERVER, cfg, cfg->dir);
 	config_apply_defaults(SEC_HIGHLEVEL, cfg, cfg->dir);
 	config_apply_defaults(SEC_STORE, cfg, cfg->dir);
+	config_apply_defaults(SEC_PLUGINS, cfg, cfg->dir);
 
 	ps.cfg = cfg;
 	ps.err = err;
@@ -683,6 +724,18 @@ config_free(struct config *cfg)
 	free_fields(SEC_SERVER, cfg);
 	free_fields(SEC_HIGHLEVEL, cfg);
 	free_fields(SEC_STORE, cfg);
+	free_fields(SEC_PLUGINS, cfg);
+	for (size_t i = 0; i < cfg->n_plugin_sections; i++) {
+		struct plugin_section *p = &cfg->plugin_sections[i];
+		for (size_t k = 0; k < p->n; k++) {
+			free(p->keys[k]);
+			free(p->values[k]);
+		}
+		free(p->keys);
+		free(p->values);
+		free(p->name);
+	}
+	free(cfg->plugin_sections);
 	for (size_t i = 0; i < CONFIG_MAX_KEYS; i++)
 		free(cfg->key_where[i]);
 	free(cfg->listen_host);
@@ -729,10 +782,31 @@ config_dump(const struct config *cfg, FILE *out)
 	dump_section(out, SEC_HIGHLEVEL, cfg);
 	fprintf(out, "\n[store]\n");
 	dump_section(out, SEC_STORE, cfg);
+	fprintf(out, "\n[plugins]\n");
+	dump_section(out, SEC_PLUGINS, cfg);
+	for (size_t i = 0; i < cfg->n_plugin_sections; i++) {
+		const struct plugin_section *p = &cfg->plugin_sections[i];
+		fprintf(out, "\n[plugin %s]\n", p->name);
+		/* plugin keys are opaque to us: mask anything that looks secret */
+		for (size_t k = 0; k < p->n; k++)
+			fprintf(out, "%s = %s\n", p->keys[k], strstr(p->keys[k], "pass") || strstr(p->keys[k], "secret") ||
+			    strstr(p->keys[k], "token") ? "********" : p->values[k]);
+	}
 	for (size_t i = 0; i < cfg->n_locations; i++) {
 		fprintf(out, "\n[location %s]\n", cfg->locations[i].id);
 		dump_section(out, SEC_LOCATION, &cfg->locations[i]);
 	}
+}
+
+const char *
+config_plugin_value(const struct config *cfg, const char *plugin, const char *key)
+{
+	for (size_t i = 0; i < cfg->n_plugin_sections; i++)
+		if (!strcmp(cfg->plugin_sections[i].name, plugin))
+			for (size_t k = 0; k < cfg->plugin_sections[i].n; k++)
+				if (!strcmp(cfg->plugin_sections[i].keys[k], key))
+					return cfg->plugin_sections[i].values[k];
+	return NULL;
 }
 
 const struct location_config *

@@ -49,6 +49,10 @@ struct location_config {
 	char *imap_after;          /* "seen" | "none" | "move:<folder>" */
 	char *auto_replies;        /* "post" | "skip" */
 	char *lmtp_addresses;      /* extra addresses LMTP intake routes here */
+	char *sms_plugin;          /* plugin name serving type SMS here, or NULL */
+	char *call_plugin;         /* plugin name serving type Call here, or NULL */
+	char *sms_provider_id;     /* conversationProviderId of an extra SMS channel */
+	char *call_provider_id;    /* conversationProviderId of the Call provider */
 	bool imap_idle;            /* use IDLE when offered (else poll) */
 	long idle_interval;        /* seconds before IDLE is re-issued */
 	long poll_interval;        /* seconds between polls without IDLE */
@@ -91,6 +95,17 @@ struct config {
 	unsigned char token_key[32];
 	bool have_token_key;
 
+	/* [plugins] */
+	char *plugin_dir;
+	long plugin_timeout;       /* seconds a plugin's send may take */
+	/* [plugin <name>]: free-form keys, read by the plugin itself */
+	struct plugin_section {
+		char *name;
+		char **keys, **values;
+		size_t n;
+	} *plugin_sections;
+	size_t n_plugin_sections;
+
 	struct location_config *locations;
 	size_t n_locations;
 	char *key_where[CONFIG_MAX_KEYS];  /* "file:line" per key set, for messages */
@@ -111,6 +126,9 @@ void config_dump(const struct config *cfg, FILE *out);
 
 /* NULL when the location is not configured. Borrowed pointer. */
 const struct location_config *config_location(const struct config *cfg, const char *id);
+
+/* A key of a [plugin <name>] section, or NULL. Borrowed. */
+const char *config_plugin_value(const struct config *cfg, const char *plugin, const char *key);
 
 /* Splits "Name <addr>" or "addr"; returns 0 or -1 when no valid address.
  * Results are malloc'd (name may be NULL). */

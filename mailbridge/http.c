@@ -89,12 +89,17 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
 		bool path_known = false;
 		const char *cl;
 
-		for (size_t i = 0; i < srv->n_routes; i++)
-			if (strcmp(srv->routes[i].path, url) == 0) {
+		for (size_t i = 0; i < srv->n_routes; i++) {
+			const char *rp = srv->routes[i].path;
+			size_t rl = strlen(rp);
+			/* a route ending in a star matches everything below its prefix */
+			bool match = rl > 0 && rp[rl - 1] == '*' ? strncmp(rp, url, rl - 1) == 0 : strcmp(rp, url) == 0;
+			if (match) {
 				path_known = true;
-				if (strcmp(srv->routes[i].method, method) == 0)
+				if (strcmp(srv->routes[i].method, method) == 0 || strcmp(srv->routes[i].method, "*") == 0)
 					route = &srv->routes[i];
 			}
+		}
 		if (!route)
 			return http_simple(c, path_known ? 405 : 404,
 			    path_known ? "method not allowed" : "not found");

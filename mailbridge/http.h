@@ -26,8 +26,8 @@ struct http_response {
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
 
 struct http_route {
-	const char *method;
-	const char *path;          /* exact match */
+	const char *method;        /* or "*" for any */
+	const char *path;          /* exact match, or a prefix ending in '*' */
 	http_handler_fn fn;
 };
 

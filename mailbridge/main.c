@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "oauth.h"
 #include "outbound.h"
+#include "plugin_host.h"
 #include "sig.h"
 #include "store.h"
 #include "util.h"
@@ -40,6 +41,7 @@ static const struct http_route routes[] = {
 	{ "GET", "/oauth/callback", oauth_http_callback },
 	{ "GET", "/healthz", webhook_health },
 	{ "GET", "/metrics", metrics_http },
+	{ "*", "/plugins/*", plugin_http },
 };
 
 static void
@@ -109,6 +111,7 @@ open_app(struct app *app, const char *path)
 static void
 close_app(struct app *app)
 {
+	plugin_host_free(app->plugins);
 	oauth_free(app->oauth);
 	ghl_free(app->ghl);
 	sig_keys_free(app->keys);
@@ -146,6 +149,13 @@ cmd_serve(const char *path)
 	if (app.cfg->client_id) {
 		app.oauth = oauth_new(app.cfg, app.store, app.ghl);
 		ghl_set_oauth(app.ghl, app.oauth);
+	}
+	app.plugins = plugin_host_load(&app, &err);
+	if (!app.plugins) {
+		log_error("%s", err);
+		free(err);
+		close_app(&app);
+		return 1;
 	}
 
 	/* signals are taken by sigwait below: block them before any thread */

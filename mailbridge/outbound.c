@@ -7,6 +7,7 @@
 #include "metrics.h"
 #include "mime_out.h"
 #include "payload.h"
+#include "plugin_host.h"
 #include "smtp_client.h"
 #include "smtp_policy.h"
 #include "store.h"
@@ -295,6 +296,37 @@ record_rcpt(json_t *state, const char *addr, int code, const char *text)
 	json_object_set_new(state, addr, json_pack("{s:i, s:o}", "code", code, "text", t));
 }
 
+/* SMS (and other plugin types): the location's plugin sends it. */
+static void
+outbound_plugin_send(struct job_ctx *c)
+{
+	struct loaded_plugin *pl = plugin_for(c->ob->app->plugins, c->loc, MB_TYPE_SMS);
+	struct mb_outbound j = { c->loc->id, c->p->message_id, c->p->contact_id, c->p->phone, c->p->message,
+		(const char *const *)c->p->attachments, c->p->n_attachments };
+	char *reason = NULL;
+
+	if (!pl) {
+		outbound_finish(c, JOB_FAILED, 0, 0, "no SMS plugin configured for this location", "failed");
+		return;
+	}
+	switch (plugin_send(c->ob->app->plugins, pl, &j, &reason)) {
+	case MB_SEND_DELIVERED:
+		outbound_finish(c, JOB_SENT, 0, 0, NULL, "delivered");
+		break;
+	case MB_SEND_ACCEPTED:
+		/* the plugin reports delivered / failed when the gateway does */
+		outbound_finish(c, JOB_SENT, 0, 0, "accepted by the gateway; awaiting its report", NULL);
+		break;
+	case MB_SEND_TEMPORARY:
+		outbound_defer(c, 0, reason ? reason : "temporary plugin failure");
+		break;
+	case MB_SEND_PERMANENT:
+		outbound_finish(c, JOB_FAILED, 0, 0, reason ? reason : "refused by the gateway", "failed");
+		break;
+	}
+	free(reason);
+}
+
 static void
 outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 {
@@ -314,6 +346,10 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	if (outbound_prepare(&c, app) < 0) {
 		outbound_finish(&c, JOB_FAILED, 0, 0, c.p ? "location is no longer configured" :
 		    "stored payload no longer validates", "failed");
+		goto out;
+	}
+	if (c.p->kind != PAYLOAD_EMAIL) {
+		outbound_plugin_send(&c);
 		goto out;
 	}
 	{

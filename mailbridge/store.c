@@ -114,6 +114,13 @@ static const char *const store_migrations[] = {
 	"CREATE TABLE uninstalled ("
 	"  location_id TEXT PRIMARY KEY,"
 	"  at INTEGER NOT NULL);",
+	/* 4: plugins' own key-value pairs (e.g. gateway id -> messageId) */
+	"CREATE TABLE plugin_kv ("
+	"  plugin TEXT NOT NULL,"
+	"  key TEXT NOT NULL,"
+	"  value TEXT NOT NULL,"
+	"  updated_at INTEGER NOT NULL,"
+	"  PRIMARY KEY (plugin, key));",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
@@ -1047,4 +1054,20 @@ store_job_oldest_queued_age(struct store *st)
 	store_query_row(st, row_int64, &oldest,
 	    "SELECT MIN(created_at) FROM jobs WHERE state IN ('queued','claimed','sending')", "");
 	return oldest < 0 ? 0 : now_ms() - oldest;
+}
+
+int
+store_kv_put(struct store *st, const char *plugin, const char *key, const char *value)
+{
+	return store_exec_durable(st, "INSERT INTO plugin_kv (plugin, key, value, updated_at) VALUES (?1,?2,?3,?4) "
+	    "ON CONFLICT(plugin, key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+	    "sssi", plugin, key, value, now_ms()) < 0 ? -1 : 1;
+}
+
+int
+store_kv_get(struct store *st, const char *plugin, const char *key, char **value_r)
+{
+	*value_r = NULL;
+	return store_query_row(st, row_text, value_r, "SELECT value FROM plugin_kv WHERE plugin=?1 AND key=?2",
+	    "ss", plugin, key);
 }

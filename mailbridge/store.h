@@ -166,6 +166,10 @@ int store_watcher_get(struct store *st, const char *location_id, char **state_r,
 int store_set_installed(struct store *st, const char *location_id, bool installed);
 int store_is_uninstalled(struct store *st, const char *location_id);
 
+/* Plugins' key-value pairs, namespaced by plugin name. */
+int store_kv_put(struct store *st, const char *plugin, const char *key, const char *value);
+int store_kv_get(struct store *st, const char *plugin, const char *key, char **value_r);
+
 /* Marketplace webhook replay protection: 1 first time, 0 seen before. */
 int store_webhook_seen(struct store *st, const char *webhook_id, int64_t now);
 

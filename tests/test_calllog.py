@@ -78,7 +78,7 @@ class TestCallLog(unittest.TestCase):
         r = d.cli("call-log", "--location", "LNoProv", "--direction", "inbound", "--from", "+15550001111",
                   "--to", "+15559990000", "--status", "answered")
         self.assertEqual(r.returncode, 1)
-        self.assertIn("provider_id", r.stderr)
+        self.assertIn("call_provider_id", r.stderr)
 
     def test_highlevel_down_is_temporary(self):
         ghl.fail(r"/messages/inbound$", 503, count=1)

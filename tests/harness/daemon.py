@@ -75,8 +75,9 @@ def location_conf(loc_id, **kw):
 
 class Daemon:
     def __init__(self, port, api_base, locations, extra_highlevel="", extra_store="",
-                 require_signature=True, workers=2, log_level="debug", extra_server=""):
+                 require_signature=True, workers=2, log_level="debug", extra_server="", extra_sections=""):
         self.log_level = log_level
+        self.extra_sections = extra_sections
         self.extra_server = extra_server
         self.port = port
         self.dir = tempfile.mkdtemp(prefix="mb-daemon-")
@@ -114,6 +115,8 @@ workers = {self.workers}
 retry_base = 1
 retry_max = 2
 {self.extra_store}
+
+{self.extra_sections}
 
 include = locations.d/*.conf
 """)

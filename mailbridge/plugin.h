@@ -1,0 +1,94 @@
+/* mailbridge plugin interface: the only header a plugin includes.
+ *
+ * A plugin is a shared object in [plugins] dir that exports
+ *     const struct mb_plugin mailbridge_plugin;
+ * mailbridge checks .abi before anything else (a mismatch is a start-up
+ * error), calls init once with the plugin's own config section and the
+ * host function table, send for each outbound job of the types it
+ * serves, http for requests to /plugins/<name>/..., and deinit at exit.
+ * Plugins never see tokens or SQL: everything goes through mb_host.
+ *
+ * Threading: send runs on a sender thread, http on an HTTP thread; both
+ * may run concurrently. send is bounded by [plugins] send_timeout: a send
+ * that does not return in time counts as a temporary failure and its
+ * thread is abandoned (a hung plugin can leak a thread; it cannot stall
+ * the queue). A crash inside a plugin takes the process down; systemd
+ * restarts it and the durable queue resumes. */
+#ifndef MAILBRIDGE_PLUGIN_H
+#define MAILBRIDGE_PLUGIN_H
+
+#include <stddef.h>
+
+#define MB_PLUGIN_ABI 1
+
+#define MB_TYPE_SMS  1u
+#define MB_TYPE_CALL 2u
+
+enum mb_send_result {
+	MB_SEND_DELIVERED,   /* final: delivered */
+	MB_SEND_ACCEPTED,    /* the gateway took it; the plugin reports later (update_status) */
+	MB_SEND_TEMPORARY,   /* retry later with backoff */
+	MB_SEND_PERMANENT,   /* failed: *reason says why */
+};
+
+struct mb_outbound {
+	const char *location_id;
+	const char *message_id;    /* HighLevel messageId */
+	const char *contact_id;
+	const char *phone;         /* E.164 recipient */
+	const char *message;       /* UTF-8 text */
+	const char *const *attachments;
+	size_t n_attachments;
+};
+
+struct mb_http_request {
+	const char *method;
+	const char *path;          /* after /plugins/<name> */
+	const char *body;          /* NUL-terminated */
+	size_t body_len;
+	const char *(*query)(const struct mb_http_request *req, const char *name);
+	void *priv;                /* host use */
+};
+
+struct mb_http_response {
+	int status;
+	const char *content_type;  /* static string */
+	char *body;                /* malloc'd by the plugin, freed by the host */
+};
+
+struct mb_ctx;                 /* the host's handle for one plugin */
+
+/* What the host offers. Functions return 1 ok, 0 refused (*error_r says
+ * why, malloc'd), -1 temporary trouble (retry). */
+struct mb_host {
+	int abi;
+	/* level: 3 error, 4 warn, 6 info, 7 debug */
+	void (*log)(struct mb_ctx *ctx, int level, const char *msg);
+	/* the plugin's [plugin <name>] keys, and the daemon's public URL */
+	const char *(*config)(struct mb_ctx *ctx, const char *key);
+	const char *(*public_url)(struct mb_ctx *ctx);
+	/* an inbound SMS from phone, threaded to its contact (created if new) */
+	int (*post_inbound_sms)(struct mb_ctx *ctx, const char *location_id, const char *from_phone,
+	    const char *text, char **error_r);
+	/* a call log: inbound (contact created if new) or outbound (contact must exist) */
+	int (*log_call)(struct mb_ctx *ctx, const char *location_id, int inbound, const char *from,
+	    const char *to, const char *status, const char *recording_url, char **error_r);
+	/* delivered / failed (error_text) for a message the plugin sent */
+	int (*update_status)(struct mb_ctx *ctx, const char *message_id, const char *status, const char *error_text);
+	/* the plugin's own key-value store (e.g. gateway id -> messageId) */
+	int (*kv_put)(struct mb_ctx *ctx, const char *key, const char *value);
+	char *(*kv_get)(struct mb_ctx *ctx, const char *key);   /* malloc'd or NULL */
+};
+
+struct mb_plugin {
+	int abi;                   /* MB_PLUGIN_ABI */
+	const char *name;
+	unsigned types;            /* MB_TYPE_SMS | MB_TYPE_CALL */
+	/* returns the plugin's state (non-NULL) or NULL with *error_r */
+	void *(*init)(const struct mb_host *host, struct mb_ctx *ctx, char **error_r);
+	enum mb_send_result (*send)(void *state, const struct mb_outbound *job, char **reason_r);
+	void (*http)(void *state, const struct mb_http_request *req, struct mb_http_response *resp);  /* optional */
+	void (*deinit)(void *state);
+};
+
+#endif

@@ -1,0 +1,391 @@
+#include "plugin_host.h"
+#include "app.h"
+#include "calllog.h"
+#include "config.h"
+#include "contact.h"
+#include "ghl.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct mb_ctx {
+	struct app *app;
+	struct loaded_plugin *plugin;
+};
+
+struct loaded_plugin {
+	char *name;
+	void *dl;
+	const struct mb_plugin *api;
+	void *state;
+	struct mb_ctx ctx;
+};
+
+struct plugin_host {
+	struct app *app;
+	struct loaded_plugin *plugins;
+	size_t n;
+};
+
+/* ---- the host function table ------------------------------------------ */
+
+static void
+host_log(struct mb_ctx *ctx, int level, const char *msg)
+{
+	log_msg(level <= 3 ? LOG_LVL_ERROR : level == 4 ? LOG_LVL_WARN : level <= 6 ? LOG_LVL_INFO : LOG_LVL_DEBUG,
+	    "plugin %s: %s", ctx->plugin->name, msg);
+}
+
+static const char *
+host_config(struct mb_ctx *ctx, const char *key)
+{
+	return config_plugin_value(ctx->app->cfg, ctx->plugin->name, key);
+}
+
+static const char *
+host_public_url(struct mb_ctx *ctx)
+{
+	return ctx->app->cfg->public_url;
+}
+
+static const struct location_config *
+host_location(struct mb_ctx *ctx, const char *location_id, char **error_r)
+{
+	const struct location_config *loc = location_id ? config_location(ctx->app->cfg, location_id) : NULL;
+	if (!loc)
+		*error_r = xasprintf("location %s is not configured", location_id ? location_id : "(none)");
+	return loc;
+}
+
+static int
+host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *from_phone, const char *text,
+    char **error_r)
+{
+	struct app *app = ctx->app;
+	const struct location_config *loc = host_location(ctx, location_id, error_r);
+	struct step s = { GHL_OK, NULL };
+	struct ghl_result res = { 0 };
+	char *contact = NULL, *conv = NULL;
+	json_t *body;
+	int ret = -1;
+
+	if (!loc)
+		return 0;
+	contact = contact_find(app, loc, NULL, from_phone, NULL, true, &s);
+	if (contact)
+		conv = conversation_find(app, loc, contact, &s);
+	if (!contact || !conv) {
+		*error_r = xstrdup(s.error ? s.error : "contact lookup failed");
+		ret = s.cls == GHL_PERMANENT ? 0 : -1;
+		goto out;
+	}
+	body = json_pack("{s:s, s:s, s:s, s:s}", "type", "SMS", "contactId", contact, "conversationId", conv,
+	    "direction", "inbound");
+	jset(body, "message", text);
+	/* default SMS provider: no id; an extra SMS channel needs its id */
+	if (loc->sms_provider_id)
+		jset(body, "conversationProviderId", loc->sms_provider_id);
+	ghl_call(app->ghl, loc->id, "POST", "/conversations/messages/inbound", GHL_VERSION_CONVERSATIONS, body, &res);
+	if (res.cls == GHL_OK && jstr(res.body, "messageId")) {
+		ret = 1;
+	} else {
+		*error_r = xasprintf("post inbound: %s (HTTP %ld)", res.error ? res.error : "no messageId", res.status);
+		ret = res.cls == GHL_OK || res.cls == GHL_PERMANENT ? 0 : -1;
+	}
+out:
+	ghl_result_clear(&res);
+	free(contact);
+	free(conv);
+	free(s.error);
+	return ret;
+}
+
+static int
+host_log_call(struct mb_ctx *ctx, const char *location_id, int inbound, const char *from, const char *to,
+    const char *status, const char *recording_url, char **error_r)
+{
+	const struct location_config *loc = host_location(ctx, location_id, error_r);
+	struct call_record c = { inbound != 0, from, to, status, recording_url, 0 };
+	char *mid = NULL;
+	int r;
+
+	if (!loc)
+		return 0;
+	r = calllog_post(ctx->app, loc, &c, &mid, error_r);
+	free(mid);
+	return r;
+}
+
+static int
+host_update_status(struct mb_ctx *ctx, const char *message_id, const char *status, const char *error_text)
+{
+	if (strcmp(status, "delivered") && strcmp(status, "failed") && strcmp(status, "read"))
+		return 0;
+	return store_job_dsn(ctx->app->store, message_id, status, 0, error_text) == 1 ? 1 : 0;
+}
+
+static int
+host_kv_put(struct mb_ctx *ctx, const char *key, const char *value)
+{
+	return store_kv_put(ctx->app->store, ctx->plugin->name, key, value);
+}
+
+static char *
+host_kv_get(struct mb_ctx *ctx, const char *key)
+{
+	char *v = NULL;
+	store_kv_get(ctx->app->store, ctx->plugin->name, key, &v);
+	return v;
+}
+
+static const struct mb_host host_table = {
+	.abi = MB_PLUGIN_ABI,
+	.log = host_log,
+	.config = host_config,
+	.public_url = host_public_url,
+	.post_inbound_sms = host_post_inbound_sms,
+	.log_call = host_log_call,
+	.update_status = host_update_status,
+	.kv_put = host_kv_put,
+	.kv_get = host_kv_get,
+};
+
+/* ---- loading -------------------------------------------------------------- */
+
+static int
+plugin_load_one(struct plugin_host *h, const char *name, char **error_r)
+{
+	struct loaded_plugin *p;
+	char *path;
+	void *dl;
+	const struct mb_plugin *api;
+
+	for (size_t i = 0; i < h->n; i++)
+		if (!strcmp(h->plugins[i].name, name))
+			return 0;
+	path = xasprintf("%s/%s.so", h->app->cfg->plugin_dir, name);
+	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!dl) {
+		*error_r = xasprintf("plugin %s: %s", name, dlerror());
+		free(path);
+		return -1;
+	}
+	api = dlsym(dl, "mailbridge_plugin");
+	if (!api || api->abi != MB_PLUGIN_ABI) {
+		*error_r = api ? xasprintf("plugin %s (%s) speaks ABI %d, this mailbridge speaks %d: rebuild it against "
+		    "this plugin.h", name, path, api->abi, MB_PLUGIN_ABI) :
+		    xasprintf("plugin %s (%s) exports no mailbridge_plugin", name, path);
+		dlclose(dl);
+		free(path);
+		return -1;
+	}
+	free(path);
+	if (!api->name || strcmp(api->name, name) || !api->init || !api->send) {
+		*error_r = xasprintf("plugin %s: descriptor name or functions missing", name);
+		dlclose(dl);
+		return -1;
+	}
+	h->plugins = xrealloc(h->plugins, (h->n + 1) * sizeof(*p));
+	p = &h->plugins[h->n];
+	memset(p, 0, sizeof(*p));
+	p->name = xstrdup(name);
+	p->dl = dl;
+	p->api = api;
+	p->ctx.app = h->app;
+	h->n++;
+	return 0;
+}
+
+struct plugin_host *
+plugin_host_load(struct app *app, char **error_r)
+{
+	struct plugin_host *h = xcalloc(1, sizeof(*h));
+	const struct config *cfg = app->cfg;
+
+	h->app = app;
+	for (size_t i = 0; i < cfg->n_locations; i++) {
+		const char *names[2] = { cfg->locations[i].sms_plugin, cfg->locations[i].call_plugin };
+		for (int k = 0; k < 2; k++)
+			if (names[k] && plugin_load_one(h, names[k], error_r) < 0) {
+				plugin_host_free(h);
+				return NULL;
+			}
+	}
+	/* ctx pointers are stable only once the array stops growing */
+	for (size_t i = 0; i < h->n; i++) {
+		struct loaded_plugin *p = &h->plugins[i];
+		char *err = NULL;
+		p->ctx.plugin = p;
+		p->state = p->api->init(&host_table, &p->ctx, &err);
+		if (!p->state) {
+			*error_r = xasprintf("plugin %s: init failed: %s", p->name, err ? err : "?");
+			free(err);
+			plugin_host_free(h);
+			return NULL;
+		}
+		log_info("plugin: loaded %s (types%s%s)", p->name, p->api->types & MB_TYPE_SMS ? " SMS" : "",
+		    p->api->types & MB_TYPE_CALL ? " Call" : "");
+	}
+	return h;
+}
+
+void
+plugin_host_free(struct plugin_host *h)
+{
+	if (!h)
+		return;
+	for (size_t i = 0; i < h->n; i++) {
+		if (h->plugins[i].state && h->plugins[i].api->deinit)
+			h->plugins[i].api->deinit(h->plugins[i].state);
+		dlclose(h->plugins[i].dl);
+		free(h->plugins[i].name);
+	}
+	free(h->plugins);
+	free(h);
+}
+
+struct loaded_plugin *
+plugin_for(struct plugin_host *h, const struct location_config *loc, unsigned type)
+{
+	const char *name = type == MB_TYPE_SMS ? loc->sms_plugin : loc->call_plugin;
+	if (!h || !name)
+		return NULL;
+	for (size_t i = 0; i < h->n; i++)
+		if (!strcmp(h->plugins[i].name, name) && (h->plugins[i].api->types & type))
+			return &h->plugins[i];
+	return NULL;
+}
+
+/* ---- send with a timeout ---------------------------------------------------- */
+
+struct send_call {
+	pthread_mutex_t lock;
+	pthread_cond_t done_cond;
+	bool done, abandoned;
+	struct loaded_plugin *p;
+	struct mb_outbound job;    /* strings owned by this call */
+	char *owned[5];
+	enum mb_send_result result;
+	char *reason;
+};
+
+static void
+send_call_free(struct send_call *c)
+{
+	for (int i = 0; i < 5; i++)
+		free(c->owned[i]);
+	free(c->reason);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->done_cond);
+	free(c);
+}
+
+static void *
+send_thread(void *arg)
+{
+	struct send_call *c = arg;
+	char *reason = NULL;
+	enum mb_send_result r = c->p->api->send(c->p->state, &c->job, &reason);
+	bool abandoned;
+
+	pthread_mutex_lock(&c->lock);
+	c->result = r;
+	c->reason = reason;
+	c->done = true;
+	abandoned = c->abandoned;
+	pthread_cond_signal(&c->done_cond);
+	pthread_mutex_unlock(&c->lock);
+	if (abandoned)
+		send_call_free(c);   /* the caller gave up on us: clean up alone */
+	return NULL;
+}
+
+enum mb_send_result
+plugin_send(struct plugin_host *h, struct loaded_plugin *p, const struct mb_outbound *job, char **reason_r)
+{
+	struct send_call *c = xcalloc(1, sizeof(*c));
+	struct timespec ts;
+	pthread_t t;
+	enum mb_send_result r;
+	bool free_here;
+
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->done_cond, NULL);
+	c->p = p;
+	c->job = *job;
+	/* the job outlives us if the plugin hangs: copy what it points at */
+	c->job.location_id = c->owned[0] = xstrdup(job->location_id);
+	c->job.message_id = c->owned[1] = xstrdup(job->message_id);
+	c->job.contact_id = c->owned[2] = xstrdup(job->contact_id);
+	c->job.phone = c->owned[3] = xstrdup(job->phone);
+	c->job.message = c->owned[4] = xstrdup(job->message);
+	c->job.attachments = NULL;
+	c->job.n_attachments = 0;
+	if (pthread_create(&t, NULL, send_thread, c) != 0) {
+		send_call_free(c);
+		*reason_r = xstrdup("cannot start a plugin thread");
+		return MB_SEND_TEMPORARY;
+	}
+	pthread_detach(t);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += h->app->cfg->plugin_timeout;
+	pthread_mutex_lock(&c->lock);
+	while (!c->done)
+		if (pthread_cond_timedwait(&c->done_cond, &c->lock, &ts) == ETIMEDOUT)
+			break;
+	if (c->done) {
+		r = c->result;
+		*reason_r = c->reason;
+		c->reason = NULL;
+		free_here = true;
+	} else {
+		c->abandoned = true;
+		r = MB_SEND_TEMPORARY;
+		*reason_r = xasprintf("plugin %s did not answer within %ld s", p->name, h->app->cfg->plugin_timeout);
+		free_here = false;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (free_here)
+		send_call_free(c);
+	return r;
+}
+
+/* ---- HTTP ------------------------------------------------------------------- */
+
+static const char *
+req_query(const struct mb_http_request *r, const char *name)
+{
+	return http_query(r->priv, name);
+}
+
+void
+plugin_http(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+	struct app *app = ctx;
+	const char *rest = req->path + strlen("/plugins/");
+	const char *slash = strchr(rest, '/');
+	size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+
+	for (size_t i = 0; app->plugins && i < app->plugins->n; i++) {
+		struct loaded_plugin *p = &app->plugins->plugins[i];
+		if (strlen(p->name) == len && !strncmp(p->name, rest, len) && p->api->http) {
+			struct mb_http_request pr = { req->method, slash ? slash : "/", req->body, req->body_len,
+				req_query, (void *)req };
+			struct mb_http_response pres = { 404, "application/json", NULL };
+			p->api->http(p->state, &pr, &pres);
+			resp->status = pres.status;
+			resp->content_type = pres.content_type ? pres.content_type : "application/json";
+			resp->body = pres.body;
+			return;
+		}
+	}
+	http_json_error(resp, 404, "no such plugin route", NULL);
+}
