@@ -14,7 +14,8 @@ struct location_config;
 
 enum inbound_result {
 	INBOUND_DONE,    /* recorded: posted, skipped, DSN applied, or failed with a reason */
-	INBOUND_RETRY,   /* temporary trouble (429, 5xx, network, no token): nothing recorded */
+	INBOUND_RETRY,   /* temporary trouble (429, 5xx, network, no token): recorded as
+	                  * "retry" only, so the next read processes it again */
 };
 
 #define INBOUND_MAX_MESSAGE (50 * 1024 * 1024)

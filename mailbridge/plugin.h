@@ -78,6 +78,14 @@ struct mb_host {
 	/* the plugin's own key-value store (e.g. gateway id -> messageId) */
 	int (*kv_put)(struct mb_ctx *ctx, const char *key, const char *value);
 	char *(*kv_get)(struct mb_ctx *ctx, const char *key);   /* malloc'd or NULL */
+	/* the contact with this phone (normalised to E.164), created when asked;
+	 * *contact_id_r malloc'd */
+	int (*contact_by_phone)(struct mb_ctx *ctx, const char *location_id, const char *phone, int create,
+	    char **contact_id_r, char **error_r);
+	/* uploads a file to the contact's conversation; *url_r (malloc'd) is
+	 * what HighLevel serves it at, for attachments of an inbound message */
+	int (*upload)(struct mb_ctx *ctx, const char *location_id, const char *contact_id, const char *filename,
+	    const char *content_type, const void *data, size_t len, char **url_r, char **error_r);
 };
 
 struct mb_plugin {

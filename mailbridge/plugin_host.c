@@ -5,6 +5,7 @@
 #include "contact.h"
 #include "ghl.h"
 #include "log.h"
+#include "mime_out.h"
 #include "store.h"
 #include "util.h"
 
@@ -65,6 +66,98 @@ host_location(struct mb_ctx *ctx, const char *location_id, char **error_r)
 	return loc;
 }
 
+/* "+15550001111" from what gateways send: spaces, dashes, dots and
+ * parentheses dropped, "00" prefix or a bare international number
+ * gets its "+". NULL when what remains is not 8-15 digits. */
+static char *
+e164_normalise(const char *in)
+{
+	char digits[32];
+	size_t n = 0;
+	bool plus = false;
+
+	if (!in)
+		return NULL;
+	for (const char *p = in; *p; p++) {
+		if (*p == '+' && n == 0 && !plus)
+			plus = true;
+		else if (*p >= '0' && *p <= '9') {
+			if (n + 1 >= sizeof(digits))
+				return NULL;
+			digits[n++] = *p;
+		} else if (!strchr(" -.()", *p))
+			return NULL;
+	}
+	digits[n] = '\0';
+	if (!plus && n > 2 && digits[0] == '0' && digits[1] == '0')
+		memmove(digits, digits + 2, (n -= 2) + 1);
+	if (n < 8 || n > 15)
+		return NULL;
+	return xasprintf("+%s", digits);
+}
+
+static int
+host_contact_by_phone(struct mb_ctx *ctx, const char *location_id, const char *phone, int create,
+    char **contact_id_r, char **error_r)
+{
+	const struct location_config *loc = host_location(ctx, location_id, error_r);
+	struct step s = { GHL_OK, NULL };
+	char *e164;
+
+	*contact_id_r = NULL;
+	if (!loc)
+		return 0;
+	if (!(e164 = e164_normalise(phone))) {
+		*error_r = xasprintf("not a phone number: %s", phone ? phone : "(none)");
+		return 0;
+	}
+	*contact_id_r = contact_find(ctx->app, loc, NULL, e164, NULL, create != 0, &s);
+	free(e164);
+	if (*contact_id_r)
+		return 1;
+	*error_r = xstrdup(s.error ? s.error : "contact lookup failed");
+	free(s.error);
+	return s.cls == GHL_PERMANENT ? 0 : -1;
+}
+
+static int
+host_upload(struct mb_ctx *ctx, const char *location_id, const char *contact_id, const char *filename,
+    const char *content_type, const void *data, size_t len, char **url_r, char **error_r)
+{
+	const struct location_config *loc = host_location(ctx, location_id, error_r);
+	struct step s = { GHL_OK, NULL };
+	struct mime_attachment a = { (char *)filename, (char *)content_type, (char *)data, len };
+	struct ghl_result res = { 0 };
+	char *conv;
+	int ret;
+
+	*url_r = NULL;
+	if (!loc)
+		return 0;
+	if (!(conv = conversation_find(ctx->app, loc, contact_id, &s))) {
+		*error_r = xstrdup(s.error ? s.error : "no conversation");
+		free(s.error);
+		return s.cls == GHL_PERMANENT ? 0 : -1;
+	}
+	ghl_upload(ctx->app->ghl, loc->id, conv, contact_id, &a, 1, &res);
+	free(conv);
+	if (res.cls == GHL_OK) {
+		const char *k;
+		json_t *v;
+		json_object_foreach(json_object_get(res.body, "uploadedFiles"), k, v)
+			if (json_is_string(v) && !*url_r)
+				*url_r = xstrdup(json_string_value(v));
+	}
+	if (*url_r) {
+		ret = 1;
+	} else {
+		*error_r = xasprintf("upload: %s (HTTP %ld)", res.error ? res.error : "no URL returned", res.status);
+		ret = res.cls == GHL_OK || res.cls == GHL_PERMANENT ? 0 : -1;
+	}
+	ghl_result_clear(&res);
+	return ret;
+}
+
 static int
 host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *from_phone, const char *text,
     char **error_r)
@@ -77,9 +170,18 @@ host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *f
 	json_t *body;
 	int ret = -1;
 
-	if (!loc)
+	char *e164 = e164_normalise(from_phone);
+
+	if (!loc) {
+		free(e164);
 		return 0;
-	contact = contact_find(app, loc, NULL, from_phone, NULL, true, &s);
+	}
+	if (!e164) {
+		*error_r = xasprintf("not a phone number: %s", from_phone ? from_phone : "(none)");
+		return 0;
+	}
+	contact = contact_find(app, loc, NULL, e164, NULL, true, &s);
+	free(e164);
 	if (contact)
 		conv = conversation_find(app, loc, contact, &s);
 	if (!contact || !conv) {
@@ -156,6 +258,8 @@ static const struct mb_host host_table = {
 	.update_status = host_update_status,
 	.kv_put = host_kv_put,
 	.kv_get = host_kv_get,
+	.contact_by_phone = host_contact_by_phone,
+	.upload = host_upload,
 };
 
 /* ---- loading -------------------------------------------------------------- */

@@ -119,6 +119,28 @@ class TestPlugins(unittest.TestCase):
         self.assertEqual((b["type"], b["message"], b["direction"]), ("SMS", "Hi there", "inbound"))
         self.assertEqual(ghl.contacts[("LSms", "+15557654321")], b["contactId"])
 
+    def test_phone_numbers_normalised_to_e164(self):
+        st, body, _ = d.request("GET", "/plugins/testsms/mo?location=LSms&from=15553334444&text=no+plus")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(ghl.contacts[("LSms", "+15553334444")], ghl.inbound[-1]["contactId"])
+        st, body, _ = d.request("GET", "/plugins/testsms/mo?location=LSms&from=0044%2020%207946%200000&text=intl")
+        self.assertEqual(st, 200, body)
+        self.assertIn(("LSms", "+442079460000"), ghl.contacts)
+        st, body, _ = d.request("GET", "/plugins/testsms/mo?location=LSms&from=hello&text=x")
+        self.assertEqual(st, 422)
+
+    def test_host_contact_and_upload(self):
+        st, body, _ = d.request("GET", "/plugins/testsms/contact?location=LSms&phone=%2B15550009999")
+        self.assertEqual(st, 422, "unknown and not asked to create")
+        st, cid, _ = d.request("GET", "/plugins/testsms/contact?location=LSms&phone=%2B15550009999&create=1")
+        self.assertEqual(st, 200)
+        self.assertEqual(ghl.contacts[("LSms", "+15550009999")], cid.decode())
+        jpeg = os.urandom(2048)
+        st, url, _ = d.request("POST", f"/plugins/testsms/upload?location=LSms&contact={cid.decode()}", jpeg)
+        self.assertEqual(st, 200, url)
+        self.assertTrue(url.decode().startswith("https://storage.fake/"))
+        self.assertIn(("mms.jpg", jpeg), ghl.uploads)
+
     def test_sms_for_location_without_plugin_refused(self):
         st, body = d.post_webhook({"type": "SMS", "locationId": "LCall", "messageId": "sx1", "phone": "+15550001111",
                                    "message": "x"})

@@ -91,6 +91,20 @@ t_http(void *state, const struct mb_http_request *req, struct mb_http_response *
 		    req->query(req, "text"), &err);
 		reply(resp, r == 1 ? 200 : r == 0 ? 422 : 503, r == 1 ? "posted" : err ? err : "failed");
 		free(err);
+	} else if (!strcmp(req->path, "/contact")) {
+		char *id = NULL;
+		int r = s->host->contact_by_phone(s->ctx, req->query(req, "location"), req->query(req, "phone"),
+		    req->query(req, "create") != NULL, &id, &err);
+		reply(resp, r == 1 ? 200 : r == 0 ? 422 : 503, r == 1 ? id : err ? err : "failed");
+		free(id);
+		free(err);
+	} else if (!strcmp(req->path, "/upload")) {
+		char *url = NULL;
+		int r = s->host->upload(s->ctx, req->query(req, "location"), req->query(req, "contact"), "mms.jpg",
+		    "image/jpeg", req->body, req->body_len, &url, &err);
+		reply(resp, r == 1 ? 200 : r == 0 ? 422 : 503, r == 1 ? url : err ? err : "failed");
+		free(url);
+		free(err);
 	} else {
 		reply(resp, 404, "no route");
 	}

@@ -1,0 +1,19 @@
+#!/bin/sh
+# install_check.sh PREFIX BUILD_DIR SOURCE_DIR
+# cmake --install into a scratch prefix; the installed binary must accept
+# the installed configuration, the unit and plugins must be there, and a
+# plugin must build out of tree with only `pkg-config mailbridge-plugin`.
+set -eu
+prefix=$1 build=$2 src=$3
+rm -rf "$prefix"
+cmake --install "$build" --prefix "$prefix" >/dev/null
+"$prefix/sbin/mailbridge" check-config -c "$prefix/etc/mailbridge/mailbridge.conf" | grep -q 'data_dir = /var/lib/mailbridge'
+test -f "$prefix/lib/systemd/system/mailbridge.service"
+pcdir=$(dirname "$(find "$prefix" -name mailbridge-plugin.pc | head -n 1)")
+plugindir=$(PKG_CONFIG_PATH=$pcdir pkg-config --define-variable=prefix="$prefix" --variable=plugindir mailbridge-plugin)
+test -f "$plugindir/kannel.so" && test -f "$plugindir/calllog.so"
+cflags=$(PKG_CONFIG_PATH=$pcdir pkg-config --define-variable=prefix="$prefix" --cflags mailbridge-plugin)
+# shellcheck disable=SC2086
+cc -shared -fPIC $cflags -o "$prefix/outoftree.so" "$src/tests/plugins/badabi.c"
+test -f "$prefix/outoftree.so"
+echo "install check ok"
