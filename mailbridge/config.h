@@ -91,6 +91,7 @@ struct config {
 	long retry_base;           /* first retry delay, seconds */
 	long retry_max;            /* longest retry delay, seconds */
 	long max_attachment;       /* bytes per fetched attachment */
+	long events_days;          /* how long `trace` history is kept */
 	char *token_key_file;      /* 32-byte key (or 64 hex digits): tokens sealed at rest */
 	unsigned char token_key[32];
 	bool have_token_key;

@@ -116,8 +116,10 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 	}
 	if (job_id && status)
 		r = store_job_dsn(app->store, job_id, status, code, status[0] == 'f' ? err : NULL);
-	if (r == 1)
+	if (r == 1) {
 		metrics_inc(M_DSN_APPLIED);
+		store_event(app->store, job_id, "dsn", err ? err : status);
+	}
 	log_info("inbound: DSN locationId=%s messageId=%s action=%s applied=%s", loc->id, job_id ? job_id : "-",
 	    status ? status : "delayed/none", r == 1 ? "yes" : "no");
 	store_inbound_record(app->store, loc->id, key, r == 1 ? "dsn" : "skipped", job_id,
@@ -263,6 +265,14 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 		}
 		store_inbound_record(app->store, loc->id, key, "posted", ghl_id, NULL, summary, NULL, 0);
 		metrics_inc(M_INBOUND_POSTED);
+		{
+			/* under the thread's message (if any) and under the reply itself */
+			char *ev = xasprintf("reply from %s <%s> posted as %s", m->from_addr, key, ghl_id);
+			if (parent && parent->ghl_message_id)
+				store_event(app->store, parent->ghl_message_id, "reply", ev);
+			store_event(app->store, ghl_id, "inbound", ev);
+			free(ev);
+		}
 		log_info("inbound: posted locationId=%s messageId=%s thread=%s attachments=%zu traceId=%s", loc->id,
 		    ghl_id, parent ? "reply" : "new", json_array_size(atts), res.trace_id ? res.trace_id : "-");
 		free(refs);

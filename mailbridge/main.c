@@ -54,6 +54,7 @@ usage(FILE *out)
 	    "       mailbridge send-test --location ID --to ADDR [-c FILE]\n"
 	    "       mailbridge inbound list [STATE] | retry LOCATION KEY [-c FILE]\n"
 	    "       mailbridge accounts [-c FILE]\n"
+	    "       mailbridge trace MESSAGEID|MESSAGE-ID|ADDRESS [-c FILE]\n"
 	    "       mailbridge call-log --location ID --direction inbound|outbound --from E164 --to E164\n"
 	    "                 --status completed|answered|busy|no-answer|failed|canceled|voicemail|pending\n"
 	    "                 [--recording URL] [-c FILE]\n"
@@ -141,6 +142,7 @@ cmd_serve(const char *path)
 		close_app(&app);
 		return 1;
 	}
+	store_events_prune(app.store, now_ms() - app.cfg->events_days * 86400000LL);
 	recovered = store_job_recover(app.store);
 	if (recovered > 0)
 		log_warn("store: %d job(s) were interrupted during DATA by a crash; they are sent again "
@@ -374,6 +376,40 @@ cmd_call_log(const char *path, const char *location, const char *direction, cons
 	return r == 1 ? 0 : r == 0 ? 1 : 75;   /* 75 = EX_TEMPFAIL */
 }
 
+static void
+print_event(int64_t at, const char *message_id, const char *kind, const char *detail, void *arg)
+{
+	char when[32];
+	fmt_time(at, when, sizeof(when));
+	printf("%s %03d  %-22s %-8s %s\n", when, (int)(at % 1000), message_id ? message_id : "-", kind,
+	    detail ? detail : "");
+}
+
+/* The journey of a message: by HighLevel messageId, Message-ID or address. */
+static int
+cmd_trace(const char *path, int argc, char **argv)
+{
+	struct app app;
+	char *key;
+	int n;
+
+	if (argc < 1) {
+		usage(stderr);
+		return 2;
+	}
+	if (open_app(&app, path) < 0)
+		return 1;
+	key = xstrdup(argv[0][0] == '<' ? argv[0] + 1 : argv[0]);
+	if (*key && key[strlen(key) - 1] == '>')
+		key[strlen(key) - 1] = '\0';
+	n = store_events_each(app.store, key, print_event, NULL);
+	if (n == 0)
+		fprintf(stderr, "nothing recorded for %s (events are kept %ld days)\n", argv[0], app.cfg->events_days);
+	free(key);
+	close_app(&app);
+	return n > 0 ? 0 : 1;
+}
+
 static int
 cmd_send_test(const char *path, const char *location, const char *to)
 {
@@ -490,6 +526,8 @@ main(int argc, char **argv)
 		r = cmd_queue(path, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "send-test"))
 		r = cmd_send_test(path, location, to);
+	else if (!strcmp(cmd, "trace"))
+		r = cmd_trace(path, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "call-log"))
 		r = cmd_call_log(path, location, direction, from, to, status, recording);
 	else if (!strcmp(cmd, "inbound"))

@@ -58,6 +58,7 @@ struct job_ctx {
 	struct mime_attachment *att;
 	size_t n_att;
 	json_t *rcpt_state;        /* addr -> {code, text} of finished recipients */
+	const char *reply_text;    /* the relay's final reply, borrowed, for events */
 };
 
 static void
@@ -253,6 +254,14 @@ outbound_finish(struct job_ctx *c, const char *state, int64_t next_at, int code,
 	free(rs);
 	log_info("outbound: messageId=%s locationId=%s state=%s attempt=%d%s%s", c->job->message_id,
 	    c->job->location_id, state, c->job->attempts, error ? " reason=" : "", error ? error : "");
+	{
+		/* the relay's last words (e.g. Postfix's queue id) for `trace` */
+		const char *said = error ? error : c->reply_text ? c->reply_text : "";
+		char *ev = xasprintf("attempt %d: %s <%s>; %d %s", c->job->attempts, state,
+		    c->message_id ? c->message_id : "-", code, said);
+		store_event(c->ob->app->store, c->job->message_id, "send", ev);
+		free(ev);
+	}
 	if (report) {
 		pthread_mutex_lock(&c->ob->lock);
 		c->ob->report_seq++;
@@ -420,6 +429,7 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 			if (json_integer_value(json_object_get(v, "code")) / 100 == 2)
 				n_sent++;
 		(void)n_sent_before;
+		c.reply_text = res.reply.text;
 		if (n_sent > 0) {
 			/* delivered_on = dsn: the status comes with the DSN */
 			bool await_dsn = env.dsn && res.dsn_offered;
@@ -527,6 +537,7 @@ report_one(struct outbound *ob, struct job *job)
 	case GHL_OK:
 		store_report_finish(st, job->id, REPORT_DONE, 0, NULL);
 		metrics_inc(M_REPORT_POSTED);
+		store_event(st, job->message_id, "status", job->report_status);
 		log_info("report: messageId=%s status=%s posted traceId=%s", job->message_id,
 		    job->report_status, res.trace_id ? res.trace_id : "-");
 		break;

@@ -1071,3 +1071,43 @@ store_kv_get(struct store *st, const char *plugin, const char *key, char **value
 	return store_query_row(st, row_text, value_r, "SELECT value FROM plugin_kv WHERE plugin=?1 AND key=?2",
 	    "ss", plugin, key);
 }
+
+int
+store_event(struct store *st, const char *message_id, const char *kind, const char *detail)
+{
+	return store_exec(st, "INSERT INTO events (at, message_id, kind, detail) VALUES (?1,?2,?3,?4)",
+	    "isss", now_ms(), message_id, kind, detail) < 0 ? -1 : 1;
+}
+
+int
+store_events_prune(struct store *st, int64_t older_than_ms)
+{
+	return store_exec(st, "DELETE FROM events WHERE at < ?1", "i", older_than_ms);
+}
+
+int
+store_events_each(struct store *st, const char *key, void (*fn)(int64_t at, const char *message_id,
+    const char *kind, const char *detail, void *arg), void *arg)
+{
+	sqlite3_stmt *stmt;
+	int n = 0;
+	/* the message itself, what threads to it (replies, DSNs name it in
+	 * detail), and for an address every job or reply that mentions it */
+	static const char *const sql =
+	    "SELECT at, message_id, kind, detail FROM events WHERE message_id=?1 OR detail LIKE '%' || ?1 || '%' "
+	    "OR message_id IN (SELECT ghl_message_id FROM message_map WHERE rfc_message_id=?1) "
+	    "OR message_id IN (SELECT message_id FROM jobs WHERE instr(payload, ?1) > 0) ORDER BY at, id LIMIT 1000";
+
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, sql)) != NULL) {
+		sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+		while (sqlite3_step(stmt) == SQLITE_ROW) {
+			fn(sqlite3_column_int64(stmt, 0), (const char *)sqlite3_column_text(stmt, 1),
+			    (const char *)sqlite3_column_text(stmt, 2), (const char *)sqlite3_column_text(stmt, 3), arg);
+			n++;
+		}
+		store_stmt_done(st, stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}

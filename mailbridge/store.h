@@ -170,6 +170,15 @@ int store_is_uninstalled(struct store *st, const char *location_id);
 int store_kv_put(struct store *st, const char *plugin, const char *key, const char *value);
 int store_kv_get(struct store *st, const char *plugin, const char *key, char **value_r);
 
+/* Message journey: one row per event (webhook, smtp, status, dsn, reply,
+ * inbound), kept [store] events_days. */
+int store_event(struct store *st, const char *message_id, const char *kind, const char *detail);
+int store_events_prune(struct store *st, int64_t older_than_ms);
+/* Events for a HighLevel messageId, an RFC Message-ID (no <>), or an
+ * email address / phone number, oldest first. Returns how many. */
+int store_events_each(struct store *st, const char *key, void (*fn)(int64_t at, const char *message_id,
+    const char *kind, const char *detail, void *arg), void *arg);
+
 /* Marketplace webhook replay protection: 1 first time, 0 seen before. */
 int store_webhook_seen(struct store *st, const char *webhook_id, int64_t now);
 

@@ -9,6 +9,13 @@ rm -rf "$prefix"
 cmake --install "$build" --prefix "$prefix" >/dev/null
 "$prefix/sbin/mailbridge" check-config -c "$prefix/etc/mailbridge/mailbridge.conf" | grep -q 'data_dir = /var/lib/mailbridge'
 test -f "$prefix/lib/systemd/system/mailbridge.service"
+# the man pages render without troff warnings
+for page in "$prefix"/share/man/man8/mailbridge.8 "$prefix"/share/man/man5/mailbridge.conf.5; do
+	test -f "$page"
+	if command -v groff >/dev/null; then
+		test -z "$(groff -man -Tutf8 -ww -z "$page" 2>&1)"
+	fi
+done
 pcdir=$(dirname "$(find "$prefix" -name mailbridge-plugin.pc | head -n 1)")
 plugindir=$(PKG_CONFIG_PATH=$pcdir pkg-config --define-variable=prefix="$prefix" --variable=plugindir mailbridge-plugin)
 test -f "$plugindir/kannel.so" && test -f "$plugindir/calllog.so"

@@ -156,6 +156,8 @@ class TestInbound(unittest.TestCase):
         self.assertTrue(b["contactId"].startswith("contact"))
         self.assertTrue(b["conversationId"])
         self.assertEqual(ghl.contacts[("LIn", "bob@mail.test")], b["contactId"])
+        wait_recorded("LIn", r["Message-ID"])
+        self.assertIn(f"reply from bob@mail.test <{r['Message-ID'].strip('<>')}>", d.cli("trace", mid).stdout)
         # nothing posted twice, even after more IDLE rounds
         time.sleep(1.0)
         self.assertEqual(len(posted(lambda b: b.get("altId") == r["Message-ID"])), 1)

@@ -352,6 +352,20 @@ class TestOutbound(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("not trusted", r.stdout)
 
+    def test_trace_shows_the_journey(self):
+        p = webhook(emailTo=["bob@mail.test"], emailCc=["carol@mail.test"])
+        mid = post_ok(p)
+        wait_status(mid)
+        r = d.cli("trace", mid)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        kinds = [line.split()[3] for line in r.stdout.splitlines()]
+        self.assertEqual(kinds[:3], ["webhook", "send", "status"], r.stdout)
+        self.assertRegex(r.stdout, r"send +attempt 1: sent <mb\.%s@mail\.test>; 250 .*queued as" % mid)
+        self.assertIn("delivered", r.stdout.splitlines()[2])
+        self.assertEqual(d.cli("trace", f"<mb.{mid}@mail.test>").stdout, r.stdout)   # by Message-ID
+        self.assertIn(mid, d.cli("trace", "carol@mail.test").stdout)                # by address
+        self.assertNotEqual(d.cli("trace", "nothing-here").returncode, 0)
+
     def test_zy_metrics(self):
         st, _, _ = d.request("GET", "/metrics")
         self.assertEqual(st, 401)
