@@ -8,6 +8,8 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #define HTTP_DRAIN_MS 2000
@@ -19,6 +21,7 @@ struct http_server {
 	void *ctx;
 	size_t max_body;
 	int port;
+	bool quiesced;             /* the listener was handed over */
 };
 
 struct http_conn_state {
@@ -162,7 +165,7 @@ http_mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 struct http_server *
-http_start(const char *host, int port, const struct http_route *routes, size_t n_routes,
+http_start(const char *host, int port, int listen_fd, const struct http_route *routes, size_t n_routes,
     void *ctx, const struct http_limits *lim, char **error_r)
 {
 	struct http_server *srv = xcalloc(1, sizeof(*srv));
@@ -180,15 +183,23 @@ http_start(const char *host, int port, const struct http_route *routes, size_t n
 	srv->n_routes = n_routes;
 	srv->ctx = ctx;
 	srv->max_body = lim->max_body;
-	srv->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-	    MHD_USE_ITC | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL, http_access, srv,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-	    MHD_OPTION_THREAD_POOL_SIZE, lim->threads,
-	    MHD_OPTION_CONNECTION_LIMIT, lim->conn_limit,
-	    MHD_OPTION_CONNECTION_TIMEOUT, lim->conn_timeout,
-	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL,
-	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
-	    MHD_OPTION_END);
+	/* the same options either way; only how the socket comes differs */
+#define HTTP_OPTIONS \
+	    MHD_OPTION_THREAD_POOL_SIZE, lim->threads, \
+	    MHD_OPTION_CONNECTION_LIMIT, lim->conn_limit, \
+	    MHD_OPTION_CONNECTION_TIMEOUT, lim->conn_timeout, \
+	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL, \
+	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL, \
+	    MHD_OPTION_END
+	if (listen_fd >= 0)
+		srv->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+		    MHD_USE_ERROR_LOG, 0, NULL, NULL, http_access, srv,
+		    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd, HTTP_OPTIONS);
+	else
+		srv->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+		    MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL, http_access, srv,
+		    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, HTTP_OPTIONS);
+#undef HTTP_OPTIONS
 	if (!srv->mhd) {
 		*error_r = xasprintf("cannot listen on %s:%d", host, port);
 		free(srv);
@@ -205,6 +216,20 @@ http_port(const struct http_server *srv)
 	return srv->port;
 }
 
+int
+http_release_listener(struct http_server *srv)
+{
+	MHD_socket fd = MHD_quiesce_daemon(srv->mhd);
+	int flags;
+
+	if (fd == MHD_INVALID_SOCKET)
+		return -1;
+	srv->quiesced = true;
+	flags = fcntl(fd, F_GETFD);
+	fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+	return fd;
+}
+
 void
 http_stop(struct http_server *srv)
 {
@@ -212,7 +237,8 @@ http_stop(struct http_server *srv)
 
 	if (!srv)
 		return;
-	MHD_quiesce_daemon(srv->mhd);
+	if (!srv->quiesced)
+		MHD_quiesce_daemon(srv->mhd);
 	/* let requests already being handled finish (their ack may be the
 	 * only thing telling HighLevel the message is safe) */
 	until = mono_ms() + HTTP_DRAIN_MS;

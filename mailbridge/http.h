@@ -40,9 +40,15 @@ struct http_limits {
 
 struct http_server;
 
-/* Routes must outlive the server. Returns NULL with *error_r set. */
-struct http_server *http_start(const char *host, int port, const struct http_route *routes,
+/* Routes must outlive the server. listen_fd >= 0 adopts an already
+ * listening socket (inherited across a reload) instead of binding.
+ * Returns NULL with *error_r set. */
+struct http_server *http_start(const char *host, int port, int listen_fd, const struct http_route *routes,
     size_t n_routes, void *ctx, const struct http_limits *limits, char **error_r);
+/* Stops accepting and hands over the listening socket (now without
+ * close-on-exec): connections queue in its backlog until the next process
+ * adopts it. Call http_stop afterwards to drain. -1 on failure. */
+int http_release_listener(struct http_server *srv);
 /* Stops accepting, lets in-flight requests finish (bounded), then stops. */
 void http_stop(struct http_server *srv);
 /* The port actually bound (useful with port 0). */

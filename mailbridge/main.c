@@ -20,6 +20,7 @@
 #include "webhook.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <gmime/gmime.h>
 #include <gnutls/gnutls.h>
@@ -32,6 +33,8 @@
 
 #define DEFAULT_CONFIG "/etc/mailbridge/mailbridge.conf"
 #define REPORTER_THREADS 2
+
+static char **saved_argv;        /* for the re-exec of a SIGHUP reload */
 #define IMAP_WORKERS 4
 
 static const struct http_route routes[] = {
@@ -129,7 +132,7 @@ cmd_serve(const char *path)
 	struct http_limits lim;
 	sigset_t set;
 	char *err = NULL;
-	int sig, recovered;
+	int sig, recovered, inherited_fd = -1, listen_fd = -1;
 
 	if (open_app(&app, path) < 0)
 		return 1;
@@ -164,6 +167,7 @@ cmd_serve(const char *path)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	app.outbound = outbound_start(&app, (int)app.cfg->workers, REPORTER_THREADS);
@@ -180,7 +184,12 @@ cmd_serve(const char *path)
 	lim.conn_limit = (unsigned)app.cfg->conn_limit;
 	lim.conn_timeout = (unsigned)app.cfg->conn_timeout;
 	lim.threads = 2;
-	srv = http_start(app.cfg->listen_host, app.cfg->listen_port, routes,
+	/* a reload hands us the listening socket: no webhook meets a closed port */
+	if (getenv("MB_LISTEN_FD")) {
+		inherited_fd = atoi(getenv("MB_LISTEN_FD"));
+		unsetenv("MB_LISTEN_FD");
+	}
+	srv = http_start(app.cfg->listen_host, app.cfg->listen_port, inherited_fd, routes,
 	    sizeof(routes) / sizeof(routes[0]), &app, &lim, &err);
 	if (!srv) {
 		log_error("%s", err);
@@ -194,13 +203,43 @@ cmd_serve(const char *path)
 	log_info("mailbridge: listening on %s:%d, %zu location(s), %ld worker(s), signatures %s",
 	    app.cfg->listen_host, http_port(srv), app.cfg->n_locations, app.cfg->workers,
 	    app.cfg->require_signature ? "required" : "optional");
-	sigwait(&set, &sig);
-	log_info("mailbridge: %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	for (;;) {
+		struct config *next;
+		sigwait(&set, &sig);
+		if (sig != SIGHUP)
+			break;
+		/* reload: only a valid configuration replaces the running one */
+		next = config_load(path, stderr);
+		if (!next) {
+			log_error("mailbridge: SIGHUP: %s has errors; keeping the running configuration", path);
+			continue;
+		}
+		config_free(next);
+		log_info("mailbridge: SIGHUP, reloading %s", path);
+		listen_fd = http_release_listener(srv);
+		if (listen_fd >= 0)
+			break;
+		log_error("mailbridge: SIGHUP: cannot hand over the listener; keeping the running configuration");
+	}
+	if (sig != SIGHUP)
+		log_info("mailbridge: %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	http_stop(srv);
 	lmtp_stop(lmtp);
 	imap_watch_stop(app.imap);
 	outbound_stop(app.outbound);
 	close_app(&app);
+	if (listen_fd >= 0) {
+		/* in-flight work is finished and the queue is on disk: start over
+		 * with the new configuration on the same listening socket */
+		char fdstr[16];
+		snprintf(fdstr, sizeof(fdstr), "%d", listen_fd);
+		setenv("MB_LISTEN_FD", fdstr, 1);
+		log_info("mailbridge: restarting with the new configuration");
+		lib_deinit();
+		execv("/proc/self/exe", saved_argv);
+		log_error("mailbridge: reload failed: exec: %s", strerror(errno));
+		return 1;
+	}
 	log_info("mailbridge: stopped");
 	return 0;
 }
@@ -497,6 +536,7 @@ main(int argc, char **argv)
 	const char *from = NULL, *direction = NULL, *status = NULL, *recording = NULL;
 	int c, r;
 
+	saved_argv = argv;
 	/* GNU getopt permutes: options may come before or after the command
 	 * and its arguments, which end up at argv[optind...] */
 	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {

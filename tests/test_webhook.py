@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -218,3 +219,65 @@ class TestWebhookIntake(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestZReload(unittest.TestCase):
+    """SIGHUP: a valid new configuration replaces the running one without a
+    refused connection; an invalid one is refused and the daemon keeps going."""
+
+    def test_sighup_reload_keeps_accepting(self):
+        import signal
+        p = example("provider-outbound-email.json")
+        p["attachments"] = []
+        p["locationId"] = "LNewLocation"
+        p["messageId"] = "before" + os.urandom(4).hex()
+        self.assertEqual(d.post_webhook(p)[0], 404)
+        # a broken config is refused, the daemon keeps serving
+        with open(d.conf, "a") as f:
+            f.write("\n[server]\nbogus_key = 1\n")
+        d.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertIn("has errors; keeping the running configuration", d.log())
+        self.assertEqual(d.get("/healthz")[0], 200)
+        # a valid one with a new location
+        d.write_config([
+            location_conf(LOC, **{"from": "Support <support@mail.test>", "smtp_host": "127.0.0.1",
+                                  "smtp_port": BASE + 99, "smtp_tls": "none", "token": "static-token"}),
+            location_conf("LNewLocation", **{"from": "New <new@mail.test>", "smtp_host": "127.0.0.1",
+                                             "smtp_port": BASE + 99, "smtp_tls": "none", "token": "static-token"})])
+        results, stop = [], threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                q = self_payload()
+                try:
+                    st, _ = d.post_webhook(q)
+                except OSError as e:
+                    st = repr(e)
+                results.append(st)
+
+        def self_payload():
+            q = example("provider-outbound-email.json")
+            q["attachments"] = []
+            q["messageId"] = "during" + os.urandom(6).hex()
+            return q
+        pid = d.proc.pid
+        t = threading.Thread(target=hammer)
+        t.start()
+        time.sleep(0.3)
+        d.proc.send_signal(signal.SIGHUP)
+        end = time.time() + 15
+        while time.time() < end and "restarting with the new configuration" not in d.log():
+            time.sleep(0.05)
+        time.sleep(1.5)
+        stop.set()
+        t.join(10)
+        self.assertIn("restarting with the new configuration", d.log())
+        self.assertEqual(d.proc.pid, pid)
+        self.assertIsNone(d.proc.poll(), "still running (exec, not exit)")
+        self.assertTrue(results)
+        self.assertEqual([r for r in results if r != 200], [], "no webhook refused during the reload")
+        # every acknowledged webhook is in the store
+        self.assertEqual(sum(1 for j in d.jobs() if j["message_id"].startswith("during")), len(results))
+        p["messageId"] = "after" + os.urandom(4).hex()
+        self.assertEqual(d.post_webhook(p)[0], 200)
