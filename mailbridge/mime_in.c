@@ -96,10 +96,14 @@ part_bytes(GMimePart *part)
 static void
 parse_dsn(struct inbound_msg *m, const char *body, size_t len)
 {
-	char *copy = strndup(body, len), *save = NULL, *line;
+	char *copy, *save = NULL, *line;
 	struct dsn_rcpt *cur = NULL;
 	char *last_value = NULL;
 	bool first_block = true;
+
+	if (!body || len == 0)
+		return;   /* an empty delivery-status part has no buffer (found by fuzzing) */
+	copy = strndup(body, len);
 
 	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		size_t l = strlen(line);
@@ -159,6 +163,8 @@ parse_returned_headers(struct inbound_msg *m, GMimeObject *obj)
 static void
 returned_headers_from_text(struct inbound_msg *m, const char *text, size_t len)
 {
+	if (!text || len == 0)
+		return;
 	GMimeStream *s = g_mime_stream_mem_new_with_buffer(text, len);
 	GMimeParser *p = g_mime_parser_new_with_stream(s);
 	GMimeMessage *msg = g_mime_parser_construct_message(p, NULL);
@@ -242,7 +248,8 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 			a->content_type = xstrdup(type);
 			a->len = b->len;
 			a->data = xmalloc(b->len + 1);
-			memcpy(a->data, b->data, b->len);
+			if (b->len)   /* an empty part has no buffer at all (found by fuzzing) */
+				memcpy(a->data, b->data, b->len);
 			w->attach_total += b->len;
 		}
 		g_free(type);

@@ -16,7 +16,7 @@ PKGS="build-essential cmake pkg-config ca-certificates \
 if [ "${1:-}" = "--test" ]; then
   # Postfix asks what kind of mail system this is: the tests bring their own config
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-  PKGS="$PKGS postfix dovecot-imapd dovecot-lmtpd kannel kannel-extras python3 openssl procps"
+  PKGS="$PKGS postfix dovecot-imapd dovecot-lmtpd kannel kannel-extras python3 openssl procps groff-base clang libclang-rt-14-dev"
 fi
 $SUDO apt-get update -q
 # shellcheck disable=SC2086

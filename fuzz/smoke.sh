@@ -1,0 +1,27 @@
+#!/bin/sh
+# smoke.sh SOURCE_DIR WORK_DIR SECONDS [TARGET...]
+# Builds each libFuzzer target with clang (ASan + UBSan) from the sources it
+# needs and fuzzes it for SECONDS, starting from the corpus in
+# tests/fuzz-corpus (copied: new inputs do not land in the repository).
+# A crash fails the run and leaves its input in WORK_DIR for a regression test.
+set -eu
+src=$1 work=$2 secs=$3
+shift 3
+targets=${*:-payload mime_in config}
+mkdir -p "$work"
+libs=$(pkg-config --cflags --libs gmime-3.0 jansson inih gnutls)
+for t in $targets; do
+	case $t in
+	payload) extra="mailbridge/payload.c mailbridge/config.c" ;;
+	config) extra="mailbridge/config.c" ;;
+	mime_in) extra="mailbridge/mime_in.c mailbridge/mime_out.c" ;;
+	*) echo "unknown target $t" >&2; exit 2 ;;
+	esac
+	( cd "$src" && clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-Imailbridge -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra mailbridge/util.c mailbridge/log.c $libs -lpthread )
+	rm -rf "$work/corpus_$t"
+	cp -r "$src/tests/fuzz-corpus/$t" "$work/corpus_$t"
+	( cd "$work" && "./fuzz_$t" -max_total_time="$secs" -rss_limit_mb=1024 -timeout=10 "corpus_$t" \
+		>"fuzz_$t.log" 2>&1 ) || { tail -40 "$work/fuzz_$t.log"; exit 1; }
+	grep -E "Done [0-9]+ runs" "$work/fuzz_$t.log" | tail -1 | sed "s/^/$t: /"
+done
