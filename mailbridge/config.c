@@ -657,17 +657,6 @@ config_check(struct config *cfg, FILE *err, int *errors)
 }
 
 struct config *
-config_defaults(void)
-{
-	struct config *cfg = xcalloc(1, sizeof(*cfg));
-	config_apply_defaults(SEC_SERVER, cfg, NULL);
-	config_apply_defaults(SEC_HIGHLEVEL, cfg, NULL);
-	config_apply_defaults(SEC_STORE, cfg, NULL);
-	config_apply_defaults(SEC_PLUGINS, cfg, NULL);
-	return cfg;
-}
-
-struct config *
 config_load(const char *path, FILE *err)
 {
 	struct parse_state ps = { 0 };

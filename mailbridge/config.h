@@ -117,9 +117,6 @@ struct config {
  * but do not fail. The result is freed with config_free. */
 struct config *config_load(const char *path, FILE *err);
 
-/* Defaults only (no file), for tests and the embedded example. */
-struct config *config_defaults(void);
-
 void config_free(struct config *cfg);
 
 /* Prints the effective configuration with secrets masked. */

@@ -222,16 +222,6 @@ ghl_budget_each(struct ghl *g, void (*fn)(const char *location_id, long today, l
 	pthread_mutex_unlock(&g->lock);
 }
 
-long
-ghl_daily_count(struct ghl *g, const char *location_id)
-{
-	long n;
-	pthread_mutex_lock(&g->lock);
-	n = bucket_get(g, location_id)->daily;
-	pthread_mutex_unlock(&g->lock);
-	return n;
-}
-
 static size_t
 resp_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 {

@@ -60,8 +60,6 @@ struct mime_attachment;
 enum ghl_class ghl_upload(struct ghl *g, const char *location_id, const char *conversation_id,
     const char *contact_id, const struct mime_attachment *files, size_t n_files, struct ghl_result *res);
 
-/* Requests made today for a location (daily budget tracking). */
-long ghl_daily_count(struct ghl *g, const char *location_id);
 /* Calls fn per location seen: requests we made today, and HighLevel's
  * X-RateLimit-Daily-Remaining last seen (-1 unknown). */
 void ghl_budget_each(struct ghl *g, void (*fn)(const char *location_id, long today, long remaining, void *arg), void *arg);

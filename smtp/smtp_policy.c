@@ -1,16 +1,5 @@
 #include "smtp_policy.h"
 
-const char *
-smtp_outcome_name(enum smtp_outcome o)
-{
-	switch (o) {
-	case SMTP_OUT_SENT: return "sent";
-	case SMTP_OUT_TEMP: return "temporary";
-	case SMTP_OUT_PERM: return "permanent";
-	}
-	return "?";
-}
-
 enum smtp_outcome
 smtp_policy_code(int code)
 {

@@ -14,8 +14,6 @@
 
 enum smtp_outcome { SMTP_OUT_SENT, SMTP_OUT_TEMP, SMTP_OUT_PERM };
 
-const char *smtp_outcome_name(enum smtp_outcome o);
-
 /* Outcome of one reply code seen at a stage at or after MAIL. */
 enum smtp_outcome smtp_policy_code(int code);
 
