@@ -7,7 +7,7 @@
 set -eu
 src=$1 work=$2 secs=$3
 shift 3
-targets=${*:-payload mime_in config}
+targets=${*:-payload mime_in config cdr}
 mkdir -p "$work"
 libs=$(pkg-config --cflags --libs gmime-3.0 jansson inih gnutls)
 for t in $targets; do
@@ -15,10 +15,11 @@ for t in $targets; do
 	payload) extra="mailbridge/payload.c mailbridge/config.c" ;;
 	config) extra="mailbridge/config.c" ;;
 	mime_in) extra="mailbridge/mime_in.c mailbridge/mime_out.c" ;;
+	cdr) extra="plugins/calllog/calllog.c" ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
 	( cd "$src" && clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-Imailbridge -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra mailbridge/util.c mailbridge/log.c $libs -lpthread )
+		-Imailbridge -I. -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra mailbridge/util.c mailbridge/log.c $libs -lpthread )
 	rm -rf "$work/corpus_$t"
 	cp -r "$src/tests/fuzz-corpus/$t" "$work/corpus_$t"
 	( cd "$work" && "./fuzz_$t" -max_total_time="$secs" -rss_limit_mb=1024 -timeout=10 "corpus_$t" \

@@ -51,10 +51,7 @@ calllog_post(struct app *app, const struct location_config *loc, const struct ca
 		*error_r = xasprintf("location %s has no call_provider_id (the Call provider's conversationProviderId)", loc->id);
 		return 0;
 	}
-	contact = contact_find(app, loc, NULL, party, NULL, c->inbound, &s);
-	if (contact)
-		conv = conversation_find(app, loc, contact, &s);
-	if (!contact || !conv)
+	if (!contact_conversation(app, loc, NULL, party, NULL, c->inbound, &contact, &conv, &s))
 		goto fail;
 	gmtime_r(&t, &tm);
 	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S.000Z", &tm);

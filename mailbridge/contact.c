@@ -171,3 +171,14 @@ conversation_find(struct app *app, const struct location_config *loc, const char
 	}
 	return id;
 }
+
+int
+contact_conversation(struct app *app, const struct location_config *loc, const char *email, const char *phone,
+    const char *name, bool create, char **contact_r, char **conversation_r, struct step *s)
+{
+	*conversation_r = NULL;
+	*contact_r = contact_find(app, loc, email, phone, name, create, s);
+	if (*contact_r)
+		*conversation_r = conversation_find(app, loc, *contact_r, s);
+	return *contact_r && *conversation_r;
+}

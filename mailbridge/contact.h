@@ -33,4 +33,9 @@ char *contact_find(struct app *app, const struct location_config *loc, const cha
 /* Conversation id (malloc'd) of the contact, created when there is none. */
 char *conversation_find(struct app *app, const struct location_config *loc, const char *contact_id, struct step *s);
 
+/* Both at once, for a message from or to email / phone: 1 with both ids
+ * (malloc'd; the caller frees both, also on 0), 0 with s filled. */
+int contact_conversation(struct app *app, const struct location_config *loc, const char *email, const char *phone,
+    const char *name, bool create, char **contact_r, char **conversation_r, struct step *s);
+
 #endif

@@ -166,11 +166,9 @@ host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *f
 	const struct location_config *loc = host_location(ctx, location_id, error_r);
 	struct step s = { GHL_OK, NULL };
 	struct ghl_result res = { 0 };
-	char *contact = NULL, *conv = NULL;
+	char *contact = NULL, *conv = NULL, *e164 = e164_normalise(from_phone);
 	json_t *body;
-	int ret = -1;
-
-	char *e164 = e164_normalise(from_phone);
+	int ret = -1, r;
 
 	if (!loc) {
 		free(e164);
@@ -180,11 +178,9 @@ host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *f
 		*error_r = xasprintf("not a phone number: %s", from_phone ? from_phone : "(none)");
 		return 0;
 	}
-	contact = contact_find(app, loc, NULL, e164, NULL, true, &s);
+	r = contact_conversation(app, loc, NULL, e164, NULL, true, &contact, &conv, &s);
 	free(e164);
-	if (contact)
-		conv = conversation_find(app, loc, contact, &s);
-	if (!contact || !conv) {
+	if (!r) {
 		*error_r = xstrdup(s.error ? s.error : "contact lookup failed");
 		ret = s.cls == GHL_PERMANENT ? 0 : -1;
 		goto out;
