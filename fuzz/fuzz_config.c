@@ -6,16 +6,33 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <unistd.h>
+
+/* The file lives in a private directory so that a relative `include = *`
+ * sees the same files on every machine (a fuzzed config is free to glob). */
+static const char *
+fuzz_dir(void)
+{
+	static char dir[] = "/tmp/mb-fuzz-config-XXXXXX";
+	static const char *made;
+	if (!made)
+		made = mkdtemp(dir);
+	return made;
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char path[] = "/tmp/mb-fuzz-config-XXXXXX";
-	int fd = mkstemp(path);
+	char path[256];
 	FILE *devnull;
 	struct config *cfg;
+	int fd;
 
+	if (!fuzz_dir())
+		return 0;
+	snprintf(path, sizeof(path), "%s/fuzz.conf", fuzz_dir());
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0)
 		return 0;
 	if (write(fd, data, size) != (ssize_t)size) {

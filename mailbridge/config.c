@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <ini.h>
 #include <libgen.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #define CONFIG_MAX_INCLUDE_DEPTH 4
+#define CONFIG_MAX_FILES         512   /* bounds `include = *` fan-out */
 #define CONFIG_MAX_SECRET_FILE   4096
 
 enum config_section { SEC_TOP, SEC_SERVER, SEC_HIGHLEVEL, SEC_STORE, SEC_PLUGINS, SEC_LOCATION, SEC_PLUGIN };
@@ -107,6 +109,13 @@ static const struct config_key config_keys[] = {
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 _Static_assert(N_KEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
 
+/* One file on the include chain; a file may not include an ancestor. */
+struct include_frame {
+	dev_t dev;
+	ino_t ino;
+	const struct include_frame *up;
+};
+
 struct parse_state {
 	struct config *cfg;
 	FILE *err;
@@ -115,6 +124,8 @@ struct parse_state {
 	int line;
 	int errors;
 	int depth;
+	int files;                 /* opened so far in this load */
+	const struct include_frame *chain;
 	enum config_section section;
 	struct location_config *loc;
 	struct plugin_section *plugin;
@@ -209,17 +220,24 @@ config_include(struct parse_state *ps, const char *pattern)
 	} else if (ps->depth >= CONFIG_MAX_INCLUDE_DEPTH) {
 		perr(ps, "include %s: nested too deep", full);
 	} else {
+		/* the included file may grow these arrays: keep indexes, not pointers */
+		ptrdiff_t loc_i = ps->loc ? ps->loc - ps->cfg->locations : -1;
+		ptrdiff_t plugin_i = ps->plugin ? ps->plugin - ps->cfg->plugin_sections : -1;
 		for (size_t i = 0; i < g.gl_pathc; i++) {
 			struct parse_state sub = *ps;
 			sub.depth++;
 			sub.section = SEC_TOP;
 			sub.loc = NULL;
+			sub.plugin = NULL;
 			sub.bad_section = NULL;
 			config_parse_file(&sub, g.gl_pathv[i]);
 			free(sub.bad_section);
 			ps->cfg = sub.cfg;
 			ps->errors = sub.errors;
+			ps->files = sub.files;
 		}
+		ps->loc = loc_i >= 0 ? &ps->cfg->locations[loc_i] : NULL;
+		ps->plugin = plugin_i >= 0 ? &ps->cfg->plugin_sections[plugin_i] : NULL;
 	}
 	if (r != GLOB_NOMATCH)
 		globfree(&g);
@@ -395,15 +413,51 @@ config_parse_file(struct parse_state *ps, const char *path)
 	const char *saved_file = ps->file;
 	char *saved_dir = ps->dir;
 	int saved_line = ps->line;
+	const struct include_frame *saved_chain = ps->chain;
+	struct include_frame self;
+	struct stat st;
+	int fd;
 
-	rc.fp = fopen(path, "re");
-	rc.ps = ps;
-	if (!rc.fp) {
+	if (++ps->files > CONFIG_MAX_FILES) {
+		if (ps->files == CONFIG_MAX_FILES + 1)
+			perr(ps, "include %s: more than %d files in one configuration", path,
+			    CONFIG_MAX_FILES);
+		free(dup);
+		return -1;
+	}
+	/* O_NONBLOCK: a glob may match a FIFO, whose open would wait forever */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
 		fprintf(ps->err, "%s: cannot open: %s\n", path, strerror(errno));
 		ps->errors++;
 		free(dup);
 		return -1;
 	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		fprintf(ps->err, "%s: not a regular file\n", path);
+		ps->errors++;
+		close(fd);
+		free(dup);
+		return -1;
+	}
+	rc.fp = fdopen(fd, "r");
+	rc.ps = ps;
+	if (!rc.fp) {
+		fprintf(ps->err, "%s: cannot open: %s\n", path, strerror(errno));
+		ps->errors++;
+		close(fd);
+		free(dup);
+		return -1;
+	}
+	for (const struct include_frame *f = ps->chain; f; f = f->up)
+		if (f->dev == st.st_dev && f->ino == st.st_ino) {
+			perr(ps, "include %s: includes itself", path);
+			fclose(rc.fp);
+			free(dup);
+			return -1;
+		}
+	self = (struct include_frame){ st.st_dev, st.st_ino, ps->chain };
+	ps->chain = &self;
 	warn_loose_permissions(ps->err, path, S_IROTH, "config file");
 	ps->file = path;
 	ps->dir = xstrdup(dirname(dup));
@@ -415,6 +469,7 @@ config_parse_file(struct parse_state *ps, const char *path)
 	ps->file = saved_file;
 	ps->dir = saved_dir;
 	ps->line = saved_line;
+	ps->chain = saved_chain;
 	return 0;
 }
 

@@ -149,6 +149,73 @@ main(void)
 		config_free(cfg);
 	}
 
+	/* include cycles and fan-out end with an error, not a loop: the
+	 * fuzzer found `include = *` repeated in a file that matches itself */
+	{
+		char *errors = NULL;
+		struct config *cfg;
+		free(write_conf("loop-a.conf", "include = loop-b.conf\n", 0600));
+		free(write_conf("loop-b.conf", "include = loop-a.conf\n", 0600));
+		cfg = load("include = main.conf\ninclude = loop-a.conf\n", &errors);
+		CHECK(cfg == NULL);
+		CHECK(strstr(errors, "main.conf:1: include") && strstr(errors, "main.conf: includes itself"));
+		CHECK(strstr(errors, "loop-b.conf:1: include") && strstr(errors, "loop-a.conf: includes itself"));
+		free(errors);
+		errors = NULL;
+		{
+			char *fifo;
+			if (asprintf(&fifo, "%s/pipe.conf", dir) < 0 || mkfifo(fifo, 0600) < 0)
+				abort();
+			free(fifo);
+		}
+		/* a directory, and a FIFO nobody writes to (opening it must not hang) */
+		cfg = load("include = .\ninclude = pipe.conf\n", &errors);
+		CHECK(cfg == NULL && strstr(errors, "/.: not a regular file") &&
+		    strstr(errors, "pipe.conf: not a regular file"));
+		free(errors);
+		errors = NULL;
+		/* a tree without cycles: 8 x 8 f-files, each 8 x 8 g-files */
+		for (char c = '1'; c <= '8'; c++) {
+			char name[16];
+			snprintf(name, sizeof(name), "f%c.fan", c);
+			free(write_conf(name, "include = g*.fan\ninclude = g*.fan\ninclude = g*.fan\n"
+			    "include = g*.fan\ninclude = g*.fan\ninclude = g*.fan\ninclude = g*.fan\n"
+			    "include = g*.fan\n", 0600));
+			snprintf(name, sizeof(name), "g%c.fan", c);
+			free(write_conf(name, "\n", 0600));
+		}
+		free(write_conf("fan.conf", "include = f*.fan\ninclude = f*.fan\ninclude = f*.fan\n"
+		    "include = f*.fan\ninclude = f*.fan\ninclude = f*.fan\ninclude = f*.fan\n"
+		    "include = f*.fan\n", 0600));
+		cfg = load("include = fan.conf\n", &errors);
+		CHECK(cfg == NULL && strstr(errors, "more than 512 files in one configuration"));
+		free(errors);
+	}
+
+	/* an include inside a section that adds sections itself: the parent's
+	 * section continues afterwards (the fuzzer found a use-after-free) */
+	{
+		char *errors = NULL;
+		struct config *cfg;
+		const struct location_config *m1;
+		free(write_conf("more1.inc", "[location M2]\nfrom = m2@x.test\nsmtp_host = h\nsmtp_tls = none\n"
+		    "[plugin p2]\nx = 1\n", 0600));
+		free(write_conf("more2.inc", "[location M3]\nfrom = m3@x.test\nsmtp_host = h\nsmtp_tls = none\n"
+		    "[location M4]\nfrom = m4@x.test\nsmtp_host = h\nsmtp_tls = none\n", 0600));
+		cfg = load("[highlevel]\nrequire_signature = no\n[plugin p1]\ninclude = more1.inc\ny = 2\n"
+		    "[location M1]\nfrom = m1@x.test\ninclude = more2.inc\nsmtp_host = h1\nsmtp_tls = none\n", &errors);
+		CHECK(cfg != NULL);
+		if (!cfg)
+			fprintf(stderr, "%s", errors);
+		m1 = cfg ? config_location(cfg, "M1") : NULL;
+		CHECK(m1 && strcmp(m1->smtp.host, "h1") == 0);
+		CHECK(cfg && cfg->n_locations == 4 && cfg->n_plugin_sections == 2);
+		CHECK(cfg && strcmp(cfg->plugin_sections[0].name, "p1") == 0 && cfg->plugin_sections[0].n == 1 &&
+		    strcmp(cfg->plugin_sections[0].keys[0], "y") == 0);
+		config_free(cfg);
+		free(errors);
+	}
+
 	/* mailbox parsing */
 	{
 		static const struct { const char *in; int ok; const char *name, *addr; } mb[] = {
