@@ -16,7 +16,9 @@ PKGS="build-essential cmake pkg-config ca-certificates \
 if [ "${1:-}" = "--test" ]; then
   # Postfix asks what kind of mail system this is: the tests bring their own config
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-  PKGS="$PKGS postfix dovecot-imapd dovecot-lmtpd kannel kannel-extras python3 openssl procps groff-base clang libclang-rt-14-dev"
+  # dpkg-dev (dpkg-shlibdeps, for the package's Depends) and adduser (its
+  # postinst) usually come with build-essential and the base system
+  PKGS="$PKGS postfix dovecot-imapd dovecot-lmtpd kannel kannel-extras python3 openssl procps groff-base clang libclang-rt-14-dev dpkg-dev adduser"
 fi
 $SUDO apt-get update -q
 # shellcheck disable=SC2086
