@@ -12,19 +12,21 @@
 set -eu
 src=$1 work=$2 secs=$3
 shift 3
-targets=${*:-payload mime_in config cdr}
+targets=${*:-payload mime_in config cdr smtp_reply}
 mkdir -p "$work"
-libs=$(pkg-config --cflags --libs gmime-3.0 jansson inih gnutls)
+# libetpan.pc leaks Debian's "-specs=...no-pie-link.specs": drop it
+libs=$(pkg-config --cflags --libs gmime-3.0 jansson inih gnutls libetpan | sed 's/-specs=[^ ]*//g')
 for t in $targets; do
 	case $t in
 	payload) extra="mailbridge/payload.c mailbridge/config.c" runs=1500000 ;;
 	config) extra="mailbridge/config.c" runs=100000 ;;
 	mime_in) extra="mailbridge/mime_in.c mailbridge/mime_out.c" runs=150000 ;;
 	cdr) extra="plugins/calllog/calllog.c" runs=1200000 ;;
+	smtp_reply) extra="smtp/smtp_client.c smtp/smtp_policy.c mailbridge/netstream.c" runs=40000 ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
 	( cd "$src" && clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-Imailbridge -I. -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra mailbridge/util.c mailbridge/log.c $libs -lpthread )
+		-Imailbridge -Ismtp -I. -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra mailbridge/util.c mailbridge/log.c $libs -lpthread )
 	rm -rf "$work/corpus_$t"
 	cp -r "$src/tests/fuzz-corpus/$t" "$work/corpus_$t"
 	if [ "$secs" -le 60 ]; then limit="-seed=1 -runs=$runs"; else limit=""; fi

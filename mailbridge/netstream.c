@@ -21,6 +21,7 @@
 struct netstream {
 	int fd;
 	gnutls_session_t tls;      /* NULL while plain */
+	bool smtp_replies;         /* TAB -> SP in what we read (netstream_smtp_replies) */
 };
 
 /* Trust stores are big to parse: one credentials object per CA file (or
@@ -78,7 +79,7 @@ wait_fd(int fd, short events, unsigned long timeout_s)
 }
 
 static ssize_t
-ns_read(mailstream_low *low, void *buf, size_t n)
+ns_read_raw(mailstream_low *low, void *buf, size_t n)
 {
 	struct netstream *ns = low->data;
 	ssize_t r;
@@ -98,6 +99,19 @@ ns_read(mailstream_low *low, void *buf, size_t n)
 			continue;
 		return r;
 	}
+}
+
+static ssize_t
+ns_read(mailstream_low *low, void *buf, size_t n)
+{
+	struct netstream *ns = low->data;
+	ssize_t r = ns_read_raw(low, buf, n);
+
+	if (ns->smtp_replies)
+		for (ssize_t i = 0; i < r; i++)
+			if (((char *)buf)[i] == '\t')
+				((char *)buf)[i] = ' ';
+	return r;
 }
 
 static ssize_t
@@ -302,6 +316,14 @@ netstream_starttls(mailstream *s, const char *host, const struct netstream_tls *
 		return -1;
 	}
 	return tls_handshake(ns, host, tls, (int)(low->timeout ? low->timeout : 60), error_r);
+}
+
+void
+netstream_smtp_replies(mailstream *s)
+{
+	mailstream_low *low = mailstream_get_low(s);
+	if (low->driver == &netstream_driver)
+		((struct netstream *)low->data)->smtp_replies = true;
 }
 
 bool

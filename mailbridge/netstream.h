@@ -29,6 +29,12 @@ mailstream *netstream_connect(const char *host, int port, const struct netstream
  * host is the name to verify. 0 or -1 with *error_r. */
 int netstream_starttls(mailstream *s, const char *host, const struct netstream_tls *tls, char **error_r);
 
+/* Marks a stream as carrying SMTP replies only: a TAB read becomes a space.
+ * Replies may contain TAB (RFC 5321 textstring), but libetpan 1.9.4's EHLO
+ * parser loops forever on one in the AUTH line (found by fuzz_smtp_reply);
+ * reply text is all we read on an SMTP stream, so the change is harmless. */
+void netstream_smtp_replies(mailstream *s);
+
 /* Bytes already decrypted or buffered that poll()/epoll will not report. */
 bool netstream_pending(mailstream *s);
 

@@ -161,6 +161,7 @@ smtp_send(struct smtp_conn **connp, const struct smtp_params *p, const struct sm
 				free(err);
 				goto fail;
 			}
+			netstream_smtp_replies(stream);
 			r = mailsmtp_connect(c->s, stream);
 			if (r != MAILSMTP_NO_ERROR) {
 				if (c->s->response_code >= 400)
@@ -176,8 +177,13 @@ smtp_send(struct smtp_conn **connp, const struct smtp_params *p, const struct sm
 		case SMTP_EHLO:
 		case SMTP_EHLO2:
 			r = mailesmtp_ehlo(c->s);
-			if (r == MAILSMTP_ERROR_NOT_IMPLEMENTED && p->tls == TLS_MODE_NONE && !p->user)
-				r = mailsmtp_helo(c->s);    /* a pre-ESMTP relay */
+			/* a pre-ESMTP relay answers EHLO with 500, 502 or 504 (RFC
+			 * 5321 4.1.4): say HELO, unless TLS or AUTH needs ESMTP */
+			if (r != MAILSMTP_NO_ERROR && c->s->response_code >= 500 && c->s->response_code < 600 &&
+			    p->tls == TLS_MODE_NONE && !p->user) {
+				c->s->response_code = 0;
+				r = mailsmtp_helo(c->s);
+			}
 			if (r != MAILSMTP_NO_ERROR) {
 				take_reply(c->s, &res->reply);
 				goto fail;

@@ -11,6 +11,16 @@ smtp_policy_code(int code)
 	return SMTP_OUT_TEMP;
 }
 
+/* The reply that ended an unfinished transaction: a 2xx there is a relay
+ * saying something libetpan did not expect (251 to MAIL, 250 to DATA), so
+ * the message was not sent; try again rather than report it delivered. */
+static enum smtp_outcome
+failure_code(int code)
+{
+	enum smtp_outcome o = smtp_policy_code(code);
+	return o == SMTP_OUT_SENT ? SMTP_OUT_TEMP : o;
+}
+
 enum smtp_outcome
 smtp_policy_rcpt(const struct smtp_result *res, size_t i, const struct smtp_reply **reply_r)
 {
@@ -20,17 +30,15 @@ smtp_policy_rcpt(const struct smtp_result *res, size_t i, const struct smtp_repl
 	if (res->failed_at < SMTP_MAIL)
 		return SMTP_OUT_TEMP;
 	if (res->failed_at == SMTP_MAIL)
-		return smtp_policy_code(res->reply.code);
-	if (res->failed_at == SMTP_RCPT) {
-		/* a recipient not reached (stream died mid-RCPT) has code 0 */
-		if (rr->code > 0)
-			*reply_r = rr;
-		return rr->code > 0 ? smtp_policy_code(rr->code) : SMTP_OUT_TEMP;
-	}
-	/* DATA or end-of-data: a recipient refused at RCPT keeps its own reply */
-	if (smtp_policy_code(rr->code) != SMTP_OUT_SENT) {
+		return failure_code(res->reply.code);
+	/* a recipient refused at RCPT keeps its own reply, whatever came later */
+	if (rr->code > 0 && smtp_policy_code(rr->code) != SMTP_OUT_SENT) {
 		*reply_r = rr;
 		return smtp_policy_code(rr->code);
 	}
-	return smtp_policy_code(res->reply.code);
+	if (res->failed_at == SMTP_DONE)
+		return smtp_policy_code(res->reply.code);
+	/* accepted (or not reached) but the transaction did not finish: a
+	 * stream that died mid-RCPT, or DATA / end-of-data refused */
+	return failure_code(res->reply.code);
 }

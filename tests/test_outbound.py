@@ -36,7 +36,7 @@ def loc(loc_id, **kw):
 
 
 def setUpModule():
-    global srv, ghl, d, files, scripted, tls_evil
+    global srv, ghl, d, files, scripted, tls_evil, old_relay
     srv = MailServers(BASE).start()
     ghl = FakeGHL()
     ghl.static_tokens.add(TOKEN)
@@ -60,6 +60,7 @@ def setUpModule():
         "-CAcreateserial", "-days", "2", "-extfile", f"{ca}/ext", "-out", f"{ca}/evil.pem")
     scripted = ScriptedSMTP(BASE + 31, rcpt_script={"later@mail.test": ["450 4.2.0 try again later"]})
     tls_evil = ScriptedSMTP(BASE + 32, cert=f"{ca}/evil.pem", key=f"{ca}/evil.key")
+    old_relay = ScriptedSMTP(BASE + 34, esmtp=False)
     locations = [
         loc("LMain", reply_domain="mail.test"),
         loc("LCustom", mode="custom", provider_id="prov1", reply_domain="mail.test"),
@@ -70,6 +71,7 @@ def setUpModule():
         loc("LWrongHost", smtp_port=BASE + 32, smtp_tls="starttls", smtp_ca_file=f"{ca}/ca.pem"),
         loc("LDown", smtp_port=BASE + 33),
         loc("LScripted", smtp_port=BASE + 31),
+        loc("LOldRelay", smtp_port=BASE + 34),
         loc("LDsn", delivered_on="dsn", reply_domain="mail.test"),
         loc("LDsnScripted", delivered_on="dsn", smtp_port=BASE + 31),
     ]
@@ -82,7 +84,7 @@ def setUpModule():
 def tearDownModule():
     rc = d.stop()
     d.cleanup()
-    for s in (scripted, tls_evil):
+    for s in (scripted, tls_evil, old_relay):
         s.close()
     files.shutdown()
     shutil.rmtree(FILES, ignore_errors=True)
@@ -245,6 +247,14 @@ class TestOutbound(unittest.TestCase):
         j = d.job(mid)
         self.assertEqual(j["attempts"], 2)
         self.assertEqual(sum(1 for m in scripted.messages if mid.encode() in m["data"]), 1)
+
+    def test_pre_esmtp_relay_gets_helo(self):
+        mid = post_ok(webhook(location="LOldRelay"))
+        self.assertEqual([s["status"] for s in wait_status(mid)], ["delivered"])
+        self.assertEqual(sum(1 for m in old_relay.messages if mid.encode() in m["data"]), 1)
+        verbs = [c.split(" ")[0] for c in old_relay.sessions[0]]
+        self.assertEqual(verbs[:3], ["EHLO", "HELO", "MAIL"])
+        self.assertNotIn("NOTIFY=", " ".join(old_relay.sessions[0]), "no DSN parameters without ESMTP")
 
     def test_relay_down_is_retried(self):
         mid = post_ok(webhook(location="LDown"))

@@ -9,9 +9,10 @@ import threading
 
 
 class ScriptedSMTP:
-    def __init__(self, port, cert=None, key=None, rcpt_script=None, dsn=True):
+    def __init__(self, port, cert=None, key=None, rcpt_script=None, dsn=True, esmtp=True):
         """rcpt_script: {address: [reply, reply, ...]} consumed one per
-        attempt; when exhausted, 250."""
+        attempt; when exhausted, 250. esmtp=False: a pre-ESMTP relay that
+        answers EHLO with 500 and knows only HELO."""
         self.port = port
         self.rcpt_script = {k: list(v) for k, v in (rcpt_script or {}).items()}
         self.messages = []
@@ -44,7 +45,11 @@ class ScriptedSMTP:
                     cmd = line.decode(errors="replace").rstrip("\r\n")
                     self.log.append(cmd)
                     verb = cmd.split(" ")[0].upper()
-                    if verb in ("EHLO", "HELO"):
+                    if verb == "EHLO" and not esmtp:
+                        self.reply("500 5.5.1 command unrecognized")
+                    elif verb == "HELO":
+                        self.reply("250 scripted")
+                    elif verb == "EHLO":
                         caps = ["250-scripted", "250-PIPELINING"]
                         if ctx is not None and not isinstance(self.connection, ssl.SSLSocket):
                             caps.append("250-STARTTLS")
