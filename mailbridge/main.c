@@ -35,6 +35,7 @@
 #define REPORTER_THREADS 2
 
 static char **saved_argv;        /* for the re-exec of a SIGHUP reload */
+static char self_exe[4096];      /* our binary's path, read at start */
 #define IMAP_WORKERS 4
 
 static const struct http_route routes[] = {
@@ -236,6 +237,10 @@ cmd_serve(const char *path)
 		setenv("MB_LISTEN_FD", fdstr, 1);
 		log_info("mailbridge: restarting with the new configuration");
 		lib_deinit();
+		/* the path, not /proc/self/exe: under valgrind that names the
+		 * tool, not us (and a reload then runs an upgraded binary) */
+		if (self_exe[0])
+			execv(self_exe, saved_argv);
 		execv("/proc/self/exe", saved_argv);
 		log_error("mailbridge: reload failed: exec: %s", strerror(errno));
 		return 1;
@@ -537,6 +542,8 @@ main(int argc, char **argv)
 	int c, r;
 
 	saved_argv = argv;
+	if (readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1) < 0)
+		self_exe[0] = '\0';
 	/* GNU getopt permutes: options may come before or after the command
 	 * and its arguments, which end up at argv[optind...] */
 	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {

@@ -274,7 +274,7 @@ class TestZReload(unittest.TestCase):
         t.join(10)
         self.assertIn("restarting with the new configuration", d.log())
         self.assertEqual(d.proc.pid, pid)
-        self.assertIsNone(d.proc.poll(), "still running (exec, not exit)")
+        self.assertIsNone(d.proc.poll(), "still running (exec, not exit):\n" + d.log()[-3000:])
         self.assertTrue(results)
         self.assertEqual([r for r in results if r != 200], [], "no webhook refused during the reload")
         # every acknowledged webhook is in the store

@@ -137,7 +137,7 @@ include = locations.d/*.conf
         log = open(self.log_path, "a")
         cmd = [os.environ.get("MAILBRIDGE_BIN", BINARY), "serve", "-c", self.conf]
         if VALGRIND:
-            cmd = ["valgrind", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite",
+            cmd = ["valgrind", "--trace-children=yes", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite",
                    "--quiet", *cmd]
             timeout *= 6
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
