@@ -45,6 +45,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--clients", type=int, default=8, help="concurrent webhook senders")
+    ap.add_argument("--preload", help="LD_PRELOAD for the daemon only (e.g. a shim that slows fsync)")
     ap.add_argument("--rate", type=float, default=0, help="pace webhooks at this many per second (0 = as fast as possible)")
     args = ap.parse_args()
     os.environ["MAILBRIDGE_BIN"] = os.path.join(args.build, "mailbridge")
@@ -70,7 +71,10 @@ def run(args, base, srv):
     d = Daemon(base + 50, ghl.url, [location_conf("LBench", **{
         "from": "Bench <bench@mail.test>", "smtp_host": "127.0.0.1", "smtp_port": srv.smtp,
         "smtp_tls": "none", "token": "tok"})], workers=args.workers, log_level="warn")
+    if args.preload:
+        os.environ["LD_PRELOAD"] = args.preload
     d.start()
+    os.environ.pop("LD_PRELOAD", None)
     html = "<p>" + ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 170)[:10200] + "</p>"
     bodies = []
     for i in range(args.n):
@@ -117,6 +121,8 @@ def run(args, base, srv):
     for t in threads:
         t.join()
     t_acked = time.perf_counter() - t0
+    with d.db() as c:
+        sent_at_ack = c.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('sent','failed')").fetchone()[0]
     while True:
         with d.db() as c:
             left = c.execute("SELECT COUNT(*) FROM jobs WHERE state NOT IN ('sent','failed')").fetchone()[0]
@@ -148,6 +154,8 @@ def run(args, base, srv):
         "webhooks_accepted_per_s": round(args.n / t_acked, 1),
         "ack_ms_p50": round(p(0.50), 2), "ack_ms_p99": round(p(0.99), 2), "ack_ms_max": round(lat[-1] * 1000, 2),
         "end_to_end_msgs_per_s": round(ours, 1),
+        "sent_while_accepting": sent_at_ack,
+        "msgs_per_s_after_intake": round((args.n - sent_at_ack) / max(t_sent - t_acked, 1e-9), 1),
         "smtp_source_msgs_per_s": round(theirs, 1),
         "ratio_to_smtp_source": round(ours / theirs, 2),
         "peak_rss_kib": peak,

@@ -184,7 +184,7 @@ cmd_serve(const char *path)
 	lim.max_body = (size_t)app.cfg->max_body;
 	lim.conn_limit = (unsigned)app.cfg->conn_limit;
 	lim.conn_timeout = (unsigned)app.cfg->conn_timeout;
-	lim.threads = 2;
+	lim.threads = 8;
 	/* a reload hands us the listening socket: no webhook meets a closed port */
 	if (getenv("MB_LISTEN_FD")) {
 		inherited_fd = atoi(getenv("MB_LISTEN_FD"));

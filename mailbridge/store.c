@@ -3,7 +3,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <sqlite3.h>
@@ -26,6 +28,19 @@ struct store {
 	 * string here is a literal, so the pointer names the statement, and
 	 * parsing SQL once instead of per call is most of our store CPU */
 	struct { const char *sql; sqlite3_stmt *stmt; } cache[STORE_STMT_CACHE];
+
+	/* Group commit for durable writes (store_sync_upto): every commit is
+	 * NORMAL (WAL appended, not synced); a write that acknowledges
+	 * something waits until an fdatasync of the WAL file covers it. One
+	 * fsync then covers every commit made while the previous one ran,
+	 * instead of each FULL commit holding `lock` through its own fsync. */
+	char *wal_path;
+	int wal_fd;                /* ours, opened lazily; -1 until then */
+	atomic_uint_fast64_t committed;   /* commits so far */
+	pthread_mutex_t sync_lock;
+	pthread_cond_t sync_cond;
+	uint64_t synced;           /* commits known to be on disk */
+	bool syncing;              /* a thread is in fdatasync() */
 };
 
 /* Each entry moves the schema from version i to i+1. Never edit a shipped
@@ -188,23 +203,79 @@ store_prepare(struct store *st, const char *sql, const char *fmt, va_list ap)
 	return stmt;
 }
 
+/* fdatasync()s the WAL file, reopening it if SQLite replaced it. */
+static int
+store_wal_fsync(struct store *st)
+{
+	struct stat a, b;
+
+	if (st->wal_fd >= 0 && (fstat(st->wal_fd, &a) < 0 || stat(st->wal_path, &b) < 0 ||
+	    a.st_ino != b.st_ino || a.st_dev != b.st_dev)) {
+		close(st->wal_fd);
+		st->wal_fd = -1;
+	}
+	if (st->wal_fd < 0 && (st->wal_fd = open(st->wal_path, O_RDONLY | O_CLOEXEC)) < 0) {
+		log_error("store: open %s: %s", st->wal_path, strerror(errno));
+		return -1;
+	}
+	if (fdatasync(st->wal_fd) < 0) {
+		log_error("store: fdatasync %s: %s", st->wal_path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Returns once commit number seq is on disk (0), or -1 if a sync failed.
+ * The first waiter syncs for everyone committed so far; the others wait
+ * for it, and only sync again if their commit came after it started. */
+static int
+store_sync_upto(struct store *st, uint64_t seq)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&st->sync_lock);
+	while (st->synced < seq) {
+		uint64_t target;
+		int r;
+		if (st->syncing) {
+			pthread_cond_wait(&st->sync_cond, &st->sync_lock);
+			continue;
+		}
+		st->syncing = true;
+		target = atomic_load(&st->committed);
+		pthread_mutex_unlock(&st->sync_lock);
+		r = store_wal_fsync(st);
+		pthread_mutex_lock(&st->sync_lock);
+		st->syncing = false;
+		if (r == 0 && target > st->synced)
+			st->synced = target;
+		pthread_cond_broadcast(&st->sync_cond);
+		if (r < 0) {
+			ret = -1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&st->sync_lock);
+	return ret;
+}
+
 /* Runs a statement that returns no rows. Returns sqlite3_changes() or -1.
- * durable: the commit is fsynced before we return (synchronous=FULL);
- * otherwise WAL with synchronous=NORMAL: safe against a process crash
- * (kill -9 loses nothing committed), but the last commits may roll back
- * on power loss. Only writes that acknowledge something to the outside
- * world (a webhook, a single-use token, an inbound post) need FULL; the
- * rest would at worst repeat work after a power cut, never lose a job:
- * a FULL commit also syncs every earlier WAL frame. */
+ * durable: the commit is on disk before we return (fsynced WAL, as
+ * synchronous=FULL would, but grouped: store_sync_upto); otherwise WAL
+ * with synchronous=NORMAL: safe against a process crash (kill -9 loses
+ * nothing committed), but the last commits may roll back on power loss.
+ * Only writes that acknowledge something to the outside world (a webhook,
+ * a single-use token, an inbound post) need to be durable; the rest would
+ * at worst repeat work after a power cut, never lose a job: a WAL sync
+ * also covers every earlier commit. */
 static int
 store_exec_v(struct store *st, bool durable, const char *sql, const char *fmt, va_list ap)
 {
 	sqlite3_stmt *stmt;
 	int r, changes = -1;
+	uint64_t seq;
 
 	pthread_mutex_lock(&st->lock);
-	if (durable)
-		sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
 	stmt = store_prepare(st, sql, fmt, ap);
 	if (stmt) {
 		r = sqlite3_step(stmt);
@@ -216,9 +287,10 @@ store_exec_v(struct store *st, bool durable, const char *sql, const char *fmt, v
 			store_log_error(st, "exec");
 		store_stmt_done(st, stmt);
 	}
-	if (durable)
-		sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+	seq = atomic_fetch_add(&st->committed, 1) + 1;
 	pthread_mutex_unlock(&st->lock);
+	if (durable && changes >= 0 && store_sync_upto(st, seq) < 0)
+		return -1;
 	return changes;
 }
 
@@ -334,11 +406,15 @@ store_open(const char *data_dir, char **error_r)
 		return NULL;
 	}
 	chmod(path, 0600);
+	st->wal_path = xasprintf("%s-wal", path);
+	st->wal_fd = -1;
 	free(path);
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->sync_lock, NULL);
+	pthread_cond_init(&st->sync_cond, NULL);
 	sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
-	/* WAL for concurrent readers (CLI beside the daemon); NORMAL by default,
-	 * FULL for the writes that acknowledge something (store_exec_durable) */
+	/* WAL for concurrent readers (CLI beside the daemon); NORMAL, with the
+	 * writes that acknowledge something synced by store_sync_upto */
 	if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 	    "PRAGMA foreign_keys=ON;", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
@@ -384,7 +460,12 @@ store_close(struct store *st)
 	for (int i = 0; i < STORE_STMT_CACHE && st->cache[i].sql; i++)
 		sqlite3_finalize(st->cache[i].stmt);
 	sqlite3_close(st->db);
+	if (st->wal_fd >= 0)
+		close(st->wal_fd);
+	free(st->wal_path);
 	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->sync_lock);
+	pthread_cond_destroy(&st->sync_cond);
 	free(st);
 }
 
@@ -906,8 +987,9 @@ store_inbound_record(struct store *st, const char *location_id, const char *key,
 	sqlite3_stmt *stmt;
 	int ret = -1;
 
+	uint64_t seq;
+
 	pthread_mutex_lock(&st->lock);
-	sqlite3_exec(st->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);   /* see store_exec_v */
 	if ((stmt = store_stmt(st,
 	    "INSERT INTO inbound_seen (location_id, dedupe_key, state, ghl_message_id, error, summary, raw, "
 	    "attempts, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8) ON CONFLICT(location_id, dedupe_key) DO UPDATE "
@@ -929,8 +1011,10 @@ store_inbound_record(struct store *st, const char *location_id, const char *key,
 			store_log_error(st, "inbound record");
 		store_stmt_done(st, stmt);
 	}
-	sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+	seq = atomic_fetch_add(&st->committed, 1) + 1;
 	pthread_mutex_unlock(&st->lock);
+	if (ret > 0 && store_sync_upto(st, seq) < 0)   /* durable: see store_exec_v */
+		ret = -1;
 	return ret;
 }
 
