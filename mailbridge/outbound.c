@@ -352,6 +352,12 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	char *first_perm = NULL, *last_temp = NULL;
 	int last_temp_code = 0;
 
+	if (store_job_payload(app->store, job) != 1) {
+		/* a store error, not the message's fault: try again later */
+		outbound_finish(&c, JOB_QUEUED, retry_at(app->cfg, job->attempts), 0,
+		    "cannot read the stored payload", NULL);
+		goto out;
+	}
 	if (outbound_prepare(&c, app) < 0) {
 		outbound_finish(&c, JOB_FAILED, 0, 0, c.p ? "location is no longer configured" :
 		    "stored payload no longer validates", "failed");
@@ -521,11 +527,8 @@ report_one(struct outbound *ob, struct job *job)
 	struct ghl_result res;
 	char code[16], *text = NULL;
 	bool failed = strcmp(job->report_status, "failed") == 0;
-	const char *email_id = NULL;
-	json_t *p = json_loads(job->payload, 0, NULL);
+	const char *email_id = job->email_message_id;
 
-	if (json_is_string(json_object_get(p, "emailMessageId")))
-		email_id = json_string_value(json_object_get(p, "emailMessageId"));
 	snprintf(code, sizeof(code), "%d", job->last_code);
 	if (failed)
 		text = report_text(job->last_error);
@@ -568,7 +571,6 @@ report_one(struct outbound *ob, struct job *job)
 		break;
 	}
 	ghl_result_clear(&res);
-	json_decref(p);
 	free(text);
 }
 

@@ -136,6 +136,17 @@ static const char *const store_migrations[] = {
 	"  value TEXT NOT NULL,"
 	"  updated_at INTEGER NOT NULL,"
 	"  PRIMARY KEY (plugin, key));",
+	/* 5: payloads in their own table, so that the several state updates
+	 * of a job rewrite a small row rather than its ~10 KB payload each
+	 * time; emailMessageId beside the job for the status reporter */
+	"CREATE TABLE job_payload ("
+	"  job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  payload TEXT NOT NULL);"
+	"INSERT INTO job_payload (job_id, payload) SELECT id, payload FROM jobs;"
+	"ALTER TABLE jobs ADD COLUMN email_message_id TEXT;"
+	"UPDATE jobs SET email_message_id = CASE WHEN json_valid(payload) AND "
+	"  json_type(payload, '$.emailMessageId') = 'text' THEN json_extract(payload, '$.emailMessageId') END;"
+	"ALTER TABLE jobs DROP COLUMN payload;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
@@ -484,6 +495,7 @@ job_free(struct job *job)
 	free(job->location_id);
 	free(job->type);
 	free(job->payload);
+	free(job->email_message_id);
 	free(job->state);
 	free(job->last_error);
 	free(job->rfc_message_id);
@@ -494,7 +506,8 @@ job_free(struct job *job)
 	free(job);
 }
 
-#define JOB_COLUMNS "id, message_id, location_id, type, payload, state, attempts, next_at, " \
+/* no payload: store_job_payload() loads it when a job is worked on */
+#define JOB_COLUMNS "id, message_id, location_id, type, email_message_id, state, attempts, next_at, " \
 	"created_at, last_code, last_error, rfc_message_id, report_status, report_state, " \
 	"report_attempts, report_error, rcpt_state"
 
@@ -506,7 +519,7 @@ job_from_row(sqlite3_stmt *s)
 	j->message_id = col_text(s, 1);
 	j->location_id = col_text(s, 2);
 	j->type = col_text(s, 3);
-	j->payload = col_text(s, 4);
+	j->email_message_id = col_text(s, 4);
 	j->state = col_text(s, 5);
 	j->attempts = sqlite3_column_int(s, 6);
 	j->next_at = sqlite3_column_int64(s, 7);
@@ -544,17 +557,59 @@ store_job_query(struct store *st, struct job **job_r, const char *sql, const cha
 
 int
 store_job_add(struct store *st, const char *message_id, const char *location_id,
-    const char *type, const char *payload)
+    const char *type, const char *email_message_id, const char *payload)
 {
 	int64_t now = now_ms();
-	/* ON CONFLICT DO NOTHING: a duplicate webhook is a success, stored once */
-	int r = store_exec_durable(st,
-	    "INSERT INTO jobs (message_id, location_id, type, payload, state, next_at, created_at, updated_at) "
-	    "VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5) ON CONFLICT(message_id) DO NOTHING",
-	    "ssssi", message_id, location_id, type, payload, now);
-	if (r < 0)
+	sqlite3_stmt *stmt;
+	int r = -1;
+	uint64_t seq;
+
+	pthread_mutex_lock(&st->lock);
+	if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		store_log_error(st, "job add");
+		pthread_mutex_unlock(&st->lock);
 		return -1;
-	return r == 1 ? 1 : 0;
+	}
+	/* ON CONFLICT DO NOTHING: a duplicate webhook is a success, stored once */
+	if ((stmt = store_stmt(st, "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, "
+	    "next_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5) "
+	    "ON CONFLICT(message_id) DO NOTHING")) != NULL) {
+		sqlite3_bind_text(stmt, 1, message_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, location_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, type, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 4, email_message_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 5, now);
+		if (sqlite3_step(stmt) == SQLITE_DONE)
+			r = sqlite3_changes(st->db);
+		store_stmt_done(st, stmt);
+	}
+	if (r == 1 && (stmt = store_stmt(st, "INSERT INTO job_payload (job_id, payload) VALUES (?1, ?2)")) != NULL) {
+		sqlite3_bind_int64(stmt, 1, sqlite3_last_insert_rowid(st->db));
+		sqlite3_bind_text(stmt, 2, payload, -1, SQLITE_STATIC);
+		if (sqlite3_step(stmt) != SQLITE_DONE)
+			r = -1;
+		store_stmt_done(st, stmt);
+	}
+	if (r < 0 || sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		store_log_error(st, "job add");
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		r = -1;
+	}
+	seq = atomic_fetch_add(&st->committed, 1) + 1;
+	pthread_mutex_unlock(&st->lock);
+	/* durable before the webhook is acknowledged, duplicates included */
+	if (r >= 0 && store_sync_upto(st, seq) < 0)
+		return -1;
+	return r;
+}
+
+int
+store_job_payload(struct store *st, struct job *job)
+{
+	if (job->payload)
+		return 1;
+	return store_query_row(st, row_text, &job->payload,
+	    "SELECT payload FROM job_payload WHERE job_id=?1", "i", job->id);
 }
 
 int
@@ -1180,7 +1235,7 @@ store_events_each(struct store *st, const char *key, void (*fn)(int64_t at, cons
 	static const char *const sql =
 	    "SELECT at, message_id, kind, detail FROM events WHERE message_id=?1 OR detail LIKE '%' || ?1 || '%' "
 	    "OR message_id IN (SELECT ghl_message_id FROM message_map WHERE rfc_message_id=?1) "
-	    "OR message_id IN (SELECT message_id FROM jobs WHERE instr(payload, ?1) > 0) ORDER BY at, id LIMIT 1000";
+	    "OR message_id IN (SELECT j.message_id FROM jobs j JOIN job_payload p ON p.job_id = j.id WHERE instr(p.payload, ?1) > 0) ORDER BY at, id LIMIT 1000";
 
 	pthread_mutex_lock(&st->lock);
 	if ((stmt = store_stmt(st, sql)) != NULL) {

@@ -37,7 +37,8 @@ struct job {
 	char *message_id;          /* HighLevel messageId (unique) */
 	char *location_id;
 	char *type;                /* "Email", "SMS", ... */
-	char *payload;             /* the validated webhook JSON */
+	char *payload;             /* the validated webhook JSON: NULL until store_job_payload() */
+	char *email_message_id;    /* the webhook's emailMessageId, or NULL */
 	char *state;
 	int attempts;
 	int64_t next_at;           /* ms since epoch */
@@ -60,8 +61,12 @@ void store_close(struct store *st);
 int store_ping(struct store *st);
 
 /* Jobs */
+/* Stores a webhook's job and payload, durably (on disk before it
+ * returns). 1 added, 0 a duplicate messageId, -1 error. */
 int store_job_add(struct store *st, const char *message_id, const char *location_id,
-    const char *type, const char *payload);
+    const char *type, const char *email_message_id, const char *payload);
+/* Loads job->payload (kept apart from the job row). 1, 0 gone, -1 error. */
+int store_job_payload(struct store *st, struct job *job);
 /* Claims the oldest due queued job (state claimed, attempts+1). */
 int store_job_claim(struct store *st, int64_t now, struct job **job_r);
 /* Earliest next_at among queued jobs, or -1 when none. */

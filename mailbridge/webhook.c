@@ -69,7 +69,7 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 		return;
 	}
 	/* the raw body is what we store: it verified, and it validated */
-	r = store_job_add(app->store, p->message_id, p->location_id, p->type, req->body);
+	r = store_job_add(app->store, p->message_id, p->location_id, p->type, p->email_message_id, req->body);
 	if (r < 0) {
 		/* 503, not 500: HighLevel does not retry either, but the error
 		 * says it was us, and nothing was acknowledged */

@@ -219,13 +219,16 @@ include = locations.d/*.conf
         c.row_factory = sqlite3.Row
         return c
 
+    # a job row with its payload (kept in its own table since schema 5)
+    JOB_SQL = "SELECT j.*, p.payload FROM jobs j LEFT JOIN job_payload p ON p.job_id = j.id"
+
     def jobs(self):
         with self.db() as c:
-            return [dict(r) for r in c.execute("SELECT * FROM jobs ORDER BY id")]
+            return [dict(r) for r in c.execute(self.JOB_SQL + " ORDER BY j.id")]
 
     def job(self, message_id):
         with self.db() as c:
-            r = c.execute("SELECT * FROM jobs WHERE message_id=?", (message_id,)).fetchone()
+            r = c.execute(self.JOB_SQL + " WHERE j.message_id=?", (message_id,)).fetchone()
             return dict(r) if r else None
 
     def wait_job(self, message_id, pred, timeout=15.0):
