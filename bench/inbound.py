@@ -74,7 +74,7 @@ def main():
         rss_big, cpu0 = proc_stat(d.proc.pid)
         time.sleep(10)
         _, cpu1 = proc_stat(d.proc.pid)
-        lat = []
+        lat, steps = [], []
         for u in random.sample(users, min(args.samples, len(users))):
             msgid = email.utils.make_msgid(domain="bench.test")
             raw = f"From: x@bench.test\r\nTo: {u}@mail.test\r\nSubject: b\r\nMessage-ID: {msgid}\r\n\r\nhi\r\n"
@@ -88,6 +88,9 @@ def main():
                         break
                 time.sleep(0.005)
             lat.append(time.time() - t0)
+            with ghl.lock:
+                mine = [r for r in ghl.requests if r["t"] >= t0]
+            steps.append([(round((r["t"] - t0) * 1000), r["method"], r["path"].split("?")[0]) for r in mine])
         connected = len(set(re.findall(r"imap: locationId=(\S+) connected", d.log())))
         d.stop()
         d.cleanup()
@@ -99,6 +102,8 @@ def main():
             "idle_cpu_percent": round((cpu1 - cpu0) / 10 * 100, 2),
             "latency_ms_p50": round(lat[len(lat) // 2] * 1000, 1),
             "latency_ms_p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
+            "latency_ms_all": [round(x * 1000) for x in lat],
+            "first_sample_requests": steps[0] if steps else None,
         }, indent=2))
     finally:
         ghl.close()

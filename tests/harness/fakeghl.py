@@ -166,6 +166,10 @@ class FakeGHL:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes: without this, Nagle
+            # holds the body until the client's delayed ACK (40 ms), a
+            # stall real HighLevel does not add to every call
+            disable_nagle_algorithm = True
 
             def log_message(self, *a):
                 pass
