@@ -12,25 +12,28 @@
 set -eu
 src=$1 work=$2 secs=$3
 shift 3
-targets=${*:-payload mime_in config cdr smtp_reply}
+targets=${*:-payload mime_in config cdr smtp_reply imap}
 mkdir -p "$work"
 # libetpan.pc leaks Debian's "-specs=...no-pie-link.specs": drop it
-libs=$(pkg-config --cflags --libs gmime-3.0 jansson inih gnutls libetpan | sed 's/-specs=[^ ]*//g')
+libs=$(pkg-config --cflags --libs gmime-3.0 jansson inih gnutls libetpan libcurl libmicrohttpd sqlite3 |
+	sed 's/-specs=[^ ]*//g')
 for t in $targets; do
 	case $t in
 	payload) extra="mailbridge/payload.c mailbridge/config.c" runs=1500000 ;;
 	config) extra="mailbridge/config.c" runs=100000 ;;
 	mime_in) extra="mailbridge/mime_in.c mailbridge/mime_out.c" runs=150000 ;;
 	cdr) extra="plugins/calllog/calllog.c" runs=1200000 ;;
-	smtp_reply) extra="smtp/smtp_client.c smtp/smtp_policy.c mailbridge/netstream.c" runs=40000 ;;
+	smtp_reply) extra="fuzz/relay.c smtp/smtp_client.c smtp/smtp_policy.c mailbridge/netstream.c" runs=40000 ;;
+	imap) extra="fuzz/relay.c $(cd "$src" && ls mailbridge/*.c smtp/*.c imap/*.c | grep -v -x -e mailbridge/main.c -e mailbridge/util.c -e mailbridge/log.c)"
+		runs=20000 ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
 	( cd "$src" && clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-Imailbridge -Ismtp -I. -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra mailbridge/util.c mailbridge/log.c $libs -lpthread )
+		-Imailbridge -Ismtp -Iimap -Ifuzz -I. -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra mailbridge/util.c mailbridge/log.c $libs -lpthread -ldl -lm )
 	rm -rf "$work/corpus_$t"
 	cp -r "$src/tests/fuzz-corpus/$t" "$work/corpus_$t"
 	if [ "$secs" -le 60 ]; then limit="-seed=1 -runs=$runs"; else limit=""; fi
-	( cd "$work" && "./fuzz_$t" $limit -max_total_time="$secs" -rss_limit_mb=1024 -timeout=10 "corpus_$t" \
+	( cd "$work" && LSAN_OPTIONS="suppressions=$src/fuzz/lsan.supp" "./fuzz_$t" $limit -max_total_time="$secs" -rss_limit_mb=1024 -timeout=10 "corpus_$t" \
 		>"fuzz_$t.log" 2>&1 ) || { tail -40 "$work/fuzz_$t.log"; exit 1; }
 	grep -E "Done [0-9]+ runs" "$work/fuzz_$t.log" | tail -1 | sed "s/^/$t: /"
 done

@@ -46,6 +46,27 @@ imap_session_close(struct imap_session *s, bool polite)
 	s->idling = false;
 }
 
+/* libetpan 1.9.4 reads the capability list it keeps without NULL checks:
+ * a server that never lists capabilities, or sends an empty
+ * "[CAPABILITY ]", crashed the process in mailimap_capability() or
+ * mailimap_has_idle() (found by fuzz_imap). Keep an empty list there
+ * instead; a later CAPABILITY reply replaces it. */
+static void
+capability_guard(mailimap *imap)
+{
+	struct mailimap_connection_info *ci = imap->imap_connection_info;
+
+	if (!ci)
+		return;
+	if (!ci->imap_capability) {
+		clist *none = clist_new();
+		if (none && !(ci->imap_capability = mailimap_capability_data_new(none)))
+			clist_free(none);
+	} else if (!ci->imap_capability->cap_list) {
+		ci->imap_capability->cap_list = clist_new();
+	}
+}
+
 int
 imap_session_connect(struct imap_session *s, char **error_r)
 {
@@ -86,8 +107,10 @@ imap_session_connect(struct imap_session *s, char **error_r)
 		goto fail;
 	}
 	/* servers often announce IDLE only after login */
+	capability_guard(imap);
 	if (mailimap_capability(imap, &cap) == MAILIMAP_NO_ERROR)
 		mailimap_capability_data_free(cap);
+	capability_guard(imap);
 	/* imap_idle = no: poll, for servers whose IDLE misbehaves */
 	s->has_idle = s->loc->imap_idle && mailimap_has_idle(imap) != 0;
 	r = mailimap_select(imap, s->loc->imap_folder);

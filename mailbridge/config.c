@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #define CONFIG_MAX_INCLUDE_DEPTH 4
-#define CONFIG_MAX_FILES         512   /* bounds `include = *` fan-out */
+#define CONFIG_MAX_FILES         50000 /* bounds include fan-out; a file per location is normal */
 #define CONFIG_MAX_SECRET_FILE   4096
 
 enum config_section { SEC_TOP, SEC_SERVER, SEC_HIGHLEVEL, SEC_STORE, SEC_PLUGINS, SEC_LOCATION, SEC_PLUGIN };

@@ -22,6 +22,7 @@ struct netstream {
 	int fd;
 	gnutls_session_t tls;      /* NULL while plain */
 	bool smtp_replies;         /* TAB -> SP in what we read (netstream_smtp_replies) */
+	bool eof;                  /* the peer closed: reads after that fail */
 };
 
 /* Trust stores are big to parse: one credentials object per CA file (or
@@ -105,7 +106,16 @@ static ssize_t
 ns_read(mailstream_low *low, void *buf, size_t n)
 {
 	struct netstream *ns = low->data;
-	ssize_t r = ns_read_raw(low, buf, n);
+	ssize_t r;
+
+	/* libetpan 1.9.4 reads an IMAP literal in a loop that stops only on
+	 * -1: a server closing mid-literal returned 0 forever and spun the
+	 * worker (found by fuzz_imap). EOF is reported once, then an error. */
+	if (ns->eof)
+		return -1;
+	r = ns_read_raw(low, buf, n);
+	if (r == 0)
+		ns->eof = true;
 
 	if (ns->smtp_replies)
 		for (ssize_t i = 0; i < r; i++)
