@@ -48,9 +48,8 @@ imap_session_close(struct imap_session *s, bool polite)
 
 /* libetpan 1.9.4 reads the capability list it keeps without NULL checks:
  * a server that never lists capabilities, or sends an empty
- * "[CAPABILITY ]", crashed the process in mailimap_capability() or
- * mailimap_has_idle() (found by fuzz_imap). Keep an empty list there
- * instead; a later CAPABILITY reply replaces it. */
+ * "[CAPABILITY ]", crashed the process in mailimap_has_idle() (found by
+ * fuzz_imap). Keep an empty list there instead. */
 static void
 capability_guard(mailimap *imap)
 {
@@ -72,7 +71,6 @@ imap_session_connect(struct imap_session *s, char **error_r)
 {
 	const struct mail_server_config *c = &s->loc->imap;
 	mailimap *imap = mailimap_new(0, NULL);
-	struct mailimap_capability_data *cap = NULL;
 	uint32_t stored_validity = 0, stored_uid = 0;
 	int r, have;
 
@@ -106,10 +104,10 @@ imap_session_connect(struct imap_session *s, char **error_r)
 		*error_r = imap_error(imap, "LOGIN", r);
 		goto fail;
 	}
-	/* servers often announce IDLE only after login */
-	capability_guard(imap);
-	if (mailimap_capability(imap, &cap) == MAILIMAP_NO_ERROR)
-		mailimap_capability_data_free(cap);
+	/* servers often announce IDLE only after login. A plain command, not
+	 * mailimap_capability(), which copies the list the reply just set
+	 * without a NULL check: '[CAPABILITY ]' in its own reply crashed it */
+	mailimap_custom_command(imap, "CAPABILITY");
 	capability_guard(imap);
 	/* imap_idle = no: poll, for servers whose IDLE misbehaves */
 	s->has_idle = s->loc->imap_idle && mailimap_has_idle(imap) != 0;
