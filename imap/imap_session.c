@@ -85,6 +85,7 @@ imap_session_connect(struct imap_session *s, char **error_r)
 	    IMAP_TIMEOUT_S, error_r);
 	if (!stream)
 		goto fail;
+	netstream_imap_responses(stream);
 	r = mailimap_connect(imap, stream);
 	if (!imap_ok(r)) {
 		*error_r = imap_error(imap, "connect", r);

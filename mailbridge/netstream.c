@@ -23,6 +23,13 @@ struct netstream {
 	gnutls_session_t tls;      /* NULL while plain */
 	bool smtp_replies;         /* TAB -> SP in what we read (netstream_smtp_replies) */
 	bool eof;                  /* the peer closed: reads after that fail */
+	struct {                   /* netstream_imap_responses */
+		bool on;
+		unsigned match;        /* bytes of "[PERMANENTFLAGS" matched so far */
+		uint8_t brace;         /* 1 in "{digits", 2 after '}', 3 after "}\r" */
+		uint64_t num;          /* the digits of "{N}" */
+		uint64_t literal;      /* literal bytes still to pass untouched */
+	} imap;
 };
 
 /* Trust stores are big to parse: one credentials object per CA file (or
@@ -102,6 +109,52 @@ ns_read_raw(mailstream_low *low, void *buf, size_t n)
 	}
 }
 
+/* libetpan 1.9.4 crashes on a PERMANENTFLAGS response code it cannot
+ * parse (a lone backslash or a NUL among the flags) and on any
+ * PERMANENTFLAGS in the greeting (found by fuzz_imap). We never use them,
+ * so outside literals every "[PERMANENTFLAGS" is read as the unknown code
+ * "[PERMANENTFLAGX" (same length; its last byte is always in the current
+ * read). Literals ("{N}" CRLF then N bytes: message bodies) pass untouched. */
+static void
+imap_scan(struct netstream *ns, char *buf, ssize_t len)
+{
+	static const char pat[] = "[PERMANENTFLAGS";
+
+	for (ssize_t i = 0; i < len; i++) {
+		char c = buf[i];
+		if (ns->imap.literal > 0) {
+			ssize_t skip = len - i < (ssize_t)ns->imap.literal ? len - i : (ssize_t)ns->imap.literal;
+			ns->imap.literal -= (uint64_t)skip;
+			i += skip - 1;
+			continue;
+		}
+		if (c == pat[ns->imap.match]) {
+			if (++ns->imap.match == sizeof(pat) - 1) {
+				buf[i] = 'X';
+				ns->imap.match = 0;
+			}
+		} else {
+			ns->imap.match = c == '[' ? 1 : 0;
+		}
+		if (c == '{') {
+			ns->imap.brace = 1;
+			ns->imap.num = 0;
+		} else if (ns->imap.brace == 1 && c >= '0' && c <= '9') {
+			if (ns->imap.num < ((uint64_t)1 << 40))
+				ns->imap.num = ns->imap.num * 10 + (uint64_t)(c - '0');
+		} else if (ns->imap.brace == 1 && c == '}') {
+			ns->imap.brace = 2;
+		} else if (ns->imap.brace == 2 && c == '\r') {
+			ns->imap.brace = 3;
+		} else if (ns->imap.brace == 3 && c == '\n') {
+			ns->imap.literal = ns->imap.num;
+			ns->imap.brace = 0;
+		} else {
+			ns->imap.brace = 0;
+		}
+	}
+}
+
 static ssize_t
 ns_read(mailstream_low *low, void *buf, size_t n)
 {
@@ -116,6 +169,8 @@ ns_read(mailstream_low *low, void *buf, size_t n)
 	r = ns_read_raw(low, buf, n);
 	if (r == 0)
 		ns->eof = true;
+	if (ns->imap.on)
+		imap_scan(ns, buf, r);
 
 	if (ns->smtp_replies)
 		for (ssize_t i = 0; i < r; i++)
@@ -326,6 +381,14 @@ netstream_starttls(mailstream *s, const char *host, const struct netstream_tls *
 		return -1;
 	}
 	return tls_handshake(ns, host, tls, (int)(low->timeout ? low->timeout : 60), error_r);
+}
+
+void
+netstream_imap_responses(mailstream *s)
+{
+	mailstream_low *low = mailstream_get_low(s);
+	if (low->driver == &netstream_driver)
+		((struct netstream *)low->data)->imap.on = true;
 }
 
 void

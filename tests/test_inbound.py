@@ -242,6 +242,18 @@ class TestInbound(unittest.TestCase):
                 self.assertEqual(len(hits), 1)
                 self.assertEqual(hits[0]["message"].strip(), text)
 
+    def test_body_bytes_pass_the_imap_filter_untouched(self):
+        # netstream rewrites "[PERMANENTFLAGS" in IMAP responses (a libetpan
+        # crash); inside a literal, i.e. a message body, nothing may change
+        msgid = email.utils.make_msgid(domain="lit.test")
+        text = "See [PERMANENTFLAGS (\\Seen \\)] and {12}\r\n[PERMANENTFLAGS too, C:\\ dir"
+        raw = (f"From: lit@lit.test\r\nTo: support@mail.test\r\nSubject: literal\r\nMessage-ID: {msgid}\r\n"
+               "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n").encode()
+        append("support", raw)
+        hits = posted(lambda b: b.get("altId") == msgid)
+        self.assertEqual(len(hits), 1)
+        self.assertEqual(hits[0]["message"].strip(), text)
+
     def test_undeclared_latin1_falls_back(self):
         msgid = email.utils.make_msgid(domain="cs.test")
         raw = (f"From: cs@cs.test\r\nTo: support@mail.test\r\nSubject: no charset\r\nMessage-ID: {msgid}\r\n"
