@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <gnutls/gnutls.h>
@@ -128,7 +129,7 @@ imap_scan(struct netstream *ns, char *buf, ssize_t len)
 			i += skip - 1;
 			continue;
 		}
-		if (c == pat[ns->imap.match]) {
+		if (toupper((unsigned char)c) == pat[ns->imap.match]) {   /* atoms ignore case */
 			if (++ns->imap.match == sizeof(pat) - 1) {
 				buf[i] = 'X';
 				ns->imap.match = 0;
