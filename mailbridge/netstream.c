@@ -1,4 +1,5 @@
 #include "netstream.h"
+#include "log.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -30,6 +31,7 @@ struct netstream {
 		uint8_t brace;         /* 1 in "{digits", 2 after '}', 3 after "}\r" */
 		uint64_t num;          /* the digits of "{N}" */
 		uint64_t literal;      /* literal bytes still to pass untouched */
+		bool too_big;          /* a literal over NETSTREAM_IMAP_MAX_LITERAL */
 	} imap;
 };
 
@@ -116,6 +118,11 @@ ns_read_raw(mailstream_low *low, void *buf, size_t n)
  * so outside literals every "[PERMANENTFLAGS" is read as the unknown code
  * "[PERMANENTFLAGX" (same length; its last byte is always in the current
  * read). Literals ("{N}" CRLF then N bytes: message bodies) pass untouched. */
+/* libetpan allocates a literal's announced size at once: a server saying
+ * "{4294967296}" asked for 4 GiB (found by fuzz_imap). Far above what any
+ * mail service accepts (Gmail 50 MB, Microsoft 365 150 MB). */
+#define NETSTREAM_IMAP_MAX_LITERAL ((uint64_t)256 << 20)
+
 static void
 imap_scan(struct netstream *ns, char *buf, ssize_t len)
 {
@@ -148,6 +155,13 @@ imap_scan(struct netstream *ns, char *buf, ssize_t len)
 		} else if (ns->imap.brace == 2 && c == '\r') {
 			ns->imap.brace = 3;
 		} else if (ns->imap.brace == 3 && c == '\n') {
+			if (ns->imap.num > NETSTREAM_IMAP_MAX_LITERAL) {
+				log_error("imap: the server announced a %llu-byte literal, over the %llu MiB limit; "
+				    "dropping the connection", (unsigned long long)ns->imap.num,
+				    (unsigned long long)(NETSTREAM_IMAP_MAX_LITERAL >> 20));
+				ns->imap.too_big = true;
+				return;
+			}
 			ns->imap.literal = ns->imap.num;
 			ns->imap.brace = 0;
 		} else {
@@ -165,13 +179,16 @@ ns_read(mailstream_low *low, void *buf, size_t n)
 	/* libetpan 1.9.4 reads an IMAP literal in a loop that stops only on
 	 * -1: a server closing mid-literal returned 0 forever and spun the
 	 * worker (found by fuzz_imap). EOF is reported once, then an error. */
-	if (ns->eof)
+	if (ns->eof || ns->imap.too_big)
 		return -1;
 	r = ns_read_raw(low, buf, n);
 	if (r == 0)
 		ns->eof = true;
-	if (ns->imap.on)
+	if (ns->imap.on) {
 		imap_scan(ns, buf, r);
+		if (ns->imap.too_big)
+			return -1;   /* before libetpan sees the size */
+	}
 
 	if (ns->smtp_replies)
 		for (ssize_t i = 0; i < r; i++)
