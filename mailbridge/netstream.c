@@ -148,20 +148,19 @@ imap_scan(struct netstream *ns, char *buf, ssize_t len)
 			ns->imap.brace = 1;
 			ns->imap.num = 0;
 		} else if (ns->imap.brace == 1 && c >= '0' && c <= '9') {
-			if (ns->imap.num < ((uint64_t)1 << 40))
-				ns->imap.num = ns->imap.num * 10 + (uint64_t)(c - '0');
+			/* libetpan allocates once it has the number, whatever follows */
+			ns->imap.num = ns->imap.num * 10 + (uint64_t)(c - '0');
+			if (ns->imap.num > NETSTREAM_IMAP_MAX_LITERAL) {
+				log_error("imap: the server announced a literal of more than %llu MiB; "
+				    "dropping the connection", (unsigned long long)(NETSTREAM_IMAP_MAX_LITERAL >> 20));
+				ns->imap.too_big = true;
+				return;
+			}
 		} else if (ns->imap.brace == 1 && c == '}') {
 			ns->imap.brace = 2;
 		} else if (ns->imap.brace == 2 && c == '\r') {
 			ns->imap.brace = 3;
 		} else if (ns->imap.brace == 3 && c == '\n') {
-			if (ns->imap.num > NETSTREAM_IMAP_MAX_LITERAL) {
-				log_error("imap: the server announced a %llu-byte literal, over the %llu MiB limit; "
-				    "dropping the connection", (unsigned long long)ns->imap.num,
-				    (unsigned long long)(NETSTREAM_IMAP_MAX_LITERAL >> 20));
-				ns->imap.too_big = true;
-				return;
-			}
 			ns->imap.literal = ns->imap.num;
 			ns->imap.brace = 0;
 		} else {
