@@ -27,7 +27,6 @@ def setUpModule():
     ghl.static_tokens.add("tok")
     kannel = Kannel(BASE, f"http://127.0.0.1:{DAEMON_PORT}/plugins/kannel/mo",
                     mo_messages=["+15557654321 +15559990000 text Hello from my phone"])
-    kannel.start()
     common = {"from": "K <k@sms.test>", "smtp_host": "127.0.0.1", "smtp_tls": "none", "token": "tok",
               "sms_provider_id": "smsprov"}
     d = Daemon(DAEMON_PORT, ghl.url, [location_conf("LKannel", sms="kannel", **common)],
@@ -35,7 +34,10 @@ def setUpModule():
                extra_sections=(f"[plugins]\ndir = {PLUGIN_DIR}\nsend_timeout = 15\n\n[plugin kannel]\n"
                                f"sendsms_url = http://127.0.0.1:{kannel.sendsms}/cgi-bin/sendsms\n"
                                "username = mb\npassword = mbpw\nmo_location = LKannel\n"))
+    # the daemon first: Kannel sends its MO message once it is up, and a
+    # slow daemon start (valgrind) would otherwise meet a refused connection
     d.start()
+    kannel.start()
 
 
 def tearDownModule():
