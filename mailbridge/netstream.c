@@ -112,17 +112,20 @@ ns_read_raw(mailstream_low *low, void *buf, size_t n)
 	}
 }
 
-/* libetpan 1.9.4 crashes on a PERMANENTFLAGS response code it cannot
- * parse (a lone backslash or a NUL among the flags) and on any
- * PERMANENTFLAGS in the greeting (found by fuzz_imap). We never use them,
- * so outside literals every "[PERMANENTFLAGS" is read as the unknown code
- * "[PERMANENTFLAGX" (same length; its last byte is always in the current
- * read). Literals ("{N}" CRLF then N bytes: message bodies) pass untouched. */
 /* libetpan allocates a literal's announced size at once: a server saying
  * "{4294967296}" asked for 4 GiB (found by fuzz_imap). Far above what any
  * mail service accepts (Gmail 50 MB, Microsoft 365 150 MB). */
 #define NETSTREAM_IMAP_MAX_LITERAL ((uint64_t)256 << 20)
 
+/* What an IMAP server says, as it is read, for libetpan 1.9.4's sake:
+ * - it crashes on a PERMANENTFLAGS response code it cannot parse (a lone
+ *   backslash or a NUL among the flags) and on any PERMANENTFLAGS in the
+ *   greeting (found by fuzz_imap). We never use them, so outside literals
+ *   every "[PERMANENTFLAGS" becomes the unknown code "[PERMANENTFLAGX"
+ *   (same length; its last byte is always in the current read);
+ * - a literal size over NETSTREAM_IMAP_MAX_LITERAL drops the connection
+ *   (ns->imap.too_big) before libetpan has read all its digits.
+ * Literals ("{N}" CRLF then N bytes: message bodies) pass untouched. */
 static void
 imap_scan(struct netstream *ns, char *buf, ssize_t len)
 {

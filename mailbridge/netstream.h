@@ -35,10 +35,11 @@ int netstream_starttls(mailstream *s, const char *host, const struct netstream_t
  * reply text is all we read on an SMTP stream, so the change is harmless. */
 void netstream_smtp_replies(mailstream *s);
 
-/* Marks a stream as an IMAP connection: outside literals, PERMANENTFLAGS
- * response codes (which crash libetpan 1.9.4 when malformed or in the
- * greeting, and which we never use) read as an unknown code. Call before
- * mailimap_connect; literals (message bodies) are never changed. */
+/* Marks a stream as an IMAP connection, guarded against what crashes or
+ * exhausts libetpan 1.9.4 (see imap_scan): PERMANENTFLAGS response codes
+ * read as an unknown code, and a literal announced over 256 MiB drops the
+ * connection. Call before mailimap_connect; literals (message bodies) are
+ * never changed. */
 void netstream_imap_responses(mailstream *s);
 
 /* Bytes already decrypted or buffered that poll()/epoll will not report. */
