@@ -2,9 +2,8 @@
 # valgrind_check.sh SOURCE_DIR WORK_DIR SUITE...
 # The suite's main build runs under ASan+UBSan; valgrind cannot run such a
 # binary, so this builds a plain one (RelWithDebInfo, with the test plugins)
-# and runs the given
-# integration suites with the daemon under valgrind (tests/harness/daemon.py:
-# MB_VALGRIND). Any valgrind error or definite leak makes the daemon exit 99,
+# and runs the given integration suites with the daemon under valgrind
+# (tests/harness/daemon.py: MB_VALGRIND). Any valgrind error or definite leak makes the daemon exit 99,
 # which the suite's teardown reports as a failure.
 set -eu
 src=$(cd "$1" && pwd) work=$2
