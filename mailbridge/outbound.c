@@ -13,14 +13,19 @@
 #include "store.h"
 #include "util.h"
 
+#include <errno.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define OUTBOUND_IDLE_POLL_MS     1000
+#define OUTBOUND_NICE             5         /* see outbound_yield_to_intake */
 #define OUTBOUND_SMTP_TIMEOUT_S   60
 #define OUTBOUND_FETCH_TIMEOUT_S  60
 #define REPORT_LEASE_MS           120000
@@ -456,12 +461,24 @@ out:
 	job_ctx_clear(&c);
 }
 
+/* Sending and reporting yield to webhook intake: a 200 waits on the
+ * intake thread getting a core, while a message sent a millisecond later
+ * costs nothing. Linux applies nice per thread. */
+static void
+outbound_yield_to_intake(void)
+{
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), OUTBOUND_NICE) < 0)
+		log_debug("outbound: setpriority: %s", strerror(errno));
+}
+
 static void *
 outbound_worker(void *arg)
 {
 	struct outbound *ob = arg;
 	struct smtp_conn *conn = NULL;
 	struct store *st = ob->app->store;
+
+	outbound_yield_to_intake();
 
 	for (;;) {
 		struct job *job = NULL;
@@ -578,6 +595,8 @@ static void *
 outbound_reporter(void *arg)
 {
 	struct outbound *ob = arg;
+
+	outbound_yield_to_intake();
 	for (;;) {
 		struct job *job = NULL;
 		unsigned seen;
