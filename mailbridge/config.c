@@ -408,10 +408,9 @@ warn_loose_permissions(FILE *err, const char *path, mode_t mask, const char *wha
 static int
 config_parse_file(struct parse_state *ps, const char *path)
 {
-	struct reader_ctx rc;
-	char *dup = xstrdup(path);
+	struct reader_ctx rc = { .ps = ps };
 	const char *saved_file = ps->file;
-	char *saved_dir = ps->dir;
+	char *saved_dir = ps->dir, *dup;
 	int saved_line = ps->line;
 	const struct include_frame *saved_chain = ps->chain;
 	struct include_frame self;
@@ -422,43 +421,32 @@ config_parse_file(struct parse_state *ps, const char *path)
 		if (ps->files == CONFIG_MAX_FILES + 1)
 			perr(ps, "include %s: more than %d files in one configuration", path,
 			    CONFIG_MAX_FILES);
-		free(dup);
 		return -1;
 	}
 	/* O_NONBLOCK: a glob may match a FIFO, whose open would wait forever */
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		fprintf(ps->err, "%s: cannot open: %s\n", path, strerror(errno));
-		ps->errors++;
-		free(dup);
-		return -1;
+		goto fail;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		fprintf(ps->err, "%s: not a regular file\n", path);
-		ps->errors++;
-		close(fd);
-		free(dup);
-		return -1;
-	}
-	rc.fp = fdopen(fd, "r");
-	rc.ps = ps;
-	if (!rc.fp) {
-		fprintf(ps->err, "%s: cannot open: %s\n", path, strerror(errno));
-		ps->errors++;
-		close(fd);
-		free(dup);
-		return -1;
+		goto fail;
 	}
 	for (const struct include_frame *f = ps->chain; f; f = f->up)
 		if (f->dev == st.st_dev && f->ino == st.st_ino) {
-			perr(ps, "include %s: includes itself", path);
-			fclose(rc.fp);
-			free(dup);
+			perr(ps, "include %s: includes itself", path);   /* counts the error */
+			close(fd);
 			return -1;
 		}
+	if (!(rc.fp = fdopen(fd, "r"))) {
+		fprintf(ps->err, "%s: cannot open: %s\n", path, strerror(errno));
+		goto fail;
+	}
 	self = (struct include_frame){ st.st_dev, st.st_ino, ps->chain };
 	ps->chain = &self;
 	warn_loose_permissions(ps->err, path, S_IROTH, "config file");
+	dup = xstrdup(path);
 	ps->file = path;
 	ps->dir = xstrdup(dirname(dup));
 	ps->line = 0;
@@ -471,6 +459,12 @@ config_parse_file(struct parse_state *ps, const char *path)
 	ps->line = saved_line;
 	ps->chain = saved_chain;
 	return 0;
+
+fail:
+	ps->errors++;
+	if (fd >= 0)
+		close(fd);
+	return -1;
 }
 
 int

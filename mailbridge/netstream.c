@@ -385,13 +385,21 @@ netstream_connect(const char *host, int port, const struct netstream_tls *tls, i
 	return s;
 }
 
+/* Our state behind a libetpan stream, or NULL if it is not a netstream. */
+static struct netstream *
+netstream_of(mailstream *s)
+{
+	mailstream_low *low = s ? mailstream_get_low(s) : NULL;
+	return low && low->driver == &netstream_driver ? low->data : NULL;
+}
+
 int
 netstream_starttls(mailstream *s, const char *host, const struct netstream_tls *tls, char **error_r)
 {
 	mailstream_low *low = mailstream_get_low(s);
-	struct netstream *ns = low->data;
+	struct netstream *ns = netstream_of(s);
 
-	if (low->driver != &netstream_driver || ns->tls) {
+	if (!ns || ns->tls) {
 		*error_r = xstrdup("STARTTLS on a stream that is not a plain netstream");
 		return -1;
 	}
@@ -406,30 +414,25 @@ netstream_starttls(mailstream *s, const char *host, const struct netstream_tls *
 void
 netstream_imap_responses(mailstream *s)
 {
-	mailstream_low *low = mailstream_get_low(s);
-	if (low->driver == &netstream_driver)
-		((struct netstream *)low->data)->imap.on = true;
+	struct netstream *ns = netstream_of(s);
+	if (ns)
+		ns->imap.on = true;
 }
 
 void
 netstream_smtp_replies(mailstream *s)
 {
-	mailstream_low *low = mailstream_get_low(s);
-	if (low->driver == &netstream_driver)
-		((struct netstream *)low->data)->smtp_replies = true;
+	struct netstream *ns = netstream_of(s);
+	if (ns)
+		ns->smtp_replies = true;
 }
 
 bool
 netstream_pending(mailstream *s)
 {
-	mailstream_low *low;
-	struct netstream *ns;
+	struct netstream *ns = netstream_of(s);
 
-	if (!s)
-		return false;
-	if (s->read_buffer_len > 0)
+	if (s && s->read_buffer_len > 0)
 		return true;
-	low = mailstream_get_low(s);
-	ns = low->driver == &netstream_driver ? low->data : NULL;
 	return ns && ns->tls && gnutls_record_check_pending(ns->tls) > 0;
 }

@@ -270,6 +270,17 @@ store_sync_upto(struct store *st, uint64_t seq)
 	return ret;
 }
 
+/* Ends a write begun under st->lock. durable: returns once the commit is
+ * on disk (0), or -1 if syncing failed; otherwise just unlocks (0). */
+static int
+store_unlock_write(struct store *st, bool durable)
+{
+	uint64_t seq = atomic_fetch_add(&st->committed, 1) + 1;
+
+	pthread_mutex_unlock(&st->lock);
+	return durable ? store_sync_upto(st, seq) : 0;
+}
+
 /* Runs a statement that returns no rows. Returns sqlite3_changes() or -1.
  * durable: the commit is on disk before we return (fsynced WAL, as
  * synchronous=FULL would, but grouped: store_sync_upto); otherwise WAL
@@ -284,7 +295,6 @@ store_exec_v(struct store *st, bool durable, const char *sql, const char *fmt, v
 {
 	sqlite3_stmt *stmt;
 	int r, changes = -1;
-	uint64_t seq;
 
 	pthread_mutex_lock(&st->lock);
 	stmt = store_prepare(st, sql, fmt, ap);
@@ -298,9 +308,7 @@ store_exec_v(struct store *st, bool durable, const char *sql, const char *fmt, v
 			store_log_error(st, "exec");
 		store_stmt_done(st, stmt);
 	}
-	seq = atomic_fetch_add(&st->committed, 1) + 1;
-	pthread_mutex_unlock(&st->lock);
-	if (durable && changes >= 0 && store_sync_upto(st, seq) < 0)
+	if (store_unlock_write(st, durable && changes >= 0) < 0)
 		return -1;
 	return changes;
 }
@@ -562,7 +570,6 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 	int64_t now = now_ms();
 	sqlite3_stmt *stmt;
 	int r = -1;
-	uint64_t seq;
 
 	pthread_mutex_lock(&st->lock);
 	if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
@@ -595,10 +602,8 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 		r = -1;
 	}
-	seq = atomic_fetch_add(&st->committed, 1) + 1;
-	pthread_mutex_unlock(&st->lock);
 	/* durable before the webhook is acknowledged, duplicates included */
-	if (r >= 0 && store_sync_upto(st, seq) < 0)
+	if (store_unlock_write(st, r >= 0) < 0)
 		return -1;
 	return r;
 }
@@ -1042,8 +1047,6 @@ store_inbound_record(struct store *st, const char *location_id, const char *key,
 	sqlite3_stmt *stmt;
 	int ret = -1;
 
-	uint64_t seq;
-
 	pthread_mutex_lock(&st->lock);
 	if ((stmt = store_stmt(st,
 	    "INSERT INTO inbound_seen (location_id, dedupe_key, state, ghl_message_id, error, summary, raw, "
@@ -1066,9 +1069,7 @@ store_inbound_record(struct store *st, const char *location_id, const char *key,
 			store_log_error(st, "inbound record");
 		store_stmt_done(st, stmt);
 	}
-	seq = atomic_fetch_add(&st->committed, 1) + 1;
-	pthread_mutex_unlock(&st->lock);
-	if (ret > 0 && store_sync_upto(st, seq) < 0)   /* durable: see store_exec_v */
+	if (store_unlock_write(st, ret > 0) < 0)   /* durable: see store_exec_v */
 		ret = -1;
 	return ret;
 }
