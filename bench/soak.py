@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
 """Soak test (not CI): mixed outbound and inbound traffic for MINUTES
 against real Postfix + Dovecot with both restarted at random, then a quiet
-drain. Reports messages lost (must be 0), duplicated (must be 0; the two
-documented crash windows cannot open here since mailbridge itself is never
-killed) and RSS over time (should be flat).
+drain. Reports messages lost (must be 0), duplicated (must be 0) and RSS
+over time (should be flat).
 
-usage: bench/soak.py [MINUTES] [--build DIR]   (run as root)
+A copy of an outbound message found twice in bob's mailbox is classified by
+the Postfix queue ids in its Received headers: two queue ids mean mailbridge
+submitted it twice (ours); one queue id delivered twice means Postfix handed
+it to Dovecot's LMTP twice (Dovecot stopped after storing, before its 250) --
+a duplicate downstream of mailbridge, reported apart. With --kill-bridge
+mailbridge itself is also killed with SIGKILL at random; the documented
+end-of-DATA window can then open and is reported too.
+
+usage: bench/soak.py [MINUTES] [--build DIR] [--kill-bridge] [--keep]   (run as root)
 """
 import argparse
 import email
@@ -14,6 +21,8 @@ import imaplib
 import json
 import os
 import random
+import re
+import shutil
 import smtplib
 import sys
 import threading
@@ -35,6 +44,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("minutes", nargs="?", type=float, default=60)
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
+    ap.add_argument("--kill-bridge", action="store_true", help="also SIGKILL mailbridge at random")
+    ap.add_argument("--keep", action="store_true", help="keep the daemon's directory (log, store) and the maillog")
+    ap.add_argument("--chaos", type=float, nargs=2, default=(20, 60), metavar=("MIN_S", "MAX_S"),
+                    help="seconds between restarts (default 20 60)")
     args = ap.parse_args()
     os.environ["MAILBRIDGE_BIN"] = os.path.join(args.build, "mailbridge")
     srv = MailServers(25000)
@@ -46,17 +59,26 @@ def main():
             "from": "Soak <support@mail.test>", "reply_domain": "mail.test", "provider_id": "p",
             "smtp_host": "127.0.0.1", "smtp_port": srv.smtp, "smtp_tls": "none", "token": "tok",
             "imap_host": "127.0.0.1", "imap_port": srv.imaps, "imap_tls": "tls", "imap_ca_file": srv.cert,
-            "imap_user": "support", "imap_password": "supportpw", "imap_idle_interval": 30})], log_level="warn")
+            "imap_user": "support", "imap_password": "supportpw", "imap_idle_interval": 30})],
+            log_level="info" if args.keep else "warn")
         d.start()
         sent, replies, rss = [], [], []
         end = time.time() + args.minutes * 60
         stop = threading.Event()
 
+        lock = threading.Lock()   # the webhook loop must not post while the daemon restarts
+        restarts = {"postfix": 0, "dovecot": 0, "mailbridge": 0}
+
         def chaos():
-            while not stop.wait(random.uniform(20, 60)):
-                which = random.choice(["postfix", "dovecot"])
-                print(f"[soak] restarting {which}", flush=True)
-                if which == "postfix":
+            while not stop.wait(random.uniform(*args.chaos)):
+                which = random.choice(["postfix", "dovecot"] + (["mailbridge"] if args.kill_bridge else []))
+                restarts[which] += 1
+                print(f"[soak] {time.strftime('%H:%M:%S')} restarting {which}", flush=True)
+                if which == "mailbridge":
+                    with lock:
+                        d.kill9()
+                        d.start()
+                elif which == "postfix":
                     srv.stop_postfix()
                     time.sleep(random.uniform(1, 5))
                     srv.start_postfix()
@@ -66,10 +88,18 @@ def main():
                     srv.start_dovecot()
         t = threading.Thread(target=chaos, daemon=True)
         t.start()
+        next_rss = 0
         while time.time() < end:
             mid = "soak" + os.urandom(6).hex()
-            st, _ = d.post_webhook({"type": "Email", "locationId": "LSoak", "messageId": mid,
-                                    "emailTo": ["bob@mail.test"], "html": "<p>soak</p>", "subject": "soak"})
+            with lock:
+                try:
+                    st, _ = d.post_webhook({"type": "Email", "locationId": "LSoak", "messageId": mid,
+                                            "emailTo": ["bob@mail.test"], "html": "<p>soak</p>", "subject": "soak"})
+                except OSError:
+                    st = None
+                if time.time() >= next_rss:
+                    rss.append((round(time.time()), rss_kib(d.proc.pid)))
+                    next_rss = time.time() + 30
             if st == 200:
                 sent.append(mid)
             if random.random() < 0.5:
@@ -85,8 +115,6 @@ def main():
                     replies.append(r["Message-ID"])
                 except OSError:
                     pass   # Postfix is restarting: the sender would retry; we just do not count it
-            if len(sent) % 50 == 0:
-                rss.append((round(time.time()), rss_kib(d.proc.pid)))
             time.sleep(0.2)
         stop.set()
         t.join(120)
@@ -96,29 +124,42 @@ def main():
             srv.start_dovecot()
         print("[soak] draining", flush=True)
         time.sleep(60)
-        got = {}
+        got = {}   # job -> Postfix queue id of each copy
         with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=30) as m:
             m.login("bob", "bobpw")
             m.select("INBOX", readonly=True)
             for num in m.search(None, "ALL")[1][0].split():
-                hdr = m.fetch(num, "(BODY.PEEK[HEADER.FIELDS (X-MAILBRIDGE-JOB)])")[1][0][1].decode()
-                job = hdr.split(":", 1)[1].strip() if ":" in hdr else None
+                raw = m.fetch(num, "(BODY.PEEK[HEADER])")[1][0][1]
+                hdr = email.message_from_bytes(raw)
+                job = hdr["X-Mailbridge-Job"]
                 if job:
-                    got[job] = got.get(job, 0) + 1
+                    qids = [q for r in hdr.get_all("Received", []) for q in re.findall(r"\(Postfix\) with E?SMTP id (\w+)", r)]
+                    got.setdefault(job.strip(), []).append(qids[0] if qids else "?")
+        ours = [m for m in sent if len(set(got.get(m, []))) > 1]
+        downstream = [m for m in sent if len(got.get(m, [])) > len(set(got.get(m, [])))]
+        for m in ours:
+            print(f"[soak] {m} submitted twice, Postfix queue ids {got[m]}:", flush=True)
+            print(d.cli("trace", m).stdout, flush=True)
         posted = {}
         for b in ghl.inbound:
             posted[b.get("altId")] = posted.get(b.get("altId"), 0) + 1
         print(json.dumps({
             "minutes": args.minutes, "webhooks_acknowledged": len(sent), "replies_sent": len(replies),
-            "outbound_lost": sum(1 for m in sent if got.get(m, 0) == 0),
-            "outbound_duplicated": sum(1 for m in sent if got.get(m, 0) > 1),
+            "restarts": restarts,
+            "outbound_lost": sum(1 for m in sent if not got.get(m)),
+            "outbound_duplicated": len(ours),
+            "outbound_duplicated_downstream_by_dovecot_lmtp": len(downstream),
             "inbound_lost": sum(1 for r in replies if posted.get(r, 0) == 0),
             "inbound_duplicated": sum(1 for r in replies if posted.get(r, 0) > 1),
             "rss_kib_first_last": [rss[0][1], rss[-1][1]] if rss else None,
             "rss_kib_samples": rss[:: max(1, len(rss) // 20)],
         }, indent=2))
         d.stop()
-        d.cleanup()
+        if args.keep:
+            shutil.copy(srv.postfix_dir + "/maillog", d.dir + "/maillog")
+            print(f"[soak] kept {d.dir}", flush=True)
+        else:
+            d.cleanup()
     finally:
         ghl.close()
         srv.stop()

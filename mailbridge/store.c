@@ -17,7 +17,7 @@
 
 #define STORE_BUSY_TIMEOUT_MS 5000
 
-#define STORE_STMT_CACHE 64
+#define STORE_STMT_CACHE 128
 
 struct store {
 	sqlite3 *db;
@@ -187,7 +187,7 @@ store_stmt_done(struct store *st, sqlite3_stmt *stmt)
 			sqlite3_clear_bindings(stmt);
 			return;
 		}
-	store_stmt_done(st, stmt);
+	sqlite3_finalize(stmt);    /* the cache was full: it was prepared for this call only */
 }
 
 /* Prepares sql and binds args described by fmt: 'i' int64_t, 's' const
