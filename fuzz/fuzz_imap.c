@@ -77,7 +77,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s.app = &app;
 	s.loc = loc;
 	/* every input starts from "never seen this mailbox" */
-	store_checkpoint_put(app.store, loc->id, 0, 0);
+	store_checkpoint_put(app.store, loc->id, &(struct imap_checkpoint){ 0 });
 	if (imap_session_connect(&s, &err) == 0) {
 		free(err);
 		err = NULL;

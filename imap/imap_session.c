@@ -10,6 +10,7 @@
 #include <libetpan/libetpan.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define IMAP_TIMEOUT_S 60
 
@@ -28,6 +29,74 @@ imap_error(mailimap *imap, const char *what, int r)
 	return xasprintf("%s failed (libetpan %d)%s%s", what, r, *resp ? ": " : "", resp);
 }
 
+static int
+cmp_uid(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* After a UIDVALIDITY change the UIDs up to rescan_upto are the old mail
+ * renumbered. Only what arrived within [store] keep_days is read again:
+ * the window the dedupe table remembers (store_prune); older mail is
+ * history, as on a first watch. The window is the UIDs a SINCE search
+ * returns (UID order need not be date order: COPY keeps INTERNALDATE).
+ * A server refusing the search gets everything read again, with dedupe.
+ * -1 if the connection failed. */
+static int
+load_window(struct imap_session *s, char **error_r)
+{
+	mailimap *imap = s->imap;
+	/* SINCE compares whole days in the server's time zone: two days short
+	 * of keep_days, every message it returns is still in the dedupe table */
+	time_t t = time(NULL) - (time_t)(s->app->cfg->keep_days - 2) * 86400;
+	struct mailimap_search_key *key;
+	clist *result = NULL;
+	struct tm tm;
+	size_t n = 0;
+	int r;
+
+	gmtime_r(&t, &tm);
+	key = mailimap_search_key_new_since(mailimap_date_new(tm.tm_mday, tm.tm_mon + 1, tm.tm_year + 1900));
+	r = mailimap_uid_search(imap, NULL, key, &result);
+	mailimap_search_key_free(key);
+	if (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_PARSE) {
+		*error_r = imap_error(imap, "UID SEARCH SINCE", r);
+		return -1;
+	}
+	free(s->window);
+	s->window = NULL;
+	s->n_window = 0;
+	s->have_window = true;
+	if (r != MAILIMAP_NO_ERROR) {
+		log_warn("imap: locationId=%s UID SEARCH SINCE refused (libetpan %d): re-reading every message",
+		    s->loc->id, r);
+		s->window_all = true;
+		return 0;
+	}
+	s->window_all = false;
+	s->window = xmalloc((clist_count(result) + 1) * sizeof(*s->window));
+	for (clistiter *it = clist_begin(result); it; it = clist_next(it))
+		s->window[n++] = *(uint32_t *)clist_content(it);
+	mailimap_search_result_free(result);
+	qsort(s->window, n, sizeof(*s->window), cmp_uid);
+	s->n_window = n;
+	return 0;
+}
+
+static bool
+in_window(const struct imap_session *s, uint32_t uid)
+{
+	return s->window_all || bsearch(&uid, s->window, s->n_window, sizeof(*s->window), cmp_uid) != NULL;
+}
+
+static void
+checkpoint(struct imap_session *s)
+{
+	struct imap_checkpoint cp = { s->uidvalidity, s->last_uid, s->rescan_upto };
+	store_checkpoint_put(s->app->store, s->loc->id, &cp);
+}
+
 void
 imap_session_close(struct imap_session *s, bool polite)
 {
@@ -44,6 +113,10 @@ imap_session_close(struct imap_session *s, bool polite)
 	mailimap_free(imap);
 	s->imap = NULL;
 	s->idling = false;
+	free(s->window);
+	s->window = NULL;
+	s->n_window = 0;
+	s->have_window = false;
 }
 
 /* libetpan 1.9.4 reads the capability list it keeps without NULL checks:
@@ -71,7 +144,8 @@ imap_session_connect(struct imap_session *s, char **error_r)
 {
 	const struct mail_server_config *c = &s->loc->imap;
 	mailimap *imap = mailimap_new(0, NULL);
-	uint32_t stored_validity = 0, stored_uid = 0;
+	struct imap_checkpoint cp;
+	uint32_t uidnext;
 	int r, have;
 
 	struct netstream_tls tls = { c->tls_verify, c->ca_file };
@@ -118,26 +192,31 @@ imap_session_connect(struct imap_session *s, char **error_r)
 		goto fail;
 	}
 	s->uidvalidity = imap->imap_selection_info->sel_uidvalidity;
-	have = store_checkpoint_get(s->app->store, s->loc->id, &stored_validity, &stored_uid);
+	have = store_checkpoint_get(s->app->store, s->loc->id, &cp);
 	if (have < 0) {
 		*error_r = xstrdup("store unavailable");
 		goto fail;
 	}
+	uidnext = imap->imap_selection_info->sel_uidnext;
 	if (have == 0) {
 		/* first watch of this mailbox: what is already there is history */
-		s->last_uid = imap->imap_selection_info->sel_uidnext ? imap->imap_selection_info->sel_uidnext - 1 : 0;
-		store_checkpoint_put(s->app->store, s->loc->id, s->uidvalidity, s->last_uid);
+		s->last_uid = uidnext ? uidnext - 1 : 0;
+		s->rescan_upto = 0;
+		checkpoint(s);
 		log_info("imap: locationId=%s first watch of %s, starting after UID %u", s->loc->id,
 		    s->loc->imap_folder, s->last_uid);
-	} else if (stored_validity != s->uidvalidity) {
-		/* UIDs were renumbered: read everything again; the dedupe table
-		 * (by Message-ID) keeps what was posted from being posted twice */
-		log_warn("imap: locationId=%s UIDVALIDITY changed %u -> %u, rescanning with dedupe", s->loc->id,
-		    stored_validity, s->uidvalidity);
+	} else if (cp.uidvalidity != s->uidvalidity) {
+		/* UIDs were renumbered: read the mailbox again, within the window
+		 * the dedupe table (by Message-ID) still vouches for */
 		s->last_uid = 0;
-		store_checkpoint_put(s->app->store, s->loc->id, s->uidvalidity, 0);
+		s->rescan_upto = uidnext ? uidnext - 1 : UINT32_MAX;
+		checkpoint(s);
+		log_warn("imap: locationId=%s UIDVALIDITY changed %u -> %u, re-reading UIDs up to %u that "
+		    "arrived within keep_days, with dedupe", s->loc->id, cp.uidvalidity, s->uidvalidity,
+		    s->rescan_upto);
 	} else {
-		s->last_uid = stored_uid;
+		s->last_uid = cp.last_uid;
+		s->rescan_upto = cp.rescan_upto;
 	}
 	log_info("imap: locationId=%s connected %s:%ld idle=%s", s->loc->id, c->host, c->port,
 	    s->has_idle ? "yes" : "no");
@@ -276,10 +355,22 @@ imap_session_catchup(struct imap_session *s, char **error_r)
 	s->exists_seen = ((mailimap *)s->imap)->imap_selection_info->sel_exists;
 	if (list_new_uids(s, &uids, &n, error_r) < 0)
 		return -1;
+	if (s->rescan_upto && !s->have_window && load_window(s, error_r) < 0) {
+		free(uids);
+		return -1;
+	}
 	for (size_t i = 0; i < n; i++) {
 		char *raw = NULL;
 		size_t len = 0;
-		int r = fetch_body(s, uids[i], &raw, &len, error_r);
+		int r;
+		if (uids[i] <= s->rescan_upto && !in_window(s, uids[i])) {
+			/* renumbered mail older than the dedupe table's memory */
+			log_debug("imap: locationId=%s UID %u predates the re-read window: history", s->loc->id, uids[i]);
+			s->last_uid = uids[i];
+			checkpoint(s);
+			continue;
+		}
+		r = fetch_body(s, uids[i], &raw, &len, error_r);
 		if (r < 0) {
 			ret = -1;
 			break;
@@ -298,9 +389,15 @@ imap_session_catchup(struct imap_session *s, char **error_r)
 			break;
 		}
 		s->last_uid = uids[i];
-		store_checkpoint_put(s->app->store, s->loc->id, s->uidvalidity, s->last_uid);
+		checkpoint(s);
 	}
 	free(uids);
+	/* every UID present was handled: the renumbered ones are all behind us */
+	if (ret == 0 && s->rescan_upto) {
+		log_info("imap: locationId=%s re-read after the UIDVALIDITY change done", s->loc->id);
+		s->rescan_upto = 0;
+		checkpoint(s);
+	}
 	return ret;
 }
 

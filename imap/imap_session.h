@@ -7,6 +7,7 @@
 #define MB_IMAP_SESSION_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct app;
@@ -18,6 +19,11 @@ struct imap_session {
 	void *imap;                /* mailimap *, NULL when disconnected */
 	uint32_t uidvalidity;
 	uint32_t last_uid;
+	uint32_t rescan_upto;      /* see struct imap_checkpoint */
+	uint32_t *window;          /* UIDs recent enough to re-read, sorted; per connection */
+	size_t n_window;
+	bool have_window;
+	bool window_all;           /* the server would not search: re-read all */
 	bool has_idle;
 	bool idling;
 	uint32_t exists_seen;      /* EXISTS count when the last catch-up began */

@@ -67,6 +67,9 @@ static const struct config_key config_keys[] = {
 	{ SEC_STORE, "max_attachment", CT_INT, G(max_attachment), "26214400", 1024, 1L << 30, false },
 	{ SEC_STORE, "token_key_file", CT_PATH, G(token_key_file), NULL, 0, 0, false },
 	{ SEC_STORE, "events_days", CT_INT, G(events_days), "30", 1, 3650, false },
+	/* at least a week: a DSN (Postfix bounces after 5 days) must still find its job */
+	{ SEC_STORE, "keep_days", CT_INT, G(keep_days), "30", 7, 3650, false },
+	{ SEC_STORE, "thread_days", CT_INT, G(thread_days), "365", 1, 36500, false },
 
 	{ SEC_PLUGINS, "dir", CT_PATH, G(plugin_dir), "plugins", 0, 0, false },
 	{ SEC_PLUGINS, "send_timeout", CT_INT, G(plugin_timeout), "30", 1, 3600, false },

@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#define CONFIG_MAX_KEYS 64
+#define CONFIG_MAX_KEYS 80
 
 enum tls_mode { TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
 enum provider_mode { PROVIDER_DEFAULT, PROVIDER_CUSTOM };
@@ -92,6 +92,8 @@ struct config {
 	long retry_max;            /* longest retry delay, seconds */
 	long max_attachment;       /* bytes per fetched attachment */
 	long events_days;          /* how long `trace` history is kept */
+	long keep_days;            /* finished jobs, webhook and inbound dedupe records */
+	long thread_days;          /* Message-ID map that threads replies */
 	char *token_key_file;      /* 32-byte key (or 64 hex digits): tokens sealed at rest */
 	unsigned char token_key[32];
 	bool have_token_key;

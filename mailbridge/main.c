@@ -33,6 +33,7 @@
 
 #define DEFAULT_CONFIG "/etc/mailbridge/mailbridge.conf"
 #define REPORTER_THREADS 2
+#define HOUSEKEEPING_S 3600      /* store retention pass */
 
 static char **saved_argv;        /* for the re-exec of a SIGHUP reload */
 static char self_exe[4096];      /* our binary's path, read at start */
@@ -124,6 +125,23 @@ close_app(struct app *app)
 	config_free(app->cfg);
 }
 
+/* Forgets finished work older than the configured windows ([store]
+ * keep_days, thread_days, events_days). */
+static void
+housekeeping(struct app *app)
+{
+	const int64_t day = 86400000LL, now = now_ms();
+	struct store_pruned p;
+
+	if (store_prune(app->store, now - app->cfg->keep_days * day, now - app->cfg->thread_days * day,
+	    now - app->cfg->events_days * day, &p) < 0)
+		return;             /* the store logged why; next hour tries again */
+	if (p.payloads || p.jobs || p.webhooks || p.inbound || p.threads || p.events)
+		log_info("store: pruned payloads=%lld jobs=%lld webhooks=%lld inbound=%lld threads=%lld events=%lld",
+		    (long long)p.payloads, (long long)p.jobs, (long long)p.webhooks, (long long)p.inbound,
+		    (long long)p.threads, (long long)p.events);
+}
+
 static int
 cmd_serve(const char *path)
 {
@@ -146,7 +164,6 @@ cmd_serve(const char *path)
 		close_app(&app);
 		return 1;
 	}
-	store_events_prune(app.store, now_ms() - app.cfg->events_days * 86400000LL);
 	recovered = store_job_recover(app.store);
 	if (recovered > 0)
 		log_warn("store: %d job(s) were interrupted during DATA by a crash; they are sent again "
@@ -204,9 +221,15 @@ cmd_serve(const char *path)
 	log_info("mailbridge: listening on %s:%d, %zu location(s), %ld worker(s), signatures %s",
 	    app.cfg->listen_host, http_port(srv), app.cfg->n_locations, app.cfg->workers,
 	    app.cfg->require_signature ? "required" : "optional");
-	for (;;) {
+	for (int wait_s = 1;; wait_s = HOUSEKEEPING_S) {
 		struct config *next;
-		sigwait(&set, &sig);
+		struct timespec ts = { wait_s, 0 };
+		/* soon after start, then hourly: the store keeps only its window */
+		if ((sig = sigtimedwait(&set, NULL, &ts)) < 0) {
+			if (errno == EAGAIN)
+				housekeeping(&app);
+			continue;
+		}
 		if (sig != SIGHUP)
 			break;
 		/* reload: only a valid configuration replaces the running one */
@@ -316,7 +339,8 @@ cmd_queue(const char *path, int argc, char **argv)
 		}
 	} else if (!strcmp(argv[0], "retry")) {
 		r = store_job_retry(app.store, argv[1]) == 1 ? 0 : 1;
-		fprintf(r ? stderr : stdout, r ? "no queued or failed job %s\n" : "job %s queued now\n", argv[1]);
+		fprintf(r ? stderr : stdout, r ? "no queued or failed job %s with its payload (a sent job cannot go again)\n" :
+		    "job %s queued now\n", argv[1]);
 	} else if (!strcmp(argv[0], "drop")) {
 		r = store_job_drop(app.store, argv[1]) == 1 ? 0 : 1;
 		fprintf(r ? stderr : stdout, r ? "no droppable job %s (not found or being sent)\n" :

@@ -147,6 +147,9 @@ static const char *const store_migrations[] = {
 	"UPDATE jobs SET email_message_id = CASE WHEN json_valid(payload) AND "
 	"  json_type(payload, '$.emailMessageId') = 'text' THEN json_extract(payload, '$.emailMessageId') END;"
 	"ALTER TABLE jobs DROP COLUMN payload;",
+	/* 6: after a UIDVALIDITY change, the UIDs up to rescan_upto are read
+	 * again only if they arrived within keep_days (imap_session.c) */
+	"ALTER TABLE imap_checkpoints ADD COLUMN rescan_upto INTEGER NOT NULL DEFAULT 0;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
@@ -454,11 +457,17 @@ store_open(const char *data_dir, char **error_r)
 	for (; version < STORE_SCHEMA_VERSION; version++) {
 		char *sql = xasprintf("BEGIN; %s; PRAGMA user_version=%d; COMMIT;",
 		    store_migrations[version], version + 1);
-		int r = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+		char *msg = NULL;
+		int r = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
 		free(sql);
 		if (r != SQLITE_OK) {
+			/* the message first: ROLLBACK clears it */
+			*error_r = xasprintf("store: migrating to schema %d: %s", version + 1,
+			    msg ? msg : sqlite3_errstr(r));
+			sqlite3_free(msg);
 			sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-			goto fail;
+			store_close(st);
+			return NULL;
 		}
 		log_info("store: migrated schema to version %d", version + 1);
 	}
@@ -701,8 +710,10 @@ store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void 
 int
 store_job_retry(struct store *st, const char *message_id)
 {
+	/* a sent job's payload is pruned: only failed or queued ones can go again */
 	return store_exec(st, "UPDATE jobs SET state='queued', next_at=?2, report_state='none' "
-	    "WHERE message_id=?1 AND state IN ('queued','failed')", "si", message_id, now_ms());
+	    "WHERE message_id=?1 AND state IN ('queued','failed') AND id IN (SELECT job_id FROM job_payload)",
+	    "si", message_id, now_ms());
 }
 
 int
@@ -1003,33 +1014,31 @@ store_webhook_seen(struct store *st, const char *webhook_id, int64_t now)
 	return r < 0 ? -1 : r;
 }
 
-struct checkpoint_row {
-	uint32_t *uidvalidity, *last_uid;
-};
-
 static void
 row_checkpoint(sqlite3_stmt *stmt, void *arg)
 {
-	struct checkpoint_row *c = arg;
-	*c->uidvalidity = (uint32_t)sqlite3_column_int64(stmt, 0);
-	*c->last_uid = (uint32_t)sqlite3_column_int64(stmt, 1);
+	struct imap_checkpoint *c = arg;
+	c->uidvalidity = (uint32_t)sqlite3_column_int64(stmt, 0);
+	c->last_uid = (uint32_t)sqlite3_column_int64(stmt, 1);
+	c->rescan_upto = (uint32_t)sqlite3_column_int64(stmt, 2);
 }
 
 int
-store_checkpoint_get(struct store *st, const char *account, uint32_t *uidvalidity, uint32_t *last_uid)
+store_checkpoint_get(struct store *st, const char *account, struct imap_checkpoint *c)
 {
-	struct checkpoint_row c = { uidvalidity, last_uid };
-	return store_query_row(st, row_checkpoint, &c, "SELECT uidvalidity, last_uid FROM imap_checkpoints "
-	    "WHERE account=?1", "s", account);
+	memset(c, 0, sizeof(*c));
+	return store_query_row(st, row_checkpoint, c, "SELECT uidvalidity, last_uid, rescan_upto "
+	    "FROM imap_checkpoints WHERE account=?1", "s", account);
 }
 
 int
-store_checkpoint_put(struct store *st, const char *account, uint32_t uidvalidity, uint32_t last_uid)
+store_checkpoint_put(struct store *st, const char *account, const struct imap_checkpoint *c)
 {
-	return store_exec(st, "INSERT INTO imap_checkpoints (account, uidvalidity, last_uid, updated_at) "
-	    "VALUES (?1,?2,?3,?4) ON CONFLICT(account) DO UPDATE SET uidvalidity=excluded.uidvalidity, "
-	    "last_uid=excluded.last_uid, updated_at=excluded.updated_at",
-	    "siii", account, (int64_t)uidvalidity, (int64_t)last_uid, now_ms()) < 0 ? -1 : 1;
+	return store_exec(st, "INSERT INTO imap_checkpoints (account, uidvalidity, last_uid, rescan_upto, updated_at) "
+	    "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(account) DO UPDATE SET uidvalidity=excluded.uidvalidity, "
+	    "last_uid=excluded.last_uid, rescan_upto=excluded.rescan_upto, updated_at=excluded.updated_at",
+	    "siiii", account, (int64_t)c->uidvalidity, (int64_t)c->last_uid, (int64_t)c->rescan_upto,
+	    now_ms()) < 0 ? -1 : 1;
 }
 
 int
@@ -1219,10 +1228,83 @@ store_event(struct store *st, const char *message_id, const char *kind, const ch
 	    "isss", now_ms(), message_id, kind, detail) < 0 ? -1 : 1;
 }
 
-int
-store_events_prune(struct store *st, int64_t older_than_ms)
+/* Retention. Each DELETE removes at most STORE_PRUNE_BATCH rows, so the
+ * store lock is never held long enough to delay a webhook. Rowids grow
+ * with time: "older than the cutoff" is the rowid range below the first
+ * row at or after it (found once per table), which needs no index on the
+ * time columns and lets each batch start where the last one ended. */
+#define STORE_PRUNE_BATCH 500
+#define PRUNE_STR_(x) #x
+#define PRUNE_LIMIT(x) " LIMIT " PRUNE_STR_(x)
+
+struct prune_spec {
+	const char *first;         /* ?1 cutoff -> first rowid at or after it; NULL: no range */
+	const char *del;           /* ?1 cutoff, ?2 that rowid: deletes one batch */
+};
+
+static const struct prune_spec prune_payloads = {
+	/* a sent job's payload is never read again (retry takes failed ones) */
+	NULL,
+	"DELETE FROM job_payload WHERE job_id IN (SELECT p.job_id FROM job_payload p JOIN jobs j ON j.id = p.job_id "
+	"WHERE j.state = 'sent' AND j.report_state != 'pending' " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+};
+static const struct prune_spec prune_jobs = {
+	"SELECT id FROM jobs WHERE created_at >= ?1 ORDER BY id LIMIT 1",
+	"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE id < ?2 AND state IN ('sent','failed') "
+	"AND report_state != 'pending' AND updated_at < ?1 ORDER BY id " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+};
+static const struct prune_spec prune_webhooks = {
+	"SELECT rowid FROM webhook_seen WHERE received_at >= ?1 ORDER BY rowid LIMIT 1",
+	"DELETE FROM webhook_seen WHERE rowid IN (SELECT rowid FROM webhook_seen WHERE rowid < ?2 "
+	"ORDER BY rowid " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+};
+static const struct prune_spec prune_inbound = {
+	"SELECT rowid FROM inbound_seen WHERE created_at >= ?1 ORDER BY rowid LIMIT 1",
+	"DELETE FROM inbound_seen WHERE rowid IN (SELECT rowid FROM inbound_seen WHERE rowid < ?2 "
+	"ORDER BY rowid " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+};
+static const struct prune_spec prune_threads = {
+	"SELECT rowid FROM message_map WHERE created_at >= ?1 ORDER BY rowid LIMIT 1",
+	"DELETE FROM message_map WHERE rowid IN (SELECT rowid FROM message_map WHERE rowid < ?2 "
+	"ORDER BY rowid " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+};
+static const struct prune_spec prune_events = {
+	"SELECT id FROM events WHERE at >= ?1 ORDER BY id LIMIT 1",
+	"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < ?2 ORDER BY id " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+};
+
+/* Rows removed, or -1 on a store error (logged). */
+static int64_t
+store_prune_one(struct store *st, const struct prune_spec *ps, int64_t cutoff)
 {
-	return store_exec(st, "DELETE FROM events WHERE at < ?1", "i", older_than_ms);
+	int64_t first = INT64_MAX, total = 0;
+	int n;
+
+	if (ps->first && store_query_row(st, row_int64, &first, ps->first, "i", cutoff) < 0)
+		return -1;
+	if (first < 0)
+		first = INT64_MAX;
+	do {
+		if ((n = store_exec(st, ps->del, "ii", cutoff, first)) < 0)
+			return -1;
+		total += n;
+	} while (n == STORE_PRUNE_BATCH);
+	return total;
+}
+
+int
+store_prune(struct store *st, int64_t keep_before, int64_t threads_before, int64_t events_before,
+    struct store_pruned *r)
+{
+	memset(r, 0, sizeof(*r));
+	if ((r->payloads = store_prune_one(st, &prune_payloads, 0)) < 0 ||
+	    (r->jobs = store_prune_one(st, &prune_jobs, keep_before)) < 0 ||
+	    (r->webhooks = store_prune_one(st, &prune_webhooks, keep_before)) < 0 ||
+	    (r->inbound = store_prune_one(st, &prune_inbound, keep_before)) < 0 ||
+	    (r->threads = store_prune_one(st, &prune_threads, threads_before)) < 0 ||
+	    (r->events = store_prune_one(st, &prune_events, events_before)) < 0)
+		return -1;
+	return 0;
 }
 
 int
@@ -1236,7 +1318,8 @@ store_events_each(struct store *st, const char *key, void (*fn)(int64_t at, cons
 	static const char *const sql =
 	    "SELECT at, message_id, kind, detail FROM events WHERE message_id=?1 OR detail LIKE '%' || ?1 || '%' "
 	    "OR message_id IN (SELECT ghl_message_id FROM message_map WHERE rfc_message_id=?1) "
-	    "OR message_id IN (SELECT j.message_id FROM jobs j JOIN job_payload p ON p.job_id = j.id WHERE instr(p.payload, ?1) > 0) ORDER BY at, id LIMIT 1000";
+	    "OR message_id IN (SELECT j.message_id FROM jobs j LEFT JOIN job_payload p ON p.job_id = j.id "
+	    "WHERE instr(p.payload, ?1) > 0 OR instr(j.rcpt_state, ?1) > 0) ORDER BY at, id LIMIT 1000";
 
 	pthread_mutex_lock(&st->lock);
 	if ((stmt = store_stmt(st, sql)) != NULL) {

@@ -138,8 +138,14 @@ int store_token_mark_reinstall(struct store *st, const char *location_id);
 
 /* IMAP checkpoints: per account (location), UIDVALIDITY and the highest
  * UID whose message is recorded. */
-int store_checkpoint_get(struct store *st, const char *account, uint32_t *uidvalidity, uint32_t *last_uid);
-int store_checkpoint_put(struct store *st, const char *account, uint32_t uidvalidity, uint32_t last_uid);
+struct imap_checkpoint {
+	uint32_t uidvalidity;
+	uint32_t last_uid;         /* every UID up to it is done */
+	uint32_t rescan_upto;      /* after a UIDVALIDITY change: UIDs up to it are re-read
+	                            * only if recent enough for the dedupe table; 0 none */
+};
+int store_checkpoint_get(struct store *st, const char *account, struct imap_checkpoint *c);
+int store_checkpoint_put(struct store *st, const char *account, const struct imap_checkpoint *c);
 
 /* Inbound dedupe by (location, key = Message-ID or header hash).
  * States: posted, skipped, dsn, failed (raw kept for `inbound retry`). */
@@ -178,11 +184,23 @@ int store_kv_get(struct store *st, const char *plugin, const char *key, char **v
 /* Message journey: one row per event (webhook, smtp, status, dsn, reply,
  * inbound), kept [store] events_days. */
 int store_event(struct store *st, const char *message_id, const char *kind, const char *detail);
-int store_events_prune(struct store *st, int64_t older_than_ms);
 /* Events for a HighLevel messageId, an RFC Message-ID (no <>), or an
  * email address / phone number, oldest first. Returns how many. */
 int store_events_each(struct store *st, const char *key, void (*fn)(int64_t at, const char *message_id,
     const char *kind, const char *detail, void *arg), void *arg);
+
+/* Retention: forgets finished work so the store stays the size of its
+ * window. Payloads of sent jobs go at once; finished jobs and the webhook
+ * and inbound dedupe records created before keep_before; Message-ID map
+ * entries (reply threading) before threads_before; events before
+ * events_before (ms since the epoch). Never a queued or in-flight job, nor
+ * one whose status is still to be reported. Runs in small batches, so it
+ * can run beside the daemon's work. 0, or -1 on a store error. */
+struct store_pruned {
+	int64_t payloads, jobs, webhooks, inbound, threads, events;
+};
+int store_prune(struct store *st, int64_t keep_before, int64_t threads_before, int64_t events_before,
+    struct store_pruned *r);
 
 /* Marketplace webhook replay protection: 1 first time, 0 seen before. */
 int store_webhook_seen(struct store *st, const char *webhook_id, int64_t now);

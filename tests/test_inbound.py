@@ -67,10 +67,11 @@ def send_mail(msg, rcpts, sender="bob@mail.test"):
         s.sendmail(sender, rcpts, msg.as_bytes() if hasattr(msg, "as_bytes") else msg)
 
 
-def append(user, raw):
+def append(user, raw, when=None):
+    """when: the message's INTERNALDATE (seconds since the epoch)."""
     with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
         m.login(user, user + "pw")
-        m.append("INBOX", None, None, raw)
+        m.append("INBOX", None, imaplib.Time2Internaldate(when) if when else None, raw)
 
 
 def posted(pred, timeout=10.0):
@@ -463,6 +464,14 @@ class TestZRestarts(unittest.TestCase):
         self.assertEqual(len(posted(lambda b: b.get("altId") == msgid)), 1)
         rc = d.stop()
         self.assertEqual(rc, 0)
+        # while mailbridge is down: one new reply, and one that arrived 60
+        # days ago and is not in the dedupe table (as if pruned after the
+        # 30-day keep_days): the rescan must post the first, not the second
+        missed = email.utils.make_msgid(domain="u.test")
+        append("support", f"From: u@u.test\r\nSubject: m\r\nMessage-ID: {missed}\r\n\r\nmissed\r\n".encode())
+        ancient = email.utils.make_msgid(domain="u.test")
+        append("support", f"From: u@u.test\r\nSubject: a\r\nMessage-ID: {ancient}\r\n\r\nold\r\n".encode(),
+               when=time.time() - 60 * 86400)
         srv.stop_dovecot()
         maildir = os.path.join(srv.dovecot_dir, "mail", "support", "Maildir")
         for name in os.listdir(maildir):   # without its index and uidlist Dovecot starts a new UIDVALIDITY
@@ -478,6 +487,8 @@ class TestZRestarts(unittest.TestCase):
         self.assertEqual(len(posted(lambda b: b.get("altId") == after, timeout=20)), 1)
         self.assertIn("UIDVALIDITY changed", d.log())
         self.assertEqual(len(posted(lambda b: b.get("altId") == msgid)), 1)
+        self.assertEqual(len(posted(lambda b: b.get("altId") == missed)), 1)
+        self.assertEqual(posted(lambda b: b.get("altId") == ancient, timeout=0), [], d.log()[-3000:])
 
 
 if __name__ == "__main__":

@@ -451,6 +451,28 @@ class TestZCrashRecovery(unittest.TestCase):
         interrupted = sum(int(n) for n in re.findall(r"store: (\d+) job\(s\) were interrupted during DATA", d.log()))
         self.assertLessEqual(dups, interrupted, counts)
 
+    def test_restart_prunes_sent_payloads(self):
+        """Retention runs soon after start: a sent, reported job keeps its
+        row (queue show, trace by address) but not its payload, so it
+        cannot be sent again; queued work is never touched."""
+        p = webhook(emailTo=["carol@mail.test"], subject="retention")
+        mid = post_ok(p)
+        wait_status(mid)
+        pruned = lambda: len(re.findall(r"store: pruned payloads=[1-9]", d.log()))
+        before = pruned()
+        d.stop()
+        d.start()
+        end = time.time() + 10
+        while time.time() < end and pruned() == before:
+            time.sleep(0.1)
+        self.assertEqual(pruned(), before + 1, d.log()[-3000:])
+        self.assertEqual(d.job(mid)["payload"], None)
+        self.assertIn("state         sent", d.cli("queue", "show", mid).stdout)
+        self.assertIn(mid, d.cli("trace", "carol@mail.test").stdout)
+        r = d.cli("queue", "retry", mid)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cannot go again", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,6 +1,9 @@
-/* store: schema 5 moves payloads out of the jobs table; an existing
- * database must come through with every job, its payload and its
- * emailMessageId, and job_add must keep storing each webhook once. */
+/* store: schema 5 moves payloads out of the jobs table, 6 adds the re-read
+ * mark to IMAP checkpoints; an existing database must come through with
+ * every job, its payload, its emailMessageId and every checkpoint, and
+ * job_add must keep storing each webhook once.
+ * Retention (store_prune) forgets exactly the finished work outside its
+ * window, across more than one batch. */
 #include "store.h"
 #include "test.h"
 #include "util.h"
@@ -11,9 +14,122 @@
 
 static char dir[] = "/tmp/mb-test-store-XXXXXX";
 
-/* A schema-4 database holding two jobs, as mailbridge 0.1 left it (only
- * the jobs table matters to migration 5; the others are created as v1-v4
- * did, so store_open() finds a consistent schema). */
+static sqlite3 *
+open_raw(const char *d)
+{
+	char *path;
+	sqlite3 *db;
+	if (asprintf(&path, "%s/mailbridge.db", d) < 0 || sqlite3_open(path, &db) != SQLITE_OK)
+		abort();
+	free(path);
+	sqlite3_busy_timeout(db, 5000);
+	return db;
+}
+
+static int64_t
+count(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *q;
+	int64_t n = -1;
+	if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+		n = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	return n;
+}
+
+static void
+exec_raw(sqlite3 *db, const char *sql)
+{
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		fprintf(stderr, "%s: %s\n", sql, sqlite3_errmsg(db));
+		abort();
+	}
+}
+
+/* Jobs named by what they are: old (created 40 days ago) or new, their
+ * state and report state; and 1200 old finished ones (> 2 batches). */
+static void
+test_prune(void)
+{
+	static char pdir[] = "/tmp/mb-test-prune-XXXXXX";
+	struct store *st;
+	char *err = NULL;
+	const int64_t day = 86400000LL, now = now_ms(), old = now - 40 * day;
+	static const char *const names[] = { "old_sent", "old_pending", "old_queued", "old_failed",
+	    "new_sent", "new_failed" };
+	struct store_pruned p;
+	struct msgmap m = { 0 };
+	sqlite3 *db;
+	char sql[2048];
+
+	if (!mkdtemp(pdir) || !(st = store_open(pdir, &err))) {
+		fprintf(stderr, "test_prune: %s\n", err ? err : "mkdtemp");
+		abort();
+	}
+	/* oldest first: rowids grow with time, as store_prune expects */
+	for (int i = 0; i < 1200; i++) {
+		snprintf(sql, sizeof(sql), "bulk%d", i);
+		CHECK_IDX(store_job_add(st, sql, "LP", "Email", NULL, "{}") == 1, i);
+	}
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		CHECK_IDX(store_job_add(st, names[i], "LP", "Email", NULL, "{\"to\":\"x@y\"}") == 1, i);
+	CHECK(store_webhook_seen(st, "wh_old", old) == 1 && store_webhook_seen(st, "wh_new", now) == 1);
+	CHECK(store_inbound_record(st, "LP", "in_old", "posted", "g1", NULL, NULL, NULL, 0) == 1);
+	CHECK(store_inbound_record(st, "LP", "in_new", "posted", "g2", NULL, NULL, NULL, 0) == 1);
+	m.location_id = (char *)"LP";
+	m.rfc_message_id = (char *)"thread_400d@x";
+	CHECK(store_msgmap_put(st, &m) == 1);
+	m.rfc_message_id = (char *)"thread_40d@x";
+	CHECK(store_msgmap_put(st, &m) == 1);
+	CHECK(store_event(st, "old_sent", "webhook", "x") == 1 && store_event(st, "new_sent", "webhook", "x") == 1);
+
+	db = open_raw(pdir);
+	snprintf(sql, sizeof(sql),
+	    "UPDATE jobs SET created_at=%lld, updated_at=%lld WHERE message_id LIKE 'old%%' OR message_id LIKE 'bulk%%';"
+	    "UPDATE jobs SET state='sent', report_state='done' WHERE message_id IN ('old_sent','new_sent') "
+	    "  OR message_id LIKE 'bulk%%';"
+	    "UPDATE jobs SET state='sent', report_state='pending' WHERE message_id='old_pending';"
+	    "UPDATE jobs SET state='failed', report_state='gave_up' WHERE message_id IN ('old_failed','new_failed');"
+	    "UPDATE inbound_seen SET created_at=%lld WHERE dedupe_key='in_old';"
+	    "UPDATE message_map SET created_at=%lld WHERE rfc_message_id='thread_400d@x';"
+	    "UPDATE message_map SET created_at=%lld WHERE rfc_message_id='thread_40d@x';"
+	    "UPDATE events SET at=%lld WHERE message_id='old_sent';",
+	    (long long)old, (long long)old, (long long)old, (long long)(now - 400 * day), (long long)old, (long long)old);
+	exec_raw(db, sql);
+
+	CHECK(store_prune(st, now - 30 * day, now - 365 * day, now - 30 * day, &p) == 0);
+	CHECK(p.jobs == 1202);          /* old_sent, old_failed, bulk* */
+	CHECK(p.payloads == 1202);      /* every sent and reported job; new_sent stays a job */
+	CHECK(p.webhooks == 1 && p.inbound == 1 && p.threads == 1 && p.events == 1);
+	{
+		sqlite3_stmt *q;
+		CHECK(sqlite3_prepare_v2(db, "SELECT group_concat(message_id || ':' || (id IN (SELECT job_id FROM job_payload)), ',') "
+		    "FROM (SELECT id, message_id FROM jobs WHERE location_id='LP' ORDER BY message_id)", -1, &q, NULL) == SQLITE_OK);
+		CHECK(sqlite3_step(q) == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(q, 0),
+		    "new_failed:1,new_sent:0,old_pending:1,old_queued:1") == 0);
+		sqlite3_finalize(q);
+	}
+	CHECK(count(db, "SELECT COUNT(*) FROM webhook_seen WHERE webhook_id='wh_new'") == 1);
+	CHECK(count(db, "SELECT COUNT(*) FROM inbound_seen WHERE dedupe_key='in_new'") == 1);
+	CHECK(count(db, "SELECT COUNT(*) FROM message_map WHERE rfc_message_id='thread_40d@x'") == 1);
+	CHECK(count(db, "SELECT COUNT(*) FROM events WHERE message_id='new_sent'") == 1);
+	CHECK(count(db, "SELECT COUNT(*) FROM job_payload WHERE job_id NOT IN (SELECT id FROM jobs)") == 0);
+	sqlite3_close(db);
+
+	/* a sent job cannot go again (no payload); a failed one can */
+	CHECK(store_job_retry(st, "new_sent") == 0);
+	CHECK(store_job_retry(st, "new_failed") == 1);
+	/* a second pass finds nothing more */
+	CHECK(store_prune(st, now - 30 * day, now - 365 * day, now - 30 * day, &p) == 0);
+	CHECK(p.jobs + p.payloads + p.webhooks + p.inbound + p.threads + p.events == 0);
+	store_close(st);
+	snprintf(sql, sizeof(sql), "rm -rf %s", pdir);
+	if (system(sql) != 0)
+		fprintf(stderr, "cannot remove %s\n", pdir);
+}
+
+/* A schema-4 database holding two jobs and a checkpoint, as mailbridge
+ * 0.1 left it: only the tables migrations 5 and 6 change. */
 static void
 make_v4_db(void)
 {
@@ -30,6 +146,9 @@ make_v4_db(void)
 	    " rfc_message_id TEXT, report_status TEXT, report_state TEXT NOT NULL DEFAULT 'none',"
 	    " report_attempts INTEGER NOT NULL DEFAULT 0, report_next_at INTEGER NOT NULL DEFAULT 0,"
 	    " report_error TEXT, rcpt_state TEXT);"
+	    "CREATE TABLE imap_checkpoints (account TEXT PRIMARY KEY, uidvalidity INTEGER NOT NULL,"
+	    " last_uid INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+	    "INSERT INTO imap_checkpoints VALUES ('L1', 7, 42, 0);"
 	    "CREATE INDEX jobs_due ON jobs(state, next_at);"
 	    "CREATE INDEX jobs_report ON jobs(report_state, report_next_at);"
 	    "INSERT INTO jobs (message_id, location_id, type, payload, state, next_at, created_at, updated_at)"
@@ -62,6 +181,15 @@ main(void)
 	CHECK(store_job_claim(st, 10, &j2) == 1 && j2 && strcmp(j2->message_id, "m2") == 0);
 	CHECK(j2 && j2->email_message_id == NULL);   /* not a string: not an id */
 	CHECK(j2 && store_job_payload(st, j2) == 1 && strstr(j2->payload, "\"m2\""));
+	{
+		/* schema 6: checkpoints keep their place, with no re-read pending */
+		struct imap_checkpoint cp;
+		CHECK(store_checkpoint_get(st, "L1", &cp) == 1 && cp.uidvalidity == 7 && cp.last_uid == 42 &&
+		    cp.rescan_upto == 0);
+		cp.rescan_upto = 40;
+		CHECK(store_checkpoint_put(st, "L1", &cp) == 1);
+		CHECK(store_checkpoint_get(st, "L1", &cp) == 1 && cp.rescan_upto == 40 && cp.last_uid == 42);
+	}
 
 	/* new jobs: stored once, payload apart, duplicates a success */
 	CHECK(store_job_add(st, "m3", "L1", "Email", "e3", "{\"messageId\":\"m3\"}") == 1);
@@ -94,5 +222,6 @@ main(void)
 		if (system(cmd) != 0)
 			fprintf(stderr, "cannot remove %s\n", dir);
 	}
+	test_prune();
 	return test_done("test_store");
 }
