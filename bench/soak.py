@@ -35,9 +35,12 @@ from harness.fakeghl import FakeGHL  # noqa: E402
 from harness.servers import MailServers  # noqa: E402
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+def memory_kib(d):
+    """(RSS, SQLite heap, database size) in KiB, from GET /metrics."""
+    st, body, _ = d.request("GET", "/metrics")
+    v = dict(l.rsplit(" ", 1) for l in body.decode().splitlines() if l and not l.startswith("#"))
+    return tuple(round(float(v[k]) / 1024) for k in
+                 ("process_resident_memory_bytes", "mailbridge_store_memory_bytes", "mailbridge_store_file_bytes"))
 
 
 def main():
@@ -88,7 +91,7 @@ def main():
                     srv.start_dovecot()
         t = threading.Thread(target=chaos, daemon=True)
         t.start()
-        next_rss = 0
+        next_rss, t0 = 0, time.time()
         while time.time() < end:
             mid = "soak" + os.urandom(6).hex()
             with lock:
@@ -98,7 +101,7 @@ def main():
                 except OSError:
                     st = None
                 if time.time() >= next_rss:
-                    rss.append((round(time.time()), rss_kib(d.proc.pid)))
+                    rss.append((round(time.time() - t0), *memory_kib(d)))
                     next_rss = time.time() + 30
             if st == 200:
                 sent.append(mid)
@@ -152,7 +155,7 @@ def main():
             "inbound_lost": sum(1 for r in replies if posted.get(r, 0) == 0),
             "inbound_duplicated": sum(1 for r in replies if posted.get(r, 0) > 1),
             "rss_kib_first_last": [rss[0][1], rss[-1][1]] if rss else None,
-            "rss_kib_samples": rss[:: max(1, len(rss) // 20)],
+            "samples_s_rss_sqlite_heap_db_kib": rss[:: max(1, len(rss) // 20)] + rss[-1:],
         }, indent=2))
         d.stop()
         if args.keep:

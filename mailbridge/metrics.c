@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static unsigned long counters[M__COUNT];
 
@@ -99,6 +100,25 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 	fprintf(f, "# HELP mailbridge_oldest_queued_job_seconds Age of the oldest job still queued\n"
 	    "# TYPE mailbridge_oldest_queued_job_seconds gauge\nmailbridge_oldest_queued_job_seconds %.1f\n",
 	    store_job_oldest_queued_age(app->store) / 1000.0);
+	{
+		/* what a soak watches: RSS, and how much of it is SQLite's */
+		int64_t heap, file;
+		long pages = 0;
+		FILE *statm = fopen("/proc/self/statm", "r");
+		if (statm) {
+			if (fscanf(statm, "%*d %ld", &pages) != 1)
+				pages = 0;
+			fclose(statm);
+		}
+		store_memory(app->store, &heap, &file);
+		fprintf(f, "# HELP process_resident_memory_bytes Resident memory\n"
+		    "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %lld\n"
+		    "# HELP mailbridge_store_memory_bytes SQLite heap (page cache, statements)\n"
+		    "# TYPE mailbridge_store_memory_bytes gauge\nmailbridge_store_memory_bytes %lld\n"
+		    "# HELP mailbridge_store_file_bytes Database size (see [store] keep_days)\n"
+		    "# TYPE mailbridge_store_file_bytes gauge\nmailbridge_store_file_bytes %lld\n",
+		    (long long)pages * sysconf(_SC_PAGESIZE), (long long)heap, (long long)file);
+	}
 	if (app->ghl) {
 		fprintf(f, "# HELP mailbridge_highlevel_requests_today Requests made today per location (daily budget)\n"
 		    "# TYPE mailbridge_highlevel_requests_today gauge\n");

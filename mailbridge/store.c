@@ -1196,6 +1196,16 @@ store_is_uninstalled(struct store *st, const char *location_id)
 	return store_query_row(st, row_none, NULL, "SELECT 1 FROM uninstalled WHERE location_id=?1", "s", location_id);
 }
 
+void
+store_memory(struct store *st, int64_t *heap_r, int64_t *file_r)
+{
+	int64_t pages = 0, size = 0;
+	*heap_r = sqlite3_memory_used();
+	store_query_row(st, row_int64, &pages, "PRAGMA page_count", "");
+	store_query_row(st, row_int64, &size, "PRAGMA page_size", "");
+	*file_r = pages > 0 && size > 0 ? pages * size : 0;
+}
+
 int64_t
 store_job_oldest_queued_age(struct store *st)
 {

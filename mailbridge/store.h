@@ -88,6 +88,8 @@ int store_job_drop(struct store *st, const char *message_id);
 int store_job_count(struct store *st, const char *state);
 /* ms since the oldest unfinished job was received (0 when none). */
 int64_t store_job_oldest_queued_age(struct store *st);
+/* SQLite's heap (page cache, statements) and the database's size in bytes. */
+void store_memory(struct store *st, int64_t *heap_r, int64_t *file_r);
 
 /* Status reports: claim takes a lease of lease_ms so two reporters never
  * post the same report and a crash only delays it. */

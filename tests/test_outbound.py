@@ -398,6 +398,15 @@ class TestOutbound(unittest.TestCase):
         self.assertEqual(values['mailbridge_jobs{state="sent"}'], len([j for j in d.jobs() if j["state"] == "sent"]))
         self.assertGreater(values['mailbridge_highlevel_requests_today{location="LMain"}'], 10)
         self.assertLess(values['mailbridge_highlevel_daily_remaining{location="LMain"}'], 200000)
+        # memory and size, checked against what the kernel and the file say
+        with open(f"/proc/{d.proc.pid}/status") as f:
+            rss = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+        self.assertLess(abs(values["process_resident_memory_bytes"] - rss), rss * 0.5)
+        self.assertGreater(values["mailbridge_store_memory_bytes"], 0)
+        # pages not yet checkpointed from the WAL count too
+        db = sum(os.path.getsize(os.path.join(d.dir, "data", n)) for n in ("mailbridge.db", "mailbridge.db-wal")
+                 if os.path.exists(os.path.join(d.dir, "data", n)))
+        self.assertTrue(0 < values["mailbridge_store_file_bytes"] <= db, (values["mailbridge_store_file_bytes"], db))
         self.assertNotIn("scrape-secret", d.log())
 
     def test_zz_contract(self):
