@@ -38,7 +38,8 @@ setup(void)
 	FILE *f;
 
 	signal(SIGPIPE, SIG_IGN);
-	log_set_level(LOG_LVL_ERROR);
+	/* MB_FUZZ_DEBUG=1 shows what one input made the session do */
+	log_set_level(getenv("MB_FUZZ_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_ERROR);
 	g_mime_init();               /* as main's lib_init() */
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (relay_listen(&relay) < 0 || !mkdtemp(dir))

@@ -353,12 +353,10 @@ imap_session_catchup(struct imap_session *s, char **error_r)
 	int ret = 0;
 
 	s->exists_seen = ((mailimap *)s->imap)->imap_selection_info->sel_exists;
+	if (s->rescan_upto && !s->have_window && load_window(s, error_r) < 0)
+		return -1;
 	if (list_new_uids(s, &uids, &n, error_r) < 0)
 		return -1;
-	if (s->rescan_upto && !s->have_window && load_window(s, error_r) < 0) {
-		free(uids);
-		return -1;
-	}
 	for (size_t i = 0; i < n; i++) {
 		char *raw = NULL;
 		size_t len = 0;
