@@ -46,6 +46,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_SERVER, "log_level", CT_STR, G(log_level), "info", 0, 0, false },
 	{ SEC_SERVER, "lmtp_listen", CT_STR, G(lmtp_listen), NULL, 0, 0, false },
 	{ SEC_SERVER, "metrics_token", CT_STR, G(metrics_token), NULL, 0, 0, true },
+	{ SEC_SERVER, "postfix_log", CT_STR, G(postfix_log), NULL, 0, 0, false },
 
 	{ SEC_HIGHLEVEL, "api_base", CT_STR, G(api_base), "https://services.leadconnectorhq.com", 0, 0, false },
 	{ SEC_HIGHLEVEL, "client_id", CT_STR, G(client_id), NULL, 0, 0, false },

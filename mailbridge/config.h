@@ -72,6 +72,8 @@ struct config {
 	char *log_level;
 	char *lmtp_listen;         /* "host:port" or NULL: LMTP intake off */
 	char *metrics_token;       /* bearer token for /metrics, or NULL */
+	char *postfix_log;         /* the local Postfix's log: checked before resending an
+	                            * attempt that ended unanswered after DATA (relaylog.h) */
 	/* [highlevel] */
 	char *api_base;
 	char *client_id;

@@ -166,8 +166,9 @@ cmd_serve(const char *path)
 	}
 	recovered = store_job_recover(app.store);
 	if (recovered > 0)
-		log_warn("store: %d job(s) were interrupted during DATA by a crash; they are sent again "
-		    "(the relay may already hold a copy)", recovered);
+		log_warn("store: %d job(s) were interrupted during DATA by a crash; %s", recovered,
+		    app.cfg->postfix_log ? "each is sent again unless postfix_log shows the relay kept it" :
+		    "they are sent again (the relay may already hold a copy; set postfix_log to check)");
 	app.ghl = ghl_new(app.cfg, app.store);
 	if (app.cfg->client_id) {
 		app.oauth = oauth_new(app.cfg, app.store, app.ghl);

@@ -8,6 +8,7 @@
 #include "mime_out.h"
 #include "payload.h"
 #include "plugin_host.h"
+#include "relaylog.h"
 #include "smtp_client.h"
 #include "smtp_policy.h"
 #include "store.h"
@@ -64,6 +65,7 @@ struct job_ctx {
 	size_t n_att;
 	json_t *rcpt_state;        /* addr -> {code, text} of finished recipients */
 	const char *reply_text;    /* the relay's final reply, borrowed, for events */
+	bool uncertain;            /* this attempt ended after the final dot, unanswered */
 };
 
 static void
@@ -241,6 +243,19 @@ outbound_rcpts(struct job_ctx *c, const char ***rcpts_r)
 	return n;
 }
 
+/* Recipients the relay has accepted in this or an earlier attempt. */
+static size_t
+count_accepted(json_t *rcpt_state)
+{
+	const char *k;
+	json_t *v;
+	size_t n = 0;
+	json_object_foreach(rcpt_state, k, v)
+		if (json_integer_value(json_object_get(v, "code")) / 100 == 2)
+			n++;
+	return n;
+}
+
 static void
 mark_sending(void *arg)
 {
@@ -254,7 +269,7 @@ outbound_finish(struct job_ctx *c, const char *state, int64_t next_at, int code,
     const char *report)
 {
 	char *rs = json_dumps(c->rcpt_state ? c->rcpt_state : json_object(), JSON_COMPACT);
-	store_job_finish(c->ob->app->store, c->job->id, state, next_at, code, error, report, rs);
+	store_job_finish(c->ob->app->store, c->job->id, state, next_at, code, error, report, rs, c->uncertain);
 	metrics_inc(!strcmp(state, JOB_QUEUED) ? M_JOB_RETRIES : !strcmp(state, JOB_SENT) ? M_JOB_SENT : M_JOB_FAILED);
 	free(rs);
 	log_info("outbound: messageId=%s locationId=%s state=%s attempt=%d%s%s", c->job->message_id,
@@ -341,6 +356,46 @@ outbound_plugin_send(struct job_ctx *c)
 	free(reason);
 }
 
+/* The last attempt ended after our final dot with no reply (a restart, or
+ * the relay went away). Before sending again, ask the log of the Postfix
+ * beside us ([server] postfix_log) whether it kept the message; if so the
+ * attempt succeeded and the job is done. Only when no recipient was
+ * accepted before: otherwise the Message-ID is in the log from that
+ * earlier attempt. True when the job was finished here. */
+static bool
+outbound_found_at_relay(struct job_ctx *c)
+{
+	const struct config *cfg = c->ob->app->cfg;
+	const char *mid = c->job->rfc_message_id ? c->job->rfc_message_id : c->message_id;
+	const char **rcpts = NULL;
+	char *qid = NULL, *said;
+	size_t n;
+	int r;
+
+	if (!cfg->postfix_log || count_accepted(c->rcpt_state) > 0)
+		return false;
+	r = relaylog_find(cfg->postfix_log, mid, &qid);
+	if (r < 0)
+		log_warn("outbound: messageId=%s cannot read postfix_log %s (%s); sending again", c->job->message_id,
+		    cfg->postfix_log, strerror(errno));
+	if (r != 1) {
+		log_info("outbound: messageId=%s was interrupted after DATA and is not in the relay's log; "
+		    "sending again", c->job->message_id);
+		return false;
+	}
+	said = xasprintf("queued as %s (found in the relay's log after an interrupted attempt; not sent again)", qid);
+	n = outbound_rcpts(c, &rcpts);
+	for (size_t i = 0; i < n; i++)
+		record_rcpt(c->rcpt_state, rcpts[i], 250, said);
+	c->reply_text = said;
+	outbound_finish(c, JOB_SENT, 0, 250, NULL, "delivered");
+	c->reply_text = NULL;
+	free(rcpts);
+	free(said);
+	free(qid);
+	return true;
+}
+
 static void
 outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 {
@@ -351,7 +406,7 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	struct smtp_result res;
 	const char **rcpts = NULL;
 	char *msg = NULL, *err = NULL;
-	size_t len, n_rcpts, n_temp = 0, n_sent_before;
+	size_t len, n_rcpts, n_temp = 0;
 	enum fetch_result fr;
 	int first_perm_code = 0;
 	char *first_perm = NULL, *last_temp = NULL;
@@ -379,6 +434,8 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 			.references = c.references, .reply_token = c.reply_token };
 		store_msgmap_put(app->store, &m);
 	}
+	if (job->uncertain && outbound_found_at_relay(&c))
+		goto out;
 	fr = outbound_fetch(&c, app->cfg->max_attachment, &err);
 	if (fr == FETCH_PERM) {
 		outbound_finish(&c, JOB_FAILED, 0, 0, err, "failed");
@@ -390,14 +447,6 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	msg = outbound_render(&c, &len);
 
 	n_rcpts = outbound_rcpts(&c, &rcpts);
-	n_sent_before = 0;
-	{
-		const char *k;
-		json_t *v;
-		json_object_foreach(c.rcpt_state, k, v)
-			if (json_integer_value(json_object_get(v, "code")) / 100 == 2)
-				n_sent_before++;
-	}
 	smtp_params_for(c.loc, &sp);
 	env.mail_from = c.return_path;
 	env.rcpts = rcpts;
@@ -431,15 +480,11 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	}
 
 	if (n_temp > 0) {
+		/* the dot went out and no reply came: the relay may have kept it */
+		c.uncertain = res.failed_at == SMTP_BODY && res.reply.code == 0;
 		outbound_defer(&c, last_temp_code, last_temp);
 	} else {
-		size_t n_sent = 0;
-		const char *k;
-		json_t *v;
-		json_object_foreach(c.rcpt_state, k, v)
-			if (json_integer_value(json_object_get(v, "code")) / 100 == 2)
-				n_sent++;
-		(void)n_sent_before;
+		size_t n_sent = count_accepted(c.rcpt_state);
 		c.reply_text = res.reply.text;
 		if (n_sent > 0) {
 			/* delivered_on = dsn: the status comes with the DSN */

@@ -150,6 +150,9 @@ static const char *const store_migrations[] = {
 	/* 6: after a UIDVALIDITY change, the UIDs up to rescan_upto are read
 	 * again only if they arrived within keep_days (imap_session.c) */
 	"ALTER TABLE imap_checkpoints ADD COLUMN rescan_upto INTEGER NOT NULL DEFAULT 0;",
+	/* 7: an attempt ended after our final dot with no reply: the relay
+	 * may hold the message (outbound.c checks its log before resending) */
+	"ALTER TABLE jobs ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
@@ -526,7 +529,7 @@ job_free(struct job *job)
 /* no payload: store_job_payload() loads it when a job is worked on */
 #define JOB_COLUMNS "id, message_id, location_id, type, email_message_id, state, attempts, next_at, " \
 	"created_at, last_code, last_error, rfc_message_id, report_status, report_state, " \
-	"report_attempts, report_error, rcpt_state"
+	"report_attempts, report_error, rcpt_state, uncertain"
 
 static struct job *
 job_from_row(sqlite3_stmt *s)
@@ -549,6 +552,7 @@ job_from_row(sqlite3_stmt *s)
 	j->report_attempts = sqlite3_column_int(s, 14);
 	j->report_error = col_text(s, 15);
 	j->rcpt_state = col_text(s, 16);
+	j->uncertain = sqlite3_column_int(s, 17) != 0;
 	return j;
 }
 
@@ -652,7 +656,7 @@ store_job_mark_sending(struct store *st, int64_t id, const char *rfc_message_id)
 
 int
 store_job_finish(struct store *st, int64_t id, const char *state, int64_t next_at,
-    int code, const char *error, const char *report_status, const char *rcpt_state)
+    int code, const char *error, const char *report_status, const char *rcpt_state, bool uncertain)
 {
 	int64_t now = now_ms();
 	int r = store_exec(st,
@@ -660,8 +664,9 @@ store_job_finish(struct store *st, int64_t id, const char *state, int64_t next_a
 	    "report_status=COALESCE(?7, report_status), "
 	    "report_state=CASE WHEN ?7 IS NULL THEN report_state ELSE 'pending' END, "
 	    "report_next_at=CASE WHEN ?7 IS NULL THEN report_next_at ELSE ?6 END, "
-	    "rcpt_state=COALESCE(?8, rcpt_state) WHERE id=?1",
-	    "isiisiss", id, state, next_at, (int64_t)code, error, now, report_status, rcpt_state);
+	    "rcpt_state=COALESCE(?8, rcpt_state), uncertain=?9 WHERE id=?1",
+	    "isiisissi", id, state, next_at, (int64_t)code, error, now, report_status, rcpt_state,
+	    (int64_t)(uncertain ? 1 : 0));
 	return r == 1 ? 1 : -1;
 }
 
@@ -669,7 +674,7 @@ int
 store_job_recover(struct store *st)
 {
 	int sending = store_exec(st,
-	    "UPDATE jobs SET state='queued', last_error='interrupted during DATA; resent after restart' "
+	    "UPDATE jobs SET state='queued', uncertain=1, last_error='interrupted during DATA by a restart' "
 	    "WHERE state='sending'", "");
 	if (sending < 0 || store_exec(st, "UPDATE jobs SET state='queued' WHERE state='claimed'", "") < 0)
 		return -1;

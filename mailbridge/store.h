@@ -51,6 +51,8 @@ struct job {
 	int report_attempts;
 	char *report_error;
 	char *rcpt_state;          /* JSON {addr: {code, text}} of finished rcpts */
+	bool uncertain;            /* the last attempt ended after our final dot with no
+	                            * reply: the relay may hold it (see relaylog.h) */
 };
 
 void job_free(struct job *job);
@@ -74,11 +76,12 @@ int64_t store_job_next_due(struct store *st);
 int store_job_mark_sending(struct store *st, int64_t id, const char *rfc_message_id);
 /* Ends an attempt. state is JOB_QUEUED (retry at next_at), JOB_SENT or
  * JOB_FAILED; report_status non-NULL queues a status update; rcpt_state
- * non-NULL replaces the per-recipient record (so a retry skips them). */
+ * non-NULL replaces the per-recipient record (so a retry skips them);
+ * uncertain: the attempt ended after the final dot with no reply. */
 int store_job_finish(struct store *st, int64_t id, const char *state, int64_t next_at,
-    int code, const char *error, const char *report_status, const char *rcpt_state);
-/* After a crash: claimed -> queued; sending -> queued (see README). Returns
- * how many jobs were found in "sending" or -1. */
+    int code, const char *error, const char *report_status, const char *rcpt_state, bool uncertain);
+/* After a crash: claimed -> queued; sending -> queued and uncertain (see
+ * README). Returns how many jobs were found in "sending" or -1. */
 int store_job_recover(struct store *st);
 int store_job_get(struct store *st, const char *message_id, struct job **job_r);
 /* Calls fn for each job (newest first, at most limit). */

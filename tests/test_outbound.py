@@ -432,6 +432,43 @@ class TestZCrashRecovery(unittest.TestCase):
             d.write_config(LOCATIONS)
             d.start()
 
+    def test_interrupted_send_checked_in_postfix_log(self):
+        """A job left 'sending' by a crash (the final dot went out, our record
+        of the reply did not) is looked up in Postfix's log (postfix_log)
+        before it is sent again: kept by the relay, it is marked sent and
+        reported, not sent twice; absent, it is sent again."""
+        kept = post_ok(webhook(subject="kept by the relay"))
+        wait_status(kept)
+        absent = post_ok(webhook(location="LDown", subject="never reached the relay"))
+        d.wait_job(absent, lambda j: j["state"] == "queued" and j["attempts"] >= 1)
+        d.stop()
+        with d.db() as c:   # what a kill -9 between the dot and our commit leaves
+            c.execute("UPDATE jobs SET state='sending', report_state='none', rcpt_state=NULL WHERE message_id=?", (kept,))
+            c.execute("UPDATE jobs SET state='sending', rfc_message_id=? WHERE message_id=?",
+                      (f"mb.{absent}@mail.test", absent))
+        n_status = len(statuses(kept))
+        saved = d.extra_server
+        d.extra_server += f"\npostfix_log = {srv.postfix_dir}/maillog"
+        try:
+            d.write_config(LOCATIONS)
+            d.start()
+            j = d.wait_job(kept, lambda j: j["state"] == "sent" and j["report_state"] == "done")
+            self.assertIsNotNone(j, d.log()[-2000:])
+            self.assertFalse(j["uncertain"])
+            self.assertEqual([s["status"] for s in statuses(kept)[n_status:]], ["delivered"])
+            self.assertIn("found in the relay's log after an interrupted attempt", d.cli("trace", kept).stdout)
+            self.assertEqual(copies_after_sent([kept]), [1])
+            # the absent one is tried again (its relay is down: queued, no longer uncertain)
+            j = d.wait_job(absent, lambda j: j["attempts"] >= 2 and j["state"] == "queued")
+            self.assertIsNotNone(j)
+            self.assertFalse(j["uncertain"])
+            self.assertIn(f"messageId={absent} was interrupted after DATA and is not in the relay's log", d.log())
+        finally:
+            d.extra_server = saved
+            d.stop()
+            d.write_config(LOCATIONS)
+            d.start()
+
     def test_kill9_with_queued_jobs(self):
         """Acknowledged webhooks survive kill -9: all delivered exactly once."""
         global d
