@@ -66,7 +66,9 @@ def main():
             "smtp_host": "127.0.0.1", "smtp_port": srv.smtp, "smtp_tls": "none", "token": "tok",
             "imap_host": "127.0.0.1", "imap_port": srv.imaps, "imap_tls": "tls", "imap_ca_file": srv.cert,
             "imap_user": "support", "imap_password": "supportpw", "imap_idle_interval": 30})],
-            log_level="info" if args.keep else "warn")
+            log_level="info" if args.keep else "warn",
+            # beside Postfix: a send cut off after the dot is checked in its log
+            extra_server=f"postfix_log = {srv.postfix_dir}/maillog")
         d.start()
         sent, replies, rss = [], [], []
         end = time.time() + args.minutes * 60
