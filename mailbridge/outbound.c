@@ -375,10 +375,12 @@ outbound_found_at_relay(struct job_ctx *c)
 	if (!cfg->postfix_log || count_accepted(c->rcpt_state) > 0)
 		return false;
 	r = relaylog_find(cfg->postfix_log, mid, &qid);
-	if (r < 0)
+	if (r < 0) {
 		log_warn("outbound: messageId=%s cannot read postfix_log %s (%s); sending again", c->job->message_id,
 		    cfg->postfix_log, strerror(errno));
-	if (r != 1) {
+		return false;
+	}
+	if (r == 0) {
 		log_info("outbound: messageId=%s was interrupted after DATA and is not in the relay's log; "
 		    "sending again", c->job->message_id);
 		return false;
@@ -388,7 +390,13 @@ outbound_found_at_relay(struct job_ctx *c)
 	for (size_t i = 0; i < n; i++)
 		record_rcpt(c->rcpt_state, rcpts[i], 250, said);
 	c->reply_text = said;
-	outbound_finish(c, JOB_SENT, 0, 250, NULL, "delivered");
+	/* the attempt asked Postfix (which offers DSN) for delivery notices */
+	if (c->loc->delivered_on == DELIVERED_ON_DSN) {
+		char *why = xasprintf("relayed; awaiting DSN; %s", said);
+		outbound_finish(c, JOB_SENT, 0, 250, why, NULL);
+		free(why);
+	} else
+		outbound_finish(c, JOB_SENT, 0, 250, NULL, "delivered");
 	c->reply_text = NULL;
 	free(rcpts);
 	free(said);
