@@ -6,18 +6,30 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <unistd.h>
 
-/* The file lives in a private directory so that a relative `include = *`
- * sees the same files on every machine (a fuzzed config is free to glob). */
+/* The file lives in a private directory, one level down, so that a
+ * relative include of "*" or "../x" sees the same files on every machine
+ * (a fuzzed config is free to glob). Globs reaching further ("../../x",
+ * "/usr/x") see what the machine has; config.c's 16 MiB cap bounds what
+ * they cost. */
 static const char *
 fuzz_dir(void)
 {
-	static char dir[] = "/tmp/mb-fuzz-config-XXXXXX";
+	static char dir[] = "/tmp/mb-fuzz-config-XXXXXX/etc";
 	static const char *made;
-	if (!made)
-		made = mkdtemp(dir);
+	if (!made) {
+		dir[strlen(dir) - 4] = '\0';
+		if (!mkdtemp(dir))
+			return NULL;
+		dir[strlen(dir)] = '/';
+		if (mkdir(dir, 0700) < 0)
+			return NULL;
+		made = dir;
+	}
 	return made;
 }
 

@@ -18,6 +18,9 @@
 
 #define CONFIG_MAX_INCLUDE_DEPTH 4
 #define CONFIG_MAX_FILES         50000 /* bounds include fan-out; a file per location is normal */
+/* bounds the work of one load when a glob strays into big files (say
+ * /var/log): room for some 30,000 locations of configuration */
+#define CONFIG_MAX_BYTES         (16L * 1024 * 1024)
 #define CONFIG_MAX_SECRET_FILE   4096
 
 enum config_section { SEC_TOP, SEC_SERVER, SEC_HIGHLEVEL, SEC_STORE, SEC_PLUGINS, SEC_LOCATION, SEC_PLUGIN };
@@ -129,6 +132,7 @@ struct parse_state {
 	int errors;
 	int depth;
 	int files;                 /* opened so far in this load */
+	long bytes;                /* their sizes so far */
 	const struct include_frame *chain;
 	enum config_section section;
 	struct location_config *loc;
@@ -239,6 +243,7 @@ config_include(struct parse_state *ps, const char *pattern)
 			ps->cfg = sub.cfg;
 			ps->errors = sub.errors;
 			ps->files = sub.files;
+			ps->bytes = sub.bytes;
 		}
 		ps->loc = loc_i >= 0 ? &ps->cfg->locations[loc_i] : NULL;
 		ps->plugin = plugin_i >= 0 ? &ps->cfg->plugin_sections[plugin_i] : NULL;
@@ -437,6 +442,14 @@ config_parse_file(struct parse_state *ps, const char *path)
 		fprintf(ps->err, "%s: not a regular file\n", path);
 		goto fail;
 	}
+	if (ps->bytes > CONFIG_MAX_BYTES || st.st_size > CONFIG_MAX_BYTES - ps->bytes) {
+		if (ps->bytes <= CONFIG_MAX_BYTES)      /* said once */
+			perr(ps, "%s: more than %ld MiB of configuration in one load", path, CONFIG_MAX_BYTES >> 20);
+		ps->bytes = CONFIG_MAX_BYTES + 1;
+		close(fd);
+		return -1;
+	}
+	ps->bytes += st.st_size;
 	for (const struct include_frame *f = ps->chain; f; f = f->up)
 		if (f->dev == st.st_dev && f->ino == st.st_ino) {
 			perr(ps, "include %s: includes itself", path);   /* counts the error */

@@ -197,6 +197,27 @@ main(void)
 		free(errors);
 	}
 
+	/* a glob that strays into big files (logs, a backup) stops at 16 MiB,
+	 * and says so once; the bigger file is not parsed at all */
+	{
+		char *errors = NULL, *big;
+		struct config *cfg;
+		size_t n = 9u << 20;
+		big = malloc(n + 1);
+		memset(big, '#', n);
+		for (size_t i = 80; i < n; i += 80)
+			big[i] = '\n';
+		big[n] = '\0';
+		free(write_conf("big1.log", big, 0600));
+		free(write_conf("big2.log", big, 0600));
+		free(write_conf("big3.log", big, 0600));
+		free(big);
+		cfg = load("include = big*.log\n", &errors);
+		CHECK(cfg == NULL && strstr(errors, "big2.log: more than 16 MiB of configuration in one load"));
+		CHECK(errors && !strstr(errors, "big3.log"));
+		free(errors);
+	}
+
 	/* a file per sub-account is the documented layout: 1500 of them load
 	 * (a cap of 512 files once broke the 1000-mailbox benchmark) */
 	{
