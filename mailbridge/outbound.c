@@ -282,7 +282,8 @@ outbound_finish(struct job_ctx *c, const char *state, int64_t next_at, int code,
 		store_event(c->ob->app->store, c->job->message_id, "send", ev);
 		free(ev);
 	}
-	if (report) {
+	/* a sent job may carry a report that arrived while it was being sent */
+	if (report || !strcmp(state, JOB_SENT)) {
 		pthread_mutex_lock(&c->ob->lock);
 		c->ob->report_seq++;
 		pthread_cond_signal(&c->ob->report_cond);

@@ -660,10 +660,18 @@ store_job_finish(struct store *st, int64_t id, const char *state, int64_t next_a
 {
 	int64_t now = now_ms();
 	int r = store_exec(st,
-	    "UPDATE jobs SET state=?2, next_at=?3, last_code=?4, last_error=?5, updated_at=?6, "
+	    /* (the right-hand sides see the row as it was) an 'early' report,
+	     * given while the job was being sent, is due once it is sent; a
+	     * failed one then fails the job */
+	    "UPDATE jobs SET state=CASE WHEN ?7 IS NULL AND report_state='early' AND ?2='sent' "
+	    "  AND report_status='failed' THEN 'failed' ELSE ?2 END, "
+	    "next_at=?3, last_code=?4, updated_at=?6, "
+	    "last_error=CASE WHEN ?7 IS NULL AND report_state='early' AND ?2='sent' THEN last_error ELSE ?5 END, "
 	    "report_status=COALESCE(?7, report_status), "
-	    "report_state=CASE WHEN ?7 IS NULL THEN report_state ELSE 'pending' END, "
-	    "report_next_at=CASE WHEN ?7 IS NULL THEN report_next_at ELSE ?6 END, "
+	    "report_state=CASE WHEN ?7 IS NOT NULL OR (report_state='early' AND ?2='sent') THEN 'pending' "
+	    "  ELSE report_state END, "
+	    "report_next_at=CASE WHEN ?7 IS NOT NULL OR (report_state='early' AND ?2='sent') THEN ?6 "
+	    "  ELSE report_next_at END, "
 	    "rcpt_state=COALESCE(?8, rcpt_state), uncertain=?9 WHERE id=?1",
 	    "isiisissi", id, state, next_at, (int64_t)code, error, now, report_status, rcpt_state,
 	    (int64_t)(uncertain ? 1 : 0));
@@ -1147,11 +1155,15 @@ int
 store_job_dsn(struct store *st, const char *message_id, const char *report_status, int code, const char *error)
 {
 	int64_t now = now_ms();
+	/* a job still being sent (a fast SMS gateway reports before its send
+	 * call returns) keeps the report 'early': store_job_finish releases it
+	 * once the send is recorded as sent */
 	return store_exec(st,
-	    "UPDATE jobs SET report_status=?2, report_state='pending', report_next_at=?3, report_attempts=0, "
+	    "UPDATE jobs SET report_status=?2, report_next_at=?3, report_attempts=0, "
+	    "report_state=CASE WHEN state IN ('claimed','sending') THEN 'early' ELSE 'pending' END, "
 	    "last_code=CASE WHEN ?4 > 0 THEN ?4 ELSE last_code END, last_error=COALESCE(?5, last_error), "
-	    "state=CASE WHEN ?2='failed' THEN 'failed' ELSE state END, updated_at=?3 "
-	    "WHERE message_id=?1 AND state IN ('sent','failed')",
+	    "state=CASE WHEN ?2='failed' AND state IN ('sent','failed') THEN 'failed' ELSE state END, updated_at=?3 "
+	    "WHERE message_id=?1 AND state IN ('sent','failed','claimed','sending')",
 	    "ssiis", message_id, report_status, now, (int64_t)code, error);
 }
 

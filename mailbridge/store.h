@@ -31,6 +31,7 @@ struct store;
 #define REPORT_PENDING "pending"
 #define REPORT_DONE    "done"
 #define REPORT_GAVE_UP "gave_up"
+#define REPORT_EARLY   "early"     /* given while the job was being sent */
 
 struct job {
 	int64_t id;
@@ -166,8 +167,10 @@ struct inbound_row {
 int store_inbound_list(struct store *st, const char *state, void (*fn)(const struct inbound_row *, void *), void *arg);
 int store_inbound_raw(struct store *st, const char *location_id, const char *key, char **raw_r, size_t *len_r);
 
-/* A DSN for an outbound job: queue report_status (delivered / failed)
- * again; 0 when no sent/failed job has that messageId. */
+/* A DSN or a gateway's delivery report for an outbound job: queue
+ * report_status (delivered / failed) again. For a job still being sent the
+ * report waits (REPORT_EARLY) until store_job_finish records it sent. 0
+ * when no such job has that messageId. */
 int store_job_dsn(struct store *st, const char *message_id, const char *report_status, int code, const char *error);
 
 /* Tokens at rest are sealed with AES-256-GCM once a key is set. */

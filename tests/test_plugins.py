@@ -83,6 +83,17 @@ class TestPlugins(unittest.TestCase):
         self.assertEqual(st, 200, body)
         self.assertEqual([s["status"] for s in wait_status(mid)], ["delivered"])
 
+    def test_delivery_report_before_send_returns(self):
+        """A fast gateway's report can arrive while the job is still being
+        sent: it is kept and reported once the send is recorded."""
+        mid = sms("instant-dlr")
+        self.assertEqual([s["status"] for s in wait_status(mid)], ["delivered"])
+        self.assertNotIn("early delivery report refused", d.log())
+        mid = sms("instant-fail")
+        st = wait_status(mid)
+        self.assertEqual([s["status"] for s in st], ["failed"])
+        self.assertEqual(d.job(mid)["state"], "failed")
+
     def test_sms_failed_dlr(self):
         mid = sms("accept")
         d.wait_job(mid, lambda j: j["state"] == "sent")

@@ -1,8 +1,10 @@
 /* A test SMS plugin: its behaviour follows the message text, so the
  * tests can script a gateway: "temp" -> temporary failure, "perm" ->
  * permanent, "hang" -> never answers, "accept" -> accepted, the delivery
- * report comes later via GET /plugins/testsms/dlr?id=&status=; anything
- * else -> delivered. Every send is appended to [plugin testsms] outfile.
+ * report comes later via GET /plugins/testsms/dlr?id=&status=;
+ * "instant-dlr" / "instant-fail" -> accepted, with the delivery report
+ * (delivered / failed) given before send returns, as a fast gateway's can
+ * arrive before the host has recorded the send; anything else -> delivered. Every send is appended to [plugin testsms] outfile.
  * GET /plugins/testsms/mo?location=&from=&text= posts an inbound SMS. */
 #include <mailbridge/plugin.h>
 #include <stdio.h>
@@ -52,6 +54,13 @@ t_send(void *state, const struct mb_outbound *job, char **reason_r)
 	if (!strcmp(job->message, "hang")) {
 		sleep(30);
 		return MB_SEND_DELIVERED;
+	}
+	if (!strcmp(job->message, "instant-dlr") || !strcmp(job->message, "instant-fail")) {
+		int delivered = !strcmp(job->message, "instant-dlr");
+		if (s->host->update_status(s->ctx, job->message_id, delivered ? "delivered" : "failed",
+		    delivered ? NULL : "DLR failed before send returned") != 1)
+			s->host->log(s->ctx, 3, "early delivery report refused");
+		return MB_SEND_ACCEPTED;
 	}
 	if (!strcmp(job->message, "accept")) {
 		char key[256];
