@@ -73,7 +73,9 @@ struct mb_host {
 	/* a call log: inbound (contact created if new) or outbound (contact must exist) */
 	int (*log_call)(struct mb_ctx *ctx, const char *location_id, int inbound, const char *from,
 	    const char *to, const char *status, const char *recording_url, char **error_r);
-	/* delivered / failed (error_text) for a message the plugin sent */
+	/* delivered / failed (error_text) for a message the plugin sent; may be
+	 * called before send returns (the report is held until the send is
+	 * recorded). 1 taken, 0 no such message */
 	int (*update_status)(struct mb_ctx *ctx, const char *message_id, const char *status, const char *error_text);
 	/* the plugin's own key-value store (e.g. gateway id -> messageId) */
 	int (*kv_put)(struct mb_ctx *ctx, const char *key, const char *value);
