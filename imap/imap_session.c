@@ -395,6 +395,9 @@ imap_session_catchup(struct imap_session *s, char **error_r)
 		log_info("imap: locationId=%s re-read after the UIDVALIDITY change done", s->loc->id);
 		s->rescan_upto = 0;
 		checkpoint(s);
+		free(s->window);    /* an idle watcher keeps no more than it needs */
+		s->window = NULL;
+		s->n_window = 0;
 	}
 	return ret;
 }
