@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #define HTTP_DRAIN_MS 2000
+#define HTTP_QUIET_MS 100
 
 struct http_server {
 	struct MHD_Daemon *mhd;
@@ -233,18 +234,28 @@ http_release_listener(struct http_server *srv)
 void
 http_stop(struct http_server *srv)
 {
-	int64_t until;
+	int64_t until, idle_since = -1;
 
 	if (!srv)
 		return;
 	if (!srv->quiesced)
 		MHD_quiesce_daemon(srv->mhd);
 	/* let requests already being handled finish (their ack may be the
-	 * only thing telling HighLevel the message is safe) */
+	 * only thing telling HighLevel the message is safe). A pool thread
+	 * woken for the listening socket just before the quiesce can still
+	 * accept one connection after it: only a quiet spell of
+	 * HTTP_QUIET_MS, not one empty look, means none is left (a reload
+	 * once closed such a connection unanswered) */
 	until = mono_ms() + HTTP_DRAIN_MS;
 	while (mono_ms() < until) {
 		const union MHD_DaemonInfo *i = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-		if (!i || i->num_connections == 0)
+		if (!i)
+			break;
+		if (i->num_connections > 0)
+			idle_since = -1;
+		else if (idle_since < 0)
+			idle_since = mono_ms();
+		else if (mono_ms() - idle_since >= HTTP_QUIET_MS)
 			break;
 		usleep(10000);
 	}
