@@ -610,6 +610,16 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 			r = -1;
 		store_stmt_done(st, stmt);
 	}
+	/* the journey's first event rides in the same commit */
+	if (r >= 0 && (stmt = store_stmt(st, "INSERT INTO events (at, message_id, kind, detail) "
+	    "VALUES (?1, ?2, 'webhook', ?3)")) != NULL) {
+		sqlite3_bind_int64(stmt, 1, now);
+		sqlite3_bind_text(stmt, 2, message_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, r == 1 ? type : "duplicate (ignored)", -1, SQLITE_STATIC);
+		if (sqlite3_step(stmt) != SQLITE_DONE)
+			r = -1;
+		store_stmt_done(st, stmt);
+	}
 	if (r < 0 || sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
 		store_log_error(st, "job add");
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);

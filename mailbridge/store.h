@@ -64,8 +64,9 @@ void store_close(struct store *st);
 int store_ping(struct store *st);
 
 /* Jobs */
-/* Stores a webhook's job and payload, durably (on disk before it
- * returns). 1 added, 0 a duplicate messageId, -1 error. */
+/* Stores a webhook's job and payload, with its "webhook" event, durably
+ * (on disk before it returns). 1 added, 0 a duplicate messageId (only the
+ * event is added), -1 error. */
 int store_job_add(struct store *st, const char *message_id, const char *location_id,
     const char *type, const char *email_message_id, const char *payload);
 /* Loads job->payload (kept apart from the job row). 1, 0 gone, -1 error. */

@@ -85,7 +85,6 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 		log_info("webhook: %s locationId=%s messageId=%s type=%s", r == 1 ? "accepted" : "duplicate",
 		    p->location_id, p->message_id, p->type);
 		metrics_inc(r == 1 ? M_WEBHOOK_ACCEPTED : M_WEBHOOK_DUPLICATE);
-		store_event(app->store, p->message_id, "webhook", r == 1 ? p->type : "duplicate (ignored)");
 		if (r == 1 && app->outbound)
 			outbound_wake(app->outbound);
 	}
