@@ -20,6 +20,7 @@ import functools
 import http.server
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,7 @@ def run(args, base, srv):
         d.cleanup()         # no daemon outlives a failed run
         fsrv.shutdown()
         ghl.close()
+        shutil.rmtree(files, ignore_errors=True)
 
 
 def measure(args, base, srv, ghl, files, fsrv, d):

@@ -1,6 +1,7 @@
 /* Fuzz target: the configuration parser and checker (an operator's
  * typo must give a message, never a crash). */
 #include "config.h"
+#include "tmpdir.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -25,6 +26,7 @@ fuzz_dir(void)
 		dir[strlen(dir) - 4] = '\0';
 		if (!mkdtemp(dir))
 			return NULL;
+		fuzz_tmpdir_remove_at_exit(dir);
 		dir[strlen(dir)] = '/';
 		if (mkdir(dir, 0700) < 0)
 			return NULL;

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "relay.h"
 #include "store.h"
+#include "tmpdir.h"
 
 #include <curl/curl.h>
 #include <gmime/gmime.h>
@@ -44,6 +45,7 @@ setup(void)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (relay_listen(&relay) < 0 || !mkdtemp(dir))
 		return -1;
+	fuzz_tmpdir_remove_at_exit(dir);
 	snprintf(path, sizeof(path), "%s/mailbridge.conf", dir);
 	if (!(f = fopen(path, "w")))
 		return -1;

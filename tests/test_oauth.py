@@ -1,6 +1,7 @@
 """HighLevel app plumbing: OAuth install, refresh (before expiry, on 401,
 concurrent, refused), agency location tokens, INSTALL/UNINSTALL webhooks,
 and the per-location rate limiter against a fake that enforces it."""
+import atexit
 import datetime
 import json
 import os
@@ -27,6 +28,7 @@ def setUpModule():
     global KEYFILE
     import tempfile
     fd, KEYFILE = tempfile.mkstemp(prefix="mb-tokenkey-")
+    atexit.register(lambda: os.path.exists(KEYFILE) and os.unlink(KEYFILE))   # also when setup fails
     os.write(fd, os.urandom(32).hex().encode() + b"\n")
     os.close(fd)
     d = Daemon(BASE + 50, ghl.url, locations,

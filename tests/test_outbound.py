@@ -1,6 +1,7 @@
 """Outbound Email end to end: signed webhook -> mailbridge -> real Postfix
 -> Dovecot, read back over IMAP; status updates at the fake HighLevel.
 Failure paths against Postfix's own replies and a scripted SMTP server."""
+import atexit
 import email
 import email.policy
 import functools
@@ -25,6 +26,7 @@ from harness.servers import MailServers  # noqa: E402
 BASE = int(os.environ.get("MB_TEST_PORT_BASE", "21000")) + 200
 TOKEN = "static-token"
 FILES = tempfile.mkdtemp(prefix="mb-files-")
+atexit.register(shutil.rmtree, FILES, True)   # also when setUpModule fails
 ATTACHMENT = bytes(range(256)) * 400 + b"\x00end"   # ~100 KB, every byte value
 
 
