@@ -222,13 +222,16 @@ cmd_serve(const char *path)
 	log_info("mailbridge: listening on %s:%d, %zu location(s), %ld worker(s), signatures %s",
 	    app.cfg->listen_host, http_port(srv), app.cfg->n_locations, app.cfg->workers,
 	    app.cfg->require_signature ? "required" : "optional");
-	for (int wait_s = 1;; wait_s = HOUSEKEEPING_S) {
+	/* retention soon after start, then hourly, whatever signals come */
+	for (int64_t housekeeping_at = mono_ms() + 1000;;) {
 		struct config *next;
-		struct timespec ts = { wait_s, 0 };
-		/* soon after start, then hourly: the store keeps only its window */
+		int64_t wait_ms = housekeeping_at - mono_ms();
+		struct timespec ts = { wait_ms > 0 ? wait_ms / 1000 : 0, wait_ms > 0 ? wait_ms % 1000 * 1000000 : 0 };
 		if ((sig = sigtimedwait(&set, NULL, &ts)) < 0) {
-			if (errno == EAGAIN)
+			if (errno == EAGAIN) {
 				housekeeping(&app);
+				housekeeping_at = mono_ms() + HOUSEKEEPING_S * 1000LL;
+			}
 			continue;
 		}
 		if (sig != SIGHUP)
