@@ -296,10 +296,14 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         self.postfix = None
 
     def start(self):
-        self._gen_dovecot()
-        self._gen_postfix()
-        self.start_dovecot()
-        self.start_postfix()
+        try:
+            self._gen_dovecot()
+            self._gen_postfix()
+            self.start_dovecot()
+            self.start_postfix()
+        except BaseException:
+            self.stop()     # a failed start (say, a port in use) leaves no process or directory
+            raise
         return self
 
     def stop(self):
