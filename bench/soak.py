@@ -26,6 +26,7 @@ import random
 import re
 import shutil
 import smtplib
+import subprocess
 import sys
 import threading
 import time
@@ -130,8 +131,20 @@ def main():
             srv.start_postfix()
         if not srv.dovecot:
             srv.start_dovecot()
+        # drain: until no job is waiting for a retry (backoff can reach minutes
+        # after a few failed attempts) and Postfix's queue is empty, at most 10 min
         print("[soak] draining", flush=True)
-        time.sleep(60)
+        drain_end = time.time() + 600
+        conf = os.path.join(srv.postfix_dir, "etc")
+        while time.time() < drain_end:
+            waiting = sum(1 for j in d.jobs() if j["state"] not in ("sent", "failed"))
+            queue = subprocess.run(["postqueue", "-c", conf, "-p"], capture_output=True, text=True).stdout
+            if waiting == 0 and "Mail queue is empty" in queue:
+                break
+            if waiting == 0:
+                subprocess.run(["postqueue", "-c", conf, "-f"], capture_output=True)
+            time.sleep(5)
+        time.sleep(5)   # the last ones through Dovecot
         got = {}   # job -> Postfix queue id of each copy
         with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=30) as m:
             m.login("bob", "bobpw")
@@ -145,6 +158,14 @@ def main():
                     got.setdefault(job.strip(), []).append(qids[0] if qids else "?")
         ours = [m for m in sent if len(set(got.get(m, []))) > 1]
         downstream = [m for m in sent if len(got.get(m, [])) > len(set(got.get(m, [])))]
+        lost = [m for m in sent if not got.get(m)]
+        for m in lost:
+            j = d.job(m)
+            print(f"[soak] {m} not in the mailbox; job:", {k: j[k] for k in ("state", "attempts", "last_code",
+                  "last_error", "rfc_message_id", "uncertain")} if j else None, flush=True)
+            print(d.cli("trace", m).stdout, flush=True)
+            qids = re.findall(r"queued as (\w+)", d.cli("trace", m).stdout)
+            print("\n".join(l for l in srv.maillog().splitlines() if any(q in l for q in qids) or m in l), flush=True)
         for m in ours:
             print(f"[soak] {m} submitted twice, Postfix queue ids {got[m]}:", flush=True)
             print(d.cli("trace", m).stdout, flush=True)
@@ -157,7 +178,7 @@ def main():
         print(json.dumps({
             "minutes": args.minutes, "webhooks_acknowledged": len(sent), "replies_sent": len(replies),
             "restarts": restarts,
-            "outbound_lost": sum(1 for m in sent if not got.get(m)),
+            "outbound_lost": len(lost),
             "outbound_duplicated": len(ours),
             "outbound_duplicated_downstream": len(downstream),
             # with --kill-bridge: the documented crash windows, as the daemon logged them
