@@ -1290,25 +1290,17 @@ static const struct prune_spec prune_jobs = {
 	"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE id < ?2 AND state IN ('sent','failed') "
 	"AND report_state != 'pending' AND updated_at < ?1 ORDER BY id " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
 };
-static const struct prune_spec prune_webhooks = {
-	"SELECT rowid FROM webhook_seen WHERE received_at >= ?1 ORDER BY rowid LIMIT 1",
-	"DELETE FROM webhook_seen WHERE rowid IN (SELECT rowid FROM webhook_seen WHERE rowid < ?2 "
-	"ORDER BY rowid " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
-};
-static const struct prune_spec prune_inbound = {
-	"SELECT rowid FROM inbound_seen WHERE created_at >= ?1 ORDER BY rowid LIMIT 1",
-	"DELETE FROM inbound_seen WHERE rowid IN (SELECT rowid FROM inbound_seen WHERE rowid < ?2 "
-	"ORDER BY rowid " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
-};
-static const struct prune_spec prune_threads = {
-	"SELECT rowid FROM message_map WHERE created_at >= ?1 ORDER BY rowid LIMIT 1",
-	"DELETE FROM message_map WHERE rowid IN (SELECT rowid FROM message_map WHERE rowid < ?2 "
-	"ORDER BY rowid " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
-};
-static const struct prune_spec prune_events = {
-	"SELECT id FROM events WHERE at >= ?1 ORDER BY id LIMIT 1",
-	"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < ?2 ORDER BY id " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
-};
+/* A table pruned by age alone: rows whose rowid lies below the first row
+ * at or after the cutoff (events.id is its rowid). */
+#define PRUNE_BY_AGE(table, time_col) { \
+	"SELECT rowid FROM " table " WHERE " time_col " >= ?1 ORDER BY rowid LIMIT 1", \
+	"DELETE FROM " table " WHERE rowid IN (SELECT rowid FROM " table " WHERE rowid < ?2 " \
+	"ORDER BY rowid " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")", \
+}
+static const struct prune_spec prune_webhooks = PRUNE_BY_AGE("webhook_seen", "received_at");
+static const struct prune_spec prune_inbound = PRUNE_BY_AGE("inbound_seen", "created_at");
+static const struct prune_spec prune_threads = PRUNE_BY_AGE("message_map", "created_at");
+static const struct prune_spec prune_events = PRUNE_BY_AGE("events", "at");
 
 /* Rows removed, or -1 on a store error (logged). */
 static int64_t
