@@ -36,6 +36,14 @@ cmp_uid(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static void
+drop_window(struct imap_session *s)
+{
+	free(s->window);
+	s->window = NULL;
+	s->n_window = 0;
+}
+
 /* After a UIDVALIDITY change the UIDs up to rescan_upto are the old mail
  * renumbered. Only what arrived within [store] keep_days is read again:
  * the window the dedupe table remembers (store_prune); older mail is
@@ -64,9 +72,7 @@ load_window(struct imap_session *s, char **error_r)
 		*error_r = imap_error(imap, "UID SEARCH SINCE", r);
 		return -1;
 	}
-	free(s->window);
-	s->window = NULL;
-	s->n_window = 0;
+	drop_window(s);
 	s->have_window = true;
 	if (r != MAILIMAP_NO_ERROR) {
 		log_warn("imap: locationId=%s UID SEARCH SINCE refused (libetpan %d): re-reading every message",
@@ -113,9 +119,7 @@ imap_session_close(struct imap_session *s, bool polite)
 	mailimap_free(imap);
 	s->imap = NULL;
 	s->idling = false;
-	free(s->window);
-	s->window = NULL;
-	s->n_window = 0;
+	drop_window(s);
 	s->have_window = false;
 }
 
@@ -395,9 +399,7 @@ imap_session_catchup(struct imap_session *s, char **error_r)
 		log_info("imap: locationId=%s re-read after the UIDVALIDITY change done", s->loc->id);
 		s->rescan_upto = 0;
 		checkpoint(s);
-		free(s->window);    /* an idle watcher keeps no more than it needs */
-		s->window = NULL;
-		s->n_window = 0;
+		drop_window(s);     /* an idle watcher keeps no more than it needs */
 	}
 	return ret;
 }
