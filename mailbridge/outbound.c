@@ -256,11 +256,17 @@ count_accepted(json_t *rcpt_state)
 	return n;
 }
 
+/* Right before DATA. The threading record goes in the same commit: replies
+ * can only come once the relay may hold the message, which is from here. */
 static void
 mark_sending(void *arg)
 {
 	struct job_ctx *c = arg;
-	store_job_mark_sending(c->ob->app->store, c->job->id, c->message_id);
+	struct msgmap m = { .rfc_message_id = c->message_id, .location_id = c->loc->id,
+		.ghl_message_id = c->p->message_id, .email_message_id = c->p->email_message_id,
+		.contact_id = c->p->contact_id, .conversation_id = c->p->conversation_id,
+		.references = c->references, .reply_token = c->reply_token };
+	store_job_mark_sending(c->ob->app->store, c->job->id, &m);
 }
 
 /* Ends the attempt in the store; wakes a reporter when a status is due. */
@@ -269,19 +275,18 @@ outbound_finish(struct job_ctx *c, const char *state, int64_t next_at, int code,
     const char *report)
 {
 	char *rs = json_dumps(c->rcpt_state ? c->rcpt_state : json_object(), JSON_COMPACT);
-	store_job_finish(c->ob->app->store, c->job->id, state, next_at, code, error, report, rs, c->uncertain);
+	/* the relay's last words (e.g. Postfix's queue id) for `trace` */
+	const char *said = error ? error : c->reply_text ? c->reply_text : "";
+	char *ev = xasprintf("attempt %d: %s <%s>; %d %s", c->job->attempts, state,
+	    c->message_id ? c->message_id : "-", code, said);
+
+	store_job_finish(c->ob->app->store, c->job->id, state, next_at, code, error, report, rs, c->uncertain,
+	    c->job->message_id, ev);
 	metrics_inc(!strcmp(state, JOB_QUEUED) ? M_JOB_RETRIES : !strcmp(state, JOB_SENT) ? M_JOB_SENT : M_JOB_FAILED);
 	free(rs);
+	free(ev);
 	log_info("outbound: messageId=%s locationId=%s state=%s attempt=%d%s%s", c->job->message_id,
 	    c->job->location_id, state, c->job->attempts, error ? " reason=" : "", error ? error : "");
-	{
-		/* the relay's last words (e.g. Postfix's queue id) for `trace` */
-		const char *said = error ? error : c->reply_text ? c->reply_text : "";
-		char *ev = xasprintf("attempt %d: %s <%s>; %d %s", c->job->attempts, state,
-		    c->message_id ? c->message_id : "-", code, said);
-		store_event(c->ob->app->store, c->job->message_id, "send", ev);
-		free(ev);
-	}
 	/* a sent job may carry a report that arrived while it was being sent */
 	if (report || !strcmp(state, JOB_SENT)) {
 		pthread_mutex_lock(&c->ob->lock);
@@ -435,13 +440,6 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	if (c.p->kind != PAYLOAD_EMAIL) {
 		outbound_plugin_send(&c);
 		goto out;
-	}
-	{
-		struct msgmap m = { .rfc_message_id = c.message_id, .location_id = c.loc->id,
-			.ghl_message_id = c.p->message_id, .email_message_id = c.p->email_message_id,
-			.contact_id = c.p->contact_id, .conversation_id = c.p->conversation_id,
-			.references = c.references, .reply_token = c.reply_token };
-		store_msgmap_put(app->store, &m);
 	}
 	if (job->uncertain && outbound_found_at_relay(&c))
 		goto out;
@@ -609,9 +607,8 @@ report_one(struct outbound *ob, struct job *job)
 		store_report_defer(st, job->id, now_ms() + res.retry_after_ms);
 	else switch (res.cls) {
 	case GHL_OK:
-		store_report_finish(st, job->id, REPORT_DONE, 0, NULL);
+		store_report_finish(st, job->id, REPORT_DONE, 0, NULL, job->message_id, job->report_status);
 		metrics_inc(M_REPORT_POSTED);
-		store_event(st, job->message_id, "status", job->report_status);
 		log_info("report: messageId=%s status=%s posted traceId=%s", job->message_id,
 		    job->report_status, res.trace_id ? res.trace_id : "-");
 		break;
@@ -624,11 +621,11 @@ report_one(struct outbound *ob, struct job *job)
 		metrics_inc(M_REPORT_RETRY);
 		if (res.cls == GHL_RETRY && job->report_attempts >= REPORT_MAX_ATTEMPTS) {
 			metrics_inc(M_REPORT_GAVE_UP);
-			store_report_finish(st, job->id, REPORT_GAVE_UP, 0, res.error);
+			store_report_finish(st, job->id, REPORT_GAVE_UP, 0, res.error, NULL, NULL);
 			log_error("report: messageId=%s gave up after %d attempts: %s", job->message_id,
 			    job->report_attempts, res.error ? res.error : "?");
 		} else {
-			store_report_finish(st, job->id, REPORT_PENDING, now_ms() + d, res.error);
+			store_report_finish(st, job->id, REPORT_PENDING, now_ms() + d, res.error, NULL, NULL);
 			log_debug("report: messageId=%s retry in %lld ms: %s", job->message_id, (long long)d,
 			    res.error ? res.error : "?");
 		}
@@ -636,7 +633,7 @@ report_one(struct outbound *ob, struct job *job)
 	}
 	case GHL_PERMANENT:
 		metrics_inc(M_REPORT_GAVE_UP);
-		store_report_finish(st, job->id, REPORT_GAVE_UP, 0, res.error);
+		store_report_finish(st, job->id, REPORT_GAVE_UP, 0, res.error, NULL, NULL);
 		log_error("report: messageId=%s refused status=%ld: %s traceId=%s", job->message_id, res.status,
 		    res.error ? res.error : "?", res.trace_id ? res.trace_id : "-");
 		break;

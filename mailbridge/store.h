@@ -75,13 +75,19 @@ int store_job_payload(struct store *st, struct job *job);
 int store_job_claim(struct store *st, int64_t now, struct job **job_r);
 /* Earliest next_at among queued jobs, or -1 when none. */
 int64_t store_job_next_due(struct store *st);
-int store_job_mark_sending(struct store *st, int64_t id, const char *rfc_message_id);
+struct msgmap;
+/* Right before DATA: the job is "sending" (a crash from here on makes it
+ * uncertain), and m, the threading record replies will need, is stored in
+ * the same commit. */
+int store_job_mark_sending(struct store *st, int64_t id, const struct msgmap *m);
 /* Ends an attempt. state is JOB_QUEUED (retry at next_at), JOB_SENT or
  * JOB_FAILED; report_status non-NULL queues a status update; rcpt_state
  * non-NULL replaces the per-recipient record (so a retry skips them);
- * uncertain: the attempt ended after the final dot with no reply. */
+ * uncertain: the attempt ended after the final dot with no reply. event,
+ * if set, is the "send" event for message_id's trace, in the same commit. */
 int store_job_finish(struct store *st, int64_t id, const char *state, int64_t next_at,
-    int code, const char *error, const char *report_status, const char *rcpt_state, bool uncertain);
+    int code, const char *error, const char *report_status, const char *rcpt_state, bool uncertain,
+    const char *message_id, const char *event);
 /* After a crash: claimed -> queued; sending -> queued and uncertain (see
  * README). Returns how many jobs were found in "sending" or -1. */
 int store_job_recover(struct store *st);
@@ -99,8 +105,10 @@ void store_memory(struct store *st, int64_t *heap_r, int64_t *file_r);
 /* Status reports: claim takes a lease of lease_ms so two reporters never
  * post the same report and a crash only delays it. */
 int store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct job **job_r);
+/* posted, if set, is the status HighLevel took: a "status" event for
+ * message_id's trace, in the same commit. */
 int store_report_finish(struct store *st, int64_t id, const char *report_state,
-    int64_t next_at, const char *error);
+    int64_t next_at, const char *error, const char *message_id, const char *posted);
 /* Puts a claimed report back for next_at without counting the attempt
  * (it was never sent: our own rate limiter held it). */
 int store_report_defer(struct store *st, int64_t id, int64_t next_at);

@@ -1,7 +1,8 @@
 /* store: schema 5 moves payloads out of the jobs table, 6 adds the re-read
  * mark to IMAP checkpoints; an existing database must come through with
  * every job, its payload, its emailMessageId and every checkpoint, and
- * job_add must keep storing each webhook once.
+ * job_add must keep storing each webhook once; a job's state changes
+ * commit together with their trace events and threading record.
  * Retention (store_prune) forgets exactly the finished work outside its
  * window, across more than one batch. */
 #include "store.h"
@@ -44,6 +45,64 @@ exec_raw(sqlite3 *db, const char *sql)
 		fprintf(stderr, "%s: %s\n", sql, sqlite3_errmsg(db));
 		abort();
 	}
+}
+
+/* Appends "kind " or "kind:detail " (webhook events without detail). */
+static void
+collect_kinds(int64_t at, const char *message_id, const char *kind, const char *detail, void *arg)
+{
+	char *out = arg;
+	size_t n = strlen(out);
+	(void)at;
+	(void)message_id;
+	snprintf(out + n, 256 - n, "%s%s%s ", kind, strcmp(kind, "webhook") && detail ? ":" : "",
+	    strcmp(kind, "webhook") && detail ? detail : "");
+}
+
+/* A journey on a fresh store: each state change commits with what goes
+ * with it (threading record, trace event), or not at all. */
+static void
+test_journey(void)
+{
+	static char jdir[] = "/tmp/mb-test-journey-XXXXXX";
+	static const char want[] = "webhook send:attempt 1: sent; 250 queued as ABC status:delivered ";
+	struct store *st;
+	struct job *j = NULL, *rj = NULL;
+	struct msgmap mm = { .rfc_message_id = "r3@mail.test", .location_id = "L1",
+		.ghl_message_id = "mj", .reply_token = "tok3" };
+	struct msgmap *got = NULL;
+	char *err = NULL, cmd[128], seen[256] = "";
+
+	if (!mkdtemp(jdir) || !(st = store_open(jdir, &err))) {
+		fprintf(stderr, "test_journey: %s\n", err ? err : "mkdtemp");
+		abort();
+	}
+	CHECK(store_job_add(st, "mj", "L1", "Email", NULL, "{}") == 1);
+	CHECK(store_job_claim(st, now_ms() + 1000, &j) == 1 && j);
+	CHECK(j && store_job_mark_sending(st, j->id, &mm) == 1);
+	CHECK(store_msgmap_get(st, "token", "L1", "tok3", &got) == 1 && got &&
+	    strcmp(got->rfc_message_id, "r3@mail.test") == 0);
+	msgmap_free(got);
+	/* a failing step rolls back the whole commit: no thread without its job */
+	mm.rfc_message_id = "orphan@mail.test";
+	mm.reply_token = "tok-orphan";
+	got = NULL;
+	CHECK(store_job_mark_sending(st, 999999, &mm) == -1);
+	CHECK(store_msgmap_get(st, "token", "L1", "tok-orphan", &got) == 0 && !got);
+	CHECK(j && store_job_finish(st, j->id, JOB_SENT, 0, 250, NULL, "delivered", NULL, false,
+	    "mj", "attempt 1: sent; 250 queued as ABC") == 1);
+	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 1 && rj && rj->id == j->id);
+	CHECK(rj && store_report_finish(st, rj->id, REPORT_DONE, 0, NULL, "mj", "delivered") == 1);
+	job_free(rj);
+	CHECK(store_events_each(st, "mj", collect_kinds, seen) >= 0);
+	CHECK(strcmp(seen, want) == 0);
+	if (strcmp(seen, want) != 0)
+		fprintf(stderr, "events: %s\n", seen);
+	job_free(j);
+	store_close(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", jdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", jdir);
 }
 
 /* Jobs named by what they are: old (created 40 days ago) or new, their
@@ -227,5 +286,6 @@ main(void)
 			fprintf(stderr, "cannot remove %s\n", dir);
 	}
 	test_prune();
+	test_journey();
 	return test_done("test_store");
 }
