@@ -261,18 +261,15 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 				    xasprintf("%s <%s>", parent->references, parent->rfc_message_id) :
 				    xasprintf("<%s>", parent->rfc_message_id);
 			mm.references = refs;
-			store_msgmap_put(app->store, &mm);
 		}
-		store_inbound_record(app->store, loc->id, key, "posted", ghl_id, NULL, summary, NULL, 0);
-		metrics_inc(M_INBOUND_POSTED);
 		{
-			/* under the thread's message (if any) and under the reply itself */
+			/* trace events under the thread's message (if any) and under the reply */
 			char *ev = xasprintf("reply from %s <%s> posted as %s", m->from_addr, key, ghl_id);
-			if (parent && parent->ghl_message_id)
-				store_event(app->store, parent->ghl_message_id, "reply", ev);
-			store_event(app->store, ghl_id, "inbound", ev);
+			store_inbound_posted(app->store, loc->id, key, ghl_id, summary, m->message_id ? &mm : NULL,
+			    parent ? parent->ghl_message_id : NULL, ev);
 			free(ev);
 		}
+		metrics_inc(M_INBOUND_POSTED);
 		log_info("inbound: posted locationId=%s messageId=%s thread=%s attachments=%zu traceId=%s", loc->id,
 		    ghl_id, parent ? "reply" : "new", json_array_size(atts), res.trace_id ? res.trace_id : "-");
 		free(refs);

@@ -1137,6 +1137,12 @@ store_inbound_state(struct store *st, const char *location_id, const char *key, 
 	    "WHERE location_id=?1 AND dedupe_key=?2", "ss", location_id, key);
 }
 
+#define INBOUND_UPSERT "INSERT INTO inbound_seen (location_id, dedupe_key, state, ghl_message_id, error, " \
+	"summary, raw, attempts, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8) " \
+	"ON CONFLICT(location_id, dedupe_key) DO UPDATE SET state=excluded.state, " \
+	"ghl_message_id=excluded.ghl_message_id, error=excluded.error, " \
+	"summary=COALESCE(excluded.summary, summary), raw=excluded.raw, attempts=attempts+1"
+
 int
 store_inbound_record(struct store *st, const char *location_id, const char *key, const char *state,
     const char *ghl_message_id, const char *error, const char *summary, const void *raw, size_t raw_len)
@@ -1145,11 +1151,7 @@ store_inbound_record(struct store *st, const char *location_id, const char *key,
 	int ret = -1;
 
 	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st,
-	    "INSERT INTO inbound_seen (location_id, dedupe_key, state, ghl_message_id, error, summary, raw, "
-	    "attempts, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8) ON CONFLICT(location_id, dedupe_key) DO UPDATE "
-	    "SET state=excluded.state, ghl_message_id=excluded.ghl_message_id, error=excluded.error, "
-	    "summary=COALESCE(excluded.summary, summary), raw=excluded.raw, attempts=attempts+1")) != NULL) {
+	if ((stmt = store_stmt(st, INBOUND_UPSERT)) != NULL) {
 		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 3, state, -1, SQLITE_STATIC);
@@ -1169,6 +1171,25 @@ store_inbound_record(struct store *st, const char *location_id, const char *key,
 	if (store_unlock_write(st, ret > 0) < 0)   /* durable: see store_exec_v */
 		ret = -1;
 	return ret;
+}
+
+int
+store_inbound_posted(struct store *st, const char *location_id, const char *key, const char *ghl_message_id,
+    const char *summary, const struct msgmap *m, const char *parent_ghl_id, const char *event)
+{
+	int64_t now = now_ms();
+
+	if (store_tx_begin(st, "inbound posted") < 0)
+		return -1;
+	if (m)
+		store_tx_step(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
+	store_tx_step(st, INBOUND_UPSERT, "sssssssi", location_id, key, "posted", ghl_message_id,
+	    (const char *)NULL, summary, (const char *)NULL, now);
+	if (parent_ghl_id)
+		store_tx_step(st, EVENT_INSERT, "isss", now, parent_ghl_id, "reply", event);
+	store_tx_step(st, EVENT_INSERT, "isss", now, ghl_message_id, "inbound", event);
+	/* durable: HighLevel has it; a re-read must not post it again */
+	return store_tx_end(st, "inbound posted", true) < 0 ? -1 : 1;
 }
 
 int

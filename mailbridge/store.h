@@ -167,6 +167,11 @@ int store_checkpoint_put(struct store *st, const char *account, const struct ima
 int store_inbound_state(struct store *st, const char *location_id, const char *key, char **state_r);
 int store_inbound_record(struct store *st, const char *location_id, const char *key, const char *state,
     const char *ghl_message_id, const char *error, const char *summary, const void *raw, size_t raw_len);
+/* HighLevel took the message: the "posted" record, the threading record m
+ * (if any) and the trace events ("reply" under the parent's id, if any;
+ * "inbound" under the new one) in one durable commit. */
+int store_inbound_posted(struct store *st, const char *location_id, const char *key, const char *ghl_message_id,
+    const char *summary, const struct msgmap *m, const char *parent_ghl_id, const char *event);
 struct inbound_row {
 	const char *location_id, *key, *state, *ghl_message_id, *error, *summary;
 	int attempts;

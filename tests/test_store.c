@@ -98,6 +98,23 @@ test_journey(void)
 	CHECK(strcmp(seen, want) == 0);
 	if (strcmp(seen, want) != 0)
 		fprintf(stderr, "events: %s\n", seen);
+	/* a reply posted: record, thread and both events together */
+	{
+		struct msgmap rm = { .rfc_message_id = "reply@x.test", .location_id = "L1",
+			.ghl_message_id = "g-reply", .alt_id = "reply@x.test" };
+		char *state = NULL;
+		seen[0] = '\0';
+		got = NULL;
+		CHECK(store_inbound_posted(st, "L1", "reply@x.test", "g-reply", "from a", &rm, "mj", "posted") == 1);
+		CHECK(store_inbound_state(st, "L1", "reply@x.test", &state) == 1 && state && !strcmp(state, "posted"));
+		free(state);
+		CHECK(store_msgmap_get(st, "alt", "L1", "reply@x.test", &got) == 1 && got &&
+		    !strcmp(got->ghl_message_id, "g-reply"));
+		msgmap_free(got);
+		CHECK(store_events_each(st, "mj", collect_kinds, seen) >= 0 && strstr(seen, "reply:posted "));
+		seen[0] = '\0';
+		CHECK(store_events_each(st, "g-reply", collect_kinds, seen) >= 0 && !strcmp(seen, "inbound:posted "));
+	}
 	job_free(j);
 	store_close(st);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", jdir);
