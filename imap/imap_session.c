@@ -160,7 +160,7 @@ imap_session_connect(struct imap_session *s, char **error_r)
 	/* our stream: poll() not select(), certificates checked in the
 	 * handshake, small buffers (netstream.h) */
 	stream = netstream_connect(c->host, (int)c->port, c->tls_mode == TLS_MODE_IMPLICIT ? &tls : NULL,
-	    IMAP_TIMEOUT_S, error_r);
+	    IMAP_TIMEOUT_S, NETSTREAM_BUFFER_SMALL, error_r);
 	if (!stream)
 		goto fail;
 	netstream_imap_responses(stream);

@@ -18,7 +18,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define NETSTREAM_BUFFER 4096
 
 struct netstream {
 	int fd;
@@ -363,7 +362,8 @@ tls_handshake(struct netstream *ns, const char *host, const struct netstream_tls
 }
 
 mailstream *
-netstream_connect(const char *host, int port, const struct netstream_tls *tls, int timeout, char **error_r)
+netstream_connect(const char *host, int port, const struct netstream_tls *tls, int timeout, size_t buffer,
+    char **error_r)
 {
 	struct netstream *ns;
 	mailstream_low *low;
@@ -381,7 +381,7 @@ netstream_connect(const char *host, int port, const struct netstream_tls *tls, i
 	}
 	low = mailstream_low_new(ns, &netstream_driver);
 	mailstream_low_set_timeout(low, (unsigned long)timeout);
-	s = mailstream_new(low, NETSTREAM_BUFFER);
+	s = mailstream_new(low, buffer);
 	return s;
 }
 

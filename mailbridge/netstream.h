@@ -19,11 +19,18 @@ struct netstream_tls {
 	const char *ca_file;       /* NULL: system trust store */
 };
 
+/* Stream buffer sizes (libetpan's read and write buffer, each): small for
+ * the many idle IMAP connections; bulk for SMTP, where one message should
+ * leave in a few writes rather than one per 4 KiB (each write wakes the
+ * relay's smtpd: 35 KB messages went out in 9 writes). */
+#define NETSTREAM_BUFFER_SMALL 4096
+#define NETSTREAM_BUFFER_BULK  65536
+
 /* Connects to host:port within timeout seconds; TLS from the first byte
  * when tls is non-NULL. Returns a stream for mailimap_connect /
  * mailsmtp_connect, or NULL with *error_r (malloc'd). */
 mailstream *netstream_connect(const char *host, int port, const struct netstream_tls *tls,
-    int timeout, char **error_r);
+    int timeout, size_t buffer, char **error_r);
 
 /* Upgrades a plain stream in place after the server accepted STARTTLS.
  * host is the name to verify. 0 or -1 with *error_r. */

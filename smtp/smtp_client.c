@@ -155,7 +155,7 @@ smtp_send(struct smtp_conn **connp, const struct smtp_params *p, const struct sm
 			/* our stream: certificates verified in the handshake, poll()
 			 * not select(), no Nagle delay on the final dot (netstream.h) */
 			stream = netstream_connect(p->host, p->port, p->tls == TLS_MODE_IMPLICIT ? &tls : NULL,
-			    p->timeout, &err);
+			    p->timeout, NETSTREAM_BUFFER_BULK, &err);
 			if (!stream) {
 				set_error(res, err);
 				free(err);
