@@ -103,21 +103,26 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 	{
 		/* what a soak watches: RSS, and how much of it is SQLite's */
 		int64_t heap, file;
-		long pages = 0;
+		long pages = 0, shared = 0;
 		FILE *statm = fopen("/proc/self/statm", "r");
 		if (statm) {
-			if (fscanf(statm, "%*d %ld", &pages) != 1)
-				pages = 0;
+			if (fscanf(statm, "%*d %ld %ld", &pages, &shared) != 2)
+				pages = shared = 0;
 			fclose(statm);
 		}
 		store_memory(app->store, &heap, &file);
+		/* anonymous = resident minus file-backed pages (library code as it
+		 * is first run): the part that grows if memory leaks */
 		fprintf(f, "# HELP process_resident_memory_bytes Resident memory\n"
 		    "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %lld\n"
+		    "# HELP mailbridge_resident_anon_bytes Resident memory not backed by files (heap, stacks)\n"
+		    "# TYPE mailbridge_resident_anon_bytes gauge\nmailbridge_resident_anon_bytes %lld\n"
 		    "# HELP mailbridge_store_memory_bytes SQLite heap (page cache, statements)\n"
 		    "# TYPE mailbridge_store_memory_bytes gauge\nmailbridge_store_memory_bytes %lld\n"
 		    "# HELP mailbridge_store_file_bytes Database size (see [store] keep_days)\n"
 		    "# TYPE mailbridge_store_file_bytes gauge\nmailbridge_store_file_bytes %lld\n",
-		    (long long)pages * sysconf(_SC_PAGESIZE), (long long)heap, (long long)file);
+		    (long long)pages * sysconf(_SC_PAGESIZE), (long long)(pages - shared) * sysconf(_SC_PAGESIZE),
+		    (long long)heap, (long long)file);
 	}
 	if (app->ghl) {
 		fprintf(f, "# HELP mailbridge_highlevel_requests_today Requests made today per location (daily budget)\n"

@@ -404,6 +404,10 @@ class TestOutbound(unittest.TestCase):
         with open(f"/proc/{d.proc.pid}/status") as f:
             rss = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
         self.assertLess(abs(values["process_resident_memory_bytes"] - rss), rss * 0.5)
+        with open(f"/proc/{d.proc.pid}/status") as f:
+            anon = next(int(l.split()[1]) * 1024 for l in f if l.startswith("RssAnon:"))
+        self.assertTrue(0 < values["mailbridge_resident_anon_bytes"] < values["process_resident_memory_bytes"])
+        self.assertLess(abs(values["mailbridge_resident_anon_bytes"] - anon), anon * 0.5)
         self.assertGreater(values["mailbridge_store_memory_bytes"], 0)
         # pages not yet checkpointed from the WAL count too
         db = sum(os.path.getsize(os.path.join(d.dir, "data", n)) for n in ("mailbridge.db", "mailbridge.db-wal")
