@@ -391,6 +391,8 @@ outbound_found_at_relay(struct job_ctx *c)
 		    "sending again", c->job->message_id);
 		return false;
 	}
+	log_info("outbound: messageId=%s was interrupted after DATA; the relay's log shows it queued as %s: "
+	    "not sent again", c->job->message_id, qid);
 	said = xasprintf("queued as %s (found in the relay's log after an interrupted attempt; not sent again)", qid);
 	n = outbound_rcpts(c, &rcpts);
 	for (size_t i = 0; i < n; i++)

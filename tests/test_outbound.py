@@ -463,6 +463,7 @@ class TestZCrashRecovery(unittest.TestCase):
             self.assertFalse(j["uncertain"])
             self.assertEqual([s["status"] for s in statuses(kept)[n_status:]], ["delivered"])
             self.assertIn("found in the relay's log after an interrupted attempt", d.cli("trace", kept).stdout)
+            self.assertIn(f"messageId={kept} was interrupted after DATA; the relay's log shows it queued as", d.log())
             self.assertEqual(copies_after_sent([kept]), [1])
             # the absent one is tried again (its relay is down: queued, no longer uncertain)
             j = d.wait_job(absent, lambda j: j["attempts"] >= 2 and j["state"] == "queued")
