@@ -337,7 +337,8 @@ store_exec(struct store *st, const char *sql, const char *fmt, ...)
  * written once) and no trace event without the state change it tells of.
  * store_tx_begin takes the lock; store_tx_step runs one statement inside
  * (sqlite3_changes(), or -1 logged); setting tx_failed, or a failed step,
- * makes store_tx_end roll back; it unlocks and returns 0 or -1. */
+ * makes store_tx_end roll back; it unlocks and returns 0 or -1.
+ * store_tx_extra is a step that may fail alone. */
 /* BEGIN, COMMIT or ROLLBACK from the statement cache (sqlite3_exec would
  * parse them on every call: 2 % of the daemon's CPU under load). */
 static int
@@ -367,17 +368,14 @@ store_tx_begin(struct store *st, const char *what)
 }
 
 static int
-store_tx_step(struct store *st, const char *sql, const char *fmt, ...)
+store_tx_step_v(struct store *st, bool extra, const char *sql, const char *fmt, va_list ap)
 {
 	sqlite3_stmt *stmt;
-	va_list ap;
 	int r, changes = -1;
 
 	if (st->tx_failed)
 		return -1;
-	va_start(ap, fmt);
 	stmt = store_prepare(st, sql, fmt, ap);
-	va_end(ap);
 	if (stmt) {
 		r = sqlite3_step(stmt);
 		if (r == SQLITE_DONE || r == SQLITE_ROW)
@@ -386,9 +384,37 @@ store_tx_step(struct store *st, const char *sql, const char *fmt, ...)
 	}
 	if (changes < 0) {
 		store_log_error(st, "write");
-		st->tx_failed = true;
+		/* a failed statement is undone alone while the transaction
+		 * stays open (a constraint); then an extra may be dropped */
+		if (!extra || sqlite3_get_autocommit(st->db))
+			st->tx_failed = true;
 	}
 	return changes;
+}
+
+static int
+store_tx_step(struct store *st, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+	va_start(ap, fmt);
+	r = store_tx_step_v(st, false, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* A step whose failure must not undo the change it goes with: a trace
+ * event, or a threading record (a send must still be marked, a post
+ * still recorded, or it would be repeated). */
+static int
+store_tx_extra(struct store *st, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+	va_start(ap, fmt);
+	r = store_tx_step_v(st, true, sql, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 static int
@@ -726,7 +752,7 @@ store_job_mark_sending(struct store *st, int64_t id, const struct msgmap *m)
 	if (store_tx_begin(st, "mark sending") < 0)
 		return -1;
 	if (m)
-		store_tx_step(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
+		store_tx_extra(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
 	if (store_tx_step(st, "UPDATE jobs SET state='sending', rfc_message_id=?2, updated_at=?3 WHERE id=?1",
 	    "isi", id, m ? m->rfc_message_id : NULL, now_ms()) == 1)
 		r = 1;
@@ -762,7 +788,7 @@ store_job_finish(struct store *st, int64_t id, const char *state, int64_t next_a
 	    "isiisissi", id, state, next_at, (int64_t)code, error, now, report_status, rcpt_state,
 	    (int64_t)(uncertain ? 1 : 0));
 	if (event)
-		store_tx_step(st, EVENT_INSERT, "isss", now, message_id, "send", event);
+		store_tx_extra(st, EVENT_INSERT, "isss", now, message_id, "send", event);
 	if (store_tx_end(st, "job finish", false) < 0)
 		return -1;
 	return r == 1 ? 1 : -1;
@@ -854,7 +880,7 @@ store_report_finish(struct store *st, int64_t id, const char *report_state, int6
 	r = store_tx_step(st, "UPDATE jobs SET report_state=?2, report_next_at=?3, report_error=?4 WHERE id=?1",
 	    "isis", id, report_state, next_at, error);
 	if (posted)
-		store_tx_step(st, EVENT_INSERT, "isss", now_ms(), message_id, "status", posted);
+		store_tx_extra(st, EVENT_INSERT, "isss", now_ms(), message_id, "status", posted);
 	if (store_tx_end(st, "report finish", false) < 0)
 		return -1;
 	return r == 1 ? 1 : -1;
@@ -1197,12 +1223,12 @@ store_inbound_posted(struct store *st, const char *location_id, const char *key,
 	if (store_tx_begin(st, "inbound posted") < 0)
 		return -1;
 	if (m)
-		store_tx_step(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
+		store_tx_extra(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
 	store_tx_step(st, INBOUND_UPSERT, "sssssssi", location_id, key, "posted", ghl_message_id,
 	    (const char *)NULL, summary, (const char *)NULL, now);
 	if (parent_ghl_id)
-		store_tx_step(st, EVENT_INSERT, "isss", now, parent_ghl_id, "reply", event);
-	store_tx_step(st, EVENT_INSERT, "isss", now, ghl_message_id, "inbound", event);
+		store_tx_extra(st, EVENT_INSERT, "isss", now, parent_ghl_id, "reply", event);
+	store_tx_extra(st, EVENT_INSERT, "isss", now, ghl_message_id, "inbound", event);
 	/* durable: HighLevel has it; a re-read must not post it again */
 	return store_tx_end(st, "inbound posted", true) < 0 ? -1 : 1;
 }

@@ -89,6 +89,19 @@ test_journey(void)
 	got = NULL;
 	CHECK(store_job_mark_sending(st, 999999, &mm) == -1);
 	CHECK(store_msgmap_get(st, "token", "L1", "tok-orphan", &got) == 0 && !got);
+	/* but a thread that cannot be recorded (its reply token taken) does
+	 * not keep the send from being marked */
+	{
+		struct job *k = NULL, *kk = NULL;
+		struct msgmap clash = { .rfc_message_id = "clash@mail.test", .location_id = "L1", .reply_token = "tok3" };
+		CHECK(store_job_add(st, "mk", "L1", "Email", NULL, "{}") == 1);
+		CHECK(store_job_claim(st, now_ms() + 1000, &k) == 1 && k);
+		CHECK(k && store_job_mark_sending(st, k->id, &clash) == 1);
+		CHECK(store_job_get(st, "mk", &kk) == 1 && kk && !strcmp(kk->state, "sending"));
+		CHECK(store_msgmap_get(st, "rfc", "L1", "clash@mail.test", &got) == 0 && !got);
+		job_free(k);
+		job_free(kk);
+	}
 	CHECK(j && store_job_finish(st, j->id, JOB_SENT, 0, 250, NULL, "delivered", NULL, false,
 	    "mj", "attempt 1: sent; 250 queued as ABC") == 1);
 	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 1 && rj && rj->id == j->id);
