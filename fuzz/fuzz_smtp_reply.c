@@ -1,7 +1,9 @@
 /* Fuzz target: everything an SMTP relay can say back to smtp_send (the
  * greeting, EHLO extensions, AUTH challenges, per-recipient replies,
- * multi-line and enhanced-status text, the reply to the final dot, what a
- * reused connection answers to NOOP and RSET) and how smtp_policy reads it.
+ * multi-line and enhanced-status text, the replies to a pipelined
+ * envelope, the reply to the final dot, what a reused connection answers
+ * (or its silence, which sends the message again on a new connection) and
+ * to RSET) and how smtp_policy reads it.
  *
  * The relay is a loopback socket fed from the input (relay.h): the bytes
  * after the first are what it says. The first byte picks the client
@@ -68,7 +70,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_result(&res, env.n_rcpts);
 	smtp_result_clear(&res);
 	if (conn && (opt & 0x40)) {
-		/* the kept connection: NOOP, then a second transaction (or RSET) */
+		/* the kept connection: a second transaction (or RSET) */
 		smtp_send(&conn, &p, &env, msg, sizeof(msg) - 1, NULL, NULL, &res);
 		check_result(&res, env.n_rcpts);
 		smtp_result_clear(&res);

@@ -116,25 +116,178 @@ set_error(struct smtp_result *res, const char *text)
 	res->reply.text = xstrdup(text);
 }
 
+static void
+copy_reply(struct smtp_reply *to, const struct smtp_reply *from)
+{
+	free(to->text);
+	to->code = from->code;
+	to->text = xstrdup(from->text ? from->text : "");
+}
+
+/* More lines than this in one reply: a broken or hostile relay. */
+#define SMTP_REPLY_MAX_LINES 100
+
+/* Reads one whole reply into out, as libetpan's own reader does (text
+ * after the code, lines joined by a space): libetpan has no call that
+ * reads a reply without sending a command, which pipelining needs.
+ * Returns the code, or 0 if the stream failed or the reply is malformed. */
+static int
+read_reply(mailstream *stream, struct smtp_reply *out)
+{
+	MMAPString *line = mmap_string_new(""), *text = mmap_string_new("");
+	int code = 0;
+
+	for (int n = 0; n < SMTP_REPLY_MAX_LINES; n++) {
+		const char *l = mailstream_read_line_remove_eol(stream, line);
+		int c;
+		if (!l || strlen(l) < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' ||
+		    l[2] < '0' || l[2] > '9' || (l[3] && l[3] != ' ' && l[3] != '-'))
+			break;
+		c = (l[0] - '0') * 100 + (l[1] - '0') * 10 + (l[2] - '0');
+		if (n > 0 && c != code)
+			break;             /* a multi-line reply changed its code */
+		code = c;
+		if (n > 0)
+			mmap_string_append_c(text, ' ');
+		mmap_string_append(text, l[3] ? l + 4 : "");
+		if (l[3] != '-')
+			goto done;
+	}
+	code = 0;
+done:
+	free(out->text);
+	out->code = code;
+	out->text = xstrdup(code ? text->str : "no valid reply (connection lost or malformed)");
+	mmap_string_free(line);
+	mmap_string_free(text);
+	return code;
+}
+
+/* Appends s to buf as RFC 3461 xtext (ENVID): '+', '=' and anything
+ * outside '!'..'~' become +XX. */
+static void
+append_xtext(MMAPString *buf, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch < '!' || ch > '~' || ch == '+' || ch == '=') {
+			char hex[4];
+			snprintf(hex, sizeof(hex), "+%02X", ch);
+			mmap_string_append(buf, hex);
+		} else
+			mmap_string_append_c(buf, (char)ch);
+	}
+}
+
+/* RFC 2920 pipelining: MAIL, every RCPT and DATA leave in one write and
+ * their replies are read in order, one round trip instead of two plus one
+ * per recipient. The commands are those libetpan would send. DATA is in
+ * the batch, so before_data runs before it. 0 when the relay is ready for
+ * the body; -1 with *state_r (the stage that failed) and res filled. */
+static int
+envelope_pipelined(struct smtp_conn *c, const struct smtp_envelope *env, void (*before_data)(void *),
+    void *arg, struct smtp_result *res, size_t *accepted, enum smtp_state *state_r, bool *broken)
+{
+	bool dsn = (c->s->esmtp & MAILSMTP_ESMTP_DSN) != 0;
+	MMAPString *cmd = mmap_string_new("");
+	struct smtp_reply data = { 0 };
+	int mail_code, data_code, r = -1;
+	bool lost = false;
+
+	mmap_string_append(cmd, "MAIL FROM:<");
+	mmap_string_append(cmd, env->mail_from);
+	mmap_string_append(cmd, ">");
+	if (dsn) {
+		mmap_string_append(cmd, " RET=HDRS");
+		if (env->dsn && env->envid) {
+			mmap_string_append(cmd, " ENVID=");
+			append_xtext(cmd, env->envid);
+		}
+	}
+	mmap_string_append(cmd, "\r\n");
+	for (size_t i = 0; i < env->n_rcpts; i++) {
+		mmap_string_append(cmd, "RCPT TO:<");
+		mmap_string_append(cmd, env->rcpts[i]);
+		mmap_string_append(cmd, dsn && env->dsn ? "> NOTIFY=SUCCESS,FAILURE,DELAY\r\n" : ">\r\n");
+	}
+	mmap_string_append(cmd, "DATA\r\n");
+	if (before_data)
+		before_data(arg);
+	*state_r = SMTP_MAIL;
+	if (mailstream_write(c->s->stream, cmd->str, cmd->len) < 0 || mailstream_flush(c->s->stream) < 0) {
+		mmap_string_free(cmd);
+		set_error(res, "connection lost while sending the envelope");
+		return -1;
+	}
+	mmap_string_free(cmd);
+
+	/* every command gets its reply, whatever came before: read them all
+	 * so that the session stays in step (or is found dead) */
+	mail_code = read_reply(c->s->stream, &res->reply);
+	lost = mail_code == 0;
+	for (size_t i = 0; i < env->n_rcpts && !lost; i++) {
+		int code = read_reply(c->s->stream, &res->rcpt[i]);
+		lost = code == 0;
+		if (code / 100 == 2)
+			(*accepted)++;
+	}
+	data_code = lost ? 0 : read_reply(c->s->stream, &data);
+	if (data_code == 0) {
+		*state_r = mail_code == 0 ? SMTP_MAIL : SMTP_RCPT;
+		set_error(res, "connection lost while reading the envelope's replies");
+		*broken = true;
+		goto out;
+	}
+	if (data_code == 354 && (mail_code / 100 != 2 || *accepted == 0)) {
+		/* a relay that takes DATA with nothing to deliver: end it empty */
+		struct smtp_reply end = { 0 };
+		if (mailstream_write(c->s->stream, ".\r\n", 3) < 0 || mailstream_flush(c->s->stream) < 0 ||
+		    read_reply(c->s->stream, &end) == 0)
+			*broken = true;
+		free(end.text);
+	}
+	if (mail_code / 100 != 2) {
+		*state_r = SMTP_MAIL;   /* res->reply is MAIL's */
+	} else if (*accepted == 0) {
+		*state_r = SMTP_RCPT;   /* the per-recipient replies say why; keep the last one too */
+		copy_reply(&res->reply, &res->rcpt[env->n_rcpts - 1]);
+	} else if (data_code != 354) {
+		*state_r = SMTP_DATA;
+		copy_reply(&res->reply, &data);
+	} else {
+		*state_r = SMTP_BODY;
+		r = 0;
+	}
+out:
+	free(data.text);
+	return r;
+}
+
 int
 smtp_send(struct smtp_conn **connp, const struct smtp_params *p, const struct smtp_envelope *env,
     const char *msg, size_t len, void (*before_data)(void *), void *arg, struct smtp_result *res)
 {
 	struct smtp_conn *c = *connp;
-	enum smtp_state state = SMTP_CONNECT;
-	bool keep = false, tls_done = false;
-	size_t accepted = 0;
+	enum smtp_state state;
+	bool keep = false, tls_done = false, broken = false, fresh_tried = false;
+	size_t accepted;
 	char *err = NULL;
 	int r;
 
-	memset(res, 0, sizeof(*res));
-	res->rcpt = xcalloc(env->n_rcpts + 1, sizeof(*res->rcpt));
-	res->rcpt[env->n_rcpts].code = -1;
-
-	if (c && (!smtp_conn_matches(c, p) || (c->s->response_code = 0, mailsmtp_noop(c->s)) != MAILSMTP_NO_ERROR)) {
+	if (c && !smtp_conn_matches(c, p)) {
 		smtp_conn_drop(c);
 		c = NULL;
 	}
+again:
+	memset(res, 0, sizeof(*res));
+	res->rcpt = xcalloc(env->n_rcpts + 1, sizeof(*res->rcpt));
+	res->rcpt[env->n_rcpts].code = -1;
+	state = SMTP_CONNECT;
+	accepted = 0;
+	tls_done = broken = false;
+	/* a kept connection is used without a NOOP first: if the relay has
+	 * closed it meanwhile, the envelope fails unanswered and is sent once
+	 * more on a new connection (below), which costs only then */
 	if (c) {
 		res->reused = true;
 		state = SMTP_MAIL;
@@ -236,6 +389,11 @@ smtp_send(struct smtp_conn **connp, const struct smtp_params *p, const struct sm
 			state = SMTP_MAIL;
 			break;
 		case SMTP_MAIL:
+			if (c->s->esmtp & MAILSMTP_ESMTP_PIPELINING) {
+				if (envelope_pipelined(c, env, before_data, arg, res, &accepted, &state, &broken) < 0)
+					goto fail;
+				break;      /* on to SMTP_BODY */
+			}
 			r = mailesmtp_mail(c->s, env->mail_from, 0, env->dsn ? env->envid : NULL);
 			if (r != MAILSMTP_NO_ERROR) {
 				take_reply(c->s, &res->reply);
@@ -295,9 +453,20 @@ smtp_send(struct smtp_conn **connp, const struct smtp_params *p, const struct sm
 
 fail:
 	res->failed_at = state;
+	/* a kept connection the relay had closed (no reply, or 421 closing)
+	 * before anything reached it: once more on a new one */
+	if (res->reused && !fresh_tried && state < SMTP_BODY && (res->reply.code == 0 || res->reply.code == 421)) {
+		log_debug("smtp: %s:%d kept connection gone (%s); reconnecting", p->host, p->port,
+		    res->reply.text ? res->reply.text : "-");
+		fresh_tried = true;
+		smtp_conn_drop(c);
+		c = NULL;
+		smtp_result_clear(res);
+		goto again;
+	}
 	/* a clean refusal leaves the session usable after RSET; anything
 	 * without a reply (timeout, TLS, stream) is never reused */
-	if (res->reply.code >= 400 && state >= SMTP_MAIL) {
+	if (!broken && res->reply.code >= 400 && state >= SMTP_MAIL) {
 		c->s->response_code = 0;
 		keep = mailsmtp_reset(c->s) == MAILSMTP_NO_ERROR;
 	}

@@ -56,9 +56,11 @@ void smtp_result_clear(struct smtp_result *r);
 struct smtp_conn;
 
 /* Sends one message. *conn may be NULL (a new connection is made) or a
- * cached one for the same params (reused after a NOOP check). On return
- * *conn is the connection to keep, or NULL when it was dropped.
- * before_data, when set, runs right before DATA (the job is marked
+ * cached one for the same params (used as it is; if the relay has closed
+ * it, the message goes once more on a new connection). On return *conn is
+ * the connection to keep, or NULL when it was dropped. With PIPELINING
+ * (RFC 2920) MAIL, RCPT and DATA go in one write. before_data, when set,
+ * runs right before DATA is sent, or before that write (the job is marked
  * "sending" there). Returns 0 when the message was accepted for at least
  * one recipient, -1 otherwise; details in res either way. */
 int smtp_send(struct smtp_conn **conn, const struct smtp_params *p, const struct smtp_envelope *env,

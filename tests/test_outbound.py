@@ -38,7 +38,7 @@ def loc(loc_id, **kw):
 
 
 def setUpModule():
-    global srv, ghl, d, files, scripted, tls_evil, old_relay
+    global srv, ghl, d, files, scripted, tls_evil, old_relay, hangup
     srv = MailServers(BASE).start()
     ghl = FakeGHL()
     ghl.static_tokens.add(TOKEN)
@@ -63,6 +63,7 @@ def setUpModule():
     scripted = ScriptedSMTP(BASE + 31, rcpt_script={"later@mail.test": ["450 4.2.0 try again later"]})
     tls_evil = ScriptedSMTP(BASE + 32, cert=f"{ca}/evil.pem", key=f"{ca}/evil.key")
     old_relay = ScriptedSMTP(BASE + 34, esmtp=False)
+    hangup = ScriptedSMTP(BASE + 35, hangup=True)
     locations = [
         loc("LMain", reply_domain="mail.test"),
         loc("LCustom", mode="custom", provider_id="prov1", reply_domain="mail.test"),
@@ -76,6 +77,7 @@ def setUpModule():
         loc("LOldRelay", smtp_port=BASE + 34),
         loc("LDsn", delivered_on="dsn", reply_domain="mail.test"),
         loc("LDsnScripted", delivered_on="dsn", smtp_port=BASE + 31),
+        loc("LHangup", smtp_port=BASE + 35),
     ]
     global LOCATIONS
     LOCATIONS = locations
@@ -86,7 +88,7 @@ def setUpModule():
 def tearDownModule():
     rc = d.stop()
     d.cleanup()
-    for s in (scripted, tls_evil, old_relay):
+    for s in (scripted, tls_evil, old_relay, hangup):
         s.close()
     files.shutdown()
     shutil.rmtree(FILES, ignore_errors=True)
@@ -250,6 +252,26 @@ class TestOutbound(unittest.TestCase):
         self.assertEqual(j["attempts"], 2)
         self.assertEqual(sum(1 for m in scripted.messages if mid.encode() in m["data"]), 1)
 
+    def test_envelope_is_pipelined(self):
+        # RFC 2920: MAIL, RCPT and DATA in one write when the relay offers it
+        mid = post_ok(webhook(location="LScripted"))
+        self.assertEqual([s["status"] for s in wait_status(mid)], ["delivered"])
+        sent = [m for m in scripted.messages if mid.encode() in m["data"]]
+        self.assertEqual(len(sent), 1)
+        self.assertTrue(sent[0]["pipelined"], "RCPT and DATA were not sent with MAIL")
+
+    def test_kept_connection_closed_by_relay(self):
+        # the relay hangs up after each message: the next one, on the kept
+        # connection, finds it closed and goes at once on a new one
+        mids = []
+        for _ in range(3):
+            mids.append(post_ok(webhook(location="LHangup")))
+            self.assertEqual([s["status"] for s in wait_status(mids[-1])], ["delivered"])
+        for mid in mids:
+            self.assertEqual(d.job(mid)["attempts"], 1, d.job(mid))
+            self.assertEqual(sum(1 for m in hangup.messages if mid.encode() in m["data"]), 1)
+        self.assertGreaterEqual(len(hangup.sessions), 3)
+
     def test_pre_esmtp_relay_gets_helo(self):
         mid = post_ok(webhook(location="LOldRelay"))
         self.assertEqual([s["status"] for s in wait_status(mid)], ["delivered"])
@@ -257,6 +279,8 @@ class TestOutbound(unittest.TestCase):
         verbs = [c.split(" ")[0] for c in old_relay.sessions[0]]
         self.assertEqual(verbs[:3], ["EHLO", "HELO", "MAIL"])
         self.assertNotIn("NOTIFY=", " ".join(old_relay.sessions[0]), "no DSN parameters without ESMTP")
+        # no PIPELINING offered: one command at a time
+        self.assertFalse([m for m in old_relay.messages if mid.encode() in m["data"]][0]["pipelined"])
 
     def test_relay_down_is_retried(self):
         mid = post_ok(webhook(location="LDown"))

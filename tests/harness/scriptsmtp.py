@@ -1,7 +1,9 @@
 """A scripted SMTP server for failure cases Postfix cannot stage on
-demand: "450 now, 250 on the next attempt", and STARTTLS with a chosen
-certificate (wrong host name). Real TCP and TLS on loopback; records
-every session's commands and every accepted message."""
+demand: "450 now, 250 on the next attempt", STARTTLS with a chosen
+certificate (wrong host name), a hang-up after each message. Real TCP and
+TLS on loopback; records every session's commands and every accepted
+message, with whether its RCPT and DATA came pipelined with its MAIL."""
+import select
 import socket
 import socketserver
 import ssl
@@ -9,10 +11,12 @@ import threading
 
 
 class ScriptedSMTP:
-    def __init__(self, port, cert=None, key=None, rcpt_script=None, dsn=True, esmtp=True):
+    def __init__(self, port, cert=None, key=None, rcpt_script=None, dsn=True, esmtp=True, hangup=False):
         """rcpt_script: {address: [reply, reply, ...]} consumed one per
         attempt; when exhausted, 250. esmtp=False: a pre-ESMTP relay that
-        answers EHLO with 500 and knows only HELO."""
+        answers EHLO with 500 and knows only HELO. hangup: close each
+        connection silently after its first message (as relays with a
+        per-connection limit or a short idle timeout do)."""
         self.port = port
         self.rcpt_script = {k: list(v) for k, v in (rcpt_script or {}).items()}
         self.messages = []
@@ -29,6 +33,17 @@ class ScriptedSMTP:
                 super().setup()
                 self.log = []
 
+            def rfile_buffered(self):
+                # bytes already read from the socket into rfile's buffer:
+                # peek() returns them without reading when there are any
+                try:
+                    self.connection.setblocking(False)
+                    return len(self.rfile.peek(1)) > 0
+                except (BlockingIOError, ssl.SSLWantReadError, OSError, ValueError):
+                    return False
+                finally:
+                    self.connection.setblocking(True)
+
             def reply(self, line):
                 self.wfile.write((line + "\r\n").encode())
                 self.wfile.flush()
@@ -37,7 +52,7 @@ class ScriptedSMTP:
                 with outer.lock:
                     outer.sessions.append(self.log)
                 self.reply("220 scripted ESMTP")
-                rcpts, mail = [], None
+                rcpts, mail, pipelined = [], None, False
                 while True:
                     line = self.rfile.readline()
                     if not line:
@@ -68,6 +83,11 @@ class ScriptedSMTP:
                         self.wfile = self.connection.makefile("wb")
                     elif verb == "MAIL":
                         mail, rcpts = cmd, []
+                        # what the client sent before reading this reply
+                        # sits in rfile's buffer (the same recv) or the socket
+                        ready = select.select([self.connection], [], [], 0)[0]
+                        ahead = self.rfile.peek(4096) if ready or self.rfile_buffered() else b""
+                        pipelined = b"RCPT" in ahead.upper() and b"DATA" in ahead.upper()
                         self.reply("250 2.1.0 ok")
                     elif verb == "RCPT":
                         addr = cmd[cmd.index("<") + 1:cmd.index(">")]
@@ -89,8 +109,11 @@ class ScriptedSMTP:
                                 break
                             data.append(l2)
                         with outer.lock:
-                            outer.messages.append({"mail": mail, "rcpts": rcpts, "data": b"".join(data)})
+                            outer.messages.append({"mail": mail, "rcpts": rcpts, "data": b"".join(data),
+                                                   "pipelined": pipelined})
                         self.reply("250 2.0.0 queued as SCRIPTED")
+                        if hangup:
+                            return
                     elif verb in ("RSET", "NOOP"):
                         self.reply("250 2.0.0 ok")
                     elif verb == "QUIT":
