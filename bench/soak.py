@@ -39,13 +39,14 @@ from harness.servers import MailServers  # noqa: E402
 
 
 def memory_kib(d):
-    """(RSS, anonymous RSS, SQLite heap, database size) in KiB, from GET /metrics.
-    Anonymous RSS leaves out library code paged in as it is first run."""
+    """(RSS, anonymous RSS, malloc in use, SQLite heap, database size) in KiB,
+    from GET /metrics. Anonymous RSS leaves out library code paged in as it
+    is first run; malloc in use flat while RSS grows is fragmentation."""
     st, body, _ = d.request("GET", "/metrics")
     v = dict(l.rsplit(" ", 1) for l in body.decode().splitlines() if l and not l.startswith("#"))
-    return tuple(round(float(v[k]) / 1024) for k in
+    return tuple(round(float(v.get(k, 0)) / 1024) for k in
                  ("process_resident_memory_bytes", "mailbridge_resident_anon_bytes",
-                  "mailbridge_store_memory_bytes", "mailbridge_store_file_bytes"))
+                  "mailbridge_heap_inuse_bytes", "mailbridge_store_memory_bytes", "mailbridge_store_file_bytes"))
 
 
 def main():
@@ -191,7 +192,8 @@ def main():
             "inbound_duplicated": sum(1 for r in replies if posted.get(r, 0) > 1),
             "rss_kib_first_last": [rss[0][1], rss[-1][1]] if rss else None,
             "anon_rss_kib_first_last": [rss[0][2], rss[-1][2]] if rss else None,
-            "samples_s_rss_anon_sqlite_heap_db_kib": rss[:: max(1, len(rss) // 20)] + rss[-1:],
+            "malloc_inuse_kib_first_last": [rss[0][3], rss[-1][3]] if rss else None,
+            "samples_s_rss_anon_malloc_sqlite_heap_db_kib": rss[:: max(1, len(rss) // 20)] + rss[-1:],
         }, indent=2))
         d.stop()
         if args.keep:

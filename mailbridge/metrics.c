@@ -6,6 +6,7 @@
 #include "store.h"
 #include "util.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,7 +113,9 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 		}
 		store_memory(app->store, &heap, &file);
 		/* anonymous = resident minus file-backed pages (library code as it
-		 * is first run): the part that grows if memory leaks */
+		 * is first run); of that, what malloc has handed out and not got
+		 * back: if RSS grows while this stays flat, it is fragmentation */
+		struct mallinfo2 mi = mallinfo2();
 		fprintf(f, "# HELP process_resident_memory_bytes Resident memory\n"
 		    "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %lld\n"
 		    "# HELP mailbridge_resident_anon_bytes Resident memory not backed by files (heap, stacks)\n"
@@ -123,6 +126,11 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 		    "# TYPE mailbridge_store_file_bytes gauge\nmailbridge_store_file_bytes %lld\n",
 		    (long long)pages * sysconf(_SC_PAGESIZE), (long long)(pages - shared) * sysconf(_SC_PAGESIZE),
 		    (long long)heap, (long long)file);
+		/* glibc's figure; a sanitizer's or valgrind's allocator reports 0 */
+		if (mi.uordblks + mi.hblkhd > 0)
+			fprintf(f, "# HELP mailbridge_heap_inuse_bytes Bytes allocated with malloc and not freed\n"
+			    "# TYPE mailbridge_heap_inuse_bytes gauge\nmailbridge_heap_inuse_bytes %lld\n",
+			    (long long)(mi.uordblks + mi.hblkhd));
 	}
 	if (app->ghl) {
 		fprintf(f, "# HELP mailbridge_highlevel_requests_today Requests made today per location (daily budget)\n"
