@@ -256,8 +256,9 @@ count_accepted(json_t *rcpt_state)
 	return n;
 }
 
-/* Right before DATA. The threading record goes in the same commit: replies
- * can only come once the relay may hold the message, which is from here. */
+/* Right before DATA is sent (pipelined: before the envelope that carries
+ * it). The threading record goes in the same commit: replies can only come
+ * once the relay may hold the message, which is from here on. */
 static void
 mark_sending(void *arg)
 {
