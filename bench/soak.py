@@ -148,6 +148,17 @@ def main():
                 subprocess.run(["postqueue", "-c", conf, "-f"], capture_output=True)
             time.sleep(5)
         time.sleep(5)   # the last ones through Dovecot
+        # inbound: replies held back by the rate limiter are read again every
+        # 15 s; wait while they are still being posted (no progress for 60 s:
+        # what is missing then is missing)
+        last, idle_since = -1, time.time()
+        while time.time() < drain_end + 300 and time.time() - idle_since < 60:
+            done = len({b.get("altId") for b in ghl.inbound} & set(replies))
+            if done == len(replies):
+                break
+            if done != last:
+                last, idle_since = done, time.time()
+            time.sleep(5)
         got = {}   # job -> Postfix queue id of each copy
         with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=30) as m:
             m.login("bob", "bobpw")
