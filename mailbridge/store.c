@@ -290,6 +290,25 @@ store_unlock_write(struct store *st, bool durable)
 	return durable ? store_sync_upto(st, seq) : 0;
 }
 
+/* Prepares, binds and steps one statement (caller holds the lock). Returns
+ * sqlite3_changes(), or -1 with *rc_r the step's error (SQLITE_OK when
+ * preparing failed, already logged). */
+static int
+store_step_v(struct store *st, const char *sql, const char *fmt, va_list ap, int *rc_r)
+{
+	sqlite3_stmt *stmt = store_prepare(st, sql, fmt, ap);
+	int changes = -1;
+
+	*rc_r = SQLITE_OK;
+	if (stmt) {
+		*rc_r = sqlite3_step(stmt);
+		if (*rc_r == SQLITE_DONE || *rc_r == SQLITE_ROW)
+			changes = sqlite3_changes(st->db);
+		store_stmt_done(st, stmt);
+	}
+	return changes;
+}
+
 /* Runs a statement that returns no rows. Returns sqlite3_changes() or -1.
  * durable: the commit is on disk before we return (fsynced WAL, as
  * synchronous=FULL would, but grouped: store_sync_upto); otherwise WAL
@@ -302,21 +321,14 @@ store_unlock_write(struct store *st, bool durable)
 static int
 store_exec_v(struct store *st, bool durable, const char *sql, const char *fmt, va_list ap)
 {
-	sqlite3_stmt *stmt;
-	int r, changes = -1;
+	int rc, changes;
 
 	pthread_mutex_lock(&st->lock);
-	stmt = store_prepare(st, sql, fmt, ap);
-	if (stmt) {
-		r = sqlite3_step(stmt);
-		if (r == SQLITE_DONE || r == SQLITE_ROW)
-			changes = sqlite3_changes(st->db);
-		else if (r == SQLITE_CONSTRAINT)
-			changes = 0;
-		else
-			store_log_error(st, "exec");
-		store_stmt_done(st, stmt);
-	}
+	changes = store_step_v(st, sql, fmt, ap, &rc);
+	if (changes < 0 && rc == SQLITE_CONSTRAINT)
+		changes = 0;
+	else if (changes < 0 && rc != SQLITE_OK)
+		store_log_error(st, "exec");
 	if (store_unlock_write(st, durable && changes >= 0) < 0)
 		return -1;
 	return changes;
@@ -333,12 +345,6 @@ store_exec(struct store *st, const char *sql, const char *fmt, ...)
 	return r;
 }
 
-/* Several writes in one commit: fewer WAL frames (a page changed twice is
- * written once) and no trace event without the state change it tells of.
- * store_tx_begin takes the lock; store_tx_step runs one statement inside
- * (sqlite3_changes(), or -1 logged); setting tx_failed, or a failed step,
- * makes store_tx_end roll back; it unlocks and returns 0 or -1.
- * store_tx_extra is a step that may fail alone. */
 /* BEGIN, COMMIT or ROLLBACK from the statement cache (sqlite3_exec would
  * parse them on every call: 2 % of the daemon's CPU under load). */
 static int
@@ -354,6 +360,12 @@ store_tx_run(struct store *st, const char *sql)
 	return r == SQLITE_DONE ? SQLITE_OK : r;
 }
 
+/* Several writes in one commit: fewer WAL frames (a page changed twice is
+ * written once) and no trace event without the state change it tells of.
+ * store_tx_begin takes the lock; store_tx_step runs one statement inside
+ * (sqlite3_changes(), or -1 logged); setting tx_failed, or a failed step,
+ * makes store_tx_end roll back; it unlocks and returns 0 or -1.
+ * store_tx_extra is a step that may fail alone. */
 static int
 store_tx_begin(struct store *st, const char *what)
 {
@@ -370,18 +382,11 @@ store_tx_begin(struct store *st, const char *what)
 static int
 store_tx_step_v(struct store *st, bool extra, const char *sql, const char *fmt, va_list ap)
 {
-	sqlite3_stmt *stmt;
-	int r, changes = -1;
+	int rc, changes;
 
 	if (st->tx_failed)
 		return -1;
-	stmt = store_prepare(st, sql, fmt, ap);
-	if (stmt) {
-		r = sqlite3_step(stmt);
-		if (r == SQLITE_DONE || r == SQLITE_ROW)
-			changes = sqlite3_changes(st->db);
-		store_stmt_done(st, stmt);
-	}
+	changes = store_step_v(st, sql, fmt, ap, &rc);
 	if (changes < 0) {
 		store_log_error(st, "write");
 		/* a failed statement is undone alone while the transaction

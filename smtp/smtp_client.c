@@ -416,9 +416,7 @@ again:
 			}
 			if (accepted == 0) {
 				/* the per-recipient replies say why; keep the last one too */
-				free(res->reply.text);
-				res->reply.code = res->rcpt[env->n_rcpts - 1].code;
-				res->reply.text = xstrdup(res->rcpt[env->n_rcpts - 1].text);
+				copy_reply(&res->reply, &res->rcpt[env->n_rcpts - 1]);
 				goto fail;
 			}
 			state = SMTP_DATA;
