@@ -77,7 +77,8 @@ def run(args, base, srv):
     threading.Thread(target=fsrv.serve_forever, daemon=True).start()
     d = Daemon(base + 50, ghl.url, [location_conf("LBench", **{
         "from": "Bench <bench@mail.test>", "smtp_host": "127.0.0.1", "smtp_port": srv.smtp,
-        "smtp_tls": "none", "token": "tok"})], workers=args.workers, log_level="warn")
+        "smtp_tls": "none", "token": "tok"})], workers=args.workers, log_level="warn",
+        extra_store=f"attachment_allow = http://127.0.0.1:{base + 30}\n")
     if args.preload:
         os.environ["LD_PRELOAD"] = args.preload
     d.start()

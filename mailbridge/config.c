@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -69,6 +71,9 @@ static const struct config_key config_keys[] = {
 	{ SEC_STORE, "retry_base", CT_INT, G(retry_base), "60", 1, 86400, false },
 	{ SEC_STORE, "retry_max", CT_INT, G(retry_max), "3600", 1, 86400, false },
 	{ SEC_STORE, "max_attachment", CT_INT, G(max_attachment), "26214400", 1024, 1L << 30, false },
+	{ SEC_STORE, "max_attachments", CT_INT, G(max_attachments), "26214400", 1024, 1L << 30, false },
+	{ SEC_STORE, "attachment_timeout", CT_INT, G(attachment_timeout), "120", 1, 3600, false },
+	{ SEC_STORE, "attachment_allow", CT_STR, G(attachment_allow_s), NULL, 0, 0, false },
 	{ SEC_STORE, "token_key_file", CT_PATH, G(token_key_file), NULL, 0, 0, false },
 	{ SEC_STORE, "events_days", CT_INT, G(events_days), "30", 1, 3650, false },
 	/* at least a week: a DSN (Postfix bounces after 5 days) must still find its job */
@@ -97,6 +102,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_LOCATION, "smtp_user", CT_STR, L(smtp.user), NULL, 0, 0, false },
 	{ SEC_LOCATION, "smtp_password", CT_STR, L(smtp.password), NULL, 0, 0, true },
 	{ SEC_LOCATION, "smtp_password_file", CT_PATH, L(smtp.password_file), NULL, 0, 0, false },
+	{ SEC_LOCATION, "smtp_allow_plaintext_auth", CT_BOOL, L(smtp.allow_plaintext_auth), "no", 0, 0, false },
 	{ SEC_LOCATION, "imap_host", CT_STR, L(imap.host), NULL, 0, 0, false },
 	{ SEC_LOCATION, "imap_port", CT_INT, L(imap.port), "993", 1, 65535, false },
 	{ SEC_LOCATION, "imap_tls", CT_STR, L(imap.tls), "tls", 0, 0, false },
@@ -105,6 +111,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_LOCATION, "imap_user", CT_STR, L(imap.user), NULL, 0, 0, false },
 	{ SEC_LOCATION, "imap_password", CT_STR, L(imap.password), NULL, 0, 0, true },
 	{ SEC_LOCATION, "imap_password_file", CT_PATH, L(imap.password_file), NULL, 0, 0, false },
+	{ SEC_LOCATION, "imap_allow_plaintext_auth", CT_BOOL, L(imap.allow_plaintext_auth), "no", 0, 0, false },
 	{ SEC_LOCATION, "imap_folder", CT_STR, L(imap_folder), "INBOX", 0, 0, false },
 	{ SEC_LOCATION, "imap_after", CT_STR, L(imap_after), "seen", 0, 0, false },
 	{ SEC_LOCATION, "imap_idle", CT_BOOL, L(imap_idle), "yes", 0, 0, false },
@@ -567,6 +574,24 @@ read_secret(const char *path, FILE *err, const char *where, int *errors)
 	return s;
 }
 
+/* localhost, 127.0.0.0/8 or ::1: the only hosts a password may reach
+ * without TLS by default */
+static bool
+host_is_loopback(const char *host)
+{
+	struct sockaddr_storage ss;
+	unsigned char a[16];
+
+	if (!strcasecmp(host, "localhost"))
+		return true;
+	if (netaddr_from_string(host, &ss) < 0)
+		return false;
+	if (ss.ss_family == AF_INET)
+		return ((const unsigned char *)&((struct sockaddr_in *)&ss)->sin_addr)[0] == 127;
+	memcpy(a, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+	return !memcmp(a, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16);
+}
+
 static void
 check_server(const char *where, const char *what, struct mail_server_config *m, FILE *err, int *errors)
 {
@@ -586,6 +611,13 @@ check_server(const char *where, const char *what, struct mail_server_config *m, 
 	}
 	if (m->ca_file && access(m->ca_file, R_OK) != 0) {
 		fprintf(err, "%s: %s_ca_file %s: %s\n", where, what, m->ca_file, strerror(errno));
+		(*errors)++;
+	}
+	if (m->user && m->tls_mode == TLS_MODE_NONE && m->host && !host_is_loopback(m->host) &&
+	    !m->allow_plaintext_auth) {
+		fprintf(err, "%s: %s_user with %s_tls = none would send the password in clear text to %s: use "
+		    "starttls or tls, or set %s_allow_plaintext_auth = yes if the path is trusted\n", where, what, what,
+		    m->host, what);
 		(*errors)++;
 	}
 }
@@ -660,6 +692,32 @@ where(const struct config *cfg, const char *name)
 	return cfg->path;
 }
 
+/* True when the file set a global key (it is not at its default). */
+static bool
+key_was_set(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < N_KEYS && i < CONFIG_MAX_KEYS; i++)
+		if (config_keys[i].section != SEC_LOCATION && strcmp(config_keys[i].name, name) == 0)
+			return cfg->key_where[i] != NULL;
+	return false;
+}
+
+static void
+check_key_file(struct config *cfg, const char *name, char **path, FILE *err, int *errors)
+{
+	if (!*path || access(*path, R_OK) == 0)
+		return;
+	if (key_was_set(cfg, name)) {
+		fprintf(err, "%s: %s %s: %s (set it empty to use no such key)\n", where(cfg, name), name, *path,
+		    strerror(errno));
+		(*errors)++;
+	} else {
+		fprintf(err, "%s: warning: %s: the default %s is missing: %s\n", cfg->path, name, *path, strerror(errno));
+		free(*path);
+		*path = NULL;
+	}
+}
+
 static void
 config_check(struct config *cfg, FILE *err, int *errors)
 {
@@ -689,9 +747,26 @@ config_check(struct config *cfg, FILE *err, int *errors)
 		fprintf(err, "%s: log_level must be error, warn, info or debug\n", where(cfg, "log_level"));
 		(*errors)++;
 	}
-	if (cfg->require_signature && (!cfg->ed25519_key || access(cfg->ed25519_key, R_OK) != 0) &&
-	    (!cfg->rsa_key || access(cfg->rsa_key, R_OK) != 0)) {
-		fprintf(err, "%s: require_signature is on but no webhook key is readable\n", where(cfg, "require_signature"));
+	/* a key that is named must be there: a typo must not quietly leave
+	 * only the other key (or none) checking signatures. A default path
+	 * that is missing only warns; an empty value turns a key off. */
+	check_key_file(cfg, "webhook_key_ed25519", &cfg->ed25519_key, err, errors);
+	check_key_file(cfg, "webhook_key_rsa", &cfg->rsa_key, err, errors);
+	if (cfg->require_signature && !cfg->ed25519_key && !cfg->rsa_key) {
+		fprintf(err, "%s: require_signature is on but no webhook key is set\n", where(cfg, "require_signature"));
+		(*errors)++;
+	}
+	{
+		char *e = NULL;
+		if (netaddr_list_parse(cfg->attachment_allow_s, &cfg->attachment_allow, &e) < 0) {
+			fprintf(err, "%s: attachment_allow: %s\n", where(cfg, "attachment_allow"), e);
+			free(e);
+			(*errors)++;
+		}
+	}
+	if (cfg->max_attachment > cfg->max_attachments) {
+		fprintf(err, "%s: max_attachment is larger than max_attachments (the whole message's)\n",
+		    where(cfg, "max_attachment"));
 		(*errors)++;
 	}
 	if (cfg->token_key_file) {
@@ -794,6 +869,7 @@ config_free(struct config *cfg)
 	free(cfg->plugin_sections);
 	for (size_t i = 0; i < CONFIG_MAX_KEYS; i++)
 		free(cfg->key_where[i]);
+	netaddr_list_clear(&cfg->attachment_allow);
 	free(cfg->listen_host);
 	free(cfg->path);
 	free(cfg->dir);

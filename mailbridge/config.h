@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "netaddr.h"
+
 #define CONFIG_MAX_KEYS 80
 
 enum tls_mode { TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
@@ -26,6 +28,7 @@ struct mail_server_config {
 	char *user;
 	char *password;            /* secret; filled from password_file too */
 	char *password_file;
+	bool allow_plaintext_auth; /* AUTH/LOGIN without TLS to a host that is not loopback */
 };
 
 struct location_config {
@@ -93,6 +96,10 @@ struct config {
 	long retry_base;           /* first retry delay, seconds */
 	long retry_max;            /* longest retry delay, seconds */
 	long max_attachment;       /* bytes per fetched attachment */
+	long max_attachments;      /* bytes of all of one message's attachments */
+	long attachment_timeout;   /* seconds to fetch all of one message's attachments */
+	char *attachment_allow_s;  /* internal CIDRs and origins attachments may come from */
+	struct netaddr_list attachment_allow;
 	long events_days;          /* how long `trace` history is kept */
 	long keep_days;            /* finished jobs, webhook and inbound dedupe records */
 	long thread_days;          /* Message-ID map that threads replies */

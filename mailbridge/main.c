@@ -155,9 +155,7 @@ cmd_serve(const char *path)
 
 	if (open_app(&app, path) < 0)
 		return 1;
-	app.keys = sig_keys_load(app.cfg->ed25519_key && access(app.cfg->ed25519_key, R_OK) == 0 ?
-	    app.cfg->ed25519_key : NULL, app.cfg->rsa_key && access(app.cfg->rsa_key, R_OK) == 0 ?
-	    app.cfg->rsa_key : NULL, &err);
+	app.keys = sig_keys_load(app.cfg->ed25519_key, app.cfg->rsa_key, &err);
 	if (!app.keys) {
 		log_error("%s", err);
 		free(err);

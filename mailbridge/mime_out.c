@@ -7,13 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 
 void
 mime_attachment_clear(struct mime_attachment *a)
 {
 	free(a->filename);
 	free(a->content_type);
-	free(a->data);
+	if (a->map_len > 0)
+		munmap(a->data, a->map_len);
+	else
+		free(a->data);
 	memset(a, 0, sizeof(*a));
 }
 

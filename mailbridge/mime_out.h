@@ -17,6 +17,7 @@ struct mime_attachment {
 	char *content_type;        /* "type/subtype" */
 	char *data;
 	size_t len;
+	size_t map_len;            /* > 0: data is a read-only mmap of that length */
 };
 
 struct mime_out {

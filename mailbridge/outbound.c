@@ -28,7 +28,6 @@
 #define OUTBOUND_IDLE_POLL_MS     1000
 #define OUTBOUND_NICE             5         /* see outbound_yield_to_intake */
 #define OUTBOUND_SMTP_TIMEOUT_S   60
-#define OUTBOUND_FETCH_TIMEOUT_S  60
 #define REPORT_LEASE_MS           120000
 #define REPORT_BASE_MS            2000      /* 403 "not downstreamed yet" heals in 5-10 s */
 #define REPORT_MAX_MS             (10 * 60 * 1000)
@@ -178,16 +177,29 @@ outbound_prepare(struct job_ctx *c, struct app *app)
 	return 0;
 }
 
-/* Fetches every attachment. FETCH_OK, or the first failure's class. */
+/* Fetches every attachment under one deadline and one size budget for
+ * the whole message, so a webhook full of slow or huge URLs cannot hold
+ * a worker or the memory for long. FETCH_OK, or the first failure's
+ * class (with a generic reason: fetch.c logs the detail). */
 static enum fetch_result
-outbound_fetch(struct job_ctx *c, long max, char **error_r)
+outbound_fetch(struct job_ctx *c, const struct config *cfg, char **error_r)
 {
+	size_t budget = (size_t)cfg->max_attachments;
+	struct fetch_limits lim = { &cfg->attachment_allow, mono_ms() + cfg->attachment_timeout * 1000, 0,
+		cfg->data_dir };
+
 	c->att = xcalloc(c->p->n_attachments + 1, sizeof(*c->att));
 	for (size_t i = 0; i < c->p->n_attachments; i++) {
-		enum fetch_result r = fetch_attachment(c->p->attachments[i], (size_t)max,
-		    OUTBOUND_FETCH_TIMEOUT_S, &c->att[i], error_r);
-		if (r != FETCH_OK)
+		enum fetch_result r;
+		lim.max_bytes = budget < (size_t)cfg->max_attachment ? budget : (size_t)cfg->max_attachment;
+		r = fetch_attachment(c->p->attachments[i], &lim, &c->att[i], error_r);
+		if (r != FETCH_OK) {
+			char *numbered = xasprintf("%s (attachment %zu of %zu)", *error_r, i + 1, c->p->n_attachments);
+			free(*error_r);
+			*error_r = numbered;
 			return r;
+		}
+		budget -= c->att[i].len;
 		c->n_att++;
 	}
 	return FETCH_OK;
@@ -446,7 +458,7 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	}
 	if (job->uncertain && outbound_found_at_relay(&c))
 		goto out;
-	fr = outbound_fetch(&c, app->cfg->max_attachment, &err);
+	fr = outbound_fetch(&c, app->cfg, &err);
 	if (fr == FETCH_PERM) {
 		outbound_finish(&c, JOB_FAILED, 0, 0, err, "failed");
 		goto out;

@@ -126,7 +126,7 @@ host_upload(struct mb_ctx *ctx, const char *location_id, const char *contact_id,
 {
 	const struct location_config *loc = host_location(ctx, location_id, error_r);
 	struct step s = { GHL_OK, NULL };
-	struct mime_attachment a = { (char *)filename, (char *)content_type, (char *)data, len };
+	struct mime_attachment a = { (char *)filename, (char *)content_type, (char *)data, len, 0 };
 	struct ghl_result res = { 0 };
 	char *conv;
 	int ret;

@@ -63,6 +63,26 @@ main(void)
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nsmtp_user = u\n", false, "no smtp_password" },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\ndelivered_on = never\n", false, "delivered_on must be" },
 		{ "[location bad id]\nfrom = a@b.test\n", false, "location id must be" },
+		/* a named key that is missing is an error, not skipped */
+		{ "[highlevel]\nwebhook_key_ed25519 = nothere.pem\n", false,
+		  "main.conf:2: webhook_key_ed25519 /tmp/" },
+		{ "[highlevel]\nwebhook_key_ed25519 =\nwebhook_key_rsa =\n", true, NULL },
+		{ "[highlevel]\nwebhook_key_ed25519 =\nwebhook_key_rsa =\nrequire_signature = yes\n", false,
+		  "require_signature is on but no webhook key is set" },
+		/* passwords never cross the network in clear text by default */
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = relay.example\nsmtp_tls = none\nsmtp_user = u\n"
+		  "smtp_password = p\n", false, "smtp_user with smtp_tls = none would send the password in clear text" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = relay.example\nsmtp_tls = none\nsmtp_user = u\n"
+		  "smtp_password = p\nsmtp_allow_plaintext_auth = yes\n", true, NULL },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = 127.0.0.1\nsmtp_tls = none\nsmtp_user = u\n"
+		  "smtp_password = p\n", true, NULL },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nimap_host = imap.example\nimap_tls = none\n"
+		  "imap_user = u\nimap_password = p\n", false, "imap_user with imap_tls = none would send the password" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nimap_host = ::1\nimap_tls = none\n"
+		  "imap_user = u\nimap_password = p\n", true, NULL },
+		/* the attachment allow-list */
+		{ "[store]\nattachment_allow = 10.0.0.0/8 https://files.internal:8443\n", true, NULL },
+		{ "[store]\nattachment_allow = files.internal\n", false, "main.conf:2: attachment_allow: \"files.internal\"" },
 		/* all errors in one run, each with its line */
 		{ "[server]\nlisten = x\nbogus = 2\n[store]\nworkers = 0\n", false, "main.conf:5: workers: out of range" },
 	};

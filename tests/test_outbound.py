@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness.daemon import Daemon, location_conf  # noqa: E402
@@ -37,6 +38,31 @@ def loc(loc_id, **kw):
     return location_conf(loc_id, **base)
 
 
+class FileHandler(http.server.SimpleHTTPRequestHandler):
+    """The attachment server: files, plus /go?to=URL (a 302 there) and
+    /slow/N (answers after N seconds) for the SSRF and deadline tests."""
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        if self.path.startswith("/go?to="):
+            self.send_response(302)
+            self.send_header("Location", urllib.parse.unquote(self.path[len("/go?to="):]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path.startswith("/slow/"):
+            time.sleep(float(self.path[len("/slow/"):]))
+            try:
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+            except OSError:
+                pass    # the fetcher gave up, as it should
+        else:
+            super().do_GET()
+
+
 def setUpModule():
     global srv, ghl, d, files, scripted, tls_evil, old_relay, hangup
     srv = MailServers(BASE).start()
@@ -44,8 +70,7 @@ def setUpModule():
     ghl.static_tokens.add(TOKEN)
     with open(os.path.join(FILES, "report.bin"), "wb") as f:
         f.write(ATTACHMENT)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=FILES)
-    handler.log_message = lambda *a: None
+    handler = functools.partial(FileHandler, directory=FILES)
     files = http.server.ThreadingHTTPServer(("127.0.0.1", BASE + 30), handler)
     threading.Thread(target=files.serve_forever, daemon=True).start()
     # a CA and a server certificate for the wrong name, for the host check
@@ -81,7 +106,9 @@ def setUpModule():
     ]
     global LOCATIONS
     LOCATIONS = locations
-    d = Daemon(BASE + 50, ghl.url, locations, extra_server="metrics_token = scrape-secret")
+    # the attachment server is on loopback: it must be allowed explicitly
+    d = Daemon(BASE + 50, ghl.url, locations, extra_server="metrics_token = scrape-secret",
+               extra_store=f"attachment_allow = http://127.0.0.1:{BASE + 30}\nattachment_timeout = 4\n")
     d.start()
 
 
@@ -366,7 +393,53 @@ class TestOutbound(unittest.TestCase):
         mid = post_ok(webhook(attachments=[f"http://127.0.0.1:{BASE + 30}/missing.pdf"]))
         st = wait_status(mid)
         self.assertEqual([s["status"] for s in st], ["failed"])
-        self.assertIn("HTTP 404", st[0]["error"]["message"])
+        # a generic reason goes out; the detail stays in our log
+        self.assertEqual(st[0]["error"]["message"], "attachment could not be fetched (attachment 1 of 1)")
+        self.assertIn("missing.pdf: HTTP 404", d.log())
+
+    def assertFetchRefused(self, url, logged):
+        mid = post_ok(webhook(attachments=[url]))
+        st = wait_status(mid)
+        self.assertEqual([s["status"] for s in st], ["failed"], st)
+        self.assertEqual(st[0]["error"]["message"], "attachment could not be fetched (attachment 1 of 1)")
+        self.assertIn(f"refused to connect to {logged}", d.log())
+        self.assertEqual(wait_for("alice", mid, timeout=1), [])
+        return mid
+
+    def test_ssrf_internal_addresses_refused(self):
+        # the fake HighLevel API is a live loopback service: never fetched
+        hits = len(ghl.calls(None, "meta-data"))
+        self.assertFetchRefused(f"{ghl.url}/latest/meta-data", "127.0.0.1")
+        self.assertFetchRefused(f"http://localhost:{BASE + 50}/healthz", "127.0.0.1")
+        self.assertFetchRefused("http://169.254.169.254/latest/meta-data", "169.254.169.254")
+        self.assertFetchRefused("http://[::1]:9/x", "::1")
+        self.assertFetchRefused("http://10.0.0.1:9/x", "10.0.0.1")
+        self.assertEqual(len(ghl.calls(None, "meta-data")), hits)
+
+    def test_ssrf_redirect_rechecked(self):
+        # the allowed server redirects to an internal one: the second hop is refused
+        target = urllib.parse.quote(f"http://127.0.0.1:{BASE + 50}/healthz", safe="")
+        self.assertFetchRefused(f"http://127.0.0.1:{BASE + 30}/go?to={target}", "127.0.0.1")
+
+    def test_redirect_within_the_allowed_origin_followed(self):
+        target = urllib.parse.quote(f"http://127.0.0.1:{BASE + 30}/report.bin", safe="")
+        mid = post_ok(webhook(attachments=[f"http://127.0.0.1:{BASE + 30}/go?to={target}"]))
+        m = wait_for("alice", mid)
+        self.assertEqual(len(m), 1)
+        atts = list(m[0].iter_attachments())
+        self.assertEqual(atts[0].get_content(), ATTACHMENT)
+
+    def test_one_deadline_for_all_attachments(self):
+        # three 2.5 s attachments cannot fit the message's 4 s deadline,
+        # though each fits alone: retried, not a worker held for minutes
+        slow = [f"http://127.0.0.1:{BASE + 30}/slow/2.5"] * 3
+        t0 = time.time()
+        mid = post_ok(webhook(attachments=slow))
+        j = d.wait_job(mid, lambda j: j["attempts"] >= 1 and j["state"] == "queued" and j["last_error"], timeout=15)
+        self.assertLess(time.time() - t0, 9)
+        self.assertIn("attachment could not be fetched (temporary)", j["last_error"])
+        self.assertIn("fetch deadline (attachment_timeout) passed", d.log())
+        d.cli("queue", "drop", mid)
 
     def test_queue_cli(self):
         mid = post_ok(webhook())
