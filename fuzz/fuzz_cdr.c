@@ -28,7 +28,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static void *state;
 	char *body = malloc(size + 1);
-	struct mb_http_request req = { "POST", "/cdr", body, size, f_query, NULL };
+	struct mb_http_request req = { "POST", "/cdr", body, size, f_query, NULL, f_query, NULL, "fuzz" };
 	struct mb_http_response resp = { 0, NULL, NULL };
 	char *err = NULL;
 

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 struct MHD_Connection;
+struct sockaddr;
 
 struct http_request {
 	struct MHD_Connection *conn;
@@ -56,6 +57,8 @@ int http_port(const struct http_server *srv);
 
 const char *http_header(const struct http_request *req, const char *name);
 const char *http_query(const struct http_request *req, const char *name);
+/* The peer's address (NULL when unknown); its text form into buf. */
+const struct sockaddr *http_peer(const struct http_request *req, char *buf, size_t len);
 
 /* Fills resp with a JSON body {"error": msg, "field": field?}. */
 void http_json_error(struct http_response *resp, int status, const char *msg, const char *field);

@@ -81,7 +81,7 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 	if (app->cfg->metrics_token) {
 		const char *auth = http_header(req, "Authorization");
 		char *want = xasprintf("Bearer %s", app->cfg->metrics_token);
-		bool ok = auth && strcmp(auth, want) == 0;
+		bool ok = secret_equal(auth, want);   /* constant time */
 		free(want);
 		if (!ok) {
 			http_json_error(resp, 401, "metrics need the bearer token", NULL);

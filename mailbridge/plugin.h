@@ -8,6 +8,16 @@
  * serves, http for requests to /plugins/<name>/..., and deinit at exit.
  * Plugins never see tokens or SQL: everything goes through mb_host.
  *
+ * HTTP routes are authenticated by the host before http is called: the
+ * request must carry [plugin <name>] secret (query "secret=", header
+ * X-Mailbridge-Secret, or "Authorization: Bearer"), and come from
+ * [plugin <name>] allow_from when that is set. Without a secret the
+ * plugin's routes answer 403. A plugin that builds a callback URL (a
+ * gateway's delivery-report URL) adds config("secret") to it. The host
+ * also refuses update_status for a message that is not of this plugin's
+ * type at a location using it, and post_inbound_sms / log_call for a
+ * location that does not use it.
+ *
  * Threading: send runs on a sender thread, http on an HTTP thread; both
  * may run concurrently. send is bounded by [plugins] send_timeout: a send
  * that does not return in time counts as a temporary failure and its
@@ -19,7 +29,7 @@
 
 #include <stddef.h>
 
-#define MB_PLUGIN_ABI 1
+#define MB_PLUGIN_ABI 2
 
 #define MB_TYPE_SMS  1u
 #define MB_TYPE_CALL 2u
@@ -41,6 +51,8 @@ struct mb_outbound {
 	size_t n_attachments;
 };
 
+struct sockaddr;
+
 struct mb_http_request {
 	const char *method;
 	const char *path;          /* after /plugins/<name> */
@@ -48,6 +60,10 @@ struct mb_http_request {
 	size_t body_len;
 	const char *(*query)(const struct mb_http_request *req, const char *name);
 	void *priv;                /* host use */
+	/* since ABI 2: request headers (case-insensitive name) and the peer */
+	const char *(*header)(const struct mb_http_request *req, const char *name);
+	const struct sockaddr *peer;   /* NULL when unknown */
+	const char *peer_addr;         /* the peer as text ("192.0.2.1", "::1") */
 };
 
 struct mb_http_response {

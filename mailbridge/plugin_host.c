@@ -6,6 +6,7 @@
 #include "ghl.h"
 #include "log.h"
 #include "mime_out.h"
+#include "netaddr.h"
 #include "store.h"
 #include "util.h"
 
@@ -15,6 +16,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 struct mb_ctx {
@@ -28,6 +30,8 @@ struct loaded_plugin {
 	const struct mb_plugin *api;
 	void *state;
 	struct mb_ctx ctx;
+	const char *secret;        /* [plugin <name>] secret: its routes need it */
+	struct netaddr_list allow_from;   /* empty: any peer with the secret */
 };
 
 struct plugin_host {
@@ -63,6 +67,23 @@ host_location(struct mb_ctx *ctx, const char *location_id, char **error_r)
 	const struct location_config *loc = location_id ? config_location(ctx->app->cfg, location_id) : NULL;
 	if (!loc)
 		*error_r = xasprintf("location %s is not configured", location_id ? location_id : "(none)");
+	return loc;
+}
+
+/* The location, when it uses this plugin for type (a plugin acts only
+ * for the locations that chose it); else NULL with *error_r. */
+static const struct location_config *
+host_own_location(struct mb_ctx *ctx, const char *location_id, unsigned type, char **error_r)
+{
+	const struct location_config *loc = host_location(ctx, location_id, error_r);
+	const char *uses = !loc ? NULL : type == MB_TYPE_SMS ? loc->sms_plugin : loc->call_plugin;
+
+	if (loc && (!uses || strcmp(uses, ctx->plugin->name))) {
+		*error_r = xasprintf("location %s does not use plugin %s for %s", location_id, ctx->plugin->name,
+		    type == MB_TYPE_SMS ? "SMS" : "calls");
+		log_warn("plugin %s: refused: %s", ctx->plugin->name, *error_r);
+		return NULL;
+	}
 	return loc;
 }
 
@@ -163,7 +184,7 @@ host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *f
     char **error_r)
 {
 	struct app *app = ctx->app;
-	const struct location_config *loc = host_location(ctx, location_id, error_r);
+	const struct location_config *loc = host_own_location(ctx, location_id, MB_TYPE_SMS, error_r);
 	struct step s = { GHL_OK, NULL };
 	struct ghl_result res = { 0 };
 	char *contact = NULL, *conv = NULL, *e164 = e164_normalise(from_phone);
@@ -210,7 +231,7 @@ static int
 host_log_call(struct mb_ctx *ctx, const char *location_id, int inbound, const char *from, const char *to,
     const char *status, const char *recording_url, char **error_r)
 {
-	const struct location_config *loc = host_location(ctx, location_id, error_r);
+	const struct location_config *loc = host_own_location(ctx, location_id, MB_TYPE_CALL, error_r);
 	struct call_record c = { inbound != 0, from, to, status, recording_url, 0 };
 	char *mid = NULL;
 	int r;
@@ -222,10 +243,28 @@ host_log_call(struct mb_ctx *ctx, const char *location_id, int inbound, const ch
 	return r;
 }
 
+/* Only a job this plugin could have sent: an SMS job at a location whose
+ * SMS plugin it is. Anything else (an email, another plugin's message)
+ * is "no such message" to it. */
 static int
 host_update_status(struct mb_ctx *ctx, const char *message_id, const char *status, const char *error_text)
 {
+	struct job *job = NULL;
+	const struct location_config *loc;
+	bool own;
+
 	if (strcmp(status, "delivered") && strcmp(status, "failed") && strcmp(status, "read"))
+		return 0;
+	if (!message_id || store_job_get(ctx->app->store, message_id, &job) != 1)
+		return 0;
+	loc = config_location(ctx->app->cfg, job->location_id);
+	own = (ctx->plugin->api->types & MB_TYPE_SMS) && job->type && strcmp(job->type, "Email") &&
+	    loc && loc->sms_plugin && !strcmp(loc->sms_plugin, ctx->plugin->name);
+	if (!own)
+		log_warn("plugin %s: refused a status for messageId=%s: not one of its messages", ctx->plugin->name,
+		    message_id);
+	job_free(job);
+	if (!own)
 		return 0;
 	return store_job_dsn(ctx->app->store, message_id, status, 0, error_text) == 1 ? 1 : 0;
 }
@@ -324,6 +363,17 @@ plugin_host_load(struct app *app, char **error_r)
 		struct loaded_plugin *p = &h->plugins[i];
 		char *err = NULL;
 		p->ctx.plugin = p;
+		p->secret = config_plugin_value(cfg, p->name, "secret");
+		if (p->secret && !p->secret[0])
+			p->secret = NULL;
+		if (netaddr_list_parse(config_plugin_value(cfg, p->name, "allow_from"), &p->allow_from, &err) < 0) {
+			*error_r = xasprintf("plugin %s: allow_from: %s", p->name, err);
+			free(err);
+			plugin_host_free(h);
+			return NULL;
+		}
+		if (p->api->http && !p->secret)
+			log_warn("plugin: %s has HTTP routes but no [plugin %s] secret: they answer 403", p->name, p->name);
 		p->state = p->api->init(&host_table, &p->ctx, &err);
 		if (!p->state) {
 			*error_r = xasprintf("plugin %s: init failed: %s", p->name, err ? err : "?");
@@ -346,6 +396,7 @@ plugin_host_free(struct plugin_host *h)
 		if (h->plugins[i].state && h->plugins[i].api->deinit)
 			h->plugins[i].api->deinit(h->plugins[i].state);
 		dlclose(h->plugins[i].dl);
+		netaddr_list_clear(&h->plugins[i].allow_from);
 		free(h->plugins[i].name);
 	}
 	free(h->plugins);
@@ -373,6 +424,7 @@ struct send_call {
 	struct loaded_plugin *p;
 	struct mb_outbound job;    /* strings owned by this call */
 	char *owned[5];
+	char **attachments;        /* owned copies of job.attachments */
 	enum mb_send_result result;
 	char *reason;
 };
@@ -382,6 +434,9 @@ send_call_free(struct send_call *c)
 {
 	for (int i = 0; i < 5; i++)
 		free(c->owned[i]);
+	for (size_t i = 0; i < c->job.n_attachments; i++)
+		free(c->attachments[i]);
+	free(c->attachments);
 	free(c->reason);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->done_cond);
@@ -427,8 +482,11 @@ plugin_send(struct plugin_host *h, struct loaded_plugin *p, const struct mb_outb
 	c->job.contact_id = c->owned[2] = xstrdup(job->contact_id);
 	c->job.phone = c->owned[3] = xstrdup(job->phone);
 	c->job.message = c->owned[4] = xstrdup(job->message);
-	c->job.attachments = NULL;
-	c->job.n_attachments = 0;
+	c->attachments = xcalloc(job->n_attachments + 1, sizeof(char *));
+	for (size_t i = 0; i < job->n_attachments; i++)
+		c->attachments[i] = xstrdup(job->attachments[i]);
+	c->job.attachments = (const char *const *)c->attachments;
+	c->job.n_attachments = job->n_attachments;
 	if (pthread_create(&t, NULL, send_thread, c) != 0) {
 		send_call_free(c);
 		*reason_r = xstrdup("cannot start a plugin thread");
@@ -466,6 +524,44 @@ req_query(const struct mb_http_request *r, const char *name)
 	return http_query(r->priv, name);
 }
 
+static const char *
+req_header(const struct mb_http_request *r, const char *name)
+{
+	return http_header(r->priv, name);
+}
+
+/* The host's gate in front of every plugin route: the plugin's secret,
+ * compared in constant time, and its allow_from. The secret may come in
+ * the query (gateways that can only call a URL), a header, or a bearer
+ * token. */
+static bool
+plugin_http_allowed(const struct loaded_plugin *p, const struct http_request *req, const struct sockaddr *peer,
+    const char *peer_addr, struct http_response *resp)
+{
+	const char *given = http_query(req, "secret"), *auth = http_header(req, "Authorization");
+
+	if (!given)
+		given = http_header(req, "X-Mailbridge-Secret");
+	if (!given && auth && !strncasecmp(auth, "Bearer ", 7))
+		given = auth + 7;
+	if (!p->secret) {
+		http_json_error(resp, 403, "this plugin's routes are off: set its secret", NULL);
+		return false;
+	}
+	if (p->allow_from.n > 0 && (!peer || !netaddr_list_has_addr(&p->allow_from, peer))) {
+		log_warn("plugin %s: refused %s %s from %s: not in allow_from", p->name, req->method, req->path, peer_addr);
+		http_json_error(resp, 403, "forbidden", NULL);
+		return false;
+	}
+	if (!secret_equal(given, p->secret)) {
+		log_warn("plugin %s: refused %s %s from %s: %s secret", p->name, req->method, req->path, peer_addr,
+		    given ? "wrong" : "no");
+		http_json_error(resp, 401, "plugin secret required", NULL);
+		return false;
+	}
+	return true;
+}
+
 void
 plugin_http(void *ctx, const struct http_request *req, struct http_response *resp)
 {
@@ -477,9 +573,13 @@ plugin_http(void *ctx, const struct http_request *req, struct http_response *res
 	for (size_t i = 0; app->plugins && i < app->plugins->n; i++) {
 		struct loaded_plugin *p = &app->plugins->plugins[i];
 		if (strlen(p->name) == len && !strncmp(p->name, rest, len) && p->api->http) {
+			char peer_addr[64];
+			const struct sockaddr *peer = http_peer(req, peer_addr, sizeof(peer_addr));
 			struct mb_http_request pr = { req->method, slash ? slash : "/", req->body, req->body_len,
-				req_query, (void *)req };
+				req_query, (void *)req, req_header, peer, peer_addr };
 			struct mb_http_response pres = { 404, "application/json", NULL };
+			if (!plugin_http_allowed(p, req, peer, peer_addr, resp))
+				return;
 			p->api->http(p->state, &pr, &pres);
 			resp->status = pres.status;
 			resp->content_type = pres.content_type ? pres.content_type : "application/json";

@@ -146,3 +146,21 @@ backoff_ms(int attempt, int64_t base_ms, int64_t max_ms)
 	/* jitter in [d/2, d] so a burst of failures does not retry in lockstep */
 	return d / 2 + (int64_t)(random_u64() % (uint64_t)(d / 2 + 1));
 }
+
+bool
+secret_equal(const char *given, const char *expected)
+{
+	size_t lg, le;
+	unsigned char diff;
+
+	if (!given || !expected)
+		return false;
+	lg = strlen(given);
+	le = strlen(expected);
+	diff = (unsigned char)(lg != le);
+	/* always walk the expected secret's length: the time says nothing of
+	 * how much of it matched */
+	for (size_t i = 0; i < le; i++)
+		diff |= (unsigned char)(expected[i] ^ (i < lg ? given[i] : 0));
+	return diff == 0 && le > 0;
+}

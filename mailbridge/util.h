@@ -24,6 +24,10 @@ char *read_file(const char *path, size_t max, size_t *len_r);
  * CR, LF or NUL (within len). */
 bool has_header_break(const char *s, size_t len);
 
+/* Compares two secrets in time that depends only on their lengths, not
+ * on where they differ (NULL never matches). */
+bool secret_equal(const char *given, const char *expected);
+
 /* Random 64 bits from the OS (getrandom); never fails after start-up. */
 uint64_t random_u64(void);
 

@@ -17,6 +17,7 @@ from harness.kannel import FAKESMSC, Kannel  # noqa: E402
 BASE = int(os.environ.get("MB_TEST_PORT_BASE", "21000")) + 900
 PLUGIN_DIR = os.path.abspath(os.environ.get("MB_PLUGIN_DIR", os.path.join(os.path.dirname(__file__), "..", "build", "plugins")))
 DAEMON_PORT = BASE + 50
+SECRET = "kannel-" + os.urandom(8).hex()
 
 
 def setUpModule():
@@ -25,7 +26,8 @@ def setUpModule():
         raise unittest.SkipTest("kannel-extras is not installed")
     ghl = FakeGHL()
     ghl.static_tokens.add("tok")
-    kannel = Kannel(BASE, f"http://127.0.0.1:{DAEMON_PORT}/plugins/kannel/mo",
+    # Kannel's get-url carries the plugin's secret, as an operator sets it
+    kannel = Kannel(BASE, f"http://127.0.0.1:{DAEMON_PORT}/plugins/kannel/mo?secret={SECRET}",
                     mo_messages=["+15557654321 +15559990000 text Hello from my phone"])
     common = {"from": "K <k@sms.test>", "smtp_host": "127.0.0.1", "smtp_tls": "none", "token": "tok",
               "sms_provider_id": "smsprov"}
@@ -33,7 +35,7 @@ def setUpModule():
                extra_store="max_lifetime = 4\n",
                extra_sections=(f"[plugins]\ndir = {PLUGIN_DIR}\nsend_timeout = 15\n\n[plugin kannel]\n"
                                f"sendsms_url = http://127.0.0.1:{kannel.sendsms}/cgi-bin/sendsms\n"
-                               "username = mb\npassword = mbpw\nmo_location = LKannel\n"))
+                               f"username = mb\npassword = mbpw\nmo_location = LKannel\nsecret = {SECRET}\n"))
     # the daemon first: Kannel sends its MO message once it is up, and a
     # slow daemon start (valgrind) would otherwise meet a refused connection
     d.start()
@@ -95,6 +97,30 @@ class TestKannel(unittest.TestCase):
             time.sleep(0.1)
         # the fake SMSC prints UCS-2 data form-encoded (+ for the 0x20 byte): big-endian units
         self.assertIn("Grüße ✓", ucs2_texts(), kannel.received())
+
+    def test_forged_dlr_and_mo_refused(self):
+        """Without the secret, a DLR cannot fail a message and an MO cannot
+        post into a conversation; with it, a DLR still cannot touch an
+        email (or any message that is not this plugin's)."""
+        email = "e" + os.urandom(6).hex()
+        st, body = d.post_webhook({"type": "Email", "locationId": "LKannel", "messageId": email, "contactId": "c1",
+                                   "emailTo": ["a@sms.test"], "subject": "s", "html": "<p>x</p>", "attachments": []})
+        self.assertEqual(st, 200, body)
+        before = len(ghl.inbound)
+        st, _, _ = d.request("GET", f"/plugins/kannel/dlr?id={email}&type=16")
+        self.assertEqual(st, 401)
+        st, _, _ = d.request("GET", "/plugins/kannel/mo?from=%2B15550002222&text=forged")
+        self.assertEqual(st, 401)
+        st, _, _ = d.request("GET", f"/plugins/kannel/dlr?id={email}&type=16&secret={SECRET}")
+        self.assertEqual(st, 200)
+        time.sleep(1)
+        j = d.job(email)
+        self.assertNotEqual(j["state"], "failed")
+        self.assertIn(j["report_status"], (None, ""))
+        self.assertEqual(statuses(email), [])
+        self.assertIn(f"refused a status for messageId={email}", d.log())
+        self.assertEqual(len(ghl.inbound), before)
+        d.cli("queue", "drop", email)
 
     def test_z_kannel_down_retried_then_failed(self):
         kannel.stop_all()

@@ -16,6 +16,16 @@ from harness.fakeghl import FakeGHL  # noqa: E402
 BASE = int(os.environ.get("MB_TEST_PORT_BASE", "21000")) + 800
 PLUGIN_DIR = os.path.abspath(os.environ.get("MB_PLUGIN_DIR", os.path.join(os.path.dirname(__file__), "..", "build", "plugins")))
 OUT = tempfile.mktemp(prefix="mb-sms-")
+SMS_SECRET = "sms-" + os.urandom(8).hex()
+CDR_SECRET = "cdr-" + os.urandom(8).hex()
+
+
+def preq(method, path, body=None):
+    """A plugin route with its secret: a header for testsms, the query
+    (as a PBX hook would carry it) for calllog."""
+    if path.startswith("/plugins/calllog/"):
+        return d.request(method, path + ("&" if "?" in path else "?") + f"secret={CDR_SECRET}", body)
+    return d.request(method, path, body, headers={"X-Mailbridge-Secret": SMS_SECRET})
 
 
 def loc(name, **kw):
@@ -29,7 +39,8 @@ def setUpModule():
     ghl = FakeGHL()
     ghl.static_tokens.add("tok")
     d = Daemon(BASE + 50, ghl.url, [loc("LSms", sms="testsms", sms_provider_id="smsprov"), loc("LCall", call="calllog", call_provider_id="cp1")],
-               extra_sections=f"[plugins]\ndir = {PLUGIN_DIR}\nsend_timeout = 2\n\n[plugin testsms]\noutfile = {OUT}\n")
+               extra_sections=f"[plugins]\ndir = {PLUGIN_DIR}\nsend_timeout = 2\n\n[plugin testsms]\noutfile = {OUT}\n"
+                             f"secret = {SMS_SECRET}\n\n[plugin calllog]\nsecret = {CDR_SECRET}\n")
     d.start()
 
 
@@ -79,7 +90,7 @@ class TestPlugins(unittest.TestCase):
         mid = sms("accept")
         j = d.wait_job(mid, lambda j: j["state"] == "sent")
         self.assertEqual(statuses(mid), [])
-        st, body, _ = d.request("GET", f"/plugins/testsms/dlr?id=gw-{mid}&status=delivered")
+        st, body, _ = preq("GET", f"/plugins/testsms/dlr?id=gw-{mid}&status=delivered")
         self.assertEqual(st, 200, body)
         self.assertEqual([s["status"] for s in wait_status(mid)], ["delivered"])
 
@@ -97,7 +108,7 @@ class TestPlugins(unittest.TestCase):
     def test_sms_failed_dlr(self):
         mid = sms("accept")
         d.wait_job(mid, lambda j: j["state"] == "sent")
-        d.request("GET", f"/plugins/testsms/dlr?id=gw-{mid}&status=failed")
+        preq("GET", f"/plugins/testsms/dlr?id=gw-{mid}&status=failed")
         st = wait_status(mid)
         self.assertEqual(st[-1]["status"], "failed")
         self.assertIn("DLR 16", st[-1]["error"]["message"])
@@ -124,30 +135,30 @@ class TestPlugins(unittest.TestCase):
         self.assertEqual([s["status"] for s in wait_status(sms("after the hang"))], ["delivered"])
 
     def test_inbound_sms_route(self):
-        st, body, _ = d.request("GET", "/plugins/testsms/mo?location=LSms&from=%2B15557654321&text=Hi+there")
+        st, body, _ = preq("GET", "/plugins/testsms/mo?location=LSms&from=%2B15557654321&text=Hi+there")
         self.assertEqual(st, 200, body)
         b = ghl.inbound[-1]
         self.assertEqual((b["type"], b["message"], b["direction"]), ("SMS", "Hi there", "inbound"))
         self.assertEqual(ghl.contacts[("LSms", "+15557654321")], b["contactId"])
 
     def test_phone_numbers_normalised_to_e164(self):
-        st, body, _ = d.request("GET", "/plugins/testsms/mo?location=LSms&from=15553334444&text=no+plus")
+        st, body, _ = preq("GET", "/plugins/testsms/mo?location=LSms&from=15553334444&text=no+plus")
         self.assertEqual(st, 200, body)
         self.assertEqual(ghl.contacts[("LSms", "+15553334444")], ghl.inbound[-1]["contactId"])
-        st, body, _ = d.request("GET", "/plugins/testsms/mo?location=LSms&from=0044%2020%207946%200000&text=intl")
+        st, body, _ = preq("GET", "/plugins/testsms/mo?location=LSms&from=0044%2020%207946%200000&text=intl")
         self.assertEqual(st, 200, body)
         self.assertIn(("LSms", "+442079460000"), ghl.contacts)
-        st, body, _ = d.request("GET", "/plugins/testsms/mo?location=LSms&from=hello&text=x")
+        st, body, _ = preq("GET", "/plugins/testsms/mo?location=LSms&from=hello&text=x")
         self.assertEqual(st, 422)
 
     def test_host_contact_and_upload(self):
-        st, body, _ = d.request("GET", "/plugins/testsms/contact?location=LSms&phone=%2B15550009999")
+        st, body, _ = preq("GET", "/plugins/testsms/contact?location=LSms&phone=%2B15550009999")
         self.assertEqual(st, 422, "unknown and not asked to create")
-        st, cid, _ = d.request("GET", "/plugins/testsms/contact?location=LSms&phone=%2B15550009999&create=1")
+        st, cid, _ = preq("GET", "/plugins/testsms/contact?location=LSms&phone=%2B15550009999&create=1")
         self.assertEqual(st, 200)
         self.assertEqual(ghl.contacts[("LSms", "+15550009999")], cid.decode())
         jpeg = os.urandom(2048)
-        st, url, _ = d.request("POST", f"/plugins/testsms/upload?location=LSms&contact={cid.decode()}", jpeg)
+        st, url, _ = preq("POST", f"/plugins/testsms/upload?location=LSms&contact={cid.decode()}", jpeg)
         self.assertEqual(st, 200, url)
         self.assertTrue(url.decode().startswith("https://storage.fake/"))
         self.assertIn(("mms.jpg", jpeg), ghl.uploads)
@@ -159,7 +170,7 @@ class TestPlugins(unittest.TestCase):
 
     def test_calllog_cdrs(self):
         def cdr(**kw):
-            st, body, _ = d.request("POST", "/plugins/calllog/cdr", json.dumps(kw).encode())
+            st, body, _ = preq("POST", "/plugins/calllog/cdr", json.dumps(kw).encode())
             return st, json.loads(body)
         st, body = cdr(locationId="LCall", direction="inbound", **{"from": "+15551110000"}, to="+15559990000",
                        status="answered", recording_url="https://pbx.test/r.wav")
@@ -182,11 +193,54 @@ class TestPlugins(unittest.TestCase):
                                 status="completed"), 422)):
             st, body = cdr(**bad)
             self.assertEqual(st, code, (bad, body))
-        st, _, _ = d.request("POST", "/plugins/calllog/cdr", b"{not json")
+        st, _, _ = preq("POST", "/plugins/calllog/cdr", b"{not json")
         self.assertEqual(st, 400)
-        st, _, _ = d.request("POST", "/plugins/calllog/cdr", b"{" + b" " * 70000 + b"}")
+        st, _, _ = preq("POST", "/plugins/calllog/cdr", b"{" + b" " * 70000 + b"}")
         self.assertEqual(st, 413)
         self.assertEqual((len(ghl.inbound), len(ghl.outbound_calls)), before, "bad CDRs post nothing")
+
+    def test_plugin_routes_need_the_secret(self):
+        before = (len(ghl.inbound), len(ghl.outbound_calls))
+        mo = "/plugins/testsms/mo?location=LSms&from=%2B15557654321&text=forged"
+        cdr = json.dumps({"locationId": "LCall", "direction": "inbound", "from": "+15551110000",
+                          "to": "+15559990000", "status": "answered", "recording_url": "https://evil.test/x"}).encode()
+        for path, body, headers in ((mo, None, {}),
+                                    (mo, None, {"X-Mailbridge-Secret": SMS_SECRET + "x"}),
+                                    (mo + "&secret=" + SMS_SECRET[:-1], None, {}),
+                                    (mo, None, {"X-Mailbridge-Secret": CDR_SECRET}),   # another plugin's
+                                    ("/plugins/calllog/cdr", cdr, {}),
+                                    ("/plugins/calllog/cdr?secret=", cdr, {})):
+            st, body, _ = d.request("POST" if body else "GET", path, body, headers=headers)
+            self.assertEqual(st, 401, (path, headers, body))
+        self.assertEqual((len(ghl.inbound), len(ghl.outbound_calls)), before, "nothing posted")
+        self.assertNotIn(SMS_SECRET, d.log())
+        # the bearer form works too
+        st, body, _ = d.request("GET", mo.replace("forged", "bearer"), headers={"Authorization": f"Bearer {SMS_SECRET}"})
+        self.assertEqual(st, 200, body)
+
+    def test_plugin_acts_only_for_its_own_locations(self):
+        before = (len(ghl.inbound), len(ghl.outbound_calls))
+        # testsms is LSms's SMS plugin, not LCall's; calllog is LCall's, not LSms's
+        st, body, _ = preq("GET", "/plugins/testsms/mo?location=LCall&from=%2B15557654321&text=x")
+        self.assertEqual(st, 422, body)
+        self.assertIn(b"does not use plugin testsms", body)
+        st, body, _ = preq("POST", "/plugins/calllog/cdr", json.dumps(
+            {"locationId": "LSms", "direction": "inbound", "from": "+15551110000", "to": "+15559990000",
+             "status": "answered"}).encode())
+        self.assertEqual(st, 422, body)
+        self.assertEqual((len(ghl.inbound), len(ghl.outbound_calls)), before)
+
+    def test_routes_off_without_a_secret(self):
+        other = Daemon(BASE + 53, ghl.url, [loc("LCall", call="calllog")],
+                       extra_sections=f"[plugins]\ndir = {PLUGIN_DIR}\n")
+        try:
+            other.start()
+            st, body, _ = other.request("POST", "/plugins/calllog/cdr?secret=", b"{}")
+            self.assertEqual(st, 403, body)
+            self.assertIn("no [plugin calllog] secret", other.log())
+        finally:
+            other.stop()
+            other.cleanup()
 
     def test_zz_contract(self):
         self.assertEqual(ghl.spec_errors, [])
@@ -199,7 +253,7 @@ class TestPluginABI(unittest.TestCase):
         try:
             with self.assertRaises(RuntimeError) as cm:
                 bad.start(timeout=10)
-            self.assertIn("speaks ABI 99, this mailbridge speaks 1", str(cm.exception))
+            self.assertIn("speaks ABI 100, this mailbridge speaks 2", str(cm.exception))
         finally:
             bad.cleanup()
 

@@ -1,5 +1,6 @@
 #include "sig.h"
 #include "test.h"
+#include "util.h"
 
 #include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
@@ -48,6 +49,16 @@ main(void)
 	const char *body = "{\"type\":\"Email\",\"messageId\":\"m1\"}";
 	gnutls_privkey_t ed = gen_key(GNUTLS_PK_EDDSA_ED25519, 256, "/tmp/mb-test-ed.pub");
 	gnutls_privkey_t rsa = gen_key(GNUTLS_PK_RSA, 2048, "/tmp/mb-test-rsa.pub");
+
+	/* shared secrets (plugin routes, /metrics) */
+	CHECK(secret_equal("abc", "abc"));
+	CHECK(!secret_equal("abd", "abc"));
+	CHECK(!secret_equal("ab", "abc"));
+	CHECK(!secret_equal("abcd", "abc"));
+	CHECK(!secret_equal("ab\0c", "abc"));
+	CHECK(!secret_equal(NULL, "abc"));
+	CHECK(!secret_equal("x", NULL));
+	CHECK(!secret_equal("", ""));       /* an empty secret is no secret */
 	gnutls_privkey_t other = gen_key(GNUTLS_PK_EDDSA_ED25519, 256, "/tmp/mb-test-other.pub");
 	struct sig_keys *keys = sig_keys_load("/tmp/mb-test-ed.pub", "/tmp/mb-test-rsa.pub", &err);
 	struct sig_keys *only_ed = sig_keys_load("/tmp/mb-test-ed.pub", NULL, &err);

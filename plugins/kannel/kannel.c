@@ -12,7 +12,10 @@
  * MMS attachments cannot ride on SMS: their URLs are appended to the text.
  *
  * [plugin kannel] keys: sendsms_url, username, password, mo_location,
- * sender (optional; else Kannel's global-sender), timeout (s, default 10). Built against the installed plugin.h only. */
+ * sender (optional; else Kannel's global-sender), timeout (s, default 10),
+ * secret (the host requires it on /plugins/kannel/...: the DLR URL
+ * carries it, and Kannel's get-url must too: ...&secret=<secret>).
+ * Built against the installed plugin.h only. */
 #include <curl/curl.h>
 #include <mailbridge/plugin.h>
 #include <stdio.h>
@@ -22,7 +25,7 @@
 struct state {
 	const struct mb_host *host;
 	struct mb_ctx *ctx;
-	const char *url, *user, *pass, *mo_location, *sender;
+	const char *url, *user, *pass, *mo_location, *sender, *secret;
 	long timeout;
 };
 
@@ -32,6 +35,10 @@ k_init(const struct mb_host *host, struct mb_ctx *ctx, char **error_r)
 	struct state *s = calloc(1, sizeof(*s));
 	const char *t;
 
+	if (!s) {
+		*error_r = strdup("out of memory");
+		return NULL;
+	}
 	s->host = host;
 	s->ctx = ctx;
 	s->url = host->config(ctx, "sendsms_url");
@@ -39,6 +46,7 @@ k_init(const struct mb_host *host, struct mb_ctx *ctx, char **error_r)
 	s->pass = host->config(ctx, "password");
 	s->mo_location = host->config(ctx, "mo_location");
 	s->sender = host->config(ctx, "sender");
+	s->secret = host->config(ctx, "secret");
 	t = host->config(ctx, "timeout");
 	s->timeout = t ? atol(t) : 10;
 	if (!s->url || !s->user || !s->pass) {
@@ -57,16 +65,25 @@ k_sink(char *p, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
+/* buf + sep + key=value (escaped); NULL in or out of memory gives NULL */
 static char *
-k_append(char *buf, const char *key, const char *value)
+k_append_sep(char *buf, const char *sep, const char *key, const char *value)
 {
-	char *ev = curl_easy_escape(NULL, value, 0);
-	size_t len = strlen(buf) + strlen(key) + strlen(ev) + 3;
-	char *out = malloc(len);
-	snprintf(out, len, "%s&%s=%s", buf, key, ev);
+	char *ev = buf ? curl_easy_escape(NULL, value, 0) : NULL;
+	size_t len = ev ? strlen(buf) + strlen(sep) + strlen(key) + strlen(ev) + 2 : 0;
+	char *out = ev ? malloc(len) : NULL;
+
+	if (out)
+		snprintf(out, len, "%s%s%s=%s", buf, sep, key, ev);
 	curl_free(ev);
 	free(buf);
 	return out;
+}
+
+static char *
+k_append(char *buf, const char *key, const char *value)
+{
+	return k_append_sep(buf, "&", key, value);
 }
 
 static int
@@ -93,6 +110,13 @@ k_send(void *state, const struct mb_outbound *job, char **reason_r)
 	for (size_t i = 0; i < job->n_attachments; i++)
 		tlen += strlen(job->attachments[i]) + 1;
 	text = malloc(tlen);
+	if (!h || !url || !text) {
+		curl_easy_cleanup(h);
+		free(url);
+		free(text);
+		*reason_r = strdup("out of memory");
+		return MB_SEND_TEMPORARY;
+	}
 	strcpy(text, job->message);
 	for (size_t i = 0; i < job->n_attachments; i++) {
 		strcat(text, "\n");
@@ -109,11 +133,28 @@ k_send(void *state, const struct mb_outbound *job, char **reason_r)
 	if (!is_ascii(text))
 		url = k_append(url, "coding", "2");
 	url = k_append(url, "dlr-mask", "27");   /* delivered, failed, smsc ack, smsc reject */
-	dlr = malloc(strlen(pub) + strlen(job->message_id) + 64);
-	sprintf(dlr, "%s/plugins/kannel/dlr?id=%s&type=%%d", pub, job->message_id);
-	url = k_append(url, "dlr-url", dlr);
+	dlr = malloc(strlen(pub) + 32);
+	if (dlr)
+		sprintf(dlr, "%s/plugins/kannel/dlr", pub);
+	dlr = k_append_sep(dlr, "?", "id", job->message_id);
+	if (s->secret)
+		dlr = k_append(dlr, "secret", s->secret);
+	/* Kannel fills in %d itself: it must stay unescaped */
+	if (dlr) {
+		char *d2 = malloc(strlen(dlr) + 16);
+		if (d2)
+			sprintf(d2, "%s&type=%%d", dlr);
+		free(dlr);
+		dlr = d2;
+	}
+	url = dlr ? k_append(url, "dlr-url", dlr) : (free(url), NULL);
 	free(dlr);
 	free(text);
+	if (!url) {
+		curl_easy_cleanup(h);
+		*reason_r = strdup("out of memory");
+		return MB_SEND_TEMPORARY;
+	}
 
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, s->timeout);
@@ -144,7 +185,7 @@ k_reply(struct mb_http_response *resp, int status, const char *text)
 {
 	resp->status = status;
 	resp->content_type = "text/plain";
-	resp->body = strdup(text);
+	resp->body = strdup(text);   /* NULL (out of memory) is an empty body to the host */
 }
 
 static void

@@ -52,7 +52,7 @@ concatenation = true
 
 group = sms-service
 keyword = default
-get-url = "{mo_url}?from=%p&text=%a"
+get-url = "{mo_url}{"&" if "?" in mo_url else "?"}from=%p&text=%a"
 omit-empty = true
 max-messages = 0
 """)
