@@ -60,6 +60,8 @@ static const struct config_key config_keys[] = {
 	{ SEC_HIGHLEVEL, "webhook_key_ed25519", CT_PATH, G(ed25519_key), "keys/ghl-webhook-ed25519.pem", 0, 0, false },
 	{ SEC_HIGHLEVEL, "webhook_key_rsa", CT_PATH, G(rsa_key), "keys/ghl-webhook-rsa-legacy.pem", 0, 0, false },
 	{ SEC_HIGHLEVEL, "require_signature", CT_BOOL, G(require_signature), "yes", 0, 0, false },
+	{ SEC_HIGHLEVEL, "app_id", CT_STR, G(app_id), NULL, 0, 0, false },
+	{ SEC_HIGHLEVEL, "delivery_token", CT_STR, G(delivery_token), NULL, 0, 0, true },
 	{ SEC_HIGHLEVEL, "rate_limit", CT_INT, G(rate_limit), "100", 1, 100000, false },
 	{ SEC_HIGHLEVEL, "rate_window", CT_INT, G(rate_window), "10", 1, 3600, false },
 	{ SEC_HIGHLEVEL, "timeout", CT_INT, G(api_timeout), "30", 1, 600, false },
@@ -79,6 +81,7 @@ static const struct config_key config_keys[] = {
 	/* at least a week: a DSN (Postfix bounces after 5 days) must still find its job */
 	{ SEC_STORE, "keep_days", CT_INT, G(keep_days), "30", 7, 3650, false },
 	{ SEC_STORE, "thread_days", CT_INT, G(thread_days), "365", 1, 36500, false },
+	{ SEC_STORE, "replay_days", CT_INT, G(replay_days), "400", 7, 36500, false },
 
 	{ SEC_PLUGINS, "dir", CT_PATH, G(plugin_dir), "plugins", 0, 0, false },
 	{ SEC_PLUGINS, "send_timeout", CT_INT, G(plugin_timeout), "30", 1, 3600, false },
@@ -789,6 +792,14 @@ config_check(struct config *cfg, FILE *err, int *errors)
 			memset(k, 0, len);
 		free(k);
 	}
+	if (cfg->replay_days < cfg->keep_days) {
+		fprintf(err, "%s: replay_days is shorter than keep_days: a replayed webhook could be sent again\n",
+		    where(cfg, "replay_days"));
+		(*errors)++;
+	}
+	if (cfg->client_id && !cfg->app_id)
+		fprintf(err, "%s: warning: client_id is set but app_id is not: INSTALL and UNINSTALL webhooks are "
+		    "refused until [highlevel] app_id names this app\n", where(cfg, "client_id"));
 	if (cfg->retry_base > cfg->retry_max) {
 		fprintf(err, "%s: retry_base is larger than retry_max\n", where(cfg, "retry_base"));
 		(*errors)++;

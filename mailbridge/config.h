@@ -85,6 +85,8 @@ struct config {
 	char *ed25519_key;
 	char *rsa_key;
 	bool require_signature;
+	char *app_id;              /* our marketplace appId: app webhooks must name it */
+	char *delivery_token;      /* optional secret in the Delivery URL */
 	long rate_limit;
 	long rate_window;
 	long api_timeout;
@@ -103,6 +105,7 @@ struct config {
 	long events_days;          /* how long `trace` history is kept */
 	long keep_days;            /* finished jobs, webhook and inbound dedupe records */
 	long thread_days;          /* Message-ID map that threads replies */
+	long replay_days;          /* fingerprints of seen messageIds and app webhooks */
 	char *token_key_file;      /* 32-byte key (or 64 hex digits): tokens sealed at rest */
 	unsigned char token_key[32];
 	bool have_token_key;

@@ -41,6 +41,7 @@ static char self_exe[4096];      /* our binary's path, read at start */
 
 static const struct http_route routes[] = {
 	{ "POST", "/webhooks/provider", webhook_provider },
+	{ "POST", "/webhooks/provider/*", webhook_provider },   /* with delivery_token */
 	{ "POST", "/webhooks/app", webhook_app },
 	{ "GET", "/oauth/start", oauth_http_start },
 	{ "GET", "/oauth/callback", oauth_http_callback },
@@ -134,12 +135,12 @@ housekeeping(struct app *app)
 	struct store_pruned p;
 
 	if (store_prune(app->store, now - app->cfg->keep_days * day, now - app->cfg->thread_days * day,
-	    now - app->cfg->events_days * day, &p) < 0)
+	    now - app->cfg->events_days * day, now - app->cfg->replay_days * day, &p) < 0)
 		return;             /* the store logged why; next hour tries again */
-	if (p.payloads || p.jobs || p.webhooks || p.inbound || p.threads || p.events)
-		log_info("store: pruned payloads=%lld jobs=%lld webhooks=%lld inbound=%lld threads=%lld events=%lld",
-		    (long long)p.payloads, (long long)p.jobs, (long long)p.webhooks, (long long)p.inbound,
-		    (long long)p.threads, (long long)p.events);
+	if (p.payloads || p.jobs || p.webhooks || p.inbound || p.threads || p.events || p.replays)
+		log_info("store: pruned payloads=%lld jobs=%lld webhooks=%lld inbound=%lld threads=%lld events=%lld "
+		    "replay_guard=%lld", (long long)p.payloads, (long long)p.jobs, (long long)p.webhooks,
+		    (long long)p.inbound, (long long)p.threads, (long long)p.events, (long long)p.replays);
 }
 
 static int

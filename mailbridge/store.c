@@ -154,8 +154,37 @@ static const char *const store_migrations[] = {
 	/* 7: an attempt ended after our final dot with no reply: the relay
 	 * may hold the message (outbound.c checks its log before resending) */
 	"ALTER TABLE jobs ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;",
+	/* 8: replay guard. A compact fingerprint (mb_fp: 12 bytes of SHA-256)
+	 * of every provider messageId and app webhook, kept for replay_days,
+	 * far longer than the job: a signed body re-posted after the prune is
+	 * still a duplicate. Filled from what is still here. */
+	"CREATE TABLE replay_guard ("
+	"  fp BLOB PRIMARY KEY,"
+	"  at INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE INDEX replay_guard_at ON replay_guard(at);"
+	"INSERT OR IGNORE INTO replay_guard (fp, at) SELECT mb_fp('job:' || message_id), created_at FROM jobs;"
+	"INSERT OR IGNORE INTO replay_guard (fp, at) SELECT mb_fp('app:' || webhook_id), received_at FROM webhook_seen;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
+
+/* mb_fp(text): the replay guard's fingerprint, 12 bytes of SHA-256: a
+ * false "seen before" needs a collision among some 2^48 ids. */
+#define STORE_FP_LEN 12
+
+static void
+store_sql_fp(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	unsigned char digest[32];
+	const unsigned char *in = sqlite3_value_text(argv[0]);
+
+	(void)argc;
+	if (!in) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, in, (size_t)sqlite3_value_bytes(argv[0]), digest);
+	sqlite3_result_blob(ctx, digest, STORE_FP_LEN, SQLITE_TRANSIENT);
+}
 
 static void
 store_log_error(struct store *st, const char *what)
@@ -553,6 +582,9 @@ store_open(const char *data_dir, char **error_r)
 	 * pages (new databases only): most commits change a few small rows and
 	 * index entries, and each changed page is a WAL frame; 4 KiB pages
 	 * wrote 165 KiB per message to disk in bench/outbound.py, 1 KiB 74. */
+	if (sqlite3_create_function(st->db, "mb_fp", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, store_sql_fp,
+	    NULL, NULL) != SQLITE_OK)
+		goto fail;
 	if (sqlite3_exec(st->db, "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 	    "PRAGMA foreign_keys=ON;", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
@@ -698,10 +730,14 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 
 	if (store_tx_begin(st, "job add") < 0)
 		return -1;
-	/* ON CONFLICT DO NOTHING: a duplicate webhook is a success, stored once */
-	r = store_tx_step(st, "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, "
-	    "next_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5) "
-	    "ON CONFLICT(message_id) DO NOTHING", "ssssi", message_id, location_id, type, email_message_id, now);
+	/* a duplicate webhook is a success, stored once: seen by the replay
+	 * guard (kept replay_days) or, for rows older than it, the job */
+	r = store_tx_step(st, "INSERT INTO replay_guard (fp, at) VALUES (mb_fp('job:' || ?1), ?2) "
+	    "ON CONFLICT DO NOTHING", "si", message_id, now);
+	if (r == 1)
+		r = store_tx_step(st, "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, "
+		    "next_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5) "
+		    "ON CONFLICT(message_id) DO NOTHING", "ssssi", message_id, location_id, type, email_message_id, now);
 	if (r == 1)
 		store_tx_step(st, "INSERT INTO job_payload (job_id, payload) VALUES (?1, ?2)", "is",
 		    sqlite3_last_insert_rowid(st->db), payload);
@@ -1143,7 +1179,7 @@ store_token_mark_reinstall(struct store *st, const char *location_id)
 int
 store_webhook_seen(struct store *st, const char *webhook_id, int64_t now)
 {
-	int r = store_exec_durable(st, "INSERT INTO webhook_seen (webhook_id, received_at) VALUES (?1, ?2) "
+	int r = store_exec_durable(st, "INSERT INTO replay_guard (fp, at) VALUES (mb_fp('app:' || ?1), ?2) "
 	    "ON CONFLICT DO NOTHING", "si", webhook_id, now);
 	return r < 0 ? -1 : r;
 }
@@ -1432,6 +1468,11 @@ static const struct prune_spec prune_webhooks = PRUNE_BY_AGE("webhook_seen", "re
 static const struct prune_spec prune_inbound = PRUNE_BY_AGE("inbound_seen", "created_at");
 static const struct prune_spec prune_threads = PRUNE_BY_AGE("message_map", "created_at");
 static const struct prune_spec prune_events = PRUNE_BY_AGE("events", "at");
+static const struct prune_spec prune_replays = {
+	NULL,   /* no rowid: by its index on at */
+	"DELETE FROM replay_guard WHERE fp IN (SELECT fp FROM replay_guard WHERE at < ?1 "
+	PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+};
 
 /* Rows removed, or -1 on a store error (logged). */
 static int64_t
@@ -1454,7 +1495,7 @@ store_prune_one(struct store *st, const struct prune_spec *ps, int64_t cutoff)
 
 int
 store_prune(struct store *st, int64_t keep_before, int64_t threads_before, int64_t events_before,
-    struct store_pruned *r)
+    int64_t replays_before, struct store_pruned *r)
 {
 	memset(r, 0, sizeof(*r));
 	if ((r->payloads = store_prune_one(st, &prune_payloads, 0)) < 0 ||
@@ -1462,7 +1503,8 @@ store_prune(struct store *st, int64_t keep_before, int64_t threads_before, int64
 	    (r->webhooks = store_prune_one(st, &prune_webhooks, keep_before)) < 0 ||
 	    (r->inbound = store_prune_one(st, &prune_inbound, keep_before)) < 0 ||
 	    (r->threads = store_prune_one(st, &prune_threads, threads_before)) < 0 ||
-	    (r->events = store_prune_one(st, &prune_events, events_before)) < 0)
+	    (r->events = store_prune_one(st, &prune_events, events_before)) < 0 ||
+	    (r->replays = store_prune_one(st, &prune_replays, replays_before)) < 0)
 		return -1;
 	return 0;
 }

@@ -219,12 +219,13 @@ int store_events_each(struct store *st, const char *key, void (*fn)(int64_t at, 
  * one whose status is still to be reported. Runs in small batches, so it
  * can run beside the daemon's work. 0, or -1 on a store error. */
 struct store_pruned {
-	int64_t payloads, jobs, webhooks, inbound, threads, events;
+	int64_t payloads, jobs, webhooks, inbound, threads, events, replays;
 };
 int store_prune(struct store *st, int64_t keep_before, int64_t threads_before, int64_t events_before,
-    struct store_pruned *r);
+    int64_t replays_before, struct store_pruned *r);
 
-/* Marketplace webhook replay protection: 1 first time, 0 seen before. */
+/* Marketplace webhook replay protection (the replay guard, kept
+ * replay_days): 1 first time, 0 seen before. */
 int store_webhook_seen(struct store *st, const char *webhook_id, int64_t now);
 
 #endif

@@ -7,10 +7,19 @@
 
 #include "http.h"
 
+#include <stdint.h>
+
+/* With [highlevel] delivery_token set, the Delivery URL must carry it:
+ * /webhooks/provider/<token> or ?token=<token> (401 otherwise). */
 void webhook_provider(void *app, const struct http_request *req, struct http_response *resp);
-/* POST /webhooks/app: INSTALL / UNINSTALL, verified like the Delivery URL,
- * replay-protected by the timestamp window and webhookId dedupe. */
+/* POST /webhooks/app: INSTALL / UNINSTALL. Always signed (whatever
+ * require_signature says), appId must be [highlevel] app_id, timestamp
+ * (when present) within 5 minutes, each event acted on once (webhookId,
+ * else the body's hash, kept replay_days). */
 void webhook_app(void *app, const struct http_request *req, struct http_response *resp);
+/* An ISO 8601 time with its offset ("...Z", "+02:00", "-0130") in ms
+ * since the epoch; -1 when it is anything else. */
+int64_t webhook_parse_timestamp(const char *s);
 void webhook_health(void *app, const struct http_request *req, struct http_response *resp);
 
 #endif

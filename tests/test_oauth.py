@@ -32,7 +32,7 @@ def setUpModule():
     os.write(fd, os.urandom(32).hex().encode() + b"\n")
     os.close(fd)
     d = Daemon(BASE + 50, ghl.url, locations,
-               extra_highlevel="client_id = test-client\nclient_secret = test-secret\n"
+               extra_highlevel="client_id = test-client\nclient_secret = test-secret\napp_id = app1\n"
                                "rate_limit = 50\nrate_window = 1\n",
                extra_store=f"token_key_file = {KEYFILE}\n", workers=4)
     d.start()
@@ -223,11 +223,40 @@ class TestOAuth(unittest.TestCase):
         self.assertEqual((st, body["status"]), (200, "ok"))
         st, body = app_event(locationId="LUninstall", webhookId=ev_id)
         self.assertEqual((st, body["status"]), (200, "duplicate"))
-        ev = {"type": "UNINSTALL", "locationId": "LUninstall", "webhookId": "x1"}
+        ev = {"type": "UNINSTALL", "appId": "app1", "locationId": "LUninstall", "webhookId": "x1"}
         st, _ = d.post_webhook(ev, path="/webhooks/app", sign="bad")
         self.assertEqual(st, 401)
         st, _ = d.post_webhook(ev, path="/webhooks/app", sign=None)
         self.assertEqual(st, 401)
+
+    def test_app_webhook_timestamp_strict(self):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        # a time that is now in its own offset's digits but 5 hours away
+        shifted = now.replace(tzinfo=None).isoformat(timespec="milliseconds") + "+05:00"
+        for bad in (12345, ["x"], shifted, now.replace(tzinfo=None).isoformat(), "2025-13-01T00:00:00Z",
+                    now.isoformat().replace("+00:00", "Z") + "junk"):
+            st, body = app_event(locationId="LUninstall", type="UNINSTALL", timestamp=bad)
+            self.assertEqual((st, body.get("field")), (400, "timestamp"), bad)
+        # the same instant written with another offset is fine
+        east = now.astimezone(datetime.timezone(datetime.timedelta(hours=2))).isoformat()
+        st, body = app_event(locationId="LUninstall", type="UNINSTALL", timestamp=east)
+        self.assertEqual((st, body["status"]), (200, "ok"), east)
+
+    def test_app_webhook_for_another_app_refused(self):
+        for app in ("someone-else", None):
+            ev = {"type": "UNINSTALL", "locationId": "LUninstall", "webhookId": os.urandom(4).hex()}
+            if app:
+                ev["appId"] = app
+            st, body = d.post_webhook(ev, path="/webhooks/app")
+            self.assertEqual((st, body.get("field")), (403, "appId"), app)
+
+    def test_app_webhook_without_id_acted_on_once(self):
+        # UNINSTALL as HighLevel's sample has it: no timestamp, no webhookId
+        ev = {"type": "UNINSTALL", "appId": "app1", "locationId": "LOnce" + os.urandom(3).hex()}
+        st, body = d.post_webhook(ev, path="/webhooks/app")
+        self.assertEqual((st, body["status"]), (200, "ok"))
+        st, body = d.post_webhook(ev, path="/webhooks/app")
+        self.assertEqual((st, body["status"]), (200, "duplicate"))
 
     def test_uninstall_deletes_tokens_keeps_history(self):
         install("loc:LUninstall")

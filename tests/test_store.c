@@ -186,10 +186,10 @@ test_prune(void)
 	    (long long)old, (long long)old, (long long)old, (long long)(now - 400 * day), (long long)old, (long long)old);
 	exec_raw(db, sql);
 
-	CHECK(store_prune(st, now - 30 * day, now - 365 * day, now - 30 * day, &p) == 0);
+	CHECK(store_prune(st, now - 30 * day, now - 365 * day, now - 30 * day, now - 400 * day, &p) == 0);
 	CHECK(p.jobs == 1202);          /* old_sent, old_failed, bulk* */
 	CHECK(p.payloads == 1202);      /* every sent and reported job; new_sent stays a job */
-	CHECK(p.webhooks == 1 && p.inbound == 1 && p.threads == 1);
+	CHECK(p.webhooks == 0 && p.inbound == 1 && p.threads == 1 && p.replays == 0);
 	CHECK(p.events == 1201);        /* the webhook events of bulk* and old_sent */
 	{
 		sqlite3_stmt *q;
@@ -199,7 +199,11 @@ test_prune(void)
 		    "new_failed:1,new_sent:0,old_pending:1,old_queued:1") == 0);
 		sqlite3_finalize(q);
 	}
-	CHECK(count(db, "SELECT COUNT(*) FROM webhook_seen WHERE webhook_id='wh_new'") == 1);
+	/* a pruned job's messageId and an old app webhook are still known:
+	 * the same signed body re-posted after keep_days is a duplicate */
+	CHECK(store_job_add(st, "old_sent", "LP", "Email", NULL, "{}") == 0);
+	CHECK(count(db, "SELECT COUNT(*) FROM jobs WHERE message_id='old_sent'") == 0);
+	CHECK(store_webhook_seen(st, "wh_old", now) == 0);
 	CHECK(count(db, "SELECT COUNT(*) FROM inbound_seen WHERE dedupe_key='in_new'") == 1);
 	CHECK(count(db, "SELECT COUNT(*) FROM message_map WHERE rfc_message_id='thread_40d@x'") == 1);
 	CHECK(count(db, "SELECT COUNT(*) FROM events WHERE message_id='new_sent' AND kind='webhook'") == 1);
@@ -210,8 +214,15 @@ test_prune(void)
 	CHECK(store_job_retry(st, "new_sent") == 0);
 	CHECK(store_job_retry(st, "new_failed") == 1);
 	/* a second pass finds nothing more */
-	CHECK(store_prune(st, now - 30 * day, now - 365 * day, now - 30 * day, &p) == 0);
-	CHECK(p.jobs + p.payloads + p.webhooks + p.inbound + p.threads + p.events == 0);
+	CHECK(store_prune(st, now - 30 * day, now - 365 * day, now - 30 * day, now - 400 * day, &p) == 0);
+	CHECK(p.jobs + p.payloads + p.webhooks + p.inbound + p.threads + p.events + p.replays == 0);
+	/* past replay_days the fingerprints go too, in batches */
+	db = open_raw(pdir);
+	snprintf(sql, sizeof(sql), "UPDATE replay_guard SET at=%lld", (long long)(now - 401 * day));
+	exec_raw(db, sql);
+	sqlite3_close(db);
+	CHECK(store_prune(st, now - 30 * day, now - 365 * day, now - 30 * day, now - 400 * day, &p) == 0);
+	CHECK(p.replays == 1208);       /* 1200 bulk and 6 named jobs, 2 app webhooks */
 	store_close(st);
 	snprintf(sql, sizeof(sql), "rm -rf %s", pdir);
 	if (system(sql) != 0)
@@ -219,8 +230,8 @@ test_prune(void)
 }
 
 /* A schema-4 database holding two jobs and a checkpoint, as mailbridge
- * 0.1 left it: the tables migrations 5 to 7 change, and events, which
- * job_add writes. */
+ * 0.1 left it: the tables migrations 5 to 8 change or read, and events,
+ * which job_add writes. */
 static void
 make_v4_db(void)
 {
@@ -244,6 +255,8 @@ make_v4_db(void)
 	    " kind TEXT NOT NULL, detail TEXT);"
 	    "CREATE INDEX jobs_due ON jobs(state, next_at);"
 	    "CREATE INDEX jobs_report ON jobs(report_state, report_next_at);"
+	    "CREATE TABLE webhook_seen (webhook_id TEXT PRIMARY KEY, received_at INTEGER NOT NULL);"
+	    "INSERT INTO webhook_seen VALUES ('wh1', 5);"
 	    "INSERT INTO jobs (message_id, location_id, type, payload, state, next_at, created_at, updated_at)"
 	    " VALUES ('m1', 'L1', 'Email', '{\"messageId\":\"m1\",\"emailMessageId\":\"e1\"}', 'queued', 0, 0, 0),"
 	    " ('m2', 'L1', 'Email', '{\"messageId\":\"m2\",\"emailMessageId\":7}', 'queued', 1, 1, 1);"
@@ -283,6 +296,10 @@ main(void)
 		CHECK(store_checkpoint_put(st, "L1", &cp) == 1);
 		CHECK(store_checkpoint_get(st, "L1", &cp) == 1 && cp.rescan_upto == 40 && cp.last_uid == 42);
 	}
+
+	/* schema 8: the replay guard holds what was already seen */
+	CHECK(store_webhook_seen(st, "wh1", now_ms()) == 0);
+	CHECK(store_webhook_seen(st, "wh2", now_ms()) == 1);
 
 	/* new jobs: stored once, payload apart, duplicates a success */
 	CHECK(store_job_add(st, "m3", "L1", "Email", "e3", "{\"messageId\":\"m3\"}") == 1);

@@ -208,6 +208,25 @@ class TestWebhookIntake(unittest.TestCase):
         self.assertEqual(sum(1 for _, s in results if s == "accepted"), 1, results)
         self.assertEqual(sum(1 for j in d.jobs() if j["message_id"] == p["messageId"]), 1)
 
+    def test_replay_after_prune_is_a_duplicate(self):
+        """The job row goes with retention (keep_days); the messageId's
+        fingerprint stays for replay_days, so the same signed body posted
+        again later is not sent again."""
+        p = self.payload()
+        self.assertEqual(d.post_webhook(p)[0], 200)
+        db = d.db()
+        db.execute("PRAGMA foreign_keys=ON")       # the payload goes with the job, as in the prune
+        db.execute("DELETE FROM jobs WHERE message_id=?", (p["messageId"],))
+        db.commit()
+        db.close()
+        st, body = d.post_webhook(p)
+        self.assertEqual((st, body["status"]), (200, "duplicate"))
+        self.assertIsNone(d.job(p["messageId"]))
+
+    def test_delivery_url_token_path_without_one_configured(self):
+        st, _ = d.post_webhook(self.payload(), path="/webhooks/provider/anything")
+        self.assertEqual(st, 404)
+
     def test_health_and_unknown_routes(self):
         self.assertEqual(d.get("/healthz")[0], 200)
         self.assertEqual(d.get("/nope")[0], 404)
@@ -281,3 +300,47 @@ class TestZReload(unittest.TestCase):
         self.assertEqual(sum(1 for j in d.jobs() if j["message_id"].startswith("during")), len(results))
         p["messageId"] = "after" + os.urandom(4).hex()
         self.assertEqual(d.post_webhook(p)[0], 200)
+
+
+class TestDeliveryToken(unittest.TestCase):
+    """[highlevel] delivery_token: the Delivery URL carries a secret; and
+    app webhooks need a signature even with require_signature = no."""
+    @classmethod
+    def setUpClass(cls):
+        cls.token = "dt-" + os.urandom(8).hex()
+        cls.d = Daemon(BASE + 51, ghl.url, [location_conf(
+            LOC, **{"from": "Support <support@mail.test>", "smtp_host": "127.0.0.1",
+                    "smtp_port": BASE + 99, "smtp_tls": "none", "token": "static-token"})],
+            require_signature=False,
+            extra_highlevel=f"delivery_token = {cls.token}\napp_id = app1\n")
+        cls.d.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+        cls.d.cleanup()
+
+    def payload(self):
+        p = example("provider-outbound-email.json")
+        p["attachments"] = []
+        p["messageId"] = "t" + os.urandom(6).hex()
+        return p
+
+    def test_token_required(self):
+        dd = self.d
+        for path in ("/webhooks/provider", "/webhooks/provider/wrong", f"/webhooks/provider/{self.token}x",
+                     "/webhooks/provider?token=", f"/webhooks/provider?token={self.token[:-1]}"):
+            p = self.payload()
+            st, body = dd.post_webhook(p, path=path)
+            self.assertEqual(st, 401, (path, body))
+            self.assertIsNone(dd.job(p["messageId"]))
+        for path in (f"/webhooks/provider/{self.token}", f"/webhooks/provider?token={self.token}"):
+            p = self.payload()
+            st, body = dd.post_webhook(p, path=path)
+            self.assertEqual((st, body["status"]), (200, "accepted"), path)
+        self.assertNotIn(self.token, dd.log())
+
+    def test_app_webhook_always_signed(self):
+        ev = {"type": "UNINSTALL", "appId": "app1", "locationId": LOC, "webhookId": os.urandom(4).hex()}
+        st, body = self.d.post_webhook(ev, path="/webhooks/app", sign=None)
+        self.assertEqual(st, 401, body)
