@@ -48,6 +48,9 @@ static const struct config_key config_keys[] = {
 	{ SEC_SERVER, "max_body", CT_INT, G(max_body), "4194304", 1024, 1L << 30, false },
 	{ SEC_SERVER, "connection_limit", CT_INT, G(conn_limit), "512", 1, 60000, false },
 	{ SEC_SERVER, "connection_timeout", CT_INT, G(conn_timeout), "30", 1, 3600, false },
+	{ SEC_SERVER, "connections_per_ip", CT_INT, G(per_ip_limit), "64", 0, 60000, false },
+	{ SEC_SERVER, "request_timeout", CT_INT, G(request_timeout), "60", 1, 3600, false },
+	{ SEC_SERVER, "max_buffered", CT_INT, G(max_buffered), "67108864", 65536, 1L << 34, false },
 	{ SEC_SERVER, "log_level", CT_STR, G(log_level), "info", 0, 0, false },
 	{ SEC_SERVER, "lmtp_listen", CT_STR, G(lmtp_listen), NULL, 0, 0, false },
 	{ SEC_SERVER, "metrics_token", CT_STR, G(metrics_token), NULL, 0, 0, true },
@@ -791,6 +794,11 @@ config_check(struct config *cfg, FILE *err, int *errors)
 		if (k)
 			memset(k, 0, len);
 		free(k);
+	}
+	if (cfg->max_buffered < cfg->max_body) {
+		fprintf(err, "%s: max_buffered is smaller than max_body: no webhook that large could be taken\n",
+		    where(cfg, "max_buffered"));
+		(*errors)++;
 	}
 	if (cfg->replay_days < cfg->keep_days) {
 		fprintf(err, "%s: replay_days is shorter than keep_days: a replayed webhook could be sent again\n",

@@ -72,6 +72,9 @@ struct config {
 	long max_body;
 	long conn_limit;
 	long conn_timeout;
+	long per_ip_limit;         /* connections from one address; 0: no limit */
+	long request_timeout;      /* seconds for a whole request */
+	long max_buffered;         /* bytes of request bodies held at once */
 	char *log_level;
 	char *lmtp_listen;         /* "host:port" or NULL: LMTP intake off */
 	char *metrics_token;       /* bearer token for /metrics, or NULL */

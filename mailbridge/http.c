@@ -1,5 +1,6 @@
 #include "http.h"
 #include "log.h"
+#include "netaddr.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -10,18 +11,37 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <unistd.h>
 
 #define HTTP_DRAIN_MS 2000
 #define HTTP_QUIET_MS 100
 
+/* Connections per peer address. libmicrohttpd's own per-IP limit counts
+ * per pool thread, so with 8 threads a peer got 8 times the limit: this
+ * one is the server's. A linear table: it holds at most conn_limit
+ * addresses. */
+struct peer_count {
+	unsigned char addr[16];
+	unsigned n;
+};
+
+struct peer_table {
+	pthread_mutex_t lock;
+	struct peer_count *p;
+	size_t n, cap;
+};
+
 struct http_server {
 	struct MHD_Daemon *mhd;
+	struct peer_table peers;
 	const struct http_route *routes;
 	size_t n_routes;
 	void *ctx;
-	size_t max_body;
+	struct http_limits lim;
+	_Atomic size_t buffered;   /* bytes of bodies held right now */
 	int port;
 	bool quiesced;             /* the listener was handed over */
 };
@@ -29,8 +49,10 @@ struct http_server {
 struct http_conn_state {
 	const struct http_route *route;
 	char *body;
-	size_t len, cap;
+	size_t len, cap, max;
+	int64_t deadline;          /* mono_ms() by which the request must be in */
 	int error_status;          /* set while the body is still arriving */
+	const char *error_msg;
 };
 
 static enum MHD_Result
@@ -82,6 +104,63 @@ http_simple(struct MHD_Connection *c, int status, const char *msg)
 	return http_send(c, &resp);
 }
 
+/* The route for url and method; *known_r when the path exists at all. */
+static const struct http_route *
+http_route_for(const struct http_server *srv, const char *url, const char *method, bool *known_r)
+{
+	const struct http_route *route = NULL;
+
+	*known_r = false;
+	for (size_t i = 0; i < srv->n_routes; i++) {
+		const char *rp = srv->routes[i].path;
+		size_t rl = strlen(rp);
+		/* a route ending in a star matches everything below its prefix */
+		bool match = rl > 0 && rp[rl - 1] == '*' ? strncmp(rp, url, rl - 1) == 0 : strcmp(rp, url) == 0;
+		if (match) {
+			*known_r = true;
+			if (strcmp(srv->routes[i].method, method) == 0 || strcmp(srv->routes[i].method, "*") == 0)
+				route = &srv->routes[i];
+		}
+	}
+	return route;
+}
+
+static void
+http_body_fail(struct http_conn_state *cs, int status, const char *msg)
+{
+	if (cs->error_status == 0) {
+		cs->error_status = status;
+		cs->error_msg = msg;
+	}
+}
+
+/* Takes one piece of the body, within the route's cap, the request's
+ * deadline and the server's budget for all bodies at once. */
+static void
+http_body_take(struct http_server *srv, struct http_conn_state *cs, const char *data, size_t n)
+{
+	if (cs->error_status)
+		return;
+	if (mono_ms() > cs->deadline)
+		return http_body_fail(cs, 408, "request took too long");
+	/* chunked bodies carry no Content-Length: enforce the cap here too */
+	if (cs->len + n > cs->max)
+		return http_body_fail(cs, 413, "body too large");
+	if (cs->len + n + 1 > cs->cap) {
+		size_t cap = (cs->len + n + 1) * 2;
+		if (cap > cs->max + 1)
+			cap = cs->max + 1;
+		if (atomic_fetch_add(&srv->buffered, cap - cs->cap) + (cap - cs->cap) > srv->lim.max_buffered) {
+			atomic_fetch_sub(&srv->buffered, cap - cs->cap);
+			return http_body_fail(cs, 503, "too many requests being received; try again");
+		}
+		cs->body = xrealloc(cs->body, cap);
+		cs->cap = cap;
+	}
+	memcpy(cs->body + cs->len, data, n);
+	cs->len += n;
+}
+
 static enum MHD_Result
 http_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
     const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -90,51 +169,44 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
 	struct http_conn_state *cs = *con_cls;
 
 	if (!cs) {
-		const struct http_route *route = NULL;
-		bool path_known = false;
+		bool path_known;
+		const struct http_route *route = http_route_for(srv, url, method, &path_known);
+		size_t max;
 		const char *cl;
 
-		for (size_t i = 0; i < srv->n_routes; i++) {
-			const char *rp = srv->routes[i].path;
-			size_t rl = strlen(rp);
-			/* a route ending in a star matches everything below its prefix */
-			bool match = rl > 0 && rp[rl - 1] == '*' ? strncmp(rp, url, rl - 1) == 0 : strcmp(rp, url) == 0;
-			if (match) {
-				path_known = true;
-				if (strcmp(srv->routes[i].method, method) == 0 || strcmp(srv->routes[i].method, "*") == 0)
-					route = &srv->routes[i];
-			}
-		}
 		if (!route)
 			return http_simple(c, path_known ? 405 : 404,
 			    path_known ? "method not allowed" : "not found");
+		max = route->large_body ? srv->lim.max_body : srv->lim.small_body;
 		cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl && strtoull(cl, NULL, 10) > srv->max_body)
+		if (cl && strtoull(cl, NULL, 10) > max)
 			return http_simple(c, 413, "body too large");
+		if (route->precheck) {
+			struct http_request req = { c, method, url, "", 0 };
+			struct http_response resp = { 0 };
+			if (!route->precheck(srv->ctx, &req, &resp))
+				return http_send(c, &resp);
+		}
 		cs = xcalloc(1, sizeof(*cs));
 		cs->route = route;
+		cs->max = max;
+		cs->deadline = mono_ms() + (int64_t)srv->lim.request_timeout * 1000;
 		*con_cls = cs;
 		return MHD_YES;
 	}
 	if (*upload_data_size > 0) {
-		/* chunked bodies carry no Content-Length: enforce the cap here too */
-		if (cs->error_status == 0 && cs->len + *upload_data_size > srv->max_body)
-			cs->error_status = 413;
-		if (cs->error_status == 0) {
-			if (cs->len + *upload_data_size + 1 > cs->cap) {
-				cs->cap = (cs->len + *upload_data_size + 1) * 2;
-				if (cs->cap > srv->max_body + 1)
-					cs->cap = srv->max_body + 1;
-				cs->body = xrealloc(cs->body, cs->cap);
-			}
-			memcpy(cs->body + cs->len, upload_data, *upload_data_size);
-			cs->len += *upload_data_size;
-		}
+		http_body_take(srv, cs, upload_data, *upload_data_size);
 		*upload_data_size = 0;
+		/* a trickled body or a full budget: drop the connection now
+		 * rather than wait for the rest (413 waits: nothing is kept) */
+		if (cs->error_status == 408 || cs->error_status == 503) {
+			log_info("http: %s %s dropped: %s", method, url, cs->error_msg);
+			return MHD_NO;
+		}
 		return MHD_YES;
 	}
 	if (cs->error_status)
-		return http_simple(c, cs->error_status, "body too large");
+		return http_simple(c, cs->error_status, cs->error_msg);
 
 	{
 		struct http_request req = { c, method, url, cs->body ? cs->body : "", cs->len };
@@ -150,12 +222,93 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
 static void
 http_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
+	struct http_server *srv = cls;
 	struct http_conn_state *cs = *con_cls;
 	if (cs) {
+		atomic_fetch_sub(&srv->buffered, cs->cap);
 		free(cs->body);
 		free(cs);
 		*con_cls = NULL;
 	}
+}
+
+/* The 16 bytes of a peer (IPv4 as ::ffff:a.b.c.d); false for others. */
+static bool
+peer_key(const struct sockaddr *sa, unsigned char out[16])
+{
+	if (!sa)
+		return false;
+	if (sa->sa_family == AF_INET) {
+		memset(out, 0, 10);
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return true;
+	}
+	if (sa->sa_family == AF_INET6) {
+		memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		return true;
+	}
+	return false;
+}
+
+static struct peer_count *
+peer_find(struct peer_table *t, const unsigned char key[16])
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (!memcmp(t->p[i].addr, key, 16))
+			return &t->p[i];
+	return NULL;
+}
+
+static enum MHD_Result
+http_accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct http_server *srv = cls;
+	unsigned char key[16];
+	struct peer_count *pc;
+	bool ok;
+
+	(void)addrlen;
+	if (srv->lim.per_ip_limit == 0 || !peer_key(addr, key))
+		return MHD_YES;
+	pthread_mutex_lock(&srv->peers.lock);
+	pc = peer_find(&srv->peers, key);
+	ok = !pc || pc->n < srv->lim.per_ip_limit;
+	pthread_mutex_unlock(&srv->peers.lock);
+	if (!ok)
+		log_debug("http: refused a connection: connections_per_ip (%u) reached", srv->lim.per_ip_limit);
+	return ok ? MHD_YES : MHD_NO;
+}
+
+static void
+http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	struct http_server *srv = cls;
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	unsigned char key[16];
+	struct peer_count *pc;
+
+	(void)socket_context;
+	if (srv->lim.per_ip_limit == 0 || !ci || !peer_key(ci->client_addr, key))
+		return;
+	pthread_mutex_lock(&srv->peers.lock);
+	pc = peer_find(&srv->peers, key);
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		if (!pc) {
+			if (srv->peers.n == srv->peers.cap) {
+				srv->peers.cap = srv->peers.cap ? srv->peers.cap * 2 : 16;
+				srv->peers.p = xrealloc(srv->peers.p, srv->peers.cap * sizeof(*srv->peers.p));
+			}
+			pc = &srv->peers.p[srv->peers.n++];
+			memcpy(pc->addr, key, 16);
+			pc->n = 0;
+		}
+		pc->n++;
+	} else if (pc && --pc->n == 0) {
+		*pc = srv->peers.p[--srv->peers.n];    /* the last takes its place */
+	}
+	pthread_mutex_unlock(&srv->peers.lock);
 }
 
 static void
@@ -171,39 +324,54 @@ http_start(const char *host, int port, int listen_fd, const struct http_route *r
     void *ctx, const struct http_limits *lim, char **error_r)
 {
 	struct http_server *srv = xcalloc(1, sizeof(*srv));
-	struct sockaddr_in sa = { 0 };
+	struct sockaddr_storage ss = { 0 };
+	char bare[64];
+	size_t hl = strlen(host);
+	unsigned v6 = 0;
 	const union MHD_DaemonInfo *info;
 
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	if (inet_pton(AF_INET, strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, &sa.sin_addr) != 1) {
-		*error_r = xasprintf("listen address %s is not an IPv4 address", host);
+	/* "127.0.0.1", "localhost", "::1" or "[::1]" */
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']')
+		snprintf(bare, sizeof(bare), "%.*s", (int)(hl - 2), host + 1);
+	else
+		snprintf(bare, sizeof(bare), "%s", strcmp(host, "localhost") == 0 ? "127.0.0.1" : host);
+	if (netaddr_from_string(bare, &ss) < 0) {
+		*error_r = xasprintf("listen address %s is not an IPv4 or IPv6 address", host);
 		free(srv);
 		return NULL;
+	}
+	if (ss.ss_family == AF_INET6) {
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+		v6 = MHD_USE_IPv6;
+	} else {
+		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
 	}
 	srv->routes = routes;
 	srv->n_routes = n_routes;
 	srv->ctx = ctx;
-	srv->max_body = lim->max_body;
+	srv->lim = *lim;
+	pthread_mutex_init(&srv->peers.lock, NULL);
 	/* the same options either way; only how the socket comes differs */
 #define HTTP_OPTIONS \
+	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL, \
 	    MHD_OPTION_THREAD_POOL_SIZE, lim->threads, \
 	    MHD_OPTION_CONNECTION_LIMIT, lim->conn_limit, \
 	    MHD_OPTION_CONNECTION_TIMEOUT, lim->conn_timeout, \
-	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL, \
-	    MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL, \
+	    MHD_OPTION_NOTIFY_CONNECTION, http_notify_connection, srv, \
+	    MHD_OPTION_NOTIFY_COMPLETED, http_completed, srv, \
 	    MHD_OPTION_END
 	if (listen_fd >= 0)
 		srv->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-		    MHD_USE_ERROR_LOG, 0, NULL, NULL, http_access, srv,
+		    MHD_USE_ERROR_LOG | v6, 0, http_accept_policy, srv, http_access, srv,
 		    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd, HTTP_OPTIONS);
 	else
 		srv->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-		    MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL, http_access, srv,
-		    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, HTTP_OPTIONS);
+		    MHD_USE_ERROR_LOG | v6, (uint16_t)port, http_accept_policy, srv, http_access, srv,
+		    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, HTTP_OPTIONS);
 #undef HTTP_OPTIONS
 	if (!srv->mhd) {
 		*error_r = xasprintf("cannot listen on %s:%d", host, port);
+		pthread_mutex_destroy(&srv->peers.lock);
 		free(srv);
 		return NULL;
 	}
@@ -261,6 +429,8 @@ http_stop(struct http_server *srv)
 		usleep(10000);
 	}
 	MHD_stop_daemon(srv->mhd);
+	pthread_mutex_destroy(&srv->peers.lock);
+	free(srv->peers.p);
 	free(srv);
 }
 

@@ -1,9 +1,15 @@
 /* http: the libmicrohttpd server and its route table. Bodies are read
- * whole (bounded by max_body: 413 past it) before a handler runs; a
- * handler fills a response and never blocks on the network. */
+ * whole (bounded per route: 413 past it) before a handler runs; a
+ * handler fills a response and never blocks on the network.
+ *
+ * Denial of service bounds: connections per peer address, one deadline
+ * for a whole request (a body trickled in slowly gets 408), all bodies
+ * being buffered at once under one budget (503 past it), and a route's
+ * precheck runs on the headers before any of the body is buffered. */
 #ifndef MB_HTTP_H
 #define MB_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct MHD_Connection;
@@ -25,17 +31,26 @@ struct http_response {
 };
 
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
+/* Runs once the headers are in (req->body is empty): false refuses the
+ * request with resp before its body is read. */
+typedef bool (*http_precheck_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
 
 struct http_route {
 	const char *method;        /* or "*" for any */
 	const char *path;          /* exact match, or a prefix ending in '*' */
 	http_handler_fn fn;
+	bool large_body;           /* may take limits.max_body; others small_body */
+	http_precheck_fn precheck; /* or NULL */
 };
 
 struct http_limits {
-	size_t max_body;
+	size_t max_body;           /* routes marked large_body (the Delivery URL) */
+	size_t small_body;         /* every other route */
+	size_t max_buffered;       /* all bodies being received at once */
 	unsigned conn_limit;
+	unsigned per_ip_limit;     /* 0: no limit */
 	unsigned conn_timeout;     /* seconds of inactivity */
+	unsigned request_timeout;  /* seconds for a whole request, body included */
 	unsigned threads;
 };
 

@@ -40,15 +40,17 @@ static char self_exe[4096];      /* our binary's path, read at start */
 #define IMAP_WORKERS 4
 
 static const struct http_route routes[] = {
-	{ "POST", "/webhooks/provider", webhook_provider },
-	{ "POST", "/webhooks/provider/*", webhook_provider },   /* with delivery_token */
-	{ "POST", "/webhooks/app", webhook_app },
-	{ "GET", "/oauth/start", oauth_http_start },
-	{ "GET", "/oauth/callback", oauth_http_callback },
-	{ "GET", "/healthz", webhook_health },
-	{ "GET", "/metrics", metrics_http },
-	{ "*", "/plugins/*", plugin_http },
+	/* the Delivery URL alone takes [server] max_body; the others 64 KiB */
+	{ "POST", "/webhooks/provider", webhook_provider, true, webhook_provider_precheck },
+	{ "POST", "/webhooks/provider/*", webhook_provider, true, webhook_provider_precheck },   /* delivery_token */
+	{ "POST", "/webhooks/app", webhook_app, false, webhook_app_precheck },
+	{ "GET", "/oauth/start", oauth_http_start, false, NULL },
+	{ "GET", "/oauth/callback", oauth_http_callback, false, NULL },
+	{ "GET", "/healthz", webhook_health, false, NULL },
+	{ "GET", "/metrics", metrics_http, false, NULL },
+	{ "*", "/plugins/*", plugin_http, false, NULL },
 };
+#define HTTP_SMALL_BODY 65536
 
 static void
 usage(FILE *out)
@@ -199,8 +201,12 @@ cmd_serve(const char *path)
 		return 1;
 	}
 	lim.max_body = (size_t)app.cfg->max_body;
+	lim.small_body = HTTP_SMALL_BODY;
+	lim.max_buffered = (size_t)app.cfg->max_buffered;
 	lim.conn_limit = (unsigned)app.cfg->conn_limit;
+	lim.per_ip_limit = (unsigned)app.cfg->per_ip_limit;
 	lim.conn_timeout = (unsigned)app.cfg->conn_timeout;
+	lim.request_timeout = (unsigned)app.cfg->request_timeout;
 	lim.threads = 8;
 	/* a reload hands us the listening socket: no webhook meets a closed port */
 	if (getenv("MB_LISTEN_FD")) {

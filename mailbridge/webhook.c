@@ -64,6 +64,32 @@ webhook_delivery_token_ok(struct app *app, const struct http_request *req, struc
 	return false;
 }
 
+/* Before the body: the Delivery URL's token, and a signature header at
+ * all when one is required (an unsigned 4 MiB body is never buffered). */
+static bool
+webhook_signature_present(struct app *app, const struct http_request *req, bool always, struct http_response *resp)
+{
+	if ((!always && !app->cfg->require_signature) || http_header(req, "X-GHL-Signature") ||
+	    http_header(req, "X-WH-Signature"))
+		return true;
+	metrics_inc(M_WEBHOOK_BAD_SIGNATURE);
+	log_warn("webhook: rejected path=%s reason=\"signature required\"", req->path);
+	http_json_error(resp, 401, "signature required", NULL);
+	return false;
+}
+
+bool
+webhook_provider_precheck(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+	return webhook_delivery_token_ok(ctx, req, resp) && webhook_signature_present(ctx, req, false, resp);
+}
+
+bool
+webhook_app_precheck(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+	return webhook_signature_present(ctx, req, true, resp);
+}
+
 void
 webhook_provider(void *ctx, const struct http_request *req, struct http_response *resp)
 {

@@ -12,6 +12,10 @@
 /* With [highlevel] delivery_token set, the Delivery URL must carry it:
  * /webhooks/provider/<token> or ?token=<token> (401 otherwise). */
 void webhook_provider(void *app, const struct http_request *req, struct http_response *resp);
+/* On the headers alone, before the body is read: the delivery token and
+ * the presence of a signature header (when one is required). */
+bool webhook_provider_precheck(void *app, const struct http_request *req, struct http_response *resp);
+bool webhook_app_precheck(void *app, const struct http_request *req, struct http_response *resp);
 /* POST /webhooks/app: INSTALL / UNINSTALL. Always signed (whatever
  * require_signature says), appId must be [highlevel] app_id, timestamp
  * (when present) within 5 minutes, each event acted on once (webhookId,

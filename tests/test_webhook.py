@@ -172,6 +172,7 @@ class TestWebhookIntake(unittest.TestCase):
         c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
         c.putrequest("POST", "/webhooks/provider")
         c.putheader("Transfer-Encoding", "chunked")
+        c.putheader("X-GHL-Signature", "x")    # unsigned would be refused before the body
         c.endheaders()
         chunk = b"x" * 8192
         try:
@@ -344,3 +345,116 @@ class TestDeliveryToken(unittest.TestCase):
         ev = {"type": "UNINSTALL", "appId": "app1", "locationId": LOC, "webhookId": os.urandom(4).hex()}
         st, body = self.d.post_webhook(ev, path="/webhooks/app", sign=None)
         self.assertEqual(st, 401, body)
+
+
+class TestLimits(unittest.TestCase):
+    """HTTP denial-of-service bounds: connections per address, one deadline
+    per request, one budget for all bodies being received, small bodies
+    off the Delivery URL, and no body buffered without a signature header."""
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon(BASE + 52, ghl.url, [location_conf(
+            LOC, **{"from": "Support <support@mail.test>", "smtp_host": "127.0.0.1",
+                    "smtp_port": BASE + 99, "smtp_tls": "none", "token": "static-token"})],
+            extra_server="connections_per_ip = 8\nrequest_timeout = 3\nmax_buffered = 200000\n")
+        cls.d.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+        cls.d.cleanup()
+
+    def open_post(self, path, length, headers=(), body=b""):
+        import socket
+        s = socket.create_connection(("127.0.0.1", self.d.port), timeout=10)
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n"
+        for h in headers:
+            head += h + "\r\n"
+        s.sendall(head.encode() + b"\r\n" + body)
+        return s
+
+    def read_all(self, s, timeout):
+        s.settimeout(timeout)
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+                if b"\r\n\r\n" in data and b"Content-Length: " in data:
+                    head, _, rest = data.partition(b"\r\n\r\n")
+                    n = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                    if len(rest) >= n:
+                        break
+        except OSError:
+            pass
+        s.close()
+        return data
+
+    def test_unsigned_body_refused_before_it_is_read(self):
+        # 60 KB announced, none sent: the 401 comes on the headers alone
+        t0 = time.time()
+        s = self.open_post("/webhooks/provider", 60000)
+        data = self.read_all(s, 5)
+        self.assertTrue(data.startswith(b"HTTP/1.1 401"), data[:100])
+        self.assertIn(b"signature required", data)
+        self.assertLess(time.time() - t0, 2)
+        s = self.open_post("/webhooks/app", 1000)
+        self.assertTrue(self.read_all(s, 5).startswith(b"HTTP/1.1 401"))
+
+    def test_small_body_cap_off_the_delivery_url(self):
+        for path in ("/webhooks/app", "/plugins/x/y", "/healthz"):
+            s = self.open_post(path, 70000, ["X-GHL-Signature: x"])
+            data = self.read_all(s, 5)
+            self.assertTrue(data.startswith((b"HTTP/1.1 413", b"HTTP/1.1 405")), (path, data[:100]))
+
+    def test_trickled_body_dropped_at_the_deadline(self):
+        s = self.open_post("/webhooks/provider", 1000, ["X-GHL-Signature: x"], b"{")
+        t0 = time.time()
+        closed = False
+        while time.time() - t0 < 8:
+            try:
+                s.sendall(b" ")
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.25)
+        if not closed:
+            s.settimeout(1)
+            try:
+                closed = s.recv(100) == b""
+            except OSError:
+                closed = True
+        s.close()
+        self.assertTrue(closed, "a body trickled past request_timeout must be cut off")
+        self.assertLess(time.time() - t0, 6)
+        self.assertIn("request took too long", self.d.log())
+
+    def test_budget_for_bodies_being_received(self):
+        socks = []
+        try:
+            # each stalled body holds up to 64 KiB of the 200,000-byte budget
+            for _ in range(4):
+                socks.append(self.open_post("/webhooks/provider", 65000, ["X-GHL-Signature: x"], b"{" + b" " * 59999))
+                time.sleep(0.3)
+            time.sleep(0.5)
+            self.assertIn("too many requests being received", self.d.log())
+            self.assertEqual(self.d.get("/healthz")[0], 200)
+        finally:
+            for s in socks:
+                s.close()
+
+    def test_connections_per_address(self):
+        import socket
+        idle = [socket.create_connection(("127.0.0.1", self.d.port), timeout=5) for _ in range(8)]
+        try:
+            time.sleep(0.3)
+            extra = socket.create_connection(("127.0.0.1", self.d.port), timeout=5)
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(self.read_all(extra, 3), b"", "the 9th connection from one address is refused")
+        finally:
+            for s in idle:
+                s.close()
+        time.sleep(0.3)
+        self.assertEqual(self.d.get("/healthz")[0], 200)
