@@ -53,6 +53,8 @@ static const struct config_key config_keys[] = {
 	{ SEC_SERVER, "max_buffered", CT_INT, G(max_buffered), "67108864", 65536, 1L << 34, false },
 	{ SEC_SERVER, "log_level", CT_STR, G(log_level), "info", 0, 0, false },
 	{ SEC_SERVER, "lmtp_listen", CT_STR, G(lmtp_listen), NULL, 0, 0, false },
+	{ SEC_SERVER, "lmtp_allow", CT_STR, G(lmtp_allow), "127.0.0.0/8 ::1", 0, 0, false },
+	{ SEC_SERVER, "lmtp_max_sessions", CT_INT, G(lmtp_max_sessions), "32", 1, 10000, false },
 	{ SEC_SERVER, "metrics_token", CT_STR, G(metrics_token), NULL, 0, 0, true },
 	{ SEC_SERVER, "postfix_log", CT_STR, G(postfix_log), NULL, 0, 0, false },
 
@@ -794,6 +796,16 @@ config_check(struct config *cfg, FILE *err, int *errors)
 		if (k)
 			memset(k, 0, len);
 		free(k);
+	}
+	{
+		struct netaddr_list l;
+		char *e = NULL;
+		if (netaddr_list_parse(cfg->lmtp_allow, &l, &e) < 0) {
+			fprintf(err, "%s: lmtp_allow: %s\n", where(cfg, "lmtp_allow"), e);
+			free(e);
+			(*errors)++;
+		}
+		netaddr_list_clear(&l);
 	}
 	if (cfg->max_buffered < cfg->max_body) {
 		fprintf(err, "%s: max_buffered is smaller than max_body: no webhook that large could be taken\n",

@@ -76,7 +76,9 @@ struct config {
 	long request_timeout;      /* seconds for a whole request */
 	long max_buffered;         /* bytes of request bodies held at once */
 	char *log_level;
-	char *lmtp_listen;         /* "host:port" or NULL: LMTP intake off */
+	char *lmtp_listen;         /* "host:port", "unix:/path" or NULL: LMTP intake off */
+	char *lmtp_allow;          /* CIDRs of TCP peers that may speak LMTP */
+	long lmtp_max_sessions;
 	char *metrics_token;       /* bearer token for /metrics, or NULL */
 	char *postfix_log;         /* the local Postfix's log: checked before resending an
 	                            * attempt that ended unanswered after DATA (relaylog.h) */

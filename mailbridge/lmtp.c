@@ -3,6 +3,7 @@
 #include "config.h"
 #include "inbound.h"
 #include "log.h"
+#include "netaddr.h"
 #include "store.h"
 #include "util.h"
 
@@ -17,23 +18,34 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
-#define LMTP_MAX_LINE     2048
+#define LMTP_MAX_LINE     2048    /* a command line (RFC 5321 asks for 512) */
 #define LMTP_MAX_RCPTS    100
 #define LMTP_TIMEOUT_MS   (5 * 60 * 1000)
+
+struct lmtp_conn;
 
 struct lmtp_server {
 	struct app *app;
 	int fd;
+	char *unix_path;           /* a UNIX socket we created, removed at stop */
+	struct netaddr_list allow; /* TCP peers allowed */
+	long max_sessions;
 	pthread_t thread;
 	volatile int stop;
 	pthread_mutex_t lock;
-	int active;                /* connection threads still running */
+	pthread_cond_t idle;       /* signalled when a session ends */
+	struct lmtp_conn *conns;   /* sessions running, under lock */
+	int active;
 };
 
 struct lmtp_conn {
 	struct lmtp_server *srv;
+	struct lmtp_conn *next, *prev;
 	int fd;
 	char buf[8192];
 	size_t len, off;
@@ -56,7 +68,8 @@ conn_getc(struct lmtp_conn *c)
 	return (unsigned char)c->buf[c->off++];
 }
 
-/* One line without CRLF into line; -1 on EOF/timeout, -2 when too long. */
+/* One command line without CRLF into line; -1 on EOF/timeout, -2 when
+ * too long (the rest of it is read and dropped). */
 static int
 conn_line(struct lmtp_conn *c, char *line, size_t max, size_t *len_r)
 {
@@ -78,6 +91,74 @@ conn_line(struct lmtp_conn *c, char *line, size_t max, size_t *len_r)
 	line[n] = '\0';
 	*len_r = n;
 	return toolong ? -2 : 0;
+}
+
+/* The message after DATA, dot-unstuffed, lines kept whole whatever their
+ * length: only the message size limit bounds it. */
+struct lmtp_msg {
+	char *p;
+	size_t len, cap;
+	bool over;                 /* past INBOUND_MAX_MESSAGE: refused, not cut */
+};
+
+static void
+msg_put(struct lmtp_msg *m, const char *data, size_t n)
+{
+	if (m->over)
+		return;
+	if (m->len + n > INBOUND_MAX_MESSAGE) {
+		m->over = true;
+		return;
+	}
+	if (m->len + n + 1 > m->cap) {
+		m->cap = (m->len + n + 1) * 2;
+		m->p = xrealloc(m->p, m->cap);
+	}
+	memcpy(m->p + m->len, data, n);
+	m->len += n;
+}
+
+/* Reads DATA up to the lone dot. 0, or -1 when the peer went away. */
+static int
+conn_data(struct lmtp_conn *c, struct lmtp_msg *m)
+{
+	bool bol = true;           /* at the beginning of a line */
+	for (;;) {
+		int ch = conn_getc(c);
+		if (ch < 0)
+			return -1;
+		if (bol && ch == '.') {
+			int next = conn_getc(c);
+			if (next < 0)
+				return -1;
+			if (next == '\r') {
+				int nl = conn_getc(c);
+				if (nl < 0)
+					return -1;
+				if (nl == '\n')
+					return 0;          /* the end */
+				msg_put(m, "\r", 1);      /* ".\rX": an unstuffed line that merely starts so */
+				ch = nl;
+			} else if (next == '\n') {
+				return 0;
+			} else {
+				ch = next;             /* dot-unstuffing: drop the first dot */
+			}
+		}
+		if (ch == '\n') {
+			/* normalise to CRLF: a bare LF from the wire becomes CRLF */
+			if (!(m->len > 0 && m->p[m->len - 1] == '\r'))
+				msg_put(m, "\r", 1);
+			msg_put(m, "\n", 1);
+			bol = true;
+			continue;
+		}
+		{
+			char b = (char)ch;
+			msg_put(m, &b, 1);
+		}
+		bol = false;
+	}
 }
 
 static void __attribute__((format(printf, 2, 3)))
@@ -155,6 +236,27 @@ lmtp_route(struct app *app, const char *rcpt)
 	return first;
 }
 
+/* A session leaves the list before its descriptor closes, so lmtp_stop
+ * never shuts down a number that was reused. */
+static void
+lmtp_conn_end(struct lmtp_conn *c)
+{
+	struct lmtp_server *srv = c->srv;
+
+	pthread_mutex_lock(&srv->lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->active--;
+	close(c->fd);
+	pthread_cond_broadcast(&srv->idle);
+	pthread_mutex_unlock(&srv->lock);
+	free(c);
+}
+
 static void *
 lmtp_session(void *arg)
 {
@@ -169,7 +271,7 @@ lmtp_session(void *arg)
 
 	reply(c, "220 mailbridge LMTP ready");
 	while ((r = conn_line(c, line, sizeof(line), &len)) != -1) {
-		if (r == -2) {
+			if (r == -2) {
 			reply(c, "500 5.5.2 line too long");
 			continue;
 		}
@@ -199,7 +301,7 @@ lmtp_session(void *arg)
 			}
 			free(to);
 		} else if (!strcasecmp(line, "DATA")) {
-			struct { char *p; size_t len, cap; bool over; } msg = { 0 };
+			struct lmtp_msg msg = { 0 };
 			char *rp;
 			if (n_rcpts == 0) {
 				reply(c, "503 5.5.1 no valid recipients");
@@ -208,33 +310,11 @@ lmtp_session(void *arg)
 			reply(c, "354 go ahead");
 			/* like a local delivery agent: keep the envelope sender */
 			rp = xasprintf("Return-Path: <%s>\r\n", from);
-			msg.cap = strlen(rp) + 65536;
-			msg.p = xmalloc(msg.cap);
-			msg.len = strlen(rp);
-			memcpy(msg.p, rp, msg.len);
+			msg_put(&msg, rp, strlen(rp));
 			free(rp);
-			for (;;) {
-				r = conn_line(c, line, sizeof(line), &len);
-				if (r == -1)
-					goto out;
-				if (len == 1 && line[0] == '.')
-					break;
-				{
-					const char *l = line[0] == '.' ? line + 1 : line;   /* dot-unstuffing */
-					size_t ll = line[0] == '.' ? len - 1 : len;
-					if (msg.len + ll + 2 > INBOUND_MAX_MESSAGE) {
-						msg.over = true;
-						continue;
-					}
-					if (msg.len + ll + 3 > msg.cap) {
-						msg.cap = (msg.len + ll + 3) * 2;
-						msg.p = xrealloc(msg.p, msg.cap);
-					}
-					memcpy(msg.p + msg.len, l, ll);
-					msg.len += ll;
-					msg.p[msg.len++] = '\r';
-					msg.p[msg.len++] = '\n';
-				}
+			if (conn_data(c, &msg) < 0) {
+				free(msg.p);
+				goto out;
 			}
 			/* LMTP: one reply per accepted recipient, in order */
 			for (size_t i = 0; i < n_rcpts; i++) {
@@ -271,13 +351,34 @@ out:
 	for (size_t i = 0; i < n_rcpts; i++)
 		free(rcpts[i]);
 	free(from);
-	close(c->fd);
-	pthread_mutex_lock(&c->srv->lock);
-	c->srv->active--;
-	pthread_mutex_unlock(&c->srv->lock);
-	free(c);
+	lmtp_conn_end(c);
 	return NULL;
 }
+
+/* The peer may speak LMTP: a UNIX socket (its file mode decides), or a
+ * TCP peer in lmtp_allow (loopback by default). */
+static bool
+lmtp_peer_ok(struct lmtp_server *srv, const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	const void *in;
+
+	if (srv->unix_path)
+		return true;
+	in = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr :
+	    (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+	if (!inet_ntop(ss->ss_family, in, buf, (socklen_t)len))
+		snprintf(buf, len, "?");
+	return netaddr_list_has_addr(&srv->allow, (const struct sockaddr *)ss);
+}
+
+static void
+lmtp_refuse(int fd, const char *text)
+{
+	(void)!send(fd, text, strlen(text), MSG_NOSIGNAL);
+	close(fd);
+}
+
+static void lmtp_free(struct lmtp_server *srv);
 
 static void *
 lmtp_accept_loop(void *arg)
@@ -285,27 +386,45 @@ lmtp_accept_loop(void *arg)
 	struct lmtp_server *srv = arg;
 	while (!srv->stop) {
 		struct pollfd p = { srv->fd, POLLIN, 0 };
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		char peer[INET6_ADDRSTRLEN];
 		int fd;
 		pthread_t t;
 		struct lmtp_conn *c;
+		bool full;
 
 		if (poll(&p, 1, 200) <= 0)
 			continue;
-		fd = accept4(srv->fd, NULL, NULL, SOCK_CLOEXEC);
+		fd = accept4(srv->fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
+		if (!lmtp_peer_ok(srv, &ss, peer, sizeof(peer))) {
+			log_warn("lmtp: refused a connection from %s: not in lmtp_allow", peer);
+			lmtp_refuse(fd, "554 5.7.1 not allowed\r\n");
+			continue;
+		}
 		c = xcalloc(1, sizeof(*c));
 		c->srv = srv;
 		c->fd = fd;
 		pthread_mutex_lock(&srv->lock);
-		srv->active++;
+		full = srv->active >= srv->max_sessions;
+		if (!full) {
+			srv->active++;
+			c->next = srv->conns;
+			if (srv->conns)
+				srv->conns->prev = c;
+			srv->conns = c;
+		}
 		pthread_mutex_unlock(&srv->lock);
-		if (pthread_create(&t, NULL, lmtp_session, c) != 0) {
-			close(fd);
+		if (full) {
+			log_warn("lmtp: refused a connection: lmtp_max_sessions (%ld) reached", srv->max_sessions);
+			lmtp_refuse(fd, "421 4.3.2 too many sessions, try again later\r\n");
 			free(c);
-			pthread_mutex_lock(&srv->lock);
-			srv->active--;
-			pthread_mutex_unlock(&srv->lock);
+			continue;
+		}
+		if (pthread_create(&t, NULL, lmtp_session, c) != 0) {
+			lmtp_conn_end(c);
 			continue;
 		}
 		pthread_detach(t);
@@ -313,63 +432,151 @@ lmtp_accept_loop(void *arg)
 	return NULL;
 }
 
+/* "unix:/path" or "host:port" (host an IPv4 or [IPv6] address). */
+static int
+lmtp_listen_socket(const char *listen_on, char **unix_path_r, char **error_r)
+{
+	struct sockaddr_storage ss = { 0 };
+	socklen_t sl;
+	int one = 1, fd;
+
+	*unix_path_r = NULL;
+	if (!strncmp(listen_on, "unix:", 5)) {
+		struct sockaddr_un *su = (struct sockaddr_un *)&ss;
+		const char *path = listen_on + 5;
+		mode_t old;
+		if (!*path || strlen(path) >= sizeof(su->sun_path)) {
+			*error_r = xasprintf("lmtp_listen %s: not a usable socket path", listen_on);
+			return -1;
+		}
+		su->sun_family = AF_UNIX;
+		strcpy(su->sun_path, path);
+		sl = sizeof(*su);
+		unlink(path);      /* a socket left by an earlier run */
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		old = umask(0117);     /* 0660: the owner and its group (add postfix to it) */
+		if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 64) < 0) {
+			umask(old);
+			*error_r = xasprintf("lmtp_listen %s: %s", listen_on, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		umask(old);
+		*unix_path_r = xstrdup(path);
+		return fd;
+	} else {
+		const char *colon = strrchr(listen_on, ':');
+		char *host;
+		size_t hl;
+		if (!colon) {
+			*error_r = xasprintf("lmtp_listen must be host:port or unix:/path (got %s)", listen_on);
+			return -1;
+		}
+		hl = (size_t)(colon - listen_on);
+		host = hl >= 2 && listen_on[0] == '[' && listen_on[hl - 1] == ']' ? strndup(listen_on + 1, hl - 2) :
+		    strndup(listen_on, hl);
+		if (netaddr_from_string(strcmp(host, "localhost") ? host : "127.0.0.1", &ss) < 0) {
+			*error_r = xasprintf("lmtp_listen: %s is not an IPv4 or IPv6 address", host);
+			free(host);
+			return -1;
+		}
+		free(host);
+		if (ss.ss_family == AF_INET6) {
+			((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)atoi(colon + 1));
+			sl = sizeof(struct sockaddr_in6);
+		} else {
+			((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)atoi(colon + 1));
+			sl = sizeof(struct sockaddr_in);
+		}
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0)
+			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 64) < 0) {
+			*error_r = xasprintf("lmtp_listen %s: %s", listen_on, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		return fd;
+	}
+}
+
 struct lmtp_server *
 lmtp_start(struct app *app, const char *listen_on, char **error_r)
 {
 	struct lmtp_server *srv;
-	struct sockaddr_in sa = { 0 };
-	const char *colon = strrchr(listen_on, ':');
-	char *host;
-	int one = 1, fd;
+	char *unix_path = NULL, *err = NULL;
+	struct netaddr_list allow;
+	int fd;
 
-	if (!colon) {
-		*error_r = xasprintf("lmtp_listen must be host:port (got %s)", listen_on);
+	if (netaddr_list_parse(app->cfg->lmtp_allow, &allow, &err) < 0) {
+		*error_r = xasprintf("lmtp_allow: %s", err);
+		free(err);
 		return NULL;
 	}
-	host = strndup(listen_on, (size_t)(colon - listen_on));
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)atoi(colon + 1));
-	if (inet_pton(AF_INET, strcmp(host, "localhost") ? host : "127.0.0.1", &sa.sin_addr) != 1) {
-		*error_r = xasprintf("lmtp_listen: %s is not an IPv4 address", host);
-		free(host);
-		return NULL;
-	}
-	free(host);
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
-		*error_r = xasprintf("lmtp_listen %s: %s", listen_on, strerror(errno));
-		close(fd);
+	if ((fd = lmtp_listen_socket(listen_on, &unix_path, error_r)) < 0) {
+		netaddr_list_clear(&allow);
 		return NULL;
 	}
 	srv = xcalloc(1, sizeof(*srv));
 	srv->app = app;
 	srv->fd = fd;
+	srv->unix_path = unix_path;
+	srv->allow = allow;
+	srv->max_sessions = app->cfg->lmtp_max_sessions;
 	pthread_mutex_init(&srv->lock, NULL);
-	pthread_create(&srv->thread, NULL, lmtp_accept_loop, srv);
+	pthread_cond_init(&srv->idle, NULL);
+	if (pthread_create(&srv->thread, NULL, lmtp_accept_loop, srv) != 0) {
+		*error_r = xstrdup("lmtp: cannot start the listener thread");
+		lmtp_free(srv);
+		return NULL;
+	}
 	log_info("lmtp: listening on %s", listen_on);
 	return srv;
 }
 
+static void
+lmtp_free(struct lmtp_server *srv)
+{
+	close(srv->fd);
+	if (srv->unix_path)
+		unlink(srv->unix_path);
+	free(srv->unix_path);
+	netaddr_list_clear(&srv->allow);
+	pthread_mutex_destroy(&srv->lock);
+	pthread_cond_destroy(&srv->idle);
+	free(srv);
+}
+
+/* Stops accepting, ends every session and waits for all of them: a
+ * session in DATA may be inside inbound_handle, which uses the store and
+ * the configuration the caller frees next. Sessions between commands see
+ * EOF at once; one inside inbound_handle finishes that message first
+ * (its reply then goes nowhere and Postfix retries). */
 void
 lmtp_stop(struct lmtp_server *srv)
 {
-	int64_t until;
+	int64_t next_note;
+
 	if (!srv)
 		return;
 	srv->stop = 1;
 	pthread_join(srv->thread, NULL);
-	close(srv->fd);
-	/* sessions in a DATA exchange finish; idle ones time out or see EOF */
-	until = mono_ms() + 5000;
-	for (;;) {
-		int active;
-		pthread_mutex_lock(&srv->lock);
-		active = srv->active;
-		pthread_mutex_unlock(&srv->lock);
-		if (active == 0 || mono_ms() > until)
-			break;
-		usleep(10000);
+	pthread_mutex_lock(&srv->lock);
+	for (struct lmtp_conn *c = srv->conns; c; c = c->next)
+		shutdown(c->fd, SHUT_RDWR);
+	next_note = mono_ms() + 5000;
+	while (srv->active > 0) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&srv->idle, &srv->lock, &ts);
+		if (srv->active > 0 && mono_ms() > next_note) {
+			log_info("lmtp: waiting for %d session(s) to finish their message", srv->active);
+			next_note = mono_ms() + 5000;
+		}
 	}
-	free(srv);
+	pthread_mutex_unlock(&srv->lock);
+	lmtp_free(srv);
 }

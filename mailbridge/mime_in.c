@@ -247,6 +247,7 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 			a->filename = xstrdup(fname ? fname : "attachment");
 			a->content_type = xstrdup(type);
 			a->len = b->len;
+			a->map_len = 0;    /* on the heap */
 			a->data = xmalloc(b->len + 1);
 			if (b->len)   /* an empty part has no buffer at all (found by fuzzing) */
 				memcpy(a->data, b->data, b->len);

@@ -28,7 +28,8 @@ def setUpModule():
     d = Daemon(BASE + 50, ghl.url, [location_conf("LL", **{
         "from": "Support <support@lmtp.test>", "reply_domain": "lmtp.test", "provider_id": "prov",
         "smtp_host": "127.0.0.1", "smtp_port": srv.smtp, "smtp_tls": "none", "token": "tok",
-        "lmtp_addresses": "sales@lmtp.test"})], extra_server=f"lmtp_listen = 127.0.0.1:{LMTP_PORT}")
+        "lmtp_addresses": "sales@lmtp.test"})],
+        extra_server=f"lmtp_listen = 127.0.0.1:{LMTP_PORT}\nlmtp_max_sessions = 4")
     d.start()
 
 
@@ -150,8 +151,134 @@ class TestLMTP(unittest.TestCase):
         self.assertEqual(st[-1]["status"], "failed", "%s\nmaillog tail:\n%s" % (st, "\n".join(srv.maillog().splitlines()[-30:])))
         self.assertIn("ghost@mail.test", st[-1]["error"]["message"])
 
+    def test_long_lines_kept_whole(self):
+        """Lines far past 2,047 bytes (a client that does not wrap, a base64
+        attachment on one line) arrive whole, spoken straight to our LMTP."""
+        import base64
+        text = "start " + "x" * 9000 + " end"
+        blob = os.urandom(6000)
+        m = email.message.EmailMessage()
+        m["From"] = "Lin <lin@mail.test>"
+        m["To"] = "sales@lmtp.test"
+        m["Subject"] = "long lines"
+        m["Message-ID"] = email.utils.make_msgid(domain="mail.test")
+        m.set_content(text, cte="8bit")
+        raw = m.as_bytes().replace(b"\n", b"\r\n")
+        b64 = base64.b64encode(blob)
+        boundary = b"==b=="
+        raw = (b"From: Lin <lin@mail.test>\r\nTo: sales@lmtp.test\r\nSubject: long lines\r\n"
+               b"Message-ID: " + m["Message-ID"].encode() + b"\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: multipart/mixed; boundary=\"" + boundary + b"\"\r\n\r\n"
+               b"--" + boundary + b"\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text.encode() +
+               b"\r\n--" + boundary + b"\r\nContent-Type: application/pdf; name=\"one.pdf\"\r\n"
+               b"Content-Disposition: attachment; filename=\"one.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+               b64 + b"\r\n--" + boundary + b"--\r\n")
+        with smtplib.LMTP("127.0.0.1", LMTP_PORT, timeout=20) as s:
+            s.sendmail("lin@mail.test", ["sales@lmtp.test"], raw)
+        hits = posted(m["Message-ID"])
+        self.assertEqual(len(hits), 1)
+        self.assertIn("x" * 9000 + " end", hits[0]["message"])
+        self.assertIn(("one.pdf", blob), ghl.uploads)
+
+    def test_command_line_too_long_500(self):
+        import socket
+        with socket.create_connection(("127.0.0.1", LMTP_PORT), timeout=10) as s:
+            f = s.makefile("rwb")
+            f.readline()
+            f.write(b"NOOP " + b"x" * 5000 + b"\r\n")
+            f.flush()
+            self.assertTrue(f.readline().startswith(b"500 "))
+            f.write(b"NOOP\r\n")
+            f.flush()
+            self.assertTrue(f.readline().startswith(b"250 "), "the session goes on")
+
+    def test_session_cap(self):
+        import socket
+        held = []
+        try:
+            for _ in range(4):
+                c = socket.create_connection(("127.0.0.1", LMTP_PORT), timeout=10)
+                c.recv(100)
+                held.append(c)
+            extra = socket.create_connection(("127.0.0.1", LMTP_PORT), timeout=10)
+            self.assertTrue(extra.recv(100).startswith(b"421 "))
+            extra.close()
+        finally:
+            for c in held:
+                c.close()
+        time.sleep(0.5)
+        with smtplib.LMTP("127.0.0.1", LMTP_PORT, timeout=10) as s:
+            self.assertEqual(s.noop()[0], 250)
+
     def test_zz_contract(self):
         self.assertEqual(ghl.spec_errors, [])
+
+
+class TestLMTPListeners(unittest.TestCase):
+    """A UNIX socket for Postfix's lmtp:unix:, a peer allow-list for TCP,
+    and a stop while a session is inside DATA (ASan saw a use after free)."""
+    def daemon(self, port, extra):
+        dd = Daemon(port, ghl.url, [location_conf("LL", **{
+            "from": "Support <support@lmtp.test>", "reply_domain": "lmtp.test", "smtp_host": "127.0.0.1",
+            "smtp_port": srv.smtp, "smtp_tls": "none", "token": "tok", "lmtp_addresses": "sales@lmtp.test"})],
+            extra_server=extra)
+        dd.start()
+        self.addCleanup(dd.cleanup)
+        return dd
+
+    def test_unix_socket(self):
+        import stat
+        import tempfile
+        sock_dir = tempfile.mkdtemp(prefix="mb-lmtp-")
+        self.addCleanup(lambda: os.path.isdir(sock_dir) and os.rmdir(sock_dir))
+        path = os.path.join(sock_dir, "lmtp")
+        dd = self.daemon(BASE + 51, f"lmtp_listen = unix:{path}")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
+        m = mail("Uma <uma@mail.test>", "sales@lmtp.test", "via unix", "over a unix socket")
+        with smtplib.LMTP(path, timeout=10) as s:
+            s.sendmail("uma@mail.test", ["sales@lmtp.test"], m.as_bytes())
+        self.assertEqual(len(posted(m["Message-ID"])), 1)
+        self.assertEqual(dd.stop(), 0)
+        self.assertFalse(os.path.exists(path), "the socket is removed at stop")
+
+    def test_peer_not_allowed(self):
+        import socket
+        port = BASE + 62
+        dd = self.daemon(BASE + 52, f"lmtp_listen = 127.0.0.1:{port}\nlmtp_allow = 192.0.2.0/24")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            self.assertTrue(s.recv(100).startswith(b"554 "))
+        self.assertIn("lmtp: refused a connection from 127.0.0.1", dd.log())
+
+    def test_stop_while_in_data(self):
+        port = BASE + 63
+        dd = self.daemon(BASE + 53, f"lmtp_listen = 127.0.0.1:{port}")
+        # longer than the 5 s the old stop waited before freeing what the session used
+        ghl.delay(r"/messages/inbound$", 6.5)
+        try:
+            m = mail("Sam <sam@mail.test>", "sales@lmtp.test", "slow", "HighLevel is slow")
+            import threading
+            errors = []
+
+            def deliver():
+                try:
+                    with smtplib.LMTP("127.0.0.1", port, timeout=20) as s:
+                        s.sendmail("sam@mail.test", ["sales@lmtp.test"], m.as_bytes())
+                except (smtplib.SMTPException, OSError) as e:
+                    errors.append(e)
+            before = len(ghl.calls(None, "contacts"))
+            t = threading.Thread(target=deliver)
+            t.start()
+            end = time.time() + 10
+            while time.time() < end and len(ghl.calls(None, "contacts")) == before:
+                time.sleep(0.02)
+            time.sleep(0.3)
+            rc = dd.stop()          # while the session is inside inbound_handle
+            t.join(20)
+        finally:
+            with ghl.lock:
+                ghl.delays.clear()
+        self.assertEqual(rc, 0, dd.log()[-2000:])
+        self.assertNotIn("AddressSanitizer", dd.log())
 
 
 if __name__ == "__main__":

@@ -145,6 +145,7 @@ class FakeGHL:
         self.spec_errors = []
         self.lock = threading.Lock()
         self.failures = []  # [regex, status, remaining, body]
+        self.delays = []    # [regex, seconds]: answer late (a slow HighLevel)
         self.client_id = client_id
         self.client_secret = client_secret
         self.access = {}        # access token -> (locationKey, expires_at)
@@ -177,6 +178,10 @@ class FakeGHL:
             def _handle(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
+                with fake.lock:
+                    wait = max([sec for rx, sec in fake.delays if rx.search(self.path)] or [0])
+                if wait:
+                    time.sleep(wait)
                 status, payload, hdrs = fake.handle(self.command, self.path, dict(self.headers), body)
                 if self.headers.get("Authorization"):
                     with fake.lock:
@@ -209,6 +214,10 @@ class FakeGHL:
     def fail(self, pattern, status, count=1, body=None):
         with self.lock:
             self.failures.append([re.compile(pattern), status, count, body])
+
+    def delay(self, pattern, seconds):
+        with self.lock:
+            self.delays.append([re.compile(pattern), seconds])
 
     def issue_token(self, key, with_refresh=True, ttl=None):
         tok = "at-" + os.urandom(8).hex()
