@@ -324,6 +324,8 @@ is_ip_literal(const char *host)
 	return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
 }
 
+#define NETSTREAM_TLS_FLOOR "-VERS-TLS1.0:-VERS-TLS1.1:-VERS-DTLS1.0"
+
 static int
 tls_handshake(struct netstream *ns, const char *host, const struct netstream_tls *t, int timeout, char **error_r)
 {
@@ -333,7 +335,14 @@ tls_handshake(struct netstream *ns, const char *host, const struct netstream_tls
 	if (!cred)
 		return -1;
 	gnutls_init(&ns->tls, GNUTLS_CLIENT);
-	gnutls_set_default_priority(ns->tls);
+	/* the system's policy, less TLS 1.0 and 1.1: never weaker than 1.2,
+	 * and stricter still where the system says so */
+	if (gnutls_set_default_priority_append(ns->tls, NETSTREAM_TLS_FLOOR, NULL, 0) < 0) {
+		*error_r = xstrdup("TLS: cannot set the priority string");
+		gnutls_deinit(ns->tls);
+		ns->tls = NULL;
+		return -1;
+	}
 	gnutls_credentials_set(ns->tls, GNUTLS_CRD_CERTIFICATE, cred);
 	if (!is_ip_literal(host))
 		gnutls_server_name_set(ns->tls, GNUTLS_NAME_DNS, host, strlen(host));

@@ -64,7 +64,7 @@ class FileHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def setUpModule():
-    global srv, ghl, d, files, scripted, tls_evil, old_relay, hangup
+    global srv, ghl, d, files, scripted, tls_evil, old_relay, hangup, legacy_tls
     srv = MailServers(BASE).start()
     ghl = FakeGHL()
     ghl.static_tokens.add(TOKEN)
@@ -89,6 +89,7 @@ def setUpModule():
     tls_evil = ScriptedSMTP(BASE + 32, cert=f"{ca}/evil.pem", key=f"{ca}/evil.key")
     old_relay = ScriptedSMTP(BASE + 34, esmtp=False)
     hangup = ScriptedSMTP(BASE + 35, hangup=True)
+    legacy_tls = ScriptedSMTP(BASE + 36, cert=f"{ca}/evil.pem", key=f"{ca}/evil.key", tls_legacy=True)
     locations = [
         loc("LMain", reply_domain="mail.test"),
         loc("LCustom", mode="custom", provider_id="prov1", reply_domain="mail.test"),
@@ -103,6 +104,7 @@ def setUpModule():
         loc("LDsn", delivered_on="dsn", reply_domain="mail.test"),
         loc("LDsnScripted", delivered_on="dsn", smtp_port=BASE + 31),
         loc("LHangup", smtp_port=BASE + 35),
+        loc("LLegacyTls", smtp_port=BASE + 36, smtp_tls="starttls", smtp_tls_verify="no"),
     ]
     global LOCATIONS
     LOCATIONS = locations
@@ -115,7 +117,7 @@ def setUpModule():
 def tearDownModule():
     rc = d.stop()
     d.cleanup()
-    for s in (scripted, tls_evil, old_relay, hangup):
+    for s in (scripted, tls_evil, old_relay, hangup, legacy_tls):
         s.close()
     files.shutdown()
     shutil.rmtree(FILES, ignore_errors=True)
@@ -388,6 +390,16 @@ class TestOutbound(unittest.TestCase):
         self.assertEqual(len(mail), 1, cmds)
         self.assertIn("RET=HDRS", mail[0])
         self.assertTrue(any(c.startswith("RCPT TO:<alice@mail.test> NOTIFY=SUCCESS,FAILURE,DELAY") for c in cmds))
+
+    def test_tls_below_1_2_refused(self):
+        # even with verification off, a relay that offers only TLS 1.0/1.1
+        # gets no message (and no password)
+        mid = post_ok(webhook(location="LLegacyTls"))
+        j = d.wait_job(mid, lambda j: j["attempts"] >= 1 and j["state"] == "queued" and j["last_error"])
+        self.assertEqual(j["state"], "queued")
+        self.assertIn("TLS", j["last_error"])
+        self.assertEqual([m for m in legacy_tls.messages], [])
+        d.cli("queue", "drop", mid)
 
     def test_missing_attachment_fails_with_reason(self):
         mid = post_ok(webhook(attachments=[f"http://127.0.0.1:{BASE + 30}/missing.pdf"]))

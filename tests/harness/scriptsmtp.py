@@ -11,12 +11,14 @@ import threading
 
 
 class ScriptedSMTP:
-    def __init__(self, port, cert=None, key=None, rcpt_script=None, dsn=True, esmtp=True, hangup=False):
+    def __init__(self, port, cert=None, key=None, rcpt_script=None, dsn=True, esmtp=True, hangup=False,
+                 tls_legacy=False):
         """rcpt_script: {address: [reply, reply, ...]} consumed one per
         attempt; when exhausted, 250. esmtp=False: a pre-ESMTP relay that
         answers EHLO with 500 and knows only HELO. hangup: close each
         connection silently after its first message (as relays with a
-        per-connection limit or a short idle timeout do)."""
+        per-connection limit or a short idle timeout do). tls_legacy: the
+        server speaks TLS 1.0 and 1.1 only."""
         self.port = port
         self.rcpt_script = {k: list(v) for k, v in (rcpt_script or {}).items()}
         self.messages = []
@@ -26,6 +28,13 @@ class ScriptedSMTP:
         if cert:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(cert, key)
+            if tls_legacy:
+                import warnings
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+                    ctx.minimum_version = ssl.TLSVersion.TLSv1
+                    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
         outer = self
 
         class Handler(socketserver.StreamRequestHandler):
