@@ -21,6 +21,7 @@ struct app {
 	struct oauth *oauth;           /* NULL when no client_id is configured */
 	struct imap_watch *imap;
 	struct plugin_host *plugins;  /* SMS / Call providers */
+	unsigned char address_key[32];  /* HMAC key of reply+/bounce+ tokens (the store's) */
 };
 
 #endif

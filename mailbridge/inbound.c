@@ -79,22 +79,59 @@ iso8601(int64_t ms)
 	return xstrdup(buf);
 }
 
+/* The message whose return path this mail came to: bounce+<token>@ the
+ * location's reply domain, in To, Delivered-To or X-Original-To, with a
+ * token this location issued. NULL otherwise. */
+static struct msgmap *
+dsn_return_path(struct store *st, const struct location_config *loc, const struct inbound_msg *m)
+{
+	for (size_t i = 0; loc->reply_domain && i < m->n_all_rcpt; i++) {
+		const char *a = m->all_rcpt_addrs[i], *at = strrchr(a, '@');
+		struct msgmap *p = NULL;
+		char *token;
+		int r;
+		if (!at || strncasecmp(a, "bounce+", 7) || strcasecmp(at + 1, loc->reply_domain))
+			continue;
+		token = strndup(a + 7, (size_t)(at - a - 7));
+		for (char *c = token; *c; c++)
+			*c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+		r = store_msgmap_get(st, "token", loc->id, token, &p);
+		free(token);
+		if (r == 1 && p->ghl_message_id)
+			return p;
+		msgmap_free(p);
+	}
+	return NULL;
+}
+
+/* A DSN changes a job only when it came to that job's own return path
+ * (a token nobody can compute, of this location), and when whatever
+ * else it names (ENVID, our header, the original Message-ID) is that same
+ * job. Anyone can mail a report naming a messageId; only the message's
+ * bounce address says we sent it there. */
 static enum inbound_result
 inbound_dsn(struct app *app, const struct location_config *loc, const struct inbound_msg *m, const char *key)
 {
-	struct msgmap *map = NULL;
-	const char *job_id = NULL, *status = NULL;
+	struct msgmap *map = NULL, *rp = dsn_return_path(app->store, loc, m);
+	const char *job_id = NULL, *status = NULL, *claimed = NULL, *refused = NULL;
 	const struct dsn_rcpt *decisive = NULL;
 	char *err = NULL;
 	int code = 0, r = 0;
 
-	/* which job: ENVID (we send the messageId), our header, our Message-ID */
+	/* what the report names: ENVID (we send the messageId), our header,
+	 * our Message-ID */
 	if (m->dsn_envid)
-		job_id = m->dsn_envid;
+		claimed = m->dsn_envid;
 	else if (m->dsn_job)
-		job_id = m->dsn_job;
+		claimed = m->dsn_job;
 	else if (m->dsn_orig_message_id && store_msgmap_get(app->store, "rfc", loc->id, m->dsn_orig_message_id, &map) == 1)
-		job_id = map->ghl_message_id;
+		claimed = map->ghl_message_id;
+	if (!rp)
+		refused = "DSN not addressed to a bounce address of this location";
+	else if (claimed && strcmp(claimed, rp->ghl_message_id))
+		refused = "DSN names another message than its bounce address";
+	else
+		job_id = rp->ghl_message_id;
 	for (size_t i = 0; i < m->n_dsn; i++) {
 		const char *a = m->dsn[i].action ? m->dsn[i].action : "";
 		if (!strncmp(a, "failed", 6)) {
@@ -120,11 +157,16 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 		metrics_inc(M_DSN_APPLIED);
 		store_event(app->store, job_id, "dsn", err ? err : status);
 	}
-	log_info("inbound: DSN locationId=%s messageId=%s action=%s applied=%s", loc->id, job_id ? job_id : "-",
-	    status ? status : "delayed/none", r == 1 ? "yes" : "no");
+	if (refused)
+		log_warn("inbound: DSN locationId=%s naming messageId=%s refused: %s", loc->id, claimed ? claimed : "-",
+		    refused);
+	else
+		log_info("inbound: DSN locationId=%s messageId=%s action=%s applied=%s", loc->id,
+		    job_id ? job_id : "-", status ? status : "delayed/none", r == 1 ? "yes" : "no");
 	store_inbound_record(app->store, loc->id, key, r == 1 ? "dsn" : "skipped", job_id,
-	    r == 1 ? NULL : "DSN for no known sent message (or only a delay)", "DSN", NULL, 0);
+	    r == 1 ? NULL : refused ? refused : "DSN for no known sent message (or only a delay)", "DSN", NULL, 0);
 	msgmap_free(map);
+	msgmap_free(rp);
 	free(err);
 	return INBOUND_DONE;
 }

@@ -114,6 +114,12 @@ open_app(struct app *app, const char *path)
 	}
 	if (app->cfg->have_token_key)
 		store_set_token_key(app->store, app->cfg->token_key);
+	if (store_secret(app->store, "address-token", app->address_key) != 1) {
+		fprintf(stderr, "mailbridge: cannot read or create the store's address key\n");
+		store_close(app->store);
+		config_free(app->cfg);
+		return -1;
+	}
 	return 0;
 }
 

@@ -84,15 +84,19 @@ job_ctx_clear(struct job_ctx *c)
 }
 
 /* A short, lower-case, stable token for plus-addresses: mail systems may
- * fold the case of a local part, HighLevel ids are mixed case. */
+ * fold the case of a local part, HighLevel ids are mixed case. An HMAC
+ * under the store's own key, so nobody can make the token of a message
+ * from its ids (they are in every copy) to forge a DSN or a reply for it.
+ * Tokens of mail sent before (an unkeyed SHA-256) keep working: replies
+ * and DSNs find their message through the stored map, not by recomputing. */
 static char *
-reply_token_for(const char *location_id, const char *message_id)
+reply_token_for(const unsigned char key[32], const char *location_id, const char *message_id)
 {
 	unsigned char digest[32];
 	char *in = xasprintf("%s/%s", location_id, message_id);
 	char *hex = xmalloc(17);
 
-	gnutls_hash_fast(GNUTLS_DIG_SHA256, in, strlen(in), digest);
+	gnutls_hmac_fast(GNUTLS_MAC_SHA256, key, 32, in, strlen(in), digest);
 	for (int i = 0; i < 8; i++)
 		sprintf(hex + 2 * i, "%02x", digest[i]);
 	free(in);
@@ -157,7 +161,7 @@ outbound_prepare(struct job_ctx *c, struct app *app)
 		return -1;
 	domain = c->loc->reply_domain;
 	c->message_id = xasprintf("mb.%s@%s", c->p->message_id, domain);
-	c->reply_token = reply_token_for(c->loc->id, c->p->message_id);
+	c->reply_token = reply_token_for(app->address_key, c->loc->id, c->p->message_id);
 	c->reply_to = xasprintf("reply+%s@%s", c->reply_token, domain);
 	c->return_path = xasprintf("bounce+%s@%s", c->reply_token, domain);
 	/* the webhook's sender only when the location allows it; the name

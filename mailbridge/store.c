@@ -10,6 +10,7 @@
 #include <gnutls/gnutls.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -164,6 +165,12 @@ static const char *const store_migrations[] = {
 	"CREATE INDEX replay_guard_at ON replay_guard(at);"
 	"INSERT OR IGNORE INTO replay_guard (fp, at) SELECT mb_fp('job:' || message_id), created_at FROM jobs;"
 	"INSERT OR IGNORE INTO replay_guard (fp, at) SELECT mb_fp('app:' || webhook_id), received_at FROM webhook_seen;",
+	/* 9: keys made on first start and kept with the data they protect
+	 * (a backup of the store holds them): the reply/bounce address HMAC */
+	"CREATE TABLE secrets ("
+	"  name TEXT PRIMARY KEY,"
+	"  value TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL);",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
@@ -1174,6 +1181,35 @@ store_token_mark_reinstall(struct store *st, const char *location_id)
 {
 	return store_exec(st, "UPDATE tokens SET needs_reinstall=1, updated_at=?2 WHERE location_id=?1",
 	    "si", location_id, now_ms()) < 0 ? -1 : 1;
+}
+
+int
+store_secret(struct store *st, const char *name, unsigned char key_r[32])
+{
+	unsigned char fresh[32];
+	char hex[65], *have = NULL;
+	int r;
+
+	if (gnutls_rnd(GNUTLS_RND_KEY, fresh, sizeof(fresh)) < 0)
+		return -1;
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", fresh[i]);
+	memset(fresh, 0, sizeof(fresh));
+	/* the first start's key stays: a later one never replaces it */
+	r = store_exec_durable(st, "INSERT INTO secrets (name, value, created_at) VALUES (?1, ?2, ?3) "
+	    "ON CONFLICT DO NOTHING", "ssi", name, hex, now_ms());
+	memset(hex, 0, sizeof(hex));
+	if (r < 0 || store_query_row(st, row_text, &have, "SELECT value FROM secrets WHERE name=?1", "s", name) != 1)
+		return -1;
+	r = strlen(have) == 64 && strspn(have, "0123456789abcdef") == 64 ? 1 : -1;
+	for (int i = 0; r == 1 && i < 32; i++) {
+		unsigned v;
+		sscanf(have + 2 * i, "%2x", &v);
+		key_r[i] = (unsigned char)v;
+	}
+	memset(have, 0, strlen(have));
+	free(have);
+	return r;
 }
 
 int

@@ -224,6 +224,10 @@ struct store_pruned {
 int store_prune(struct store *st, int64_t keep_before, int64_t threads_before, int64_t events_before,
     int64_t replays_before, struct store_pruned *r);
 
+/* A 32-byte key of the store's own, made at random on first use and kept
+ * in it (so a backup of the store carries it): 1, or -1 on a store error. */
+int store_secret(struct store *st, const char *name, unsigned char key_r[32]);
+
 /* Marketplace webhook replay protection (the replay guard, kept
  * replay_days): 1 first time, 0 seen before. */
 int store_webhook_seen(struct store *st, const char *webhook_id, int64_t now);

@@ -41,7 +41,7 @@ def setUpModule():
                                             "imap_user": "carol", "imap_password": "carolpw"}),
     ]
     d = Daemon(BASE + 50, ghl.url, locations,
-               extra_highlevel="client_id = test-client\nclient_secret = test-secret\n")
+               extra_highlevel="client_id = test-client\nclient_secret = test-secret\napp_id = a\n")
     with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
         m.login("alice", "alicepw")
         m.create("Done")

@@ -151,6 +151,58 @@ class TestLMTP(unittest.TestCase):
         self.assertEqual(st[-1]["status"], "failed", "%s\nmaillog tail:\n%s" % (st, "\n".join(srv.maillog().splitlines()[-30:])))
         self.assertIn("ghost@mail.test", st[-1]["error"]["message"])
 
+    def sent(self):
+        """A message sent and reported delivered; its copy in bob's mailbox."""
+        mid = "m" + os.urandom(6).hex()
+        st, _ = d.post_webhook({"type": "Email", "locationId": "LL", "messageId": mid, "emailMessageId": mid,
+                                "emailTo": ["bob@mail.test"], "html": "<p>hi</p>", "subject": "Order"})
+        self.assertEqual(st, 200)
+        end = time.time() + 15
+        while time.time() < end:
+            for raw in srv.fetch_all("bob"):
+                m = email.message_from_bytes(raw)
+                if m["X-Mailbridge-Job"] == mid:
+                    d.wait_job(mid, lambda j: j["report_state"] == "done")
+                    return mid, m
+            time.sleep(0.1)
+        self.fail("not delivered")
+
+    def forged_dsn(self, rcpt, envid):
+        body = (f"From: MAILER-DAEMON@evil.test\r\nTo: {rcpt}\r\nSubject: Undelivered Mail\r\n"
+                f"Message-ID: <{os.urandom(6).hex()}@evil.test>\r\nMIME-Version: 1.0\r\n"
+                "Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n"
+                "--b\r\nContent-Type: text/plain\r\n\r\nfailed\r\n"
+                "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+                f"Reporting-MTA: dns; evil.test\r\nOriginal-Envelope-Id: {envid}\r\n\r\n"
+                "Final-Recipient: rfc822; bob@mail.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+                "Diagnostic-Code: smtp; 550 5.1.1 forged\r\n\r\n--b--\r\n")
+        with smtplib.LMTP("127.0.0.1", LMTP_PORT, timeout=20) as s:
+            s.sendmail("", [rcpt], body.encode())
+
+    def test_forged_dsn_changes_nothing(self):
+        mid, copy = self.sent()
+        other, other_copy = self.sent()
+        token_rp = copy["Return-Path"].strip("<>")          # bounce+<token>@lmtp.test of mid
+        self.assertTrue(token_rp.startswith("bounce+"), token_rp)
+        guess = "bounce+" + "0" * 16 + "@lmtp.test"
+        # at an ordinary address; at a made-up token; at mid's bounce address naming another job
+        for rcpt, envid in (("sales@lmtp.test", mid), (guess, mid), (token_rp, other)):
+            self.forged_dsn(rcpt, envid)
+        time.sleep(1)
+        for m in (mid, other):
+            self.assertEqual(d.job(m)["state"], "sent")
+            st = [json.loads(r["body"]) for r in ghl.calls("PUT", f"/messages/{m}/status")]
+            self.assertEqual([s["status"] for s in st], ["delivered"], st)
+        log = d.log()
+        self.assertIn("DSN not addressed to a bounce address of this location", log)
+        self.assertIn("DSN names another message than its bounce address", log)
+        # the message's own bounce address, naming it: applied
+        self.forged_dsn(token_rp, mid)
+        end = time.time() + 10
+        while time.time() < end and d.job(mid)["state"] != "failed":
+            time.sleep(0.1)
+        self.assertIn("forged", d.job(mid)["last_error"] or json.dumps(d.job(mid)))
+
     def test_long_lines_kept_whole(self):
         """Lines far past 2,047 bytes (a client that does not wrap, a base64
         attachment on one line) arrive whole, spoken straight to our LMTP."""
