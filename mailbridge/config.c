@@ -66,6 +66,8 @@ static const struct config_key config_keys[] = {
 	{ SEC_HIGHLEVEL, "webhook_key_rsa", CT_PATH, G(rsa_key), "keys/ghl-webhook-rsa-legacy.pem", 0, 0, false },
 	{ SEC_HIGHLEVEL, "require_signature", CT_BOOL, G(require_signature), "yes", 0, 0, false },
 	{ SEC_HIGHLEVEL, "app_id", CT_STR, G(app_id), NULL, 0, 0, false },
+	{ SEC_HIGHLEVEL, "oauth_require_state", CT_BOOL, G(oauth_require_state), "no", 0, 0, false },
+	{ SEC_HIGHLEVEL, "oauth_callbacks_per_minute", CT_INT, G(oauth_callbacks_per_minute), "20", 1, 100000, false },
 	{ SEC_HIGHLEVEL, "delivery_token", CT_STR, G(delivery_token), NULL, 0, 0, true },
 	{ SEC_HIGHLEVEL, "rate_limit", CT_INT, G(rate_limit), "100", 1, 100000, false },
 	{ SEC_HIGHLEVEL, "rate_window", CT_INT, G(rate_window), "10", 1, 3600, false },

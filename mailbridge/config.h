@@ -12,7 +12,7 @@
 
 #include "netaddr.h"
 
-#define CONFIG_MAX_KEYS 80
+#define CONFIG_MAX_KEYS 120
 
 enum tls_mode { TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
 enum provider_mode { PROVIDER_DEFAULT, PROVIDER_CUSTOM };
@@ -91,6 +91,8 @@ struct config {
 	char *rsa_key;
 	bool require_signature;
 	char *app_id;              /* our marketplace appId: app webhooks must name it */
+	bool oauth_require_state;  /* refuse callbacks of installs not started at /oauth/start */
+	long oauth_callbacks_per_minute;
 	char *delivery_token;      /* optional secret in the Delivery URL */
 	long rate_limit;
 	long rate_window;

@@ -67,10 +67,13 @@ http_send(struct MHD_Connection *c, struct http_response *resp)
 	    resp->content_type ? resp->content_type : "application/json");
 	if (resp->location)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, resp->location);
+	if (resp->set_cookie)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_SET_COOKIE, resp->set_cookie);
 	ret = MHD_queue_response(c, (unsigned)resp->status, r);
 	MHD_destroy_response(r);
 	free(resp->body);
 	free(resp->location);
+	free(resp->set_cookie);
 	return ret;
 }
 
@@ -438,6 +441,12 @@ const char *
 http_header(const struct http_request *req, const char *name)
 {
 	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *
+http_cookie(const struct http_request *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_COOKIE_KIND, name);
 }
 
 const char *

@@ -28,6 +28,7 @@ struct http_response {
 	const char *content_type;  /* static string */
 	char *body;                /* malloc'd, owned by the server after return */
 	char *location;            /* malloc'd redirect target or NULL */
+	char *set_cookie;          /* malloc'd Set-Cookie value or NULL */
 };
 
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);
@@ -72,6 +73,7 @@ int http_port(const struct http_server *srv);
 
 const char *http_header(const struct http_request *req, const char *name);
 const char *http_query(const struct http_request *req, const char *name);
+const char *http_cookie(const struct http_request *req, const char *name);
 /* The peer's address (NULL when unknown); its text form into buf. */
 const struct sockaddr *http_peer(const struct http_request *req, char *buf, size_t len);
 

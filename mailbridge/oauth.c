@@ -22,9 +22,14 @@ struct oauth {
 	const struct config *cfg;
 	struct store *store;
 	struct ghl *ghl;
-	pthread_mutex_t lock;      /* the list below */
+	pthread_mutex_t lock;      /* the list below, and the callback window */
 	struct oauth_lock *locks;
+	int64_t window_start;      /* code exchanges in the current minute */
+	long window_count;
 };
+
+#define OAUTH_STATE_COOKIE "mb_oauth_state"
+#define OAUTH_STATE_TTL_S  600
 
 struct oauth *
 oauth_new(const struct config *cfg, struct store *st, struct ghl *g)
@@ -313,20 +318,26 @@ void
 oauth_http_start(void *ctx, const struct http_request *req, struct http_response *resp)
 {
 	struct app *app = ctx;
-	char *ru, *eru, *escope, *eid;
+	char *ru, *eru, *escope, *eid, state[33];
 
 	if (!app->cfg->client_id) {
 		http_text(resp, 503, "text/plain", "OAuth is not configured ([highlevel] client_id).\n");
 		return;
 	}
+	/* a random state, in the consent URL and in a short-lived cookie: the
+	 * callback of an install we started must bring both back */
+	snprintf(state, sizeof(state), "%016llx%016llx", (unsigned long long)random_u64(),
+	    (unsigned long long)random_u64());
 	ru = redirect_uri(app->cfg);
 	eru = curl_easy_escape(NULL, ru, 0);
 	escope = curl_easy_escape(NULL, OAUTH_SCOPES, 0);
 	eid = curl_easy_escape(NULL, app->cfg->client_id, 0);
 	resp->status = 302;
 	resp->content_type = "text/plain";
-	resp->location = xasprintf("%s?response_type=code&redirect_uri=%s&client_id=%s&scope=%s",
-	    OAUTH_CONSENT_URL, eru, eid, escope);
+	resp->location = xasprintf("%s?response_type=code&redirect_uri=%s&client_id=%s&scope=%s&state=%s",
+	    OAUTH_CONSENT_URL, eru, eid, escope, state);
+	resp->set_cookie = xasprintf(OAUTH_STATE_COOKIE "=%s; Max-Age=%d; Path=/oauth; HttpOnly; SameSite=Lax%s", state,
+	    OAUTH_STATE_TTL_S, strncmp(app->cfg->public_url, "https://", 8) ? "" : "; Secure");
 	resp->body = xstrdup("Redirecting to HighLevel.\n");
 	curl_free(eru);
 	curl_free(escope);
@@ -334,12 +345,49 @@ oauth_http_start(void *ctx, const struct http_request *req, struct http_response
 	free(ru);
 }
 
+/* At most [highlevel] oauth_callbacks_per_minute code exchanges a
+ * minute: each one carries our client secret to HighLevel, and anyone can
+ * call the callback. */
+static bool
+oauth_callback_allowed(struct oauth *o)
+{
+	int64_t now = mono_ms();
+	bool ok;
+
+	pthread_mutex_lock(&o->lock);
+	if (now - o->window_start >= 60000) {
+		o->window_start = now;
+		o->window_count = 0;
+	}
+	ok = o->window_count < o->cfg->oauth_callbacks_per_minute;
+	if (ok)
+		o->window_count++;
+	pthread_mutex_unlock(&o->lock);
+	return ok;
+}
+
+/* The state check: an install we started must come back with the state
+ * we set in its cookie; one started in HighLevel's marketplace comes with
+ * no state at all, allowed unless oauth_require_state is on. NULL when
+ * fine, else why not. */
+static const char *
+oauth_state_problem(const struct app *app, const struct http_request *req)
+{
+	const char *state = http_query(req, "state"), *cookie = http_cookie(req, OAUTH_STATE_COOKIE);
+
+	if (!state)
+		return app->cfg->oauth_require_state ? "this installation did not start here (no state)" : NULL;
+	if (!cookie || !secret_equal(state, cookie))
+		return "the installation state does not match this browser's";
+	return NULL;
+}
+
 void
 oauth_http_callback(void *ctx, const struct http_request *req, struct http_response *resp)
 {
 	struct app *app = ctx;
 	struct oauth *o = app->oauth;
-	const char *code = http_query(req, "code");
+	const char *code = http_query(req, "code"), *problem;
 	struct ghl_result res;
 	struct token *t;
 	char *form = NULL, *ru, *key;
@@ -350,6 +398,17 @@ oauth_http_callback(void *ctx, const struct http_request *req, struct http_respo
 	}
 	if (!code || !*code || strlen(code) > 512) {
 		http_text(resp, 400, "text/plain", "Missing ?code= from HighLevel.\n");
+		return;
+	}
+	if ((problem = oauth_state_problem(app, req)) != NULL) {
+		log_warn("oauth: callback refused: %s", problem);
+		http_text(resp, 400, "text/plain", "This installation link is not valid here. Start the installation again.\n");
+		return;
+	}
+	if (!oauth_callback_allowed(o)) {
+		log_warn("oauth: callback refused: more than %ld code exchanges this minute",
+		    o->cfg->oauth_callbacks_per_minute);
+		http_text(resp, 429, "text/plain", "Too many installation attempts. Wait a minute and try again.\n");
 		return;
 	}
 	ru = redirect_uri(app->cfg);

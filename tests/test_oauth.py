@@ -16,7 +16,7 @@ from harness.fakeghl import FakeGHL  # noqa: E402
 from harness.scriptsmtp import ScriptedSMTP  # noqa: E402
 
 BASE = int(os.environ.get("MB_TEST_PORT_BASE", "21000")) + 300
-LOCS = ["LInstall", "LRefresh401", "LExpiring", "LConcurrent", "LRefused", "LAgency", "LUninstall", "LRate"]
+LOCS = ["LInstall", "LState", "LRefresh401", "LExpiring", "LConcurrent", "LRefused", "LAgency", "LUninstall", "LRate"]
 
 
 def setUpModule():
@@ -115,6 +115,24 @@ class TestOAuth(unittest.TestCase):
         self.assertEqual(q["response_type"], ["code"])
         self.assertIn("conversations/message.write", q["scope"][0].split())
         self.assertIn("contacts.write", q["scope"][0].split())
+
+    def test_state_bound_to_a_cookie(self):
+        st, _, headers = d.request("GET", "/oauth/start")
+        state = urllib.parse.parse_qs(urllib.parse.urlsplit(headers["Location"]).query)["state"][0]
+        self.assertRegex(state, r"^[0-9a-f]{32}$")
+        cookie = headers["Set-Cookie"]
+        self.assertIn(f"mb_oauth_state={state};", cookie)
+        self.assertIn("HttpOnly", cookie)
+        before = len(ghl.calls("POST", "^/oauth/token$"))
+        # a state without its cookie, or with another one: no exchange
+        for hdrs in ({}, {"Cookie": "mb_oauth_state=" + "0" * 32}):
+            st, body, _ = d.request("GET", f"/oauth/callback?code=loc:LState&state={state}", headers=hdrs)
+            self.assertEqual(st, 400, body)
+        self.assertEqual(len(ghl.calls("POST", "^/oauth/token$")), before)
+        st, body, _ = d.request("GET", f"/oauth/callback?code=loc:LState&state={state}",
+                                headers={"Cookie": f"mb_oauth_state={state}"})
+        self.assertEqual(st, 200, body)
+        self.assertIsNotNone(token_row("LState"))
 
     def test_install_via_callback_then_use(self):
         install("loc:LInstall")
@@ -284,6 +302,33 @@ class TestOAuth(unittest.TestCase):
 
     def test_zz_contract(self):
         self.assertEqual([e for e in ghl.spec_errors], [])
+
+
+class TestOAuthCallbackLimit(unittest.TestCase):
+    def test_code_exchanges_rate_limited(self):
+        dd = Daemon(BASE + 51, ghl.url, [], extra_highlevel="client_id = test-client\nclient_secret = test-secret\n"
+                    "oauth_callbacks_per_minute = 5\noauth_require_state = no\n")
+        dd.start()
+        try:
+            before = len(ghl.calls("POST", "^/oauth/token$"))
+            codes = [dd.request("GET", f"/oauth/callback?code=junk{i}")[0] for i in range(12)]
+            self.assertEqual(codes.count(429), 7, codes)
+            self.assertEqual(len(ghl.calls("POST", "^/oauth/token$")) - before, 5)
+        finally:
+            dd.stop()
+            dd.cleanup()
+
+    def test_state_required_when_asked(self):
+        dd = Daemon(BASE + 52, ghl.url, [], extra_highlevel="client_id = test-client\nclient_secret = test-secret\n"
+                    "oauth_require_state = yes\n")
+        dd.start()
+        try:
+            before = len(ghl.calls("POST", "^/oauth/token$"))
+            self.assertEqual(dd.request("GET", "/oauth/callback?code=loc:LX")[0], 400)
+            self.assertEqual(len(ghl.calls("POST", "^/oauth/token$")), before)
+        finally:
+            dd.stop()
+            dd.cleanup()
 
 
 if __name__ == "__main__":
