@@ -12,13 +12,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static int ready;
 	struct inbound_msg *m;
+	const char *refused;
 	char *text;
 
 	if (!ready) {
 		g_mime_init();
 		ready = 1;
 	}
-	m = mime_in_parse((const char *)data, size, 1 << 20);
+	m = mime_in_parse((const char *)data, size, 1 << 20, &refused);
 	inbound_msg_free(m);
 	/* the quote stripper on its own, NUL-terminated */
 	text = malloc(size + 1);

@@ -349,13 +349,25 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 {
 	struct inbound_msg *m;
 	char *key, *state = NULL;
+	const char *refused = NULL;
 	enum inbound_result r = INBOUND_DONE;
 
 	if (len > INBOUND_MAX_MESSAGE) {
 		log_warn("inbound: locationId=%s message of %zu bytes skipped (limit %d)", loc->id, len, INBOUND_MAX_MESSAGE);
 		return INBOUND_DONE;
 	}
-	m = mime_in_parse(raw, len, INBOUND_MAX_ATTACH);
+	m = mime_in_parse(raw, len, INBOUND_MAX_ATTACH, &refused);
+	if (!m && refused) {
+		/* past a structural limit: recorded as failed, with why, once */
+		struct inbound_msg none = { 0 };
+		key = dedupe_key(&none, raw, len);
+		metrics_inc(M_INBOUND_FAILED);
+		log_warn("inbound: locationId=%s message refused: %s", loc->id, refused);
+		if (store_inbound_record(app->store, loc->id, key, "failed", NULL, refused, NULL, NULL, 0) < 0)
+			r = INBOUND_RETRY;
+		free(key);
+		return r;
+	}
 	if (!m) {
 		log_warn("inbound: locationId=%s unparsable message skipped", loc->id);
 		return INBOUND_DONE;

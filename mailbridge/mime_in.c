@@ -13,7 +13,11 @@ struct walk {
 	struct inbound_msg *m;
 	size_t max_attach, attach_total;
 	bool have_text, have_html;
+	const char *refused;       /* a limit was passed: why */
 };
+
+#define MB_STR_(x) #x
+#define MB_STR(x) MB_STR_(x)
 
 static char *
 strip_brackets(const char *s)
@@ -94,7 +98,7 @@ part_bytes(GMimePart *part)
 /* Parses RFC 3464 fields: blocks separated by blank lines, "Name: value"
  * with folded continuations. */
 static void
-parse_dsn(struct inbound_msg *m, const char *body, size_t len)
+parse_dsn(struct inbound_msg *m, const char *body, size_t len, const char **refused)
 {
 	char *copy, *save = NULL, *line;
 	struct dsn_rcpt *cur = NULL;
@@ -126,6 +130,10 @@ parse_dsn(struct inbound_msg *m, const char *body, size_t len)
 		} else if (!strcasecmp(line, "Final-Recipient")) {
 			/* each recipient block names its Final-Recipient */
 			char *semi = strchr(v, ';');
+			if (m->n_dsn >= MIME_IN_MAX_DSN_RCPTS) {
+				*refused = "more than " MB_STR(MIME_IN_MAX_DSN_RCPTS) " recipients in a DSN";
+				break;
+			}
 			m->dsn = xrealloc(m->dsn, (m->n_dsn + 1) * sizeof(*m->dsn));
 			cur = &m->dsn[m->n_dsn++];
 			memset(cur, 0, sizeof(*cur));
@@ -187,7 +195,7 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 		GMimeMessage *inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(part));
 		if (g_mime_content_type_is_type(ct, "message", "delivery-status") && inner) {
 			char *s = g_mime_object_to_string(GMIME_OBJECT(inner), NULL);
-			parse_dsn(m, s, strlen(s));
+			parse_dsn(m, s, strlen(s), &w->refused);
 			g_free(s);
 		} else if (m->is_dsn && inner) {
 			parse_returned_headers(m, GMIME_OBJECT(inner));
@@ -200,7 +208,7 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 	    g_mime_content_type_is_type(ct, "message", "global-delivery-status")) {
 		GByteArray *b = part_bytes(GMIME_PART(part));
 		if (b) {
-			parse_dsn(m, (const char *)b->data, b->len);
+			parse_dsn(m, (const char *)b->data, b->len, &w->refused);
 			g_byte_array_unref(b);
 		}
 		return;
@@ -382,12 +390,70 @@ mime_in_reply_text(const char *text)
 	}
 }
 
-struct inbound_msg *
-mime_in_parse(const char *raw, size_t len, size_t max_attach)
+/* The boundary a "boundary=" parameter at p declares, into out (at most
+ * 70 characters, RFC 2046); its length, 0 if none. */
+static size_t
+boundary_at(const char *p, const char *end, char *out)
 {
-	GMimeStream *s = g_mime_stream_mem_new_with_buffer(raw, len);
-	GMimeParser *p = g_mime_parser_new_with_stream(s);
-	GMimeMessage *msg = g_mime_parser_construct_message(p, NULL);
+	size_t n = 0;
+	bool quoted = p < end && *p == '"';
+
+	if (quoted)
+		p++;
+	while (p < end && n < 70 && (quoted ? *p != '"' : !strchr(" \t;\r\n", *p)) && *p != '\r' && *p != '\n')
+		out[n++] = *p++;
+	out[n] = '\0';
+	return n;
+}
+
+/* Counts, on the raw bytes, the multipart containers (by their boundary
+ * parameters) and the delimiter lines of their boundaries, so that a
+ * message of 200,000 tiny parts is refused before GMime builds 200,000
+ * objects. NULL when within the limits, else why not. */
+static const char *
+mime_in_precheck(const char *raw, size_t len)
+{
+	static const char key[] = "boundary=";
+	char (*bounds)[71] = NULL;
+	size_t nb = 0, parts = 0;
+	const char *p = raw, *end = raw + len, *refused = NULL;
+
+	for (p = raw; p + sizeof(key) - 1 <= end; p++) {
+		if ((*p != 'b' && *p != 'B') || strncasecmp(p, key, sizeof(key) - 1))
+			continue;
+		if (nb >= MIME_IN_MAX_MULTIPARTS) {
+			refused = "more than " MB_STR(MIME_IN_MAX_MULTIPARTS) " multipart containers";
+			break;
+		}
+		bounds = xrealloc(bounds, (nb + 1) * sizeof(*bounds));
+		if (boundary_at(p + sizeof(key) - 1, end, bounds[nb]) > 0)
+			nb++;
+	}
+	for (p = raw; !refused && nb > 0 && p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *le = nl ? nl : end;
+		if (le - p >= 3 && p[0] == '-' && p[1] == '-') {
+			for (size_t i = 0; i < nb; i++) {
+				size_t bl = strlen(bounds[i]);
+				if ((size_t)(le - p - 2) >= bl && !memcmp(p + 2, bounds[i], bl)) {
+					if (++parts > MIME_IN_MAX_PARTS)
+						refused = "more than " MB_STR(MIME_IN_MAX_PARTS) " MIME parts";
+					break;
+				}
+			}
+		}
+		p = nl ? nl + 1 : end;
+	}
+	free(bounds);
+	return refused;
+}
+
+struct inbound_msg *
+mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refused_r)
+{
+	GMimeStream *s;
+	GMimeParser *p;
+	GMimeMessage *msg;
 	struct inbound_msg *m;
 	struct walk w = { 0 };
 	GMimeObject *top;
@@ -395,6 +461,11 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach)
 	const char *h;
 	GDateTime *dt;
 
+	if ((*refused_r = mime_in_precheck(raw, len)) != NULL)
+		return NULL;
+	s = g_mime_stream_mem_new_with_buffer(raw, len);
+	p = g_mime_parser_new_with_stream(s);
+	msg = g_mime_parser_construct_message(p, NULL);
 	g_object_unref(p);
 	g_object_unref(s);
 	if (!msg)
@@ -458,6 +529,11 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach)
 	w.max_attach = max_attach;
 	g_mime_message_foreach(msg, walk_part, &w);
 	g_object_unref(msg);
+	if (w.refused) {
+		*refused_r = w.refused;
+		inbound_msg_free(m);
+		return NULL;
+	}
 
 	if (!m->text && m->html) {
 		char *cut = html_without_quotes(m->html);

@@ -14,6 +14,9 @@
 #include "mime_out.h"
 
 #define MIME_IN_MAX_REFS 50
+#define MIME_IN_MAX_PARTS 1000       /* MIME parts in one message */
+#define MIME_IN_MAX_MULTIPARTS 100   /* multipart containers: bounds nesting too */
+#define MIME_IN_MAX_DSN_RCPTS 1000   /* recipient blocks in one DSN */
 
 struct dsn_rcpt {
 	char *recipient;           /* Final-Recipient address */
@@ -53,9 +56,13 @@ struct inbound_msg {
 	size_t n_dsn;
 };
 
-/* NULL when the bytes are not a message at all. max_attach caps the sum
- * of decoded attachment sizes (the rest are listed in dropped). */
-struct inbound_msg *mime_in_parse(const char *raw, size_t len, size_t max_attach);
+/* NULL when the bytes are not a message at all, or (with *refused_r set
+ * to why) when the message is past a structural limit: more than
+ * MIME_IN_MAX_PARTS parts or MIME_IN_MAX_MULTIPARTS multiparts (checked on
+ * the raw bytes, before GMime builds a tree of them), or more than
+ * MIME_IN_MAX_DSN_RCPTS recipients in a DSN. max_attach caps the sum of
+ * decoded attachment sizes (the rest are listed in dropped). */
+struct inbound_msg *mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refused_r);
 void inbound_msg_free(struct inbound_msg *m);
 
 /* The reply above the quoted history of a plain text ("On ... wrote:",

@@ -232,6 +232,23 @@ class TestLMTP(unittest.TestCase):
         self.assertIn("x" * 9000 + " end", hits[0]["message"])
         self.assertIn(("one.pdf", blob), ghl.uploads)
 
+    def test_part_bomb_recorded_failed(self):
+        """200,000 tiny parts: refused before GMime builds them, recorded as
+        failed with the reason (250 to Postfix: retrying would not help),
+        nothing posted."""
+        msgid = email.utils.make_msgid(domain="mail.test")
+        parts = b"".join(b"--p\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(200000))
+        raw = (b"From: Bomb <bomb@mail.test>\r\nTo: sales@lmtp.test\r\nSubject: parts\r\nMessage-ID: " +
+               msgid.encode() + b"\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"p\"\r\n\r\n" +
+               parts + b"--p--\r\n")
+        t0 = time.time()
+        with smtplib.LMTP("127.0.0.1", LMTP_PORT, timeout=60) as s:
+            s.sendmail("bomb@mail.test", ["sales@lmtp.test"], raw)
+        self.assertLess(time.time() - t0, 20)
+        self.assertEqual(posted(msgid, timeout=1), [])
+        r = d.cli("inbound", "list", "failed")
+        self.assertIn("more than 1000 MIME parts", r.stdout)
+
     def test_command_line_too_long_500(self):
         import socket
         with socket.create_connection(("127.0.0.1", LMTP_PORT), timeout=10) as s:

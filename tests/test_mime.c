@@ -1,5 +1,6 @@
 #include "mime_out.h"
 #include "payload.h"
+#include "mime_in.h"
 #include "test.h"
 
 #include <gmime/gmime.h>
@@ -14,6 +15,66 @@ parse(const char *raw, size_t len)
 	g_object_unref(p);
 	g_object_unref(s);
 	return m;
+}
+
+/* A message of n_parts tiny parts, or nested n_nest multiparts deep. */
+static char *
+make_parts(int n_parts, int n_nest)
+{
+	size_t cap = 256 + (size_t)n_parts * 64 + (size_t)n_nest * 128, len = 0;
+	char *b = malloc(cap);
+	len += (size_t)sprintf(b + len, "From: a@b.test\r\nSubject: parts\r\nMIME-Version: 1.0\r\n");
+	for (int i = 0; i < n_nest; i++)
+		len += (size_t)sprintf(b + len, "Content-Type: multipart/mixed; boundary=\"n%d\"\r\n\r\n--n%d\r\n", i, i);
+	len += (size_t)sprintf(b + len, "Content-Type: multipart/mixed; boundary=\"p\"\r\n\r\n");
+	for (int i = 0; i < n_parts; i++)
+		len += (size_t)sprintf(b + len, "--p\r\nContent-Type: text/plain\r\n\r\nx%d\r\n", i);
+	len += (size_t)sprintf(b + len, "--p--\r\n");
+	for (int i = n_nest; i-- > 0;)
+		len += (size_t)sprintf(b + len, "--n%d--\r\n", i);
+	return b;
+}
+
+static char *
+make_dsn(int n_rcpts)
+{
+	size_t cap = 1024 + (size_t)n_rcpts * 96, len = 0;
+	char *b = malloc(cap);
+	len += (size_t)sprintf(b + len, "From: MAILER-DAEMON@b.test\r\nSubject: dsn\r\nMIME-Version: 1.0\r\n"
+	    "Content-Type: multipart/report; report-type=delivery-status; boundary=\"r\"\r\n\r\n"
+	    "--r\r\nContent-Type: text/plain\r\n\r\nx\r\n--r\r\nContent-Type: message/delivery-status\r\n\r\n"
+	    "Reporting-MTA: dns; b.test\r\n\r\n");
+	for (int i = 0; i < n_rcpts; i++)
+		len += (size_t)sprintf(b + len, "Final-Recipient: rfc822; u%d@x.test\r\nAction: failed\r\n\r\n", i);
+	len += (size_t)sprintf(b + len, "--r--\r\n");
+	return b;
+}
+
+static void
+test_structural_limits(void)
+{
+	static const struct { int parts, nest, dsn; const char *refused; } rows[] = {
+		{ 500, 0, 0, NULL },
+		{ MIME_IN_MAX_PARTS + 1, 0, 0, "more than 1000 MIME parts" },
+		{ 200000, 0, 0, "more than 1000 MIME parts" },
+		{ 1, 50, 0, NULL },
+		{ 1, MIME_IN_MAX_MULTIPARTS, 0, "more than 100 multipart containers" },
+		{ 0, 0, 900, NULL },
+		{ 0, 0, MIME_IN_MAX_DSN_RCPTS + 1, "more than 1000 recipients in a DSN" },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		char *raw = rows[i].dsn ? make_dsn(rows[i].dsn) : make_parts(rows[i].parts, rows[i].nest);
+		const char *refused = "unset";
+		struct inbound_msg *m = mime_in_parse(raw, strlen(raw), 1 << 20, &refused);
+		if (rows[i].refused) {
+			CHECK_IDX(m == NULL && refused && strcmp(refused, rows[i].refused) == 0, i);
+		} else {
+			CHECK_IDX(m != NULL, i);
+			CHECK_IDX(!rows[i].dsn || (m && m->n_dsn == (size_t)rows[i].dsn), i);
+		}
+		inbound_msg_free(m);
+		free(raw);
+	}
 }
 
 int
@@ -49,7 +110,7 @@ main(void)
 		char *html;
 		if (asprintf(&html, "<p>Grüße from mailbridge</p><p>%s</p>", longline) < 0)
 			abort();
-		struct mime_attachment att = { "report €.pdf", "application/pdf", "%PDF-1.4\0\x01\x02\xff", 13 };
+		struct mime_attachment att = { "report €.pdf", "application/pdf", "%PDF-1.4\0\x01\x02\xff", 13, 0 };
 		struct mime_out m = {
 			.from = &from, .reply_to = "reply+abc@x.test", .to = to, .n_to = 2, .cc = cc, .n_cc = 1,
 			.subject = "Ünïcödé subject", .html = html, .message_id = "mb.M1@x.test",
@@ -118,6 +179,7 @@ main(void)
 		free(html);
 		free(longline);
 	}
+	test_structural_limits();
 	g_mime_shutdown();
 	return test_done("test_mime");
 }
