@@ -702,6 +702,29 @@ where(const struct config *cfg, const char *name)
 	return cfg->path;
 }
 
+/* The name of the n-th plugin a location uses (sms, then call), or NULL. */
+static const char *
+location_plugin(const struct config *cfg, size_t n)
+{
+	const struct location_config *loc = &cfg->locations[n / 2];
+	return n % 2 ? loc->call_plugin : loc->sms_plugin;
+}
+
+/* Once per plugin in use: without a secret, its routes answer 403. */
+static void
+warn_plugins_without_secret(const struct config *cfg, FILE *err)
+{
+	for (size_t i = 0; i < cfg->n_locations * 2; i++) {
+		const char *name = location_plugin(cfg, i);
+		bool seen = false;
+		for (size_t j = 0; name && j < i && !seen; j++)
+			seen = location_plugin(cfg, j) && !strcmp(location_plugin(cfg, j), name);
+		if (name && !seen && !config_plugin_value(cfg, name, "secret"))
+			fprintf(err, "%s: warning: [plugin %s] has no secret: its HTTP routes (delivery reports, "
+			    "inbound messages) answer 403 until it has one\n", cfg->path, name);
+	}
+}
+
 /* True when the file set a global key (it is not at its default). */
 static bool
 key_was_set(const struct config *cfg, const char *name)
@@ -819,6 +842,7 @@ config_check(struct config *cfg, FILE *err, int *errors)
 		    where(cfg, "replay_days"));
 		(*errors)++;
 	}
+	warn_plugins_without_secret(cfg, err);
 	if (cfg->client_id && !cfg->app_id)
 		fprintf(err, "%s: warning: client_id is set but app_id is not: INSTALL and UNINSTALL webhooks are "
 		    "refused until [highlevel] app_id names this app\n", where(cfg, "client_id"));
@@ -909,6 +933,72 @@ config_free(struct config *cfg)
 	free(cfg);
 }
 
+/* A URL with its userinfo and query values masked (user:pw@ becomes
+ * ****@, ?a=1 becomes ?a=****); anything else as it is. malloc'd. */
+static char *
+mask_url(const char *v)
+{
+	const char *scheme = strstr(v, "://");
+	char *out, *o;
+
+	if (!scheme)
+		return xstrdup(v);
+	out = o = xmalloc(strlen(v) * 2 + 8);
+	{
+		const char *host = scheme + 3, *end = host + strcspn(host, "/?#"), *at = NULL;
+		for (const char *p = host; p < end; p++)
+			if (*p == '@')
+				at = p;
+		memcpy(o, v, (size_t)(host - v));
+		o += host - v;
+		if (at) {
+			o += sprintf(o, "****@");
+			host = at + 1;
+		}
+		v = host;
+	}
+	for (bool in_query = false, in_value = false; *v; v++) {
+		if (*v == '#' ) {
+			in_query = in_value = false;
+		} else if (*v == '?' && !in_query) {
+			in_query = true;
+		} else if (in_query && *v == '&') {
+			in_value = false;
+		} else if (in_query && *v == '=' && !in_value) {
+			in_value = true;
+			*o++ = '=';
+			o += sprintf(o, "****");
+			continue;
+		} else if (in_value) {
+			continue;
+		}
+		*o++ = *v;
+	}
+	*o = '\0';
+	return out;
+}
+
+static void
+dump_value(FILE *out, const char *key, const char *v, bool secret)
+{
+	char *shown = secret ? xstrdup(v ? "********" : "") : mask_url(v ? v : "");
+	fprintf(out, "%s = %s\n", key, shown);
+	free(shown);
+}
+
+/* A plugin's keys are opaque to us: those whose names say secret are
+ * masked whole, and every URL loses its userinfo and query values (a
+ * sendsms_url may carry a password there). */
+static bool
+plugin_key_secret(const char *key)
+{
+	static const char *const words[] = { "pass", "secret", "token", "key", "auth", "credential", NULL };
+	for (const char *const *w = words; *w; w++)
+		if (strstr(key, *w))
+			return true;
+	return false;
+}
+
 static void
 dump_section(FILE *out, enum config_section sec, const void *base)
 {
@@ -920,12 +1010,8 @@ dump_section(FILE *out, enum config_section sec, const void *base)
 		switch (k->type) {
 		case CT_STR:
 		case CT_PATH: {
-			const char *v = *(char *const *)f;
 			/* secret read from a *_file shows as set too */
-			if (k->secret)
-				fprintf(out, "%s = %s\n", k->name, v ? "********" : "");
-			else
-				fprintf(out, "%s = %s\n", k->name, v ? v : "");
+			dump_value(out, k->name, *(char *const *)f, k->secret);
 			break;
 		}
 		case CT_INT:
@@ -952,10 +1038,8 @@ config_dump(const struct config *cfg, FILE *out)
 	for (size_t i = 0; i < cfg->n_plugin_sections; i++) {
 		const struct plugin_section *p = &cfg->plugin_sections[i];
 		fprintf(out, "\n[plugin %s]\n", p->name);
-		/* plugin keys are opaque to us: mask anything that looks secret */
 		for (size_t k = 0; k < p->n; k++)
-			fprintf(out, "%s = %s\n", p->keys[k], strstr(p->keys[k], "pass") || strstr(p->keys[k], "secret") ||
-			    strstr(p->keys[k], "token") ? "********" : p->values[k]);
+			dump_value(out, p->keys[k], p->values[k], plugin_key_secret(p->keys[k]));
 	}
 	for (size_t i = 0; i < cfg->n_locations; i++) {
 		fprintf(out, "\n[location %s]\n", cfg->locations[i].id);

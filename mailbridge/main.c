@@ -57,7 +57,7 @@ usage(FILE *out)
 {
 	fprintf(out,
 	    "usage: mailbridge [serve] [-c FILE]\n"
-	    "       mailbridge check-config [-c FILE]\n"
+	    "       mailbridge check-config [-q] [-c FILE]\n"
 	    "       mailbridge queue list|show ID|retry ID|drop ID [-c FILE]\n"
 	    "       mailbridge send-test --location ID --to ADDR [-c FILE]\n"
 	    "       mailbridge inbound list [STATE] | retry LOCATION KEY [-c FILE]\n"
@@ -287,13 +287,16 @@ cmd_serve(const char *path)
 	return 0;
 }
 
+/* quiet: errors and warnings only (the unit's ExecStartPre: the journal
+ * gets no copy of the configuration on every start) */
 static int
-cmd_check_config(const char *path)
+cmd_check_config(const char *path, bool quiet)
 {
 	struct config *cfg = config_load(path, stderr);
 	if (!cfg)
 		return 1;
-	config_dump(cfg, stdout);
+	if (!quiet)
+		config_dump(cfg, stdout);
 	config_free(cfg);
 	return 0;
 }
@@ -574,18 +577,20 @@ main(int argc, char **argv)
 		{ "status", required_argument, NULL, 's' },
 		{ "recording", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "quiet", no_argument, NULL, 'q' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = NULL, *location = NULL, *to = NULL, *cmd = "serve";
 	const char *from = NULL, *direction = NULL, *status = NULL, *recording = NULL;
 	int c, r;
+	bool quiet = false;
 
 	saved_argv = argv;
 	if (readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1) < 0)
 		self_exe[0] = '\0';
 	/* GNU getopt permutes: options may come before or after the command
 	 * and its arguments, which end up at argv[optind...] */
-	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:hq", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': path = optarg; break;
 		case 'l': location = optarg; break;
@@ -594,6 +599,7 @@ main(int argc, char **argv)
 		case 'd': direction = optarg; break;
 		case 's': status = optarg; break;
 		case 'r': recording = optarg; break;
+		case 'q': quiet = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -607,7 +613,7 @@ main(int argc, char **argv)
 	if (!strcmp(cmd, "serve"))
 		r = cmd_serve(path);
 	else if (!strcmp(cmd, "check-config"))
-		r = cmd_check_config(path);
+		r = cmd_check_config(path, quiet);
 	else if (!strcmp(cmd, "queue"))
 		r = cmd_queue(path, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "send-test"))

@@ -40,8 +40,8 @@ fi
 trap '$SUDO env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q mailbridge >/dev/null 2>&1 || true' EXIT
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$deb" >"$work/apt.log" 2>&1 ||
 	{ cat "$work/apt.log"; fail "apt-get install failed"; }
-test "$(stat -c %U:%a /etc/mailbridge/mailbridge.conf)" = "mailbridge:600" ||
-	fail "installed config is $(stat -c %U:%a /etc/mailbridge/mailbridge.conf), want mailbridge:600"
+test "$(stat -c %U:%G:%a /etc/mailbridge/mailbridge.conf)" = "root:mailbridge:640" ||
+	fail "installed config is $(stat -c %U:%G:%a /etc/mailbridge/mailbridge.conf), want root:mailbridge:640"
 # the installed binary, as the service user, on the shipped configuration
 out=$($SUDO setpriv --reuid=mailbridge --regid=mailbridge --clear-groups \
 	/usr/sbin/mailbridge check-config -c /etc/mailbridge/mailbridge.conf 2>&1) ||

@@ -35,6 +35,16 @@ load(const char *text, char **errors)
 	return cfg;
 }
 
+/* The last occurrence of needle in hay (NULL if none). */
+static const char *
+strrstr_last(const char *hay, const char *needle)
+{
+	const char *last = NULL;
+	for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+		last = p;
+	return last;
+}
+
 static const char *good_loc =
     "[location L1]\nfrom = Support <s@x.test>\nsmtp_host = 127.0.0.1\nsmtp_tls = none\n";
 
@@ -261,6 +271,32 @@ main(void)
 			fprintf(stderr, "%s", errors);
 		config_free(cfg);
 		free(errors);
+	}
+
+	/* secrets in URLs are masked in the dump; a plugin in use without a
+	 * secret is warned about */
+	{
+		char *errors = NULL, *dump = NULL;
+		size_t len;
+		FILE *out;
+		struct config *cfg = load("[highlevel]\nrequire_signature = no\n"
+		    "[plugin kannel]\nsendsms_url = http://mb:pw1@kannel.lan:13013/cgi-bin/sendsms?username=mb&password=pw2\n"
+		    "api_key = k3\nmo_location = L1\n"
+		    "[location L1]\nfrom = a@b.test\nsmtp_host = h\nsmtp_tls = none\nsms = kannel\n"
+		    "[location L2]\nfrom = c@b.test\nsmtp_host = h\nsmtp_tls = none\nsms = kannel\n", &errors);
+		CHECK(cfg != NULL);
+		CHECK(errors && strstr(errors, "warning: [plugin kannel] has no secret"));
+		CHECK(errors && strstr(errors, "[plugin kannel] has no secret") == strrstr_last(errors, "[plugin kannel] has no secret"));
+		out = open_memstream(&dump, &len);
+		if (cfg)
+			config_dump(cfg, out);
+		fclose(out);
+		CHECK(!strstr(dump, "pw1") && !strstr(dump, "pw2") && !strstr(dump, "k3"));
+		CHECK(strstr(dump, "sendsms_url = http://****@kannel.lan:13013/cgi-bin/sendsms?username=****&password=****"));
+		CHECK(strstr(dump, "mo_location = L1"));
+		free(dump);
+		free(errors);
+		config_free(cfg);
 	}
 
 	/* an include inside a section that adds sections itself: the parent's

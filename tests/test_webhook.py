@@ -341,6 +341,14 @@ class TestDeliveryToken(unittest.TestCase):
             self.assertEqual((st, body["status"]), (200, "accepted"), path)
         self.assertNotIn(self.token, dd.log())
 
+    def test_check_config_quiet_and_masked(self):
+        r = self.d.cli("check-config", "-q")
+        self.assertEqual((r.returncode, r.stdout), (0, ""), r.stderr)
+        r = self.d.cli("check-config")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("delivery_token = ********", r.stdout)
+        self.assertNotIn(self.token, r.stdout + r.stderr)
+
     def test_app_webhook_always_signed(self):
         ev = {"type": "UNINSTALL", "appId": "app1", "locationId": LOC, "webhookId": os.urandom(4).hex()}
         st, body = self.d.post_webhook(ev, path="/webhooks/app", sign=None)
