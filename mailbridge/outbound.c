@@ -397,7 +397,7 @@ outbound_found_at_relay(struct job_ctx *c)
 
 	if (!cfg->postfix_log || count_accepted(c->rcpt_state) > 0)
 		return false;
-	r = relaylog_find(cfg->postfix_log, mid, &qid);
+	r = relaylog_find(cfg->postfix_log, mid, c->return_path, &qid);
 	if (r < 0) {
 		log_warn("outbound: messageId=%s cannot read postfix_log %s (%s); sending again", c->job->message_id,
 		    cfg->postfix_log, strerror(errno));

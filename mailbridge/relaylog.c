@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 /* "... postfix/cleanup[123]: 4F2A1C0D3: message-id=<x@y>": the queue id
@@ -29,12 +30,55 @@ split_line(char *line, const char **qid_r, const char **rest_r)
 	return true;
 }
 
+/* Queue ids whose cleanup line named our Message-ID, newest last: another
+ * message carrying the same Message-ID (anyone can write one) may come
+ * between ours and its qmgr line. */
+#define RELAYLOG_CANDIDATES 8
+
+struct candidates {
+	char *qid[RELAYLOG_CANDIDATES];
+	size_t n;
+};
+
+static void
+candidates_add(struct candidates *c, const char *qid)
+{
+	if (c->n == RELAYLOG_CANDIDATES) {
+		free(c->qid[0]);
+		memmove(c->qid, c->qid + 1, (RELAYLOG_CANDIDATES - 1) * sizeof(c->qid[0]));
+		c->n--;
+	}
+	c->qid[c->n++] = xstrdup(qid);
+}
+
+/* Takes the candidate out (the caller owns it), or NULL. */
+static char *
+candidates_take(struct candidates *c, const char *qid)
+{
+	for (size_t i = 0; i < c->n; i++)
+		if (!strcmp(c->qid[i], qid)) {
+			char *q = c->qid[i];
+			memmove(c->qid + i, c->qid + i + 1, (c->n - i - 1) * sizeof(c->qid[0]));
+			c->n--;
+			return q;
+		}
+	return NULL;
+}
+
+/* "from=<sender>," with sender ours (case aside: a relay may fold it) */
+static bool
+from_is(const char *rest, const char *sender, size_t slen)
+{
+	return !strncmp(rest, "from=<", 6) && !strncasecmp(rest + 6, sender, slen) && rest[6 + slen] == '>';
+}
+
 int
-relaylog_find(const char *path, const char *message_id, char **queue_id_r)
+relaylog_find(const char *path, const char *message_id, const char *envelope_from, char **queue_id_r)
 {
 	FILE *f = fopen(path, "r");
-	char *line = NULL, *candidate = NULL, *committed = NULL;
-	size_t cap = 0, idlen = strlen(message_id);
+	char *line = NULL, *committed = NULL;
+	struct candidates cand = { { NULL }, 0 };
+	size_t cap = 0, idlen = strlen(message_id), slen = strlen(envelope_from);
 	struct stat sb;
 	ssize_t len;
 
@@ -53,21 +97,22 @@ relaylog_find(const char *path, const char *message_id, char **queue_id_r)
 	}
 	while ((len = getline(&line, &cap, f)) > 0) {
 		const char *qid, *rest;
+		char *taken;
 		if (!split_line(line, &qid, &rest))
 			continue;
 		if (!strncmp(rest, "message-id=<", 12) && !strncmp(rest + 12, message_id, idlen) &&
 		    rest[12 + idlen] == '>') {
-			free(candidate);
-			candidate = xstrdup(qid);
-		} else if (candidate && !strncmp(rest, "from=<", 6) && !strcmp(qid, candidate)) {
-			/* kept: the latest committed transaction wins */
+			candidates_add(&cand, qid);
+		} else if (from_is(rest, envelope_from, slen) && (taken = candidates_take(&cand, qid)) != NULL) {
+			/* kept, and submitted with our envelope sender: ours. The
+			 * latest committed transaction wins */
 			free(committed);
-			committed = candidate;
-			candidate = NULL;
+			committed = taken;
 		}
 	}
 	free(line);
-	free(candidate);
+	for (size_t i = 0; i < cand.n; i++)
+		free(cand.qid[i]);
 	fclose(f);
 	*queue_id_r = committed;
 	return committed != NULL;
