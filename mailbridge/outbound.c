@@ -186,12 +186,15 @@ outbound_prepare(struct job_ctx *c, struct app *app)
  * a worker or the memory for long. FETCH_OK, or the first failure's
  * class (with a generic reason: fetch.c logs the detail). */
 static enum fetch_result
-outbound_fetch(struct job_ctx *c, const struct config *cfg, char **error_r)
+outbound_fetch(struct job_ctx *c, const struct config *cfg, size_t relay_max, char **error_r)
 {
 	size_t budget = (size_t)cfg->max_attachments;
 	struct fetch_limits lim = { &cfg->attachment_allow, mono_ms() + cfg->attachment_timeout * 1000, 0,
 		cfg->data_dir };
 
+	/* never more than the relay takes: base64 makes 100 bytes 137 */
+	if (relay_max > 0 && relay_max / 137 * 100 < budget)
+		budget = relay_max / 137 * 100;
 	c->att = xcalloc(c->p->n_attachments + 1, sizeof(*c->att));
 	for (size_t i = 0; i < c->p->n_attachments; i++) {
 		enum fetch_result r;
@@ -462,7 +465,9 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	}
 	if (job->uncertain && outbound_found_at_relay(&c))
 		goto out;
-	fr = outbound_fetch(&c, app->cfg, &err);
+	smtp_params_for(c.loc, &sp);
+	/* the relay's SIZE, once a connection to it has told us */
+	fr = outbound_fetch(&c, app->cfg, *conn && smtp_conn_matches(*conn, &sp) ? smtp_conn_max_size(*conn) : 0, &err);
 	if (fr == FETCH_PERM) {
 		outbound_finish(&c, JOB_FAILED, 0, 0, err, "failed");
 		goto out;
@@ -473,7 +478,6 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	msg = outbound_render(&c, &len);
 
 	n_rcpts = outbound_rcpts(&c, &rcpts);
-	smtp_params_for(c.loc, &sp);
 	env.mail_from = c.return_path;
 	env.rcpts = rcpts;
 	env.n_rcpts = n_rcpts;

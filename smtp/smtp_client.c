@@ -51,6 +51,14 @@ smtp_conn_matches(const struct smtp_conn *c, const struct smtp_params *p)
 	return same;
 }
 
+size_t
+smtp_conn_max_size(const struct smtp_conn *c)
+{
+	if (!c || !c->s || !(c->s->esmtp & MAILSMTP_ESMTP_SIZE))
+		return 0;
+	return c->s->smtp_max_msg_size;
+}
+
 /* Drops a broken connection without QUIT (mailsmtp_free would send one
  * and block on a dead peer). */
 static void

@@ -69,6 +69,9 @@ int smtp_send(struct smtp_conn **conn, const struct smtp_params *p, const struct
 /* QUITs (politely, bounded by the timeout) and frees. NULL is fine. */
 void smtp_conn_close(struct smtp_conn *conn);
 
+/* The message size the relay advertised (EHLO SIZE), 0 when it gave none. */
+size_t smtp_conn_max_size(const struct smtp_conn *conn);
+
 /* True when this connection was opened with the same relay parameters. */
 bool smtp_conn_matches(const struct smtp_conn *conn, const struct smtp_params *p);
 

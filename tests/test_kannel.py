@@ -80,6 +80,22 @@ class TestKannel(unittest.TestCase):
             time.sleep(0.1)
         self.assertEqual([s["status"] for s in statuses(mid)], ["delivered"])
 
+    def test_mms_attachment_urls_appended(self):
+        mid = "k" + os.urandom(6).hex()
+        st, body = d.post_webhook({"type": "SMS", "locationId": "LKannel", "messageId": mid, "contactId": "c1",
+                                   "phone": "+15550001111", "message": "See the photo",
+                                   "attachments": ["https://files.example/pic-" + mid + ".jpg"]})
+        self.assertEqual(st, 200, body)
+        # the fake SMSC reads the text line by line: the URL is its own line
+        end = time.time() + 15
+        out = ""
+        while time.time() < end and "pic-" + mid not in out:
+            with open(os.path.join(kannel.dir, "fakesmsc.out")) as f:
+                out = f.read()
+            time.sleep(0.1)
+        self.assertIn("text See the photo>", out)
+        self.assertIn("<https://files.example/pic-" + mid + ".jpg>", out)
+
     def test_unicode_goes_as_ucs2(self):
         import urllib.parse
         sms("Grüße ✓")

@@ -401,6 +401,28 @@ class TestOutbound(unittest.TestCase):
         self.assertEqual([m for m in legacy_tls.messages], [])
         d.cli("queue", "drop", mid)
 
+    def test_attachments_bounded_by_the_relays_size(self):
+        """Once a connection has told us the relay's SIZE, a message's
+        attachments may not exceed what it takes (base64 included)."""
+        small = ScriptedSMTP(BASE + 37, size=60000)
+        one = Daemon(BASE + 51, ghl.url, [loc("LSmall", smtp_port=BASE + 37)], workers=1,
+                     extra_store=f"attachment_allow = http://127.0.0.1:{BASE + 30}\n")
+        try:
+            one.start()
+            for atts in ([], [f"http://127.0.0.1:{BASE + 30}/report.bin"]):
+                st, body = one.post_webhook(webhook(location="LSmall", attachments=atts))
+                self.assertEqual(st, 200, body)
+                mid = body["messageId"]
+                j = one.wait_job(mid, lambda j: j["state"] in ("sent", "failed"))
+            self.assertEqual(j["state"], "failed")
+            self.assertIn("attachment too large", j["last_error"])
+            self.assertIn("bytes left for this message", one.log())
+            self.assertEqual(len(small.messages), 1)
+        finally:
+            one.stop()
+            one.cleanup()
+            small.close()
+
     def test_missing_attachment_fails_with_reason(self):
         mid = post_ok(webhook(attachments=[f"http://127.0.0.1:{BASE + 30}/missing.pdf"]))
         st = wait_status(mid)

@@ -12,13 +12,13 @@ import threading
 
 class ScriptedSMTP:
     def __init__(self, port, cert=None, key=None, rcpt_script=None, dsn=True, esmtp=True, hangup=False,
-                 tls_legacy=False):
+                 tls_legacy=False, size=None):
         """rcpt_script: {address: [reply, reply, ...]} consumed one per
         attempt; when exhausted, 250. esmtp=False: a pre-ESMTP relay that
         answers EHLO with 500 and knows only HELO. hangup: close each
         connection silently after its first message (as relays with a
         per-connection limit or a short idle timeout do). tls_legacy: the
-        server speaks TLS 1.0 and 1.1 only."""
+        server speaks TLS 1.0 and 1.1 only. size: advertise SIZE (RFC 1870)."""
         self.port = port
         self.rcpt_script = {k: list(v) for k, v in (rcpt_script or {}).items()}
         self.messages = []
@@ -79,6 +79,8 @@ class ScriptedSMTP:
                             caps.append("250-STARTTLS")
                         if dsn:
                             caps.append("250-DSN")
+                        if size:
+                            caps.append(f"250-SIZE {size}")
                         caps.append("250 8BITMIME")
                         for c in caps:
                             self.reply(c)
