@@ -11,10 +11,10 @@
 #include <stdio.h>
 
 #include "netaddr.h"
+#include "tls_mode.h"
 
 #define CONFIG_MAX_KEYS 120
 
-enum tls_mode { TLS_MODE_NONE, TLS_MODE_STARTTLS, TLS_MODE_IMPLICIT };
 enum provider_mode { PROVIDER_DEFAULT, PROVIDER_CUSTOM };
 enum delivered_on { DELIVERED_ON_RELAY, DELIVERED_ON_DSN };
 

@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "config.h"
+#include "tls_mode.h"
 
 enum smtp_state {
 	SMTP_CONNECT, SMTP_EHLO, SMTP_STARTTLS, SMTP_EHLO2, SMTP_AUTH,
