@@ -7,6 +7,7 @@
 #include "metrics.h"
 #include "mime_in.h"
 #include "store.h"
+#include "thread.h"
 #include "util.h"
 
 #include <curl/curl.h>
@@ -17,33 +18,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-/* The message this one answers, from our map. NULL for a new thread. */
-static struct msgmap *
-find_parent(struct store *st, const struct location_config *loc, const struct inbound_msg *m)
-{
-	struct msgmap *p = NULL;
-
-	if (m->in_reply_to && store_msgmap_get(st, "rfc", loc->id, m->in_reply_to, &p) == 1)
-		return p;
-	for (size_t i = m->n_references; i-- > 0;)
-		if (store_msgmap_get(st, "rfc", loc->id, m->references[i], &p) == 1)
-			return p;
-	/* a client that dropped In-Reply-To still answers reply+<token>@ */
-	for (size_t i = 0; i < m->n_all_rcpt; i++) {
-		const char *a = m->all_rcpt_addrs[i], *at = strrchr(a, '@');
-		if (at && !strncasecmp(a, "reply+", 6) && loc->reply_domain && !strcasecmp(at + 1, loc->reply_domain)) {
-			char *token = strndup(a + 6, (size_t)(at - a - 6));
-			for (char *c = token; *c; c++)
-				*c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
-			int r = store_msgmap_get(st, "token", loc->id, token, &p);
-			free(token);
-			if (r == 1)
-				return p;
-		}
-	}
-	return NULL;
-}
 
 static char *
 dedupe_key(const struct inbound_msg *m, const char *raw, size_t len)
@@ -79,31 +53,6 @@ iso8601(int64_t ms)
 	return xstrdup(buf);
 }
 
-/* The message whose return path this mail came to: bounce+<token>@ the
- * location's reply domain, in To, Delivered-To or X-Original-To, with a
- * token this location issued. NULL otherwise. */
-static struct msgmap *
-dsn_return_path(struct store *st, const struct location_config *loc, const struct inbound_msg *m)
-{
-	for (size_t i = 0; loc->reply_domain && i < m->n_all_rcpt; i++) {
-		const char *a = m->all_rcpt_addrs[i], *at = strrchr(a, '@');
-		struct msgmap *p = NULL;
-		char *token;
-		int r;
-		if (!at || strncasecmp(a, "bounce+", 7) || strcasecmp(at + 1, loc->reply_domain))
-			continue;
-		token = strndup(a + 7, (size_t)(at - a - 7));
-		for (char *c = token; *c; c++)
-			*c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
-		r = store_msgmap_get(st, "token", loc->id, token, &p);
-		free(token);
-		if (r == 1 && p->ghl_message_id)
-			return p;
-		msgmap_free(p);
-	}
-	return NULL;
-}
-
 /* A DSN changes a job only when it came to that job's own return path
  * (a token nobody can compute, of this location), and when whatever
  * else it names (ENVID, our header, the original Message-ID) is that same
@@ -112,7 +61,10 @@ dsn_return_path(struct store *st, const struct location_config *loc, const struc
 static enum inbound_result
 inbound_dsn(struct app *app, const struct location_config *loc, const struct inbound_msg *m, const char *key)
 {
-	struct msgmap *map = NULL, *rp = dsn_return_path(app->store, loc, m);
+	/* the message whose return path this came to: bounce+<token>@ the
+	 * location's reply domain, in To, Delivered-To or X-Original-To */
+	struct msgmap *map = NULL, *rp = thread_by_token(app->store, loc->id, loc->reply_domain, THREAD_BOUNCE,
+	    m->all_rcpt_addrs, m->n_all_rcpt);
 	const char *job_id = NULL, *status = NULL, *claimed = NULL, *refused = NULL;
 	const struct dsn_rcpt *decisive = NULL;
 	char *err = NULL;
@@ -124,7 +76,7 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 		claimed = m->dsn_envid;
 	else if (m->dsn_job)
 		claimed = m->dsn_job;
-	else if (m->dsn_orig_message_id && store_msgmap_get(app->store, "rfc", loc->id, m->dsn_orig_message_id, &map) == 1)
+	else if (m->dsn_orig_message_id && store_msgmap_get(app->store, MSGMAP_BY_RFC, loc->id, m->dsn_orig_message_id, &map) == 1)
 		claimed = map->ghl_message_id;
 	if (!rp)
 		refused = "DSN not addressed to a bounce address of this location";
@@ -182,7 +134,8 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
     const char *key, const char *raw, size_t len)
 {
 	struct step s = { GHL_OK, NULL };
-	struct msgmap *parent = find_parent(app->store, loc, m);
+	struct msgmap *parent = thread_parent_for_inbound(app->store, loc->id, loc->reply_domain, m->in_reply_to,
+	    m->references, m->n_references, m->all_rcpt_addrs, m->n_all_rcpt);
 	char *contact = NULL, *conv = NULL, *notes = NULL, *text = NULL, *summary = summary_of(m);
 	json_t *body = NULL, *atts = json_array();
 	struct ghl_result res = { 0 };

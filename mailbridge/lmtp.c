@@ -5,6 +5,7 @@
 #include "log.h"
 #include "netaddr.h"
 #include "store.h"
+#include "thread.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -212,26 +213,22 @@ lmtp_route(struct app *app, const char *rcpt)
 				return loc;
 		}
 	}
-	if (strncasecmp(rcpt, "reply+", 6) && strncasecmp(rcpt, "bounce+", 7))
-		return NULL;
 	for (size_t i = 0; i < cfg->n_locations; i++) {
 		const struct location_config *loc = &cfg->locations[i];
-		const char *plus = strchr(rcpt, '+');
-		char *token;
+		char *reply = thread_token_parse(rcpt, THREAD_REPLY, loc->reply_domain);
+		char *bounce = reply ? NULL : thread_token_parse(rcpt, THREAD_BOUNCE, loc->reply_domain);
 		struct msgmap *m = NULL;
-		if (!loc->reply_domain || strcasecmp(at + 1, loc->reply_domain))
-			continue;
-		if (!first)
-			first = loc;
-		token = strndup(plus + 1, (size_t)(at - plus - 1));
-		for (char *p = token; *p; p++)
-			*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
-		if (store_msgmap_get(app->store, "token", loc->id, token, &m) == 1) {
-			msgmap_free(m);
-			free(token);
-			return loc;
+		int r = 0;
+		if (reply || bounce) {
+			if (!first)
+				first = loc;
+			r = store_msgmap_get(app->store, MSGMAP_BY_TOKEN, loc->id, reply ? reply : bounce, &m);
 		}
-		free(token);
+		msgmap_free(m);
+		free(reply);
+		free(bounce);
+		if (r == 1)
+			return loc;
 	}
 	return first;
 }

@@ -12,11 +12,10 @@
 #include "smtp_client.h"
 #include "smtp_policy.h"
 #include "store.h"
+#include "thread.h"
 #include "util.h"
 
 #include <errno.h>
-#include <gnutls/crypto.h>
-#include <gnutls/gnutls.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -83,66 +82,15 @@ job_ctx_clear(struct job_ctx *c)
 	json_decref(c->rcpt_state);
 }
 
-/* A short, lower-case, stable token for plus-addresses: mail systems may
- * fold the case of a local part, HighLevel ids are mixed case. An HMAC
- * under the store's own key, so nobody can make the token of a message
- * from its ids (they are in every copy) to forge a DSN or a reply for it.
- * Tokens of mail sent before (an unkeyed SHA-256) keep working: replies
- * and DSNs find their message through the stored map, not by recomputing. */
-static char *
-reply_token_for(const unsigned char key[32], const char *location_id, const char *message_id)
-{
-	unsigned char digest[32];
-	char *in = xasprintf("%s/%s", location_id, message_id);
-	char *hex = xmalloc(17);
-
-	gnutls_hmac_fast(GNUTLS_MAC_SHA256, key, 32, in, strlen(in), digest);
-	for (int i = 0; i < 8; i++)
-		sprintf(hex + 2 * i, "%02x", digest[i]);
-	free(in);
-	return hex;
-}
-
-static char *
-strip_brackets(const char *s)
-{
-	size_t len;
-	while (*s == ' ' || *s == '<')
-		s++;
-	len = strlen(s);
-	while (len > 0 && (s[len - 1] == '>' || s[len - 1] == ' '))
-		len--;
-	return strndup(s, len);
-}
-
 /* Finds what this message answers and builds In-Reply-To / References. */
 static void
 outbound_thread(struct job_ctx *c, struct store *st)
 {
-	struct msgmap *parent = NULL;
-	char *parent_id = NULL;
+	char *parent_id;
+	struct msgmap *parent = thread_parent_for_outbound(st, c->loc->id, c->p->reply_to_alt_id,
+	    c->p->email_message_id, c->p->message_id, &parent_id);
 
-	if (c->p->reply_to_alt_id && *c->p->reply_to_alt_id) {
-		/* custom mode: altId is the Message-ID we posted inbound */
-		char *alt = strip_brackets(c->p->reply_to_alt_id);
-		if (store_msgmap_get(st, "alt", c->loc->id, alt, &parent) != 1 &&
-		    store_msgmap_get(st, "rfc", c->loc->id, alt, &parent) != 1)
-			parent_id = xstrdup(alt);
-		free(alt);
-	} else if (c->p->email_message_id && strcmp(c->p->email_message_id, c->p->message_id) != 0) {
-		/* default mode: emailMessageId names an earlier email of the
-		 * thread: that message itself, else the latest one threaded under
-		 * the same id */
-		if (store_msgmap_get(st, "ghl", c->loc->id, c->p->email_message_id, &parent) != 1)
-			store_msgmap_get(st, "email", c->loc->id, c->p->email_message_id, &parent);
-	}
-	if (parent)
-		parent_id = xstrdup(parent->rfc_message_id);
-	if (parent_id && strpbrk(parent_id, " <>\r\n") == NULL && strchr(parent_id, '@')) {
-		c->in_reply_to = xasprintf("<%s>", parent_id);
-		c->references = parent && parent->references && *parent->references ?
-		    xasprintf("%s <%s>", parent->references, parent_id) : xasprintf("<%s>", parent_id);
-	}
+	thread_headers(parent, parent_id, &c->in_reply_to, &c->references);
 	free(parent_id);
 	msgmap_free(parent);
 }
@@ -161,9 +109,9 @@ outbound_prepare(struct job_ctx *c, struct app *app)
 		return -1;
 	domain = c->loc->reply_domain;
 	c->message_id = xasprintf("mb.%s@%s", c->p->message_id, domain);
-	c->reply_token = reply_token_for(app->address_key, c->loc->id, c->p->message_id);
-	c->reply_to = xasprintf("reply+%s@%s", c->reply_token, domain);
-	c->return_path = xasprintf("bounce+%s@%s", c->reply_token, domain);
+	c->reply_token = thread_token_make(app->address_key, c->loc->id, c->p->message_id);
+	c->reply_to = xasprintf(THREAD_REPLY "+%s@%s", c->reply_token, domain);
+	c->return_path = xasprintf(THREAD_BOUNCE "+%s@%s", c->reply_token, domain);
 	/* the webhook's sender only when the location allows it; the name
 	 * a HighLevel user chose is kept either way */
 	if (c->loc->allow_from_override && c->p->from) {

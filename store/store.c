@@ -972,32 +972,27 @@ store_msgmap_put(struct store *st, const struct msgmap *m)
 }
 
 int
-store_msgmap_get(struct store *st, const char *by, const char *location_id, const char *key,
+store_msgmap_get(struct store *st, enum msgmap_key by, const char *location_id, const char *key,
     struct msgmap **m_r)
 {
 #define MSGMAP_SELECT(col) "SELECT rfc_message_id, location_id, ghl_message_id, email_message_id, " \
 	"alt_id, conversation_id, contact_id, refs, reply_token FROM message_map " \
 	"WHERE " col "=?1 AND location_id=?2 ORDER BY created_at DESC LIMIT 1"
-	static const char *const sql_rfc = MSGMAP_SELECT("rfc_message_id"), *const sql_ghl = MSGMAP_SELECT("ghl_message_id"),
-	    *const sql_email = MSGMAP_SELECT("email_message_id"), *const sql_alt = MSGMAP_SELECT("alt_id"),
-	    *const sql_token = MSGMAP_SELECT("reply_token");
+	static const char *const sql_by[] = {
+		[MSGMAP_BY_RFC] = MSGMAP_SELECT("rfc_message_id"),
+		[MSGMAP_BY_GHL] = MSGMAP_SELECT("ghl_message_id"),
+		[MSGMAP_BY_EMAIL] = MSGMAP_SELECT("email_message_id"),
+		[MSGMAP_BY_ALT] = MSGMAP_SELECT("alt_id"),
+		[MSGMAP_BY_TOKEN] = MSGMAP_SELECT("reply_token"),
+	};
 	const char *sql;
 	sqlite3_stmt *stmt;
 	int r, ret = -1;
 
 	*m_r = NULL;
-	if (!strcmp(by, "rfc"))
-		sql = sql_rfc;
-	else if (!strcmp(by, "ghl"))
-		sql = sql_ghl;
-	else if (!strcmp(by, "email"))
-		sql = sql_email;
-	else if (!strcmp(by, "alt"))
-		sql = sql_alt;
-	else if (!strcmp(by, "token"))
-		sql = sql_token;
-	else
+	if ((unsigned)by >= sizeof(sql_by) / sizeof(sql_by[0]))
 		return -1;
+	sql = sql_by[by];
 	pthread_mutex_lock(&st->lock);
 	if ((stmt = store_stmt(st, sql)) != NULL) {
 		sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);

@@ -130,8 +130,16 @@ struct msgmap {
 };
 void msgmap_free(struct msgmap *m);
 int store_msgmap_put(struct store *st, const struct msgmap *m);
-/* by = "rfc" | "ghl" | "email" | "alt" | "token" */
-int store_msgmap_get(struct store *st, const char *by, const char *location_id,
+/* What a map entry is looked up by. */
+enum msgmap_key {
+	MSGMAP_BY_RFC,             /* our or the sender's Message-ID */
+	MSGMAP_BY_GHL,             /* HighLevel's messageId */
+	MSGMAP_BY_EMAIL,           /* HighLevel's emailMessageId (the thread) */
+	MSGMAP_BY_ALT,             /* the altId we posted (custom mode) */
+	MSGMAP_BY_TOKEN,           /* the reply/bounce token */
+};
+/* The newest entry of location_id with that key: 1, 0 none, -1 error. */
+int store_msgmap_get(struct store *st, enum msgmap_key by, const char *location_id,
     const char *key, struct msgmap **m_r);
 
 /* Tokens (OAuth) per location. */

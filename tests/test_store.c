@@ -80,7 +80,7 @@ test_journey(void)
 	CHECK(store_job_add(st, "mj", "L1", "Email", NULL, "{}") == 1);
 	CHECK(store_job_claim(st, now_ms() + 1000, &j) == 1 && j);
 	CHECK(j && store_job_mark_sending(st, j->id, &mm) == 1);
-	CHECK(store_msgmap_get(st, "token", "L1", "tok3", &got) == 1 && got &&
+	CHECK(store_msgmap_get(st, MSGMAP_BY_TOKEN, "L1", "tok3", &got) == 1 && got &&
 	    strcmp(got->rfc_message_id, "r3@mail.test") == 0);
 	msgmap_free(got);
 	/* a failing step rolls back the whole commit: no thread without its job */
@@ -88,7 +88,7 @@ test_journey(void)
 	mm.reply_token = "tok-orphan";
 	got = NULL;
 	CHECK(store_job_mark_sending(st, 999999, &mm) == -1);
-	CHECK(store_msgmap_get(st, "token", "L1", "tok-orphan", &got) == 0 && !got);
+	CHECK(store_msgmap_get(st, MSGMAP_BY_TOKEN, "L1", "tok-orphan", &got) == 0 && !got);
 	/* but a thread that cannot be recorded (its reply token taken) does
 	 * not keep the send from being marked */
 	{
@@ -98,7 +98,7 @@ test_journey(void)
 		CHECK(store_job_claim(st, now_ms() + 1000, &k) == 1 && k);
 		CHECK(k && store_job_mark_sending(st, k->id, &clash) == 1);
 		CHECK(store_job_get(st, "mk", &kk) == 1 && kk && !strcmp(kk->state, "sending"));
-		CHECK(store_msgmap_get(st, "rfc", "L1", "clash@mail.test", &got) == 0 && !got);
+		CHECK(store_msgmap_get(st, MSGMAP_BY_RFC, "L1", "clash@mail.test", &got) == 0 && !got);
 		job_free(k);
 		job_free(kk);
 	}
@@ -121,7 +121,7 @@ test_journey(void)
 		CHECK(store_inbound_posted(st, "L1", "reply@x.test", "g-reply", "from a", &rm, "mj", "posted") == 1);
 		CHECK(store_inbound_state(st, "L1", "reply@x.test", &state) == 1 && state && !strcmp(state, "posted"));
 		free(state);
-		CHECK(store_msgmap_get(st, "alt", "L1", "reply@x.test", &got) == 1 && got &&
+		CHECK(store_msgmap_get(st, MSGMAP_BY_ALT, "L1", "reply@x.test", &got) == 1 && got &&
 		    !strcmp(got->ghl_message_id, "g-reply"));
 		msgmap_free(got);
 		CHECK(store_events_each(st, "mj", collect_kinds, seen) >= 0 && strstr(seen, "reply:posted "));
