@@ -32,7 +32,7 @@ int
 calllog_post(struct app *app, const struct location_config *loc, const struct call_record *c,
     char **message_id_r, char **error_r)
 {
-	struct step s = { GHL_OK, NULL };
+	struct ghl_step s = { GHL_OK, NULL };
 	const char *party = c->inbound ? c->from : c->to;   /* the contact's number */
 	char *contact = NULL, *conv = NULL, date[40];
 	json_t *body;
@@ -66,8 +66,8 @@ calllog_post(struct app *app, const struct location_config *loc, const struct ca
 	}
 	ghl_call(app->ghl, loc->id, "POST", c->inbound ? "/conversations/messages/inbound" :
 	    "/conversations/messages/outbound", GHL_VERSION_CONVERSATIONS, body, &res);
-	if (res.cls == GHL_OK && jstr(res.body, "messageId")) {
-		*message_id_r = xstrdup(jstr(res.body, "messageId"));
+	if (res.cls == GHL_OK && ghl_jstr(res.body, "messageId")) {
+		*message_id_r = xstrdup(ghl_jstr(res.body, "messageId"));
 		log_info("calllog: %s call logged locationId=%s messageId=%s", c->inbound ? "inbound" : "outbound",
 		    loc->id, *message_id_r);
 		ret = 1;
@@ -78,7 +78,7 @@ calllog_post(struct app *app, const struct location_config *loc, const struct ca
 		free(res.error);
 		res.error = xstrdup("HighLevel answered without a messageId");
 	}
-	step_from(&s, &res, "call log");
+	ghl_step_from(&s, &res, "call log");
 fail:
 	*error_r = xstrdup(s.error ? s.error : "failed");
 	ret = s.cls == GHL_PERMANENT ? 0 : -1;

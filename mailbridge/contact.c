@@ -54,32 +54,9 @@ contact_cache_put(const char *loc, const char *who, const char *id)
 	pthread_mutex_unlock(&contact_lock);
 }
 
-void
-step_from(struct step *s, struct ghl_result *res, const char *what)
-{
-	s->cls = res->cls;
-	free(s->error);
-	s->error = xasprintf("%s: %s (HTTP %ld)", what, res->error ? res->error : "?", res->status);
-}
-
-const char *
-jstr(json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-	return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-void
-jset(json_t *o, const char *key, const char *s)
-{
-	json_t *v = s ? json_string(s) : NULL;
-	if (v)
-		json_object_set_new(o, key, v);
-}
-
 char *
 contact_find(struct app *app, const struct location_config *loc, const char *email, const char *phone,
-    const char *name, bool create, struct step *s)
+    const char *name, bool create, struct ghl_step *s)
 {
 	struct ghl_result res;
 	const char *who = email ? email : phone;
@@ -97,10 +74,10 @@ contact_find(struct app *app, const struct location_config *loc, const char *ema
 	free(path);
 	if (res.cls == GHL_OK) {
 		json_t *c = json_object_get(res.body, "contact");
-		if (jstr(c, "id"))
-			id = xstrdup(jstr(c, "id"));
+		if (ghl_jstr(c, "id"))
+			id = xstrdup(ghl_jstr(c, "id"));
 	} else {
-		step_from(s, &res, "contact search");
+		ghl_step_from(s, &res, "contact search");
 		ghl_result_clear(&res);
 		return NULL;
 	}
@@ -113,15 +90,15 @@ contact_find(struct app *app, const struct location_config *loc, const char *ema
 	}
 	if (!id) {
 		json_t *body = json_pack("{s:s, s:s}", "locationId", loc->id, "source", "mailbridge");
-		jset(body, email ? "email" : "phone", who);
+		ghl_jset(body, email ? "email" : "phone", who);
 		if (name)
-			jset(body, "name", name);
+			ghl_jset(body, "name", name);
 		ghl_call(app->ghl, loc->id, "POST", "/contacts/upsert", GHL_VERSION_CONTACTS, body, &res);
-		if (res.cls == GHL_OK && jstr(json_object_get(res.body, "contact"), "id")) {
-			id = xstrdup(jstr(json_object_get(res.body, "contact"), "id"));
+		if (res.cls == GHL_OK && ghl_jstr(json_object_get(res.body, "contact"), "id")) {
+			id = xstrdup(ghl_jstr(json_object_get(res.body, "contact"), "id"));
 			log_info("contact: created locationId=%s contactId=%s", loc->id, id);
 		} else {
-			step_from(s, &res, "contact upsert");
+			ghl_step_from(s, &res, "contact upsert");
 			if (res.cls == GHL_OK)
 				s->cls = GHL_PERMANENT;   /* 2xx without a contact id */
 		}
@@ -133,7 +110,7 @@ contact_find(struct app *app, const struct location_config *loc, const char *ema
 }
 
 char *
-conversation_find(struct app *app, const struct location_config *loc, const char *contact_id, struct step *s)
+conversation_find(struct app *app, const struct location_config *loc, const char *contact_id, struct ghl_step *s)
 {
 	struct ghl_result res;
 	char *el = curl_easy_escape(NULL, loc->id, 0), *ec = curl_easy_escape(NULL, contact_id, 0);
@@ -145,25 +122,25 @@ conversation_find(struct app *app, const struct location_config *loc, const char
 	ghl_call(app->ghl, loc->id, "GET", path, GHL_VERSION_CONVERSATIONS, NULL, &res);
 	free(path);
 	if (res.cls != GHL_OK) {
-		step_from(s, &res, "conversation search");
+		ghl_step_from(s, &res, "conversation search");
 		ghl_result_clear(&res);
 		return NULL;
 	}
 	{
 		json_t *list = json_object_get(res.body, "conversations");
-		if (json_is_array(list) && json_array_size(list) > 0 && jstr(json_array_get(list, 0), "id"))
-			id = xstrdup(jstr(json_array_get(list, 0), "id"));
+		if (json_is_array(list) && json_array_size(list) > 0 && ghl_jstr(json_array_get(list, 0), "id"))
+			id = xstrdup(ghl_jstr(json_array_get(list, 0), "id"));
 	}
 	ghl_result_clear(&res);
 	if (!id) {
 		json_t *body = json_pack("{s:s, s:s}", "locationId", loc->id, "contactId", contact_id);
 		ghl_call(app->ghl, loc->id, "POST", "/conversations/", GHL_VERSION_CONVERSATIONS, body, &res);
-		if (res.cls == GHL_OK && jstr(json_object_get(res.body, "conversation"), "id"))
-			id = xstrdup(jstr(json_object_get(res.body, "conversation"), "id"));
-		else if (res.cls == GHL_OK && jstr(res.body, "id"))
-			id = xstrdup(jstr(res.body, "id"));
+		if (res.cls == GHL_OK && ghl_jstr(json_object_get(res.body, "conversation"), "id"))
+			id = xstrdup(ghl_jstr(json_object_get(res.body, "conversation"), "id"));
+		else if (res.cls == GHL_OK && ghl_jstr(res.body, "id"))
+			id = xstrdup(ghl_jstr(res.body, "id"));
 		else {
-			step_from(s, &res, "conversation create");
+			ghl_step_from(s, &res, "conversation create");
 			if (res.cls == GHL_OK)
 				s->cls = GHL_PERMANENT;
 		}
@@ -174,7 +151,7 @@ conversation_find(struct app *app, const struct location_config *loc, const char
 
 int
 contact_conversation(struct app *app, const struct location_config *loc, const char *email, const char *phone,
-    const char *name, bool create, char **contact_r, char **conversation_r, struct step *s)
+    const char *name, bool create, char **contact_r, char **conversation_r, struct ghl_step *s)
 {
 	*conversation_r = NULL;
 	*contact_r = contact_find(app, loc, email, phone, name, create, s);

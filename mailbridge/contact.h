@@ -2,11 +2,10 @@
  * Contacts are found by email or phone (GET /contacts/search/duplicate)
  * and created when asked (POST /contacts/upsert), cached per location;
  * conversations are searched, then created. Shared by inbound mail and
- * call logs. Also the small JSON/step helpers those callers share. */
+ * call logs. */
 #ifndef MB_CONTACT_H
 #define MB_CONTACT_H
 
-#include <jansson.h>
 #include <stdbool.h>
 
 #include "ghl.h"
@@ -14,28 +13,16 @@
 struct app;
 struct location_config;
 
-/* Outcome of a chain of HighLevel calls: the class of the first failure
- * and its text (malloc'd). */
-struct step {
-	enum ghl_class cls;
-	char *error;
-};
-void step_from(struct step *s, struct ghl_result *res, const char *what);
-
-/* Borrowed string member or NULL; set only when s is valid UTF-8 text. */
-const char *jstr(json_t *o, const char *k);
-void jset(json_t *o, const char *key, const char *s);
-
 /* Contact id (malloc'd) by email, else phone; NULL with s filled. When
  * !create an unknown contact is a permanent failure. */
 char *contact_find(struct app *app, const struct location_config *loc, const char *email, const char *phone,
-    const char *name, bool create, struct step *s);
+    const char *name, bool create, struct ghl_step *s);
 /* Conversation id (malloc'd) of the contact, created when there is none. */
-char *conversation_find(struct app *app, const struct location_config *loc, const char *contact_id, struct step *s);
+char *conversation_find(struct app *app, const struct location_config *loc, const char *contact_id, struct ghl_step *s);
 
 /* Both at once, for a message from or to email / phone: 1 with both ids
  * (malloc'd; the caller frees both, also on 0), 0 with s filled. */
 int contact_conversation(struct app *app, const struct location_config *loc, const char *email, const char *phone,
-    const char *name, bool create, char **contact_r, char **conversation_r, struct step *s);
+    const char *name, bool create, char **contact_r, char **conversation_r, struct ghl_step *s);
 
 #endif

@@ -526,10 +526,34 @@ ghl_update_status(struct ghl *g, const char *location_id, const char *message_id
 	if (email_message_id)
 		json_object_set_new(body, "emailMessageId", json_string(email_message_id));
 	ghl_call(g, location_id, "PUT", path, GHL_VERSION_CONVERSATIONS, body, res);
-	/* REFERENCE §5: 403 until HighLevel has "downstreamed" the message */
+	/* 403 until HighLevel has "downstreamed" the message to the provider
+	 * (highlevel-api-docs issue #4, maintainer reply 2025-06-24) */
 	if (res->cls == GHL_PERMANENT && res->status == 403)
 		res->cls = GHL_RETRY;
 	curl_free(esc);
 	free(path);
 	return res->cls;
+}
+
+void
+ghl_step_from(struct ghl_step *s, struct ghl_result *res, const char *what)
+{
+	s->cls = res->cls;
+	free(s->error);
+	s->error = xasprintf("%s: %s (HTTP %ld)", what, res->error ? res->error : "?", res->status);
+}
+
+const char *
+ghl_jstr(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+void
+ghl_jset(json_t *o, const char *key, const char *s)
+{
+	json_t *v = s ? json_string(s) : NULL;
+	if (v)
+		json_object_set_new(o, key, v);
 }

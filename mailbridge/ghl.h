@@ -64,10 +64,22 @@ enum ghl_class ghl_upload(struct ghl *g, const char *location_id, const char *co
  * X-RateLimit-Daily-Remaining last seen (-1 unknown). */
 void ghl_budget_each(struct ghl *g, void (*fn)(const char *location_id, long today, long remaining, void *arg), void *arg);
 
-#endif
-
 /* Form-encoded POST for the /oauth endpoints (used by oauth.c only). bearer and
  * version may be NULL (POST /oauth/token takes neither). form is
  * "k=v&k=v" already URL-encoded. Never logs the form. */
 enum ghl_class ghl_oauth_post(struct ghl *g, const char *path, const char *form,
     const char *bearer, const char *version, struct ghl_result *res);
+
+/* Outcome of a chain of HighLevel calls: the class of the first failure
+ * and its text (malloc'd). */
+struct ghl_step {
+	enum ghl_class cls;
+	char *error;
+};
+void ghl_step_from(struct ghl_step *s, struct ghl_result *res, const char *what);
+
+/* Borrowed string member or NULL; set only when s is valid UTF-8 text. */
+const char *ghl_jstr(json_t *o, const char *k);
+void ghl_jset(json_t *o, const char *key, const char *s);
+
+#endif

@@ -117,8 +117,8 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 		    job_id ? job_id : "-", status ? status : "delayed/none", r == 1 ? "yes" : "no");
 	store_inbound_record(app->store, loc->id, key, r == 1 ? "dsn" : "skipped", job_id,
 	    r == 1 ? NULL : refused ? refused : "DSN for no known sent message (or only a delay)", "DSN", NULL, 0);
-	msgmap_free(map);
-	msgmap_free(rp);
+	store_msgmap_free(map);
+	store_msgmap_free(rp);
 	free(err);
 	return INBOUND_DONE;
 }
@@ -133,7 +133,7 @@ static enum inbound_result
 inbound_post(struct app *app, const struct location_config *loc, const struct inbound_msg *m,
     const char *key, const char *raw, size_t len)
 {
-	struct step s = { GHL_OK, NULL };
+	struct ghl_step s = { GHL_OK, NULL };
 	struct msgmap *parent = thread_parent_for_inbound(app->store, loc->id, loc->reply_domain, m->in_reply_to,
 	    m->references, m->n_references, m->all_rcpt_addrs, m->n_all_rcpt);
 	char *contact = NULL, *conv = NULL, *notes = NULL, *text = NULL, *summary = summary_of(m);
@@ -167,7 +167,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 				notes = n2;
 			}
 		} else {
-			step_from(&s, &res, "upload");
+			ghl_step_from(&s, &res, "upload");
 			goto fail;
 		}
 		ghl_result_clear(&res);
@@ -182,23 +182,23 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	body = json_pack("{s:s, s:s, s:s, s:s}", "type", loc->provider_mode == PROVIDER_CUSTOM ? "Custom" : "Email",
 	    "contactId", contact, "conversationId", conv, "direction", "inbound");
 	if (loc->provider_id)
-		jset(body, "conversationProviderId", loc->provider_id);
+		ghl_jset(body, "conversationProviderId", loc->provider_id);
 	{
 		char *date = iso8601(m->date_ms ? m->date_ms : now_ms());
-		jset(body, "date", date);
+		ghl_jset(body, "date", date);
 		free(date);
 	}
-	jset(body, "subject", m->subject ? m->subject : "");
-	jset(body, "message", text);
+	ghl_jset(body, "subject", m->subject ? m->subject : "");
+	ghl_jset(body, "message", text);
 	if (m->html)
-		jset(body, "html", m->html);
+		ghl_jset(body, "html", m->html);
 	{
 		char *from = m->from_name ? xasprintf("%s <%s>", m->from_name, m->from_addr) : xstrdup(m->from_addr);
-		jset(body, "emailFrom", from);
+		ghl_jset(body, "emailFrom", from);
 		free(from);
 	}
 	if (m->n_to > 0)
-		jset(body, "emailTo", m->to_addrs[0]);
+		ghl_jset(body, "emailTo", m->to_addrs[0]);
 	{
 		json_t *cc = json_array();
 		for (size_t i = 0; i < m->n_cc; i++)
@@ -207,12 +207,12 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	}
 	if (m->message_id) {
 		char *alt = xasprintf("<%s>", m->message_id);
-		jset(body, "altId", alt);
+		ghl_jset(body, "altId", alt);
 		free(alt);
 	}
 	/* default provider: thread with HighLevel's email id of the parent */
 	if (loc->provider_mode == PROVIDER_DEFAULT && parent && (parent->email_message_id || parent->ghl_message_id))
-		jset(body, "emailMessageId", parent->email_message_id ? parent->email_message_id : parent->ghl_message_id);
+		ghl_jset(body, "emailMessageId", parent->email_message_id ? parent->email_message_id : parent->ghl_message_id);
 	if (json_array_size(atts) > 0)
 		json_object_set(body, "attachments", atts);
 
@@ -228,28 +228,29 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	store_inbound_record(app->store, loc->id, key, "posting", NULL, NULL, summary, NULL, 0);
 	ghl_call(app->ghl, loc->id, "POST", "/conversations/messages/inbound", GHL_VERSION_CONVERSATIONS, body, &res);
 	body = NULL;
-	if (res.cls == GHL_OK && !jstr(res.body, "messageId")) {
-		/* REFERENCE §12: a 201 with an empty body means HighLevel dropped it */
+	if (res.cls == GHL_OK && !ghl_jstr(res.body, "messageId")) {
+		/* a 201 with an empty body means HighLevel dropped it (custom inbound
+		 * without a provider id: highlevel-api-docs issue #70) */
 		res.cls = GHL_PERMANENT;
 		free(res.error);
 		res.error = xstrdup("HighLevel answered without a messageId (message dropped; provider id?)");
 	}
 	if (res.cls != GHL_OK) {
-		step_from(&s, &res, "post inbound");
+		ghl_step_from(&s, &res, "post inbound");
 		goto fail;
 	}
 	{
-		const char *ghl_id = jstr(res.body, "messageId");
+		const char *ghl_id = ghl_jstr(res.body, "messageId");
 		char *refs = NULL;
 		struct msgmap mm = { 0 };
 		if (m->message_id) {
 			mm.rfc_message_id = m->message_id;
 			mm.location_id = loc->id;
 			mm.ghl_message_id = (char *)ghl_id;
-			mm.email_message_id = (char *)(jstr(res.body, "emailMessageId") ? jstr(res.body, "emailMessageId") :
+			mm.email_message_id = (char *)(ghl_jstr(res.body, "emailMessageId") ? ghl_jstr(res.body, "emailMessageId") :
 			    parent ? parent->email_message_id : NULL);
 			mm.alt_id = m->message_id;
-			mm.conversation_id = (char *)(jstr(res.body, "conversationId") ? jstr(res.body, "conversationId") : conv);
+			mm.conversation_id = (char *)(ghl_jstr(res.body, "conversationId") ? ghl_jstr(res.body, "conversationId") : conv);
 			mm.contact_id = contact;
 			if (parent)
 				refs = parent->references && *parent->references ?
@@ -287,7 +288,7 @@ out:
 	ghl_result_clear(&res);
 	json_decref(body);
 	json_decref(atts);
-	msgmap_free(parent);
+	store_msgmap_free(parent);
 	free(contact);
 	free(conv);
 	free(notes);

@@ -224,7 +224,7 @@ lmtp_route(struct app *app, const char *rcpt)
 				first = loc;
 			r = store_msgmap_get(app->store, MSGMAP_BY_TOKEN, loc->id, reply ? reply : bounce, &m);
 		}
-		msgmap_free(m);
+		store_msgmap_free(m);
 		free(reply);
 		free(bounce);
 		if (r == 1)

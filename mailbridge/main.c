@@ -367,7 +367,7 @@ cmd_queue(const char *path, int argc, char **argv)
 		usage(stderr);
 		r = 2;
 	}
-	job_free(j);
+	store_job_free(j);
 	close_app(&app);
 	return r;
 }
@@ -559,7 +559,7 @@ cmd_accounts(const char *path)
 		printf("%-24s %-10s %-32s %-5s %s\n", loc->id, loc->mode, tok, loc->smtp.host ? "yes" : "no", watch);
 		free(wstate);
 		free(wdetail);
-		token_free(t);
+		store_token_free(t);
 	}
 	close_app(&app);
 	return 0;

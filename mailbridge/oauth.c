@@ -89,13 +89,6 @@ form_add(char *form, const char *k, const char *v)
 	return out;
 }
 
-static const char *
-jstr(json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-	return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
 /* Builds a token from a /oauth/token or /oauth/locationToken answer. */
 static struct token *
 token_from_json(json_t *b, const char *key, const char *fallback_refresh)
@@ -103,16 +96,16 @@ token_from_json(json_t *b, const char *key, const char *fallback_refresh)
 	struct token *t;
 	json_t *exp = json_object_get(b, "expires_in");
 
-	if (!jstr(b, "access_token"))
+	if (!ghl_jstr(b, "access_token"))
 		return NULL;
 	t = xcalloc(1, sizeof(*t));
 	t->location_id = xstrdup(key);
-	t->user_type = xstrdup(jstr(b, "userType") ? jstr(b, "userType") : "Location");
-	t->company_id = xstrdup(jstr(b, "companyId"));
-	t->access_token = xstrdup(jstr(b, "access_token"));
-	t->refresh_token = xstrdup(jstr(b, "refresh_token") ? jstr(b, "refresh_token") : fallback_refresh);
+	t->user_type = xstrdup(ghl_jstr(b, "userType") ? ghl_jstr(b, "userType") : "Location");
+	t->company_id = xstrdup(ghl_jstr(b, "companyId"));
+	t->access_token = xstrdup(ghl_jstr(b, "access_token"));
+	t->refresh_token = xstrdup(ghl_jstr(b, "refresh_token") ? ghl_jstr(b, "refresh_token") : fallback_refresh);
 	t->expires_at = now_ms() + (json_is_integer(exp) ? json_integer_value(exp) : 3600) * 1000;
-	t->scope = xstrdup(jstr(b, "scope"));
+	t->scope = xstrdup(ghl_jstr(b, "scope"));
 	return t;
 }
 
@@ -145,12 +138,12 @@ oauth_refresh(struct oauth *o, struct token **t_r)
 		/* single-use refresh token: the new pair is on disk before use */
 		if (store_token_put(o->store, nt) < 0) {
 			log_error("oauth: refreshed token for %s could not be stored", t->location_id);
-			token_free(nt);
+			store_token_free(nt);
 			ret = -1;
 		} else {
 			log_info("oauth: refreshed token for %s", t->location_id);
 			metrics_inc(M_TOKEN_REFRESH_OK);
-			token_free(t);
+			store_token_free(t);
 			*t_r = nt;
 			ret = 1;
 		}
@@ -193,11 +186,11 @@ oauth_mint_location(struct oauth *o, const char *company_id, const char *locatio
 		nt->company_id = xstrdup(company_id);
 		if (store_token_put(o->store, nt) == 1) {
 			log_info("oauth: location token minted for %s from company %s", location_id, company_id);
-			token_free(*t_r);
+			store_token_free(*t_r);
 			*t_r = nt;
 			r = 1;
 		} else {
-			token_free(nt);
+			store_token_free(nt);
 		}
 	} else if (res.cls == GHL_PERMANENT || res.cls == GHL_AUTH) {
 		log_error("oauth: locationToken for %s refused: %s", location_id, res.error ? res.error : "?");
@@ -240,7 +233,7 @@ oauth_token_for_key(struct oauth *o, const char *key, const char *stale, char **
 	if (r == 1)
 		*token_r = xstrdup(t->access_token);
 	pthread_mutex_unlock(m);
-	token_free(t);
+	store_token_free(t);
 	return r < 0 ? -1 : r;
 }
 
@@ -277,7 +270,7 @@ oauth_on_install(struct oauth *o, const char *company_id, const char *location_i
 		t->company_id = xstrdup(company_id);
 		r = store_token_put(o->store, t);
 	}
-	token_free(t);
+	store_token_free(t);
 	if (r >= 0)
 		r = store_set_installed(o->store, location_id, true);
 	if (r < 0)
@@ -426,10 +419,10 @@ oauth_http_callback(void *ctx, const struct http_request *req, struct http_respo
 		ghl_result_clear(&res);
 		return;
 	}
-	if (jstr(res.body, "userType") && !strcmp(jstr(res.body, "userType"), "Company") && jstr(res.body, "companyId"))
-		key = xasprintf("company:%s", jstr(res.body, "companyId"));
+	if (ghl_jstr(res.body, "userType") && !strcmp(ghl_jstr(res.body, "userType"), "Company") && ghl_jstr(res.body, "companyId"))
+		key = xasprintf("company:%s", ghl_jstr(res.body, "companyId"));
 	else
-		key = xstrdup(jstr(res.body, "locationId"));
+		key = xstrdup(ghl_jstr(res.body, "locationId"));
 	t = key ? token_from_json(res.body, key, NULL) : NULL;
 	if (!t || store_token_put(app->store, t) < 0) {
 		http_text(resp, 500, "text/plain", "Installation could not be saved.\n");
@@ -442,7 +435,7 @@ oauth_http_callback(void *ctx, const struct http_request *req, struct http_respo
 		http_text(resp, 200, "text/plain", page);
 		free(page);
 	}
-	token_free(t);
+	store_token_free(t);
 	free(key);
 	ghl_result_clear(&res);
 }

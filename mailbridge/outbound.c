@@ -92,7 +92,7 @@ outbound_thread(struct job_ctx *c, struct store *st)
 
 	thread_headers(parent, parent_id, &c->in_reply_to, &c->references);
 	free(parent_id);
-	msgmap_free(parent);
+	store_msgmap_free(parent);
 }
 
 static int
@@ -303,7 +303,7 @@ record_rcpt(json_t *state, const char *addr, int code, const char *text)
 static void
 outbound_plugin_send(struct job_ctx *c)
 {
-	struct loaded_plugin *pl = plugin_for(c->ob->app->plugins, c->loc, MB_TYPE_SMS);
+	struct loaded_plugin *pl = plugin_host_for(c->ob->app->plugins, c->loc, MB_TYPE_SMS);
 	struct mb_outbound j = { c->loc->id, c->p->message_id, c->p->contact_id, c->p->phone, c->p->message,
 		(const char *const *)c->p->attachments, c->p->n_attachments };
 	char *reason = NULL;
@@ -520,7 +520,7 @@ outbound_worker(void *arg)
 		r = store_job_claim(st, now_ms(), &job);
 		if (r == 1) {
 			outbound_process(ob, job, &conn);
-			job_free(job);
+			store_job_free(job);
 			continue;
 		}
 		next = store_job_next_due(st);
@@ -632,7 +632,7 @@ outbound_reporter(void *arg)
 		pthread_mutex_unlock(&ob->lock);
 		if (store_report_claim(ob->app->store, now_ms(), REPORT_LEASE_MS, &job) == 1) {
 			report_one(ob, job);
-			job_free(job);
+			store_job_free(job);
 			continue;
 		}
 		pthread_mutex_lock(&ob->lock);

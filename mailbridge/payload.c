@@ -172,7 +172,8 @@ payload_email(struct pctx *c, struct payload *p)
 	    get_str(c, "replyToAltId", false, true, 998, &p->reply_to_alt_id) < 0 ||
 	    get_attachments(c, p) < 0)
 		return -1;
-	/* the plain-text variant's field name is undocumented (REFERENCE §1):
+	/* the plain-text variant's field name is undocumented (HighLevel's
+	 * highlevel-api-docs issue #68: added Dec 2025, name not given):
 	 * take "text" or "message" when present */
 	if (get_str(c, "text", false, false, 0, &p->text) < 0)
 		return -1;

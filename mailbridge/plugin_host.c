@@ -122,7 +122,7 @@ host_contact_by_phone(struct mb_ctx *ctx, const char *location_id, const char *p
     char **contact_id_r, char **error_r)
 {
 	const struct location_config *loc = host_location(ctx, location_id, error_r);
-	struct step s = { GHL_OK, NULL };
+	struct ghl_step s = { GHL_OK, NULL };
 	char *e164;
 
 	*contact_id_r = NULL;
@@ -146,7 +146,7 @@ host_upload(struct mb_ctx *ctx, const char *location_id, const char *contact_id,
     const char *content_type, const void *data, size_t len, char **url_r, char **error_r)
 {
 	const struct location_config *loc = host_location(ctx, location_id, error_r);
-	struct step s = { GHL_OK, NULL };
+	struct ghl_step s = { GHL_OK, NULL };
 	struct mime_attachment a = { (char *)filename, (char *)content_type, (char *)data, len, 0 };
 	struct ghl_result res = { 0 };
 	char *conv;
@@ -185,7 +185,7 @@ host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *f
 {
 	struct app *app = ctx->app;
 	const struct location_config *loc = host_own_location(ctx, location_id, MB_TYPE_SMS, error_r);
-	struct step s = { GHL_OK, NULL };
+	struct ghl_step s = { GHL_OK, NULL };
 	struct ghl_result res = { 0 };
 	char *contact = NULL, *conv = NULL, *e164 = e164_normalise(from_phone);
 	json_t *body;
@@ -208,12 +208,12 @@ host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *f
 	}
 	body = json_pack("{s:s, s:s, s:s, s:s}", "type", "SMS", "contactId", contact, "conversationId", conv,
 	    "direction", "inbound");
-	jset(body, "message", text);
+	ghl_jset(body, "message", text);
 	/* default SMS provider: no id; an extra SMS channel needs its id */
 	if (loc->sms_provider_id)
-		jset(body, "conversationProviderId", loc->sms_provider_id);
+		ghl_jset(body, "conversationProviderId", loc->sms_provider_id);
 	ghl_call(app->ghl, loc->id, "POST", "/conversations/messages/inbound", GHL_VERSION_CONVERSATIONS, body, &res);
-	if (res.cls == GHL_OK && jstr(res.body, "messageId")) {
+	if (res.cls == GHL_OK && ghl_jstr(res.body, "messageId")) {
 		ret = 1;
 	} else {
 		*error_r = xasprintf("post inbound: %s (HTTP %ld)", res.error ? res.error : "no messageId", res.status);
@@ -263,7 +263,7 @@ host_update_status(struct mb_ctx *ctx, const char *message_id, const char *statu
 	if (!own)
 		log_warn("plugin %s: refused a status for messageId=%s: not one of its messages", ctx->plugin->name,
 		    message_id);
-	job_free(job);
+	store_job_free(job);
 	if (!own)
 		return 0;
 	return store_job_dsn(ctx->app->store, message_id, status, 0, error_text) == 1 ? 1 : 0;
@@ -404,7 +404,7 @@ plugin_host_free(struct plugin_host *h)
 }
 
 struct loaded_plugin *
-plugin_for(struct plugin_host *h, const struct location_config *loc, unsigned type)
+plugin_host_for(struct plugin_host *h, const struct location_config *loc, unsigned type)
 {
 	const char *name = type == MB_TYPE_SMS ? loc->sms_plugin : loc->call_plugin;
 	if (!h || !name)

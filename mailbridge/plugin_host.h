@@ -20,7 +20,7 @@ struct plugin_host *plugin_host_load(struct app *app, char **error_r);
 void plugin_host_free(struct plugin_host *h);
 
 /* The plugin serving type (MB_TYPE_*) at loc, or NULL. */
-struct loaded_plugin *plugin_for(struct plugin_host *h, const struct location_config *loc, unsigned type);
+struct loaded_plugin *plugin_host_for(struct plugin_host *h, const struct location_config *loc, unsigned type);
 
 /* Runs send, bounded by the configured timeout (a late send counts as
  * temporary; its thread is left to finish on its own). */

@@ -50,7 +50,7 @@ thread_by_token(struct store *st, const char *location_id, const char *domain, c
 		free(token);
 		if (r == 1)
 			return m;
-		msgmap_free(m);
+		store_msgmap_free(m);
 	}
 	return NULL;
 }

@@ -116,7 +116,7 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 		payload_free(p);
 		return;
 	}
-	if (p->kind != PAYLOAD_EMAIL && !plugin_for(app->plugins, loc, MB_TYPE_SMS)) {
+	if (p->kind != PAYLOAD_EMAIL && !plugin_host_for(app->plugins, loc, MB_TYPE_SMS)) {
 		metrics_inc(M_WEBHOOK_UNSUPPORTED_TYPE);
 		log_warn("webhook: rejected locationId=%s messageId=%s reason=\"no %s provider\"",
 		    p->location_id, p->message_id, p->type);

@@ -659,7 +659,7 @@ store_ping(struct store *st)
 }
 
 void
-job_free(struct job *job)
+store_job_free(struct job *job)
 {
 	if (!job)
 		return;
@@ -876,7 +876,7 @@ store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void 
 	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
 		struct job *j = job_from_row(stmt);
 		fn(j, arg);
-		job_free(j);
+		store_job_free(j);
 		n++;
 	}
 	store_stmt_done(st, stmt);
@@ -949,7 +949,7 @@ store_report_wake_location(struct store *st, const char *location_id)
 }
 
 void
-msgmap_free(struct msgmap *m)
+store_msgmap_free(struct msgmap *m)
 {
 	if (!m)
 		return;
@@ -1023,7 +1023,7 @@ store_msgmap_get(struct store *st, enum msgmap_key by, const char *location_id, 
 }
 
 void
-token_free(struct token *t)
+store_token_free(struct token *t)
 {
 	if (!t)
 		return;

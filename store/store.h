@@ -56,7 +56,7 @@ struct job {
 	                            * reply: the relay may hold it (see relaylog.h) */
 };
 
-void job_free(struct job *job);
+void store_job_free(struct job *job);
 
 /* Opens (creating data_dir and the database as needed) and migrates. */
 struct store *store_open(const char *data_dir, char **error_r);
@@ -128,7 +128,7 @@ struct msgmap {
 	char *references;          /* the chain this message continues, "<a> <b>" */
 	char *reply_token;
 };
-void msgmap_free(struct msgmap *m);
+void store_msgmap_free(struct msgmap *m);
 int store_msgmap_put(struct store *st, const struct msgmap *m);
 /* What a map entry is looked up by. */
 enum msgmap_key {
@@ -153,7 +153,7 @@ struct token {
 	char *scope;
 	bool needs_reinstall;
 };
-void token_free(struct token *t);
+void store_token_free(struct token *t);
 int store_token_put(struct store *st, const struct token *t);
 int store_token_get(struct store *st, const char *location_id, struct token **t_r);
 int store_token_delete(struct store *st, const char *location_id);

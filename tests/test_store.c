@@ -82,7 +82,7 @@ test_journey(void)
 	CHECK(j && store_job_mark_sending(st, j->id, &mm) == 1);
 	CHECK(store_msgmap_get(st, MSGMAP_BY_TOKEN, "L1", "tok3", &got) == 1 && got &&
 	    strcmp(got->rfc_message_id, "r3@mail.test") == 0);
-	msgmap_free(got);
+	store_msgmap_free(got);
 	/* a failing step rolls back the whole commit: no thread without its job */
 	mm.rfc_message_id = "orphan@mail.test";
 	mm.reply_token = "tok-orphan";
@@ -99,14 +99,14 @@ test_journey(void)
 		CHECK(k && store_job_mark_sending(st, k->id, &clash) == 1);
 		CHECK(store_job_get(st, "mk", &kk) == 1 && kk && !strcmp(kk->state, "sending"));
 		CHECK(store_msgmap_get(st, MSGMAP_BY_RFC, "L1", "clash@mail.test", &got) == 0 && !got);
-		job_free(k);
-		job_free(kk);
+		store_job_free(k);
+		store_job_free(kk);
 	}
 	CHECK(j && store_job_finish(st, j->id, JOB_SENT, 0, 250, NULL, "delivered", NULL, false,
 	    "mj", "attempt 1: sent; 250 queued as ABC") == 1);
 	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 1 && rj && rj->id == j->id);
 	CHECK(rj && store_report_finish(st, rj->id, REPORT_DONE, 0, NULL, "mj", "delivered") == 1);
-	job_free(rj);
+	store_job_free(rj);
 	CHECK(store_events_each(st, "mj", collect_kinds, seen) >= 0);
 	CHECK(strcmp(seen, want) == 0);
 	if (strcmp(seen, want) != 0)
@@ -123,12 +123,12 @@ test_journey(void)
 		free(state);
 		CHECK(store_msgmap_get(st, MSGMAP_BY_ALT, "L1", "reply@x.test", &got) == 1 && got &&
 		    !strcmp(got->ghl_message_id, "g-reply"));
-		msgmap_free(got);
+		store_msgmap_free(got);
 		CHECK(store_events_each(st, "mj", collect_kinds, seen) >= 0 && strstr(seen, "reply:posted "));
 		seen[0] = '\0';
 		CHECK(store_events_each(st, "g-reply", collect_kinds, seen) >= 0 && !strcmp(seen, "inbound:posted "));
 	}
-	job_free(j);
+	store_job_free(j);
 	store_close(st);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", jdir);
 	if (system(cmd) != 0)
@@ -322,9 +322,9 @@ main(void)
 		sqlite3_finalize(q);
 		sqlite3_close(db);
 	}
-	job_free(j1);
-	job_free(j2);
-	job_free(j3);
+	store_job_free(j1);
+	store_job_free(j2);
+	store_job_free(j3);
 	store_close(st);
 	{
 		char cmd[128];
