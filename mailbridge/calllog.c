@@ -8,7 +8,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 bool
 calllog_status_ok(const char *s)
@@ -34,11 +33,9 @@ calllog_post(struct app *app, const struct location_config *loc, const struct ca
 {
 	struct ghl_step s = { GHL_OK, NULL };
 	const char *party = c->inbound ? c->from : c->to;   /* the contact's number */
-	char *contact = NULL, *conv = NULL, date[40];
-	json_t *body;
+	char *contact = NULL, *conv = NULL;
 	struct ghl_result res = { 0 };
-	time_t t = (time_t)((c->date_ms ? c->date_ms : now_ms()) / 1000);
-	struct tm tm;
+	struct ghl_posted posted = { 0 };
 	int ret;
 	const char *provider = loc->call_provider_id ? loc->call_provider_id : loc->provider_id;
 
@@ -53,30 +50,20 @@ calllog_post(struct app *app, const struct location_config *loc, const struct ca
 	}
 	if (!contact_conversation(app, loc, NULL, party, NULL, c->inbound, &contact, &conv, &s))
 		goto fail;
-	gmtime_r(&t, &tm);
-	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S.000Z", &tm);
-	body = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "type", "Call", "conversationId", conv,
-	    "conversationProviderId", provider, "date", date,
-	    "call", "from", c->from, "to", c->to, "status", c->status);
-	if (c->recording_url)
-		json_object_set_new(body, "attachments", json_pack("[s]", c->recording_url));
-	if (c->inbound) {
-		json_object_set_new(body, "contactId", json_string(contact));
-		json_object_set_new(body, "direction", json_string("inbound"));
-	}
-	ghl_call(app->ghl, loc->id, "POST", c->inbound ? "/conversations/messages/inbound" :
-	    "/conversations/messages/outbound", GHL_VERSION_CONVERSATIONS, body, &res);
-	if (res.cls == GHL_OK && ghl_jstr(res.body, "messageId")) {
-		*message_id_r = xstrdup(ghl_jstr(res.body, "messageId"));
-		log_info("calllog: %s call logged locationId=%s messageId=%s", c->inbound ? "inbound" : "outbound",
-		    loc->id, *message_id_r);
-		ret = 1;
-		goto out;
-	}
-	if (res.cls == GHL_OK) {
-		res.cls = GHL_PERMANENT;
-		free(res.error);
-		res.error = xstrdup("HighLevel answered without a messageId");
+	{
+		const char *rec[1] = { c->recording_url };
+		struct ghl_message msg = { .type = GHL_MSG_CALL, .outbound = !c->inbound, .contact_id = contact,
+			.conversation_id = conv, .provider_id = provider, .date_ms = c->date_ms ? c->date_ms : now_ms(),
+			.attachments = rec, .n_attachments = c->recording_url ? 1 : 0,
+			.call_from = c->from, .call_to = c->to, .call_status = c->status };
+		if (ghl_message_post(app->ghl, loc->id, &msg, &posted, &res) == GHL_OK) {
+			*message_id_r = posted.message_id;
+			posted.message_id = NULL;
+			log_info("calllog: %s call logged locationId=%s messageId=%s", c->inbound ? "inbound" : "outbound",
+			    loc->id, *message_id_r);
+			ret = 1;
+			goto out;
+		}
 	}
 	ghl_step_from(&s, &res, "call log");
 fail:
@@ -84,6 +71,7 @@ fail:
 	ret = s.cls == GHL_PERMANENT ? 0 : -1;
 out:
 	ghl_result_clear(&res);
+	ghl_posted_clear(&posted);
 	free(contact);
 	free(conv);
 	free(s.error);

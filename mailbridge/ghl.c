@@ -557,3 +557,107 @@ ghl_jset(json_t *o, const char *key, const char *s)
 	if (v)
 		json_object_set_new(o, key, v);
 }
+
+void
+ghl_date(int64_t ms, char buf[32])
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	snprintf(buf, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+	    tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+void
+ghl_posted_clear(struct ghl_posted *p)
+{
+	free(p->message_id);
+	free(p->email_message_id);
+	free(p->conversation_id);
+	memset(p, 0, sizeof(*p));
+}
+
+static json_t *
+string_array(const char *const *v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+/* The body of POST /conversations/messages/inbound or /outbound
+ * (openapi/apps/conversations.json: InboundMessageBody,
+ * OutboundMessageBody). */
+static json_t *
+message_body(const struct ghl_message *m)
+{
+	static const char *const types[] = { [GHL_MSG_EMAIL] = "Email", [GHL_MSG_CUSTOM] = "Custom",
+		[GHL_MSG_SMS] = "SMS", [GHL_MSG_CALL] = "Call" };
+	json_t *b = json_pack("{s:s}", "type", types[m->type]);
+	char date[32];
+
+	ghl_jset(b, "conversationId", m->conversation_id);
+	ghl_jset(b, "conversationProviderId", m->provider_id);
+	if (!m->outbound) {
+		ghl_jset(b, "contactId", m->contact_id);
+		ghl_jset(b, "direction", "inbound");
+	}
+	if (m->date_ms) {
+		ghl_date(m->date_ms, date);
+		ghl_jset(b, "date", date);
+	}
+	if (m->type == GHL_MSG_EMAIL || m->type == GHL_MSG_CUSTOM) {
+		ghl_jset(b, "subject", m->subject ? m->subject : "");
+		ghl_jset(b, "html", m->html);
+		ghl_jset(b, "emailFrom", m->email_from);
+		ghl_jset(b, "emailTo", m->email_to);
+		json_object_set_new(b, "emailCc", string_array(m->email_cc, m->n_cc));
+		ghl_jset(b, "altId", m->alt_id);
+		ghl_jset(b, "emailMessageId", m->email_message_id);
+	}
+	ghl_jset(b, "message", m->message);
+	if (m->type == GHL_MSG_CALL)
+		json_object_set_new(b, "call", json_pack("{s:s, s:s, s:s}", "from", m->call_from, "to", m->call_to,
+		    "status", m->call_status));
+	if (m->n_attachments > 0)
+		json_object_set_new(b, "attachments", string_array(m->attachments, m->n_attachments));
+	return b;
+}
+
+enum ghl_class
+ghl_message_post(struct ghl *g, const char *location_id, const struct ghl_message *m, struct ghl_posted *posted,
+    struct ghl_result *res)
+{
+	memset(posted, 0, sizeof(*posted));
+	ghl_call(g, location_id, "POST", m->outbound ? "/conversations/messages/outbound" :
+	    "/conversations/messages/inbound", GHL_VERSION_CONVERSATIONS, message_body(m), res);
+	if (res->cls == GHL_OK && !ghl_jstr(res->body, "messageId")) {
+		res->cls = GHL_PERMANENT;
+		free(res->error);
+		res->error = xstrdup("HighLevel answered without a messageId (message dropped; provider id?)");
+	}
+	if (res->cls == GHL_OK) {
+		posted->message_id = xstrdup(ghl_jstr(res->body, "messageId"));
+		posted->email_message_id = xstrdup(ghl_jstr(res->body, "emailMessageId"));
+		posted->conversation_id = xstrdup(ghl_jstr(res->body, "conversationId"));
+	}
+	return res->cls;
+}
+
+char **
+ghl_uploaded_urls(const struct ghl_result *res, size_t *n_r)
+{
+	json_t *files = json_object_get(res->body, "uploadedFiles"), *url;
+	const char *name;
+	char **out = NULL;
+
+	*n_r = 0;
+	json_object_foreach(files, name, url)
+		if (json_is_string(url)) {
+			out = xrealloc(out, (*n_r + 1) * sizeof(*out));
+			out[(*n_r)++] = xstrdup(json_string_value(url));
+		}
+	return out;
+}

@@ -60,6 +60,52 @@ struct mime_attachment;
 enum ghl_class ghl_upload(struct ghl *g, const char *location_id, const char *conversation_id,
     const char *contact_id, const struct mime_attachment *files, size_t n_files, struct ghl_result *res);
 
+/* A message posted into a conversation: an inbound Email, Custom or SMS
+ * reply, or a call log (inbound, or outbound with outbound set). Strings
+ * may be NULL (left out). */
+enum ghl_message_type { GHL_MSG_EMAIL, GHL_MSG_CUSTOM, GHL_MSG_SMS, GHL_MSG_CALL };
+
+struct ghl_message {
+	enum ghl_message_type type;
+	bool outbound;             /* a call we made: POST .../outbound, no contactId */
+	const char *contact_id;
+	const char *conversation_id;
+	const char *provider_id;   /* conversationProviderId */
+	int64_t date_ms;           /* 0: none */
+	const char *message;       /* the text */
+	const char *subject, *html;
+	const char *email_from, *email_to;
+	const char *const *email_cc;
+	size_t n_cc;               /* email_cc goes out (empty) whenever it is an email */
+	const char *alt_id;
+	const char *email_message_id;   /* the thread, for default-mode email */
+	const char *const *attachments; /* URLs */
+	size_t n_attachments;
+	const char *call_from, *call_to, *call_status;
+};
+
+/* What HighLevel said it made of a posted message (malloc'd members). */
+struct ghl_posted {
+	char *message_id;
+	char *email_message_id;    /* NULL when HighLevel gave none */
+	char *conversation_id;     /* likewise */
+};
+void ghl_posted_clear(struct ghl_posted *p);
+
+/* POST /conversations/messages/inbound (or /outbound). A 2xx without a
+ * messageId is GHL_PERMANENT: HighLevel dropped the message (custom
+ * inbound without a provider id, highlevel-api-docs issue #70). On
+ * GHL_OK *posted is filled. */
+enum ghl_class ghl_message_post(struct ghl *g, const char *location_id, const struct ghl_message *m,
+    struct ghl_posted *posted, struct ghl_result *res);
+
+/* ISO 8601 in UTC with milliseconds, as HighLevel takes dates. */
+void ghl_date(int64_t ms, char buf[32]);
+
+/* The URLs of an upload's answer ({"uploadedFiles": {name: url}}), in
+ * order; *n_r of them, malloc'd (each and the array). */
+char **ghl_uploaded_urls(const struct ghl_result *res, size_t *n_r);
+
 /* Calls fn per location seen: requests we made today, and HighLevel's
  * X-RateLimit-Daily-Remaining last seen (-1 unknown). */
 void ghl_budget_each(struct ghl *g, void (*fn)(const char *location_id, long today, long remaining, void *arg), void *arg);

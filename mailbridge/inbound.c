@@ -12,7 +12,6 @@
 
 #include <curl/curl.h>
 #include <gnutls/crypto.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,17 +39,6 @@ dedupe_key(const struct inbound_msg *m, const char *raw, size_t len)
 	for (int i = 0; i < 32; i++)
 		sprintf(hex + 7 + 2 * i, "%02x", digest[i]);
 	return hex;
-}
-
-static char *
-iso8601(int64_t ms)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	char buf[40];
-	gmtime_r(&t, &tm);
-	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S.000Z", &tm);
-	return xstrdup(buf);
 }
 
 /* A DSN changes a job only when it came to that job's own return path
@@ -136,8 +124,11 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	struct ghl_step s = { GHL_OK, NULL };
 	struct msgmap *parent = thread_parent_for_inbound(app->store, loc->id, loc->reply_domain, m->in_reply_to,
 	    m->references, m->n_references, m->all_rcpt_addrs, m->n_all_rcpt);
-	char *contact = NULL, *conv = NULL, *notes = NULL, *text = NULL, *summary = summary_of(m);
-	json_t *body = NULL, *atts = json_array();
+	char *contact = NULL, *conv = NULL, *notes = NULL, *text = NULL, *summary = summary_of(m), *from = NULL,
+	    *alt = NULL, **urls = NULL;
+	size_t n_urls = 0;
+	struct ghl_message post;
+	struct ghl_posted posted = { 0 };
 	struct ghl_result res = { 0 };
 	enum inbound_result ret = INBOUND_DONE;
 
@@ -152,12 +143,8 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	notes = xstrdup("");
 	if (m->n_attachments > 0) {
 		ghl_upload(app->ghl, loc->id, conv, contact, m->attachments, m->n_attachments, &res);
-		if (res.cls == GHL_OK && json_is_object(json_object_get(res.body, "uploadedFiles"))) {
-			const char *name;
-			json_t *url;
-			json_object_foreach(json_object_get(res.body, "uploadedFiles"), name, url)
-				if (json_is_string(url))
-					json_array_append(atts, url);
+		if (res.cls == GHL_OK) {
+			urls = ghl_uploaded_urls(&res, &n_urls);
 		} else if (res.cls == GHL_PERMANENT) {
 			/* 413/415: say so in the text, never drop silently */
 			for (size_t i = 0; i < m->n_attachments; i++) {
@@ -179,42 +166,22 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	}
 
 	text = xasprintf("%s%s%s", m->auto_reply ? "(auto-reply) " : "", m->reply_text, notes);
-	body = json_pack("{s:s, s:s, s:s, s:s}", "type", loc->provider_mode == PROVIDER_CUSTOM ? "Custom" : "Email",
-	    "contactId", contact, "conversationId", conv, "direction", "inbound");
-	if (loc->provider_id)
-		ghl_jset(body, "conversationProviderId", loc->provider_id);
+	from = m->from_name ? xasprintf("%s <%s>", m->from_name, m->from_addr) : xstrdup(m->from_addr);
+	alt = m->message_id ? xasprintf("<%s>", m->message_id) : NULL;
 	{
-		char *date = iso8601(m->date_ms ? m->date_ms : now_ms());
-		ghl_jset(body, "date", date);
-		free(date);
+		struct ghl_message msg = {
+			.type = loc->provider_mode == PROVIDER_CUSTOM ? GHL_MSG_CUSTOM : GHL_MSG_EMAIL,
+			.contact_id = contact, .conversation_id = conv, .provider_id = loc->provider_id,
+			.date_ms = m->date_ms ? m->date_ms : now_ms(), .message = text, .subject = m->subject,
+			.html = m->html, .email_from = from, .email_to = m->n_to > 0 ? m->to_addrs[0] : NULL,
+			.email_cc = (const char *const *)m->cc_addrs, .n_cc = m->n_cc, .alt_id = alt,
+			.attachments = (const char *const *)urls, .n_attachments = n_urls,
+		};
+		/* default provider: thread with HighLevel's email id of the parent */
+		if (loc->provider_mode == PROVIDER_DEFAULT && parent)
+			msg.email_message_id = parent->email_message_id ? parent->email_message_id : parent->ghl_message_id;
+		post = msg;
 	}
-	ghl_jset(body, "subject", m->subject ? m->subject : "");
-	ghl_jset(body, "message", text);
-	if (m->html)
-		ghl_jset(body, "html", m->html);
-	{
-		char *from = m->from_name ? xasprintf("%s <%s>", m->from_name, m->from_addr) : xstrdup(m->from_addr);
-		ghl_jset(body, "emailFrom", from);
-		free(from);
-	}
-	if (m->n_to > 0)
-		ghl_jset(body, "emailTo", m->to_addrs[0]);
-	{
-		json_t *cc = json_array();
-		for (size_t i = 0; i < m->n_cc; i++)
-			json_array_append_new(cc, json_string(m->cc_addrs[i]));
-		json_object_set_new(body, "emailCc", cc);
-	}
-	if (m->message_id) {
-		char *alt = xasprintf("<%s>", m->message_id);
-		ghl_jset(body, "altId", alt);
-		free(alt);
-	}
-	/* default provider: thread with HighLevel's email id of the parent */
-	if (loc->provider_mode == PROVIDER_DEFAULT && parent && (parent->email_message_id || parent->ghl_message_id))
-		ghl_jset(body, "emailMessageId", parent->email_message_id ? parent->email_message_id : parent->ghl_message_id);
-	if (json_array_size(atts) > 0)
-		json_object_set(body, "attachments", atts);
 
 	/* the intent is on disk before the call: after a crash right after
 	 * HighLevel's answer, the re-read posts again (logged), never loses */
@@ -226,31 +193,22 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 		free(prev);
 	}
 	store_inbound_record(app->store, loc->id, key, "posting", NULL, NULL, summary, NULL, 0);
-	ghl_call(app->ghl, loc->id, "POST", "/conversations/messages/inbound", GHL_VERSION_CONVERSATIONS, body, &res);
-	body = NULL;
-	if (res.cls == GHL_OK && !ghl_jstr(res.body, "messageId")) {
-		/* a 201 with an empty body means HighLevel dropped it (custom inbound
-		 * without a provider id: highlevel-api-docs issue #70) */
-		res.cls = GHL_PERMANENT;
-		free(res.error);
-		res.error = xstrdup("HighLevel answered without a messageId (message dropped; provider id?)");
-	}
-	if (res.cls != GHL_OK) {
+	if (ghl_message_post(app->ghl, loc->id, &post, &posted, &res) != GHL_OK) {
 		ghl_step_from(&s, &res, "post inbound");
 		goto fail;
 	}
 	{
-		const char *ghl_id = ghl_jstr(res.body, "messageId");
+		const char *ghl_id = posted.message_id;
 		char *refs = NULL;
 		struct msgmap mm = { 0 };
 		if (m->message_id) {
 			mm.rfc_message_id = m->message_id;
 			mm.location_id = loc->id;
 			mm.ghl_message_id = (char *)ghl_id;
-			mm.email_message_id = (char *)(ghl_jstr(res.body, "emailMessageId") ? ghl_jstr(res.body, "emailMessageId") :
-			    parent ? parent->email_message_id : NULL);
+			mm.email_message_id = posted.email_message_id ? posted.email_message_id :
+			    parent ? parent->email_message_id : NULL;
 			mm.alt_id = m->message_id;
-			mm.conversation_id = (char *)(ghl_jstr(res.body, "conversationId") ? ghl_jstr(res.body, "conversationId") : conv);
+			mm.conversation_id = posted.conversation_id ? posted.conversation_id : conv;
 			mm.contact_id = contact;
 			if (parent)
 				refs = parent->references && *parent->references ?
@@ -267,7 +225,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 		}
 		metrics_inc(M_INBOUND_POSTED);
 		log_info("inbound: posted locationId=%s messageId=%s thread=%s attachments=%zu traceId=%s", loc->id,
-		    ghl_id, parent ? "reply" : "new", json_array_size(atts), res.trace_id ? res.trace_id : "-");
+		    ghl_id, parent ? "reply" : "new", n_urls, res.trace_id ? res.trace_id : "-");
 		free(refs);
 	}
 	goto out;
@@ -286,8 +244,12 @@ fail:
 	}
 out:
 	ghl_result_clear(&res);
-	json_decref(body);
-	json_decref(atts);
+	ghl_posted_clear(&posted);
+	for (size_t i = 0; i < n_urls; i++)
+		free(urls[i]);
+	free(urls);
+	free(from);
+	free(alt);
 	store_msgmap_free(parent);
 	free(contact);
 	free(conv);

@@ -12,7 +12,6 @@
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,11 +162,15 @@ host_upload(struct mb_ctx *ctx, const char *location_id, const char *contact_id,
 	ghl_upload(ctx->app->ghl, loc->id, conv, contact_id, &a, 1, &res);
 	free(conv);
 	if (res.cls == GHL_OK) {
-		const char *k;
-		json_t *v;
-		json_object_foreach(json_object_get(res.body, "uploadedFiles"), k, v)
-			if (json_is_string(v) && !*url_r)
-				*url_r = xstrdup(json_string_value(v));
+		size_t n;
+		char **urls = ghl_uploaded_urls(&res, &n);
+		for (size_t i = 0; i < n; i++) {
+			if (!*url_r)
+				*url_r = urls[i];
+			else
+				free(urls[i]);
+		}
+		free(urls);
 	}
 	if (*url_r) {
 		ret = 1;
@@ -188,7 +191,7 @@ host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *f
 	struct ghl_step s = { GHL_OK, NULL };
 	struct ghl_result res = { 0 };
 	char *contact = NULL, *conv = NULL, *e164 = e164_normalise(from_phone);
-	json_t *body;
+	struct ghl_posted posted = { 0 };
 	int ret = -1, r;
 
 	if (!loc) {
@@ -206,21 +209,20 @@ host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *f
 		ret = s.cls == GHL_PERMANENT ? 0 : -1;
 		goto out;
 	}
-	body = json_pack("{s:s, s:s, s:s, s:s}", "type", "SMS", "contactId", contact, "conversationId", conv,
-	    "direction", "inbound");
-	ghl_jset(body, "message", text);
-	/* default SMS provider: no id; an extra SMS channel needs its id */
-	if (loc->sms_provider_id)
-		ghl_jset(body, "conversationProviderId", loc->sms_provider_id);
-	ghl_call(app->ghl, loc->id, "POST", "/conversations/messages/inbound", GHL_VERSION_CONVERSATIONS, body, &res);
-	if (res.cls == GHL_OK && ghl_jstr(res.body, "messageId")) {
-		ret = 1;
-	} else {
-		*error_r = xasprintf("post inbound: %s (HTTP %ld)", res.error ? res.error : "no messageId", res.status);
-		ret = res.cls == GHL_OK || res.cls == GHL_PERMANENT ? 0 : -1;
+	{
+		/* default SMS provider: no id; an extra SMS channel needs its id */
+		struct ghl_message msg = { .type = GHL_MSG_SMS, .contact_id = contact, .conversation_id = conv,
+			.provider_id = loc->sms_provider_id, .message = text };
+		if (ghl_message_post(app->ghl, loc->id, &msg, &posted, &res) == GHL_OK) {
+			ret = 1;
+		} else {
+			*error_r = xasprintf("post inbound: %s (HTTP %ld)", res.error ? res.error : "?", res.status);
+			ret = res.cls == GHL_PERMANENT ? 0 : -1;
+		}
 	}
 out:
 	ghl_result_clear(&res);
+	ghl_posted_clear(&posted);
 	free(contact);
 	free(conv);
 	free(s.error);
