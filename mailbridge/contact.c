@@ -5,7 +5,6 @@
 #include "log.h"
 #include "util.h"
 
-#include <curl/curl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,22 +60,10 @@ contact_find(struct app *app, const struct location_config *loc, const char *ema
 	struct ghl_result res;
 	const char *who = email ? email : phone;
 	char *id = contact_cache_get(loc->id, who);
-	char *el, *ev, *path;
 
 	if (id)
 		return id;
-	el = curl_easy_escape(NULL, loc->id, 0);
-	ev = curl_easy_escape(NULL, who, 0);   /* '+' of E.164 becomes %2B */
-	path = xasprintf("/contacts/search/duplicate?locationId=%s&%s=%s", el, email ? "email" : "number", ev);
-	curl_free(el);
-	curl_free(ev);
-	ghl_call(app->ghl, loc->id, "GET", path, GHL_VERSION_CONTACTS, NULL, &res);
-	free(path);
-	if (res.cls == GHL_OK) {
-		json_t *c = json_object_get(res.body, "contact");
-		if (ghl_jstr(c, "id"))
-			id = xstrdup(ghl_jstr(c, "id"));
-	} else {
+	if (ghl_contact_search(app->ghl, loc->id, email, phone, &id, &res) != GHL_OK) {
 		ghl_step_from(s, &res, "contact search");
 		ghl_result_clear(&res);
 		return NULL;
@@ -89,19 +76,10 @@ contact_find(struct app *app, const struct location_config *loc, const char *ema
 		return NULL;
 	}
 	if (!id) {
-		json_t *body = json_pack("{s:s, s:s}", "locationId", loc->id, "source", "mailbridge");
-		ghl_jset(body, email ? "email" : "phone", who);
-		if (name)
-			ghl_jset(body, "name", name);
-		ghl_call(app->ghl, loc->id, "POST", "/contacts/upsert", GHL_VERSION_CONTACTS, body, &res);
-		if (res.cls == GHL_OK && ghl_jstr(json_object_get(res.body, "contact"), "id")) {
-			id = xstrdup(ghl_jstr(json_object_get(res.body, "contact"), "id"));
+		if (ghl_contact_upsert(app->ghl, loc->id, email, phone, name, &id, &res) == GHL_OK)
 			log_info("contact: created locationId=%s contactId=%s", loc->id, id);
-		} else {
+		else
 			ghl_step_from(s, &res, "contact upsert");
-			if (res.cls == GHL_OK)
-				s->cls = GHL_PERMANENT;   /* 2xx without a contact id */
-		}
 		ghl_result_clear(&res);
 	}
 	if (id)
@@ -113,37 +91,17 @@ char *
 conversation_find(struct app *app, const struct location_config *loc, const char *contact_id, struct ghl_step *s)
 {
 	struct ghl_result res;
-	char *el = curl_easy_escape(NULL, loc->id, 0), *ec = curl_easy_escape(NULL, contact_id, 0);
-	char *path = xasprintf("/conversations/search?locationId=%s&contactId=%s", el, ec);
 	char *id = NULL;
 
-	curl_free(el);
-	curl_free(ec);
-	ghl_call(app->ghl, loc->id, "GET", path, GHL_VERSION_CONVERSATIONS, NULL, &res);
-	free(path);
-	if (res.cls != GHL_OK) {
+	if (ghl_conversation_search(app->ghl, loc->id, contact_id, &id, &res) != GHL_OK) {
 		ghl_step_from(s, &res, "conversation search");
 		ghl_result_clear(&res);
 		return NULL;
 	}
-	{
-		json_t *list = json_object_get(res.body, "conversations");
-		if (json_is_array(list) && json_array_size(list) > 0 && ghl_jstr(json_array_get(list, 0), "id"))
-			id = xstrdup(ghl_jstr(json_array_get(list, 0), "id"));
-	}
 	ghl_result_clear(&res);
 	if (!id) {
-		json_t *body = json_pack("{s:s, s:s}", "locationId", loc->id, "contactId", contact_id);
-		ghl_call(app->ghl, loc->id, "POST", "/conversations/", GHL_VERSION_CONVERSATIONS, body, &res);
-		if (res.cls == GHL_OK && ghl_jstr(json_object_get(res.body, "conversation"), "id"))
-			id = xstrdup(ghl_jstr(json_object_get(res.body, "conversation"), "id"));
-		else if (res.cls == GHL_OK && ghl_jstr(res.body, "id"))
-			id = xstrdup(ghl_jstr(res.body, "id"));
-		else {
+		if (ghl_conversation_create(app->ghl, loc->id, contact_id, &id, &res) != GHL_OK)
 			ghl_step_from(s, &res, "conversation create");
-			if (res.cls == GHL_OK)
-				s->cls = GHL_PERMANENT;
-		}
 		ghl_result_clear(&res);
 	}
 	return id;

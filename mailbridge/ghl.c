@@ -661,3 +661,91 @@ ghl_uploaded_urls(const struct ghl_result *res, size_t *n_r)
 		}
 	return out;
 }
+
+/* "/path?k1=v1&k2=v2" with both values escaped. malloc'd. */
+static char *
+path_query2(const char *path, const char *k1, const char *v1, const char *k2, const char *v2)
+{
+	char *e1 = curl_easy_escape(NULL, v1, 0), *e2 = curl_easy_escape(NULL, v2, 0);   /* '+' becomes %2B */
+	char *out = xasprintf("%s?%s=%s&%s=%s", path, k1, e1, k2, e2);
+	curl_free(e1);
+	curl_free(e2);
+	return out;
+}
+
+/* The id at body[member].id (or body.id when member is NULL); NULL. */
+static char *
+id_in(json_t *body, const char *member)
+{
+	return xstrdup(ghl_jstr(member ? json_object_get(body, member) : body, "id"));
+}
+
+/* A create answered 2xx without the id it was for: permanent. */
+static enum ghl_class
+id_or_permanent(struct ghl_result *res, char **id_r, const char *what)
+{
+	if (res->cls == GHL_OK && !*id_r) {
+		res->cls = GHL_PERMANENT;
+		free(res->error);
+		res->error = xasprintf("HighLevel answered without the %s's id", what);
+	}
+	return res->cls;
+}
+
+enum ghl_class
+ghl_contact_search(struct ghl *g, const char *location_id, const char *email, const char *phone, char **id_r,
+    struct ghl_result *res)
+{
+	char *path = path_query2("/contacts/search/duplicate", "locationId", location_id, email ? "email" : "number",
+	    email ? email : phone);
+
+	*id_r = NULL;
+	ghl_call(g, location_id, "GET", path, GHL_VERSION_CONTACTS, NULL, res);
+	free(path);
+	if (res->cls == GHL_OK)
+		*id_r = id_in(res->body, "contact");
+	return res->cls;
+}
+
+enum ghl_class
+ghl_contact_upsert(struct ghl *g, const char *location_id, const char *email, const char *phone, const char *name,
+    char **id_r, struct ghl_result *res)
+{
+	json_t *body = json_pack("{s:s, s:s}", "locationId", location_id, "source", "mailbridge");
+
+	*id_r = NULL;
+	ghl_jset(body, email ? "email" : "phone", email ? email : phone);
+	ghl_jset(body, "name", name);
+	ghl_call(g, location_id, "POST", "/contacts/upsert", GHL_VERSION_CONTACTS, body, res);
+	if (res->cls == GHL_OK)
+		*id_r = id_in(res->body, "contact");
+	return id_or_permanent(res, id_r, "contact");
+}
+
+enum ghl_class
+ghl_conversation_search(struct ghl *g, const char *location_id, const char *contact_id, char **id_r,
+    struct ghl_result *res)
+{
+	char *path = path_query2("/conversations/search", "locationId", location_id, "contactId", contact_id);
+	json_t *list;
+
+	*id_r = NULL;
+	ghl_call(g, location_id, "GET", path, GHL_VERSION_CONVERSATIONS, NULL, res);
+	free(path);
+	list = res->cls == GHL_OK ? json_object_get(res->body, "conversations") : NULL;
+	if (json_is_array(list) && json_array_size(list) > 0)
+		*id_r = id_in(json_array_get(list, 0), NULL);
+	return res->cls;
+}
+
+enum ghl_class
+ghl_conversation_create(struct ghl *g, const char *location_id, const char *contact_id, char **id_r,
+    struct ghl_result *res)
+{
+	*id_r = NULL;
+	ghl_call(g, location_id, "POST", "/conversations/", GHL_VERSION_CONVERSATIONS,
+	    json_pack("{s:s, s:s}", "locationId", location_id, "contactId", contact_id), res);
+	if (res->cls == GHL_OK && !(*id_r = id_in(res->body, "conversation")))
+		*id_r = id_in(res->body, NULL);
+	return id_or_permanent(res, id_r, "conversation");
+}

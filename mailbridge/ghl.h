@@ -102,6 +102,20 @@ enum ghl_class ghl_message_post(struct ghl *g, const char *location_id, const st
 /* ISO 8601 in UTC with milliseconds, as HighLevel takes dates. */
 void ghl_date(int64_t ms, char buf[32]);
 
+/* Contacts and conversations (openapi/apps/contacts.json,
+ * conversations.json). Each returns the call's class; on GHL_OK *id_r is
+ * the id (malloc'd), or NULL from a search that found none. A create or
+ * upsert answered 2xx without an id is GHL_PERMANENT. email or phone
+ * (E.164) names the contact; name may be NULL. */
+enum ghl_class ghl_contact_search(struct ghl *g, const char *location_id, const char *email, const char *phone,
+    char **id_r, struct ghl_result *res);
+enum ghl_class ghl_contact_upsert(struct ghl *g, const char *location_id, const char *email, const char *phone,
+    const char *name, char **id_r, struct ghl_result *res);
+enum ghl_class ghl_conversation_search(struct ghl *g, const char *location_id, const char *contact_id, char **id_r,
+    struct ghl_result *res);
+enum ghl_class ghl_conversation_create(struct ghl *g, const char *location_id, const char *contact_id, char **id_r,
+    struct ghl_result *res);
+
 /* The URLs of an upload's answer ({"uploadedFiles": {name: url}}), in
  * order; *n_r of them, malloc'd (each and the array). */
 char **ghl_uploaded_urls(const struct ghl_result *res, size_t *n_r);
