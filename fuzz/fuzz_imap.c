@@ -2,8 +2,8 @@
  * (greeting, CAPABILITY, LOGIN, SELECT with UIDVALIDITY/UIDNEXT, UID
  * SEARCH and FETCH with literals, flags, untagged EXISTS riding on any
  * response, IDLE continuation and DONE, NOOP, LOGOUT), through the real
- * imap_session and, for each fetched message, inbound_handle with its
- * store. HighLevel is a closed port, so every message ends "retry later"
+ * imap_session and, for each fetched message, the core's sink
+ * (mailboxes.c: inbound_handle with its store). HighLevel is a closed port, so every message ends "retry later"
  * after MIME parsing and dedupe; the API itself is fuzzed elsewhere.
  *
  * The server is a loopback relay fed from the input (relay.h). libetpan
@@ -14,6 +14,7 @@
 #include "ghl.h"
 #include "imap_session.h"
 #include "log.h"
+#include "mailboxes.h"
 #include "relay.h"
 #include "store.h"
 #include "tmpdir.h"
@@ -28,6 +29,8 @@
 
 static struct app app;
 static const struct location_config *loc;
+static struct imap_mailbox box;
+static struct imap_sink sink;
 static struct relay relay = { .listen_fd = -1 };
 
 static int
@@ -63,6 +66,8 @@ setup(void)
 		return -1;
 	}
 	app.ghl = ghl_new(app.cfg, app.store);
+	mailboxes_mailbox_init(&box, app.cfg, loc);
+	mailboxes_sink_init(&sink, &app);
 	return 0;
 }
 
@@ -77,8 +82,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ready = setup() == 0 ? 1 : -1;
 	if (ready < 0 || relay_start(&relay, data, size) < 0)
 		return 0;
-	s.app = &app;
-	s.loc = loc;
+	s.mb = &box;
+	s.sink = &sink;
 	/* every input starts from "never seen this mailbox" */
 	store_checkpoint_put(app.store, loc->id, &(struct imap_checkpoint){ 0 });
 	if (imap_session_connect(&s, &err) == 0) {

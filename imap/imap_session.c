@@ -1,9 +1,5 @@
 #include "imap_session.h"
-#include "app.h"
-#include "config.h"
-#include "inbound.h"
 #include "log.h"
-#include "store.h"
 #include "netstream.h"
 #include "util.h"
 
@@ -45,8 +41,8 @@ drop_window(struct imap_session *s)
 }
 
 /* After a UIDVALIDITY change the UIDs up to rescan_upto are the old mail
- * renumbered. Only what arrived within [store] keep_days is read again:
- * the window the dedupe table remembers (store_prune); older mail is
+ * renumbered. Only what arrived within reread_days is read again (the
+ * owner's dedupe window: [store] keep_days); older mail is
  * history, as on a first watch. The window is the UIDs a SINCE search
  * returns (UID order need not be date order: COPY keeps INTERNALDATE).
  * A server refusing the search gets everything read again, with dedupe.
@@ -56,8 +52,8 @@ load_window(struct imap_session *s, char **error_r)
 {
 	mailimap *imap = s->imap;
 	/* SINCE compares whole days in the server's time zone: two days short
-	 * of keep_days, every message it returns is still in the dedupe table */
-	time_t t = time(NULL) - (time_t)(s->app->cfg->keep_days - 2) * 86400;
+	 * of the window, every message it returns is still deduped */
+	time_t t = time(NULL) - (time_t)(s->mb->reread_days - 2) * 86400;
 	struct mailimap_search_key *key;
 	clist *result = NULL;
 	struct tm tm;
@@ -76,7 +72,7 @@ load_window(struct imap_session *s, char **error_r)
 	s->have_window = true;
 	if (r != MAILIMAP_NO_ERROR) {
 		log_warn("imap: locationId=%s UID SEARCH SINCE refused (libetpan %d): re-reading every message",
-		    s->loc->id, r);
+		    s->mb->id, r);
 		s->window_all = true;
 		return 0;
 	}
@@ -96,11 +92,16 @@ in_window(const struct imap_session *s, uint32_t uid)
 	return s->window_all || bsearch(&uid, s->window, s->n_window, sizeof(*s->window), cmp_uid) != NULL;
 }
 
-static void
-checkpoint(struct imap_session *s)
+/* 0, or -1 with *error_r: the mark is not durable, stop here */
+static int
+mark(struct imap_session *s, char **error_r)
 {
-	struct imap_checkpoint cp = { s->uidvalidity, s->last_uid, s->rescan_upto };
-	store_checkpoint_put(s->app->store, s->loc->id, &cp);
+	struct imap_mark m = { s->uidvalidity, s->last_uid, s->rescan_upto };
+	if (s->sink->mark_put(s->sink->ctx, s->mb->id, &m) < 0) {
+		*error_r = xstrdup("cannot record how far the mailbox was read");
+		return -1;
+	}
+	return 0;
 }
 
 void
@@ -146,9 +147,9 @@ capability_guard(mailimap *imap)
 int
 imap_session_connect(struct imap_session *s, char **error_r)
 {
-	const struct mail_server_config *c = &s->loc->imap;
+	const struct imap_mailbox *c = s->mb;
 	mailimap *imap = mailimap_new(0, NULL);
-	struct imap_checkpoint cp;
+	struct imap_mark cp;
 	uint32_t uidnext;
 	int r, have;
 
@@ -159,7 +160,7 @@ imap_session_connect(struct imap_session *s, char **error_r)
 	mailimap_set_timeout(imap, IMAP_TIMEOUT_S);
 	/* our stream: poll() not select(), certificates checked in the
 	 * handshake, small buffers (netstream.h) */
-	stream = netstream_connect(c->host, (int)c->port, c->tls_mode == TLS_MODE_IMPLICIT ? &tls : NULL,
+	stream = netstream_connect(c->host, (int)c->port, c->tls == TLS_MODE_IMPLICIT ? &tls : NULL,
 	    IMAP_TIMEOUT_S, NETSTREAM_BUFFER_SMALL, error_r);
 	if (!stream)
 		goto fail;
@@ -169,7 +170,7 @@ imap_session_connect(struct imap_session *s, char **error_r)
 		*error_r = imap_error(imap, "connect", r);
 		goto fail;
 	}
-	if (c->tls_mode == TLS_MODE_STARTTLS) {
+	if (c->tls == TLS_MODE_STARTTLS) {
 		r = mailimap_starttls(imap);
 		if (r != MAILIMAP_NO_ERROR) {
 			*error_r = imap_error(imap, "STARTTLS", r);
@@ -189,16 +190,16 @@ imap_session_connect(struct imap_session *s, char **error_r)
 	mailimap_custom_command(imap, "CAPABILITY");
 	capability_guard(imap);
 	/* imap_idle = no: poll, for servers whose IDLE misbehaves */
-	s->has_idle = s->loc->imap_idle && mailimap_has_idle(imap) != 0;
-	r = mailimap_select(imap, s->loc->imap_folder);
+	s->has_idle = s->mb->idle && mailimap_has_idle(imap) != 0;
+	r = mailimap_select(imap, s->mb->folder);
 	if (r != MAILIMAP_NO_ERROR || !imap->imap_selection_info) {
 		*error_r = imap_error(imap, "SELECT", r);
 		goto fail;
 	}
 	s->uidvalidity = imap->imap_selection_info->sel_uidvalidity;
-	have = store_checkpoint_get(s->app->store, s->loc->id, &cp);
+	have = s->sink->mark_get(s->sink->ctx, s->mb->id, &cp);
 	if (have < 0) {
-		*error_r = xstrdup("store unavailable");
+		*error_r = xstrdup("cannot read how far the mailbox was read");
 		goto fail;
 	}
 	uidnext = imap->imap_selection_info->sel_uidnext;
@@ -206,23 +207,25 @@ imap_session_connect(struct imap_session *s, char **error_r)
 		/* first watch of this mailbox: what is already there is history */
 		s->last_uid = uidnext ? uidnext - 1 : 0;
 		s->rescan_upto = 0;
-		checkpoint(s);
-		log_info("imap: locationId=%s first watch of %s, starting after UID %u", s->loc->id,
-		    s->loc->imap_folder, s->last_uid);
+		if (mark(s, error_r) < 0)
+			goto fail;
+		log_info("imap: locationId=%s first watch of %s, starting after UID %u", s->mb->id,
+		    s->mb->folder, s->last_uid);
 	} else if (cp.uidvalidity != s->uidvalidity) {
 		/* UIDs were renumbered: read the mailbox again, within the window
 		 * the dedupe table (by Message-ID) still vouches for */
 		s->last_uid = 0;
 		s->rescan_upto = uidnext ? uidnext - 1 : UINT32_MAX;
-		checkpoint(s);
+		if (mark(s, error_r) < 0)
+			goto fail;
 		log_warn("imap: locationId=%s UIDVALIDITY changed %u -> %u, re-reading UIDs up to %u that "
-		    "arrived within keep_days, with dedupe", s->loc->id, cp.uidvalidity, s->uidvalidity,
+		    "arrived within keep_days, with dedupe", s->mb->id, cp.uidvalidity, s->uidvalidity,
 		    s->rescan_upto);
 	} else {
 		s->last_uid = cp.last_uid;
 		s->rescan_upto = cp.rescan_upto;
 	}
-	log_info("imap: locationId=%s connected %s:%ld idle=%s", s->loc->id, c->host, c->port,
+	log_info("imap: locationId=%s connected %s:%ld idle=%s", s->mb->id, c->host, c->port,
 	    s->has_idle ? "yes" : "no");
 	return 0;
 fail:
@@ -324,7 +327,7 @@ fetch_body(struct imap_session *s, uint32_t uid, char **raw_r, size_t *len_r, ch
 static int
 after_processing(struct imap_session *s, uint32_t uid, char **error_r)
 {
-	const char *after = s->loc->imap_after;
+	const char *after = s->mb->after;
 	struct mailimap_set *set;
 	int r = MAILIMAP_NO_ERROR;
 
@@ -367,9 +370,12 @@ imap_session_catchup(struct imap_session *s, char **error_r)
 		int r;
 		if (uids[i] <= s->rescan_upto && !in_window(s, uids[i])) {
 			/* renumbered mail older than the dedupe table's memory */
-			log_debug("imap: locationId=%s UID %u predates the re-read window: history", s->loc->id, uids[i]);
+			log_debug("imap: locationId=%s UID %u predates the re-read window: history", s->mb->id, uids[i]);
 			s->last_uid = uids[i];
-			checkpoint(s);
+			if (mark(s, error_r) < 0) {
+				ret = -1;
+				break;
+			}
 			continue;
 		}
 		r = fetch_body(s, uids[i], &raw, &len, error_r);
@@ -377,28 +383,34 @@ imap_session_catchup(struct imap_session *s, char **error_r)
 			ret = -1;
 			break;
 		}
-		if (r == 1 && inbound_handle(s->app, s->loc, raw, len) == INBOUND_RETRY) {
-			/* not recorded: stays above the checkpoint, read again later */
+		if (r == 1 && s->sink->deliver(s->sink->ctx, s->mb->id, raw, len) == IMAP_RETRY) {
+			/* not recorded: stays above the mark, read again later */
 			free(raw);
 			ret = 1;
 			break;
 		}
 		free(raw);
-		/* recorded in the store first, then flagged, then checkpointed: a
-		 * crash in between re-reads it and the dedupe table stops a repost */
+		/* recorded by the sink first, then flagged, then marked: a crash
+		 * in between re-reads it and the sink's dedupe stops a repost. A
+		 * mark that cannot be written stops here: the next connection
+		 * reads from the last durable one */
 		if (r == 1 && after_processing(s, uids[i], error_r) < 0) {
 			ret = -1;
 			break;
 		}
 		s->last_uid = uids[i];
-		checkpoint(s);
+		if (mark(s, error_r) < 0) {
+			ret = -1;
+			break;
+		}
 	}
 	free(uids);
 	/* every UID present was handled: the renumbered ones are all behind us */
 	if (ret == 0 && s->rescan_upto) {
-		log_info("imap: locationId=%s re-read after the UIDVALIDITY change done", s->loc->id);
+		log_info("imap: locationId=%s re-read after the UIDVALIDITY change done", s->mb->id);
 		s->rescan_upto = 0;
-		checkpoint(s);
+		if (mark(s, error_r) < 0)
+			ret = -1;
 		drop_window(s);     /* an idle watcher keeps no more than it needs */
 	}
 	return ret;

@@ -1,7 +1,7 @@
 /* imap_session: one mailbox's blocking IMAP work with libetpan: connect
- * (TLS verified by tls_verify.c before LOGIN), select, catch up by UID,
- * hand each new message to inbound, flag it, checkpoint it, and start or
- * end IDLE. Never called from two threads at once for one session (the
+ * (TLS verified by netstream before LOGIN), select, catch up by UID,
+ * hand each new message to the sink, flag it, mark it, and start or end
+ * IDLE. Never called from two threads at once for one session (the
  * watcher hands a session to exactly one worker at a time). */
 #ifndef MB_IMAP_SESSION_H
 #define MB_IMAP_SESSION_H
@@ -10,12 +10,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct app;
-struct location_config;
+#include "imap_sink.h"
 
 struct imap_session {
-	struct app *app;
-	const struct location_config *loc;
+	const struct imap_mailbox *mb;
+	const struct imap_sink *sink;
 	void *imap;                /* mailimap *, NULL when disconnected */
 	uint32_t uidvalidity;
 	uint32_t last_uid;
@@ -32,9 +31,10 @@ struct imap_session {
 /* 0 connected and selected, -1 error (*error_r malloc'd; session closed). */
 int imap_session_connect(struct imap_session *s, char **error_r);
 
-/* Processes every message above the checkpoint. 0 all done, 1 a message
- * must be retried later (inbound said so; checkpoint stops before it),
- * -1 connection trouble (*error_r; caller closes). */
+/* Processes every message above the mark. 0 all done, 1 a message must
+ * be retried later (the sink said so; the mark stops before it), -1
+ * connection trouble or a mark that could not be written (*error_r;
+ * caller closes). */
 int imap_session_catchup(struct imap_session *s, char **error_r);
 
 /* True when the server announced messages (untagged EXISTS, which may

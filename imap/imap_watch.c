@@ -1,9 +1,6 @@
 #include "imap_watch.h"
-#include "app.h"
-#include "config.h"
 #include "imap_session.h"
 #include "log.h"
-#include "store.h"
 #include "util.h"
 
 #include <errno.h>
@@ -17,7 +14,7 @@
 
 #define WATCH_BACKOFF_BASE_MS  1000
 #define WATCH_BACKOFF_MAX_MS   (5 * 60 * 1000)
-#define WATCH_RETRY_MS         15000     /* inbound asked to retry a message */
+#define WATCH_RETRY_MS         15000     /* the sink asked to retry a message */
 #define WATCH_STAGGER_MS       20        /* between first connects */
 #define WATCH_MAX_EVENTS       256
 #define WATCH_UNINSTALLED_MS   30000
@@ -35,7 +32,7 @@ struct box {
 };
 
 struct imap_watch {
-	struct app *app;
+	const struct imap_sink *sink;
 	struct box *boxes;
 	size_t n_boxes;
 	int epfd, evfd;
@@ -71,12 +68,13 @@ box_step(struct box *b)
 	int r = 0;
 	int64_t next_check = -1;
 
-	if (store_is_uninstalled(s->app->store, s->loc->id) == 1) {
-		/* UNINSTALL: nobody to post to; look again later in case of a re-install */
+	if (s->sink->paused && s->sink->paused(s->sink->ctx, s->mb->id)) {
+		/* the owner wants it left alone (an UNINSTALL: nobody to post
+		 * to); look again later in case of a re-install */
 		if (s->imap) {
 			imap_session_close(s, true);
-			store_watcher_state(s->app->store, s->loc->id, "stopped", "app uninstalled");
-			log_info("imap: locationId=%s watcher stopped: app uninstalled", s->loc->id);
+			s->sink->status(s->sink->ctx, s->mb->id, "stopped", "app uninstalled");
+			log_info("imap: locationId=%s watcher stopped: app uninstalled", s->mb->id);
 		}
 		b->state = BOX_WAIT;
 		b->deadline = mono_ms() + WATCH_UNINSTALLED_MS;
@@ -85,7 +83,7 @@ box_step(struct box *b)
 	if (!s->imap) {
 		if (imap_session_connect(s, &err) < 0)
 			goto fail;
-		store_watcher_state(s->app->store, s->loc->id, s->has_idle ? "idling" : "polling", NULL);
+		s->sink->status(s->sink->ctx, s->mb->id, s->has_idle ? "idling" : "polling", NULL);
 	} else if (s->idling) {
 		if (imap_session_idle_done(s, &err) < 0)
 			goto fail;
@@ -110,20 +108,20 @@ box_step(struct box *b)
 		if (b->fd < 0)
 			goto fail;
 		b->state = BOX_IDLE;
-		b->deadline = mono_ms() + (next_check > 0 && next_check < s->loc->idle_interval * 1000 ?
-		    next_check : s->loc->idle_interval * 1000);
+		b->deadline = mono_ms() + (next_check > 0 && next_check < s->mb->idle_interval * 1000 ?
+		    next_check : s->mb->idle_interval * 1000);
 	} else {
 		b->state = BOX_WAIT;
-		b->deadline = mono_ms() + (next_check > 0 ? next_check : s->loc->poll_interval * 1000);
+		b->deadline = mono_ms() + (next_check > 0 ? next_check : s->mb->poll_interval * 1000);
 	}
 	return;
 fail:
 	b->failures++;
 	imap_session_close(s, false);
-	store_watcher_state(s->app->store, s->loc->id, "backing off", err);
+	s->sink->status(s->sink->ctx, s->mb->id, "backing off", err);
 	b->state = BOX_WAIT;
 	b->deadline = mono_ms() + backoff_ms(b->failures - 1, WATCH_BACKOFF_BASE_MS, WATCH_BACKOFF_MAX_MS);
-	log_warn("imap: locationId=%s %s; retry in %lld ms", s->loc->id, err ? err : "error",
+	log_warn("imap: locationId=%s %s; retry in %lld ms", s->mb->id, err ? err : "error",
 	    (long long)(b->deadline - mono_ms()));
 	free(err);
 }
@@ -243,26 +241,21 @@ watch_reactor(void *arg)
 }
 
 struct imap_watch *
-imap_watch_start(struct app *app, int workers)
+imap_watch_start(const struct imap_mailbox *boxes, size_t n, const struct imap_sink *sink, int workers)
 {
 	struct imap_watch *w = xcalloc(1, sizeof(*w));
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
 	int64_t now = mono_ms();
 
-	w->app = app;
-	for (size_t i = 0; i < app->cfg->n_locations; i++)
-		if (app->cfg->locations[i].imap.host)
-			w->n_boxes++;
-	w->boxes = xcalloc(w->n_boxes ? w->n_boxes : 1, sizeof(*w->boxes));
-	for (size_t i = 0, k = 0; i < app->cfg->n_locations; i++) {
-		if (!app->cfg->locations[i].imap.host)
-			continue;
-		w->boxes[k].s.app = app;
-		w->boxes[k].s.loc = &app->cfg->locations[i];
+	w->sink = sink;
+	w->n_boxes = n;
+	w->boxes = xcalloc(n ? n : 1, sizeof(*w->boxes));
+	for (size_t k = 0; k < n; k++) {
+		w->boxes[k].s.mb = &boxes[k];
+		w->boxes[k].s.sink = sink;
 		w->boxes[k].state = BOX_WAIT;
 		/* stagger: thousands of TLS handshakes at once help nobody */
 		w->boxes[k].deadline = now + (int64_t)k * WATCH_STAGGER_MS;
-		k++;
 	}
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->work_cond, NULL);

@@ -10,10 +10,13 @@
 
 #include <stddef.h>
 
-struct app;
+#include "imap_sink.h"
+
 struct imap_watch;
 
-struct imap_watch *imap_watch_start(struct app *app, int workers);
+/* Watches n mailboxes (borrowed, with the sink, until imap_watch_stop). */
+struct imap_watch *imap_watch_start(const struct imap_mailbox *boxes, size_t n, const struct imap_sink *sink,
+    int workers);
 void imap_watch_stop(struct imap_watch *w);
 /* Mailboxes connected (idling or polling) right now. */
 size_t imap_watch_connected(struct imap_watch *w);

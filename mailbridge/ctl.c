@@ -6,7 +6,6 @@
 #include "config.h"
 #include "ghl.h"
 #include "http.h"
-#include "imap_watch.h"
 #include "inbound.h"
 #include "lmtp.h"
 #include "log.h"

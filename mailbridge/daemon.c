@@ -7,7 +7,7 @@
 #include "config.h"
 #include "ghl.h"
 #include "http.h"
-#include "imap_watch.h"
+#include "mailboxes.h"
 #include "inbound.h"
 #include "lmtp.h"
 #include "log.h"
@@ -76,6 +76,7 @@ daemon_serve(const char *path, char **argv)
 	struct app app;
 	struct http_server *srv;
 	struct lmtp_server *lmtp = NULL;
+	struct mailboxes *mailboxes;
 	struct http_limits lim;
 	sigset_t set;
 	char *err = NULL;
@@ -120,11 +121,11 @@ daemon_serve(const char *path, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	app.outbound = outbound_start(&app, (int)app.cfg->workers, REPORTER_THREADS);
-	app.imap = imap_watch_start(&app, IMAP_WORKERS);
+	mailboxes = mailboxes_start(&app, IMAP_WORKERS);
 	if (app.cfg->lmtp_listen && !(lmtp = lmtp_start(&app, app.cfg->lmtp_listen, &err))) {
 		log_error("%s", err);
 		free(err);
-		imap_watch_stop(app.imap);
+		mailboxes_stop(mailboxes);
 		outbound_stop(app.outbound);
 		app_close(&app);
 		return 1;
@@ -148,7 +149,7 @@ daemon_serve(const char *path, char **argv)
 		log_error("%s", err);
 		free(err);
 		lmtp_stop(lmtp);
-		imap_watch_stop(app.imap);
+		mailboxes_stop(mailboxes);
 		outbound_stop(app.outbound);
 		app_close(&app);
 		return 1;
@@ -187,7 +188,7 @@ daemon_serve(const char *path, char **argv)
 		log_info("mailbridge: %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	http_stop(srv);
 	lmtp_stop(lmtp);
-	imap_watch_stop(app.imap);
+	mailboxes_stop(mailboxes);
 	outbound_stop(app.outbound);
 	app_close(&app);
 	if (listen_fd >= 0) {

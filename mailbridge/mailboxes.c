@@ -1,0 +1,113 @@
+#include "mailboxes.h"
+#include "app.h"
+#include "config.h"
+#include "imap_watch.h"
+#include "inbound.h"
+#include "store.h"
+#include "util.h"
+
+#include <stdlib.h>
+
+struct mailboxes {
+	struct app *app;
+	struct imap_mailbox *boxes;
+	size_t n;
+	struct imap_sink sink;
+};
+
+static enum imap_delivery
+sink_deliver(void *ctx, const char *id, const char *raw, size_t len)
+{
+	struct app *app = ctx;
+	const struct location_config *loc = config_location(app->cfg, id);
+
+	/* a location that left the configuration cannot happen while running
+	 * (a reload restarts everything); retry rather than lose */
+	if (!loc)
+		return IMAP_RETRY;
+	return inbound_handle(app, loc, raw, len) == INBOUND_RETRY ? IMAP_RETRY : IMAP_DELIVERED;
+}
+
+static int
+sink_mark_get(void *ctx, const char *id, struct imap_mark *m)
+{
+	struct app *app = ctx;
+	struct imap_checkpoint cp;
+	int r = store_checkpoint_get(app->store, id, &cp);
+
+	if (r == 1) {
+		m->uidvalidity = cp.uidvalidity;
+		m->last_uid = cp.last_uid;
+		m->rescan_upto = cp.rescan_upto;
+	}
+	return r;
+}
+
+static int
+sink_mark_put(void *ctx, const char *id, const struct imap_mark *m)
+{
+	struct app *app = ctx;
+	struct imap_checkpoint cp = { m->uidvalidity, m->last_uid, m->rescan_upto };
+
+	return store_checkpoint_put(app->store, id, &cp) == 1 ? 0 : -1;
+}
+
+static void
+sink_status(void *ctx, const char *id, const char *state, const char *detail)
+{
+	struct app *app = ctx;
+	/* only `accounts` reads it: a failed write is logged by the store */
+	(void)store_watcher_state(app->store, id, state, detail);
+}
+
+static bool
+sink_paused(void *ctx, const char *id)
+{
+	struct app *app = ctx;
+	return store_is_uninstalled(app->store, id) == 1;
+}
+
+void
+mailboxes_sink_init(struct imap_sink *sink, struct app *app)
+{
+	*sink = (struct imap_sink){ app, sink_deliver, sink_mark_get, sink_mark_put, sink_status, sink_paused };
+}
+
+void
+mailboxes_mailbox_init(struct imap_mailbox *box, const struct config *cfg, const struct location_config *loc)
+{
+	*box = (struct imap_mailbox){
+		.id = loc->id, .host = loc->imap.host, .port = loc->imap.port, .tls = loc->imap.tls_mode,
+		.tls_verify = loc->imap.tls_verify, .ca_file = loc->imap.ca_file, .user = loc->imap.user,
+		.password = loc->imap.password, .folder = loc->imap_folder, .after = loc->imap_after,
+		.idle = loc->imap_idle, .idle_interval = loc->idle_interval, .poll_interval = loc->poll_interval,
+		.reread_days = cfg->keep_days,
+	};
+}
+
+struct mailboxes *
+mailboxes_start(struct app *app, int workers)
+{
+	struct mailboxes *mb = xcalloc(1, sizeof(*mb));
+	const struct config *cfg = app->cfg;
+
+	mb->app = app;
+	mb->boxes = xcalloc(cfg->n_locations + 1, sizeof(*mb->boxes));
+	for (size_t i = 0; i < cfg->n_locations; i++)
+		if (cfg->locations[i].imap.host)
+			mailboxes_mailbox_init(&mb->boxes[mb->n++], cfg, &cfg->locations[i]);
+	mailboxes_sink_init(&mb->sink, app);
+	app->imap = imap_watch_start(mb->boxes, mb->n, &mb->sink, workers);
+	return mb;
+}
+
+void
+mailboxes_stop(struct mailboxes *mb)
+{
+	if (!mb)
+		return;
+	imap_watch_stop(mb->app->imap);
+	mb->app->imap = NULL;
+	free(mb->boxes);
+	free(mb);
+}
