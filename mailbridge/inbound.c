@@ -260,6 +260,21 @@ out:
 	return ret;
 }
 
+/* Not posted, on purpose: recorded with why (inbound list), and logged.
+ * RETRY only when the record itself cannot be written. */
+static enum inbound_result
+inbound_skip(struct app *app, const struct location_config *loc, const char *key, const struct inbound_msg *m,
+    const char *why)
+{
+	char *summary = summary_of(m);
+	int r = store_inbound_record(app->store, loc->id, key, "skipped", NULL, why, summary, NULL, 0);
+
+	metrics_inc(M_INBOUND_SKIPPED);
+	log_info("inbound: locationId=%s key=%s not posted: %s", loc->id, key, why);
+	free(summary);
+	return r < 0 ? INBOUND_RETRY : INBOUND_DONE;
+}
+
 static enum inbound_result
 inbound_handle_once(struct app *app, const struct location_config *loc, const char *raw, size_t len, bool retry)
 {
@@ -297,15 +312,12 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 	} else if (m->is_dsn) {
 		r = inbound_dsn(app, loc, m, key);
 	} else if (!m->from_addr) {
-		metrics_inc(M_INBOUND_SKIPPED);
-		store_inbound_record(app->store, loc->id, key, "skipped", NULL, "no From address", NULL, NULL, 0);
+		r = inbound_skip(app, loc, key, m, "no From address");
 	} else if (loc->from_addr && !strcasecmp(m->from_addr, loc->from_addr)) {
 		/* our own copy (e.g. Sent folder or a Bcc to ourselves): never a reply */
-		metrics_inc(M_INBOUND_SKIPPED);
-		store_inbound_record(app->store, loc->id, key, "skipped", NULL, "from our own address", NULL, NULL, 0);
+		r = inbound_skip(app, loc, key, m, "from our own address");
 	} else if ((m->auto_reply || m->null_sender) && !strcmp(loc->auto_replies, "skip")) {
-		metrics_inc(M_INBOUND_SKIPPED);
-		store_inbound_record(app->store, loc->id, key, "skipped", NULL, "auto-reply", NULL, NULL, 0);
+		r = inbound_skip(app, loc, key, m, "auto-reply");
 	} else {
 		r = inbound_post(app, loc, m, key, raw, len);
 	}

@@ -280,20 +280,69 @@ header_is(GMimeObject *o, const char *name, const char *const *values)
 	return false;
 }
 
+/* Subjects auto-responders use, by language, as prefixes (lower case) */
+static const char *const auto_subjects[] = {
+	"out of office", "automatic reply", "auto-reply", "autoreply", "auto reply", "auto:",
+	"abwesenheitsnotiz", "automatische antwort", "réponse automatique", "absence du bureau",
+	"respuesta automática", "fuera de la oficina", "resposta automática", "ausente do escritório",
+	"automatisch antwoord", "afwezig", NULL,
+};
+
+/* RFC 3834's Auto-Submitted, the X-Autoreply family, Exchange's rule and
+ * OOF markers, Precedence: auto_reply, and auto-responders' subjects.
+ * Precedence: bulk/junk/list is list and bulk mail, not an auto-reply
+ * (see is_list_mail). */
 static bool
-is_auto_reply(GMimeObject *o)
+is_auto_reply(GMimeObject *o, const char *subject)
 {
-	static const char *const bulk[] = { "bulk", "junk", "list", "auto_reply", NULL };
+	static const char *const auto_prec[] = { "auto_reply", NULL };
+	static const char *const oof[] = { "oof", "all", NULL };
 	const char *as = g_mime_object_get_header(o, "Auto-Submitted");
+
 	if (as) {
 		while (*as == ' ')
 			as++;
 		if (strncasecmp(as, "no", 2) != 0 || isalpha((unsigned char)as[2]))
 			return true;
 	}
-	return g_mime_object_get_header(o, "X-Autoreply") || g_mime_object_get_header(o, "X-Autorespond") ||
-	    header_is(o, "Precedence", bulk) ||
-	    (g_mime_object_get_header(o, "X-Auto-Response-Suppress") && g_mime_object_get_header(o, "X-Autoreply"));
+	if (g_mime_object_get_header(o, "X-Autoreply") || g_mime_object_get_header(o, "X-Autorespond") ||
+	    g_mime_object_get_header(o, "X-MS-Exchange-Inbox-Rules-Loop") || header_is(o, "Precedence", auto_prec) ||
+	    header_is(o, "X-Auto-Response-Suppress", oof))
+		return true;
+	for (int i = 0; subject && auto_subjects[i]; i++)
+		if (!strncasecmp(subject, auto_subjects[i], strlen(auto_subjects[i])))
+			return true;
+	return false;
+}
+
+/* Mail from a list or a bulk sender: List-Id, or Precedence bulk/list/junk. */
+static bool
+is_list_mail(GMimeObject *o)
+{
+	static const char *const bulk[] = { "bulk", "junk", "list", NULL };
+	return g_mime_object_get_header(o, "List-Id") || header_is(o, "Precedence", bulk);
+}
+
+/* The address in a From that GMime could not parse ("Big Bug
+ * bb@bug.com"): the last word that looks like an addr-spec. NULL. */
+static char *
+loose_address(const char *h)
+{
+	const char *best = NULL;
+	size_t best_len = 0;
+
+	for (const char *p = h; p && *p;) {
+		size_t n = strcspn(p, " \t<>,;\"()");
+		const char *at = memchr(p, '@', n);
+		if (at && at > p && at + 1 < p + n && strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+		    "0123456789.!#$%&'*+/=?^_`{|}~-@") == n && memchr(at + 1, '.', (size_t)(p + n - at - 1))) {
+			best = p;
+			best_len = n;
+		}
+		p += n;
+		p += strspn(p, " \t<>,;\"()");
+	}
+	return best ? strndup(best, best_len) : NULL;
 }
 
 /* Cuts HTML at the first quote container the common clients emit. */
@@ -494,11 +543,17 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 			InternetAddress *a = internet_address_list_get_address(from, i);
 			if (INTERNET_ADDRESS_IS_MAILBOX(a)) {
 				const char *name = internet_address_get_name(a);
-				m->from_addr = xstrdup(internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a)));
+				const char *addr = internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a));
+				if (!addr || !strchr(addr, '@'))
+					continue;
+				m->from_addr = xstrdup(addr);
 				m->from_name = name && *name && g_utf8_validate(name, -1, NULL) ? xstrdup(name) : NULL;
 				break;
 			}
 		}
+		/* "From: Big Bug bb@bug.com": not RFC 5322, but it names a sender */
+		if (!m->from_addr && (h = g_mime_object_get_header(top, "From")) && (m->from_addr = loose_address(h)))
+			m->from_loose = true;
 	}
 	addrs_from(g_mime_message_get_to(msg), &m->to_addrs, &m->n_to, m);
 	addrs_from(g_mime_message_get_cc(msg), &m->cc_addrs, &m->n_cc, m);
@@ -514,7 +569,8 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 		m->subject = xstrdup(g_mime_message_get_subject(msg));
 	if ((dt = g_mime_message_get_date(msg)))
 		m->date_ms = g_date_time_to_unix(dt) * 1000;
-	m->auto_reply = is_auto_reply(top);
+	m->auto_reply = is_auto_reply(top, m->subject);
+	m->list_mail = is_list_mail(top);
 	if ((h = g_mime_object_get_header(top, "Return-Path"))) {
 		const char *q = h + strspn(h, " ");
 		m->null_sender = strncmp(q, "<>", 2) == 0;
@@ -535,6 +591,13 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 		return NULL;
 	}
 
+	/* an empty (or blank) plain part beside HTML says nothing: the HTML does */
+	if (m->text && m->html && m->text[strspn(m->text, " \t\r\n")] == '\0') {
+		free(m->text);
+		m->text = NULL;
+		free(m->reply_text);
+		m->reply_text = NULL;
+	}
 	if (!m->text && m->html) {
 		char *cut = html_without_quotes(m->html);
 		m->text = mime_out_html_to_text(m->html);

@@ -45,7 +45,9 @@ struct inbound_msg {
 	size_t n_attachments;
 	char **dropped;            /* names of attachments over the cap */
 	size_t n_dropped;
-	bool auto_reply;           /* RFC 3834 and friends */
+	bool auto_reply;           /* RFC 3834 and friends, auto-responders' subjects */
+	bool list_mail;            /* List-Id, Precedence: bulk/list/junk: not an auto-reply */
+	bool from_loose;           /* from_addr read from a From GMime could not parse */
 	bool null_sender;          /* Return-Path: <> */
 	/* DSN (multipart/report; report-type=delivery-status) */
 	bool is_dsn;

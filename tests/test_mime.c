@@ -50,6 +50,68 @@ make_dsn(int n_rcpts)
 	return b;
 }
 
+/* One header block and a plain body through mime_in_parse. */
+static struct inbound_msg *
+parse_headers(const char *headers, const char *body)
+{
+	char *raw;
+	const char *refused = NULL;
+	struct inbound_msg *m;
+	if (asprintf(&raw, "%s\r\n%s", headers, body) < 0)
+		abort();
+	m = mime_in_parse(raw, strlen(raw), 1 << 20, &refused);
+	free(raw);
+	return m;
+}
+
+/* Issue 17: auto-replies are told from list mail; a From GMime cannot
+ * parse still names its sender; an empty plain part beside HTML gives way
+ * to the HTML's text. */
+static void
+test_classes(void)
+{
+	static const struct { const char *headers; bool auto_reply, list; } rows[] = {
+		{ "From: a@b.test\r\nSubject: hi\r\n", false, false },
+		{ "From: a@b.test\r\nPrecedence: bulk\r\nSubject: news\r\n", false, true },
+		{ "From: a@b.test\r\nPrecedence: list\r\nSubject: [dev] patch\r\n", false, true },
+		{ "From: a@b.test\r\nList-Id: <dev.lists.test>\r\nSubject: [dev] patch\r\n", false, true },
+		{ "From: a@b.test\r\nPrecedence: auto_reply\r\nSubject: x\r\n", true, false },
+		{ "From: a@b.test\r\nAuto-Submitted: auto-replied\r\nSubject: x\r\n", true, false },
+		{ "From: a@b.test\r\nAuto-Submitted: no\r\nSubject: x\r\n", false, false },
+		{ "From: a@b.test\r\nX-MS-Exchange-Inbox-Rules-Loop: a@b.test\r\nSubject: x\r\n", true, false },
+		{ "From: a@b.test\r\nX-Auto-Response-Suppress: All\r\nSubject: x\r\n", true, false },
+		{ "From: a@b.test\r\nSubject: Automatic reply: your order\r\n", true, false },
+		{ "From: a@b.test\r\nSubject: Out of Office: back Monday\r\n", true, false },
+		{ "From: a@b.test\r\nSubject: Abwesenheitsnotiz: Urlaub\r\n", true, false },
+		{ "From: a@b.test\r\nSubject: Re: out of office supplies\r\n", false, false },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct inbound_msg *m = parse_headers(rows[i].headers, "text\r\n");
+		CHECK_IDX(m && m->auto_reply == rows[i].auto_reply && m->list_mail == rows[i].list, i);
+		inbound_msg_free(m);
+	}
+	{
+		struct inbound_msg *m = parse_headers("From: Big Bug bb@bug.com\r\nSubject: s\r\n", "hello\r\n");
+		CHECK(m && m->from_addr && strcmp(m->from_addr, "bb@bug.com") == 0 && m->from_loose);
+		inbound_msg_free(m);
+		m = parse_headers("From: Ann <ann@b.test>\r\nSubject: s\r\n", "hello\r\n");
+		CHECK(m && m->from_addr && strcmp(m->from_addr, "ann@b.test") == 0 && !m->from_loose);
+		inbound_msg_free(m);
+		m = parse_headers("From: nobody at all\r\nSubject: s\r\n", "hello\r\n");
+		CHECK(m && m->from_addr == NULL);
+		inbound_msg_free(m);
+	}
+	{
+		struct inbound_msg *m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\n"
+		    "Content-Type: multipart/alternative; boundary=\"x\"\r\n",
+		    "--x\r\nContent-Type: text/plain\r\n\r\n \r\n\r\n--x\r\nContent-Type: text/html\r\n\r\n"
+		    "<p>The real answer</p>\r\n--x--\r\n");
+		CHECK(m && m->text && strstr(m->text, "The real answer"));
+		CHECK(m && m->reply_text && strstr(m->reply_text, "The real answer"));
+		inbound_msg_free(m);
+	}
+}
+
 static void
 test_structural_limits(void)
 {
@@ -180,6 +242,7 @@ main(void)
 		free(longline);
 	}
 	test_structural_limits();
+	test_classes();
 	g_mime_shutdown();
 	return test_done("test_mime");
 }
