@@ -14,6 +14,7 @@ struct walk {
 	size_t max_attach, attach_total;
 	bool have_text, have_html;
 	const char *refused;       /* a limit was passed: why */
+	int unnamed;               /* attachments named from their type so far */
 };
 
 #define MB_STR_(x) #x
@@ -184,6 +185,58 @@ returned_headers_from_text(struct inbound_msg *m, const char *text, size_t len)
 	g_object_unref(s);
 }
 
+/* text/enriched (RFC 1896) as plain text: commands dropped, "<<" is "<" */
+static void
+strip_enriched(char *t)
+{
+	char *o = t;
+	for (const char *p = t; *p; p++) {
+		if (p[0] == '<' && p[1] == '<') {
+			*o++ = '<';
+			p++;
+		} else if (*p == '<') {
+			const char *end = strchr(p, '>');
+			if (!end)
+				break;
+			p = end;
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = '\0';
+}
+
+/* A name for an attachment that came without one, from its type, as
+ * mail clients do: image001.png, part2.pdf, invite.ics. malloc'd. */
+static char *
+name_for_type(GMimeContentType *ct, int n)
+{
+	static const struct { const char *type, *ext; } exts[] = {
+		{ "image/jpeg", "jpg" }, { "image/png", "png" }, { "image/gif", "gif" }, { "image/webp", "webp" },
+		{ "image/bmp", "bmp" }, { "image/tiff", "tif" }, { "application/pdf", "pdf" },
+		{ "application/zip", "zip" }, { "text/calendar", "ics" }, { "text/plain", "txt" },
+		{ "text/html", "html" }, { "text/csv", "csv" }, { "message/rfc822", "eml" },
+		{ "application/ms-tnef", "dat" }, { "audio/mpeg", "mp3" }, { "video/mp4", "mp4" },
+	};
+	const char *type = g_mime_content_type_get_media_type(ct), *sub = g_mime_content_type_get_media_subtype(ct);
+	char *mime = g_mime_content_type_get_mime_type(ct), *name;
+	const char *ext = NULL;
+
+	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]) && !ext; i++)
+		if (!strcasecmp(mime, exts[i].type))
+			ext = exts[i].ext;
+	if (!ext && sub && strlen(sub) <= 5 && strspn(sub, "abcdefghijklmnopqrstuvwxyz0123456789") == strlen(sub))
+		ext = sub;
+	if (ext && !strcmp(ext, "ics"))
+		name = xstrdup("invite.ics");
+	else if (type && !strcasecmp(type, "image"))
+		name = xasprintf("image%03d.%s", n, ext ? ext : "bin");
+	else
+		name = xasprintf("part%d.%s", n, ext ? ext : "bin");
+	g_free(mime);
+	return name;
+}
+
 static void
 walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 {
@@ -222,10 +275,32 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 		}
 		return;
 	}
-	if (GMIME_IS_TEXT_PART(part) && !g_mime_part_is_attachment(GMIME_PART(part))) {
-		if (g_mime_content_type_is_type(ct, "text", "plain") && !w->have_text) {
-			m->text = part_text(GMIME_TEXT_PART(part));
-			w->have_text = m->text != NULL;
+	if (GMIME_IS_TEXT_PART(part) && !g_mime_part_is_attachment(GMIME_PART(part)) &&
+	    !g_mime_part_get_filename(GMIME_PART(part))) {
+		const char *sub = g_mime_content_type_get_media_subtype(ct);
+		const char *raw_ct = g_mime_object_get_header(part, "Content-Type");
+		/* text with no subtype is text/plain (RFC 2045 5.2: GMime makes
+		 * it application/octet-stream); enriched text reads as text once
+		 * its few tags are gone */
+		bool bare = raw_ct && !strncasecmp(raw_ct + strspn(raw_ct, " \t"), "text", 4) &&
+		    strchr(" \t;\r\n", raw_ct[strspn(raw_ct, " \t") + 4]);
+		bool plain = bare || !sub || !*sub || !strcasecmp(sub, "plain");
+		bool enriched = sub && (!strcasecmp(sub, "enriched") || !strcasecmp(sub, "richtext"));
+		if (plain || enriched) {
+			char *t = part_text(GMIME_TEXT_PART(part));
+			if (t && enriched)
+				strip_enriched(t);
+			if (t && !w->have_text) {
+				m->text = t;
+				w->have_text = true;
+			} else if (t) {
+				/* a later inline text part (Apple Mail splits a body
+				 * around an image; lists append a footer): keep reading */
+				char *joined = xasprintf("%s\n\n%s", m->text, t);
+				free(m->text);
+				free(t);
+				m->text = joined;
+			}
 			return;
 		}
 		if (g_mime_content_type_is_type(ct, "text", "html") && !w->have_html) {
@@ -233,6 +308,14 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 			w->have_html = m->html != NULL;
 			return;
 		}
+		/* another rendition of the same text (Apple's text/watch-html
+		 * beside the HTML): nothing new */
+		if (parent && GMIME_IS_MULTIPART(parent) &&
+		    g_mime_content_type_is_type(g_mime_object_get_content_type(parent), "multipart", "alternative") &&
+		    (w->have_text || w->have_html) && !g_mime_content_type_is_type(ct, "text", "calendar"))
+			return;
+		/* text/calendar, text/csv, a second HTML part...: unreadable
+		 * as the message itself, so an attachment, never dropped */
 	}
 	/* anything else with content is an attachment (inline images too) */
 	{
@@ -240,8 +323,6 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 		GByteArray *b;
 		char *type;
 
-		if (!fname && !g_mime_part_is_attachment(GMIME_PART(part)) && GMIME_IS_TEXT_PART(part))
-			return;   /* a second text/plain body: keep the first */
 		b = part_bytes(GMIME_PART(part));
 		if (!b)
 			return;
@@ -252,7 +333,7 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 			struct mime_attachment *a;
 			m->attachments = xrealloc(m->attachments, (m->n_attachments + 1) * sizeof(*a));
 			a = &m->attachments[m->n_attachments++];
-			a->filename = xstrdup(fname ? fname : "attachment");
+			a->filename = fname ? xstrdup(fname) : name_for_type(ct, ++w->unnamed);
 			a->content_type = xstrdup(type);
 			a->len = b->len;
 			a->map_len = 0;    /* on the heap */

@@ -112,6 +112,40 @@ test_classes(void)
 	}
 }
 
+/* Issue 17, items 2 and 8: no text part vanishes for its type, unnamed
+ * parts are named from their type. */
+static void
+test_text_types(void)
+{
+	struct inbound_msg *m;
+
+	/* "text" alone is text/plain */
+	m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: text\r\n", "bare text type\r\n");
+	CHECK(m && m->text && strstr(m->text, "bare text type"));
+	inbound_msg_free(m);
+	/* enriched text is read, its commands dropped */
+	m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: text/enriched\r\n",
+	    "<bold>Yes</bold>, a <<b> c\r\n");
+	CHECK(m && m->text && strstr(m->text, "Yes, a <b> c"));
+	inbound_msg_free(m);
+	/* an invite is uploaded as a .ics; a split body keeps both halves; an
+	 * unnamed image gets a name; the watch rendition is not a file */
+	m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n",
+	    "--m\r\nContent-Type: multipart/alternative; boundary=\"a\"\r\n\r\n"
+	    "--a\r\nContent-Type: text/plain\r\n\r\nfirst half\r\n"
+	    "--a\r\nContent-Type: text/watch-html\r\n\r\n<b>watch</b>\r\n"
+	    "--a\r\nContent-Type: text/html\r\n\r\n<p>first half</p>\r\n--a--\r\n"
+	    "--m\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n"
+	    "--m\r\nContent-Type: text/plain\r\n\r\nsecond half\r\n"
+	    "--m\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n"
+	    "--m--\r\n");
+	CHECK(m && m->text && strstr(m->text, "first half") && strstr(m->text, "second half"));
+	CHECK(m && m->n_attachments == 2);
+	CHECK(m && m->n_attachments == 2 && strcmp(m->attachments[0].filename, "image001.png") == 0 &&
+	    strcmp(m->attachments[1].filename, "invite.ics") == 0);
+	inbound_msg_free(m);
+}
+
 static void
 test_structural_limits(void)
 {
@@ -243,6 +277,7 @@ main(void)
 	}
 	test_structural_limits();
 	test_classes();
+	test_text_types();
 	g_mime_shutdown();
 	return test_done("test_mime");
 }
