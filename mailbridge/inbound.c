@@ -141,18 +141,23 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 		goto fail;
 
 	notes = xstrdup("");
-	if (m->n_attachments > 0) {
-		ghl_upload(app->ghl, loc->id, conv, contact, m->attachments, m->n_attachments, &res);
+	/* one file per request: a type HighLevel refuses (415) must not sink
+	 * the PDF beside it */
+	for (size_t i = 0; i < m->n_attachments; i++) {
+		ghl_upload(app->ghl, loc->id, conv, contact, &m->attachments[i], 1, &res);
 		if (res.cls == GHL_OK) {
-			urls = ghl_uploaded_urls(&res, &n_urls);
+			size_t n;
+			char **got = ghl_uploaded_urls(&res, &n);
+			urls = xrealloc(urls, (n_urls + n + 1) * sizeof(*urls));
+			memcpy(urls + n_urls, got, n * sizeof(*got));
+			n_urls += n;
+			free(got);
 		} else if (res.cls == GHL_PERMANENT) {
 			/* 413/415: say so in the text, never drop silently */
-			for (size_t i = 0; i < m->n_attachments; i++) {
-				char *n2 = xasprintf("%s\n[attachment not accepted by HighLevel: %s (%s)]", notes,
-				    m->attachments[i].filename, res.error ? res.error : "refused");
-				free(notes);
-				notes = n2;
-			}
+			char *n2 = xasprintf("%s\n[attachment not accepted by HighLevel: %s (%s)]", notes,
+			    m->attachments[i].filename, res.error ? res.error : "refused");
+			free(notes);
+			notes = n2;
 		} else {
 			ghl_step_from(&s, &res, "upload");
 			goto fail;
@@ -161,6 +166,11 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	}
 	for (size_t i = 0; i < m->n_dropped; i++) {
 		char *n2 = xasprintf("%s\n[attachment too large to forward: %s]", notes, m->dropped[i]);
+		free(notes);
+		notes = n2;
+	}
+	for (size_t i = 0; i < m->n_notes; i++) {
+		char *n2 = xasprintf("%s\n[%s]", notes, m->notes[i]);
 		free(notes);
 		notes = n2;
 	}

@@ -15,6 +15,7 @@ struct walk {
 	bool have_text, have_html;
 	const char *refused;       /* a limit was passed: why */
 	int unnamed;               /* attachments named from their type so far */
+	int forwarded;             /* forwarded messages so far */
 };
 
 #define MB_STR_(x) #x
@@ -237,6 +238,57 @@ name_for_type(GMimeContentType *ct, int n)
 	return name;
 }
 
+/* Keeps a decoded part as an attachment, or lists it as dropped when
+ * the message's attachments would pass max_attach. */
+static void
+add_attachment(struct walk *w, const char *name, const char *type, const void *data, size_t len)
+{
+	struct inbound_msg *m = w->m;
+	struct mime_attachment *a;
+
+	if (w->attach_total + len > w->max_attach) {
+		push(&m->dropped, &m->n_dropped, xstrdup(name));
+		return;
+	}
+	m->attachments = xrealloc(m->attachments, (m->n_attachments + 1) * sizeof(*a));
+	a = &m->attachments[m->n_attachments++];
+	a->filename = xstrdup(name);
+	a->content_type = xstrdup(type);
+	a->len = len;
+	a->map_len = 0;    /* on the heap */
+	a->data = xmalloc(len + 1);
+	if (len)   /* an empty part has no buffer at all (found by fuzzing) */
+		memcpy(a->data, data, len);
+	w->attach_total += len;
+}
+
+/* A forwarded message (message/rfc822) goes as a .eml file, and the text
+ * says what it was: its forwarded attachments would otherwise vanish. */
+static void
+add_forwarded(struct walk *w, GMimeMessage *inner)
+{
+	struct inbound_msg *m = w->m;
+	char *bytes = g_mime_object_to_string(GMIME_OBJECT(inner), NULL);
+	const char *subject = g_mime_message_get_subject(inner);
+	InternetAddressList *from = g_mime_message_get_from(inner);
+	char *who = from && internet_address_list_length(from) > 0 ?
+	    internet_address_list_to_string(from, NULL, FALSE) : NULL;
+	char *name = xasprintf("forwarded%d.eml", ++w->forwarded);
+
+	if (!bytes) {
+		free(name);
+		g_free(who);
+		return;
+	}
+	add_attachment(w, name, "message/rfc822", bytes, strlen(bytes));
+	push(&m->notes, &m->n_notes, xasprintf("Forwarded message: %s from %s (attached as %s)",
+	    subject && g_utf8_validate(subject, -1, NULL) ? subject : "(no subject)",
+	    who && g_utf8_validate(who, -1, NULL) ? who : "(unknown sender)", name));
+	free(name);
+	g_free(who);
+	g_free(bytes);
+}
+
 static void
 walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 {
@@ -252,8 +304,10 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 			g_free(s);
 		} else if (m->is_dsn && inner) {
 			parse_returned_headers(m, GMIME_OBJECT(inner));
+		} else if (inner) {
+			add_forwarded(w, inner);
 		}
-		return;   /* an attached message is not our text */
+		return;   /* an attached message is not our text: it goes as a file */
 	}
 	if (!GMIME_IS_PART(part))
 		return;
@@ -327,20 +381,10 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 		if (!b)
 			return;
 		type = g_mime_content_type_get_mime_type(ct);
-		if (w->attach_total + b->len > w->max_attach) {
-			push(&m->dropped, &m->n_dropped, xstrdup(fname ? fname : type));
-		} else {
-			struct mime_attachment *a;
-			m->attachments = xrealloc(m->attachments, (m->n_attachments + 1) * sizeof(*a));
-			a = &m->attachments[m->n_attachments++];
-			a->filename = fname ? xstrdup(fname) : name_for_type(ct, ++w->unnamed);
-			a->content_type = xstrdup(type);
-			a->len = b->len;
-			a->map_len = 0;    /* on the heap */
-			a->data = xmalloc(b->len + 1);
-			if (b->len)   /* an empty part has no buffer at all (found by fuzzing) */
-				memcpy(a->data, b->data, b->len);
-			w->attach_total += b->len;
+		{
+			char *name = fname ? xstrdup(fname) : name_for_type(ct, ++w->unnamed);
+			add_attachment(w, name, type, b->data, b->len);
+			free(name);
 		}
 		g_free(type);
 		g_byte_array_unref(b);
@@ -722,6 +766,7 @@ inbound_msg_free(struct inbound_msg *m)
 		mime_attachment_clear(&m->attachments[i]);
 	free(m->attachments);
 	free_list(m->dropped, m->n_dropped);
+	free_list(m->notes, m->n_notes);
 	free(m->dsn_envid);
 	free(m->dsn_orig_message_id);
 	free(m->dsn_job);

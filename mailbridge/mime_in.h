@@ -45,6 +45,8 @@ struct inbound_msg {
 	size_t n_attachments;
 	char **dropped;            /* names of attachments over the cap */
 	size_t n_dropped;
+	char **notes;              /* lines the posted text must add (forwarded messages) */
+	size_t n_notes;
 	bool auto_reply;           /* RFC 3834 and friends, auto-responders' subjects */
 	bool list_mail;            /* List-Id, Precedence: bulk/list/junk: not an auto-reply */
 	bool from_loose;           /* from_addr read from a From GMime could not parse */

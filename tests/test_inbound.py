@@ -336,6 +336,47 @@ class TestInbound(unittest.TestCase):
         self.assertIn("tool.exe", hits[0]["message"])
         self.assertIn("not accepted", hits[0]["message"])
 
+    def test_refused_file_does_not_sink_its_neighbour(self):
+        # the first upload (the .exe) is refused; the PDF beside it still goes
+        ghl.fail(r"/messages/upload$", 415, count=1, body={"status": 415, "message": "Unsupported file type"})
+        pdf = b"%PDF-1.4 neighbour " + os.urandom(64)
+        m = email.message.EmailMessage()
+        m["From"] = "two@f.test"
+        m["To"] = "support@mail.test"
+        m["Subject"] = "two files"
+        m["Message-ID"] = email.utils.make_msgid(domain="f.test")
+        m.set_content("a program and a quote")
+        m.add_attachment(b"MZ\x90\x00", maintype="application", subtype="octet-stream", filename="tool2.exe")
+        m.add_attachment(pdf, maintype="application", subtype="pdf", filename="quote2.pdf")
+        append("support", m.as_bytes())
+        hits = posted(lambda b: b.get("altId") == m["Message-ID"])
+        self.assertEqual(len(hits), 1)
+        self.assertIn("tool2.exe", hits[0]["message"])
+        self.assertNotIn("quote2.pdf", hits[0]["message"])
+        self.assertEqual(len(hits[0]["attachments"]), 1)
+        self.assertIn("quote2.pdf", hits[0]["attachments"][0])
+        self.assertIn(("quote2.pdf", pdf), ghl.uploads)
+
+    def test_forwarded_message_goes_as_eml(self):
+        inner = email.message.EmailMessage()
+        inner["From"] = "Carol <carol@f.test>"
+        inner["Subject"] = "Quote 42"
+        inner.set_content("the original")
+        inner.add_attachment(b"%PDF-1.4 inner", maintype="application", subtype="pdf", filename="inner.pdf")
+        m = email.message.EmailMessage()
+        m["From"] = "fwd@f.test"
+        m["To"] = "support@mail.test"
+        m["Subject"] = "Fwd: Quote 42"
+        m["Message-ID"] = email.utils.make_msgid(domain="f.test")
+        m.set_content("see the forwarded mail")
+        m.add_attachment(inner)
+        append("support", m.as_bytes())
+        hits = posted(lambda b: b.get("altId") == m["Message-ID"])
+        self.assertEqual(len(hits), 1)
+        self.assertIn("Forwarded message: Quote 42 from Carol <carol@f.test>", hits[0]["message"])
+        eml = [data for name, data in ghl.uploads if name == "forwarded1.eml"]
+        self.assertTrue(eml and b"inner.pdf" in eml[-1], ghl.uploads[-3:])
+
     def test_auto_reply_is_marked(self):
         msgid = email.utils.make_msgid(domain="ooo.test")
         append("support", (f"From: ooo@ooo.test\r\nTo: support@mail.test\r\nSubject: Out of office\r\n"

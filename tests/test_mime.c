@@ -140,9 +140,31 @@ test_text_types(void)
 	    "--m\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n"
 	    "--m--\r\n");
 	CHECK(m && m->text && strstr(m->text, "first half") && strstr(m->text, "second half"));
+	CHECK(m && m->n_notes == 0);
 	CHECK(m && m->n_attachments == 2);
 	CHECK(m && m->n_attachments == 2 && strcmp(m->attachments[0].filename, "image001.png") == 0 &&
 	    strcmp(m->attachments[1].filename, "invite.ics") == 0);
+	inbound_msg_free(m);
+}
+
+/* Issue 17, item 7: a forwarded message is a .eml file and a line of text */
+static void
+test_forwarded(void)
+{
+	struct inbound_msg *m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\n"
+	    "Content-Type: multipart/mixed; boundary=\"f\"\r\n",
+	    "--f\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+	    "--f\r\nContent-Type: message/rfc822\r\n\r\n"
+	    "From: Carol <carol@c.test>\r\nSubject: Quote 42\r\nMIME-Version: 1.0\r\n"
+	    "Content-Type: multipart/mixed; boundary=\"g\"\r\n\r\n"
+	    "--g\r\nContent-Type: text/plain\r\n\r\nthe quote\r\n"
+	    "--g\r\nContent-Type: application/pdf; name=\"q.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n"
+	    "--g--\r\n--f--\r\n");
+	CHECK(m && m->text && strstr(m->text, "see below") && !strstr(m->text, "the quote"));
+	CHECK(m && m->n_attachments == 1 && strcmp(m->attachments[0].filename, "forwarded1.eml") == 0 &&
+	    strcmp(m->attachments[0].content_type, "message/rfc822") == 0 &&
+	    memmem(m->attachments[0].data, m->attachments[0].len, "JVBERg==", 8));
+	CHECK(m && m->n_notes == 1 && strstr(m->notes[0], "Forwarded message: Quote 42 from Carol <carol@c.test>"));
 	inbound_msg_free(m);
 }
 
@@ -278,6 +300,7 @@ main(void)
 	test_structural_limits();
 	test_classes();
 	test_text_types();
+	test_forwarded();
 	g_mime_shutdown();
 	return test_done("test_mime");
 }

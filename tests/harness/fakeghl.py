@@ -129,6 +129,9 @@ def parse_multipart(ctype, body):
         name = part.get_param("name", header="content-disposition")
         fname = part.get_filename()
         data = part.get_payload(decode=True)
+        if data is None and part.is_multipart():
+            # a message/rfc822 file: Python parses it; the bytes are what came
+            data = part.get_payload(0).as_bytes()
         if fname is not None:
             out.setdefault(name, []).append((fname, data))
         else:
