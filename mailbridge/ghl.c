@@ -565,8 +565,11 @@ ghl_date(int64_t ms, char buf[32])
 	struct tm tm;
 
 	gmtime_r(&t, &tm);
-	snprintf(buf, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-	    tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+	/* "2026-11-29T21:09:33" is 19 bytes; then ".mmmZ" */
+	if (strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm) == 19)
+		snprintf(buf + 19, 13, ".%03dZ", (int)(ms % 1000 + 1000) % 1000);
+	else
+		snprintf(buf, 32, "1970-01-01T00:00:00.000Z");
 }
 
 void

@@ -156,9 +156,9 @@ static const char *const store_migrations[] = {
 	 * may hold the message (outbound.c checks its log before resending) */
 	"ALTER TABLE jobs ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;",
 	/* 8: replay guard. A compact fingerprint (mb_fp: 12 bytes of SHA-256)
-	 * of every provider messageId and app webhook, kept for replay_days,
-	 * far longer than the job: a signed body re-posted after the prune is
-	 * still a duplicate. Filled from what is still here. */
+	 * of every pruned job's messageId and of app webhooks, kept for
+	 * replay_days, far longer than the job: a signed body re-posted after
+	 * the prune is still a duplicate. Filled from what is here. */
 	"CREATE TABLE replay_guard ("
 	"  fp BLOB PRIMARY KEY,"
 	"  at INTEGER NOT NULL) WITHOUT ROWID;"
@@ -737,14 +737,14 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 
 	if (store_tx_begin(st, "job add") < 0)
 		return -1;
-	/* a duplicate webhook is a success, stored once: seen by the replay
-	 * guard (kept replay_days) or, for rows older than it, the job */
-	r = store_tx_step(st, "INSERT INTO replay_guard (fp, at) VALUES (mb_fp('job:' || ?1), ?2) "
-	    "ON CONFLICT DO NOTHING", "si", message_id, now);
-	if (r == 1)
-		r = store_tx_step(st, "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, "
-		    "next_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5) "
-		    "ON CONFLICT(message_id) DO NOTHING", "ssssi", message_id, location_id, type, email_message_id, now);
+	/* a duplicate webhook is a success, stored once: its job is still
+	 * here (UNIQUE message_id), or the prune left its fingerprint in the
+	 * replay guard (kept replay_days). Only read here: the fingerprint is
+	 * written when the job goes, in the prune's batch, not per webhook */
+	r = store_tx_step(st, "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, "
+	    "next_at, created_at, updated_at) SELECT ?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5 "
+	    "WHERE NOT EXISTS (SELECT 1 FROM replay_guard WHERE fp = mb_fp('job:' || ?1)) "
+	    "ON CONFLICT(message_id) DO NOTHING", "ssssi", message_id, location_id, type, email_message_id, now);
 	if (r == 1)
 		store_tx_step(st, "INSERT INTO job_payload (job_id, payload) VALUES (?1, ?2)", "is",
 		    sqlite3_last_insert_rowid(st->db), payload);
@@ -1475,6 +1475,8 @@ store_event(struct store *st, const char *message_id, const char *kind, const ch
 struct prune_spec {
 	const char *first;         /* ?1 cutoff -> first rowid at or after it; NULL: no range */
 	const char *del;           /* ?1 cutoff, ?2 that rowid: deletes one batch */
+	const char *keep;          /* same parameters, same batch, before del in its commit: what
+	                            * outlives the rows (the replay guard's fingerprints); or NULL */
 };
 
 static const struct prune_spec prune_payloads = {
@@ -1482,18 +1484,23 @@ static const struct prune_spec prune_payloads = {
 	NULL,
 	"DELETE FROM job_payload WHERE job_id IN (SELECT p.job_id FROM job_payload p JOIN jobs j ON j.id = p.job_id "
 	"WHERE j.state = 'sent' AND j.report_state != 'pending' " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+	NULL,
 };
+#define PRUNE_JOBS_BATCH "SELECT id FROM jobs WHERE id < ?2 AND state IN ('sent','failed') " \
+	"AND report_state != 'pending' AND updated_at < ?1 ORDER BY id " PRUNE_LIMIT(STORE_PRUNE_BATCH)
 static const struct prune_spec prune_jobs = {
 	"SELECT id FROM jobs WHERE created_at >= ?1 ORDER BY id LIMIT 1",
-	"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE id < ?2 AND state IN ('sent','failed') "
-	"AND report_state != 'pending' AND updated_at < ?1 ORDER BY id " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+	"DELETE FROM jobs WHERE id IN (" PRUNE_JOBS_BATCH ")",
+	/* the messageIds stay known as 12-byte fingerprints (replay_days) */
+	"INSERT OR IGNORE INTO replay_guard (fp, at) SELECT mb_fp('job:' || message_id), created_at FROM jobs "
+	"WHERE id IN (" PRUNE_JOBS_BATCH ")",
 };
 /* A table pruned by age alone: rows whose rowid lies below the first row
  * at or after the cutoff (events.id is its rowid). */
 #define PRUNE_BY_AGE(table, time_col) { \
 	"SELECT rowid FROM " table " WHERE " time_col " >= ?1 ORDER BY rowid LIMIT 1", \
 	"DELETE FROM " table " WHERE rowid IN (SELECT rowid FROM " table " WHERE rowid < ?2 " \
-	"ORDER BY rowid " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")", \
+	"ORDER BY rowid " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")", NULL, \
 }
 static const struct prune_spec prune_webhooks = PRUNE_BY_AGE("webhook_seen", "received_at");
 static const struct prune_spec prune_inbound = PRUNE_BY_AGE("inbound_seen", "created_at");
@@ -1503,6 +1510,7 @@ static const struct prune_spec prune_replays = {
 	NULL,   /* no rowid: by its index on at */
 	"DELETE FROM replay_guard WHERE fp IN (SELECT fp FROM replay_guard WHERE at < ?1 "
 	PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+	NULL,
 };
 
 /* Rows removed, or -1 on a store error (logged). */
@@ -1517,7 +1525,18 @@ store_prune_one(struct store *st, const struct prune_spec *ps, int64_t cutoff)
 	if (first < 0)
 		first = INT64_MAX;
 	do {
-		if ((n = store_exec(st, ps->del, "ii", cutoff, first)) < 0)
+		if (ps->keep) {
+			/* both statements see the same batch: one transaction */
+			if (store_tx_begin(st, "prune") < 0)
+				return -1;
+			store_tx_step(st, ps->keep, "ii", cutoff, first);
+			n = store_tx_step(st, ps->del, "ii", cutoff, first);
+			if (store_tx_end(st, "prune", false) < 0)
+				return -1;
+		} else {
+			n = store_exec(st, ps->del, "ii", cutoff, first);
+		}
+		if (n < 0)
 			return -1;
 		total += n;
 	} while (n == STORE_PRUNE_BATCH);

@@ -215,8 +215,13 @@ class TestWebhookIntake(unittest.TestCase):
         again later is not sent again."""
         p = self.payload()
         self.assertEqual(d.post_webhook(p)[0], 200)
+        import hashlib
         db = d.db()
-        db.execute("PRAGMA foreign_keys=ON")       # the payload goes with the job, as in the prune
+        # what the prune does (store_prune, tested in test_store): the
+        # fingerprint stays, the job and its payload go
+        fp = hashlib.sha256(b"job:" + p["messageId"].encode()).digest()[:12]
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("INSERT INTO replay_guard (fp, at) VALUES (?, 0)", (fp,))
         db.execute("DELETE FROM jobs WHERE message_id=?", (p["messageId"],))
         db.commit()
         db.close()
