@@ -309,7 +309,8 @@ fetch_attachment(const char *url, const struct fetch_limits *lim, struct mime_at
 		} else if (location) {
 			detail = xasprintf("more than %d redirects", FETCH_MAX_REDIRECTS);
 			ret = FETCH_PERM;
-		} else if (status >= 400 || status < 200) {
+		} else if (status >= 300 || status < 200) {
+			/* a 3xx without a Location is no file either */
 			detail = xasprintf("HTTP %ld", status);
 			/* 404/410/403 will not heal; 408/429/5xx may */
 			ret = (status == 408 || status == 429 || status >= 500) ? FETCH_TEMP : FETCH_PERM;

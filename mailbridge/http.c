@@ -203,7 +203,8 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
 		/* a trickled body or a full budget: drop the connection now
 		 * rather than wait for the rest (413 waits: nothing is kept) */
 		if (cs->error_status == 408 || cs->error_status == 503) {
-			log_info("http: %s %s dropped: %s", method, url, cs->error_msg);
+			/* the route, not the URL: a Delivery URL carries a secret */
+			log_info("http: %s %s dropped: %s", method, cs->route->path, cs->error_msg);
 			return MHD_NO;
 		}
 		return MHD_YES;

@@ -19,6 +19,14 @@
 #include <string.h>
 #include <time.h>
 
+/* The path as the log may show it: a Delivery URL's token segment is a
+ * secret. */
+static const char *
+log_path(const struct http_request *req)
+{
+	return strncmp(req->path, "/webhooks/provider/", 19) ? req->path : "/webhooks/provider/<token>";
+}
+
 /* Returns true when the request may proceed; otherwise resp is filled.
  * always: a signature is required whatever require_signature says (app
  * webhooks). */
@@ -33,7 +41,7 @@ webhook_verify(struct app *app, const struct http_request *req, bool always, str
 	if (r == SIG_ABSENT && !app->cfg->require_signature && !always)
 		return true;
 	metrics_inc(M_WEBHOOK_BAD_SIGNATURE);
-	log_warn("webhook: rejected path=%s reason=\"%s\"", req->path,
+	log_warn("webhook: rejected path=%s reason=\"%s\"", log_path(req),
 	    r == SIG_ABSENT ? "signature required" : sig_result_str(r));
 	http_json_error(resp, 401, r == SIG_ABSENT ? "signature required" : sig_result_str(r), NULL);
 	return false;
@@ -73,7 +81,7 @@ webhook_signature_present(struct app *app, const struct http_request *req, bool 
 	    http_header(req, "X-WH-Signature"))
 		return true;
 	metrics_inc(M_WEBHOOK_BAD_SIGNATURE);
-	log_warn("webhook: rejected path=%s reason=\"signature required\"", req->path);
+	log_warn("webhook: rejected path=%s reason=\"signature required\"", log_path(req));
 	http_json_error(resp, 401, "signature required", NULL);
 	return false;
 }

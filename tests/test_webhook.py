@@ -344,6 +344,10 @@ class TestDeliveryToken(unittest.TestCase):
             p = self.payload()
             st, body = dd.post_webhook(p, path=path)
             self.assertEqual((st, body["status"]), (200, "accepted"), path)
+        # the right token with a bad signature is logged, without the token
+        st, _ = dd.post_webhook(self.payload(), path=f"/webhooks/provider/{self.token}", sign="bad")
+        self.assertEqual(st, 401)
+        self.assertIn("path=/webhooks/provider/<token>", dd.log())
         self.assertNotIn(self.token, dd.log())
 
     def test_check_config_quiet_and_masked(self):
