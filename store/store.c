@@ -1178,6 +1178,19 @@ store_token_mark_reinstall(struct store *st, const char *location_id)
 	    "si", location_id, now_ms()) < 0 ? -1 : 1;
 }
 
+static int
+secret_from_hex(const char *have, unsigned char key_r[32])
+{
+	if (strlen(have) != 64 || strspn(have, "0123456789abcdef") != 64)
+		return -1;
+	for (int i = 0; i < 32; i++) {
+		unsigned v;
+		sscanf(have + 2 * i, "%2x", &v);
+		key_r[i] = (unsigned char)v;
+	}
+	return 1;
+}
+
 int
 store_secret(struct store *st, const char *name, unsigned char key_r[32])
 {
@@ -1185,23 +1198,26 @@ store_secret(struct store *st, const char *name, unsigned char key_r[32])
 	char hex[65], *have = NULL;
 	int r;
 
-	if (gnutls_rnd(GNUTLS_RND_KEY, fresh, sizeof(fresh)) < 0)
-		return -1;
-	for (int i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", fresh[i]);
-	memset(fresh, 0, sizeof(fresh));
-	/* the first start's key stays: a later one never replaces it */
-	r = store_exec_durable(st, "INSERT INTO secrets (name, value, created_at) VALUES (?1, ?2, ?3) "
-	    "ON CONFLICT DO NOTHING", "ssi", name, hex, now_ms());
-	memset(hex, 0, sizeof(hex));
-	if (r < 0 || store_query_row(st, row_text, &have, "SELECT value FROM secrets WHERE name=?1", "s", name) != 1)
-		return -1;
-	r = strlen(have) == 64 && strspn(have, "0123456789abcdef") == 64 ? 1 : -1;
-	for (int i = 0; r == 1 && i < 32; i++) {
-		unsigned v;
-		sscanf(have + 2 * i, "%2x", &v);
-		key_r[i] = (unsigned char)v;
+	/* read first: a store that is there already needs no write (the
+	 * read-only commands run where they cannot write) */
+	r = store_query_row(st, row_text, &have, "SELECT value FROM secrets WHERE name=?1", "s", name);
+	if (r == 0) {
+		if (gnutls_rnd(GNUTLS_RND_KEY, fresh, sizeof(fresh)) < 0)
+			return -1;
+		for (int i = 0; i < 32; i++)
+			snprintf(hex + 2 * i, 3, "%02x", fresh[i]);
+		memset(fresh, 0, sizeof(fresh));
+		/* two first starts at once: the first key stays, both read it */
+		r = store_exec_durable(st, "INSERT INTO secrets (name, value, created_at) VALUES (?1, ?2, ?3) "
+		    "ON CONFLICT DO NOTHING", "ssi", name, hex, now_ms());
+		memset(hex, 0, sizeof(hex));
+		if (r < 0)
+			return -1;
+		r = store_query_row(st, row_text, &have, "SELECT value FROM secrets WHERE name=?1", "s", name);
 	}
+	if (r != 1)
+		return -1;
+	r = secret_from_hex(have, key_r);
 	memset(have, 0, strlen(have));
 	free(have);
 	return r;

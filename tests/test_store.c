@@ -297,6 +297,14 @@ main(void)
 		CHECK(store_checkpoint_get(st, "L1", &cp) == 1 && cp.rescan_upto == 40 && cp.last_uid == 42);
 	}
 
+	/* schema 9: a key made once, kept, the same on every read */
+	{
+		unsigned char k1[32], k2[32], k3[32], zero[32] = { 0 };
+		CHECK(store_secret(st, "address-token", k1) == 1 && memcmp(k1, zero, 32) != 0);
+		CHECK(store_secret(st, "address-token", k2) == 1 && memcmp(k1, k2, 32) == 0);
+		CHECK(store_secret(st, "other", k3) == 1 && memcmp(k1, k3, 32) != 0);
+	}
+
 	/* schema 8: the replay guard holds what was already seen */
 	CHECK(store_webhook_seen(st, "wh1", now_ms()) == 0);
 	CHECK(store_webhook_seen(st, "wh2", now_ms()) == 1);
