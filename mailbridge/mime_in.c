@@ -186,6 +186,116 @@ returned_headers_from_text(struct inbound_msg *m, const char *text, size_t len)
 	g_object_unref(s);
 }
 
+/* One encoded-word at p ("=?charset?B|Q?text?="): its parts, and where
+ * it ends; false when p is not one. */
+struct eword {
+	const char *charset, *text, *end;
+	size_t charset_len, text_len;
+	char enc;                  /* 'B' or 'Q' */
+};
+
+static bool
+eword_at(const char *p, struct eword *w)
+{
+	const char *q, *t, *e;
+
+	if (p[0] != '=' || p[1] != '?' || !(q = strchr(p + 2, '?')) || q == p + 2)
+		return false;
+	if (!strchr("BbQq", q[1]) || q[2] != '?')
+		return false;
+	t = q + 3;
+	if (!(e = strstr(t, "?=")))
+		return false;
+	if (memchr(p, ' ', (size_t)(e - p)) || memchr(p, '\n', (size_t)(e - p)))
+		return false;
+	w->charset = p + 2;
+	w->charset_len = (size_t)(q - p - 2);
+	w->enc = (char)toupper((unsigned char)q[1]);
+	w->text = t;
+	w->text_len = (size_t)(e - t);
+	w->end = e + 2;
+	return true;
+}
+
+/* Joins adjacent encoded-words of one charset and encoding into one, as
+ * RFC 2047 allows (the white space between them is not part of the
+ * text). GMime 3.2.13, Debian 12's, drops the text of a base64 word that
+ * follows a padded one in the same charset (upstream issue 133, fixed in
+ * 3.2.14); a joined word decodes whole, and a character split across two
+ * words comes out right too. malloc'd. */
+static char *
+rfc2047_join(const char *v)
+{
+	GString *out = g_string_new(NULL);
+	const char *p = v;
+	char *res;
+
+	while (*p) {
+		struct eword a, b;
+		const char *next;
+		if (!eword_at(p, &a)) {
+			g_string_append_c(out, *p++);
+			continue;
+		}
+		if (a.enc == 'Q') {
+			GString *text = g_string_new_len(a.text, (gssize)a.text_len);
+			next = a.end;
+			while (eword_at(next + strspn(next, " \t\r\n"), &b) && b.enc == a.enc &&
+			    b.charset_len == a.charset_len && !strncasecmp(b.charset, a.charset, a.charset_len)) {
+				g_string_append_len(text, b.text, (gssize)b.text_len);
+				next = b.end;
+			}
+			g_string_append_printf(out, "=?%.*s?Q?%s?=", (int)a.charset_len, a.charset, text->str);
+			g_string_free(text, TRUE);
+		} else {
+			GByteArray *bytes = g_byte_array_new();
+			struct eword cur = a;
+			char *enc;
+			next = a.end;
+			for (;;) {
+				char *chunk = g_strndup(cur.text, cur.text_len);
+				gsize n = 0;
+				guchar *dec = g_base64_decode(chunk, &n);
+				g_byte_array_append(bytes, dec, (guint)n);
+				g_free(dec);
+				g_free(chunk);
+				if (!eword_at(next + strspn(next, " \t\r\n"), &b) || b.enc != a.enc ||
+				    b.charset_len != a.charset_len || strncasecmp(b.charset, a.charset, a.charset_len))
+					break;
+				cur = b;
+				next = b.end;
+			}
+			enc = g_base64_encode(bytes->data, bytes->len);
+			g_string_append_printf(out, "=?%.*s?B?%s?=", (int)a.charset_len, a.charset, enc);
+			g_free(enc);
+			g_byte_array_unref(bytes);
+		}
+		p = next;
+	}
+	res = xstrdup(out->str);
+	g_string_free(out, TRUE);
+	return res;
+}
+
+/* A header's text decoded from its raw value with encoded-words joined
+ * first (rfc2047_join); NULL when the message has no such header. */
+static char *
+header_text(GMimeObject *o, const char *name)
+{
+	GMimeHeader *h = g_mime_header_list_get_header(g_mime_object_get_header_list(o), name);
+	const char *raw = h ? g_mime_header_get_raw_value(h) : NULL;
+	char *joined, *dec, *out;
+
+	if (!raw)
+		return NULL;
+	joined = rfc2047_join(raw + strspn(raw, " \t"));
+	dec = g_mime_utils_header_decode_text(NULL, joined);
+	free(joined);
+	out = dec ? xstrdup(g_strstrip(dec)) : NULL;
+	g_free(dec);
+	return out;
+}
+
 /* text/enriched (RFC 1896) as plain text: commands dropped, "<<" is "<" */
 static void
 strip_enriched(char *t)
@@ -663,7 +773,16 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 			g_mime_references_free(r);
 	}
 	{
-		InternetAddressList *from = g_mime_message_get_from(msg);
+		/* with encoded-words joined first (rfc2047_join), when there are any */
+		GMimeHeader *fh = g_mime_header_list_get_header(g_mime_object_get_header_list(top), "From");
+		const char *raw_from = fh ? g_mime_header_get_raw_value(fh) : NULL;
+		InternetAddressList *own = NULL, *from = g_mime_message_get_from(msg);
+		if (raw_from && strstr(raw_from, "=?")) {
+			char *joined = rfc2047_join(raw_from);
+			if ((own = internet_address_list_parse(NULL, joined)) != NULL)
+				from = own;
+			free(joined);
+		}
 		for (int i = 0; from && i < internet_address_list_length(from); i++) {
 			InternetAddress *a = internet_address_list_get_address(from, i);
 			if (INTERNET_ADDRESS_IS_MAILBOX(a)) {
@@ -676,6 +795,8 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 				break;
 			}
 		}
+		if (own)
+			g_object_unref(own);
 		/* "From: Big Bug bb@bug.com": not RFC 5322, but it names a sender */
 		if (!m->from_addr && (h = g_mime_object_get_header(top, "From")) && (m->from_addr = loose_address(h)))
 			m->from_loose = true;
@@ -690,8 +811,13 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 				push(&m->all_rcpt_addrs, &m->n_all_rcpt, strip_brackets(g_mime_header_get_value(hd)));
 		}
 	}
-	if (g_mime_message_get_subject(msg) && g_utf8_validate(g_mime_message_get_subject(msg), -1, NULL))
-		m->subject = xstrdup(g_mime_message_get_subject(msg));
+	{
+		char *subject = header_text(top, "Subject");
+		if (subject && g_utf8_validate(subject, -1, NULL))
+			m->subject = subject;
+		else
+			free(subject);
+	}
 	if ((dt = g_mime_message_get_date(msg)))
 		m->date_ms = g_date_time_to_unix(dt) * 1000;
 	m->auto_reply = is_auto_reply(top, m->subject);

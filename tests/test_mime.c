@@ -168,6 +168,31 @@ test_forwarded(void)
 	inbound_msg_free(m);
 }
 
+/* Issue 17, item 1: GMime 3.2.13 drops a base64 encoded-word after a
+ * padded one in the same charset; joined first, nothing is lost. */
+static void
+test_rfc2047(void)
+{
+	struct inbound_msg *m = parse_headers(
+	    "From: =?UTF-8?B?w6k=?= =?UTF-8?B?SmFuZQ==?= <jane@b.test>\r\n"
+	    "Subject: =?UTF-8?B?w6k=?= =?UTF-8?B?w6lsw6h2ZQ==?= and =?iso-8859-1?Q?Gr=FC?=\r\n =?iso-8859-1?Q?=DFe?=\r\n",
+	    "x\r\n");
+	CHECK(m && m->subject && strcmp(m->subject, "\xc3\xa9\xc3\xa9l\xc3\xa8ve and Gr\xc3\xbc\xc3\x9f" "e") == 0);
+	CHECK(m && m->from_name && strcmp(m->from_name, "\xc3\xa9Jane") == 0);
+	CHECK(m && m->from_addr && strcmp(m->from_addr, "jane@b.test") == 0);
+	inbound_msg_free(m);
+	/* two padded words */
+	m = parse_headers("From: a@b.test\r\nSubject: =?UTF-8?B?w6k=?= =?UTF-8?B?w6k=?=\r\n", "x\r\n");
+	CHECK(m && m->subject && strcmp(m->subject, "\xc3\xa9\xc3\xa9") == 0);
+	inbound_msg_free(m);
+	m = parse_headers("From: a@b.test\r\nSubject: =?UTF-8?B?ww==?= =?UTF-8?B?qQ==?=\r\n", "x\r\n");
+	CHECK(m && m->subject && strcmp(m->subject, "\xc3\xa9") == 0);   /* one character split in two words */
+	inbound_msg_free(m);
+	m = parse_headers("From: a@b.test\r\nSubject: plain words, no =? encoding\r\n", "x\r\n");
+	CHECK(m && m->subject && strcmp(m->subject, "plain words, no =? encoding") == 0);
+	inbound_msg_free(m);
+}
+
 static void
 test_structural_limits(void)
 {
@@ -301,6 +326,7 @@ main(void)
 	test_classes();
 	test_text_types();
 	test_forwarded();
+	test_rfc2047();
 	g_mime_shutdown();
 	return test_done("test_mime");
 }
