@@ -201,7 +201,8 @@ eword_at(const char *p, struct eword *w)
 
 	if (p[0] != '=' || p[1] != '?' || !(q = strchr(p + 2, '?')) || q == p + 2)
 		return false;
-	if (!strchr("BbQq", q[1]) || q[2] != '?')
+	/* q[1] first: strchr finds the terminator in any string (fuzz_mime_in) */
+	if (!q[1] || !strchr("BbQq", q[1]) || q[2] != '?')
 		return false;
 	t = q + 3;
 	if (!(e = strstr(t, "?=")))
@@ -694,14 +695,27 @@ boundary_at(const char *p, const char *end, char *out)
  * parameters) and the delimiter lines of their boundaries, so that a
  * message of 200,000 tiny parts is refused before GMime builds 200,000
  * objects. NULL when within the limits, else why not. */
+/* Before GMime sees the bytes, one pass over them:
+ * - counts the multipart containers (by their boundary parameters) and
+ *   the delimiter lines of their boundaries, so that a message of 200,000
+ *   tiny parts is refused before GMime builds 200,000 objects;
+ * - keeps the first valid Content-Type of each header block (the
+ *   message's and each part's) and drops later ones: GMime would take the
+ *   last, and some senders add a second, broken one, which made parts
+ *   come out as raw MIME text. Most clients use the first.
+ * Returns why the message is refused, or NULL; *fixed_r is a rewritten
+ * copy (malloc'd) when a header was dropped, else NULL. */
 static const char *
-mime_in_precheck(const char *raw, size_t len)
+mime_in_prepare(const char *raw, size_t len, char **fixed_r, size_t *fixed_len_r)
 {
 	static const char key[] = "boundary=";
 	char (*bounds)[71] = NULL;
-	size_t nb = 0, parts = 0;
-	const char *p = raw, *end = raw + len, *refused = NULL;
+	size_t nb = 0, parts = 0, out_len = 0;
+	const char *p, *end = raw + len, *refused = NULL;
+	bool in_headers = true, have_ct = false, dropping = false;
+	char *out = NULL;
 
+	*fixed_r = NULL;
 	for (p = raw; p + sizeof(key) - 1 <= end; p++) {
 		if ((*p != 'b' && *p != 'B') || strncasecmp(p, key, sizeof(key) - 1))
 			continue;
@@ -713,22 +727,58 @@ mime_in_precheck(const char *raw, size_t len)
 		if (boundary_at(p + sizeof(key) - 1, end, bounds[nb]) > 0)
 			nb++;
 	}
-	for (p = raw; !refused && nb > 0 && p < end;) {
+	for (p = raw; !refused && p < end;) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		const char *le = nl ? nl : end;
-		if (le - p >= 3 && p[0] == '-' && p[1] == '-') {
+		const char *le = nl ? nl : end, *next = nl ? nl + 1 : end;
+		size_t ll = (size_t)(le - p);
+		bool keep = true;
+
+		if (ll >= 3 && p[0] == '-' && p[1] == '-') {
 			for (size_t i = 0; i < nb; i++) {
 				size_t bl = strlen(bounds[i]);
-				if ((size_t)(le - p - 2) >= bl && !memcmp(p + 2, bounds[i], bl)) {
+				if (ll - 2 >= bl && !memcmp(p + 2, bounds[i], bl)) {
 					if (++parts > MIME_IN_MAX_PARTS)
 						refused = "more than " MB_STR(MIME_IN_MAX_PARTS) " MIME parts";
-					break;
+					/* a part's headers follow, unless it was the closing one */
+					in_headers = !(ll - 2 >= bl + 2 && p[2 + bl] == '-' && p[3 + bl] == '-');
+					have_ct = dropping = false;
+					goto emit;
 				}
 			}
 		}
-		p = nl ? nl + 1 : end;
+		if (in_headers) {
+			if (ll == 0 || (ll == 1 && p[0] == '\r')) {
+				in_headers = dropping = false;
+			} else if (p[0] == ' ' || p[0] == '\t') {
+				keep = !dropping;          /* a folded line goes with its header */
+			} else if (ll > 13 && !strncasecmp(p, "Content-Type:", 13)) {
+				dropping = have_ct;
+				keep = !dropping;
+				if (!have_ct && memchr(p + 13, '/', ll - 13))
+					have_ct = true;
+			} else {
+				dropping = false;
+			}
+		}
+emit:
+		if (!keep && !out) {
+			/* the first line dropped: copy what came before */
+			out = xmalloc(len + 1);
+			out_len = (size_t)(p - raw);
+			memcpy(out, raw, out_len);
+		} else if (keep && out) {
+			memcpy(out + out_len, p, (size_t)(next - p));
+			out_len += (size_t)(next - p);
+		}
+		p = next;
 	}
 	free(bounds);
+	if (out && !refused) {
+		*fixed_r = out;
+		*fixed_len_r = out_len;
+	} else {
+		free(out);
+	}
 	return refused;
 }
 
@@ -740,18 +790,25 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 	GMimeMessage *msg;
 	struct inbound_msg *m;
 	struct walk w = { 0 };
+	char *fixed = NULL;
+	size_t fixed_len = 0;
 	GMimeObject *top;
 	GMimeContentType *ct;
 	const char *h;
 	GDateTime *dt;
 
-	if ((*refused_r = mime_in_precheck(raw, len)) != NULL)
+	if ((*refused_r = mime_in_prepare(raw, len, &fixed, &fixed_len)) != NULL)
 		return NULL;
+	if (fixed) {
+		raw = fixed;
+		len = fixed_len;
+	}
 	s = g_mime_stream_mem_new_with_buffer(raw, len);
 	p = g_mime_parser_new_with_stream(s);
 	msg = g_mime_parser_construct_message(p, NULL);
 	g_object_unref(p);
 	g_object_unref(s);
+	free(fixed);                  /* GMime copied what it keeps */
 	if (!msg)
 		return NULL;
 	m = xcalloc(1, sizeof(*m));

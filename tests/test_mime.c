@@ -193,6 +193,26 @@ test_rfc2047(void)
 	inbound_msg_free(m);
 }
 
+/* Issue 17, item 5: the first valid Content-Type of a header block wins
+ * (GMime takes the last): never raw MIME structure as the text. */
+static void
+test_duplicate_content_type(void)
+{
+	struct inbound_msg *m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\n"
+	    "Content-Type: multipart/alternative;\r\n boundary=\"d\"\r\nContent-Type: text/plain\r\n",
+	    "--d\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Type: application/octet-stream\r\n\r\n"
+	    "the answer\r\n--d\r\nContent-Type: text/html\r\n\r\n<p>the answer</p>\r\n--d--\r\n");
+	CHECK(m && m->text && strstr(m->text, "the answer") && !strstr(m->text, "--d"));
+	CHECK(m && m->html && strstr(m->html, "<p>the answer</p>"));
+	CHECK(m && m->n_attachments == 0);
+	inbound_msg_free(m);
+	/* an invalid first one does not win */
+	m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: garbage\r\n"
+	    "Content-Type: text/plain; charset=utf-8\r\n", "plain\r\n");
+	CHECK(m && m->text && strstr(m->text, "plain"));
+	inbound_msg_free(m);
+}
+
 static void
 test_structural_limits(void)
 {
@@ -327,6 +347,7 @@ main(void)
 	test_text_types();
 	test_forwarded();
 	test_rfc2047();
+	test_duplicate_content_type();
 	g_mime_shutdown();
 	return test_done("test_mime");
 }
