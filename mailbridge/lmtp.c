@@ -449,7 +449,18 @@ lmtp_listen_socket(const char *listen_on, char **unix_path_r, char **error_r)
 		su->sun_family = AF_UNIX;
 		strcpy(su->sun_path, path);
 		sl = sizeof(*su);
-		unlink(path);      /* a socket left by an earlier run */
+		{
+			/* a socket left by an earlier run goes; anything else there
+			 * is a mistake in the configuration, never deleted */
+			struct stat sb;
+			if (lstat(path, &sb) == 0) {
+				if (!S_ISSOCK(sb.st_mode)) {
+					*error_r = xasprintf("lmtp_listen %s: exists and is not a socket", listen_on);
+					return -1;
+				}
+				unlink(path);
+			}
+		}
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		old = umask(0117);     /* 0660: the owner and its group (add postfix to it) */
 		if (fd < 0 || bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 64) < 0) {

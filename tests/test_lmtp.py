@@ -310,6 +310,22 @@ class TestLMTPListeners(unittest.TestCase):
         self.assertEqual(dd.stop(), 0)
         self.assertFalse(os.path.exists(path), "the socket is removed at stop")
 
+    def test_unix_path_that_is_not_a_socket_is_left_alone(self):
+        import tempfile
+        fd, path = tempfile.mkstemp(prefix="mb-not-a-socket-")
+        os.write(fd, b"precious")
+        os.close(fd)
+        self.addCleanup(os.unlink, path)
+        dd = Daemon(BASE + 54, ghl.url, [location_conf("LL", **{
+            "from": "Support <support@lmtp.test>", "smtp_host": "127.0.0.1", "smtp_port": srv.smtp,
+            "smtp_tls": "none", "token": "tok"})], extra_server=f"lmtp_listen = unix:{path}")
+        self.addCleanup(dd.cleanup)
+        with self.assertRaises(RuntimeError):
+            dd.start(timeout=10)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"precious")
+        self.assertIn("exists and is not a socket", dd.log())
+
     def test_peer_not_allowed(self):
         import socket
         port = BASE + 62
