@@ -2,6 +2,7 @@
  * call-log, trace, send-test, accounts), beside the daemon as smtpctl is
  * beside smtpd. Each opens the configuration and the store itself. */
 #include "app.h"
+#include "cli.h"
 #include "calllog.h"
 #include "config.h"
 #include "ghl.h"
@@ -144,11 +145,7 @@ ctl_inbound(const char *path, int argc, char **argv)
 		if (!loc) {
 			fprintf(stderr, "location %s is not configured\n", argv[1]);
 		} else {
-			app.ghl = ghl_new(app.cfg, app.store);
-			if (app.cfg->client_id) {
-				app.oauth = oauth_new(app.cfg, app.store, app.ghl);
-				ghl_set_oauth(app.ghl, app.oauth);
-			}
+			app_open_highlevel(&app);
 			r = inbound_retry(&app, loc, argv[2]) == INBOUND_DONE ? 0 : 1;
 			printf("%s: %s\n", argv[2], r == 0 ? "processed (see inbound list)" :
 			    "not retried (unknown key, or HighLevel still unavailable)");
@@ -185,11 +182,7 @@ ctl_call_log(const char *path, const char *location, const char *direction, cons
 		app_close(&app);
 		return 1;
 	}
-	app.ghl = ghl_new(app.cfg, app.store);
-	if (app.cfg->client_id) {
-		app.oauth = oauth_new(app.cfg, app.store, app.ghl);
-		ghl_set_oauth(app.ghl, app.oauth);
-	}
+	app_open_highlevel(&app);
 	c.inbound = !strcmp(direction, "inbound");
 	c.from = from;
 	c.to = to;

@@ -3,6 +3,7 @@
  * and SIGINT stop, SIGHUP reloads (re-exec on the same listening socket).
  * Retention runs on a deadline between signals. */
 #include "app.h"
+#include "cli.h"
 #include "calllog.h"
 #include "config.h"
 #include "ghl.h"
@@ -100,11 +101,8 @@ daemon_serve(const char *path, char **argv)
 		log_warn("store: %d job(s) were interrupted during DATA by a crash; %s", recovered,
 		    app.cfg->postfix_log ? "each is sent again unless postfix_log shows the relay kept it" :
 		    "they are sent again (the relay may already hold a copy; set postfix_log to check)");
-	app.ghl = ghl_new(app.cfg, app.store);
-	if (app.cfg->client_id) {
-		app.oauth = oauth_new(app.cfg, app.store, app.ghl);
-		ghl_set_oauth(app.ghl, app.oauth);
-	}
+	app_open_highlevel(&app);
+	metrics_gauge_add(ghl_write_gauges, app.ghl);   /* before the IMAP watcher's, as they print */
 	app.plugins = plugin_host_load(&app, &err);
 	if (!app.plugins) {
 		log_error("%s", err);
@@ -187,6 +185,7 @@ daemon_serve(const char *path, char **argv)
 	if (sig != SIGHUP)
 		log_info("mailbridge: %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	http_stop(srv);
+	metrics_gauges_clear();   /* nothing scrapes now; their objects go next */
 	lmtp_stop(lmtp);
 	mailboxes_stop(mailboxes);
 	outbound_stop(app.outbound);

@@ -3,7 +3,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "mime_out.h"
-#include "oauth.h"
 #include "util.h"
 
 #include <curl/curl.h>
@@ -38,7 +37,8 @@ struct ghl_bucket {
 struct ghl {
 	const struct config *cfg;
 	struct store *store;
-	struct oauth *oauth;
+	ghl_token_fn token_fn;     /* OAuth tokens, or NULL */
+	void *token_ctx;
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t lock;      /* buckets */
@@ -109,9 +109,10 @@ ghl_free(struct ghl *g)
 }
 
 void
-ghl_set_oauth(struct ghl *g, struct oauth *o)
+ghl_set_token_source(struct ghl *g, ghl_token_fn fn, void *ctx)
 {
-	g->oauth = o;
+	g->token_fn = fn;
+	g->token_ctx = ctx;
 }
 
 void
@@ -431,8 +432,8 @@ ghl_token(struct ghl *g, const char *location_id, const char *stale, bool *from_
 	int r = 0;
 
 	*from_oauth = false;
-	if (g->oauth) {
-		r = oauth_access_token(g->oauth, location_id, stale, token_r);
+	if (g->token_fn) {
+		r = g->token_fn(g->token_ctx, location_id, stale, token_r);
 		if (r != 0) {
 			*from_oauth = r == 1;
 			return r;
@@ -751,4 +752,21 @@ ghl_conversation_create(struct ghl *g, const char *location_id, const char *cont
 	if (res->cls == GHL_OK && !(*id_r = id_in(res->body, "conversation")))
 		*id_r = id_in(res->body, NULL);
 	return id_or_permanent(res, id_r, "conversation");
+}
+
+static void
+budget_line(const char *location_id, long today, long remaining, void *arg)
+{
+	FILE *f = arg;
+	fprintf(f, "mailbridge_highlevel_requests_today{location=\"%s\"} %ld\n", location_id, today);
+	if (remaining >= 0)
+		fprintf(f, "mailbridge_highlevel_daily_remaining{location=\"%s\"} %ld\n", location_id, remaining);
+}
+
+void
+ghl_write_gauges(void *g, FILE *out)
+{
+	fprintf(out, "# HELP mailbridge_highlevel_requests_today Requests made today per location (daily budget)\n"
+	    "# TYPE mailbridge_highlevel_requests_today gauge\n");
+	ghl_budget_each(g, budget_line, out);
 }

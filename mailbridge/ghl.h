@@ -10,10 +10,10 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct config;
 struct store;
-struct oauth;
 
 #define GHL_VERSION_CONVERSATIONS "2021-04-15"
 #define GHL_VERSION_CONTACTS      "2021-07-28"
@@ -40,8 +40,17 @@ const char *ghl_class_name(enum ghl_class c);
 
 struct ghl *ghl_new(const struct config *cfg, struct store *st);
 void ghl_free(struct ghl *g);
-/* Lets ghl refresh OAuth tokens (set once at start-up, may stay NULL). */
-void ghl_set_oauth(struct ghl *g, struct oauth *o);
+/* Where ghl gets OAuth access tokens: the owner's token source (oauth.c
+ * through cli.c), so that this client needs nothing of OAuth. 1 with a
+ * token (malloc'd), 0 none (or needs re-install), -1 temporary; stale is
+ * the token that just got a 401, or NULL. Set once at start-up, before
+ * any call; without one only static location tokens are used. */
+typedef int (*ghl_token_fn)(void *ctx, const char *location_id, const char *stale, char **token_r);
+void ghl_set_token_source(struct ghl *g, ghl_token_fn fn, void *ctx);
+
+/* The gauges of GET /metrics that ghl knows (requests today and the
+ * daily budget left, per location): a metrics_gauge_fn, arg the ghl. */
+void ghl_write_gauges(void *g, FILE *out);
 
 /* Generic call: method, path (with leading /), Version header, JSON body
  * (stolen; may be NULL), for the location's token. Returns res->cls. */

@@ -3,9 +3,11 @@
 #include "config.h"
 #include "imap_watch.h"
 #include "inbound.h"
+#include "metrics.h"
 #include "store.h"
 #include "util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 struct mailboxes {
@@ -85,6 +87,16 @@ mailboxes_mailbox_init(struct imap_mailbox *box, const struct config *cfg, const
 	};
 }
 
+/* GET /metrics: watched and connected mailboxes */
+static void
+mailboxes_write_gauges(void *arg, FILE *out)
+{
+	struct imap_watch *w = arg;
+	fprintf(out, "# HELP mailbridge_imap_mailboxes Watched mailboxes\n# TYPE mailbridge_imap_mailboxes gauge\n"
+	    "mailbridge_imap_mailboxes{state=\"configured\"} %zu\nmailbridge_imap_mailboxes{state=\"connected\"} %zu\n",
+	    imap_watch_count(w), imap_watch_connected(w));
+}
+
 struct mailboxes *
 mailboxes_start(struct app *app, int workers)
 {
@@ -98,6 +110,7 @@ mailboxes_start(struct app *app, int workers)
 			mailboxes_mailbox_init(&mb->boxes[mb->n++], cfg, &cfg->locations[i]);
 	mailboxes_sink_init(&mb->sink, app);
 	app->imap = imap_watch_start(mb->boxes, mb->n, &mb->sink, workers);
+	metrics_gauge_add(mailboxes_write_gauges, app->imap);
 	return mb;
 }
 

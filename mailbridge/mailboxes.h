@@ -19,7 +19,8 @@ struct mailboxes;
 void mailboxes_sink_init(struct imap_sink *sink, struct app *app);
 void mailboxes_mailbox_init(struct imap_mailbox *box, const struct config *cfg, const struct location_config *loc);
 
-/* Starts watching every location with imap_host; sets app->imap. */
+/* Starts watching every location with imap_host; sets app->imap and
+ * registers the watcher's gauges with metrics. */
 struct mailboxes *mailboxes_start(struct app *app, int workers);
 /* Stops the watcher (app->imap goes NULL) and frees. NULL is fine. */
 void mailboxes_stop(struct mailboxes *mb);

@@ -2,6 +2,7 @@
  * before any thread starts (LIBRARIES.md B.6); then the daemon (daemon.c)
  * or an administrator's command (ctl.c). */
 #include "app.h"
+#include "cli.h"
 #include "log.h"
 
 #include <curl/curl.h>

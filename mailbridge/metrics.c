@@ -1,8 +1,6 @@
 #include "metrics.h"
 #include "app.h"
 #include "config.h"
-#include "ghl.h"
-#include "imap_watch.h"
 #include "store.h"
 #include "util.h"
 
@@ -60,13 +58,26 @@ metrics_get(enum metric m)
 	return __atomic_load_n(&counters[m], __ATOMIC_RELAXED);
 }
 
-static void
-budget_line(const char *location_id, long today, long remaining, void *arg)
+static struct {
+	metrics_gauge_fn fn;
+	void *arg;
+} gauges[METRICS_MAX_GAUGES];
+static size_t n_gauges;
+
+int
+metrics_gauge_add(metrics_gauge_fn fn, void *arg)
 {
-	FILE *f = arg;
-	fprintf(f, "mailbridge_highlevel_requests_today{location=\"%s\"} %ld\n", location_id, today);
-	if (remaining >= 0)
-		fprintf(f, "mailbridge_highlevel_daily_remaining{location=\"%s\"} %ld\n", location_id, remaining);
+	if (n_gauges == METRICS_MAX_GAUGES)
+		return -1;
+	gauges[n_gauges].fn = fn;
+	gauges[n_gauges++].arg = arg;
+	return 0;
+}
+
+void
+metrics_gauges_clear(void)
+{
+	n_gauges = 0;
 }
 
 void
@@ -132,16 +143,8 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 			    "# TYPE mailbridge_heap_inuse_bytes gauge\nmailbridge_heap_inuse_bytes %lld\n",
 			    (long long)(mi.uordblks + mi.hblkhd));
 	}
-	if (app->ghl) {
-		fprintf(f, "# HELP mailbridge_highlevel_requests_today Requests made today per location (daily budget)\n"
-		    "# TYPE mailbridge_highlevel_requests_today gauge\n");
-		ghl_budget_each(app->ghl, budget_line, f);
-	}
-	if (app->imap) {
-		fprintf(f, "# HELP mailbridge_imap_mailboxes Watched mailboxes\n# TYPE mailbridge_imap_mailboxes gauge\n"
-		    "mailbridge_imap_mailboxes{state=\"configured\"} %zu\nmailbridge_imap_mailboxes{state=\"connected\"} %zu\n",
-		    imap_watch_count(app->imap), imap_watch_connected(app->imap));
-	}
+	for (size_t i = 0; i < n_gauges; i++)
+		gauges[i].fn(gauges[i].arg, f);
 	fclose(f);
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4";

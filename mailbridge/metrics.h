@@ -1,10 +1,21 @@
 /* metrics: process-wide counters (lock-free) and the Prometheus text
- * rendering of GET /metrics, with gauges read from the store and the
- * IMAP watcher at scrape time. */
+ * rendering of GET /metrics, with gauges read from the store and from
+ * whatever registered a gauge writer (HighLevel's budget, the IMAP
+ * watcher): metrics includes none of the modules it reports on. */
 #ifndef MB_METRICS_H
 #define MB_METRICS_H
 
+#include <stdio.h>
+
 #include "http.h"
+
+/* Writes gauges (with their HELP and TYPE lines) at each scrape. */
+typedef void (*metrics_gauge_fn)(void *arg, FILE *out);
+#define METRICS_MAX_GAUGES 8
+/* Registered at start-up, before the HTTP server starts; cleared after it
+ * stops (metrics_gauges_clear). Beyond METRICS_MAX_GAUGES: -1. */
+int metrics_gauge_add(metrics_gauge_fn fn, void *arg);
+void metrics_gauges_clear(void);
 
 enum metric {
 	M_WEBHOOK_ACCEPTED, M_WEBHOOK_DUPLICATE, M_WEBHOOK_BAD_SIGNATURE, M_WEBHOOK_INVALID,

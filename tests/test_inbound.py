@@ -377,6 +377,15 @@ class TestInbound(unittest.TestCase):
         eml = [data for name, data in ghl.uploads if name == "forwarded1.eml"]
         self.assertTrue(eml and b"inner.pdf" in eml[-1], ghl.uploads[-3:])
 
+    def test_metrics_count_the_mailboxes(self):
+        # registered by the watcher's owner (mailboxes.c), not read by metrics.c
+        st, body, _ = d.request("GET", "/metrics")
+        self.assertEqual(st, 200)
+        text = body.decode()
+        self.assertIn('mailbridge_imap_mailboxes{state="configured"} 3\n', text)
+        self.assertRegex(text, r'mailbridge_imap_mailboxes\{state="connected"\} [0-3]\n')
+        self.assertLess(text.index("mailbridge_highlevel_requests_today"), text.index("mailbridge_imap_mailboxes"))
+
     def test_auto_reply_is_marked(self):
         msgid = email.utils.make_msgid(domain="ooo.test")
         append("support", (f"From: ooo@ooo.test\r\nTo: support@mail.test\r\nSubject: Out of office\r\n"

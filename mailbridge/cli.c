@@ -1,5 +1,6 @@
-/* app: opening and closing the long-lived objects a command or the
+/* cli: opening and closing the long-lived objects a command or the
  * daemon works with (configuration, store, the store's keys). */
+#include "cli.h"
 #include "app.h"
 #include "config.h"
 #include "ghl.h"
@@ -48,6 +49,22 @@ app_open(struct app *app, const char *path)
 		return -1;
 	}
 	return 0;
+}
+
+static int
+app_oauth_token(void *oauth, const char *location_id, const char *stale, char **token_r)
+{
+	return oauth_access_token(oauth, location_id, stale, token_r);
+}
+
+void
+app_open_highlevel(struct app *app)
+{
+	app->ghl = ghl_new(app->cfg, app->store);
+	if (app->cfg->client_id) {
+		app->oauth = oauth_new(app->cfg, app->store, app->ghl);
+		ghl_set_token_source(app->ghl, app_oauth_token, app->oauth);
+	}
 }
 
 void
