@@ -6,14 +6,18 @@
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 /* The 16 bytes of an address, IPv4 as ::ffff:a.b.c.d; 0 or -1. */
 static int
 addr16(const struct sockaddr *sa, unsigned char out[16])
 {
+	if (!sa)
+		return -1;
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
 		memset(out, 0, 10);
@@ -26,6 +30,38 @@ addr16(const struct sockaddr *sa, unsigned char out[16])
 		return 0;
 	}
 	return -1;
+}
+
+bool
+netaddr_key16(const struct sockaddr *sa, unsigned char out[16])
+{
+	return addr16(sa, out) == 0;
+}
+
+const char *
+netaddr_to_string(const struct sockaddr *sa, char *buf, size_t len)
+{
+	const void *in = !sa ? NULL : sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr :
+	    sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr : NULL;
+
+	if (!in || !inet_ntop(sa->sa_family, in, buf, (socklen_t)len))
+		snprintf(buf, len, "?");
+	return buf;
+}
+
+bool
+netaddr_text_is_loopback(const char *host)
+{
+	static const unsigned char v4net[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127 };
+	static const unsigned char v6one[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+	struct sockaddr_storage ss;
+	unsigned char a[16];
+
+	if (!strcasecmp(host, "localhost"))
+		return true;
+	if (netaddr_from_string(host, &ss) < 0 || addr16((struct sockaddr *)&ss, a) < 0)
+		return false;
+	return !memcmp(a, v4net, 13) || !memcmp(a, v6one, 16);
 }
 
 static bool

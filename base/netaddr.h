@@ -42,6 +42,17 @@ bool netaddr_list_has_origin(const struct netaddr_list *l, const char *url);
  * IPv6 addresses. */
 bool netaddr_is_public(const struct sockaddr *sa);
 
+/* The 16 bytes of an IPv4 (as ::ffff:a.b.c.d) or IPv6 address, for
+ * comparing peers; false for other families or NULL. */
+bool netaddr_key16(const struct sockaddr *sa, unsigned char out[16]);
+
+/* The address as text ("192.0.2.1", "::1") into buf; "?" for others. */
+const char *netaddr_to_string(const struct sockaddr *sa, char *buf, size_t len);
+
+/* True for a loopback address given as text (127.0.0.0/8, ::1) or the
+ * name "localhost". */
+bool netaddr_text_is_loopback(const char *host);
+
 /* Parses a literal IPv4 or IPv6 address (no brackets) into sa_r
  * (struct sockaddr_storage's size). 0 or -1. */
 int netaddr_from_string(const char *s, void *sa_r);

@@ -584,24 +584,6 @@ read_secret(const char *path, FILE *err, const char *where, int *errors)
 	return s;
 }
 
-/* localhost, 127.0.0.0/8 or ::1: the only hosts a password may reach
- * without TLS by default */
-static bool
-host_is_loopback(const char *host)
-{
-	struct sockaddr_storage ss;
-	unsigned char a[16];
-
-	if (!strcasecmp(host, "localhost"))
-		return true;
-	if (netaddr_from_string(host, &ss) < 0)
-		return false;
-	if (ss.ss_family == AF_INET)
-		return ((const unsigned char *)&((struct sockaddr_in *)&ss)->sin_addr)[0] == 127;
-	memcpy(a, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-	return !memcmp(a, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1", 16);
-}
-
 static void
 check_server(const char *where, const char *what, struct mail_server_config *m, FILE *err, int *errors)
 {
@@ -623,7 +605,7 @@ check_server(const char *where, const char *what, struct mail_server_config *m, 
 		fprintf(err, "%s: %s_ca_file %s: %s\n", where, what, m->ca_file, strerror(errno));
 		(*errors)++;
 	}
-	if (m->user && m->tls_mode == TLS_MODE_NONE && m->host && !host_is_loopback(m->host) &&
+	if (m->user && m->tls_mode == TLS_MODE_NONE && m->host && !netaddr_text_is_loopback(m->host) &&
 	    !m->allow_plaintext_auth) {
 		fprintf(err, "%s: %s_user with %s_tls = none would send the password in clear text to %s: use "
 		    "starttls or tls, or set %s_allow_plaintext_auth = yes if the path is trusted\n", where, what, what,
@@ -823,14 +805,12 @@ config_check(struct config *cfg, FILE *err, int *errors)
 		free(k);
 	}
 	{
-		struct netaddr_list l;
 		char *e = NULL;
-		if (netaddr_list_parse(cfg->lmtp_allow, &l, &e) < 0) {
+		if (netaddr_list_parse(cfg->lmtp_allow, &cfg->lmtp_allow_list, &e) < 0) {
 			fprintf(err, "%s: lmtp_allow: %s\n", where(cfg, "lmtp_allow"), e);
 			free(e);
 			(*errors)++;
 		}
-		netaddr_list_clear(&l);
 	}
 	if (cfg->max_buffered < cfg->max_body) {
 		fprintf(err, "%s: max_buffered is smaller than max_body: no webhook that large could be taken\n",
@@ -927,6 +907,7 @@ config_free(struct config *cfg)
 	for (size_t i = 0; i < CONFIG_MAX_KEYS; i++)
 		free(cfg->key_where[i]);
 	netaddr_list_clear(&cfg->attachment_allow);
+	netaddr_list_clear(&cfg->lmtp_allow_list);
 	free(cfg->listen_host);
 	free(cfg->path);
 	free(cfg->dir);

@@ -78,6 +78,7 @@ struct config {
 	char *log_level;
 	char *lmtp_listen;         /* "host:port", "unix:/path" or NULL: LMTP intake off */
 	char *lmtp_allow;          /* CIDRs of TCP peers that may speak LMTP */
+	struct netaddr_list lmtp_allow_list;   /* parsed by config_load */
 	long lmtp_max_sessions;
 	char *metrics_token;       /* bearer token for /metrics, or NULL */
 	char *postfix_log;         /* the local Postfix's log: checked before resending an

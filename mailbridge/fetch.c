@@ -65,11 +65,8 @@ fetch_opensocket(void *userdata, curlsocktype purpose, struct curl_sockaddr *a)
 	if (purpose != CURLSOCKTYPE_IPCXN)
 		return CURL_SOCKET_BAD;
 	if (!fs->any_address && !netaddr_is_public(&a->addr) && !netaddr_list_has_addr(fs->allow, &a->addr)) {
-		const void *in = a->family == AF_INET ? (const void *)&((struct sockaddr_in *)&a->addr)->sin_addr :
-		    (const void *)&((struct sockaddr_in6 *)&a->addr)->sin6_addr;
 		fs->refused = true;
-		if (!inet_ntop(a->family, in, fs->refused_addr, sizeof(fs->refused_addr)))
-			strcpy(fs->refused_addr, "?");
+		netaddr_to_string(&a->addr, fs->refused_addr, sizeof(fs->refused_addr));
 		return CURL_SOCKET_BAD;
 	}
 	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);

@@ -236,25 +236,6 @@ http_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_Req
 	}
 }
 
-/* The 16 bytes of a peer (IPv4 as ::ffff:a.b.c.d); false for others. */
-static bool
-peer_key(const struct sockaddr *sa, unsigned char out[16])
-{
-	if (!sa)
-		return false;
-	if (sa->sa_family == AF_INET) {
-		memset(out, 0, 10);
-		out[10] = out[11] = 0xff;
-		memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		return true;
-	}
-	if (sa->sa_family == AF_INET6) {
-		memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-		return true;
-	}
-	return false;
-}
-
 static struct peer_count *
 peer_find(struct peer_table *t, const unsigned char key[16])
 {
@@ -273,7 +254,7 @@ http_accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 	bool ok;
 
 	(void)addrlen;
-	if (srv->lim.per_ip_limit == 0 || !peer_key(addr, key))
+	if (srv->lim.per_ip_limit == 0 || !netaddr_key16(addr, key))
 		return MHD_YES;
 	pthread_mutex_lock(&srv->peers.lock);
 	pc = peer_find(&srv->peers, key);
@@ -294,7 +275,7 @@ http_notify_connection(void *cls, struct MHD_Connection *c, void **socket_contex
 	struct peer_count *pc;
 
 	(void)socket_context;
-	if (srv->lim.per_ip_limit == 0 || !ci || !peer_key(ci->client_addr, key))
+	if (srv->lim.per_ip_limit == 0 || !ci || !netaddr_key16(ci->client_addr, key))
 		return;
 	pthread_mutex_lock(&srv->peers.lock);
 	pc = peer_find(&srv->peers, key);
@@ -462,10 +443,6 @@ http_peer(const struct http_request *req, char *buf, size_t len)
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
 
-	snprintf(buf, len, "?");
-	if (sa && sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, (socklen_t)len);
-	else if (sa && sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, (socklen_t)len);
+	netaddr_to_string(sa, buf, len);
 	return sa;
 }

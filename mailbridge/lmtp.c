@@ -34,7 +34,7 @@ struct lmtp_server {
 	struct app *app;
 	int fd;
 	char *unix_path;           /* a UNIX socket we created, removed at stop */
-	struct netaddr_list allow; /* TCP peers allowed */
+	const struct netaddr_list *allow;   /* TCP peers allowed (the configuration's) */
 	long max_sessions;
 	pthread_t thread;
 	volatile int stop;
@@ -357,15 +357,10 @@ out:
 static bool
 lmtp_peer_ok(struct lmtp_server *srv, const struct sockaddr_storage *ss, char *buf, size_t len)
 {
-	const void *in;
-
 	if (srv->unix_path)
 		return true;
-	in = ss->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr :
-	    (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
-	if (!inet_ntop(ss->ss_family, in, buf, (socklen_t)len))
-		snprintf(buf, len, "?");
-	return netaddr_list_has_addr(&srv->allow, (const struct sockaddr *)ss);
+	netaddr_to_string((const struct sockaddr *)ss, buf, len);
+	return netaddr_list_has_addr(srv->allow, (const struct sockaddr *)ss);
 }
 
 static void
@@ -514,24 +509,16 @@ struct lmtp_server *
 lmtp_start(struct app *app, const char *listen_on, char **error_r)
 {
 	struct lmtp_server *srv;
-	char *unix_path = NULL, *err = NULL;
-	struct netaddr_list allow;
+	char *unix_path = NULL;
 	int fd;
 
-	if (netaddr_list_parse(app->cfg->lmtp_allow, &allow, &err) < 0) {
-		*error_r = xasprintf("lmtp_allow: %s", err);
-		free(err);
+	if ((fd = lmtp_listen_socket(listen_on, &unix_path, error_r)) < 0)
 		return NULL;
-	}
-	if ((fd = lmtp_listen_socket(listen_on, &unix_path, error_r)) < 0) {
-		netaddr_list_clear(&allow);
-		return NULL;
-	}
 	srv = xcalloc(1, sizeof(*srv));
 	srv->app = app;
 	srv->fd = fd;
 	srv->unix_path = unix_path;
-	srv->allow = allow;
+	srv->allow = &app->cfg->lmtp_allow_list;
 	srv->max_sessions = app->cfg->lmtp_max_sessions;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->idle, NULL);
@@ -551,7 +538,6 @@ lmtp_free(struct lmtp_server *srv)
 	if (srv->unix_path)
 		unlink(srv->unix_path);
 	free(srv->unix_path);
-	netaddr_list_clear(&srv->allow);
 	pthread_mutex_destroy(&srv->lock);
 	pthread_cond_destroy(&srv->idle);
 	free(srv);

@@ -71,5 +71,23 @@ main(void)
 	err = NULL;
 	CHECK(netaddr_list_parse("files.internal", &l, &err) < 0);
 	free(err);
+	/* loopback by text, addresses as text and as keys */
+	CHECK(netaddr_text_is_loopback("localhost") && netaddr_text_is_loopback("127.0.0.1") &&
+	    netaddr_text_is_loopback("127.9.9.9") && netaddr_text_is_loopback("::1"));
+	CHECK(!netaddr_text_is_loopback("::2") && !netaddr_text_is_loopback("128.0.0.1") &&
+	    !netaddr_text_is_loopback("relay.example") && !netaddr_text_is_loopback("::ffff:10.0.0.1"));
+	{
+		struct sockaddr_storage a, b;
+		unsigned char ka[16], kb[16];
+		char buf[64];
+		netaddr_from_string("192.0.2.7", &a);
+		netaddr_from_string("::ffff:192.0.2.7", &b);
+		CHECK(netaddr_key16((struct sockaddr *)&a, ka) && netaddr_key16((struct sockaddr *)&b, kb) &&
+		    memcmp(ka, kb, 16) == 0);
+		CHECK(strcmp(netaddr_to_string((struct sockaddr *)&a, buf, sizeof(buf)), "192.0.2.7") == 0);
+		netaddr_from_string("2001:db8::5", &a);
+		CHECK(strcmp(netaddr_to_string((struct sockaddr *)&a, buf, sizeof(buf)), "2001:db8::5") == 0);
+		CHECK(strcmp(netaddr_to_string(NULL, buf, sizeof(buf)), "?") == 0 && !netaddr_key16(NULL, ka));
+	}
 	return test_done("test_netaddr");
 }
