@@ -162,7 +162,9 @@ imap_scan(struct netstream *ns, char *buf, ssize_t len)
 			ns->imap.brace = 2;
 		} else if (ns->imap.brace == 2 && c == '\r') {
 			ns->imap.brace = 3;
-		} else if (ns->imap.brace == 3 && c == '\n') {
+		} else if ((ns->imap.brace == 2 || ns->imap.brace == 3) && c == '\n') {
+			/* libetpan takes a bare LF for the CRLF too: so must we, or
+			 * we lose step with it (found by fuzz_imap) */
 			ns->imap.literal = ns->imap.num;
 			ns->imap.brace = 0;
 		} else {
