@@ -5,6 +5,8 @@
 # and runs the given integration suites with the daemon under valgrind
 # (tests/harness/daemon.py: MB_VALGRIND). Any valgrind error or definite leak makes the daemon exit 99,
 # which the suite's teardown reports as a failure.
+# Its servers take ports from 23000 (MB_TEST_PORT_BASE), apart from the
+# plain suites' 21000, so both can run at once (ctest -j2).
 set -eu
 src=$(cd "$1" && pwd) work=$2
 shift 2
