@@ -15,6 +15,7 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 int64_t now_ms(void);                  /* CLOCK_REALTIME in milliseconds */
 int64_t mono_ms(void);                 /* CLOCK_MONOTONIC in milliseconds */
+void sleep_ms(int64_t ms);             /* the whole of it, across signals */
 
 /* Reads a whole file (NUL-terminated, *len_r without the NUL); NULL + errno
  * on failure or when larger than max. Caller frees. */

@@ -8,6 +8,7 @@
 #include "ghl.h"
 #include "http.h"
 #include "inbound.h"
+#include "jobs.h"
 #include "lmtp.h"
 #include "log.h"
 #include "metrics.h"
@@ -60,8 +61,8 @@ print_job_row(const struct job *j, void *arg)
 {
 	char when[32];
 	fmt_time(j->created_at, when, sizeof(when));
-	printf("%-24s %-22s %-8s %-8s %3d  %-8s %s\n", j->message_id, j->location_id, j->type, j->state,
-	    j->attempts, j->report_state, when);
+	printf("%-24s %-22s %-8s %-8s %3d  %-8s %s\n", j->message_id, j->location_id, j->type,
+	    job_state_name(j->fsm.job), j->attempts, report_state_name(j->fsm.report), when);
 }
 
 int
@@ -92,20 +93,20 @@ ctl_queue(const char *path, int argc, char **argv)
 			printf("messageId     %s\nlocationId    %s\ntype          %s\nstate         %s\n"
 			    "attempts      %d\ncreated       %s\nnext attempt  %s\nlast reply    %d %s\n"
 			    "Message-ID    %s\nrecipients    %s\nreport        %s %s (%d attempts) %s\n",
-			    j->message_id, j->location_id, j->type, j->state, j->attempts, when, next,
+			    j->message_id, j->location_id, j->type, job_state_name(j->fsm.job), j->attempts, when, next,
 			    j->last_code, j->last_error ? j->last_error : "", j->rfc_message_id ? j->rfc_message_id : "-",
-			    j->rcpt_state ? j->rcpt_state : "-", j->report_status ? j->report_status : "-",
-			    j->report_state, j->report_attempts, j->report_error ? j->report_error : "");
+			    j->rcpt_state ? j->rcpt_state : "-", report_status_name(j->fsm.status) ?
+			    report_status_name(j->fsm.status) : "-", report_state_name(j->fsm.report), j->report_attempts, j->report_error ? j->report_error : "");
 			r = 0;
 		} else {
 			fprintf(stderr, "no job %s\n", argv[1]);
 		}
 	} else if (!strcmp(argv[0], "retry")) {
-		r = store_job_retry(app.store, argv[1]) == 1 ? 0 : 1;
+		r = jobs_retry(app.store, argv[1]) == 1 ? 0 : 1;
 		fprintf(r ? stderr : stdout, r ? "no queued or failed job %s with its payload (a sent job cannot go again)\n" :
 		    "job %s queued now\n", argv[1]);
 	} else if (!strcmp(argv[0], "drop")) {
-		r = store_job_drop(app.store, argv[1]) == 1 ? 0 : 1;
+		r = jobs_drop(app.store, argv[1]) == 1 ? 0 : 1;
 		fprintf(r ? stderr : stdout, r ? "no droppable job %s (not found or being sent)\n" :
 		    "job %s dropped\n", argv[1]);
 	} else {
@@ -122,7 +123,7 @@ print_inbound_row(const struct inbound_row *r, void *arg)
 {
 	char when[32];
 	fmt_time(r->created_at, when, sizeof(when));
-	printf("%-20s %-8s %3d %s %s\n    %s%s%s\n", r->location_id, r->state, r->attempts, when, r->key,
+	printf("%-20s %-8s %3d %s %s\n    %s%s%s\n", r->location_id, inbound_state_name(r->state), r->attempts, when, r->key,
 	    r->summary ? r->summary : "", r->error ? "\n    error: " : "", r->error ? r->error : "");
 }
 
@@ -139,7 +140,12 @@ ctl_inbound(const char *path, int argc, char **argv)
 	if (app_open(&app, path) < 0)
 		return 1;
 	if (!strcmp(argv[0], "list")) {
-		r = store_inbound_list(app.store, argc > 1 ? argv[1] : NULL, print_inbound_row, NULL) < 0;
+		int state = inbound_state_parse(argc > 1 ? argv[1] : NULL);
+		if (state < 0)
+			fprintf(stderr, "no inbound state \"%s\" (posting, posted, skipped, dsn, failed or retry)\n",
+			    argv[1]);
+		else
+			r = store_inbound_list(app.store, (enum inbound_state)state, print_inbound_row, NULL) < 0;
 	} else if (!strcmp(argv[0], "retry")) {
 		const struct location_config *loc = config_location(app.cfg, argv[1]);
 		if (!loc) {

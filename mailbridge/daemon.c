@@ -10,6 +10,7 @@
 #include "http.h"
 #include "mailboxes.h"
 #include "inbound.h"
+#include "jobs.h"
 #include "lmtp.h"
 #include "log.h"
 #include "metrics.h"
@@ -96,7 +97,12 @@ daemon_serve(const char *path, char **argv)
 		app_close(&app);
 		return 1;
 	}
-	recovered = store_job_recover(app.store);
+	recovered = jobs_recover(app.store);
+	if (recovered < 0) {
+		log_error("store: cannot put interrupted jobs back in the queue; not starting");
+		app_close(&app);
+		return 1;
+	}
 	if (recovered > 0)
 		log_warn("store: %d job(s) were interrupted during DATA by a crash; %s", recovered,
 		    app.cfg->postfix_log ? "each is sent again unless postfix_log shows the relay kept it" :

@@ -2,6 +2,7 @@
 #include "app.h"
 #include "config.h"
 #include "contact.h"
+#include "jobs.h"
 #include "ghl.h"
 #include "log.h"
 #include "metrics.h"
@@ -53,10 +54,12 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 	 * location's reply domain, in To, Delivered-To or X-Original-To */
 	struct msgmap *map = NULL, *rp = thread_by_token(app->store, loc->id, loc->reply_domain, THREAD_BOUNCE,
 	    m->all_rcpt_addrs, m->n_all_rcpt);
-	const char *job_id = NULL, *status = NULL, *claimed = NULL, *refused = NULL;
+	const char *job_id = NULL, *claimed = NULL, *refused = NULL;
+	enum report_status status = STATUS_NONE;
 	const struct dsn_rcpt *decisive = NULL;
 	char *err = NULL;
 	int code = 0, r = 0;
+	enum inbound_result ret = INBOUND_DONE;
 
 	/* what the report names: ENVID (we send the messageId), our header,
 	 * our Message-ID */
@@ -75,12 +78,12 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 	for (size_t i = 0; i < m->n_dsn; i++) {
 		const char *a = m->dsn[i].action ? m->dsn[i].action : "";
 		if (!strncmp(a, "failed", 6)) {
-			status = "failed";
+			status = STATUS_FAILED;
 			decisive = &m->dsn[i];
 			break;
 		}
 		if (!strncmp(a, "delivered", 9) || !strncmp(a, "relayed", 7) || !strncmp(a, "expanded", 8)) {
-			status = "delivered";
+			status = STATUS_DELIVERED;
 			decisive = &m->dsn[i];
 		}
 	}
@@ -91,24 +94,32 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 		err = xasprintf("%s: %s %s", decisive->recipient ? decisive->recipient : "?", decisive->action,
 		    decisive->status ? decisive->status : "");
 	}
-	if (job_id && status)
-		r = store_job_dsn(app->store, job_id, status, code, status[0] == 'f' ? err : NULL);
-	if (r == 1) {
-		metrics_inc(M_DSN_APPLIED);
-		store_event(app->store, job_id, "dsn", err ? err : status);
+	if (job_id && status != STATUS_NONE)
+		r = jobs_dsn(app->store, job_id, status, code, status == STATUS_FAILED ? err : NULL,
+		    err ? err : report_status_name(status), NULL);
+	if (r < 0) {
+		/* not applied and not recorded: the message is read again later */
+		log_error("inbound: DSN locationId=%s messageId=%s: store error; read again later", loc->id, job_id);
+		ret = INBOUND_RETRY;
+		goto out;
 	}
+	if (r == 1)
+		metrics_inc(M_DSN_APPLIED);
 	if (refused)
 		log_warn("inbound: DSN locationId=%s naming messageId=%s refused: %s", loc->id, claimed ? claimed : "-",
 		    refused);
 	else
 		log_info("inbound: DSN locationId=%s messageId=%s action=%s applied=%s", loc->id,
-		    job_id ? job_id : "-", status ? status : "delayed/none", r == 1 ? "yes" : "no");
-	store_inbound_record(app->store, loc->id, key, r == 1 ? "dsn" : "skipped", job_id,
-	    r == 1 ? NULL : refused ? refused : "DSN for no known sent message (or only a delay)", "DSN", NULL, 0);
+		    job_id ? job_id : "-", status != STATUS_NONE ? report_status_name(status) : "delayed/none",
+		    r == 1 ? "yes" : "no");
+	if (store_inbound_record(app->store, loc->id, key, r == 1 ? IN_DSN : IN_SKIPPED, job_id,
+	    r == 1 ? NULL : refused ? refused : "DSN for no known sent message (or only a delay)", "DSN", NULL, 0) < 0)
+		ret = INBOUND_RETRY;  /* applied again on the re-read: the same status, reported again at worst */
+out:
 	store_msgmap_free(map);
 	store_msgmap_free(rp);
 	free(err);
-	return INBOUND_DONE;
+	return ret;
 }
 
 static char *
@@ -195,14 +206,11 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 
 	/* the intent is on disk before the call: after a crash right after
 	 * HighLevel's answer, the re-read posts again (logged), never loses */
-	{
-		char *prev = NULL;
-		if (store_inbound_state(app->store, loc->id, key, &prev) == 1 && !strcmp(prev, "posting"))
-			log_warn("inbound: locationId=%s key=%s was being posted when mailbridge stopped; "
-			    "posting again (HighLevel may show it twice)", loc->id, key);
-		free(prev);
+	if (store_inbound_record(app->store, loc->id, key, IN_POSTING, NULL, NULL, summary, NULL, 0) < 0) {
+		s.cls = GHL_RETRY;
+		s.error = xstrdup("the store cannot record the intent to post: not posted");
+		goto fail;
 	}
-	store_inbound_record(app->store, loc->id, key, "posting", NULL, NULL, summary, NULL, 0);
 	if (ghl_message_post(app->ghl, loc->id, &post, &posted, &res) != GHL_OK) {
 		ghl_step_from(&s, &res, "post inbound");
 		goto fail;
@@ -229,9 +237,18 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 		{
 			/* trace events under the thread's message (if any) and under the reply */
 			char *ev = xasprintf("reply from %s <%s> posted as %s", m->from_addr, key, ghl_id);
-			store_inbound_posted(app->store, loc->id, key, ghl_id, summary, m->message_id ? &mm : NULL,
-			    parent ? parent->ghl_message_id : NULL, ev);
+			int r;
+			/* HighLevel has it: a record that fails now would have the
+			 * re-read post it twice, so the store gets a few tries */
+			for (int i = 0; (r = store_inbound_posted(app->store, loc->id, key, ghl_id, summary,
+			    m->message_id ? &mm : NULL, parent ? parent->ghl_message_id : NULL, ev)) < 0 && i < 3; i++)
+				sleep_ms(100LL << (2 * i));
 			free(ev);
+			if (r < 0) {
+				log_error("inbound: locationId=%s key=%s posted as %s, but the store cannot record it: "
+				    "left unread (the next read posts it again)", loc->id, key, ghl_id);
+				ret = INBOUND_RETRY;
+			}
 		}
 		metrics_inc(M_INBOUND_POSTED);
 		log_info("inbound: posted locationId=%s messageId=%s thread=%s attachments=%zu traceId=%s", loc->id,
@@ -243,12 +260,15 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 fail:
 	if (s.cls == GHL_PERMANENT) {
 		log_warn("inbound: failed locationId=%s key=%s: %s", loc->id, key, s.error);
-		store_inbound_record(app->store, loc->id, key, "failed", NULL, s.error, summary, raw, len);
 		metrics_inc(M_INBOUND_FAILED);
+		/* not recorded: read again later, and refused again then */
+		if (store_inbound_record(app->store, loc->id, key, IN_FAILED, NULL, s.error, summary, raw, len) < 0)
+			ret = INBOUND_RETRY;
 	} else {
 		log_warn("inbound: will retry locationId=%s key=%s: %s", loc->id, key, s.error ? s.error : "?");
 		/* HighLevel answered (or nobody did before the post): not posted */
-		store_inbound_record(app->store, loc->id, key, "retry", NULL, s.error, summary, NULL, 0);
+		/* for `inbound list` only: the RETRY return leaves it unread either way */
+		(void)store_inbound_record(app->store, loc->id, key, IN_RETRY, NULL, s.error, summary, NULL, 0);
 		metrics_inc(M_INBOUND_RETRY);
 		ret = INBOUND_RETRY;
 	}
@@ -277,7 +297,7 @@ inbound_skip(struct app *app, const struct location_config *loc, const char *key
     const char *why)
 {
 	char *summary = summary_of(m);
-	int r = store_inbound_record(app->store, loc->id, key, "skipped", NULL, why, summary, NULL, 0);
+	int r = store_inbound_record(app->store, loc->id, key, IN_SKIPPED, NULL, why, summary, NULL, 0);
 
 	metrics_inc(M_INBOUND_SKIPPED);
 	log_info("inbound: locationId=%s key=%s not posted: %s", loc->id, key, why);
@@ -289,7 +309,9 @@ static enum inbound_result
 inbound_handle_once(struct app *app, const struct location_config *loc, const char *raw, size_t len, bool retry)
 {
 	struct inbound_msg *m;
-	char *key, *state = NULL;
+	char *key;
+	enum inbound_state state;
+	enum inbound_action act;
 	const char *refused = NULL;
 	enum inbound_result r = INBOUND_DONE;
 
@@ -304,7 +326,7 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 		key = dedupe_key(&none, raw, len);
 		metrics_inc(M_INBOUND_FAILED);
 		log_warn("inbound: locationId=%s message refused: %s", loc->id, refused);
-		if (store_inbound_record(app->store, loc->id, key, "failed", NULL, refused, NULL, NULL, 0) < 0)
+		if (store_inbound_record(app->store, loc->id, key, IN_FAILED, NULL, refused, NULL, NULL, 0) < 0)
 			r = INBOUND_RETRY;
 		free(key);
 		return r;
@@ -316,9 +338,8 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 	key = dedupe_key(m, raw, len);
 	if (store_inbound_state(app->store, loc->id, key, &state) < 0) {
 		r = INBOUND_RETRY;
-	} else if (state && (!strcmp(state, "posted") || !strcmp(state, "skipped") || !strcmp(state, "dsn") ||
-	    (!strcmp(state, "failed") && !retry))) {
-		log_debug("inbound: locationId=%s key=%s already %s", loc->id, key, state);
+	} else if ((act = inbound_on_read(state, retry)) == IN_ACT_NONE) {
+		log_debug("inbound: locationId=%s key=%s already %s", loc->id, key, inbound_state_name(state));
 	} else if (m->is_dsn) {
 		r = inbound_dsn(app, loc, m, key);
 	} else if (!m->from_addr) {
@@ -329,9 +350,11 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 	} else if ((m->auto_reply || m->null_sender) && !strcmp(loc->auto_replies, "skip")) {
 		r = inbound_skip(app, loc, key, m, "auto-reply");
 	} else {
+		if (act == IN_ACT_HANDLE_AGAIN)
+			log_warn("inbound: locationId=%s key=%s was being posted when mailbridge stopped; "
+			    "posting again (HighLevel may show it twice)", loc->id, key);
 		r = inbound_post(app, loc, m, key, raw, len);
 	}
-	free(state);
 	free(key);
 	inbound_msg_free(m);
 	return r;

@@ -87,7 +87,6 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 	char *out = NULL;
 	size_t len = 0;
 	FILE *f;
-	static const char *const states[] = { "queued", "claimed", "sending", "sent", "failed" };
 
 	if (app->cfg->metrics_token) {
 		const char *auth = http_header(req, "Authorization");
@@ -107,8 +106,9 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 		    *series[i].labels ? "}" : "", metrics_get((enum metric)i));
 	}
 	fprintf(f, "# HELP mailbridge_jobs Outbound jobs by state\n# TYPE mailbridge_jobs gauge\n");
-	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
-		fprintf(f, "mailbridge_jobs{state=\"%s\"} %d\n", states[i], store_job_count(app->store, states[i]));
+	for (int i = 0; i < JOB_STATE_N; i++)
+		fprintf(f, "mailbridge_jobs{state=\"%s\"} %d\n", job_state_name((enum job_state)i),
+		    store_job_count(app->store, (enum job_state)i));
 	fprintf(f, "# HELP mailbridge_oldest_queued_job_seconds Age of the oldest job still queued\n"
 	    "# TYPE mailbridge_oldest_queued_job_seconds gauge\nmailbridge_oldest_queued_job_seconds %.1f\n",
 	    store_job_oldest_queued_age(app->store) / 1000.0);

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "fetch.h"
 #include "ghl.h"
+#include "jobs.h"
 #include "log.h"
 #include "metrics.h"
 #include "mime_out.h"
@@ -225,8 +226,9 @@ count_accepted(json_t *rcpt_state)
 
 /* Right before DATA is sent (pipelined: before the envelope that carries
  * it). The threading record goes in the same commit: replies can only come
- * once the relay may hold the message, which is from here on. */
-static void
+ * once the relay may hold the message, which is from here on. -1: not
+ * recorded, so not sent (smtp_send stops before DATA; a retry follows). */
+static int
 mark_sending(void *arg)
 {
 	struct job_ctx *c = arg;
@@ -234,34 +236,58 @@ mark_sending(void *arg)
 		.ghl_message_id = c->p->message_id, .email_message_id = c->p->email_message_id,
 		.contact_id = c->p->contact_id, .conversation_id = c->p->conversation_id,
 		.references = c->references, .reply_token = c->reply_token };
-	store_job_mark_sending(c->ob->app->store, c->job->id, &m);
+	int r = jobs_sending(c->ob->app->store, c->job, &m);
+
+	if (r != 1)
+		log_error("outbound: messageId=%s not sent: %s", c->job->message_id, r < 0 ?
+		    "the store cannot record the send" : "the job is no longer claimed");
+	return r == 1 ? 0 : -1;
+}
+
+static void
+wake_reporter(struct outbound *ob)
+{
+	pthread_mutex_lock(&ob->lock);
+	ob->report_seq++;
+	pthread_cond_signal(&ob->report_cond);
+	pthread_mutex_unlock(&ob->lock);
 }
 
 /* Ends the attempt in the store; wakes a reporter when a status is due. */
 static void
-outbound_finish(struct job_ctx *c, const char *state, int64_t next_at, int code, const char *error,
-    const char *report)
+outbound_finish(struct job_ctx *c, enum job_outcome outcome, int64_t next_at, int code, const char *error,
+    enum report_status report)
 {
+	static const char *const outcome_names[] = {
+		[ATTEMPT_RETRY] = "retry", [ATTEMPT_SENT] = "sent", [ATTEMPT_FAILED] = "failed",
+	};
+	static const enum metric outcome_metric[] = {
+		[ATTEMPT_RETRY] = M_JOB_RETRIES, [ATTEMPT_SENT] = M_JOB_SENT, [ATTEMPT_FAILED] = M_JOB_FAILED,
+	};
 	char *rs = json_dumps(c->rcpt_state ? c->rcpt_state : json_object(), JSON_COMPACT);
 	/* the relay's last words (e.g. Postfix's queue id) for `trace` */
 	const char *said = error ? error : c->reply_text ? c->reply_text : "";
-	char *ev = xasprintf("attempt %d: %s <%s>; %d %s", c->job->attempts, state,
+	char *ev = xasprintf("attempt %d: %s <%s>; %d %s", c->job->attempts, outcome_names[outcome],
 	    c->message_id ? c->message_id : "-", code, said);
+	struct job_attempt_rec rec = { .next_at = next_at, .code = code, .error = error, .rcpt_state = rs,
+		.uncertain = c->uncertain, .event = ev };
+	int r = jobs_attempt(c->ob->app->store, c->job, outcome, report, &rec);
 
-	store_job_finish(c->ob->app->store, c->job->id, state, next_at, code, error, report, rs, c->uncertain,
-	    c->job->message_id, ev);
-	metrics_inc(!strcmp(state, JOB_QUEUED) ? M_JOB_RETRIES : !strcmp(state, JOB_SENT) ? M_JOB_SENT : M_JOB_FAILED);
+	metrics_inc(outcome_metric[outcome]);
+	if (r == 1)
+		log_info("outbound: messageId=%s locationId=%s state=%s attempt=%d%s%s", c->job->message_id,
+		    c->job->location_id, job_state_name(c->job->fsm.job), c->job->attempts, error ? " reason=" : "",
+		    error ? error : "");
+	else
+		/* the job stays claimed or sending in the store: the next start
+		 * puts it back in the queue (uncertain if it was sending) */
+		log_error("outbound: messageId=%s attempt %d (%s) not recorded: %s; the job stays %s until a restart "
+		    "recovers it", c->job->message_id, c->job->attempts, outcome_names[outcome],
+		    r < 0 ? "store error" : "the job moved on unexpectedly", job_state_name(c->job->fsm.job));
 	free(rs);
 	free(ev);
-	log_info("outbound: messageId=%s locationId=%s state=%s attempt=%d%s%s", c->job->message_id,
-	    c->job->location_id, state, c->job->attempts, error ? " reason=" : "", error ? error : "");
-	/* a sent job may carry a report that arrived while it was being sent */
-	if (report || !strcmp(state, JOB_SENT)) {
-		pthread_mutex_lock(&c->ob->lock);
-		c->ob->report_seq++;
-		pthread_cond_signal(&c->ob->report_cond);
-		pthread_mutex_unlock(&c->ob->lock);
-	}
+	if (r == 1 && rec.report_due)
+		wake_reporter(c->ob);
 }
 
 static int64_t
@@ -283,10 +309,10 @@ outbound_defer(struct job_ctx *c, int code, const char *why)
 	const struct config *cfg = c->ob->app->cfg;
 	if (expired(cfg, c->job)) {
 		char *msg = xasprintf("gave up after %ld s: %s", cfg->max_lifetime, why);
-		outbound_finish(c, JOB_FAILED, 0, code, msg, "failed");
+		outbound_finish(c, ATTEMPT_FAILED, 0, code, msg, STATUS_FAILED);
 		free(msg);
 	} else {
-		outbound_finish(c, JOB_QUEUED, retry_at(cfg, c->job->attempts), code, why, NULL);
+		outbound_finish(c, ATTEMPT_RETRY, retry_at(cfg, c->job->attempts), code, why, STATUS_NONE);
 	}
 }
 
@@ -309,22 +335,22 @@ outbound_plugin_send(struct job_ctx *c)
 	char *reason = NULL;
 
 	if (!pl) {
-		outbound_finish(c, JOB_FAILED, 0, 0, "no SMS plugin configured for this location", "failed");
+		outbound_finish(c, ATTEMPT_FAILED, 0, 0, "no SMS plugin configured for this location", STATUS_FAILED);
 		return;
 	}
 	switch (plugin_send(c->ob->app->plugins, pl, &j, &reason)) {
 	case MB_SEND_DELIVERED:
-		outbound_finish(c, JOB_SENT, 0, 0, NULL, "delivered");
+		outbound_finish(c, ATTEMPT_SENT, 0, 0, NULL, STATUS_DELIVERED);
 		break;
 	case MB_SEND_ACCEPTED:
 		/* the plugin reports delivered / failed when the gateway does */
-		outbound_finish(c, JOB_SENT, 0, 0, "accepted by the gateway; awaiting its report", NULL);
+		outbound_finish(c, ATTEMPT_SENT, 0, 0, "accepted by the gateway; awaiting its report", STATUS_NONE);
 		break;
 	case MB_SEND_TEMPORARY:
 		outbound_defer(c, 0, reason ? reason : "temporary plugin failure");
 		break;
 	case MB_SEND_PERMANENT:
-		outbound_finish(c, JOB_FAILED, 0, 0, reason ? reason : "refused by the gateway", "failed");
+		outbound_finish(c, ATTEMPT_FAILED, 0, 0, reason ? reason : "refused by the gateway", STATUS_FAILED);
 		break;
 	}
 	free(reason);
@@ -369,10 +395,10 @@ outbound_found_at_relay(struct job_ctx *c)
 	/* the attempt asked Postfix (which offers DSN) for delivery notices */
 	if (c->loc->delivered_on == DELIVERED_ON_DSN) {
 		char *why = xasprintf("relayed; awaiting DSN; %s", said);
-		outbound_finish(c, JOB_SENT, 0, 250, why, NULL);
+		outbound_finish(c, ATTEMPT_SENT, 0, 250, why, STATUS_NONE);
 		free(why);
 	} else
-		outbound_finish(c, JOB_SENT, 0, 250, NULL, "delivered");
+		outbound_finish(c, ATTEMPT_SENT, 0, 250, NULL, STATUS_DELIVERED);
 	c->reply_text = NULL;
 	free(rcpts);
 	free(said);
@@ -398,13 +424,13 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 
 	if (store_job_payload(app->store, job) != 1) {
 		/* a store error, not the message's fault: try again later */
-		outbound_finish(&c, JOB_QUEUED, retry_at(app->cfg, job->attempts), 0,
-		    "cannot read the stored payload", NULL);
+		outbound_finish(&c, ATTEMPT_RETRY, retry_at(app->cfg, job->attempts), 0,
+		    "cannot read the stored payload", STATUS_NONE);
 		goto out;
 	}
 	if (outbound_prepare(&c, app) < 0) {
-		outbound_finish(&c, JOB_FAILED, 0, 0, c.p ? "location is no longer configured" :
-		    "stored payload no longer validates", "failed");
+		outbound_finish(&c, ATTEMPT_FAILED, 0, 0, c.p ? "location is no longer configured" :
+		    "stored payload no longer validates", STATUS_FAILED);
 		goto out;
 	}
 	if (c.p->kind != PAYLOAD_EMAIL) {
@@ -417,7 +443,7 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	/* the relay's SIZE, once a connection to it has told us */
 	fr = outbound_fetch(&c, app->cfg, *conn && smtp_conn_matches(*conn, &sp) ? smtp_conn_max_size(*conn) : 0, &err);
 	if (fr == FETCH_PERM) {
-		outbound_finish(&c, JOB_FAILED, 0, 0, err, "failed");
+		outbound_finish(&c, ATTEMPT_FAILED, 0, 0, err, STATUS_FAILED);
 		goto out;
 	} else if (fr == FETCH_TEMP) {
 		outbound_defer(&c, 0, err);
@@ -467,11 +493,11 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 		if (n_sent > 0) {
 			/* delivered_on = dsn: the status comes with the DSN */
 			bool await_dsn = env.dsn && res.dsn_offered;
-			outbound_finish(&c, JOB_SENT, 0, res.reply.code, first_perm ? first_perm :
-			    (await_dsn ? "relayed; awaiting DSN" : NULL), await_dsn ? NULL : "delivered");
+			outbound_finish(&c, ATTEMPT_SENT, 0, res.reply.code, first_perm ? first_perm :
+			    (await_dsn ? "relayed; awaiting DSN" : NULL), await_dsn ? STATUS_NONE : STATUS_DELIVERED);
 		} else {
-			outbound_finish(&c, JOB_FAILED, 0, first_perm_code, first_perm ? first_perm :
-			    "no recipients", "failed");
+			outbound_finish(&c, ATTEMPT_FAILED, 0, first_perm_code, first_perm ? first_perm :
+			    "no recipients", STATUS_FAILED);
 		}
 	}
 	smtp_result_clear(&res);
@@ -517,13 +543,13 @@ outbound_worker(void *arg)
 		}
 		pthread_mutex_unlock(&ob->lock);
 
-		r = store_job_claim(st, now_ms(), &job);
+		r = jobs_claim(st, now_ms(), &job);
 		if (r == 1) {
 			outbound_process(ob, job, &conn);
 			store_job_free(job);
 			continue;
 		}
-		next = store_job_next_due(st);
+		next = jobs_next_due(st);
 		wait = next < 0 ? OUTBOUND_IDLE_POLL_MS : next - now_ms();
 		if (wait > OUTBOUND_IDLE_POLL_MS)
 			wait = OUTBOUND_IDLE_POLL_MS;
@@ -560,28 +586,52 @@ report_text(const char *s)
 	return t;
 }
 
+/* Records the post's end; 0 (a new status came meanwhile: it goes next)
+ * and -1 (the lease runs out and the report is claimed again) are logged. */
+static void
+report_done(struct store *st, struct job *job, enum report_outcome o, int64_t next_at, const char *error)
+{
+	const char *posted = report_status_name(job->fsm.status);
+	int r = jobs_report(st, job, o, next_at, error);
+
+	if (r == 0)
+		log_info("report: messageId=%s a new status came while %s was posted: it goes next", job->message_id,
+		    posted);
+	else if (r < 0)
+		log_error("report: messageId=%s the store cannot record the post of %s: it is tried again "
+		    "once its lease ends", job->message_id, posted);
+}
+
 static void
 report_one(struct outbound *ob, struct job *job)
 {
 	struct store *st = ob->app->store;
 	struct ghl_result res;
 	char code[16], *text = NULL;
-	bool failed = strcmp(job->report_status, "failed") == 0;
-	const char *email_id = job->email_message_id;
+	bool failed = job->fsm.status == STATUS_FAILED;
+	const char *status = report_status_name(job->fsm.status);
 
+	if (!status) {
+		/* a pending report always has a status: only a damaged row has none */
+		log_error("report: messageId=%s pending without a status: dropped", job->message_id);
+		report_done(st, job, REPORT_STOP, 0, "no status to report");
+		return;
+	}
 	snprintf(code, sizeof(code), "%d", job->last_code);
 	if (failed)
 		text = report_text(job->last_error);
-	ghl_update_status(ob->app->ghl, job->location_id, job->message_id, job->report_status,
-	    failed ? code : NULL, text, email_id, &res);
-	if (res.throttled)
-		store_report_defer(st, job->id, now_ms() + res.retry_after_ms);
-	else switch (res.cls) {
+	ghl_update_status(ob->app->ghl, job->location_id, job->message_id, status,
+	    failed ? code : NULL, text, job->email_message_id, &res);
+	if (res.throttled) {
+		if (store_report_defer(st, job->id, now_ms() + res.retry_after_ms) < 0)
+			log_error("report: messageId=%s cannot defer (store error): it is tried again once its lease "
+			    "ends", job->message_id);
+	} else switch (res.cls) {
 	case GHL_OK:
-		store_report_finish(st, job->id, REPORT_DONE, 0, NULL, job->message_id, job->report_status);
 		metrics_inc(M_REPORT_POSTED);
-		log_info("report: messageId=%s status=%s posted traceId=%s", job->message_id,
-		    job->report_status, res.trace_id ? res.trace_id : "-");
+		log_info("report: messageId=%s status=%s posted traceId=%s", job->message_id, status,
+		    res.trace_id ? res.trace_id : "-");
+		report_done(st, job, REPORT_POSTED, 0, NULL);
 		break;
 	case GHL_RETRY:
 	case GHL_AUTH: {
@@ -592,21 +642,21 @@ report_one(struct outbound *ob, struct job *job)
 		metrics_inc(M_REPORT_RETRY);
 		if (res.cls == GHL_RETRY && job->report_attempts >= REPORT_MAX_ATTEMPTS) {
 			metrics_inc(M_REPORT_GAVE_UP);
-			store_report_finish(st, job->id, REPORT_GAVE_UP, 0, res.error, NULL, NULL);
 			log_error("report: messageId=%s gave up after %d attempts: %s", job->message_id,
 			    job->report_attempts, res.error ? res.error : "?");
+			report_done(st, job, REPORT_STOP, 0, res.error);
 		} else {
-			store_report_finish(st, job->id, REPORT_PENDING, now_ms() + d, res.error, NULL, NULL);
 			log_debug("report: messageId=%s retry in %lld ms: %s", job->message_id, (long long)d,
 			    res.error ? res.error : "?");
+			report_done(st, job, REPORT_LATER, now_ms() + d, res.error);
 		}
 		break;
 	}
 	case GHL_PERMANENT:
 		metrics_inc(M_REPORT_GAVE_UP);
-		store_report_finish(st, job->id, REPORT_GAVE_UP, 0, res.error, NULL, NULL);
 		log_error("report: messageId=%s refused status=%ld: %s traceId=%s", job->message_id, res.status,
 		    res.error ? res.error : "?", res.trace_id ? res.trace_id : "-");
+		report_done(st, job, REPORT_STOP, 0, res.error);
 		break;
 	}
 	ghl_result_clear(&res);

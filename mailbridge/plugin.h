@@ -91,7 +91,8 @@ struct mb_host {
 	    const char *to, const char *status, const char *recording_url, char **error_r);
 	/* delivered / failed (error_text) for a message the plugin sent; may be
 	 * called before send returns (the report is held until the send is
-	 * recorded). 1 taken, 0 no such message */
+	 * recorded). 1 taken, 0 no such message, -1 not recorded (the store
+	 * failed): ask the gateway to report again, if it can */
 	int (*update_status)(struct mb_ctx *ctx, const char *message_id, const char *status, const char *error_text);
 	/* the plugin's own key-value store (e.g. gateway id -> messageId) */
 	int (*kv_put)(struct mb_ctx *ctx, const char *key, const char *value);

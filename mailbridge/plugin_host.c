@@ -4,6 +4,7 @@
 #include "config.h"
 #include "contact.h"
 #include "ghl.h"
+#include "jobs.h"
 #include "log.h"
 #include "mime_out.h"
 #include "netaddr.h"
@@ -253,9 +254,11 @@ host_update_status(struct mb_ctx *ctx, const char *message_id, const char *statu
 {
 	struct job *job = NULL;
 	const struct location_config *loc;
+	int st = report_status_parse(status);
 	bool own;
+	int r;
 
-	if (strcmp(status, "delivered") && strcmp(status, "failed") && strcmp(status, "read"))
+	if (st <= STATUS_NONE)
 		return 0;
 	if (!message_id || store_job_get(ctx->app->store, message_id, &job) != 1)
 		return 0;
@@ -268,7 +271,12 @@ host_update_status(struct mb_ctx *ctx, const char *message_id, const char *statu
 	store_job_free(job);
 	if (!own)
 		return 0;
-	return store_job_dsn(ctx->app->store, message_id, status, 0, error_text) == 1 ? 1 : 0;
+	r = jobs_dsn(ctx->app->store, message_id, (enum report_status)st, 0, st == STATUS_FAILED ? error_text : NULL,
+	    error_text ? error_text : status, NULL);
+	if (r < 0)
+		log_error("plugin %s: status %s for messageId=%s not recorded (store error)", ctx->plugin->name, status,
+		    message_id);
+	return r == 1 ? 1 : r < 0 ? -1 : 0;
 }
 
 static int

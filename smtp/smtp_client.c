@@ -193,7 +193,7 @@ append_xtext(MMAPString *buf, const char *s)
  * the batch, so before_data runs before it. 0 when the relay is ready for
  * the body; -1 with *state_r (the stage that failed) and res filled. */
 static int
-envelope_pipelined(struct smtp_conn *c, const struct smtp_envelope *env, void (*before_data)(void *),
+envelope_pipelined(struct smtp_conn *c, const struct smtp_envelope *env, int (*before_data)(void *),
     void *arg, struct smtp_result *res, size_t *accepted, enum smtp_state *state_r, bool *broken)
 {
 	bool dsn = (c->s->esmtp & MAILSMTP_ESMTP_DSN) != 0;
@@ -219,9 +219,13 @@ envelope_pipelined(struct smtp_conn *c, const struct smtp_envelope *env, void (*
 		mmap_string_append(cmd, dsn && env->dsn ? "> NOTIFY=SUCCESS,FAILURE,DELAY\r\n" : ">\r\n");
 	}
 	mmap_string_append(cmd, "DATA\r\n");
-	if (before_data)
-		before_data(arg);
 	*state_r = SMTP_MAIL;
+	if (before_data && before_data(arg) < 0) {
+		mmap_string_free(cmd);
+		set_error(res, "not sent: the send could not be recorded");
+		res->aborted = true;
+		return -1;
+	}
 	if (mailstream_write(c->s->stream, cmd->str, cmd->len) < 0 || mailstream_flush(c->s->stream) < 0) {
 		mmap_string_free(cmd);
 		set_error(res, "connection lost while sending the envelope");
@@ -273,7 +277,7 @@ out:
 
 int
 smtp_send(struct smtp_conn **connp, const struct smtp_params *p, const struct smtp_envelope *env,
-    const char *msg, size_t len, void (*before_data)(void *), void *arg, struct smtp_result *res)
+    const char *msg, size_t len, int (*before_data)(void *), void *arg, struct smtp_result *res)
 {
 	struct smtp_conn *c = *connp;
 	enum smtp_state state;
@@ -430,8 +434,11 @@ again:
 			state = SMTP_DATA;
 			break;
 		case SMTP_DATA:
-			if (before_data)
-				before_data(arg);
+			if (before_data && before_data(arg) < 0) {
+				set_error(res, "not sent: the send could not be recorded");
+				res->aborted = true;
+				goto fail;
+			}
 			r = mailsmtp_data(c->s);
 			if (r != MAILSMTP_NO_ERROR) {
 				take_reply(c->s, &res->reply);
@@ -461,7 +468,7 @@ fail:
 	res->failed_at = state;
 	/* a kept connection the relay had closed (no reply, or 421 closing)
 	 * before anything reached it: once more on a new one */
-	if (res->reused && !fresh_tried && state < SMTP_BODY && (res->reply.code == 0 || res->reply.code == 421)) {
+	if (res->reused && !fresh_tried && !res->aborted && state < SMTP_BODY && (res->reply.code == 0 || res->reply.code == 421)) {
 		log_debug("smtp: %s:%d kept connection gone (%s); reconnecting", p->host, p->port,
 		    res->reply.text ? res->reply.text : "-");
 		fresh_tried = true;

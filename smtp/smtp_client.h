@@ -49,6 +49,7 @@ struct smtp_result {
 	struct smtp_reply *rcpt;   /* one per envelope rcpt, same order */
 	bool dsn_offered;          /* the relay advertised DSN */
 	bool reused;               /* sent on a cached connection */
+	bool aborted;              /* before_data said no: the message was not sent */
 };
 
 void smtp_result_clear(struct smtp_result *r);
@@ -61,10 +62,11 @@ struct smtp_conn;
  * the connection to keep, or NULL when it was dropped. With PIPELINING
  * (RFC 2920) MAIL, RCPT and DATA go in one write. before_data, when set,
  * runs right before DATA is sent, or before that write (the job is marked
- * "sending" there). Returns 0 when the message was accepted for at least
+ * "sending" there); if it returns -1 nothing more is sent (res->aborted,
+ * a temporary failure without a reply). Returns 0 when the message was accepted for at least
  * one recipient, -1 otherwise; details in res either way. */
 int smtp_send(struct smtp_conn **conn, const struct smtp_params *p, const struct smtp_envelope *env,
-    const char *msg, size_t len, void (*before_data)(void *), void *arg, struct smtp_result *res);
+    const char *msg, size_t len, int (*before_data)(void *), void *arg, struct smtp_result *res);
 
 /* QUITs (politely, bounded by the timeout) and frees. NULL is fine. */
 void smtp_conn_close(struct smtp_conn *conn);

@@ -668,11 +668,8 @@ store_job_free(struct job *job)
 	free(job->type);
 	free(job->payload);
 	free(job->email_message_id);
-	free(job->state);
 	free(job->last_error);
 	free(job->rfc_message_id);
-	free(job->report_status);
-	free(job->report_state);
 	free(job->report_error);
 	free(job->rcpt_state);
 	free(job);
@@ -692,15 +689,15 @@ job_from_row(sqlite3_stmt *s)
 	j->location_id = col_text(s, 2);
 	j->type = col_text(s, 3);
 	j->email_message_id = col_text(s, 4);
-	j->state = col_text(s, 5);
+	j->fsm.job = job_state_parse((const char *)sqlite3_column_text(s, 5));
 	j->attempts = sqlite3_column_int(s, 6);
 	j->next_at = sqlite3_column_int64(s, 7);
 	j->created_at = sqlite3_column_int64(s, 8);
 	j->last_code = sqlite3_column_int(s, 9);
 	j->last_error = col_text(s, 10);
 	j->rfc_message_id = col_text(s, 11);
-	j->report_status = col_text(s, 12);
-	j->report_state = col_text(s, 13);
+	j->fsm.status = report_status_parse((const char *)sqlite3_column_text(s, 12));
+	j->fsm.report = report_state_parse((const char *)sqlite3_column_text(s, 13));
 	j->report_attempts = sqlite3_column_int(s, 14);
 	j->report_error = col_text(s, 15);
 	j->rcpt_state = col_text(s, 16);
@@ -742,7 +739,7 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 	 * replay guard (kept replay_days). Only read here: the fingerprint is
 	 * written when the job goes, in the prune's batch, not per webhook */
 	r = store_tx_step(st, "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, "
-	    "next_at, created_at, updated_at) SELECT ?1, ?2, ?3, ?4, 'queued', ?5, ?5, ?5 "
+	    "next_at, created_at, updated_at) SELECT ?1, ?2, ?3, ?4, '" JOB_NAME_QUEUED "', ?5, ?5, ?5 "
 	    "WHERE NOT EXISTS (SELECT 1 FROM replay_guard WHERE fp = mb_fp('job:' || ?1)) "
 	    "ON CONFLICT(message_id) DO NOTHING", "ssssi", message_id, location_id, type, email_message_id, now);
 	if (r == 1)
@@ -766,21 +763,48 @@ store_job_payload(struct store *st, struct job *job)
 }
 
 int
-store_job_claim(struct store *st, int64_t now, struct job **job_r)
+store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_state to, struct job **job_r)
 {
 	return store_job_query(st, job_r,
-	    "UPDATE jobs SET state='claimed', attempts=attempts+1, updated_at=?1 "
-	    "WHERE id = (SELECT id FROM jobs WHERE state='queued' AND next_at<=?1 "
-	    "ORDER BY next_at, id LIMIT 1) RETURNING " JOB_COLUMNS, "i", now);
+	    "UPDATE jobs SET state=?3, attempts=attempts+1, updated_at=?1 "
+	    "WHERE id = (SELECT id FROM jobs WHERE state=?2 AND next_at<=?1 "
+	    "ORDER BY next_at, id LIMIT 1) RETURNING " JOB_COLUMNS, "iss", now, job_state_name(from),
+	    job_state_name(to));
 }
 
 int64_t
-store_job_next_due(struct store *st)
+store_job_next_due(struct store *st, enum job_state waiting)
 {
 	int64_t at = -1;
-	store_query_row(st, row_int64, &at, "SELECT MIN(next_at) FROM jobs WHERE state='queued'", "");
+	store_query_row(st, row_int64, &at, "SELECT MIN(next_at) FROM jobs WHERE state=?1", "s",
+	    job_state_name(waiting));
 	return at;
 }
+
+static void
+row_fsm(sqlite3_stmt *s, void *arg)
+{
+	struct job_fsm *f = arg;
+	f->job = job_state_parse((const char *)sqlite3_column_text(s, 0));
+	f->report = report_state_parse((const char *)sqlite3_column_text(s, 1));
+	f->status = report_status_parse((const char *)sqlite3_column_text(s, 2));
+}
+
+int
+store_job_fsm(struct store *st, int64_t id, struct job_fsm *fsm_r)
+{
+	return store_query_row(st, row_fsm, fsm_r, "SELECT state, report_state, report_status FROM jobs WHERE id=?1",
+	    "i", id);
+}
+
+/* The compare half of a compare-and-set on both states: ?1 the id, then
+ * from's three names (report_status may be NULL). */
+#define JOB_CAS_WHERE " WHERE id=?1 AND state=?2 AND report_state=?3 AND report_status IS ?4"
+#define JOB_CAS_ARGS(from) job_state_name((from)->job), report_state_name((from)->report), \
+	report_status_name((from)->status)
+/* ?5 ?6 ?7: the states to write */
+#define JOB_CAS_SET "state=?5, report_state=?6, report_status=?7"
+#define JOB_CAS_TO(to) JOB_CAS_ARGS(to)
 
 #define MSGMAP_UPSERT "INSERT INTO message_map (rfc_message_id, location_id, ghl_message_id, " \
 	"email_message_id, alt_id, conversation_id, contact_id, refs, reply_token, created_at) " \
@@ -793,64 +817,49 @@ store_job_next_due(struct store *st)
 	(m)->alt_id, (m)->conversation_id, (m)->contact_id, (m)->references, (m)->reply_token, now_ms()
 
 int
-store_job_mark_sending(struct store *st, int64_t id, const struct msgmap *m)
+store_job_mark_sending(struct store *st, int64_t id, enum job_state from, enum job_state to, const struct msgmap *m)
 {
-	int r = -1;
+	int r;
 
 	if (store_tx_begin(st, "mark sending") < 0)
 		return -1;
-	if (m)
+	r = store_tx_step(st, "UPDATE jobs SET state=?3, rfc_message_id=?4, updated_at=?5 WHERE id=?1 AND state=?2",
+	    "isssi", id, job_state_name(from), job_state_name(to), m ? m->rfc_message_id : NULL, now_ms());
+	/* the threading record only for a send that happens */
+	if (r == 1 && m)
 		store_tx_extra(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
-	if (store_tx_step(st, "UPDATE jobs SET state='sending', rfc_message_id=?2, updated_at=?3 WHERE id=?1",
-	    "isi", id, m ? m->rfc_message_id : NULL, now_ms()) == 1)
-		r = 1;
-	else
-		st->tx_failed = true;
-	return store_tx_end(st, "mark sending", false) < 0 ? -1 : r;
+	if (store_tx_end(st, "mark sending", false) < 0)
+		return -1;
+	return r;
 }
 
 int
-store_job_finish(struct store *st, int64_t id, const char *state, int64_t next_at,
-    int code, const char *error, const char *report_status, const char *rcpt_state, bool uncertain,
-    const char *message_id, const char *event)
+store_job_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    const struct job_attempt_rec *a)
 {
 	int64_t now = now_ms();
 	int r;
 
 	if (store_tx_begin(st, "job finish") < 0)
 		return -1;
-	r = store_tx_step(st,
-	    /* (the right-hand sides see the row as it was) an 'early' report,
-	     * given while the job was being sent, is due once it is sent; a
-	     * failed one then fails the job */
-	    "UPDATE jobs SET state=CASE WHEN ?7 IS NULL AND report_state='early' AND ?2='sent' "
-	    "  AND report_status='failed' THEN 'failed' ELSE ?2 END, "
-	    "next_at=?3, last_code=?4, updated_at=?6, "
-	    "last_error=CASE WHEN ?7 IS NULL AND report_state='early' AND ?2='sent' THEN last_error ELSE ?5 END, "
-	    "report_status=COALESCE(?7, report_status), "
-	    "report_state=CASE WHEN ?7 IS NOT NULL OR (report_state='early' AND ?2='sent') THEN 'pending' "
-	    "  ELSE report_state END, "
-	    "report_next_at=CASE WHEN ?7 IS NOT NULL OR (report_state='early' AND ?2='sent') THEN ?6 "
-	    "  ELSE report_next_at END, "
-	    "rcpt_state=COALESCE(?8, rcpt_state), uncertain=?9 WHERE id=?1",
-	    "isiisissi", id, state, next_at, (int64_t)code, error, now, report_status, rcpt_state,
-	    (int64_t)(uncertain ? 1 : 0));
-	if (event)
-		store_tx_extra(st, EVENT_INSERT, "isss", now, message_id, "send", event);
+	r = store_tx_step(st, "UPDATE jobs SET " JOB_CAS_SET ", next_at=?8, last_code=?9, updated_at=?10, "
+	    "last_error=IIF(?11, last_error, ?12), report_next_at=IIF(?13, ?10, report_next_at), "
+	    "rcpt_state=COALESCE(?14, rcpt_state), uncertain=?15" JOB_CAS_WHERE,
+	    "issssssiiiisisi", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), a->next_at, (int64_t)a->code, now,
+	    (int64_t)a->keep_error, a->error, (int64_t)a->report_due, a->rcpt_state, (int64_t)a->uncertain);
+	if (r == 1 && a->event)
+		store_tx_extra(st, EVENT_INSERT, "isss", now, job->message_id, "send", a->event);
 	if (store_tx_end(st, "job finish", false) < 0)
 		return -1;
-	return r == 1 ? 1 : -1;
+	return r;
 }
 
 int
-store_job_recover(struct store *st)
+store_job_move_all(struct store *st, enum job_state from, enum job_state to, bool uncertain, const char *error)
 {
-	int sending = store_exec(st,
-	    "UPDATE jobs SET state='queued', uncertain=1, last_error='interrupted during DATA by a restart' "
-	    "WHERE state='sending'", "");
-	if (sending < 0 || store_exec(st, "UPDATE jobs SET state='queued' WHERE state='claimed'", "") < 0)
-		return -1;
-	return sending;
+	return store_exec(st, "UPDATE jobs SET state=?2, uncertain=MAX(uncertain, ?3), "
+	    "last_error=COALESCE(?4, last_error) WHERE state=?1", "ssis", job_state_name(from), job_state_name(to),
+	    (int64_t)uncertain, error);
 }
 
 int
@@ -885,26 +894,26 @@ store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void 
 }
 
 int
-store_job_retry(struct store *st, const char *message_id)
+store_job_retry(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    int64_t next_at)
 {
-	/* a sent job's payload is pruned: only failed or queued ones can go again */
-	return store_exec(st, "UPDATE jobs SET state='queued', next_at=?2, report_state='none' "
-	    "WHERE message_id=?1 AND state IN ('queued','failed') AND id IN (SELECT job_id FROM job_payload)",
-	    "si", message_id, now_ms());
+	/* a sent job's payload is pruned: it cannot go again */
+	return store_exec(st, "UPDATE jobs SET " JOB_CAS_SET ", next_at=?8" JOB_CAS_WHERE
+	    " AND id IN (SELECT job_id FROM job_payload)", "issssssi", job->id, JOB_CAS_ARGS(from),
+	    JOB_CAS_TO(to), next_at);
 }
 
 int
-store_job_drop(struct store *st, const char *message_id)
+store_job_drop(struct store *st, const struct job *job, const struct job_fsm *from)
 {
-	return store_exec(st, "DELETE FROM jobs WHERE message_id=?1 AND state NOT IN ('claimed','sending')",
-	    "s", message_id);
+	return store_exec(st, "DELETE FROM jobs" JOB_CAS_WHERE, "isss", job->id, JOB_CAS_ARGS(from));
 }
 
 int
-store_job_count(struct store *st, const char *state)
+store_job_count(struct store *st, enum job_state state)
 {
 	int64_t n = -1;
-	store_query_row(st, row_int64, &n, "SELECT COUNT(*) FROM jobs WHERE state=?1", "s", state);
+	store_query_row(st, row_int64, &n, "SELECT COUNT(*) FROM jobs WHERE state=?1", "s", job_state_name(state));
 	return (int)n;
 }
 
@@ -913,25 +922,25 @@ store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct job *
 {
 	return store_job_query(st, job_r,
 	    "UPDATE jobs SET report_next_at=?2, report_attempts=report_attempts+1 "
-	    "WHERE id = (SELECT id FROM jobs WHERE report_state='pending' AND report_next_at<=?1 "
+	    "WHERE id = (SELECT id FROM jobs WHERE report_state='" REPORT_NAME_PENDING "' AND report_next_at<=?1 "
 	    "ORDER BY report_next_at, id LIMIT 1) RETURNING " JOB_COLUMNS, "ii", now, now + lease_ms);
 }
 
 int
-store_report_finish(struct store *st, int64_t id, const char *report_state, int64_t next_at,
-    const char *error, const char *message_id, const char *posted)
+store_report_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    int64_t next_at, const char *error, const char *posted)
 {
 	int r;
 
 	if (store_tx_begin(st, "report finish") < 0)
 		return -1;
-	r = store_tx_step(st, "UPDATE jobs SET report_state=?2, report_next_at=?3, report_error=?4 WHERE id=?1",
-	    "isis", id, report_state, next_at, error);
-	if (posted)
-		store_tx_extra(st, EVENT_INSERT, "isss", now_ms(), message_id, "status", posted);
+	r = store_tx_step(st, "UPDATE jobs SET " JOB_CAS_SET ", report_next_at=?8, report_error=?9" JOB_CAS_WHERE,
+	    "issssssis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), next_at, error);
+	if (r == 1 && posted)
+		store_tx_extra(st, EVENT_INSERT, "isss", now_ms(), job->message_id, "status", posted);
 	if (store_tx_end(st, "report finish", false) < 0)
 		return -1;
-	return r == 1 ? 1 : -1;
+	return r;
 }
 
 int
@@ -944,7 +953,8 @@ store_report_defer(struct store *st, int64_t id, int64_t next_at)
 int
 store_report_wake_location(struct store *st, const char *location_id)
 {
-	return store_exec(st, "UPDATE jobs SET report_next_at=?2 WHERE location_id=?1 AND report_state='pending'",
+	return store_exec(st, "UPDATE jobs SET report_next_at=?2 WHERE location_id=?1 "
+	    "AND report_state='" REPORT_NAME_PENDING "'",
 	    "si", location_id, now_ms());
 }
 
@@ -1259,11 +1269,20 @@ store_checkpoint_put(struct store *st, const char *account, const struct imap_ch
 }
 
 int
-store_inbound_state(struct store *st, const char *location_id, const char *key, char **state_r)
+store_inbound_state(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r)
 {
-	*state_r = NULL;
-	return store_query_row(st, row_text, state_r, "SELECT state FROM inbound_seen "
+	char *name = NULL;
+	int r = store_query_row(st, row_text, &name, "SELECT state FROM inbound_seen "
 	    "WHERE location_id=?1 AND dedupe_key=?2", "ss", location_id, key);
+	int s = inbound_state_parse(name);
+
+	*state_r = r == 1 && s > IN_NEW ? (enum inbound_state)s : IN_NEW;
+	if (r == 1 && s <= IN_NEW) {
+		log_error("store: inbound %s/%s has an unknown state \"%s\"", location_id, key, name ? name : "");
+		r = -1;
+	}
+	free(name);
+	return r;
 }
 
 #define INBOUND_UPSERT "INSERT INTO inbound_seen (location_id, dedupe_key, state, ghl_message_id, error, " \
@@ -1273,7 +1292,7 @@ store_inbound_state(struct store *st, const char *location_id, const char *key, 
 	"summary=COALESCE(excluded.summary, summary), raw=excluded.raw, attempts=attempts+1"
 
 int
-store_inbound_record(struct store *st, const char *location_id, const char *key, const char *state,
+store_inbound_record(struct store *st, const char *location_id, const char *key, enum inbound_state state,
     const char *ghl_message_id, const char *error, const char *summary, const void *raw, size_t raw_len)
 {
 	sqlite3_stmt *stmt;
@@ -1283,7 +1302,7 @@ store_inbound_record(struct store *st, const char *location_id, const char *key,
 	if ((stmt = store_stmt(st, INBOUND_UPSERT)) != NULL) {
 		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 3, state, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, inbound_state_name(state), -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 4, ghl_message_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 5, error, -1, SQLITE_STATIC);
 		sqlite3_bind_text(stmt, 6, summary, -1, SQLITE_STATIC);
@@ -1312,7 +1331,7 @@ store_inbound_posted(struct store *st, const char *location_id, const char *key,
 		return -1;
 	if (m)
 		store_tx_extra(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
-	store_tx_step(st, INBOUND_UPSERT, "sssssssi", location_id, key, "posted", ghl_message_id,
+	store_tx_step(st, INBOUND_UPSERT, "sssssssi", location_id, key, inbound_state_name(IN_POSTED), ghl_message_id,
 	    (const char *)NULL, summary, (const char *)NULL, now);
 	if (parent_ghl_id)
 		store_tx_extra(st, EVENT_INSERT, "isss", now, parent_ghl_id, "reply", event);
@@ -1322,7 +1341,8 @@ store_inbound_posted(struct store *st, const char *location_id, const char *key,
 }
 
 int
-store_inbound_list(struct store *st, const char *state, void (*fn)(const struct inbound_row *, void *), void *arg)
+store_inbound_list(struct store *st, enum inbound_state state, void (*fn)(const struct inbound_row *, void *),
+    void *arg)
 {
 	sqlite3_stmt *stmt;
 	int n = 0, r;
@@ -1333,13 +1353,17 @@ store_inbound_list(struct store *st, const char *state, void (*fn)(const struct 
 		pthread_mutex_unlock(&st->lock);
 		return -1;
 	}
-	sqlite3_bind_text(stmt, 1, state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 1, inbound_state_name(state), -1, SQLITE_STATIC);
 	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
+		int state_of = inbound_state_parse((const char *)sqlite3_column_text(stmt, 2));
 		struct inbound_row row = {
-			(const char *)sqlite3_column_text(stmt, 0), (const char *)sqlite3_column_text(stmt, 1),
-			(const char *)sqlite3_column_text(stmt, 2), (const char *)sqlite3_column_text(stmt, 3),
-			(const char *)sqlite3_column_text(stmt, 4), (const char *)sqlite3_column_text(stmt, 5),
-			sqlite3_column_int(stmt, 6), sqlite3_column_int64(stmt, 7),
+			.location_id = (const char *)sqlite3_column_text(stmt, 0),
+			.key = (const char *)sqlite3_column_text(stmt, 1),
+			.ghl_message_id = (const char *)sqlite3_column_text(stmt, 3),
+			.error = (const char *)sqlite3_column_text(stmt, 4),
+			.summary = (const char *)sqlite3_column_text(stmt, 5),
+			.state = state_of > 0 ? (enum inbound_state)state_of : IN_NEW,
+			.attempts = sqlite3_column_int(stmt, 6), .created_at = sqlite3_column_int64(stmt, 7),
 		};
 		fn(&row, arg);
 		n++;
@@ -1377,19 +1401,24 @@ store_inbound_raw(struct store *st, const char *location_id, const char *key, ch
 }
 
 int
-store_job_dsn(struct store *st, const char *message_id, const char *report_status, int code, const char *error)
+store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    bool report_due, int code, const char *error, const char *event)
 {
 	int64_t now = now_ms();
-	/* a job still being sent (a fast SMS gateway reports before its send
-	 * call returns) keeps the report 'early': store_job_finish releases it
-	 * once the send is recorded as sent */
-	return store_exec(st,
-	    "UPDATE jobs SET report_status=?2, report_next_at=?3, report_attempts=0, "
-	    "report_state=CASE WHEN state IN ('claimed','sending') THEN 'early' ELSE 'pending' END, "
-	    "last_code=CASE WHEN ?4 > 0 THEN ?4 ELSE last_code END, last_error=COALESCE(?5, last_error), "
-	    "state=CASE WHEN ?2='failed' AND state IN ('sent','failed') THEN 'failed' ELSE state END, updated_at=?3 "
-	    "WHERE message_id=?1 AND state IN ('sent','failed','claimed','sending')",
-	    "ssiis", message_id, report_status, now, (int64_t)code, error);
+	int r;
+
+	if (store_tx_begin(st, "job dsn") < 0)
+		return -1;
+	r = store_tx_step(st, "UPDATE jobs SET " JOB_CAS_SET ", report_attempts=0, updated_at=?8, "
+	    "report_next_at=IIF(?9, ?8, report_next_at), last_code=IIF(?10 > 0, ?10, last_code), "
+	    "last_error=COALESCE(?11, last_error)" JOB_CAS_WHERE,
+	    "issssssiiis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), now, (int64_t)report_due, (int64_t)code,
+	    error);
+	if (r == 1 && event)
+		store_tx_extra(st, EVENT_INSERT, "isss", now, job->message_id, "dsn", event);
+	if (store_tx_end(st, "job dsn", false) < 0)
+		return -1;
+	return r;
 }
 
 int
@@ -1453,7 +1482,8 @@ store_job_oldest_queued_age(struct store *st)
 {
 	int64_t oldest = -1;
 	store_query_row(st, row_int64, &oldest,
-	    "SELECT MIN(created_at) FROM jobs WHERE state IN ('queued','claimed','sending')", "");
+	    "SELECT MIN(created_at) FROM jobs WHERE state IN ('" JOB_NAME_QUEUED "','" JOB_NAME_CLAIMED "','"
+	    JOB_NAME_SENDING "')", "");
 	return oldest < 0 ? 0 : now_ms() - oldest;
 }
 
@@ -1499,11 +1529,12 @@ static const struct prune_spec prune_payloads = {
 	/* a sent job's payload is never read again (retry takes failed ones) */
 	NULL,
 	"DELETE FROM job_payload WHERE job_id IN (SELECT p.job_id FROM job_payload p JOIN jobs j ON j.id = p.job_id "
-	"WHERE j.state = 'sent' AND j.report_state != 'pending' " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
+	"WHERE j.state = '" JOB_NAME_SENT "' AND j.report_state != '" REPORT_NAME_PENDING "' " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")",
 	NULL,
 };
-#define PRUNE_JOBS_BATCH "SELECT id FROM jobs WHERE id < ?2 AND state IN ('sent','failed') " \
-	"AND report_state != 'pending' AND updated_at < ?1 ORDER BY id " PRUNE_LIMIT(STORE_PRUNE_BATCH)
+#define PRUNE_JOBS_BATCH "SELECT id FROM jobs WHERE id < ?2 " \
+	"AND state IN ('" JOB_NAME_SENT "','" JOB_NAME_FAILED "') " \
+	"AND report_state != '" REPORT_NAME_PENDING "' AND updated_at < ?1 ORDER BY id " PRUNE_LIMIT(STORE_PRUNE_BATCH)
 static const struct prune_spec prune_jobs = {
 	"SELECT id FROM jobs WHERE created_at >= ?1 ORDER BY id LIMIT 1",
 	"DELETE FROM jobs WHERE id IN (" PRUNE_JOBS_BATCH ")",

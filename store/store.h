@@ -15,24 +15,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "inbound_fsm.h"
+#include "job.h"
+
 struct store;
 
-/* Job states. A job is born queued; a worker claims it; "sending" is
- * written just before the final "." of DATA; it ends sent or failed, or
- * goes back to queued with a later next_at. */
-#define JOB_QUEUED  "queued"
-#define JOB_CLAIMED "claimed"
-#define JOB_SENDING "sending"
-#define JOB_SENT    "sent"
-#define JOB_FAILED  "failed"
-
-/* Report (status update to HighLevel) states. */
-#define REPORT_NONE    "none"
-#define REPORT_PENDING "pending"
-#define REPORT_DONE    "done"
-#define REPORT_GAVE_UP "gave_up"
-#define REPORT_EARLY   "early"     /* given while the job was being sent */
-
+/* Jobs carry the states of fsm/job.h: the store persists them by name
+ * and decides none of them. A transition is written by compare-and-set:
+ * the caller names the state it read (from) and the one it chose (to);
+ * the row changes only if it is still in from. Those functions return 1
+ * written, 0 when the row has moved on (re-read it and decide again: see
+ * mailbridge/jobs.c), -1 on a store error. */
 struct job {
 	int64_t id;
 	char *message_id;          /* HighLevel messageId (unique) */
@@ -40,15 +33,13 @@ struct job {
 	char *type;                /* "Email", "SMS", ... */
 	char *payload;             /* the validated webhook JSON: NULL until store_job_payload() */
 	char *email_message_id;    /* the webhook's emailMessageId, or NULL */
-	char *state;
+	struct job_fsm fsm;        /* state, report_state, report_status */
 	int attempts;
 	int64_t next_at;           /* ms since epoch */
 	int64_t created_at;
 	int last_code;             /* last SMTP (or plugin) code, 0 if none */
 	char *last_error;
 	char *rfc_message_id;      /* our Message-ID, without <> */
-	char *report_status;       /* what HighLevel is told: delivered/failed */
-	char *report_state;
 	int report_attempts;
 	char *report_error;
 	char *rcpt_state;          /* JSON {addr: {code, text}} of finished rcpts */
@@ -71,47 +62,69 @@ int store_job_add(struct store *st, const char *message_id, const char *location
     const char *type, const char *email_message_id, const char *payload);
 /* Loads job->payload (kept apart from the job row). 1, 0 gone, -1 error. */
 int store_job_payload(struct store *st, struct job *job);
-/* Claims the oldest due queued job (state claimed, attempts+1). */
-int store_job_claim(struct store *st, int64_t now, struct job **job_r);
-/* Earliest next_at among queued jobs, or -1 when none. */
-int64_t store_job_next_due(struct store *st);
+/* The oldest job in state from due by now goes to state to (attempts+1). */
+int store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_state to, struct job **job_r);
+/* Earliest next_at among jobs in state waiting, or -1 when none. */
+int64_t store_job_next_due(struct store *st, enum job_state waiting);
+/* The job's states as stored now: 1, 0 gone, -1 error. */
+int store_job_fsm(struct store *st, int64_t id, struct job_fsm *fsm_r);
 struct msgmap;
-/* Right before DATA: the job is "sending" (a crash from here on makes it
- * uncertain), and m, the threading record replies will need, is stored in
- * the same commit. */
-int store_job_mark_sending(struct store *st, int64_t id, const struct msgmap *m);
-/* Ends an attempt. state is JOB_QUEUED (retry at next_at), JOB_SENT or
- * JOB_FAILED; report_status non-NULL queues a status update; rcpt_state
- * non-NULL replaces the per-recipient record (so a retry skips them);
- * uncertain: the attempt ended after the final dot with no reply. event,
- * if set, is the "send" event for message_id's trace, in the same commit. */
-int store_job_finish(struct store *st, int64_t id, const char *state, int64_t next_at,
-    int code, const char *error, const char *report_status, const char *rcpt_state, bool uncertain,
-    const char *message_id, const char *event);
-/* After a crash: claimed -> queued; sending -> queued and uncertain (see
- * README). Returns how many jobs were found in "sending" or -1. */
-int store_job_recover(struct store *st);
+/* Right before DATA: the send state moves (to "sending": a crash from
+ * here on makes it uncertain), and m, the threading record replies will
+ * need, is stored in the same commit. Compare-and-set on the send state
+ * only (a report may come meanwhile). */
+int store_job_mark_sending(struct store *st, int64_t id, enum job_state from, enum job_state to,
+    const struct msgmap *m);
+/* What an attempt's end writes besides the states. */
+struct job_attempt_rec {
+	int64_t next_at;           /* the next attempt, for a retry */
+	int code;                  /* the relay's (or plugin's) code, 0 none */
+	const char *error;
+	bool keep_error;           /* leave last_error as it is (an early report's reason) */
+	bool report_due;           /* a status is to be posted now */
+	const char *rcpt_state;    /* non-NULL: replaces the per-recipient record */
+	bool uncertain;            /* ended after the final dot with no reply */
+	const char *event;         /* the "send" event for the trace, in the same commit */
+};
+/* Ends an attempt: compare-and-set on both states. */
+int store_job_finish(struct store *st, const struct job *job, const struct job_fsm *from,
+    const struct job_fsm *to, const struct job_attempt_rec *a);
+/* After a crash: every job in state from goes to state to; uncertain
+ * ones are marked so, with error as their last error. Returns how many. */
+int store_job_move_all(struct store *st, enum job_state from, enum job_state to, bool uncertain,
+    const char *error);
 int store_job_get(struct store *st, const char *message_id, struct job **job_r);
 /* Calls fn for each job (newest first, at most limit). */
 int store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void *), void *arg);
-int store_job_retry(struct store *st, const char *message_id);
-int store_job_drop(struct store *st, const char *message_id);
-int store_job_count(struct store *st, const char *state);
+/* An operator's retry: due at next_at, if its payload is still kept. */
+int store_job_retry(struct store *st, const struct job *job, const struct job_fsm *from,
+    const struct job_fsm *to, int64_t next_at);
+/* Deletes the job if it is still in from's send state. */
+int store_job_drop(struct store *st, const struct job *job, const struct job_fsm *from);
+int store_job_count(struct store *st, enum job_state state);
 /* ms since the oldest unfinished job was received (0 when none). */
 int64_t store_job_oldest_queued_age(struct store *st);
 /* SQLite's heap (page cache, statements) and the database's size in bytes. */
 void store_memory(struct store *st, int64_t *heap_r, int64_t *file_r);
 
-/* Status reports: claim takes a lease of lease_ms so two reporters never
- * post the same report and a crash only delays it. */
+/* Status reports: claim takes a due pending report with a lease of
+ * lease_ms, so two reporters never post the same report and a crash only
+ * delays it. */
 int store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct job **job_r);
-/* posted, if set, is the status HighLevel took: a "status" event for
- * message_id's trace, in the same commit. */
-int store_report_finish(struct store *st, int64_t id, const char *report_state,
-    int64_t next_at, const char *error, const char *message_id, const char *posted);
+/* The post ended: compare-and-set on the report's state and status (a
+ * new status that came during the post stays to be posted). next_at: when
+ * to try again. posted, if set, is the status HighLevel took: a "status"
+ * event for the trace, in the same commit. */
+int store_report_finish(struct store *st, const struct job *job, const struct job_fsm *from,
+    const struct job_fsm *to, int64_t next_at, const char *error, const char *posted);
 /* Puts a claimed report back for next_at without counting the attempt
  * (it was never sent: our own rate limiter held it). */
 int store_report_defer(struct store *st, int64_t id, int64_t next_at);
+/* A delivery report (DSN, gateway) moved the states: its code and error
+ * (if any) are the job's last, the report's attempts start again, due now
+ * when report_due. event: the "dsn" trace event, in the same commit. */
+int store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *from,
+    const struct job_fsm *to, bool report_due, int code, const char *error, const char *event);
 
 /* Makes the location's waiting reports due now (after a re-install). */
 int store_report_wake_location(struct store *st, const char *location_id);
@@ -170,10 +183,12 @@ struct imap_checkpoint {
 int store_checkpoint_get(struct store *st, const char *account, struct imap_checkpoint *c);
 int store_checkpoint_put(struct store *st, const char *account, const struct imap_checkpoint *c);
 
-/* Inbound dedupe by (location, key = Message-ID or header hash).
- * States: posted, skipped, dsn, failed (raw kept for `inbound retry`). */
-int store_inbound_state(struct store *st, const char *location_id, const char *key, char **state_r);
-int store_inbound_record(struct store *st, const char *location_id, const char *key, const char *state,
+/* Inbound dedupe by (location, key = Message-ID or header hash), in the
+ * states of fsm/inbound_fsm.h (failed ones keep their raw message for
+ * `inbound retry`). state_r: IN_NEW when there is no record. 1 found, 0
+ * none, -1 error. */
+int store_inbound_state(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r);
+int store_inbound_record(struct store *st, const char *location_id, const char *key, enum inbound_state state,
     const char *ghl_message_id, const char *error, const char *summary, const void *raw, size_t raw_len);
 /* HighLevel took the message: the "posted" record, the threading record m
  * (if any) and the trace events ("reply" under the parent's id, if any;
@@ -181,19 +196,15 @@ int store_inbound_record(struct store *st, const char *location_id, const char *
 int store_inbound_posted(struct store *st, const char *location_id, const char *key, const char *ghl_message_id,
     const char *summary, const struct msgmap *m, const char *parent_ghl_id, const char *event);
 struct inbound_row {
-	const char *location_id, *key, *state, *ghl_message_id, *error, *summary;
+	const char *location_id, *key, *ghl_message_id, *error, *summary;
+	enum inbound_state state;
 	int attempts;
 	int64_t created_at;
 };
-/* state NULL = all. */
-int store_inbound_list(struct store *st, const char *state, void (*fn)(const struct inbound_row *, void *), void *arg);
+/* Records in state (IN_NEW: all). */
+int store_inbound_list(struct store *st, enum inbound_state state, void (*fn)(const struct inbound_row *, void *),
+    void *arg);
 int store_inbound_raw(struct store *st, const char *location_id, const char *key, char **raw_r, size_t *len_r);
-
-/* A DSN or a gateway's delivery report for an outbound job: queue
- * report_status (delivered / failed) again. For a job still being sent the
- * report waits (REPORT_EARLY) until store_job_finish records it sent. 0
- * when no such job has that messageId. */
-int store_job_dsn(struct store *st, const char *message_id, const char *report_status, int code, const char *error);
 
 /* Tokens at rest are sealed with AES-256-GCM once a key is set. */
 void store_set_token_key(struct store *st, const unsigned char key[32]);

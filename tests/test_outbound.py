@@ -64,7 +64,7 @@ class FileHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def setUpModule():
-    global srv, ghl, d, files, scripted, tls_evil, old_relay, hangup, legacy_tls
+    global srv, ghl, d, files, scripted, tls_evil, old_relay, hangup, legacy_tls, slow_greet
     srv = MailServers(BASE).start()
     ghl = FakeGHL()
     ghl.static_tokens.add(TOKEN)
@@ -90,6 +90,7 @@ def setUpModule():
     old_relay = ScriptedSMTP(BASE + 34, esmtp=False)
     hangup = ScriptedSMTP(BASE + 35, hangup=True)
     legacy_tls = ScriptedSMTP(BASE + 36, cert=f"{ca}/evil.pem", key=f"{ca}/evil.key", tls_legacy=True)
+    slow_greet = ScriptedSMTP(BASE + 38, greet_delay=2)
     locations = [
         loc("LMain", reply_domain="mail.test"),
         loc("LCustom", mode="custom", provider_id="prov1", reply_domain="mail.test"),
@@ -105,6 +106,7 @@ def setUpModule():
         loc("LDsnScripted", delivered_on="dsn", smtp_port=BASE + 31),
         loc("LHangup", smtp_port=BASE + 35),
         loc("LLegacyTls", smtp_port=BASE + 36, smtp_tls="starttls", smtp_tls_verify="no"),
+        loc("LSlowGreet", smtp_port=BASE + 38),
     ]
     global LOCATIONS
     LOCATIONS = locations
@@ -117,7 +119,7 @@ def setUpModule():
 def tearDownModule():
     rc = d.stop()
     d.cleanup()
-    for s in (scripted, tls_evil, old_relay, hangup, legacy_tls):
+    for s in (scripted, tls_evil, old_relay, hangup, legacy_tls, slow_greet):
         s.close()
     files.shutdown()
     shutil.rmtree(FILES, ignore_errors=True)
@@ -300,6 +302,24 @@ class TestOutbound(unittest.TestCase):
             self.assertEqual(d.job(mid)["attempts"], 1, d.job(mid))
             self.assertEqual(sum(1 for m in hangup.messages if mid.encode() in m["data"]), 1)
         self.assertGreaterEqual(len(hangup.sessions), 3)
+
+    def test_unrecorded_send_does_not_go(self):
+        # the "sending" mark is what makes a crash after DATA safe: when it
+        # cannot be written (here the row no longer says this worker holds
+        # the job, as after a stale recovery), nothing past EHLO goes; the
+        # job is sent later, once
+        mid = post_ok(webhook(location="LSlowGreet"))
+        d.wait_job(mid, lambda j: j["state"] == "claimed", timeout=10)
+        with d.db() as c:
+            c.execute("UPDATE jobs SET state='queued', next_at=? WHERE message_id=?",
+                      (int(time.time() * 1000) + 3000, mid))
+        j = d.wait_job(mid, lambda j: j["state"] == "sent", timeout=40)
+        self.assertEqual(j["attempts"], 2, j)
+        self.assertEqual(sum(1 for m in slow_greet.messages if mid.encode() in m["data"]), 1)
+        verbs = [c.split(" ")[0].upper() for c in slow_greet.sessions[0]]
+        self.assertNotIn("MAIL", verbs, slow_greet.sessions[0])
+        self.assertNotIn("DATA", verbs, slow_greet.sessions[0])
+        self.assertEqual([s["status"] for s in wait_status(mid)], ["delivered"])
 
     def test_pre_esmtp_relay_gets_helo(self):
         mid = post_ok(webhook(location="LOldRelay"))

@@ -5,6 +5,7 @@
  * commit together with their trace events and threading record.
  * Retention (store_prune) forgets exactly the finished work outside its
  * window, across more than one batch. */
+#include "jobs.h"
 #include "store.h"
 #include "test.h"
 #include "util.h"
@@ -78,16 +79,18 @@ test_journey(void)
 		abort();
 	}
 	CHECK(store_job_add(st, "mj", "L1", "Email", NULL, "{}") == 1);
-	CHECK(store_job_claim(st, now_ms() + 1000, &j) == 1 && j);
-	CHECK(j && store_job_mark_sending(st, j->id, &mm) == 1);
+	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j);
+	CHECK(j && jobs_sending(st, j, &mm) == 1 && j->fsm.job == JOB_SENDING);
 	CHECK(store_msgmap_get(st, MSGMAP_BY_TOKEN, "L1", "tok3", &got) == 1 && got &&
 	    strcmp(got->rfc_message_id, "r3@mail.test") == 0);
 	store_msgmap_free(got);
-	/* a failing step rolls back the whole commit: no thread without its job */
+	/* no thread without its job: a job that is not there (or no longer
+	 * claimed) is not marked, and its threading record is not written */
 	mm.rfc_message_id = "orphan@mail.test";
 	mm.reply_token = "tok-orphan";
 	got = NULL;
-	CHECK(store_job_mark_sending(st, 999999, &mm) == -1);
+	CHECK(store_job_mark_sending(st, 999999, JOB_CLAIMED, JOB_SENDING, &mm) == 0);
+	CHECK(store_job_mark_sending(st, j ? j->id : 0, JOB_CLAIMED, JOB_SENDING, &mm) == 0);   /* not claimed now */
 	CHECK(store_msgmap_get(st, MSGMAP_BY_TOKEN, "L1", "tok-orphan", &got) == 0 && !got);
 	/* but a thread that cannot be recorded (its reply token taken) does
 	 * not keep the send from being marked */
@@ -95,17 +98,20 @@ test_journey(void)
 		struct job *k = NULL, *kk = NULL;
 		struct msgmap clash = { .rfc_message_id = "clash@mail.test", .location_id = "L1", .reply_token = "tok3" };
 		CHECK(store_job_add(st, "mk", "L1", "Email", NULL, "{}") == 1);
-		CHECK(store_job_claim(st, now_ms() + 1000, &k) == 1 && k);
-		CHECK(k && store_job_mark_sending(st, k->id, &clash) == 1);
-		CHECK(store_job_get(st, "mk", &kk) == 1 && kk && !strcmp(kk->state, "sending"));
+		CHECK(jobs_claim(st, now_ms() + 1000, &k) == 1 && k);
+		CHECK(k && jobs_sending(st, k, &clash) == 1);
+		CHECK(store_job_get(st, "mk", &kk) == 1 && kk && kk->fsm.job == JOB_SENDING);
 		CHECK(store_msgmap_get(st, MSGMAP_BY_RFC, "L1", "clash@mail.test", &got) == 0 && !got);
 		store_job_free(k);
 		store_job_free(kk);
 	}
-	CHECK(j && store_job_finish(st, j->id, JOB_SENT, 0, 250, NULL, "delivered", NULL, false,
-	    "mj", "attempt 1: sent; 250 queued as ABC") == 1);
-	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 1 && rj && rj->id == j->id);
-	CHECK(rj && store_report_finish(st, rj->id, REPORT_DONE, 0, NULL, "mj", "delivered") == 1);
+	{
+		struct job_attempt_rec rec = { .code = 250, .event = "attempt 1: sent; 250 queued as ABC" };
+		CHECK(j && jobs_attempt(st, j, ATTEMPT_SENT, STATUS_DELIVERED, &rec) == 1 && rec.report_due &&
+		    j->fsm.job == JOB_SENT && j->fsm.report == REPORT_PENDING && j->fsm.status == STATUS_DELIVERED);
+	}
+	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 1 && rj && j && rj->id == j->id);
+	CHECK(rj && jobs_report(st, rj, REPORT_POSTED, 0, NULL) == 1 && rj->fsm.report == REPORT_DONE);
 	store_job_free(rj);
 	CHECK(store_events_each(st, "mj", collect_kinds, seen) >= 0);
 	CHECK(strcmp(seen, want) == 0);
@@ -115,12 +121,12 @@ test_journey(void)
 	{
 		struct msgmap rm = { .rfc_message_id = "reply@x.test", .location_id = "L1",
 			.ghl_message_id = "g-reply", .alt_id = "reply@x.test" };
-		char *state = NULL;
+		enum inbound_state state;
 		seen[0] = '\0';
 		got = NULL;
 		CHECK(store_inbound_posted(st, "L1", "reply@x.test", "g-reply", "from a", &rm, "mj", "posted") == 1);
-		CHECK(store_inbound_state(st, "L1", "reply@x.test", &state) == 1 && state && !strcmp(state, "posted"));
-		free(state);
+		CHECK(store_inbound_state(st, "L1", "reply@x.test", &state) == 1 && state == IN_POSTED);
+		CHECK(store_inbound_state(st, "L1", "never@x.test", &state) == 0 && state == IN_NEW);
 		CHECK(store_msgmap_get(st, MSGMAP_BY_ALT, "L1", "reply@x.test", &got) == 1 && got &&
 		    !strcmp(got->ghl_message_id, "g-reply"));
 		store_msgmap_free(got);
@@ -163,8 +169,8 @@ test_prune(void)
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		CHECK_IDX(store_job_add(st, names[i], "LP", "Email", NULL, "{\"to\":\"x@y\"}") == 1, i);
 	CHECK(store_webhook_seen(st, "wh_old", old) == 1 && store_webhook_seen(st, "wh_new", now) == 1);
-	CHECK(store_inbound_record(st, "LP", "in_old", "posted", "g1", NULL, NULL, NULL, 0) == 1);
-	CHECK(store_inbound_record(st, "LP", "in_new", "posted", "g2", NULL, NULL, NULL, 0) == 1);
+	CHECK(store_inbound_record(st, "LP", "in_old", IN_POSTED, "g1", NULL, NULL, NULL, 0) == 1);
+	CHECK(store_inbound_record(st, "LP", "in_new", IN_POSTED, "g2", NULL, NULL, NULL, 0) == 1);
 	m.location_id = (char *)"LP";
 	m.rfc_message_id = (char *)"thread_400d@x";
 	CHECK(store_msgmap_put(st, &m) == 1);
@@ -211,8 +217,8 @@ test_prune(void)
 	sqlite3_close(db);
 
 	/* a sent job cannot go again (no payload); a failed one can */
-	CHECK(store_job_retry(st, "new_sent") == 0);
-	CHECK(store_job_retry(st, "new_failed") == 1);
+	CHECK(jobs_retry(st, "new_sent") == 0);
+	CHECK(jobs_retry(st, "new_failed") == 1);
 	/* a second pass finds nothing more */
 	CHECK(store_prune(st, now - 30 * day, now - 365 * day, now - 30 * day, now - 400 * day, &p) == 0);
 	CHECK(p.jobs + p.payloads + p.webhooks + p.inbound + p.threads + p.events + p.replays == 0);
@@ -265,6 +271,69 @@ make_v4_db(void)
 	sqlite3_close(db);
 }
 
+/* The machine over the store: a report that comes while a job is sent
+ * or while its status is posted is never lost, whatever the order. The
+ * worker and the reporter hold stale copies of the states, as they do. */
+static void
+test_races(void)
+{
+	static char rdir[] = "/tmp/mb-test-races-XXXXXX";
+	struct store *st;
+	struct job *j = NULL, *rj = NULL, *now = NULL;
+	char *err = NULL, cmd[128];
+	bool due = false;
+
+	if (!mkdtemp(rdir) || !(st = store_open(rdir, &err))) {
+		fprintf(stderr, "test_races: %s\n", err ? err : "mkdtemp");
+		abort();
+	}
+	/* a gateway's "failed" during the send: held (early), then it fails
+	 * the job although the send went through, keeping the DSN's reason */
+	CHECK(store_job_add(st, "r1", "L1", "SMS", NULL, "{}") == 1);
+	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && j->fsm.job == JOB_CLAIMED);
+	CHECK(j && jobs_sending(st, j, NULL) == 1);
+	CHECK(jobs_dsn(st, "r1", STATUS_FAILED, 550, "no such handset", "dlr failed", &due) == 1 && !due);
+	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 0);   /* early: not due yet */
+	{
+		struct job_attempt_rec rec = { .code = 250, .error = NULL, .event = "sent" };
+		/* j->fsm still says sending/none: the compare fails, it re-reads */
+		CHECK(j && jobs_attempt(st, j, ATTEMPT_SENT, STATUS_NONE, &rec) == 1 && rec.keep_error && rec.report_due);
+	}
+	CHECK(store_job_get(st, "r1", &now) == 1 && now && now->fsm.job == JOB_FAILED &&
+	    now->fsm.report == REPORT_PENDING && now->fsm.status == STATUS_FAILED && now->last_error &&
+	    !strcmp(now->last_error, "no such handset"));
+	store_job_free(now);
+	now = NULL;
+	/* a new status ("delivered") while "failed" is being posted: the post does
+	 * not mark the new status done; it stays due */
+	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 1 && rj);
+	CHECK(jobs_dsn(st, "r1", STATUS_DELIVERED, 0, NULL, "dlr delivered", &due) == 1 && due);
+	CHECK(rj && jobs_report(st, rj, REPORT_POSTED, 0, NULL) == 0);
+	CHECK(store_job_get(st, "r1", &now) == 1 && now && now->fsm.report == REPORT_PENDING &&
+	    now->fsm.status == STATUS_DELIVERED);
+	store_job_free(now);
+	store_job_free(rj);
+	store_job_free(j);
+	/* a DSN for a job never sent, or for none at all, changes nothing */
+	CHECK(store_job_add(st, "r2", "L1", "Email", NULL, "{}") == 1);
+	CHECK(jobs_dsn(st, "r2", STATUS_FAILED, 550, "x", "x", &due) == 0 && !due);
+	CHECK(jobs_dsn(st, "nope", STATUS_FAILED, 550, "x", "x", &due) == 0);
+	/* a crash: claimed and sending go back to the queue, sending ones
+	 * uncertain; the rest stays */
+	j = NULL;
+	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && !strcmp(j->message_id, "r2"));
+	CHECK(j && jobs_sending(st, j, NULL) == 1);
+	CHECK(jobs_recover(st) == 1);
+	CHECK(store_job_get(st, "r2", &now) == 1 && now && now->fsm.job == JOB_QUEUED && now->uncertain);
+	CHECK(jobs_drop(st, "r2") == 1);
+	store_job_free(now);
+	store_job_free(j);
+	store_close(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", rdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", rdir);
+}
+
 int
 main(void)
 {
@@ -281,10 +350,10 @@ main(void)
 		fprintf(stderr, "%s\n", err);
 		return test_done("test_store");
 	}
-	CHECK(store_job_claim(st, 10, &j1) == 1 && j1 && strcmp(j1->message_id, "m1") == 0);
+	CHECK(jobs_claim(st, 10, &j1) == 1 && j1 && strcmp(j1->message_id, "m1") == 0);
 	CHECK(j1 && j1->payload == NULL && j1->email_message_id && strcmp(j1->email_message_id, "e1") == 0);
 	CHECK(j1 && store_job_payload(st, j1) == 1 && strstr(j1->payload, "\"emailMessageId\":\"e1\""));
-	CHECK(store_job_claim(st, 10, &j2) == 1 && j2 && strcmp(j2->message_id, "m2") == 0);
+	CHECK(jobs_claim(st, 10, &j2) == 1 && j2 && strcmp(j2->message_id, "m2") == 0);
 	CHECK(j2 && j2->email_message_id == NULL);   /* not a string: not an id */
 	CHECK(j2 && store_job_payload(st, j2) == 1 && strstr(j2->payload, "\"m2\""));
 	{
@@ -312,11 +381,11 @@ main(void)
 	/* new jobs: stored once, payload apart, duplicates a success */
 	CHECK(store_job_add(st, "m3", "L1", "Email", "e3", "{\"messageId\":\"m3\"}") == 1);
 	CHECK(store_job_add(st, "m3", "L1", "Email", "e3", "{\"messageId\":\"other\"}") == 0);
-	CHECK(store_job_claim(st, now_ms() + 1000, &j3) == 1 && j3 && strcmp(j3->email_message_id, "e3") == 0);
+	CHECK(jobs_claim(st, now_ms() + 1000, &j3) == 1 && j3 && strcmp(j3->email_message_id, "e3") == 0);
 	CHECK(j3 && store_job_payload(st, j3) == 1 && strcmp(j3->payload, "{\"messageId\":\"m3\"}") == 0);
 	/* dropping a job drops its payload (ON DELETE CASCADE) */
 	CHECK(store_job_add(st, "m4", "L1", "Email", NULL, "{}") == 1);
-	CHECK(store_job_drop(st, "m4") == 1);
+	CHECK(jobs_drop(st, "m4") == 1);
 	{
 		char *path;
 		sqlite3 *db;
@@ -342,5 +411,6 @@ main(void)
 	}
 	test_prune();
 	test_journey();
+	test_races();
 	return test_done("test_store");
 }

@@ -202,13 +202,16 @@ k_http(void *state, const struct mb_http_request *req, struct mb_http_response *
 			k_reply(resp, 400, "id and type required");
 			return;
 		}
+		int r = 0;
 		if (t == 1) {
-			s->host->update_status(s->ctx, id, "delivered", NULL);
+			r = s->host->update_status(s->ctx, id, "delivered", NULL);
 		} else if (t == 2 || t == 16) {
 			snprintf(err, sizeof(err), "Kannel DLR type %d (%s)", t, t == 2 ? "delivery failed" : "rejected by SMSC");
-			s->host->update_status(s->ctx, id, "failed", err);
+			r = s->host->update_status(s->ctx, id, "failed", err);
 		}
-		k_reply(resp, 200, "ok");
+		/* not recorded: a 503 tells whoever calls (Kannel, or a retrying
+		 * proxy) to come again */
+		k_reply(resp, r < 0 ? 503 : 200, r < 0 ? "not recorded; try again" : "ok");
 	} else if (!strcmp(req->path, "/mo")) {
 		const char *from = req->query(req, "from"), *text = req->query(req, "text");
 		char *err = NULL;

@@ -8,17 +8,19 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 
 
 class ScriptedSMTP:
     def __init__(self, port, cert=None, key=None, rcpt_script=None, dsn=True, esmtp=True, hangup=False,
-                 tls_legacy=False, size=None):
+                 tls_legacy=False, size=None, greet_delay=0):
         """rcpt_script: {address: [reply, reply, ...]} consumed one per
         attempt; when exhausted, 250. esmtp=False: a pre-ESMTP relay that
         answers EHLO with 500 and knows only HELO. hangup: close each
         connection silently after its first message (as relays with a
         per-connection limit or a short idle timeout do). tls_legacy: the
-        server speaks TLS 1.0 and 1.1 only. size: advertise SIZE (RFC 1870)."""
+        server speaks TLS 1.0 and 1.1 only. size: advertise SIZE (RFC 1870).
+        greet_delay: seconds before the 220 greeting (a slow relay)."""
         self.port = port
         self.rcpt_script = {k: list(v) for k, v in (rcpt_script or {}).items()}
         self.messages = []
@@ -60,6 +62,8 @@ class ScriptedSMTP:
             def handle(self):
                 with outer.lock:
                     outer.sessions.append(self.log)
+                if greet_delay:
+                    time.sleep(greet_delay)
                 self.reply("220 scripted ESMTP")
                 rcpts, mail, pipelined = [], None, False
                 while True:

@@ -1,0 +1,282 @@
+/* jobs: the job state machine over the store (see jobs.h). */
+#include "jobs.h"
+#include "log.h"
+#include "util.h"
+
+#define STORE_TRIES    4           /* a store error is tried again after 100, 400, 1600 ms */
+#define CONFLICT_TRIES 8           /* a row that keeps moving: something is wrong */
+
+/* One event: decide (pure) from cur, then write from -> to. */
+struct event {
+	int (*decide)(const struct job_fsm *cur, struct job_fsm *next, struct job_effect *fx, const void *arg);
+	int (*write)(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+	    const struct job_effect *fx, const void *arg);
+	const void *arg;
+	bool redecide;             /* on a conflict, read again and decide again (else: 0) */
+};
+
+/* Runs ev on job (job->fsm: where the caller believes it stands). On 1,
+ * job->fsm is the new state and *fx its effects. */
+static int
+apply(struct store *st, struct job *job, const struct event *ev, struct job_effect *fx)
+{
+	int errors = 0, conflicts = 0;
+
+	for (;;) {
+		struct job_fsm next;
+		int r;
+
+		if (ev->decide(&job->fsm, &next, fx, ev->arg) < 0)
+			return 0;
+		r = ev->write(st, job, &job->fsm, &next, fx, ev->arg);
+		if (r == 1) {
+			job->fsm = next;
+			return 1;
+		}
+		if (r == 0) {
+			if (!ev->redecide || ++conflicts > CONFLICT_TRIES)
+				return 0;
+			log_debug("jobs: messageId=%s moved on (now %s/%s): deciding again", job->message_id,
+			    job_state_name(job->fsm.job), report_state_name(job->fsm.report));
+		} else {
+			if (++errors >= STORE_TRIES)
+				return -1;
+			sleep_ms(100LL << (2 * (errors - 1)));
+		}
+		/* where does it stand now? */
+		r = store_job_fsm(st, job->id, &job->fsm);
+		if (r == 0)
+			return 0;
+		if (r < 0 && ++errors >= STORE_TRIES)
+			return -1;
+	}
+}
+
+int
+jobs_claim(struct store *st, int64_t now, struct job **job_r)
+{
+	struct job_fsm q = { .job = JOB_QUEUED }, c;
+	job_on_claim(&q, &c);
+	return store_job_claim(st, now, q.job, c.job, job_r);
+}
+
+int64_t
+jobs_next_due(struct store *st)
+{
+	return store_job_next_due(st, JOB_QUEUED);
+}
+
+static int
+decide_sending(const struct job_fsm *cur, struct job_fsm *next, struct job_effect *fx, const void *arg)
+{
+	(void)fx;
+	(void)arg;
+	return job_on_sending(cur, next);
+}
+
+static int
+write_sending(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    const struct job_effect *fx, const void *arg)
+{
+	(void)fx;
+	return store_job_mark_sending(st, job->id, from->job, to->job, arg);
+}
+
+int
+jobs_sending(struct store *st, struct job *job, const struct msgmap *m)
+{
+	/* compare-and-set on the send state only: a report meanwhile is no conflict */
+	struct event ev = { decide_sending, write_sending, m, true };
+	struct job_effect fx;
+	return apply(st, job, &ev, &fx);
+}
+
+struct attempt_arg {
+	enum job_outcome outcome;
+	enum report_status status;
+	struct job_attempt_rec *rec;
+};
+
+static int
+decide_attempt(const struct job_fsm *cur, struct job_fsm *next, struct job_effect *fx, const void *arg)
+{
+	const struct attempt_arg *a = arg;
+	return job_on_attempt(cur, a->outcome, a->status, next, fx);
+}
+
+static int
+write_attempt(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    const struct job_effect *fx, const void *arg)
+{
+	const struct attempt_arg *a = arg;
+	a->rec->keep_error = fx->keep_error;
+	a->rec->report_due = fx->report_due;
+	return store_job_finish(st, job, from, to, a->rec);
+}
+
+int
+jobs_attempt(struct store *st, struct job *job, enum job_outcome outcome, enum report_status status,
+    struct job_attempt_rec *rec)
+{
+	struct attempt_arg a = { outcome, status, rec };
+	struct event ev = { decide_attempt, write_attempt, &a, true };
+	struct job_effect fx;
+	return apply(st, job, &ev, &fx);
+}
+
+struct report_arg {
+	enum report_outcome outcome;
+	int64_t next_at;
+	const char *error;
+};
+
+static int
+decide_report(const struct job_fsm *cur, struct job_fsm *next, struct job_effect *fx, const void *arg)
+{
+	const struct report_arg *a = arg;
+	(void)fx;
+	return job_on_report(cur, a->outcome, next);
+}
+
+static int
+write_report(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    const struct job_effect *fx, const void *arg)
+{
+	const struct report_arg *a = arg;
+	(void)fx;
+	return store_report_finish(st, job, from, to, a->next_at, a->error,
+	    a->outcome == REPORT_POSTED ? report_status_name(from->status) : NULL);
+}
+
+int
+jobs_report(struct store *st, struct job *job, enum report_outcome outcome, int64_t next_at, const char *error)
+{
+	/* no second decision: what was posted is job->fsm.status, and only that
+	 * may be marked done; a newer status stays pending */
+	struct report_arg a = { outcome, next_at, error };
+	struct event ev = { decide_report, write_report, &a, false };
+	struct job_effect fx;
+	return apply(st, job, &ev, &fx);
+}
+
+struct dsn_arg {
+	enum report_status status;
+	int code;
+	const char *error, *event;
+};
+
+static int
+decide_dsn(const struct job_fsm *cur, struct job_fsm *next, struct job_effect *fx, const void *arg)
+{
+	const struct dsn_arg *a = arg;
+	return job_on_dsn(cur, a->status, next, fx);
+}
+
+static int
+write_dsn(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    const struct job_effect *fx, const void *arg)
+{
+	const struct dsn_arg *a = arg;
+	return store_job_dsn(st, job, from, to, fx->report_due, a->code, a->error, a->event);
+}
+
+/* Runs ev on the job of that messageId. */
+static int
+by_message_id(struct store *st, const char *message_id, const struct event *ev, struct job_effect *fx)
+{
+	struct job *job = NULL;
+	int r = store_job_get(st, message_id, &job);
+
+	if (r == 1)
+		r = apply(st, job, ev, fx);
+	store_job_free(job);
+	return r;
+}
+
+int
+jobs_dsn(struct store *st, const char *message_id, enum report_status status, int code, const char *error,
+    const char *event, bool *due_r)
+{
+	struct dsn_arg a = { status, code, error, event };
+	struct event ev = { decide_dsn, write_dsn, &a, true };
+	struct job_effect fx = { 0 };
+	int r = by_message_id(st, message_id, &ev, &fx);
+
+	if (due_r)
+		*due_r = r == 1 && fx.report_due;
+	return r;
+}
+
+int
+jobs_recover(struct store *st)
+{
+	int uncertain = 0;
+
+	for (int s = 0; s < JOB_STATE_N; s++) {
+		struct job_fsm cur = { .job = (enum job_state)s }, next;
+		bool unsure;
+		int n;
+		if (job_on_recover(&cur, &next, &unsure) < 0)
+			continue;
+		n = store_job_move_all(st, cur.job, next.job, unsure,
+		    unsure ? "interrupted during DATA by a restart" : NULL);
+		if (n < 0)
+			return -1;
+		if (unsure)
+			uncertain += n;
+	}
+	return uncertain;
+}
+
+static int
+decide_retry(const struct job_fsm *cur, struct job_fsm *next, struct job_effect *fx, const void *arg)
+{
+	(void)fx;
+	(void)arg;
+	return job_on_retry(cur, next);
+}
+
+static int
+write_retry(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    const struct job_effect *fx, const void *arg)
+{
+	(void)fx;
+	(void)arg;
+	return store_job_retry(st, job, from, to, now_ms());
+}
+
+static int
+decide_drop(const struct job_fsm *cur, struct job_fsm *next, struct job_effect *fx, const void *arg)
+{
+	(void)fx;
+	(void)arg;
+	*next = *cur;
+	return job_can_drop(cur) ? 0 : -1;
+}
+
+static int
+write_drop(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    const struct job_effect *fx, const void *arg)
+{
+	(void)to;
+	(void)fx;
+	(void)arg;
+	return store_job_drop(st, job, from);
+}
+
+int
+jobs_retry(struct store *st, const char *message_id)
+{
+	/* not again on a miss: the payload may be gone (a sent job's is pruned) */
+	struct event ev = { decide_retry, write_retry, NULL, false };
+	struct job_effect fx;
+	return by_message_id(st, message_id, &ev, &fx);
+}
+
+int
+jobs_drop(struct store *st, const char *message_id)
+{
+	struct event ev = { decide_drop, write_drop, NULL, true };
+	struct job_effect fx;
+	return by_message_id(st, message_id, &ev, &fx);
+}
