@@ -17,6 +17,7 @@
 #include "mailboxes.h"
 #include "relay.h"
 #include "store.h"
+#include "store_inbound.h"
 #include "tmpdir.h"
 
 #include <curl/curl.h>

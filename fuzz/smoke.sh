@@ -29,7 +29,7 @@ for t in $targets; do
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
 	( cd "$src" && clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-Imailbridge -Ismtp -Iimap -Ibase -Itransport -Istore -Ifsm -Ifuzz -I. -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra base/util.c base/log.c base/netaddr.c $libs -lpthread -ldl -lm )
+		-Imailbridge -Ismtp -Iimap -Ibase -Itransport -Istore/include -Istore -Ifsm -Ifuzz -I. -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra base/util.c base/log.c base/netaddr.c $libs -lpthread -ldl -lm )
 	rm -rf "$work/corpus_$t"
 	cp -r "$src/tests/fuzz-corpus/$t" "$work/corpus_$t"
 	if [ "$secs" -le 60 ]; then limit="-seed=1 -runs=$runs"; else limit=""; fi

@@ -9,6 +9,7 @@
 #include "plugin_host.h"
 #include "sig.h"
 #include "store.h"
+#include "store_tokens.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -16,7 +16,10 @@
 #include "outbound.h"
 #include "plugin_host.h"
 #include "sig.h"
-#include "store.h"
+#include "store_events.h"
+#include "store_inbound.h"
+#include "store_jobs.h"
+#include "store_tokens.h"
 #include "util.h"
 #include "webhook.h"
 

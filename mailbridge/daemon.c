@@ -18,7 +18,7 @@
 #include "outbound.h"
 #include "plugin_host.h"
 #include "sig.h"
-#include "store.h"
+#include "store_events.h"
 #include "util.h"
 #include "webhook.h"
 

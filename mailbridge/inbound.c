@@ -7,7 +7,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "mime_in.h"
-#include "store.h"
+#include "store_inbound.h"
+#include "store_threads.h"
 #include "thread.h"
 #include "util.h"
 

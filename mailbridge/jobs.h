@@ -14,7 +14,8 @@
 #include <stdint.h>
 
 #include "job.h"
-#include "store.h"
+#include "store_jobs.h"
+#include "store_threads.h"
 
 /* A worker takes the oldest due queued job. */
 int jobs_claim(struct store *st, int64_t now, struct job **job_r);

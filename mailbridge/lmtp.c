@@ -4,7 +4,7 @@
 #include "inbound.h"
 #include "log.h"
 #include "netaddr.h"
-#include "store.h"
+#include "store_threads.h"
 #include "thread.h"
 #include "util.h"
 

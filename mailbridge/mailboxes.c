@@ -4,7 +4,7 @@
 #include "imap_watch.h"
 #include "inbound.h"
 #include "metrics.h"
-#include "store.h"
+#include "store_inbound.h"
 #include "util.h"
 
 #include <stdio.h>

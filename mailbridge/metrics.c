@@ -2,6 +2,7 @@
 #include "app.h"
 #include "config.h"
 #include "store.h"
+#include "store_jobs.h"
 #include "util.h"
 
 #include <malloc.h>

@@ -4,7 +4,9 @@
 #include "ghl.h"
 #include "log.h"
 #include "metrics.h"
-#include "store.h"
+#include "store_inbound.h"
+#include "store_jobs.h"
+#include "store_tokens.h"
 #include "util.h"
 
 #include <curl/curl.h>

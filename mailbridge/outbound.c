@@ -12,7 +12,8 @@
 #include "relaylog.h"
 #include "smtp_client.h"
 #include "smtp_policy.h"
-#include "store.h"
+#include "store_jobs.h"
+#include "store_threads.h"
 #include "thread.h"
 #include "util.h"
 

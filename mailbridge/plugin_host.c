@@ -8,7 +8,8 @@
 #include "log.h"
 #include "mime_out.h"
 #include "netaddr.h"
-#include "store.h"
+#include "store_jobs.h"
+#include "store_kv.h"
 #include "util.h"
 
 #include <dlfcn.h>

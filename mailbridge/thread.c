@@ -1,5 +1,5 @@
 #include "thread.h"
-#include "store.h"
+#include "store_threads.h"
 #include "util.h"
 
 #include <gnutls/crypto.h>

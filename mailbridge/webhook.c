@@ -9,6 +9,8 @@
 #include "plugin_host.h"
 #include "sig.h"
 #include "store.h"
+#include "store_jobs.h"
+#include "store_kv.h"
 #include "util.h"
 
 #include <gnutls/crypto.h>

@@ -7,6 +7,12 @@
  * window, across more than one batch. */
 #include "jobs.h"
 #include "store.h"
+#include "store_events.h"
+#include "store_inbound.h"
+#include "store_jobs.h"
+#include "store_kv.h"
+#include "store_threads.h"
+#include "store_tokens.h"
 #include "test.h"
 #include "util.h"
 

@@ -1,6 +1,6 @@
 /* thread: reply/bounce tokens (made under a key, parsed without case) and
  * the threading headers. */
-#include "store.h"
+#include "store_threads.h"
 #include "test.h"
 #include "thread.h"
 

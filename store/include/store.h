@@ -1,0 +1,40 @@
+/* store: the only module that speaks SQL. One SQLite database (WAL)
+ * under the data directory, file mode 0600, schema migrated by
+ * user_version.
+ *
+ * Writes that acknowledge something outside (webhook intake, tokens,
+ * inbound posts, app-webhook dedupe) are fsynced before they return; the
+ * others survive a process crash and may repeat work after a power cut.
+ * All functions are thread-safe (one connection behind a mutex).
+ * Return convention: 1 = yes/found/done, 0 = no/not found/duplicate,
+ * -1 = store error (already logged here, where it is handled).
+ *
+ * This header is the engine: opening, closing, health. The tables are
+ * reached through one header per aggregate, each over the same engine
+ * (store_private.h, seen by store/ alone):
+ *   store_jobs.h     outbound jobs and their status reports
+ *   store_threads.h  the Message-ID map (reply threading)
+ *   store_inbound.h  received-message dedupe, IMAP marks, watcher states
+ *   store_tokens.h   OAuth tokens (sealed at rest) and the store's own keys
+ *   store_kv.h       plugins' key-value pairs, the app-webhook replay guard
+ *   store_events.h   the message journey (trace events) and retention
+ * They are the interface a second backend (PostgreSQL, issue 13) is to
+ * implement behind the same engine seam. */
+#ifndef MB_STORE_H
+#define MB_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+/* Opens (creating data_dir and the database as needed) and migrates. */
+struct store *store_open(const char *data_dir, char **error_r);
+void store_close(struct store *st);
+int store_ping(struct store *st);
+
+/* SQLite's heap (page cache, statements) and the database's size in bytes. */
+void store_memory(struct store *st, int64_t *heap_r, int64_t *file_r);
+
+#endif

@@ -1,0 +1,58 @@
+/* store_inbound: what was received (dedupe records), where each mailbox
+ * stands (IMAP marks) and what its watcher is doing. */
+#ifndef MB_STORE_INBOUND_H
+#define MB_STORE_INBOUND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+#include "inbound_fsm.h"
+
+struct msgmap;
+
+/* IMAP checkpoints: per account (location), UIDVALIDITY and the highest
+ * UID whose message is recorded. */
+struct imap_checkpoint {
+	uint32_t uidvalidity;
+	uint32_t last_uid;         /* every UID up to it is done */
+	uint32_t rescan_upto;      /* after a UIDVALIDITY change: UIDs up to it are re-read
+	                            * only if recent enough for the dedupe table; 0 none */
+};
+int store_checkpoint_get(struct store *st, const char *account, struct imap_checkpoint *c);
+int store_checkpoint_put(struct store *st, const char *account, const struct imap_checkpoint *c);
+
+/* Inbound dedupe by (location, key = Message-ID or header hash), in the
+ * states of fsm/inbound_fsm.h (failed ones keep their raw message for
+ * `inbound retry`). state_r: IN_NEW when there is no record. 1 found, 0
+ * none, -1 error. */
+int store_inbound_state(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r);
+int store_inbound_record(struct store *st, const char *location_id, const char *key, enum inbound_state state,
+    const char *ghl_message_id, const char *error, const char *summary, const void *raw, size_t raw_len);
+/* HighLevel took the message: the "posted" record, the threading record m
+ * (if any) and the trace events ("reply" under the parent's id, if any;
+ * "inbound" under the new one) in one durable commit. */
+int store_inbound_posted(struct store *st, const char *location_id, const char *key, const char *ghl_message_id,
+    const char *summary, const struct msgmap *m, const char *parent_ghl_id, const char *event);
+struct inbound_row {
+	const char *location_id, *key, *ghl_message_id, *error, *summary;
+	enum inbound_state state;
+	int attempts;
+	int64_t created_at;
+};
+/* Records in state (IN_NEW: all). */
+int store_inbound_list(struct store *st, enum inbound_state state, void (*fn)(const struct inbound_row *, void *),
+    void *arg);
+int store_inbound_raw(struct store *st, const char *location_id, const char *key, char **raw_r, size_t *len_r);
+
+/* IMAP watcher state per location, for `mailbridge accounts`. */
+int store_watcher_state(struct store *st, const char *location_id, const char *state, const char *detail);
+int store_watcher_get(struct store *st, const char *location_id, char **state_r, char **detail_r, int64_t *at_r);
+
+/* The app was uninstalled from a location (UNINSTALL webhook): its
+ * watcher stops until it is installed again. */
+int store_set_installed(struct store *st, const char *location_id, bool installed);
+int store_is_uninstalled(struct store *st, const char *location_id);
+
+#endif

@@ -1,0 +1,214 @@
+/* store_inbound: dedupe records, IMAP marks, watcher states (store_inbound.h). */
+#include "store_private.h"
+#include "store_inbound.h"
+#include "store_threads.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void
+row_checkpoint(sqlite3_stmt *stmt, void *arg)
+{
+	struct imap_checkpoint *c = arg;
+	c->uidvalidity = (uint32_t)sqlite3_column_int64(stmt, 0);
+	c->last_uid = (uint32_t)sqlite3_column_int64(stmt, 1);
+	c->rescan_upto = (uint32_t)sqlite3_column_int64(stmt, 2);
+}
+
+int
+store_checkpoint_get(struct store *st, const char *account, struct imap_checkpoint *c)
+{
+	memset(c, 0, sizeof(*c));
+	return store_query_row(st, row_checkpoint, c, "SELECT uidvalidity, last_uid, rescan_upto "
+	    "FROM imap_checkpoints WHERE account=?1", "s", account);
+}
+
+int
+store_checkpoint_put(struct store *st, const char *account, const struct imap_checkpoint *c)
+{
+	return store_exec(st, "INSERT INTO imap_checkpoints (account, uidvalidity, last_uid, rescan_upto, updated_at) "
+	    "VALUES (?1,?2,?3,?4,?5) ON CONFLICT(account) DO UPDATE SET uidvalidity=excluded.uidvalidity, "
+	    "last_uid=excluded.last_uid, rescan_upto=excluded.rescan_upto, updated_at=excluded.updated_at",
+	    "siiii", account, (int64_t)c->uidvalidity, (int64_t)c->last_uid, (int64_t)c->rescan_upto,
+	    now_ms()) < 0 ? -1 : 1;
+}
+
+int
+store_inbound_state(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r)
+{
+	char *name = NULL;
+	int r = store_query_row(st, store_row_text, &name, "SELECT state FROM inbound_seen "
+	    "WHERE location_id=?1 AND dedupe_key=?2", "ss", location_id, key);
+	int s = inbound_state_parse(name);
+
+	*state_r = r == 1 && s > IN_NEW ? (enum inbound_state)s : IN_NEW;
+	if (r == 1 && s <= IN_NEW) {
+		log_error("store: inbound %s/%s has an unknown state \"%s\"", location_id, key, name ? name : "");
+		r = -1;
+	}
+	free(name);
+	return r;
+}
+
+#define INBOUND_UPSERT "INSERT INTO inbound_seen (location_id, dedupe_key, state, ghl_message_id, error, " \
+	"summary, raw, attempts, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8) " \
+	"ON CONFLICT(location_id, dedupe_key) DO UPDATE SET state=excluded.state, " \
+	"ghl_message_id=excluded.ghl_message_id, error=excluded.error, " \
+	"summary=COALESCE(excluded.summary, summary), raw=excluded.raw, attempts=attempts+1"
+
+int
+store_inbound_record(struct store *st, const char *location_id, const char *key, enum inbound_state state,
+    const char *ghl_message_id, const char *error, const char *summary, const void *raw, size_t raw_len)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, INBOUND_UPSERT)) != NULL) {
+		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 3, inbound_state_name(state), -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 4, ghl_message_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 5, error, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 6, summary, -1, SQLITE_STATIC);
+		if (raw)
+			sqlite3_bind_blob(stmt, 7, raw, (int)raw_len, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(stmt, 7);
+		sqlite3_bind_int64(stmt, 8, now_ms());
+		ret = sqlite3_step(stmt) == SQLITE_DONE ? 1 : -1;
+		if (ret < 0)
+			store_log_error(st, "inbound record");
+		store_stmt_done(st, stmt);
+	}
+	if (store_unlock_write(st, ret > 0) < 0)   /* durable: see store_exec_v */
+		ret = -1;
+	return ret;
+}
+
+int
+store_inbound_posted(struct store *st, const char *location_id, const char *key, const char *ghl_message_id,
+    const char *summary, const struct msgmap *m, const char *parent_ghl_id, const char *event)
+{
+	int64_t now = now_ms();
+
+	if (store_tx_begin(st, "inbound posted") < 0)
+		return -1;
+	if (m)
+		store_tx_extra(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
+	store_tx_step(st, INBOUND_UPSERT, "sssssssi", location_id, key, inbound_state_name(IN_POSTED), ghl_message_id,
+	    (const char *)NULL, summary, (const char *)NULL, now);
+	if (parent_ghl_id)
+		store_tx_extra(st, EVENT_INSERT, "isss", now, parent_ghl_id, "reply", event);
+	store_tx_extra(st, EVENT_INSERT, "isss", now, ghl_message_id, "inbound", event);
+	/* durable: HighLevel has it; a re-read must not post it again */
+	return store_tx_end(st, "inbound posted", true) < 0 ? -1 : 1;
+}
+
+int
+store_inbound_list(struct store *st, enum inbound_state state, void (*fn)(const struct inbound_row *, void *),
+    void *arg)
+{
+	sqlite3_stmt *stmt;
+	int n = 0, r;
+
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, "SELECT location_id, dedupe_key, state, ghl_message_id, error, summary, "
+	    "attempts, created_at FROM inbound_seen WHERE ?1 IS NULL OR state=?1 ORDER BY created_at DESC LIMIT 1000")) == NULL) {
+		pthread_mutex_unlock(&st->lock);
+		return -1;
+	}
+	sqlite3_bind_text(stmt, 1, inbound_state_name(state), -1, SQLITE_STATIC);
+	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
+		int state_of = inbound_state_parse((const char *)sqlite3_column_text(stmt, 2));
+		struct inbound_row row = {
+			.location_id = (const char *)sqlite3_column_text(stmt, 0),
+			.key = (const char *)sqlite3_column_text(stmt, 1),
+			.ghl_message_id = (const char *)sqlite3_column_text(stmt, 3),
+			.error = (const char *)sqlite3_column_text(stmt, 4),
+			.summary = (const char *)sqlite3_column_text(stmt, 5),
+			.state = state_of > 0 ? (enum inbound_state)state_of : IN_NEW,
+			.attempts = sqlite3_column_int(stmt, 6), .created_at = sqlite3_column_int64(stmt, 7),
+		};
+		fn(&row, arg);
+		n++;
+	}
+	store_stmt_done(st, stmt);
+	pthread_mutex_unlock(&st->lock);
+	return r == SQLITE_DONE ? n : -1;
+}
+
+int
+store_inbound_raw(struct store *st, const char *location_id, const char *key, char **raw_r, size_t *len_r)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	*raw_r = NULL;
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, "SELECT raw FROM inbound_seen WHERE location_id=?1 AND dedupe_key=?2 "
+	    "AND raw IS NOT NULL")) != NULL) {
+		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+		if (sqlite3_step(stmt) == SQLITE_ROW) {
+			*len_r = (size_t)sqlite3_column_bytes(stmt, 0);
+			*raw_r = xmalloc(*len_r + 1);
+			memcpy(*raw_r, sqlite3_column_blob(stmt, 0), *len_r);
+			(*raw_r)[*len_r] = '\0';
+			ret = 1;
+		} else {
+			ret = 0;
+		}
+		store_stmt_done(st, stmt);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return ret;
+}
+
+int
+store_watcher_state(struct store *st, const char *location_id, const char *state, const char *detail)
+{
+	return store_exec(st, "INSERT INTO watchers (location_id, state, detail, updated_at) VALUES (?1,?2,?3,?4) "
+	    "ON CONFLICT(location_id) DO UPDATE SET state=excluded.state, detail=excluded.detail, "
+	    "updated_at=excluded.updated_at", "sssi", location_id, state, detail, now_ms()) < 0 ? -1 : 1;
+}
+
+struct watcher_row {
+	char **state, **detail;
+	int64_t *at;
+};
+
+static void
+row_watcher(sqlite3_stmt *stmt, void *arg)
+{
+	struct watcher_row *w = arg;
+	*w->state = store_col_text(stmt, 0);
+	*w->detail = store_col_text(stmt, 1);
+	*w->at = sqlite3_column_int64(stmt, 2);
+}
+
+int
+store_watcher_get(struct store *st, const char *location_id, char **state_r, char **detail_r, int64_t *at_r)
+{
+	struct watcher_row w = { state_r, detail_r, at_r };
+	*state_r = *detail_r = NULL;
+	return store_query_row(st, row_watcher, &w, "SELECT state, detail, updated_at FROM watchers "
+	    "WHERE location_id=?1", "s", location_id);
+}
+
+int
+store_set_installed(struct store *st, const char *location_id, bool installed)
+{
+	if (installed)
+		return store_exec_durable(st, "DELETE FROM uninstalled WHERE location_id=?1", "s", location_id) < 0 ? -1 : 1;
+	return store_exec_durable(st, "INSERT INTO uninstalled (location_id, at) VALUES (?1, ?2) "
+	    "ON CONFLICT DO NOTHING", "si", location_id, now_ms()) < 0 ? -1 : 1;
+}
+
+int
+store_is_uninstalled(struct store *st, const char *location_id)
+{
+	return store_query_row(st, store_row_none, NULL, "SELECT 1 FROM uninstalled WHERE location_id=?1", "s", location_id);
+}

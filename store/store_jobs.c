@@ -1,0 +1,330 @@
+/* store_jobs: outbound jobs, their payloads and their status reports (store_jobs.h). */
+#include "store_private.h"
+#include "store_jobs.h"
+#include "store_threads.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void
+store_job_free(struct job *job)
+{
+	if (!job)
+		return;
+	free(job->message_id);
+	free(job->location_id);
+	free(job->type);
+	free(job->payload);
+	free(job->email_message_id);
+	free(job->last_error);
+	free(job->rfc_message_id);
+	free(job->report_error);
+	free(job->rcpt_state);
+	free(job);
+}
+
+/* no payload: store_job_payload() loads it when a job is worked on */
+#define JOB_COLUMNS "id, message_id, location_id, type, email_message_id, state, attempts, next_at, " \
+	"created_at, last_code, last_error, rfc_message_id, report_status, report_state, " \
+	"report_attempts, report_error, rcpt_state, uncertain"
+
+static struct job *
+job_from_row(sqlite3_stmt *s)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+	j->id = sqlite3_column_int64(s, 0);
+	j->message_id = store_col_text(s, 1);
+	j->location_id = store_col_text(s, 2);
+	j->type = store_col_text(s, 3);
+	j->email_message_id = store_col_text(s, 4);
+	j->fsm.job = job_state_parse((const char *)sqlite3_column_text(s, 5));
+	j->attempts = sqlite3_column_int(s, 6);
+	j->next_at = sqlite3_column_int64(s, 7);
+	j->created_at = sqlite3_column_int64(s, 8);
+	j->last_code = sqlite3_column_int(s, 9);
+	j->last_error = store_col_text(s, 10);
+	j->rfc_message_id = store_col_text(s, 11);
+	j->fsm.status = report_status_parse((const char *)sqlite3_column_text(s, 12));
+	j->fsm.report = report_state_parse((const char *)sqlite3_column_text(s, 13));
+	j->report_attempts = sqlite3_column_int(s, 14);
+	j->report_error = store_col_text(s, 15);
+	j->rcpt_state = store_col_text(s, 16);
+	j->uncertain = sqlite3_column_int(s, 17) != 0;
+	return j;
+}
+
+static void
+row_job(sqlite3_stmt *stmt, void *arg)
+{
+	*(struct job **)arg = job_from_row(stmt);
+}
+
+/* Runs a query expected to return at most one job row. */
+static int
+store_job_query(struct store *st, struct job **job_r, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	*job_r = NULL;
+	va_start(ap, fmt);
+	r = store_query_row_v(st, row_job, job_r, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int
+store_job_add(struct store *st, const char *message_id, const char *location_id,
+    const char *type, const char *email_message_id, const char *payload)
+{
+	int64_t now = now_ms();
+	int r;
+
+	if (store_tx_begin(st, "job add") < 0)
+		return -1;
+	/* a duplicate webhook is a success, stored once: its job is still
+	 * here (UNIQUE message_id), or the prune left its fingerprint in the
+	 * replay guard (kept replay_days). Only read here: the fingerprint is
+	 * written when the job goes, in the prune's batch, not per webhook */
+	r = store_tx_step(st, "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, "
+	    "next_at, created_at, updated_at) SELECT ?1, ?2, ?3, ?4, '" JOB_NAME_QUEUED "', ?5, ?5, ?5 "
+	    "WHERE NOT EXISTS (SELECT 1 FROM replay_guard WHERE fp = mb_fp('job:' || ?1)) "
+	    "ON CONFLICT(message_id) DO NOTHING", "ssssi", message_id, location_id, type, email_message_id, now);
+	if (r == 1)
+		store_tx_step(st, "INSERT INTO job_payload (job_id, payload) VALUES (?1, ?2)", "is",
+		    sqlite3_last_insert_rowid(st->db), payload);
+	/* the journey's first event rides in the same commit */
+	store_tx_step(st, EVENT_INSERT, "isss", now, message_id, "webhook", r == 1 ? type : "duplicate (ignored)");
+	/* durable before the webhook is acknowledged, duplicates included */
+	if (store_tx_end(st, "job add", true) < 0)
+		return -1;
+	return r;
+}
+
+int
+store_job_payload(struct store *st, struct job *job)
+{
+	if (job->payload)
+		return 1;
+	return store_query_row(st, store_row_text, &job->payload,
+	    "SELECT payload FROM job_payload WHERE job_id=?1", "i", job->id);
+}
+
+int
+store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_state to, struct job **job_r)
+{
+	return store_job_query(st, job_r,
+	    "UPDATE jobs SET state=?3, attempts=attempts+1, updated_at=?1 "
+	    "WHERE id = (SELECT id FROM jobs WHERE state=?2 AND next_at<=?1 "
+	    "ORDER BY next_at, id LIMIT 1) RETURNING " JOB_COLUMNS, "iss", now, job_state_name(from),
+	    job_state_name(to));
+}
+
+int64_t
+store_job_next_due(struct store *st, enum job_state waiting)
+{
+	int64_t at = -1;
+	store_query_row(st, store_row_int64, &at, "SELECT MIN(next_at) FROM jobs WHERE state=?1", "s",
+	    job_state_name(waiting));
+	return at;
+}
+
+static void
+row_fsm(sqlite3_stmt *s, void *arg)
+{
+	struct job_fsm *f = arg;
+	f->job = job_state_parse((const char *)sqlite3_column_text(s, 0));
+	f->report = report_state_parse((const char *)sqlite3_column_text(s, 1));
+	f->status = report_status_parse((const char *)sqlite3_column_text(s, 2));
+}
+
+int
+store_job_fsm(struct store *st, int64_t id, struct job_fsm *fsm_r)
+{
+	return store_query_row(st, row_fsm, fsm_r, "SELECT state, report_state, report_status FROM jobs WHERE id=?1",
+	    "i", id);
+}
+
+/* The compare half of a compare-and-set on both states: ?1 the id, then
+ * from's three names (report_status may be NULL). */
+#define JOB_CAS_WHERE " WHERE id=?1 AND state=?2 AND report_state=?3 AND report_status IS ?4"
+#define JOB_CAS_ARGS(from) job_state_name((from)->job), report_state_name((from)->report), \
+	report_status_name((from)->status)
+/* ?5 ?6 ?7: the states to write */
+#define JOB_CAS_SET "state=?5, report_state=?6, report_status=?7"
+#define JOB_CAS_TO(to) JOB_CAS_ARGS(to)
+
+int
+store_job_mark_sending(struct store *st, int64_t id, enum job_state from, enum job_state to, const struct msgmap *m)
+{
+	int r;
+
+	if (store_tx_begin(st, "mark sending") < 0)
+		return -1;
+	r = store_tx_step(st, "UPDATE jobs SET state=?3, rfc_message_id=?4, updated_at=?5 WHERE id=?1 AND state=?2",
+	    "isssi", id, job_state_name(from), job_state_name(to), m ? m->rfc_message_id : NULL, now_ms());
+	/* the threading record only for a send that happens */
+	if (r == 1 && m)
+		store_tx_extra(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
+	if (store_tx_end(st, "mark sending", false) < 0)
+		return -1;
+	return r;
+}
+
+int
+store_job_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    const struct job_attempt_rec *a)
+{
+	int64_t now = now_ms();
+	int r;
+
+	if (store_tx_begin(st, "job finish") < 0)
+		return -1;
+	r = store_tx_step(st, "UPDATE jobs SET " JOB_CAS_SET ", next_at=?8, last_code=?9, updated_at=?10, "
+	    "last_error=IIF(?11, last_error, ?12), report_next_at=IIF(?13, ?10, report_next_at), "
+	    "rcpt_state=COALESCE(?14, rcpt_state), uncertain=?15" JOB_CAS_WHERE,
+	    "issssssiiiisisi", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), a->next_at, (int64_t)a->code, now,
+	    (int64_t)a->keep_error, a->error, (int64_t)a->report_due, a->rcpt_state, (int64_t)a->uncertain);
+	if (r == 1 && a->event)
+		store_tx_extra(st, EVENT_INSERT, "isss", now, job->message_id, "send", a->event);
+	if (store_tx_end(st, "job finish", false) < 0)
+		return -1;
+	return r;
+}
+
+int
+store_job_move_all(struct store *st, enum job_state from, enum job_state to, bool uncertain, const char *error)
+{
+	return store_exec(st, "UPDATE jobs SET state=?2, uncertain=MAX(uncertain, ?3), "
+	    "last_error=COALESCE(?4, last_error) WHERE state=?1", "ssis", job_state_name(from), job_state_name(to),
+	    (int64_t)uncertain, error);
+}
+
+int
+store_job_get(struct store *st, const char *message_id, struct job **job_r)
+{
+	return store_job_query(st, job_r, "SELECT " JOB_COLUMNS " FROM jobs WHERE message_id=?1",
+	    "s", message_id);
+}
+
+int
+store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void *), void *arg)
+{
+	sqlite3_stmt *stmt;
+	int n = 0, r;
+
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, "SELECT " JOB_COLUMNS " FROM jobs ORDER BY id DESC LIMIT ?1")) == NULL) {
+		store_log_error(st, "list");
+		pthread_mutex_unlock(&st->lock);
+		return -1;
+	}
+	sqlite3_bind_int(stmt, 1, limit);
+	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
+		struct job *j = job_from_row(stmt);
+		fn(j, arg);
+		store_job_free(j);
+		n++;
+	}
+	store_stmt_done(st, stmt);
+	pthread_mutex_unlock(&st->lock);
+	return r == SQLITE_DONE ? n : -1;
+}
+
+int
+store_job_retry(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    int64_t next_at)
+{
+	/* a sent job's payload is pruned: it cannot go again */
+	return store_exec(st, "UPDATE jobs SET " JOB_CAS_SET ", next_at=?8" JOB_CAS_WHERE
+	    " AND id IN (SELECT job_id FROM job_payload)", "issssssi", job->id, JOB_CAS_ARGS(from),
+	    JOB_CAS_TO(to), next_at);
+}
+
+int
+store_job_drop(struct store *st, const struct job *job, const struct job_fsm *from)
+{
+	return store_exec(st, "DELETE FROM jobs" JOB_CAS_WHERE, "isss", job->id, JOB_CAS_ARGS(from));
+}
+
+int
+store_job_count(struct store *st, enum job_state state)
+{
+	int64_t n = -1;
+	store_query_row(st, store_row_int64, &n, "SELECT COUNT(*) FROM jobs WHERE state=?1", "s", job_state_name(state));
+	return (int)n;
+}
+
+int
+store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct job **job_r)
+{
+	return store_job_query(st, job_r,
+	    "UPDATE jobs SET report_next_at=?2, report_attempts=report_attempts+1 "
+	    "WHERE id = (SELECT id FROM jobs WHERE report_state='" REPORT_NAME_PENDING "' AND report_next_at<=?1 "
+	    "ORDER BY report_next_at, id LIMIT 1) RETURNING " JOB_COLUMNS, "ii", now, now + lease_ms);
+}
+
+int
+store_report_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    int64_t next_at, const char *error, const char *posted)
+{
+	int r;
+
+	if (store_tx_begin(st, "report finish") < 0)
+		return -1;
+	r = store_tx_step(st, "UPDATE jobs SET " JOB_CAS_SET ", report_next_at=?8, report_error=?9" JOB_CAS_WHERE,
+	    "issssssis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), next_at, error);
+	if (r == 1 && posted)
+		store_tx_extra(st, EVENT_INSERT, "isss", now_ms(), job->message_id, "status", posted);
+	if (store_tx_end(st, "report finish", false) < 0)
+		return -1;
+	return r;
+}
+
+int
+store_report_defer(struct store *st, int64_t id, int64_t next_at)
+{
+	return store_exec(st, "UPDATE jobs SET report_next_at=?2, report_attempts=MAX(report_attempts-1, 0) "
+	    "WHERE id=?1", "ii", id, next_at) == 1 ? 1 : -1;
+}
+
+int
+store_report_wake_location(struct store *st, const char *location_id)
+{
+	return store_exec(st, "UPDATE jobs SET report_next_at=?2 WHERE location_id=?1 "
+	    "AND report_state='" REPORT_NAME_PENDING "'",
+	    "si", location_id, now_ms());
+}
+
+int
+store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    bool report_due, int code, const char *error, const char *event)
+{
+	int64_t now = now_ms();
+	int r;
+
+	if (store_tx_begin(st, "job dsn") < 0)
+		return -1;
+	r = store_tx_step(st, "UPDATE jobs SET " JOB_CAS_SET ", report_attempts=0, updated_at=?8, "
+	    "report_next_at=IIF(?9, ?8, report_next_at), last_code=IIF(?10 > 0, ?10, last_code), "
+	    "last_error=COALESCE(?11, last_error)" JOB_CAS_WHERE,
+	    "issssssiiis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), now, (int64_t)report_due, (int64_t)code,
+	    error);
+	if (r == 1 && event)
+		store_tx_extra(st, EVENT_INSERT, "isss", now, job->message_id, "dsn", event);
+	if (store_tx_end(st, "job dsn", false) < 0)
+		return -1;
+	return r;
+}
+
+int64_t
+store_job_oldest_queued_age(struct store *st)
+{
+	int64_t oldest = -1;
+	store_query_row(st, store_row_int64, &oldest,
+	    "SELECT MIN(created_at) FROM jobs WHERE state IN ('" JOB_NAME_QUEUED "','" JOB_NAME_CLAIMED "','"
+	    JOB_NAME_SENDING "')", "");
+	return oldest < 0 ? 0 : now_ms() - oldest;
+}
