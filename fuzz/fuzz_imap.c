@@ -66,7 +66,11 @@ setup(void)
 		fprintf(stderr, "%s\n", err);
 		return -1;
 	}
-	app.ghl = ghl_new(app.cfg, app.store);
+	{
+		struct ghl_params gp = { .api_base = app.cfg->api_base, .timeout = app.cfg->api_timeout,
+			.rate_limit = app.cfg->rate_limit, .rate_window = app.cfg->rate_window };
+		app.ghl = ghl_new(&gp);
+	}
 	mailboxes_mailbox_init(&box, app.cfg, loc);
 	mailboxes_sink_init(&sink, &app);
 	return 0;

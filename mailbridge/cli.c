@@ -5,11 +5,13 @@
 #include "config.h"
 #include "ghl.h"
 #include "log.h"
+#include "metrics.h"
 #include "oauth.h"
 #include "plugin_host.h"
 #include "sig.h"
 #include "store.h"
 #include "store_tokens.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,20 +54,50 @@ app_open(struct app *app, const char *path)
 	return 0;
 }
 
+/* ghl's token source: the location's OAuth token when the app is set up
+ * for OAuth, else the token written in its [location] section. */
 static int
-app_oauth_token(void *oauth, const char *location_id, const char *stale, char **token_r)
+app_token(void *arg, const char *location_id, const char *stale, char **token_r)
 {
-	return oauth_access_token(oauth, location_id, stale, token_r);
+	struct app *app = arg;
+	const struct location_config *loc = config_location(app->cfg, location_id);
+	int r = app->oauth ? oauth_access_token(app->oauth, location_id, stale, token_r) : 0;
+
+	if (r != 0)
+		return r < 0 ? -1 : GHL_TOKEN_REFRESHABLE;
+	if (loc && loc->token) {
+		*token_r = xstrdup(loc->token);
+		return GHL_TOKEN_FIXED;
+	}
+	return 0;
+}
+
+/* ghl's counters, into /metrics */
+static void
+app_ghl_count(void *arg, enum ghl_count what)
+{
+	static const enum metric m[] = {
+		[GHL_COUNT_2XX] = M_GHL_2XX, [GHL_COUNT_4XX] = M_GHL_4XX, [GHL_COUNT_429] = M_GHL_429,
+		[GHL_COUNT_5XX] = M_GHL_5XX, [GHL_COUNT_NETWORK] = M_GHL_NETWORK,
+		[GHL_COUNT_THROTTLED] = M_GHL_THROTTLED,
+	};
+	(void)arg;
+	if ((size_t)what < sizeof(m) / sizeof(m[0]))
+		metrics_inc(m[what]);
 }
 
 void
 app_open_highlevel(struct app *app)
 {
-	app->ghl = ghl_new(app->cfg, app->store);
-	if (app->cfg->client_id) {
+	struct ghl_params p = { .api_base = app->cfg->api_base, .timeout = app->cfg->api_timeout,
+		.ca_file = app->cfg->api_ca_file, .rate_limit = app->cfg->rate_limit,
+		.rate_window = app->cfg->rate_window };
+
+	app->ghl = ghl_new(&p);
+	ghl_set_counter(app->ghl, app_ghl_count, NULL);
+	if (app->cfg->client_id)
 		app->oauth = oauth_new(app->cfg, app->store, app->ghl);
-		ghl_set_token_source(app->ghl, app_oauth_token, app->oauth);
-	}
+	ghl_set_token_source(app->ghl, app_token, app);
 }
 
 void

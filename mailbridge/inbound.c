@@ -156,7 +156,9 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	/* one file per request: a type HighLevel refuses (415) must not sink
 	 * the PDF beside it */
 	for (size_t i = 0; i < m->n_attachments; i++) {
-		ghl_upload(app->ghl, loc->id, conv, contact, &m->attachments[i], 1, &res);
+		const struct mime_attachment *a = &m->attachments[i];
+		struct ghl_file f = { a->filename, a->content_type, a->data, a->len };
+		ghl_upload(app->ghl, loc->id, conv, contact, &f, 1, &res);
 		if (res.cls == GHL_OK) {
 			size_t n;
 			char **got = ghl_uploaded_urls(&res, &n);

@@ -91,23 +91,19 @@ form_add(char *form, const char *k, const char *v)
 	return out;
 }
 
-/* Builds a token from a /oauth/token or /oauth/locationToken answer. */
+/* The store's token for key from a /oauth/token or /oauth/locationToken
+ * grant (ghl read the answer). */
 static struct token *
-token_from_json(json_t *b, const char *key, const char *fallback_refresh)
+token_from_grant(const struct ghl_grant *g, const char *key)
 {
-	struct token *t;
-	json_t *exp = json_object_get(b, "expires_in");
-
-	if (!ghl_jstr(b, "access_token"))
-		return NULL;
-	t = xcalloc(1, sizeof(*t));
+	struct token *t = xcalloc(1, sizeof(*t));
 	t->location_id = xstrdup(key);
-	t->user_type = xstrdup(ghl_jstr(b, "userType") ? ghl_jstr(b, "userType") : "Location");
-	t->company_id = xstrdup(ghl_jstr(b, "companyId"));
-	t->access_token = xstrdup(ghl_jstr(b, "access_token"));
-	t->refresh_token = xstrdup(ghl_jstr(b, "refresh_token") ? ghl_jstr(b, "refresh_token") : fallback_refresh);
-	t->expires_at = now_ms() + (json_is_integer(exp) ? json_integer_value(exp) : 3600) * 1000;
-	t->scope = xstrdup(ghl_jstr(b, "scope"));
+	t->user_type = xstrdup(g->user_type ? g->user_type : "Location");
+	t->company_id = xstrdup(g->company_id);
+	t->access_token = xstrdup(g->access_token);
+	t->refresh_token = xstrdup(g->refresh_token);
+	t->expires_at = now_ms() + (g->expires_in > 0 ? g->expires_in : 3600) * 1000LL;
+	t->scope = xstrdup(g->scope);
 	return t;
 }
 
@@ -124,6 +120,7 @@ oauth_refresh(struct oauth *o, struct token **t_r)
 {
 	struct token *t = *t_r, *nt;
 	struct ghl_result res;
+	struct ghl_grant grant;
 	char *form = NULL;
 	int ret;
 
@@ -134,9 +131,10 @@ oauth_refresh(struct oauth *o, struct token **t_r)
 	form = form_add(form, "grant_type", "refresh_token");
 	form = form_add(form, "refresh_token", t->refresh_token);
 	form = form_add(form, "user_type", t->user_type && !strcmp(t->user_type, "Company") ? "Company" : "Location");
-	ghl_oauth_post(o->ghl, "/oauth/token", form, NULL, NULL, &res);
+	ghl_oauth_grant(o->ghl, "/oauth/token", form, NULL, NULL, &grant, &res);
 	free(form);
-	if (res.cls == GHL_OK && (nt = token_from_json(res.body, t->location_id, NULL)) != NULL) {
+	if (res.cls == GHL_OK) {
+		nt = token_from_grant(&grant, t->location_id);
 		/* single-use refresh token: the new pair is on disk before use */
 		if (store_token_put(o->store, nt) < 0) {
 			log_error("oauth: refreshed token for %s could not be stored", t->location_id);
@@ -159,6 +157,7 @@ oauth_refresh(struct oauth *o, struct token **t_r)
 		log_warn("oauth: refresh for %s failed for now: %s", t->location_id, res.error ? res.error : "?");
 		ret = -1;
 	}
+	ghl_grant_clear(&grant);
 	ghl_result_clear(&res);
 	return ret;
 }
@@ -171,6 +170,7 @@ static int
 oauth_mint_location(struct oauth *o, const char *company_id, const char *location_id, struct token **t_r)
 {
 	struct ghl_result res;
+	struct ghl_grant grant;
 	char *ctoken = NULL, *form = NULL;
 	int r = oauth_company_token(o, company_id, &ctoken);
 	struct token *nt;
@@ -179,11 +179,12 @@ oauth_mint_location(struct oauth *o, const char *company_id, const char *locatio
 		return r;
 	form = form_add(form, "companyId", company_id);
 	form = form_add(form, "locationId", location_id);
-	ghl_oauth_post(o->ghl, "/oauth/locationToken", form, ctoken, GHL_VERSION_CONTACTS, &res);
+	ghl_oauth_grant(o->ghl, "/oauth/locationToken", form, ctoken, GHL_VERSION_CONTACTS, &grant, &res);
 	free(form);
 	free(ctoken);
 	r = -1;
-	if (res.cls == GHL_OK && (nt = token_from_json(res.body, location_id, NULL)) != NULL) {
+	if (res.cls == GHL_OK) {
+		nt = token_from_grant(&grant, location_id);
 		free(nt->company_id);
 		nt->company_id = xstrdup(company_id);
 		if (store_token_put(o->store, nt) == 1) {
@@ -198,6 +199,7 @@ oauth_mint_location(struct oauth *o, const char *company_id, const char *locatio
 		log_error("oauth: locationToken for %s refused: %s", location_id, res.error ? res.error : "?");
 		r = 0;
 	}
+	ghl_grant_clear(&grant);
 	ghl_result_clear(&res);
 	return r;
 }
@@ -384,6 +386,7 @@ oauth_http_callback(void *ctx, const struct http_request *req, struct http_respo
 	struct oauth *o = app->oauth;
 	const char *code = http_query(req, "code"), *problem;
 	struct ghl_result res;
+	struct ghl_grant grant;
 	struct token *t;
 	char *form = NULL, *ru, *key;
 
@@ -413,7 +416,7 @@ oauth_http_callback(void *ctx, const struct http_request *req, struct http_respo
 	form = form_add(form, "code", code);
 	form = form_add(form, "redirect_uri", ru);
 	free(ru);
-	ghl_oauth_post(app->ghl, "/oauth/token", form, NULL, NULL, &res);
+	ghl_oauth_grant(app->ghl, "/oauth/token", form, NULL, NULL, &grant, &res);
 	free(form);
 	if (res.cls != GHL_OK) {
 		log_warn("oauth: code exchange failed: status=%ld %s", res.status, res.error ? res.error : "");
@@ -421,11 +424,11 @@ oauth_http_callback(void *ctx, const struct http_request *req, struct http_respo
 		ghl_result_clear(&res);
 		return;
 	}
-	if (ghl_jstr(res.body, "userType") && !strcmp(ghl_jstr(res.body, "userType"), "Company") && ghl_jstr(res.body, "companyId"))
-		key = xasprintf("company:%s", ghl_jstr(res.body, "companyId"));
+	if (grant.user_type && !strcmp(grant.user_type, "Company") && grant.company_id)
+		key = xasprintf("company:%s", grant.company_id);
 	else
-		key = xstrdup(ghl_jstr(res.body, "locationId"));
-	t = key ? token_from_json(res.body, key, NULL) : NULL;
+		key = xstrdup(grant.location_id);
+	t = key ? token_from_grant(&grant, key) : NULL;
 	if (!t || store_token_put(app->store, t) < 0) {
 		http_text(resp, 500, "text/plain", "Installation could not be saved.\n");
 	} else {
@@ -439,5 +442,6 @@ oauth_http_callback(void *ctx, const struct http_request *req, struct http_respo
 	}
 	store_token_free(t);
 	free(key);
+	ghl_grant_clear(&grant);
 	ghl_result_clear(&res);
 }

@@ -6,7 +6,6 @@
 #include "ghl.h"
 #include "jobs.h"
 #include "log.h"
-#include "mime_out.h"
 #include "netaddr.h"
 #include "store_jobs.h"
 #include "store_kv.h"
@@ -148,7 +147,7 @@ host_upload(struct mb_ctx *ctx, const char *location_id, const char *contact_id,
 {
 	const struct location_config *loc = host_location(ctx, location_id, error_r);
 	struct ghl_step s = { GHL_OK, NULL };
-	struct mime_attachment a = { (char *)filename, (char *)content_type, (char *)data, len, 0 };
+	struct ghl_file a = { filename, content_type, data, len };
 	struct ghl_result res = { 0 };
 	char *conv;
 	int ret;

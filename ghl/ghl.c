@@ -1,8 +1,5 @@
 #include "ghl.h"
-#include "config.h"
 #include "log.h"
-#include "metrics.h"
-#include "mime_out.h"
 #include "util.h"
 
 #include <curl/curl.h>
@@ -35,15 +32,35 @@ struct ghl_bucket {
 #define GHL_WINDOW_MARGIN_MS 50  /* clock and network slack against the server's window */
 
 struct ghl {
-	const struct config *cfg;
-	struct store *store;
+	char *api_base;
+	char *ca_file;
+	long timeout, rate_limit, rate_window;
 	ghl_token_fn token_fn;     /* OAuth tokens, or NULL */
 	void *token_ctx;
+	ghl_count_fn count_fn;     /* the owner's counters, or NULL */
+	void *count_ctx;
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t lock;      /* buckets */
 	struct ghl_bucket *buckets;
 };
+
+/* Borrowed string member or NULL. */
+static const char *
+ghl_jstr(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* Sets key to s, unless s is NULL (or not UTF-8). */
+static void
+ghl_jset(json_t *o, const char *key, const char *s)
+{
+	json_t *v = s ? json_string(s) : NULL;
+	if (v)
+		json_object_set_new(o, key, v);
+}
 
 struct ghl_resp {
 	char *data;
@@ -71,11 +88,14 @@ share_unlock(CURL *h, curl_lock_data data, void *userptr)
 }
 
 struct ghl *
-ghl_new(const struct config *cfg, struct store *st)
+ghl_new(const struct ghl_params *p)
 {
 	struct ghl *g = xcalloc(1, sizeof(*g));
-	g->cfg = cfg;
-	g->store = st;
+	g->api_base = xstrdup(p->api_base);
+	g->ca_file = xstrdup(p->ca_file);
+	g->timeout = p->timeout;
+	g->rate_limit = p->rate_limit > 0 ? p->rate_limit : 1;
+	g->rate_window = p->rate_window;
 	pthread_mutex_init(&g->lock, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&g->share_locks[i], NULL);
@@ -105,7 +125,23 @@ ghl_free(struct ghl *g)
 		free(b);
 	}
 	pthread_mutex_destroy(&g->lock);
+	free(g->api_base);
+	free(g->ca_file);
 	free(g);
+}
+
+void
+ghl_set_counter(struct ghl *g, ghl_count_fn fn, void *ctx)
+{
+	g->count_fn = fn;
+	g->count_ctx = ctx;
+}
+
+static void
+count(struct ghl *g, enum ghl_count what)
+{
+	if (g->count_fn)
+		g->count_fn(g->count_ctx, what);
 }
 
 void
@@ -145,9 +181,9 @@ bucket_get(struct ghl *g, const char *location_id)
 			return b;
 	b = xcalloc(1, sizeof(*b));
 	b->location_id = xstrdup(location_id);
-	b->sent = xcalloc((size_t)g->cfg->rate_limit, sizeof(*b->sent));
+	b->sent = xcalloc((size_t)g->rate_limit, sizeof(*b->sent));
 	b->daily_remaining = -1;
-	for (long i = 0; i < g->cfg->rate_limit; i++)
+	for (long i = 0; i < g->rate_limit; i++)
 		b->sent[i] = INT64_MIN / 2;
 	b->next = g->buckets;
 	g->buckets = b;
@@ -159,7 +195,7 @@ bucket_get(struct ghl *g, const char *location_id)
 static int64_t
 ratelimit_take(struct ghl *g, const char *location_id)
 {
-	int64_t now = mono_ms(), wait = 0, window = g->cfg->rate_window * 1000 + GHL_WINDOW_MARGIN_MS;
+	int64_t now = mono_ms(), wait = 0, window = g->rate_window * 1000 + GHL_WINDOW_MARGIN_MS;
 	struct ghl_bucket *b;
 	long day = (long)(time(NULL) / 86400);
 
@@ -172,7 +208,7 @@ ratelimit_take(struct ghl *g, const char *location_id)
 		wait = b->sent[b->head] + window - now;
 	} else {
 		b->sent[b->head] = now;
-		b->head = (b->head + 1) % g->cfg->rate_limit;
+		b->head = (b->head + 1) % g->rate_limit;
 		if (b->day != day) {
 			b->day = day;
 			b->daily = 0;
@@ -295,7 +331,7 @@ struct ghl_body {
 	const char *content_type;
 	const char *text;
 	const char *const *fields;               /* NULL-terminated name, value pairs */
-	const struct mime_attachment *files;     /* multipart parts named fileAttachment */
+	const struct ghl_file *files;            /* multipart parts named fileAttachment */
 	size_t n_files;
 };
 
@@ -319,18 +355,18 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 		res->cls = GHL_RETRY;
 		res->retry_after_ms = wait;
 		res->throttled = true;
-		metrics_inc(M_GHL_THROTTLED);
+		count(g, GHL_COUNT_THROTTLED);
 		res->error = xstrdup("local rate limit");
 		return res->cls;
 	}
 	h = curl_easy_init();
-	url = xasprintf("%s%s", g->cfg->api_base, path);
+	url = xasprintf("%s%s", g->api_base, path);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_SHARE, g->share);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT, g->cfg->api_timeout);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, g->timeout);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
@@ -339,8 +375,8 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, resp_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "mailbridge/0.1");
-	if (g->cfg->api_ca_file)
-		curl_easy_setopt(h, CURLOPT_CAINFO, g->cfg->api_ca_file);
+	if (g->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, g->ca_file);
 	hdrs = curl_slist_append(hdrs, "Accept: application/json");
 	if (bearer) {
 		hv = xasprintf("Authorization: Bearer %s", bearer);
@@ -390,8 +426,8 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 			res->trace_id = xstrdup(json_string_value(json_object_get(res->body, "traceId")));
 	}
 	free(r.data);
-	metrics_inc(rc != CURLE_OK ? M_GHL_NETWORK : res->status == 429 ? M_GHL_429 : res->status >= 500 ? M_GHL_5XX :
-	    res->status >= 400 ? M_GHL_4XX : M_GHL_2XX);
+	count(g, rc != CURLE_OK ? GHL_COUNT_NETWORK : res->status == 429 ? GHL_COUNT_429 :
+	    res->status >= 500 ? GHL_COUNT_5XX : res->status >= 400 ? GHL_COUNT_4XX : GHL_COUNT_2XX);
 	if (rc != CURLE_OK) {
 		res->cls = GHL_RETRY;
 		res->error = xasprintf("%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
@@ -424,26 +460,15 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 	return res->cls;
 }
 
-/* 1 = token in *token_r (malloc'd), 0 = none, -1 = temporary trouble. */
+/* 1 = token in *token_r (malloc'd), 0 = none, -1 = temporary trouble;
+ * *refreshable: a 401 may ask the source again. */
 static int
-ghl_token(struct ghl *g, const char *location_id, const char *stale, bool *from_oauth, char **token_r)
+ghl_token(struct ghl *g, const char *location_id, const char *stale, bool *refreshable, char **token_r)
 {
-	const struct location_config *loc = config_location(g->cfg, location_id);
-	int r = 0;
+	int r = g->token_fn ? g->token_fn(g->token_ctx, location_id, stale, token_r) : 0;
 
-	*from_oauth = false;
-	if (g->token_fn) {
-		r = g->token_fn(g->token_ctx, location_id, stale, token_r);
-		if (r != 0) {
-			*from_oauth = r == 1;
-			return r;
-		}
-	}
-	if (loc && loc->token) {
-		*token_r = xstrdup(loc->token);
-		return 1;
-	}
-	return 0;
+	*refreshable = r == GHL_TOKEN_REFRESHABLE;
+	return r == GHL_TOKEN_REFRESHABLE || r == GHL_TOKEN_FIXED ? 1 : r;
 }
 
 /* A call for a location: token (refreshed once on 401), limiter, body. */
@@ -452,11 +477,11 @@ ghl_location_call(struct ghl *g, const char *location_id, const char *method, co
     const char *version, const struct ghl_body *body, struct ghl_result *res)
 {
 	char *token = NULL, *stale = NULL;
-	bool from_oauth;
+	bool refreshable;
 	int r;
 
 	for (int attempt = 0; attempt < 2; attempt++) {
-		r = ghl_token(g, location_id, stale, &from_oauth, &token);
+		r = ghl_token(g, location_id, stale, &refreshable, &token);
 		if (r <= 0) {
 			memset(res, 0, sizeof(*res));
 			res->cls = r == 0 ? GHL_AUTH : GHL_RETRY;
@@ -471,7 +496,7 @@ ghl_location_call(struct ghl *g, const char *location_id, const char *method, co
 		token = NULL;
 		/* 401 "invalid token": refresh once and retry, but only when the
 		 * token is ours to refresh */
-		if (res->cls != GHL_AUTH || !from_oauth || attempt == 1)
+		if (res->cls != GHL_AUTH || !refreshable || attempt == 1)
 			break;
 		log_info("ghl: 401 for locationId=%s, refreshing token", location_id);
 		ghl_result_clear(res);
@@ -480,7 +505,8 @@ ghl_location_call(struct ghl *g, const char *location_id, const char *method, co
 	return res->cls;
 }
 
-enum ghl_class
+/* A JSON call for a location: body (stolen; may be NULL). */
+static enum ghl_class
 ghl_call(struct ghl *g, const char *location_id, const char *method, const char *path,
     const char *version, json_t *body, struct ghl_result *res)
 {
@@ -495,7 +521,7 @@ ghl_call(struct ghl *g, const char *location_id, const char *method, const char 
 
 enum ghl_class
 ghl_upload(struct ghl *g, const char *location_id, const char *conversation_id, const char *contact_id,
-    const struct mime_attachment *files, size_t n_files, struct ghl_result *res)
+    const struct ghl_file *files, size_t n_files, struct ghl_result *res)
 {
 	const char *fields[] = { "conversationId", conversation_id, "contactId", contact_id,
 		"locationId", location_id, NULL, NULL };
@@ -504,12 +530,43 @@ ghl_upload(struct ghl *g, const char *location_id, const char *conversation_id, 
 	    GHL_VERSION_CONVERSATIONS, &b, res);
 }
 
+void
+ghl_grant_clear(struct ghl_grant *t)
+{
+	free(t->access_token);
+	free(t->refresh_token);
+	free(t->user_type);
+	free(t->company_id);
+	free(t->location_id);
+	free(t->scope);
+	memset(t, 0, sizeof(*t));
+}
+
 enum ghl_class
-ghl_oauth_post(struct ghl *g, const char *path, const char *form, const char *bearer,
-    const char *version, struct ghl_result *res)
+ghl_oauth_grant(struct ghl *g, const char *path, const char *form, const char *bearer,
+    const char *version, struct ghl_grant *t, struct ghl_result *res)
 {
 	struct ghl_body b = { "application/x-www-form-urlencoded", form, NULL, NULL, 0 };
-	return ghl_perform(g, NULL, "POST", path, &b, bearer, version, res);
+	json_t *exp;
+
+	memset(t, 0, sizeof(*t));
+	if (ghl_perform(g, NULL, "POST", path, &b, bearer, version, res) != GHL_OK)
+		return res->cls;
+	if (!ghl_jstr(res->body, "access_token")) {
+		res->cls = GHL_PERMANENT;
+		free(res->error);
+		res->error = xstrdup("token answer without an access_token");
+		return res->cls;
+	}
+	t->access_token = xstrdup(ghl_jstr(res->body, "access_token"));
+	t->refresh_token = xstrdup(ghl_jstr(res->body, "refresh_token"));
+	t->user_type = xstrdup(ghl_jstr(res->body, "userType"));
+	t->company_id = xstrdup(ghl_jstr(res->body, "companyId"));
+	t->location_id = xstrdup(ghl_jstr(res->body, "locationId"));
+	t->scope = xstrdup(ghl_jstr(res->body, "scope"));
+	exp = json_object_get(res->body, "expires_in");
+	t->expires_in = json_is_integer(exp) && json_integer_value(exp) > 0 ? (long)json_integer_value(exp) : 0;
+	return GHL_OK;
 }
 
 enum ghl_class
@@ -542,21 +599,6 @@ ghl_step_from(struct ghl_step *s, struct ghl_result *res, const char *what)
 	s->cls = res->cls;
 	free(s->error);
 	s->error = xasprintf("%s: %s (HTTP %ld)", what, res->error ? res->error : "?", res->status);
-}
-
-const char *
-ghl_jstr(json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-	return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-void
-ghl_jset(json_t *o, const char *key, const char *s)
-{
-	json_t *v = s ? json_string(s) : NULL;
-	if (v)
-		json_object_set_new(o, key, v);
 }
 
 void

@@ -1,5 +1,8 @@
-/* ghl: the HighLevel API client. The only module that talks to
- * services.leadconnectorhq.com (libcurl + jansson): base URL from config,
+/* ghl (mb_ghl): the HighLevel API client, a library of its own. The
+ * only code that talks to services.leadconnectorhq.com, and the only
+ * code that builds or reads HighLevel's JSON (libcurl + jansson). It
+ * knows nothing of mail, the store or the configuration file: its owner
+ * gives it parameters, a token source and a counter. Base URL,
  * Bearer token of the location, the per-endpoint Version header, JSON
  * bodies, timeouts, TLS verification, a token bucket per location so we
  * never cause a 429 ourselves, and errors classified for the callers.
@@ -12,8 +15,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
-struct config;
-struct store;
+/* What the owner configures. Strings are copied. */
+struct ghl_params {
+	const char *api_base;      /* e.g. https://services.leadconnectorhq.com */
+	long timeout;              /* seconds per request */
+	const char *ca_file;       /* NULL: the system trust store */
+	long rate_limit;           /* requests per location per rate_window (our own limiter) */
+	long rate_window;          /* seconds */
+};
 
 #define GHL_VERSION_CONVERSATIONS "2021-04-15"
 #define GHL_VERSION_CONTACTS      "2021-07-28"
@@ -38,24 +47,30 @@ struct ghl_result {
 void ghl_result_clear(struct ghl_result *r);
 const char *ghl_class_name(enum ghl_class c);
 
-struct ghl *ghl_new(const struct config *cfg, struct store *st);
+struct ghl *ghl_new(const struct ghl_params *p);
 void ghl_free(struct ghl *g);
-/* Where ghl gets OAuth access tokens: the owner's token source (oauth.c
- * through cli.c), so that this client needs nothing of OAuth. 1 with a
- * token (malloc'd), 0 none (or needs re-install), -1 temporary; stale is
- * the token that just got a 401, or NULL. Set once at start-up, before
- * any call; without one only static location tokens are used. */
+/* Where ghl gets a location's access token: the owner's token source
+ * (OAuth, or a token set in the owner's configuration), so that this
+ * client needs nothing of either. Returns GHL_TOKEN_REFRESHABLE or
+ * GHL_TOKEN_FIXED with a token (malloc'd; a 401 asks a refreshable source
+ * again, with stale the token that got it), 0 none (install the app), -1
+ * temporary trouble. Set once at start-up, before any call. */
+#define GHL_TOKEN_REFRESHABLE 1
+#define GHL_TOKEN_FIXED       2
 typedef int (*ghl_token_fn)(void *ctx, const char *location_id, const char *stale, char **token_r);
 void ghl_set_token_source(struct ghl *g, ghl_token_fn fn, void *ctx);
+
+/* What the client counts, for the owner's metrics: one call per event. */
+enum ghl_count {
+	GHL_COUNT_2XX, GHL_COUNT_4XX, GHL_COUNT_429, GHL_COUNT_5XX, GHL_COUNT_NETWORK,
+	GHL_COUNT_THROTTLED,       /* held back by our own limiter */
+};
+typedef void (*ghl_count_fn)(void *ctx, enum ghl_count what);
+void ghl_set_counter(struct ghl *g, ghl_count_fn fn, void *ctx);
 
 /* The gauges of GET /metrics that ghl knows (requests today and the
  * daily budget left, per location): a metrics_gauge_fn, arg the ghl. */
 void ghl_write_gauges(void *g, FILE *out);
-
-/* Generic call: method, path (with leading /), Version header, JSON body
- * (stolen; may be NULL), for the location's token. Returns res->cls. */
-enum ghl_class ghl_call(struct ghl *g, const char *location_id, const char *method, const char *path,
-    const char *version, json_t *body, struct ghl_result *res);
 
 /* PUT /conversations/messages/{id}/status. error_* may be NULL. A 403 is
  * classed GHL_RETRY: it is normal for seconds after the webhook. */
@@ -63,11 +78,17 @@ enum ghl_class ghl_update_status(struct ghl *g, const char *location_id, const c
     const char *status, const char *error_code, const char *error_message,
     const char *email_message_id, struct ghl_result *res);
 
+/* A file to upload (borrowed). */
+struct ghl_file {
+	const char *filename;
+	const char *content_type;
+	const void *data;
+	size_t len;
+};
 /* POST /conversations/messages/upload (multipart, parts "fileAttachment").
  * On success res->body holds {"uploadedFiles": {name: url}}. */
-struct mime_attachment;
 enum ghl_class ghl_upload(struct ghl *g, const char *location_id, const char *conversation_id,
-    const char *contact_id, const struct mime_attachment *files, size_t n_files, struct ghl_result *res);
+    const char *contact_id, const struct ghl_file *files, size_t n_files, struct ghl_result *res);
 
 /* A message posted into a conversation: an inbound Email, Custom or SMS
  * reply, or a call log (inbound, or outbound with outbound set). Strings
@@ -133,11 +154,24 @@ char **ghl_uploaded_urls(const struct ghl_result *res, size_t *n_r);
  * X-RateLimit-Daily-Remaining last seen (-1 unknown). */
 void ghl_budget_each(struct ghl *g, void (*fn)(const char *location_id, long today, long remaining, void *arg), void *arg);
 
-/* Form-encoded POST for the /oauth endpoints (used by oauth.c only). bearer and
- * version may be NULL (POST /oauth/token takes neither). form is
- * "k=v&k=v" already URL-encoded. Never logs the form. */
-enum ghl_class ghl_oauth_post(struct ghl *g, const char *path, const char *form,
-    const char *bearer, const char *version, struct ghl_result *res);
+/* An OAuth token answer (openapi/apps/oauth.json: AccessTokenResponse),
+ * malloc'd members, NULL when absent. */
+struct ghl_grant {
+	char *access_token;
+	char *refresh_token;
+	char *user_type;           /* "Location" or "Company" */
+	char *company_id;
+	char *location_id;
+	char *scope;
+	long expires_in;           /* seconds; 0 when not given */
+};
+void ghl_grant_clear(struct ghl_grant *t);
+/* Form-encoded POST to an /oauth endpoint (POST /oauth/token takes no
+ * bearer nor version: NULL). form is "k=v&k=v", already URL-encoded; it
+ * is never logged. GHL_OK with *grant filled; an answer without an
+ * access_token is GHL_PERMANENT. */
+enum ghl_class ghl_oauth_grant(struct ghl *g, const char *path, const char *form,
+    const char *bearer, const char *version, struct ghl_grant *grant, struct ghl_result *res);
 
 /* Outcome of a chain of HighLevel calls: the class of the first failure
  * and its text (malloc'd). */
@@ -147,8 +181,5 @@ struct ghl_step {
 };
 void ghl_step_from(struct ghl_step *s, struct ghl_result *res, const char *what);
 
-/* Borrowed string member or NULL; set only when s is valid UTF-8 text. */
-const char *ghl_jstr(json_t *o, const char *k);
-void ghl_jset(json_t *o, const char *key, const char *s);
 
 #endif
