@@ -72,7 +72,7 @@ setup(void)
 		app.ghl = ghl_new(&gp);
 	}
 	mailboxes_mailbox_init(&box, app.cfg, loc);
-	mailboxes_sink_init(&sink, &app);
+	sink = *mailboxes_sink(mailboxes_new(&app));   /* kept for the run */
 	return 0;
 }
 

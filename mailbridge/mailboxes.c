@@ -2,7 +2,8 @@
 #include "app.h"
 #include "config.h"
 #include "imap_watch.h"
-#include "inbound.h"
+#include "inbound_queue.h"
+#include "log.h"
 #include "metrics.h"
 #include "store_inbound.h"
 #include "util.h"
@@ -15,25 +16,28 @@ struct mailboxes {
 	struct imap_mailbox *boxes;
 	size_t n;
 	struct imap_sink sink;
+	struct inbound_queue *queue;   /* the posters; NULL when none run */
 };
 
+
+/* On the watcher's worker thread: only into the spool (durable), so the
+ * mark may pass it; the posters post it. */
 static enum imap_delivery
 sink_deliver(void *ctx, const char *id, const char *raw, size_t len)
 {
-	struct app *app = ctx;
-	const struct location_config *loc = config_location(app->cfg, id);
+	struct app *app = ((struct mailboxes *)ctx)->app;
 
-	/* a location that left the configuration cannot happen while running
-	 * (a reload restarts everything); retry rather than lose */
-	if (!loc)
+	if (inbound_queue_put(((struct mailboxes *)ctx)->queue, app, id, raw, len) < 0) {
+		log_error("inbound: locationId=%s cannot spool a message (store error): left unread", id);
 		return IMAP_RETRY;
-	return inbound_handle(app, loc, raw, len) == INBOUND_RETRY ? IMAP_RETRY : IMAP_DELIVERED;
+	}
+	return IMAP_DELIVERED;
 }
 
 static int
 sink_mark_get(void *ctx, const char *id, struct imap_mark *m)
 {
-	struct app *app = ctx;
+	struct app *app = ((struct mailboxes *)ctx)->app;
 	struct imap_checkpoint cp;
 	int r = store_checkpoint_get(app->store, id, &cp);
 
@@ -48,7 +52,7 @@ sink_mark_get(void *ctx, const char *id, struct imap_mark *m)
 static int
 sink_mark_put(void *ctx, const char *id, const struct imap_mark *m)
 {
-	struct app *app = ctx;
+	struct app *app = ((struct mailboxes *)ctx)->app;
 	struct imap_checkpoint cp = { m->uidvalidity, m->last_uid, m->rescan_upto };
 
 	return store_checkpoint_put(app->store, id, &cp) == 1 ? 0 : -1;
@@ -57,7 +61,7 @@ sink_mark_put(void *ctx, const char *id, const struct imap_mark *m)
 static void
 sink_status(void *ctx, const char *id, const char *state, const char *detail)
 {
-	struct app *app = ctx;
+	struct app *app = ((struct mailboxes *)ctx)->app;
 	/* only `accounts` reads it: a failed write is logged by the store */
 	(void)store_watcher_state(app->store, id, state, detail);
 }
@@ -65,14 +69,8 @@ sink_status(void *ctx, const char *id, const char *state, const char *detail)
 static bool
 sink_paused(void *ctx, const char *id)
 {
-	struct app *app = ctx;
+	struct app *app = ((struct mailboxes *)ctx)->app;
 	return store_is_uninstalled(app->store, id) == 1;
-}
-
-void
-mailboxes_sink_init(struct imap_sink *sink, struct app *app)
-{
-	*sink = (struct imap_sink){ app, sink_deliver, sink_mark_get, sink_mark_put, sink_status, sink_paused };
 }
 
 void
@@ -87,18 +85,22 @@ mailboxes_mailbox_init(struct imap_mailbox *box, const struct config *cfg, const
 	};
 }
 
-/* GET /metrics: watched and connected mailboxes */
+/* GET /metrics: watched and connected mailboxes, and the spool */
 static void
 mailboxes_write_gauges(void *arg, FILE *out)
 {
-	struct imap_watch *w = arg;
+	struct mailboxes *mb = arg;
+	struct imap_watch *w = mb->app->imap;
 	fprintf(out, "# HELP mailbridge_imap_mailboxes Watched mailboxes\n# TYPE mailbridge_imap_mailboxes gauge\n"
 	    "mailbridge_imap_mailboxes{state=\"configured\"} %zu\nmailbridge_imap_mailboxes{state=\"connected\"} %zu\n",
 	    imap_watch_count(w), imap_watch_connected(w));
+	fprintf(out, "# HELP mailbridge_inbound_spooled Received messages waiting to be posted\n"
+	    "# TYPE mailbridge_inbound_spooled gauge\nmailbridge_inbound_spooled %d\n",
+	    store_spool_count(mb->app->store));
 }
 
 struct mailboxes *
-mailboxes_start(struct app *app, int workers)
+mailboxes_new(struct app *app)
 {
 	struct mailboxes *mb = xcalloc(1, sizeof(*mb));
 	const struct config *cfg = app->cfg;
@@ -108,9 +110,25 @@ mailboxes_start(struct app *app, int workers)
 	for (size_t i = 0; i < cfg->n_locations; i++)
 		if (cfg->locations[i].imap.host)
 			mailboxes_mailbox_init(&mb->boxes[mb->n++], cfg, &cfg->locations[i]);
-	mailboxes_sink_init(&mb->sink, app);
+	mb->sink = (struct imap_sink){ mb, sink_deliver, sink_mark_get, sink_mark_put, sink_status, sink_paused };
+	return mb;
+}
+
+const struct imap_sink *
+mailboxes_sink(const struct mailboxes *mb)
+{
+	return &mb->sink;
+}
+
+struct mailboxes *
+mailboxes_start(struct app *app, int workers)
+{
+	struct mailboxes *mb = mailboxes_new(app);
+
+	/* the posters first: the spool may hold mail from before */
+	mb->queue = inbound_queue_start(app, workers);
 	app->imap = imap_watch_start(mb->boxes, mb->n, &mb->sink, workers);
-	metrics_gauge_add(mailboxes_write_gauges, app->imap);
+	metrics_gauge_add(mailboxes_write_gauges, mb);
 	return mb;
 }
 
@@ -121,6 +139,8 @@ mailboxes_stop(struct mailboxes *mb)
 		return;
 	imap_watch_stop(mb->app->imap);
 	mb->app->imap = NULL;
+	/* after the readers: nothing is put once the posters are gone */
+	inbound_queue_stop(mb->queue);
 	free(mb->boxes);
 	free(mb);
 }

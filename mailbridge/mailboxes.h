@@ -1,6 +1,7 @@
 /* mailboxes: the core's side of the IMAP watcher (imap/imap_sink.h). It
  * lists the configured mailboxes for the watcher and implements the sink:
- * a message is handed to inbound, marks are the store's UID checkpoints,
+ * a message goes to the spool (inbound_queue.h) and is posted off the
+ * watcher's threads, marks are the store's UID checkpoints,
  * the watcher's state goes to the store for `accounts`, and a location
  * whose app was uninstalled is paused. */
 #ifndef MB_MAILBOXES_H
@@ -16,11 +17,16 @@ struct mailboxes;
 /* The core's sink for app, and what the watcher needs of one location:
  * what mailboxes_start gives the watcher (the fuzz target drives one
  * session with them). */
-void mailboxes_sink_init(struct imap_sink *sink, struct app *app);
 void mailboxes_mailbox_init(struct imap_mailbox *box, const struct config *cfg, const struct location_config *loc);
 
 /* Starts watching every location with imap_host; sets app->imap and
  * registers the watcher's gauges with metrics. */
+/* The mailboxes of app's configuration and their sink, nothing started
+ * (what mailboxes_start starts on; fuzz_imap drives the sink alone). */
+struct mailboxes *mailboxes_new(struct app *app);
+const struct imap_sink *mailboxes_sink(const struct mailboxes *mb);
+/* Starts the posters (inbound_queue.h), then the watcher over every
+ * location with a mailbox; workers of each. */
 struct mailboxes *mailboxes_start(struct app *app, int workers);
 /* Stops the watcher (app->imap goes NULL) and frees. NULL is fine. */
 void mailboxes_stop(struct mailboxes *mb);

@@ -140,6 +140,17 @@ static const char *const store_migrations[] = {
 	"  name TEXT PRIMARY KEY,"
 	"  value TEXT NOT NULL,"
 	"  created_at INTEGER NOT NULL);",
+	/* 10: the inbound spool: a message read from a mailbox, kept until
+	 * the core has handled it (posting happens off the IMAP threads) */
+	"CREATE TABLE inbound_spool ("
+	"  id INTEGER PRIMARY KEY,"
+	"  location_id TEXT NOT NULL,"
+	"  raw BLOB NOT NULL,"
+	"  received_at INTEGER NOT NULL,"
+	"  next_at INTEGER NOT NULL,"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  claimed INTEGER NOT NULL DEFAULT 0);"
+	"CREATE INDEX inbound_spool_due ON inbound_spool(claimed, next_at);",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 

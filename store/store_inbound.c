@@ -212,3 +212,100 @@ store_is_uninstalled(struct store *st, const char *location_id)
 {
 	return store_query_row(st, store_row_none, NULL, "SELECT 1 FROM uninstalled WHERE location_id=?1", "s", location_id);
 }
+
+void
+store_spooled_free(struct spooled *s)
+{
+	if (!s)
+		return;
+	free(s->location_id);
+	free(s->raw);
+	free(s);
+}
+
+int
+store_spool_add(struct store *st, const char *location_id, const char *raw, size_t len)
+{
+	sqlite3_stmt *stmt;
+	int64_t now = now_ms();
+	int ret = -1;
+
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, "INSERT INTO inbound_spool (location_id, raw, received_at, next_at) "
+	    "VALUES (?1, ?2, ?3, ?3)")) != NULL) {
+		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
+		sqlite3_bind_blob64(stmt, 2, raw, (sqlite3_uint64)len, SQLITE_STATIC);
+		sqlite3_bind_int64(stmt, 3, now);
+		ret = sqlite3_step(stmt) == SQLITE_DONE ? 1 : -1;
+		if (ret < 0)
+			store_log_error(st, "spool add");
+		store_stmt_done(st, stmt);
+	}
+	/* durable: the mailbox's mark passes the message once this returns */
+	if (store_unlock_write(st, ret > 0) < 0)
+		ret = -1;
+	return ret;
+}
+
+static void
+row_spooled(sqlite3_stmt *s, void *arg)
+{
+	struct spooled *sp = xcalloc(1, sizeof(*sp));
+	sp->id = sqlite3_column_int64(s, 0);
+	sp->location_id = store_col_text(s, 1);
+	sp->len = (size_t)sqlite3_column_bytes(s, 2);
+	sp->raw = xmalloc(sp->len + 1);
+	if (sp->len)
+		memcpy(sp->raw, sqlite3_column_blob(s, 2), sp->len);
+	sp->raw[sp->len] = '\0';
+	sp->attempts = sqlite3_column_int(s, 3);
+	sp->received_at = sqlite3_column_int64(s, 4);
+	*(struct spooled **)arg = sp;
+}
+
+int
+store_spool_claim(struct store *st, int64_t now, struct spooled **s_r)
+{
+	*s_r = NULL;
+	return store_query_row(st, row_spooled, s_r,
+	    "UPDATE inbound_spool SET claimed=1, attempts=attempts+1 WHERE id = (SELECT id FROM inbound_spool "
+	    "WHERE claimed=0 AND next_at<=?1 ORDER BY next_at, id LIMIT 1) "
+	    "RETURNING id, location_id, raw, attempts, received_at", "i", now);
+}
+
+int
+store_spool_done(struct store *st, int64_t id)
+{
+	/* not durable: after a crash the message is handled again, and its
+	 * dedupe record (durable) says it was */
+	return store_exec(st, "DELETE FROM inbound_spool WHERE id=?1", "i", id) < 0 ? -1 : 1;
+}
+
+int
+store_spool_later(struct store *st, int64_t id, int64_t next_at)
+{
+	return store_exec(st, "UPDATE inbound_spool SET claimed=0, next_at=?2 WHERE id=?1", "ii", id, next_at) < 0 ?
+	    -1 : 1;
+}
+
+int
+store_spool_release_all(struct store *st)
+{
+	return store_exec(st, "UPDATE inbound_spool SET claimed=0 WHERE claimed=1", "");
+}
+
+int64_t
+store_spool_next_due(struct store *st)
+{
+	int64_t at = -1;
+	store_query_row(st, store_row_int64, &at, "SELECT MIN(next_at) FROM inbound_spool WHERE claimed=0", "");
+	return at;
+}
+
+int
+store_spool_count(struct store *st)
+{
+	int64_t n = -1;
+	store_query_row(st, store_row_int64, &n, "SELECT COUNT(*) FROM inbound_spool", "");
+	return (int)n;
+}

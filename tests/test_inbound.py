@@ -385,6 +385,7 @@ class TestInbound(unittest.TestCase):
         self.assertIn('mailbridge_imap_mailboxes{state="configured"} 3\n', text)
         self.assertRegex(text, r'mailbridge_imap_mailboxes\{state="connected"\} [0-3]\n')
         self.assertLess(text.index("mailbridge_highlevel_requests_today"), text.index("mailbridge_imap_mailboxes"))
+        self.assertRegex(text, r'\nmailbridge_inbound_spooled \d+\n')
 
     def test_auto_reply_is_marked(self):
         msgid = email.utils.make_msgid(domain="ooo.test")
@@ -402,6 +403,31 @@ class TestInbound(unittest.TestCase):
         append("support", f"From: m@mark.test\r\nSubject: marker\r\nMessage-ID: {marker}\r\n\r\nx\r\n".encode())
         self.assertEqual(len(posted(lambda b: b.get("altId") == marker)), 1)
         self.assertEqual(posted(lambda b: b.get("altId") == msgid, timeout=0.5), [])
+
+    def test_slow_highlevel_does_not_hold_the_reader(self):
+        # posting happens off the IMAP threads: the mailbox's mark passes a
+        # message once it is spooled (durably), while HighLevel still
+        # holds the post; the post then lands once
+        def mark():
+            with d.db() as c:
+                row = c.execute("SELECT last_uid FROM imap_checkpoints WHERE account='LIn'").fetchone()
+            return row[0] if row else 0
+        msgid = email.utils.make_msgid(domain="slow.test")
+        before = mark()
+        with ghl.lock:
+            ghl.delays.append([re.compile(r"/messages/inbound$"), 8])
+        try:
+            append("support", f"From: s@slow.test\r\nSubject: slow\r\nMessage-ID: {msgid}\r\n\r\nwait\r\n".encode())
+            end = time.time() + 8
+            while mark() <= before and not posted(lambda b: b.get("altId") == msgid, timeout=0) and time.time() < end:
+                time.sleep(0.05)
+            self.assertGreater(mark(), before, "the mark did not pass the message")
+            self.assertEqual(posted(lambda b: b.get("altId") == msgid, timeout=0), [],
+                             "the mark waited for HighLevel's answer")
+        finally:
+            with ghl.lock:
+                ghl.delays = [x for x in ghl.delays if x[0].pattern != r"/messages/inbound$"]
+        self.assertEqual(len(posted(lambda b: b.get("altId") == msgid, timeout=30)), 1)
 
     def test_inbound_429_then_posted_once(self):
         ghl.fail(r"/messages/inbound$", 429, count=1)
@@ -534,7 +560,7 @@ class TestZRestarts(unittest.TestCase):
         d.start()
         after = email.utils.make_msgid(domain="u.test")
         append("support", f"From: u@u.test\r\nSubject: u2\r\nMessage-ID: {after}\r\n\r\nafter\r\n".encode())
-        self.assertEqual(len(posted(lambda b: b.get("altId") == after, timeout=20)), 1)
+        self.assertEqual(len(posted(lambda b: b.get("altId") == after, timeout=45)), 1)
         self.assertIn("UIDVALIDITY changed", d.log())
         self.assertEqual(len(posted(lambda b: b.get("altId") == msgid)), 1)
         self.assertEqual(len(posted(lambda b: b.get("altId") == missed)), 1)

@@ -55,4 +55,29 @@ int store_watcher_get(struct store *st, const char *location_id, char **state_r,
 int store_set_installed(struct store *st, const char *location_id, bool installed);
 int store_is_uninstalled(struct store *st, const char *location_id);
 
+/* The inbound spool: messages read from a mailbox, durably kept until
+ * the core has handled them (posted, skipped or failed for good). */
+struct spooled {
+	int64_t id;
+	char *location_id;
+	char *raw;                 /* NUL-terminated; len bytes */
+	size_t len;
+	int attempts;              /* this claim included */
+	int64_t received_at;
+};
+void store_spooled_free(struct spooled *s);
+/* Durable before it returns (the mailbox's mark may then pass it). */
+int store_spool_add(struct store *st, const char *location_id, const char *raw, size_t len);
+/* The oldest due unclaimed message, now claimed: 1, 0 none, -1 error. */
+int store_spool_claim(struct store *st, int64_t now, struct spooled **s_r);
+/* Handled: gone. */
+int store_spool_done(struct store *st, int64_t id);
+/* Not handled yet: unclaimed, due at next_at. */
+int store_spool_later(struct store *st, int64_t id, int64_t next_at);
+/* At start: claims of a process that is gone are released. */
+int store_spool_release_all(struct store *st);
+/* Earliest next_at of an unclaimed message, or -1 when none. */
+int64_t store_spool_next_due(struct store *st);
+int store_spool_count(struct store *st);
+
 #endif
