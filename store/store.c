@@ -395,7 +395,7 @@ store_tx_begin(struct store *st, const char *what)
 	return 0;
 }
 
-static int
+int
 store_tx_step_v(struct store *st, bool extra, const char *sql, const char *fmt, va_list ap)
 {
 	int rc, changes;

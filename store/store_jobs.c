@@ -173,25 +173,38 @@ store_job_mark_sending(struct store *st, int64_t id, enum job_state from, enum j
 	return r;
 }
 
+/* One compare-and-set UPDATE (sql over fmt's args) and, when it changed
+ * the row, the trace event (kind, detail) for the job, in one commit:
+ * 1 written, 0 the row had moved on, -1 error. */
+static int
+job_write(struct store *st, const char *what, const struct job *job, const char *kind, const char *detail,
+    const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	if (store_tx_begin(st, what) < 0)
+		return -1;
+	va_start(ap, fmt);
+	r = store_tx_step_v(st, false, sql, fmt, ap);
+	va_end(ap);
+	if (r == 1 && detail)
+		store_tx_extra(st, EVENT_INSERT, "isss", now_ms(), job->message_id, kind, detail);
+	if (store_tx_end(st, what, false) < 0)
+		return -1;
+	return r;
+}
+
 int
 store_job_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
     const struct job_attempt_rec *a)
 {
-	int64_t now = now_ms();
-	int r;
-
-	if (store_tx_begin(st, "job finish") < 0)
-		return -1;
-	r = store_tx_step(st, "UPDATE jobs SET " JOB_CAS_SET ", next_at=?8, last_code=?9, updated_at=?10, "
+	return job_write(st, "job finish", job, "send", a->event,
+	    "UPDATE jobs SET " JOB_CAS_SET ", next_at=?8, last_code=?9, updated_at=?10, "
 	    "last_error=IIF(?11, last_error, ?12), report_next_at=IIF(?13, ?10, report_next_at), "
 	    "rcpt_state=COALESCE(?14, rcpt_state), uncertain=?15" JOB_CAS_WHERE,
-	    "issssssiiiisisi", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), a->next_at, (int64_t)a->code, now,
+	    "issssssiiiisisi", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), a->next_at, (int64_t)a->code, now_ms(),
 	    (int64_t)a->keep_error, a->error, (int64_t)a->report_due, a->rcpt_state, (int64_t)a->uncertain);
-	if (r == 1 && a->event)
-		store_tx_extra(st, EVENT_INSERT, "isss", now, job->message_id, "send", a->event);
-	if (store_tx_end(st, "job finish", false) < 0)
-		return -1;
-	return r;
 }
 
 int
@@ -270,17 +283,9 @@ int
 store_report_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
     int64_t next_at, const char *error, const char *posted)
 {
-	int r;
-
-	if (store_tx_begin(st, "report finish") < 0)
-		return -1;
-	r = store_tx_step(st, "UPDATE jobs SET " JOB_CAS_SET ", report_next_at=?8, report_error=?9" JOB_CAS_WHERE,
+	return job_write(st, "report finish", job, "status", posted,
+	    "UPDATE jobs SET " JOB_CAS_SET ", report_next_at=?8, report_error=?9" JOB_CAS_WHERE,
 	    "issssssis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), next_at, error);
-	if (r == 1 && posted)
-		store_tx_extra(st, EVENT_INSERT, "isss", now_ms(), job->message_id, "status", posted);
-	if (store_tx_end(st, "report finish", false) < 0)
-		return -1;
-	return r;
 }
 
 int
@@ -302,21 +307,12 @@ int
 store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
     bool report_due, int code, const char *error, const char *event)
 {
-	int64_t now = now_ms();
-	int r;
-
-	if (store_tx_begin(st, "job dsn") < 0)
-		return -1;
-	r = store_tx_step(st, "UPDATE jobs SET " JOB_CAS_SET ", report_attempts=0, updated_at=?8, "
+	return job_write(st, "job dsn", job, "dsn", event,
+	    "UPDATE jobs SET " JOB_CAS_SET ", report_attempts=0, updated_at=?8, "
 	    "report_next_at=IIF(?9, ?8, report_next_at), last_code=IIF(?10 > 0, ?10, last_code), "
 	    "last_error=COALESCE(?11, last_error)" JOB_CAS_WHERE,
-	    "issssssiiis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), now, (int64_t)report_due, (int64_t)code,
+	    "issssssiiis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), now_ms(), (int64_t)report_due, (int64_t)code,
 	    error);
-	if (r == 1 && event)
-		store_tx_extra(st, EVENT_INSERT, "isss", now, job->message_id, "dsn", event);
-	if (store_tx_end(st, "job dsn", false) < 0)
-		return -1;
-	return r;
 }
 
 int64_t

@@ -56,6 +56,7 @@ int store_exec_durable(struct store *st, const char *sql, const char *fmt, ...);
 /* Several writes in one commit (see store.c). */
 int store_tx_begin(struct store *st, const char *what);
 int store_tx_step(struct store *st, const char *sql, const char *fmt, ...);
+int store_tx_step_v(struct store *st, bool extra, const char *sql, const char *fmt, va_list ap);
 int store_tx_extra(struct store *st, const char *sql, const char *fmt, ...);
 int store_tx_end(struct store *st, const char *what, bool durable);
 /* First row to fn: 1, 0 none, -1 error (logged). */
