@@ -28,13 +28,13 @@ parse(const char *const *names, int n, const char *name)
 }
 
 const char *job_state_name(enum job_state s) { return (unsigned)s < JOB_STATE_N ? job_names[s] : "?"; }
-const char *report_state_name(enum report_state s) { return (unsigned)s < REPORT_STATE_N ? report_names[s] : "?"; }
-const char *report_status_name(enum report_status s) { return (unsigned)s < STATUS_N ? status_names[s] : NULL; }
+const char *job_report_state_name(enum report_state s) { return (unsigned)s < REPORT_STATE_N ? report_names[s] : "?"; }
+const char *job_report_status_name(enum report_status s) { return (unsigned)s < STATUS_N ? status_names[s] : NULL; }
 int job_state_parse(const char *name) { return parse(job_names, JOB_STATE_N, name); }
-int report_state_parse(const char *name) { return parse(report_names, REPORT_STATE_N, name); }
+int job_report_state_parse(const char *name) { return parse(report_names, REPORT_STATE_N, name); }
 
 int
-report_status_parse(const char *name)
+job_report_status_parse(const char *name)
 {
 	return name ? parse(status_names, STATUS_N, name) : STATUS_NONE;
 }

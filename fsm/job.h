@@ -68,11 +68,11 @@ struct job_fsm {
 
 /* Names, as stored and shown; parse returns -1 for an unknown name. */
 const char *job_state_name(enum job_state s);
-const char *report_state_name(enum report_state s);
-const char *report_status_name(enum report_status s);   /* NULL for STATUS_NONE */
+const char *job_report_state_name(enum report_state s);
+const char *job_report_status_name(enum report_status s);   /* NULL for STATUS_NONE */
 int job_state_parse(const char *name);
-int report_state_parse(const char *name);
-int report_status_parse(const char *name);              /* NULL -> STATUS_NONE */
+int job_report_state_parse(const char *name);
+int job_report_status_parse(const char *name);              /* NULL -> STATUS_NONE */
 
 /* What an attempt's outcome asks of the job: what is written besides the
  * states. keep_error: the job fails because of an early "failed" report,

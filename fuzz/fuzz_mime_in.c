@@ -20,7 +20,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ready = 1;
 	}
 	m = mime_in_parse((const char *)data, size, 1 << 20, &refused);
-	inbound_msg_free(m);
+	mime_in_free(m);
 	/* the quote stripper on its own, NUL-terminated */
 	text = malloc(size + 1);
 	if (text) {

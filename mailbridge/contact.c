@@ -88,7 +88,8 @@ contact_find(struct app *app, const struct location_config *loc, const char *ema
 }
 
 char *
-conversation_find(struct app *app, const struct location_config *loc, const char *contact_id, struct ghl_step *s)
+contact_conversation_find(struct app *app, const struct location_config *loc, const char *contact_id,
+    struct ghl_step *s)
 {
 	struct ghl_result res;
 	char *id = NULL;
@@ -114,6 +115,6 @@ contact_conversation(struct app *app, const struct location_config *loc, const c
 	*conversation_r = NULL;
 	*contact_r = contact_find(app, loc, email, phone, name, create, s);
 	if (*contact_r)
-		*conversation_r = conversation_find(app, loc, *contact_r, s);
+		*conversation_r = contact_conversation_find(app, loc, *contact_r, s);
 	return *contact_r && *conversation_r;
 }

@@ -18,7 +18,8 @@ struct location_config;
 char *contact_find(struct app *app, const struct location_config *loc, const char *email, const char *phone,
     const char *name, bool create, struct ghl_step *s);
 /* Conversation id (malloc'd) of the contact, created when there is none. */
-char *conversation_find(struct app *app, const struct location_config *loc, const char *contact_id, struct ghl_step *s);
+char *contact_conversation_find(struct app *app, const struct location_config *loc, const char *contact_id,
+    struct ghl_step *s);
 
 /* Both at once, for a message from or to email / phone: 1 with both ids
  * (malloc'd; the caller frees both, also on 0), 0 with s filled. */

@@ -65,7 +65,7 @@ print_job_row(const struct job *j, void *arg)
 	char when[32];
 	fmt_time(j->created_at, when, sizeof(when));
 	printf("%-24s %-22s %-8s %-8s %3d  %-8s %s\n", j->message_id, j->location_id, j->type,
-	    job_state_name(j->fsm.job), j->attempts, report_state_name(j->fsm.report), when);
+	    job_state_name(j->fsm.job), j->attempts, job_report_state_name(j->fsm.report), when);
 }
 
 int
@@ -98,8 +98,9 @@ ctl_queue(const char *path, int argc, char **argv)
 			    "Message-ID    %s\nrecipients    %s\nreport        %s %s (%d attempts) %s\n",
 			    j->message_id, j->location_id, j->type, job_state_name(j->fsm.job), j->attempts, when, next,
 			    j->last_code, j->last_error ? j->last_error : "", j->rfc_message_id ? j->rfc_message_id : "-",
-			    j->rcpt_state ? j->rcpt_state : "-", report_status_name(j->fsm.status) ?
-			    report_status_name(j->fsm.status) : "-", report_state_name(j->fsm.report), j->report_attempts, j->report_error ? j->report_error : "");
+			    j->rcpt_state ? j->rcpt_state : "-", job_report_status_name(j->fsm.status) ?
+			    job_report_status_name(j->fsm.status) : "-", job_report_state_name(j->fsm.report), j->report_attempts,
+			    j->report_error ? j->report_error : "");
 			r = 0;
 		} else {
 			fprintf(stderr, "no job %s\n", argv[1]);

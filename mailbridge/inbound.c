@@ -97,7 +97,7 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 	}
 	if (job_id && status != STATUS_NONE)
 		r = jobs_dsn(app->store, job_id, status, code, status == STATUS_FAILED ? err : NULL,
-		    err ? err : report_status_name(status), NULL);
+		    err ? err : job_report_status_name(status), NULL);
 	if (r < 0) {
 		/* not applied and not recorded: the message is read again later */
 		log_error("inbound: DSN locationId=%s messageId=%s: store error; read again later", loc->id, job_id);
@@ -111,7 +111,7 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 		    refused);
 	else
 		log_info("inbound: DSN locationId=%s messageId=%s action=%s applied=%s", loc->id,
-		    job_id ? job_id : "-", status != STATUS_NONE ? report_status_name(status) : "delayed/none",
+		    job_id ? job_id : "-", status != STATUS_NONE ? job_report_status_name(status) : "delayed/none",
 		    r == 1 ? "yes" : "no");
 	if (store_inbound_record(app->store, loc->id, key, r == 1 ? IN_DSN : IN_SKIPPED, job_id,
 	    r == 1 ? NULL : refused ? refused : "DSN for no known sent message (or only a delay)", "DSN", NULL, 0) < 0)
@@ -149,7 +149,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 		goto fail;
 	if (parent && parent->conversation_id && parent->contact_id && !strcmp(parent->contact_id, contact))
 		conv = xstrdup(parent->conversation_id);
-	else if (!(conv = conversation_find(app, loc, contact, &s)))
+	else if (!(conv = contact_conversation_find(app, loc, contact, &s)))
 		goto fail;
 
 	notes = xstrdup("");
@@ -359,7 +359,7 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 		r = inbound_post(app, loc, m, key, raw, len);
 	}
 	free(key);
-	inbound_msg_free(m);
+	mime_in_free(m);
 	return r;
 }
 

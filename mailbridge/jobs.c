@@ -37,7 +37,7 @@ apply(struct store *st, struct job *job, const struct event *ev, struct job_effe
 			if (!ev->redecide || ++conflicts > CONFLICT_TRIES)
 				return 0;
 			log_debug("jobs: messageId=%s moved on (now %s/%s): deciding again", job->message_id,
-			    job_state_name(job->fsm.job), report_state_name(job->fsm.report));
+			    job_state_name(job->fsm.job), job_report_state_name(job->fsm.report));
 		} else {
 			if (++errors >= STORE_TRIES)
 				return -1;
@@ -145,7 +145,7 @@ write_report(struct store *st, const struct job *job, const struct job_fsm *from
 	const struct report_arg *a = arg;
 	(void)fx;
 	return store_report_finish(st, job, from, to, a->next_at, a->error,
-	    a->outcome == REPORT_POSTED ? report_status_name(from->status) : NULL);
+	    a->outcome == REPORT_POSTED ? job_report_status_name(from->status) : NULL);
 }
 
 int

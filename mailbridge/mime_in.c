@@ -895,7 +895,7 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 	g_object_unref(msg);
 	if (w.refused) {
 		*refused_r = w.refused;
-		inbound_msg_free(m);
+		mime_in_free(m);
 		return NULL;
 	}
 
@@ -928,7 +928,7 @@ free_list(char **l, size_t n)
 }
 
 void
-inbound_msg_free(struct inbound_msg *m)
+mime_in_free(struct inbound_msg *m)
 {
 	if (!m)
 		return;

@@ -67,7 +67,7 @@ struct inbound_msg {
  * MIME_IN_MAX_DSN_RCPTS recipients in a DSN. max_attach caps the sum of
  * decoded attachment sizes (the rest are listed in dropped). */
 struct inbound_msg *mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refused_r);
-void inbound_msg_free(struct inbound_msg *m);
+void mime_in_free(struct inbound_msg *m);
 
 /* The reply above the quoted history of a plain text ("On ... wrote:",
  * Outlook's "From:/Sent:" block, "-----Original Message-----", '>' lines).

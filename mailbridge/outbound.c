@@ -592,7 +592,7 @@ report_text(const char *s)
 static void
 report_done(struct store *st, struct job *job, enum report_outcome o, int64_t next_at, const char *error)
 {
-	const char *posted = report_status_name(job->fsm.status);
+	const char *posted = job_report_status_name(job->fsm.status);
 	int r = jobs_report(st, job, o, next_at, error);
 
 	if (r == 0)
@@ -610,7 +610,7 @@ report_one(struct outbound *ob, struct job *job)
 	struct ghl_result res;
 	char code[16], *text = NULL;
 	bool failed = job->fsm.status == STATUS_FAILED;
-	const char *status = report_status_name(job->fsm.status);
+	const char *status = job_report_status_name(job->fsm.status);
 
 	if (!status) {
 		/* a pending report always has a status: only a damaged row has none */

@@ -155,7 +155,7 @@ host_upload(struct mb_ctx *ctx, const char *location_id, const char *contact_id,
 	*url_r = NULL;
 	if (!loc)
 		return 0;
-	if (!(conv = conversation_find(ctx->app, loc, contact_id, &s))) {
+	if (!(conv = contact_conversation_find(ctx->app, loc, contact_id, &s))) {
 		*error_r = xstrdup(s.error ? s.error : "no conversation");
 		free(s.error);
 		return s.cls == GHL_PERMANENT ? 0 : -1;
@@ -254,7 +254,7 @@ host_update_status(struct mb_ctx *ctx, const char *message_id, const char *statu
 {
 	struct job *job = NULL;
 	const struct location_config *loc;
-	int st = report_status_parse(status);
+	int st = job_report_status_parse(status);
 	bool own;
 	int r;
 

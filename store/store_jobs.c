@@ -46,8 +46,8 @@ job_from_row(sqlite3_stmt *s)
 	j->last_code = sqlite3_column_int(s, 9);
 	j->last_error = store_col_text(s, 10);
 	j->rfc_message_id = store_col_text(s, 11);
-	j->fsm.status = report_status_parse((const char *)sqlite3_column_text(s, 12));
-	j->fsm.report = report_state_parse((const char *)sqlite3_column_text(s, 13));
+	j->fsm.status = job_report_status_parse((const char *)sqlite3_column_text(s, 12));
+	j->fsm.report = job_report_state_parse((const char *)sqlite3_column_text(s, 13));
 	j->report_attempts = sqlite3_column_int(s, 14);
 	j->report_error = store_col_text(s, 15);
 	j->rcpt_state = store_col_text(s, 16);
@@ -136,8 +136,8 @@ row_fsm(sqlite3_stmt *s, void *arg)
 {
 	struct job_fsm *f = arg;
 	f->job = job_state_parse((const char *)sqlite3_column_text(s, 0));
-	f->report = report_state_parse((const char *)sqlite3_column_text(s, 1));
-	f->status = report_status_parse((const char *)sqlite3_column_text(s, 2));
+	f->report = job_report_state_parse((const char *)sqlite3_column_text(s, 1));
+	f->status = job_report_status_parse((const char *)sqlite3_column_text(s, 2));
 }
 
 int
@@ -150,8 +150,8 @@ store_job_fsm(struct store *st, int64_t id, struct job_fsm *fsm_r)
 /* The compare half of a compare-and-set on both states: ?1 the id, then
  * from's three names (report_status may be NULL). */
 #define JOB_CAS_WHERE " WHERE id=?1 AND state=?2 AND report_state=?3 AND report_status IS ?4"
-#define JOB_CAS_ARGS(from) job_state_name((from)->job), report_state_name((from)->report), \
-	report_status_name((from)->status)
+#define JOB_CAS_ARGS(from) job_state_name((from)->job), job_report_state_name((from)->report), \
+	job_report_status_name((from)->status)
 /* ?5 ?6 ?7: the states to write */
 #define JOB_CAS_SET "state=?5, report_state=?6, report_status=?7"
 #define JOB_CAS_TO(to) JOB_CAS_ARGS(to)

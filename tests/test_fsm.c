@@ -22,15 +22,15 @@ test_names(void)
 	for (int i = 0; i < JOB_STATE_N; i++)
 		CHECK_IDX(job_state_parse(job_state_name((enum job_state)i)) == i, i);
 	for (int i = 0; i < REPORT_STATE_N; i++)
-		CHECK_IDX(report_state_parse(report_state_name((enum report_state)i)) == i, i);
+		CHECK_IDX(job_report_state_parse(job_report_state_name((enum report_state)i)) == i, i);
 	for (int i = 0; i < STATUS_N; i++)
-		CHECK_IDX(report_status_parse(report_status_name((enum report_status)i)) == i, i);
+		CHECK_IDX(job_report_status_parse(job_report_status_name((enum report_status)i)) == i, i);
 	for (int i = 0; i < IN_STATE_N; i++)
 		CHECK_IDX(inbound_state_parse(inbound_state_name((enum inbound_state)i)) == i, i);
-	CHECK(job_state_parse("bogus") == -1 && report_state_parse(NULL) == -1 && report_status_parse("x") == -1);
+	CHECK(job_state_parse("bogus") == -1 && job_report_state_parse(NULL) == -1 && job_report_status_parse("x") == -1);
 	CHECK(inbound_state_parse("bogus") == -1);
 	/* the names the store's SQL selects by are the table's */
-	CHECK(!strcmp(job_state_name(JOB_SENT), JOB_NAME_SENT) && !strcmp(report_state_name(REPORT_PENDING),
+	CHECK(!strcmp(job_state_name(JOB_SENT), JOB_NAME_SENT) && !strcmp(job_report_state_name(REPORT_PENDING),
 	    REPORT_NAME_PENDING));
 }
 

@@ -88,18 +88,18 @@ test_classes(void)
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		struct inbound_msg *m = parse_headers(rows[i].headers, "text\r\n");
 		CHECK_IDX(m && m->auto_reply == rows[i].auto_reply && m->list_mail == rows[i].list, i);
-		inbound_msg_free(m);
+		mime_in_free(m);
 	}
 	{
 		struct inbound_msg *m = parse_headers("From: Big Bug bb@bug.com\r\nSubject: s\r\n", "hello\r\n");
 		CHECK(m && m->from_addr && strcmp(m->from_addr, "bb@bug.com") == 0 && m->from_loose);
-		inbound_msg_free(m);
+		mime_in_free(m);
 		m = parse_headers("From: Ann <ann@b.test>\r\nSubject: s\r\n", "hello\r\n");
 		CHECK(m && m->from_addr && strcmp(m->from_addr, "ann@b.test") == 0 && !m->from_loose);
-		inbound_msg_free(m);
+		mime_in_free(m);
 		m = parse_headers("From: nobody at all\r\nSubject: s\r\n", "hello\r\n");
 		CHECK(m && m->from_addr == NULL);
-		inbound_msg_free(m);
+		mime_in_free(m);
 	}
 	{
 		struct inbound_msg *m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\n"
@@ -108,7 +108,7 @@ test_classes(void)
 		    "<p>The real answer</p>\r\n--x--\r\n");
 		CHECK(m && m->text && strstr(m->text, "The real answer"));
 		CHECK(m && m->reply_text && strstr(m->reply_text, "The real answer"));
-		inbound_msg_free(m);
+		mime_in_free(m);
 	}
 }
 
@@ -122,12 +122,12 @@ test_text_types(void)
 	/* "text" alone is text/plain */
 	m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: text\r\n", "bare text type\r\n");
 	CHECK(m && m->text && strstr(m->text, "bare text type"));
-	inbound_msg_free(m);
+	mime_in_free(m);
 	/* enriched text is read, its commands dropped */
 	m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: text/enriched\r\n",
 	    "<bold>Yes</bold>, a <<b> c\r\n");
 	CHECK(m && m->text && strstr(m->text, "Yes, a <b> c"));
-	inbound_msg_free(m);
+	mime_in_free(m);
 	/* an invite is uploaded as a .ics; a split body keeps both halves; an
 	 * unnamed image gets a name; the watch rendition is not a file */
 	m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n",
@@ -144,7 +144,7 @@ test_text_types(void)
 	CHECK(m && m->n_attachments == 2);
 	CHECK(m && m->n_attachments == 2 && strcmp(m->attachments[0].filename, "image001.png") == 0 &&
 	    strcmp(m->attachments[1].filename, "invite.ics") == 0);
-	inbound_msg_free(m);
+	mime_in_free(m);
 }
 
 /* Issue 17, item 7: a forwarded message is a .eml file and a line of text */
@@ -165,7 +165,7 @@ test_forwarded(void)
 	    strcmp(m->attachments[0].content_type, "message/rfc822") == 0 &&
 	    memmem(m->attachments[0].data, m->attachments[0].len, "JVBERg==", 8));
 	CHECK(m && m->n_notes == 1 && strstr(m->notes[0], "Forwarded message: Quote 42 from Carol <carol@c.test>"));
-	inbound_msg_free(m);
+	mime_in_free(m);
 }
 
 /* Issue 17, item 1: GMime 3.2.13 drops a base64 encoded-word after a
@@ -180,17 +180,17 @@ test_rfc2047(void)
 	CHECK(m && m->subject && strcmp(m->subject, "\xc3\xa9\xc3\xa9l\xc3\xa8ve and Gr\xc3\xbc\xc3\x9f" "e") == 0);
 	CHECK(m && m->from_name && strcmp(m->from_name, "\xc3\xa9Jane") == 0);
 	CHECK(m && m->from_addr && strcmp(m->from_addr, "jane@b.test") == 0);
-	inbound_msg_free(m);
+	mime_in_free(m);
 	/* two padded words */
 	m = parse_headers("From: a@b.test\r\nSubject: =?UTF-8?B?w6k=?= =?UTF-8?B?w6k=?=\r\n", "x\r\n");
 	CHECK(m && m->subject && strcmp(m->subject, "\xc3\xa9\xc3\xa9") == 0);
-	inbound_msg_free(m);
+	mime_in_free(m);
 	m = parse_headers("From: a@b.test\r\nSubject: =?UTF-8?B?ww==?= =?UTF-8?B?qQ==?=\r\n", "x\r\n");
 	CHECK(m && m->subject && strcmp(m->subject, "\xc3\xa9") == 0);   /* one character split in two words */
-	inbound_msg_free(m);
+	mime_in_free(m);
 	m = parse_headers("From: a@b.test\r\nSubject: plain words, no =? encoding\r\n", "x\r\n");
 	CHECK(m && m->subject && strcmp(m->subject, "plain words, no =? encoding") == 0);
-	inbound_msg_free(m);
+	mime_in_free(m);
 }
 
 /* Issue 17, item 5: the first valid Content-Type of a header block wins
@@ -205,12 +205,12 @@ test_duplicate_content_type(void)
 	CHECK(m && m->text && strstr(m->text, "the answer") && !strstr(m->text, "--d"));
 	CHECK(m && m->html && strstr(m->html, "<p>the answer</p>"));
 	CHECK(m && m->n_attachments == 0);
-	inbound_msg_free(m);
+	mime_in_free(m);
 	/* an invalid first one does not win */
 	m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: garbage\r\n"
 	    "Content-Type: text/plain; charset=utf-8\r\n", "plain\r\n");
 	CHECK(m && m->text && strstr(m->text, "plain"));
-	inbound_msg_free(m);
+	mime_in_free(m);
 }
 
 static void
@@ -235,7 +235,7 @@ test_structural_limits(void)
 			CHECK_IDX(m != NULL, i);
 			CHECK_IDX(!rows[i].dsn || (m && m->n_dsn == (size_t)rows[i].dsn), i);
 		}
-		inbound_msg_free(m);
+		mime_in_free(m);
 		free(raw);
 	}
 }
