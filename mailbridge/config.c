@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <grp.h>
+#include <pwd.h>
 #include <ini.h>
 #include <libgen.h>
 #include <stdarg.h>
@@ -19,6 +21,9 @@
 #include <unistd.h>
 
 #define CONFIG_MAX_INCLUDE_DEPTH 4
+#ifndef MB_SERVICE_USER
+#define MB_SERVICE_USER "mailbridge"   /* the unit's User= and the package's user */
+#endif
 #define CONFIG_MAX_FILES         50000 /* bounds include fan-out; a file per location is normal */
 /* bounds the work of one load when a glob strays into big files (say
  * /var/log): room for some 30,000 locations of configuration */
@@ -231,15 +236,24 @@ config_apply_defaults(enum config_section sec, void *base, const char *dir)
 
 static int config_parse_file(struct parse_state *ps, const char *path);
 
+/* include = PATH: a file that must exist, or a glob that should match
+ * (a warning when it matches nothing: one typo would drop every
+ * location); include_try = PATH: either may be absent (Dovecot's
+ * !include_try). */
 static void
-config_include(struct parse_state *ps, const char *pattern)
+config_include(struct parse_state *ps, const char *pattern, bool optional)
 {
 	char *full = resolve_path(ps->dir, pattern);
 	glob_t g;
 	int r = glob(full, 0, NULL, &g);
 
 	if (r == GLOB_NOMATCH) {
-		/* an empty locations.d/ is normal */
+		if (optional)
+			;
+		else if (!strpbrk(pattern, "*?["))
+			perr(ps, "include %s: no such file (include_try for one that may be absent)", full);
+		else
+			fprintf(ps->err, "%s:%d: warning: include %s matches no file\n", ps->file, ps->line, full);
 	} else if (r != 0) {
 		perr(ps, "include %s: cannot expand", full);
 	} else if (ps->depth >= CONFIG_MAX_INCLUDE_DEPTH) {
@@ -372,8 +386,8 @@ config_handler(void *user, const char *section, const char *name, const char *va
 		return 1;
 	/* include is a directive, valid anywhere; the included files start
 	 * outside any section */
-	if (strcmp(name, "include") == 0) {
-		config_include(ps, value);
+	if (strcmp(name, "include") == 0 || strcmp(name, "include_try") == 0) {
+		config_include(ps, value, name[7] == '_');
 		return 1;
 	}
 	if (ps->section == SEC_TOP) {
@@ -410,25 +424,102 @@ config_handler(void *user, const char *section, const char *name, const char *va
 struct reader_ctx {
 	FILE *fp;
 	struct parse_state *ps;
+	bool in_value;             /* the last line set a key: an indented one continues it */
+	bool partial;              /* the last read ended mid-line */
 };
+
+/* libinih skips a line it cannot parse and reports only the first such
+ * line, which it returns: every one is reported here, by the rules it
+ * applies (comments ; and #, [section], name = value or name: value,
+ * indented continuation lines). */
+/* Up to 60 bytes of a line, without its end: for quoting it in an error. */
+static size_t
+line_len(const char *p)
+{
+	size_t n = strcspn(p, "\r\n");
+	return n > 60 ? 60 : n;
+}
+
+static void
+config_check_line(struct reader_ctx *rc, const char *line)
+{
+	const char *p = line;
+	bool indented;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	indented = p > line;
+	if (*p == '\0' || *p == '\n' || *p == '\r' || *p == ';' || *p == '#')
+		return;
+	if (indented && rc->in_value)
+		return;
+	rc->in_value = false;
+	if (*p == '[') {
+		if (!strchr(p, ']'))
+			perr(rc->ps, "section header without ']': %.*s", (int)line_len(p), p);
+		return;
+	}
+	if (!strpbrk(p, "=:")) {
+		perr(rc->ps, "no '=' in this line (name = value expected): %.*s", (int)line_len(p), p);
+		return;
+	}
+	rc->in_value = true;
+}
 
 static char *
 config_line_reader(char *str, int num, void *stream)
 {
 	struct reader_ctx *rc = stream;
 	char *r = fgets(str, num, rc->fp);
-	if (r)
-		rc->ps->line++;
+	if (r) {
+		if (!rc->partial) {
+			rc->ps->line++;
+			config_check_line(rc, str);
+		}
+		rc->partial = !strchr(str, '\n') && !feof(rc->fp);
+	}
 	return r;
 }
 
-static void
-warn_loose_permissions(FILE *err, const char *path, mode_t mask, const char *what)
+/* Could the service user (pw) read a file of this owner and mode? */
+static bool
+service_can_read(const struct passwd *pw, const struct stat *st)
 {
+	gid_t groups[64];
+	int n = (int)(sizeof(groups) / sizeof(groups[0]));
+
+	if (pw->pw_uid == 0)
+		return true;
+	if (st->st_uid == pw->pw_uid)
+		return (st->st_mode & S_IRUSR) != 0;
+	if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+		n = 0;
+	for (int i = 0; i < n; i++)
+		if (groups[i] == st->st_gid)
+			return (st->st_mode & S_IRGRP) != 0;
+	return (st->st_mode & S_IROTH) != 0;
+}
+
+/* The Debian convention for a daemon's configuration and secrets: owned
+ * root, group of the service user, mode 0640. Warns when anyone may read
+ * the file, when a secret is readable by a group that is not the
+ * service's, and when the service user (if it exists here) could not
+ * read it: the service would then fail with "Permission denied". */
+static void
+warn_loose_permissions(FILE *err, const char *path, bool secret, const char *what)
+{
+	const struct passwd *pw = getpwnam(MB_SERVICE_USER);
 	struct stat st;
-	if (stat(path, &st) == 0 && (st.st_mode & mask))
-		fprintf(err, "%s: warning: %s is readable by others (mode %04o); chmod 600 it\n",
-		    path, what, (unsigned)(st.st_mode & 07777));
+
+	if (stat(path, &st) < 0)
+		return;
+	if ((st.st_mode & S_IROTH) ||
+	    (secret && (st.st_mode & S_IRGRP) && (!pw || st.st_gid != pw->pw_gid)))
+		fprintf(err, "%s: warning: %s is readable by others (mode %04o); chown root:%s and chmod 640 it\n",
+		    path, what, (unsigned)(st.st_mode & 07777), MB_SERVICE_USER);
+	else if (pw && !service_can_read(pw, &st))
+		fprintf(err, "%s: warning: the %s user cannot read this %s (mode %04o): chown root:%s and chmod 640 it\n",
+		    path, MB_SERVICE_USER, what, (unsigned)(st.st_mode & 07777), MB_SERVICE_USER);
 }
 
 static int
@@ -479,7 +570,7 @@ config_parse_file(struct parse_state *ps, const char *path)
 	}
 	self = (struct include_frame){ st.st_dev, st.st_ino, ps->chain };
 	ps->chain = &self;
-	warn_loose_permissions(ps->err, path, S_IROTH, "config file");
+	warn_loose_permissions(ps->err, path, false, "config file");
 	dup = xstrdup(path);
 	ps->file = path;
 	ps->dir = xstrdup(dirname(dup));
@@ -578,7 +669,7 @@ read_secret(const char *path, FILE *err, const char *where, int *errors)
 		(*errors)++;
 		return NULL;
 	}
-	warn_loose_permissions(err, path, S_IRGRP | S_IROTH, "secret file");
+	warn_loose_permissions(err, path, true, "secret file");
 	while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
 		s[--len] = '\0';
 	return s;

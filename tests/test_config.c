@@ -58,6 +58,16 @@ main(void)
 	} rows[] = {
 		{ "[server]\nlisten = 127.0.0.1:9000\n", true, NULL },
 		{ "[server]\nlisten = nope\n", false, "main.conf:2: listen must be host:port" },
+		/* libinih skips what it cannot parse: each such line is an error */
+		{ "[server]\nlisten = 127.0.0.1:9000\nthis line is bad\n", false,
+		  "main.conf:3: no '=' in this line (name = value expected): this line is bad\n" },
+		{ "[server\nlisten = 127.0.0.1:9000\n", false, "main.conf:1: section header without ']': [server\n" },
+		{ "[server]\nlisten = 127.0.0.1:9000\n  ; an indented comment\n# another\n\n", true, NULL },
+		/* a missing file is an error; a glob without match a warning;
+		 * include_try may miss */
+		{ "include = nothere.conf\n", false, "main.conf:1: include " },
+		{ "include = nothere.d/*.conf\n", true, "main.conf:1: warning: include " },
+		{ "include_try = nothere.conf\ninclude_try = nothere.d/*.conf\n", true, NULL },
 		{ "[server]\nmax_body = 12x\n", false, "main.conf:2: max_body: not a number" },
 		{ "[server]\nmax_body = 1\n", false, "main.conf:2: max_body: out of range" },
 		{ "[server]\nbogus = 1\n", false, "main.conf:2: unknown key 'bogus' in [server]" },
