@@ -302,6 +302,10 @@ again:
 	 * more on a new connection (below), which costs only then */
 	if (c) {
 		res->reused = true;
+		/* what its EHLO offered still holds (a DSN-mode message on a
+		 * kept connection was taken as "no DSN", and reported delivered
+		 * at once: found when a burst left connections to reuse) */
+		res->dsn_offered = (c->s->esmtp & MAILSMTP_ESMTP_DSN) != 0;
 		state = SMTP_MAIL;
 	}
 
