@@ -374,7 +374,7 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, resp_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "mailbridge/0.1");
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "mailbridge/" MB_VERSION);
 	if (g->ca_file)
 		curl_easy_setopt(h, CURLOPT_CAINFO, g->ca_file);
 	hdrs = curl_slist_append(hdrs, "Accept: application/json");

@@ -38,5 +38,6 @@ int ctl_call_log(const char *path, const char *location, const char *direction, 
 int ctl_trace(const char *path, int argc, char **argv);
 int ctl_send_test(const char *path, const char *location, const char *to);
 int ctl_accounts(const char *path);
+int ctl_backup(const char *path, int argc, char **argv);
 
 #endif

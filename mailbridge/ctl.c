@@ -312,3 +312,29 @@ ctl_accounts(const char *path)
 	return 0;
 }
 
+
+/* An online copy of the store (keys included), taken while the daemon runs. */
+int
+ctl_backup(const char *path, int argc, char **argv)
+{
+	struct app app;
+	char *err = NULL;
+	int64_t bytes = 0;
+	int r;
+
+	if (argc != 1) {
+		fprintf(stderr, "mailbridge backup: name the file to write (mailbridge backup FILE)\n");
+		return 2;
+	}
+	if (app_open(&app, path) < 0)
+		return 1;
+	r = store_backup(app.store, argv[0], &bytes, &err);
+	if (r == 1)
+		printf("store copied to %s (%lld bytes, mode 0600; it holds the store's keys)\n", argv[0],
+		    (long long)bytes);
+	else
+		fprintf(stderr, "mailbridge backup: %s\n", err);
+	free(err);
+	app_close(&app);
+	return r == 1 ? 0 : 1;
+}

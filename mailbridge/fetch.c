@@ -196,7 +196,7 @@ fetch_hop(const char *url, struct fetch_state *fs, int64_t deadline, long *statu
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, fetch_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, fs);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "mailbridge/0.1");
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "mailbridge/" MB_VERSION);
 	rc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status_r);
 	curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ctype);

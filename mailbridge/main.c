@@ -28,6 +28,8 @@ main_usage(FILE *out)
 	    "       mailbridge send-test --location ID --to ADDR [-c FILE]\n"
 	    "       mailbridge inbound list [STATE] | retry LOCATION KEY [-c FILE]\n"
 	    "       mailbridge accounts [-c FILE]\n"
+	    "       mailbridge backup FILE [-c FILE]\n"
+	    "       mailbridge version | --version\n"
 	    "       mailbridge trace MESSAGEID|MESSAGE-ID|ADDRESS [-c FILE]\n"
 	    "       mailbridge call-log --location ID --direction inbound|outbound --from E164 --to E164\n"
 	    "                 --status completed|answered|busy|no-answer|failed|canceled|voicemail|pending\n"
@@ -65,6 +67,7 @@ main(int argc, char **argv)
 		{ "recording", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = NULL, *location = NULL, *to = NULL, *cmd = "serve";
@@ -85,11 +88,16 @@ main(int argc, char **argv)
 		case 'r': recording = optarg; break;
 		case 'q': quiet = true; break;
 		case 'h': main_usage(stdout); return 0;
+		case 'V': cmd = "version"; break;
 		default: main_usage(stderr); return 2;
 		}
 	}
-	if (optind < argc)
+	if (optind < argc && strcmp(cmd, "version"))
 		cmd = argv[optind++];
+	if (!strcmp(cmd, "version")) {
+		printf("mailbridge %s (commit %s)\n", MB_VERSION, MB_COMMIT);
+		return 0;
+	}
 	if (!path)
 		path = access(DEFAULT_CONFIG, R_OK) == 0 ? DEFAULT_CONFIG : "conf/mailbridge.conf";
 
@@ -110,7 +118,10 @@ main(int argc, char **argv)
 		r = ctl_inbound(path, argc - optind, argv + optind);
 	else if (!strcmp(cmd, "accounts"))
 		r = ctl_accounts(path);
+	else if (!strcmp(cmd, "backup"))
+		r = ctl_backup(path, argc - optind, argv + optind);
 	else {
+		fprintf(stderr, "mailbridge: no command \"%s\"\n", cmd);
 		main_usage(stderr);
 		r = 2;
 	}

@@ -110,6 +110,8 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 	for (int i = 0; i < JOB_STATE_N; i++)
 		fprintf(f, "mailbridge_jobs{state=\"%s\"} %d\n", job_state_name((enum job_state)i),
 		    store_job_count(app->store, (enum job_state)i));
+	fprintf(f, "# HELP mailbridge_build_info The running version\n# TYPE mailbridge_build_info gauge\n"
+	    "mailbridge_build_info{version=\"%s\",commit=\"%s\"} 1\n", MB_VERSION, MB_COMMIT);
 	fprintf(f, "# HELP mailbridge_oldest_queued_job_seconds Age of the oldest job still queued\n"
 	    "# TYPE mailbridge_oldest_queued_job_seconds gauge\nmailbridge_oldest_queued_job_seconds %.1f\n",
 	    store_job_oldest_queued_age(app->store) / 1000.0);

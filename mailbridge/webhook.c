@@ -162,7 +162,7 @@ webhook_health(void *ctx, const struct http_request *req, struct http_response *
 {
 	struct app *app = ctx;
 	if (store_ping(app->store) == 1)
-		http_text(resp, 200, "application/json", "{\"status\":\"ok\"}");
+		http_text(resp, 200, "application/json", "{\"status\":\"ok\",\"version\":\"" MB_VERSION "\"}");
 	else
 		http_text(resp, 503, "application/json", "{\"status\":\"store unavailable\"}");
 }
@@ -294,7 +294,7 @@ webhook_app(void *ctx, const struct http_request *req, struct http_response *res
 		if (r < 0)
 			http_json_error(resp, 503, "store unavailable", NULL);
 		else
-			http_text(resp, 200, "application/json", "{\"status\":\"ok\"}");
+			http_text(resp, 200, "application/json", "{\"status\":\"ok\",\"version\":\"" MB_VERSION "\"}");
 	}
 	free(key);
 	json_decref(root);

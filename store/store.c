@@ -645,3 +645,61 @@ store_memory(struct store *st, int64_t *heap_r, int64_t *file_r)
 	store_query_row(st, store_row_int64, &size, "PRAGMA page_size", "");
 	*file_r = pages > 0 && size > 0 ? pages * size : 0;
 }
+
+int
+store_backup(struct store *st, const char *path, int64_t *bytes_r, char **error_r)
+{
+	char *tmp = xasprintf("%s.tmp", path), *dir = NULL, *slash;
+	sqlite3 *dst = NULL;
+	sqlite3_backup *b;
+	struct stat sb;
+	int fd, rc = SQLITE_ERROR;
+
+	*error_r = NULL;
+	/* created 0600 before SQLite opens it: the copy holds the keys */
+	unlink(tmp);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+		*error_r = xasprintf("%s: %s", tmp, strerror(errno));
+		free(tmp);
+		return -1;
+	}
+	close(fd);
+	if (sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
+		pthread_mutex_lock(&st->lock);
+		if ((b = sqlite3_backup_init(dst, "main", st->db, "main")) != NULL) {
+			/* every page in one step: one read snapshot, never restarted */
+			rc = sqlite3_backup_step(b, -1);
+			sqlite3_backup_finish(b);
+		}
+		pthread_mutex_unlock(&st->lock);
+		if (rc == SQLITE_DONE)
+			rc = sqlite3_exec(dst, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
+		else
+			*error_r = xasprintf("backup: %s", sqlite3_errmsg(dst));
+	}
+	if (!*error_r && rc != SQLITE_OK)
+		*error_r = xasprintf("backup: %s", dst ? sqlite3_errmsg(dst) : "cannot open the copy");
+	sqlite3_close(dst);
+	if (!*error_r && ((fd = open(tmp, O_RDONLY | O_CLOEXEC)) < 0 || fsync(fd) < 0 || close(fd) < 0))
+		*error_r = xasprintf("%s: %s", tmp, strerror(errno));
+	if (!*error_r && rename(tmp, path) < 0)
+		*error_r = xasprintf("%s: %s", path, strerror(errno));
+	if (*error_r) {
+		unlink(tmp);
+		free(tmp);
+		return -1;
+	}
+	/* the rename, on disk */
+	dir = xstrdup(path);
+	slash = strrchr(dir, '/');
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	if ((fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+	*bytes_r = stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+	free(dir);
+	free(tmp);
+	return 1;
+}

@@ -548,6 +548,7 @@ class TestOutbound(unittest.TestCase):
         self.assertGreater(values['mailbridge_highlevel_requests_total{status="429"}'], 0)
         self.assertGreater(values['mailbridge_jobs{state="queued"}'], 0)    # tempfail / relay down
         self.assertGreater(values["mailbridge_oldest_queued_job_seconds"], 0)
+        self.assertEqual(len([k for k in values if k.startswith('mailbridge_build_info{version="')]), 1)
         self.assertEqual(values['mailbridge_jobs{state="sent"}'], len([j for j in d.jobs() if j["state"] == "sent"]))
         self.assertGreater(values['mailbridge_highlevel_requests_today{location="LMain"}'], 10)
         self.assertLess(values['mailbridge_highlevel_daily_remaining{location="LMain"}'], 200000)
@@ -568,6 +569,54 @@ class TestOutbound(unittest.TestCase):
                  if os.path.exists(os.path.join(d.dir, "data", n)))
         self.assertTrue(0 < values["mailbridge_store_file_bytes"] <= db, (values["mailbridge_store_file_bytes"], db))
         self.assertNotIn("scrape-secret", d.log())
+
+
+    def test_version_everywhere(self):
+        out = d.cli("version")
+        self.assertEqual(out.returncode, 0)
+        self.assertRegex(out.stdout, r"^mailbridge \d+\.\d+\.\d+ \(commit \S+\)\n$")
+        version = out.stdout.split()[1]
+        self.assertEqual(d.cli("--version").stdout, out.stdout)
+        st, body, _ = d.request("GET", "/healthz")
+        self.assertEqual((st, json.loads(body)), (200, {"status": "ok", "version": version}))
+
+    def test_backup_while_sending(self):
+        # an online copy while webhooks are taken and mail goes out: whole,
+        # consistent, 0600, with the store's keys; then the copy opens as a
+        # store of its own (what a restore does)
+        stop = threading.Event()
+        mids = []
+
+        def burst():
+            while not stop.is_set():
+                mids.append(post_ok(webhook()))
+        t = threading.Thread(target=burst)
+        t.start()
+        try:
+            time.sleep(0.3)
+            path = os.path.join(d.dir, "backup.db")
+            out = d.cli("backup", path)
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("store copied to", out.stdout)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        import sqlite3
+        c = sqlite3.connect(path)
+        try:
+            self.assertEqual(c.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+            self.assertEqual(c.execute("SELECT COUNT(*) FROM secrets WHERE name='address-token'").fetchone()[0], 1)
+            with d.db() as live:
+                key = live.execute("SELECT value FROM secrets WHERE name='address-token'").fetchone()[0]
+            self.assertEqual(c.execute("SELECT value FROM secrets WHERE name='address-token'").fetchone()[0], key)
+            copied = {r[0] for r in c.execute("SELECT message_id FROM jobs")}
+            self.assertGreater(len(copied & set(mids)), 0)
+        finally:
+            c.close()
+        self.assertFalse(os.path.exists(path + ".tmp"))
+        # refused: no file named
+        self.assertEqual(d.cli("backup").returncode, 2)
 
     def test_zz_contract(self):
         self.assertEqual(ghl.spec_errors, [])

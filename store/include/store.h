@@ -34,6 +34,12 @@ struct store *store_open(const char *data_dir, char **error_r);
 void store_close(struct store *st);
 int store_ping(struct store *st);
 
+/* A consistent copy of the whole database (SQLite's online backup API:
+ * one read snapshot, while the daemon keeps writing) at path, mode 0600,
+ * written beside it and renamed into place, synced. It holds the store's
+ * keys (reply and bounce addresses, token sealing). 1, or -1 with
+ * *error_r (malloc'd); *bytes_r is its size. */
+int store_backup(struct store *st, const char *path, int64_t *bytes_r, char **error_r);
 /* SQLite's heap (page cache, statements) and the database's size in bytes. */
 void store_memory(struct store *st, int64_t *heap_r, int64_t *file_r);
 
