@@ -39,6 +39,9 @@ struct ghl {
 	void *token_ctx;
 	ghl_count_fn count_fn;     /* the owner's counters, or NULL */
 	void *count_ctx;
+	/* an outage: requests in a row that got no answer, or a 5xx (under lock) */
+	long streak;
+	int64_t streak_since;      /* ms */
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t lock;      /* buckets */
@@ -335,6 +338,34 @@ struct ghl_body {
 	size_t n_files;
 };
 
+/* HighLevel unavailable (no answer, or 5xx): said once when a streak
+ * begins and once when it ends, with how long and how many, as Postfix
+ * logs deferred mail; the retries between stay at debug. */
+static void
+outage_note(struct ghl *g, bool down, const char *what)
+{
+	long n = 0;
+	int64_t since = 0;
+	bool began = false;
+
+	pthread_mutex_lock(&g->lock);
+	if (down) {
+		began = g->streak++ == 0;
+		if (began)
+			g->streak_since = now_ms();
+	} else if (g->streak > 0) {
+		n = g->streak;
+		since = g->streak_since;
+		g->streak = 0;
+	}
+	pthread_mutex_unlock(&g->lock);
+	if (began)
+		log_warn("ghl: HighLevel unavailable (%s); retrying, and logging again when it answers", what);
+	else if (n > 0)
+		log_warn("ghl: HighLevel answers again after %ld failed request(s) over %lld s", n,
+		    (long long)((now_ms() - since) / 1000));
+}
+
 /* One HTTP exchange, no token logic. */
 static enum ghl_class
 ghl_perform(struct ghl *g, const char *location_id, const char *method, const char *path,
@@ -428,6 +459,8 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 	free(r.data);
 	count(g, rc != CURLE_OK ? GHL_COUNT_NETWORK : res->status == 429 ? GHL_COUNT_429 :
 	    res->status >= 500 ? GHL_COUNT_5XX : res->status >= 400 ? GHL_COUNT_4XX : GHL_COUNT_2XX);
+	outage_note(g, rc != CURLE_OK || res->status >= 500,
+	    rc != CURLE_OK ? (errbuf[0] ? errbuf : curl_easy_strerror(rc)) : "HTTP 5xx");
 	if (rc != CURLE_OK) {
 		res->cls = GHL_RETRY;
 		res->error = xasprintf("%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));

@@ -131,6 +131,10 @@ class TestLMTP(unittest.TestCase):
                          "\nqueue:\n" + queue + "\ndaemon log tail:\n" + "\n".join(d.log().splitlines()[-30:]))
         time.sleep(1.5)
         self.assertEqual(len(posted(m["Message-ID"], timeout=0)), 1)
+        # the outage is in the log twice: when it began, and when it ended
+        log = d.log()
+        self.assertIn("ghl: HighLevel unavailable (HTTP 5xx); retrying", log)
+        self.assertRegex(log, r"ghl: HighLevel answers again after \d+ failed request\(s\) over \d+ s")
 
     def test_bounce_via_lmtp_fails_the_message(self):
         mid = "m" + os.urandom(6).hex()
