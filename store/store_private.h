@@ -78,7 +78,11 @@ void store_row_none(sqlite3_stmt *stmt, void *arg);
 	"ghl_message_id=COALESCE(excluded.ghl_message_id, ghl_message_id), " \
 	"email_message_id=COALESCE(excluded.email_message_id, email_message_id), " \
 	"alt_id=COALESCE(excluded.alt_id, alt_id), conversation_id=COALESCE(excluded.conversation_id, conversation_id), " \
-	"contact_id=COALESCE(excluded.contact_id, contact_id)"
+	"contact_id=COALESCE(excluded.contact_id, contact_id) " \
+	/* another location's copy of the same message (our mail landing in a \
+	 * mailbox another location reads, or a stranger reusing an id) never \
+	 * rewrites this location's thread */ \
+	"WHERE message_map.location_id = excluded.location_id"
 #define MSGMAP_ARGS(m) (m)->rfc_message_id, (m)->location_id, (m)->ghl_message_id, (m)->email_message_id, \
 	(m)->alt_id, (m)->conversation_id, (m)->contact_id, (m)->references, (m)->reply_token, now_ms()
 

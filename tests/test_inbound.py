@@ -214,7 +214,7 @@ class TestInbound(unittest.TestCase):
         while time.time() < end and not statuses(mid):
             time.sleep(0.1)
         st = statuses(mid)
-        self.assertEqual([s["status"] for s in st], ["delivered"], st)
+        self.assertEqual([s["status"] for s in st], ["delivered"], "\n".join(d.log().splitlines()[-20:]))
         self.assertEqual(d.job(mid)["state"], "sent")
 
     def test_bounce_reports_failed_not_inbound(self):

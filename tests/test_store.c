@@ -123,6 +123,17 @@ test_journey(void)
 	CHECK(strcmp(seen, want) == 0);
 	if (strcmp(seen, want) != 0)
 		fprintf(stderr, "events: %s\n", seen);
+	/* another location's copy of our message (our mail in a mailbox it
+	 * reads) does not rewrite our thread record */
+	{
+		struct msgmap other = { .rfc_message_id = "r3@mail.test", .location_id = "L2",
+			.ghl_message_id = "in-other", .alt_id = "r3@mail.test" };
+		CHECK(store_msgmap_put(st, &other) == 1);
+		got = NULL;
+		CHECK(store_msgmap_get(st, MSGMAP_BY_TOKEN, "L1", "tok3", &got) == 1 && got &&
+		    !strcmp(got->ghl_message_id, "mj") && !got->alt_id);
+		store_msgmap_free(got);
+	}
 	/* a reply posted: record, thread and both events together */
 	{
 		struct msgmap rm = { .rfc_message_id = "reply@x.test", .location_id = "L1",
