@@ -15,20 +15,20 @@ shift 3
 targets=${*:-payload mime_in config cdr smtp_reply imap}
 mkdir -p "$work"
 # libetpan.pc leaks Debian's "-specs=...no-pie-link.specs": drop it
-libs=$(pkg-config --cflags --libs gmime-3.0 jansson inih gnutls libetpan libcurl libmicrohttpd sqlite3 |
+libs=$(pkg-config --cflags --libs gmime-3.0 jansson inih gnutls libetpan libcurl libmicrohttpd sqlite3 libxml-2.0 |
 	sed 's/-specs=[^ ]*//g')
 for t in $targets; do
 	case $t in
 	payload) extra="mailbridge/payload.c mailbridge/config.c" runs=1500000 ;;
 	config) extra="mailbridge/config.c" runs=100000 ;;
-	mime_in) extra="mailbridge/mime_in.c mailbridge/mime_out.c" runs=150000 ;;
+	mime_in) extra="mailbridge/mime_in.c mailbridge/mime_out.c mailbridge/html_text.c" runs=150000 ;;
 	cdr) extra="plugins/calllog/calllog.c" runs=1200000 ;;
 	smtp_reply) extra="fuzz/relay.c smtp/smtp_client.c smtp/smtp_policy.c transport/netstream.c" runs=40000 ;;
 	imap) extra="fuzz/relay.c $(cd "$src" && ls mailbridge/*.c smtp/*.c imap/*.c transport/*.c store/*.c fsm/*.c ghl/*.c | grep -v -x -e mailbridge/main.c -e mailbridge/daemon.c -e mailbridge/ctl.c -e mailbridge/cli.c)"
 		runs=20000 ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
-	( cd "$src" && clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	( cd "$src" && clang -g -O1 -D_GNU_SOURCE -DMB_VERSION=\"fuzz\" -DMB_COMMIT=\"fuzz\" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 		-Imailbridge -Ismtp -Iimap -Ibase -Itransport -Istore/include -Istore -Ifsm -Ighl -Ifuzz -I. -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra base/util.c base/log.c base/netaddr.c $libs -lpthread -ldl -lm )
 	rm -rf "$work/corpus_$t"
 	cp -r "$src/tests/fuzz-corpus/$t" "$work/corpus_$t"

@@ -3,6 +3,7 @@
  * or an administrator's command (ctl.c). */
 #include "app.h"
 #include "cli.h"
+#include "html_text.h"
 #include "log.h"
 
 #include <curl/curl.h>
@@ -44,11 +45,13 @@ lib_init(void)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	gnutls_global_init();
 	g_mime_init();
+	html_text_init();
 }
 
 void
 main_lib_deinit(void)
 {
+	html_text_deinit();
 	g_mime_shutdown();
 	gnutls_global_deinit();
 	curl_global_cleanup();

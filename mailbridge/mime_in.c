@@ -1,4 +1,5 @@
 #include "mime_in.h"
+#include "html_text.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -908,8 +909,8 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 	}
 	if (!m->text && m->html) {
 		char *cut = html_without_quotes(m->html);
-		m->text = mime_out_html_to_text(m->html);
-		m->reply_text = mime_out_html_to_text(cut);
+		m->text = html_text(m->html, 0);
+		m->reply_text = html_text(cut, 0);
 		free(cut);
 	}
 	if (!m->text)

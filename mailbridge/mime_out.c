@@ -1,4 +1,5 @@
 #include "mime_out.h"
+#include "html_text.h"
 #include "payload.h"
 #include "util.h"
 
@@ -8,6 +9,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+
+/* the text part of outbound mail: lines that fit a terminal (RFC 5322
+ * recommends 78 characters) */
+#define MIME_OUT_TEXT_WRAP 76
 
 void
 mime_attachment_clear(struct mime_attachment *a)
@@ -19,138 +24,6 @@ mime_attachment_clear(struct mime_attachment *a)
 	else
 		free(a->data);
 	memset(a, 0, sizeof(*a));
-}
-
-struct buf {
-	char *p;
-	size_t len, cap;
-};
-
-static void
-buf_putc(struct buf *b, char c)
-{
-	if (b->len + 2 > b->cap) {
-		b->cap = b->cap ? b->cap * 2 : 256;
-		b->p = xrealloc(b->p, b->cap);
-	}
-	b->p[b->len++] = c;
-	b->p[b->len] = '\0';
-}
-
-static void
-buf_puts(struct buf *b, const char *s)
-{
-	while (*s)
-		buf_putc(b, *s++);
-}
-
-/* Appends the UTF-8 encoding of code point cp. */
-static void
-buf_put_utf8(struct buf *b, unsigned long cp)
-{
-	char tmp[8];
-	int n = g_unichar_to_utf8((gunichar)cp, tmp);
-	for (int i = 0; i < n; i++)
-		buf_putc(b, tmp[i]);
-}
-
-static const char *
-html_entity(const char *s, struct buf *out)
-{
-	static const struct { const char *name; unsigned long cp; } ents[] = {
-		{ "amp;", '&' }, { "lt;", '<' }, { "gt;", '>' }, { "quot;", '"' }, { "apos;", '\'' },
-		{ "nbsp;", ' ' }, { "#39;", '\'' }, { "copy;", 0xA9 }, { "hellip;", 0x2026 },
-		{ "mdash;", 0x2014 }, { "ndash;", 0x2013 }, { "rsquo;", 0x2019 }, { "lsquo;", 0x2018 },
-		{ "rdquo;", 0x201D }, { "ldquo;", 0x201C }, { "euro;", 0x20AC },
-	};
-	if (s[1] == '#') {
-		char *end;
-		unsigned long cp = (s[2] == 'x' || s[2] == 'X') ? strtoul(s + 3, &end, 16) : strtoul(s + 2, &end, 10);
-		if (*end == ';' && cp > 0 && cp < 0x110000 && !(cp >= 0xD800 && cp < 0xE000)) {
-			buf_put_utf8(out, cp);
-			return end + 1;
-		}
-	}
-	for (size_t i = 0; i < sizeof(ents) / sizeof(ents[0]); i++)
-		if (strncmp(s + 1, ents[i].name, strlen(ents[i].name)) == 0) {
-			buf_put_utf8(out, ents[i].cp);
-			return s + 1 + strlen(ents[i].name);
-		}
-	buf_putc(out, '&');
-	return s + 1;
-}
-
-static bool
-tag_is(const char *tag, size_t len, const char *name)
-{
-	size_t n = strlen(name);
-	return len >= n && strncasecmp(tag, name, n) == 0 && (len == n || !isalnum((unsigned char)tag[n]));
-}
-
-char *
-mime_out_html_to_text(const char *html)
-{
-	struct buf out = { 0 };
-	const char *p = html;
-	bool space = false;
-
-	buf_puts(&out, "");
-	while (*p) {
-		if (*p == '<') {
-			const char *end = strchr(p, '>');
-			const char *tag = p + 1;
-			bool closing = *tag == '/';
-			size_t tlen;
-
-			if (!end)
-				break;
-			if (closing)
-				tag++;
-			tlen = (size_t)(end - tag);
-			if (!closing && (tag_is(tag, tlen, "style") || tag_is(tag, tlen, "script") ||
-			    tag_is(tag, tlen, "head"))) {
-				/* skip to the matching close tag */
-				const char *name = tag_is(tag, tlen, "style") ? "</style" :
-				    tag_is(tag, tlen, "script") ? "</script" : "</head";
-				const char *close = strcasestr(end, name);
-				end = close ? strchr(close, '>') : NULL;
-				if (!end)
-					break;
-			} else if (tag_is(tag, tlen, "br") || tag_is(tag, tlen, "p") || tag_is(tag, tlen, "div") ||
-			    tag_is(tag, tlen, "tr") || tag_is(tag, tlen, "h1") || tag_is(tag, tlen, "h2") ||
-			    tag_is(tag, tlen, "h3") || tag_is(tag, tlen, "blockquote") || tag_is(tag, tlen, "ul") ||
-			    tag_is(tag, tlen, "ol")) {
-				if (out.len > 0 && out.p[out.len - 1] != '\n')
-					buf_putc(&out, '\n');
-				if (closing && (tag_is(tag, tlen, "p") || tag_is(tag, tlen, "h1") || tag_is(tag, tlen, "h2")))
-					buf_putc(&out, '\n');
-				space = false;
-			} else if (!closing && tag_is(tag, tlen, "li")) {
-				if (out.len > 0 && out.p[out.len - 1] != '\n')
-					buf_putc(&out, '\n');
-				buf_puts(&out, "- ");
-			}
-			p = end + 1;
-			continue;
-		}
-		if (isspace((unsigned char)*p)) {
-			space = true;
-			p++;
-			continue;
-		}
-		if (space && out.len > 0 && out.p[out.len - 1] != '\n')
-			buf_putc(&out, ' ');
-		space = false;
-		if (*p == '&')
-			p = html_entity(p, &out);
-		else
-			buf_putc(&out, *p++);
-	}
-	/* trim trailing blank lines */
-	while (out.len > 0 && (out.p[out.len - 1] == '\n' || out.p[out.len - 1] == ' '))
-		out.p[--out.len] = '\0';
-	buf_putc(&out, '\n');
-	return out.p;
 }
 
 static GMimePart *
@@ -206,7 +79,7 @@ mime_out_render(const struct mime_out *m, size_t *len_r)
 		g_mime_object_set_header(GMIME_OBJECT(msg), "X-Mailbridge-Job", m->job_header, NULL);
 
 	if (!m->text)
-		text_owned = mime_out_html_to_text(m->html);
+		text_owned = html_text(m->html, MIME_OUT_TEXT_WRAP);
 	if (m->html) {
 		GMimePart *tp = text_part("plain", m->text ? m->text : text_owned);
 		GMimePart *hp = text_part("html", m->html);

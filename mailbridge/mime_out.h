@@ -40,10 +40,6 @@ struct mime_out {
 /* Returns the message (malloc'd, NUL-terminated) and its length. */
 char *mime_out_render(const struct mime_out *m, size_t *len_r);
 
-/* Plain text from HTML (tags dropped, block ends as newlines, entities
- * decoded, style/script skipped). malloc'd. */
-char *mime_out_html_to_text(const char *html);
-
 void mime_attachment_clear(struct mime_attachment *a);
 
 #endif

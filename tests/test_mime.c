@@ -1,5 +1,6 @@
 #include "mime_out.h"
 #include "payload.h"
+#include "html_text.h"
 #include "mime_in.h"
 #include "test.h"
 
@@ -244,18 +245,36 @@ int
 main(void)
 {
 	g_mime_init();
-	/* html to text */
-	static const struct { const char *html, *text; } rows[] = {
-		{ "<p>Hello</p><p>World</p>", "Hello\n\nWorld\n" },
-		{ "a<br>b<br/>c", "a\nb\nc\n" },
-		{ "<style>p{x}</style><p>x &amp; y &lt;z&gt; &#233;&#x20AC;</p>", "x & y <z> é€\n" },
-		{ "<ul><li>one</li><li>two</li></ul>", "- one\n- two\n" },
-		{ "  lots   of\n\n spaces ", "lots of spaces\n" },
-		{ "<div>unclosed <b", "unclosed\n" },
-		{ "&bogus; &#0; &#xD800;", "&bogus; &#0; &#xD800;\n" },
+	/* html to text (libxml2's parser; wrap 0 unless a row says) */
+	static const struct { const char *html, *text; size_t wrap; } rows[] = {
+		{ "<p>Hello</p><p>World</p>", "Hello\n\nWorld\n", 0 },
+		{ "a<br>b<br/>c", "a\nb\nc\n", 0 },
+		{ "a<br><br>b", "a\n\nb\n", 0 },
+		{ "<style>p{x}</style><p>x &amp; y &lt;z&gt; &#233;&#x20AC;</p>", "x & y <z> \xc3\xa9\xe2\x82\xac\n", 0 },
+		/* every HTML 4 entity, not a list of 16 */
+		{ "Caf&eacute; &uuml;ber &pound;5 &hellip; &nbsp;x", "Caf\xc3\xa9 \xc3\xbc" "ber \xc2\xa3" "5 \xe2\x80\xa6 x\n", 0 },
+		{ "<ul><li>one</li><li>two</li></ul>", "- one\n- two\n", 0 },
+		{ "<ol><li>one</li><li>two</li></ol>", "1. one\n2. two\n", 0 },
+		{ "  lots   of\n\n spaces ", "lots of spaces\n", 0 },
+		{ "<div>unclosed <b", "unclosed\n", 0 },
+		{ "&bogus; &#0;", "&bogus;\n", 0 },   /* an unknown entity stays; a NUL reference goes */
+		/* links keep their URL, once */
+		{ "see <a href=\"https://x.test/p?q=1\">the page</a>.", "see the page <https://x.test/p?q=1>.\n", 0 },
+		{ "<a href=\"https://x.test/\">https://x.test/</a>", "https://x.test/\n", 0 },
+		{ "<a href=\"mailto:a@x.test\">a@x.test</a>", "a@x.test\n", 0 },
+		{ "<a href=\"javascript:alert(1)\">click</a>", "click\n", 0 },
+		{ "<p>reply</p><blockquote><p>quoted</p><p>more</p></blockquote>", "reply\n\n> quoted\n>\n> more\n", 0 },
+		{ "<table><tr><td>a</td><td>b</td></tr><tr><td>c</td><td>d</td></tr></table>", "a  b\nc  d\n", 0 },
+		{ "<pre>  x\n  y</pre>", "  x\n  y\n", 0 },
+		{ "<head><title>T</title></head><body>b<script>s()</script></body>", "b\n", 0 },
+		{ "<img src=\"x.png\" alt=\"logo\"> hi", "[logo] hi\n", 0 },
+		{ "", "\n", 0 },
+		/* wrapped at spaces for the text part of outbound mail */
+		{ "<p>one two three four five six</p>", "one two\nthree four\nfive six\n", 10 },
+		{ "<p>averyveryverylongword x</p>", "averyveryverylongword\nx\n", 10 },
 	};
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-		char *t = mime_out_html_to_text(rows[i].html);
+		char *t = html_text(rows[i].html, rows[i].wrap);
 		CHECK_IDX(strcmp(t, rows[i].text) == 0, i);
 		if (strcmp(t, rows[i].text) != 0)
 			fprintf(stderr, "  got '%s'\n", t);
