@@ -92,7 +92,10 @@ ctl_queue(const char *path, int argc, char **argv)
 		if (store_job_get(app.store, argv[1], &j) == 1) {
 			char when[32], next[32];
 			fmt_time(j->created_at, when, sizeof(when));
-			fmt_time(j->next_at, next, sizeof(next));
+			if (job_is_open(j->fsm.job))
+				fmt_time(j->next_at, next, sizeof(next));
+			else
+				snprintf(next, sizeof(next), "- (%s)", job_state_name(j->fsm.job));
 			printf("messageId     %s\nlocationId    %s\ntype          %s\nstate         %s\n"
 			    "attempts      %d\ncreated       %s\nnext attempt  %s\nlast reply    %d %s\n"
 			    "Message-ID    %s\nrecipients    %s\nreport        %s %s (%d attempts) %s\n",
@@ -148,8 +151,11 @@ ctl_inbound(const char *path, int argc, char **argv)
 		if (state < 0)
 			fprintf(stderr, "no inbound state \"%s\" (posting, posted, skipped, dsn, failed or retry)\n",
 			    argv[1]);
-		else
+		else {
+			printf("%-20s %-8s %3s %-20s %s\n    %s\n", "LOCATION", "STATE", "TRY", "RECEIVED", "KEY",
+			    "FROM | SUBJECT");
 			r = store_inbound_list(app.store, (enum inbound_state)state, print_inbound_row, NULL) < 0;
+		}
 	} else if (!strcmp(argv[0], "retry")) {
 		const struct location_config *loc = config_location(app.cfg, argv[1]);
 		if (!loc) {
@@ -214,7 +220,8 @@ print_event(int64_t at, const char *message_id, const char *kind, const char *de
 {
 	char when[32];
 	fmt_time(at, when, sizeof(when));
-	printf("%s %03d  %-22s %-8s %s\n", when, (int)(at % 1000), message_id ? message_id : "-", kind,
+	/* 2026-11-29T21:09:33.123Z: the milliseconds where they belong */
+	printf("%.19s.%03dZ  %-22s %-8s %s\n", when, (int)(at % 1000), message_id ? message_id : "-", kind,
 	    detail ? detail : "");
 }
 

@@ -252,6 +252,8 @@ class TestLMTP(unittest.TestCase):
         self.assertEqual(posted(msgid, timeout=1), [])
         r = d.cli("inbound", "list", "failed")
         self.assertIn("more than 1000 MIME parts", r.stdout)
+        self.assertTrue(r.stdout.startswith("LOCATION "), r.stdout)
+        self.assertNotEqual(d.cli("inbound", "list", "bogus").returncode, 0)
 
     def test_command_line_too_long_500(self):
         import socket

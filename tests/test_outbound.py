@@ -521,7 +521,8 @@ class TestOutbound(unittest.TestCase):
         wait_status(mid)
         r = d.cli("trace", mid)
         self.assertEqual(r.returncode, 0, r.stderr)
-        kinds = [line.split()[3] for line in r.stdout.splitlines()]
+        kinds = [line.split()[2] for line in r.stdout.splitlines()]
+        self.assertRegex(r.stdout, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  m")
         self.assertEqual(kinds[:3], ["webhook", "send", "status"], r.stdout)
         self.assertRegex(r.stdout, r"send +attempt 1: sent <mb\.%s@mail\.test>; 250 .*queued as" % mid)
         self.assertIn("delivered", r.stdout.splitlines()[2])
@@ -724,6 +725,7 @@ class TestZCrashRecovery(unittest.TestCase):
         self.assertEqual(pruned(), before + 1, d.log()[-3000:])
         self.assertEqual(d.job(mid)["payload"], None)
         self.assertIn("state         sent", d.cli("queue", "show", mid).stdout)
+        self.assertIn("next attempt  - (sent)", d.cli("queue", "show", mid).stdout)
         self.assertIn(mid, d.cli("trace", "carol@mail.test").stdout)
         r = d.cli("queue", "retry", mid)
         self.assertNotEqual(r.returncode, 0)
