@@ -28,15 +28,15 @@ app_load_config(const char *path)
 	return cfg;
 }
 
-int
-app_open(struct app *app, const char *path)
+static int
+app_open_as(struct app *app, const char *path, bool readonly)
 {
 	char *err = NULL;
 	memset(app, 0, sizeof(*app));
 	app->cfg = app_load_config(path);
 	if (!app->cfg)
 		return -1;
-	app->store = store_open(app->cfg->data_dir, &err);
+	app->store = readonly ? store_open_readonly(app->cfg->data_dir, &err) : store_open(app->cfg->data_dir, &err);
 	if (!app->store) {
 		fprintf(stderr, "mailbridge: %s\n", err);
 		free(err);
@@ -45,6 +45,8 @@ app_open(struct app *app, const char *path)
 	}
 	if (app->cfg->have_token_key)
 		store_set_token_key(app->store, app->cfg->token_key);
+	if (readonly)
+		return 0;    /* no key is made: nothing here writes */
 	if (store_secret(app->store, "address-token", app->address_key) != 1) {
 		fprintf(stderr, "mailbridge: cannot read or create the store's address key\n");
 		store_close(app->store);
@@ -52,6 +54,18 @@ app_open(struct app *app, const char *path)
 		return -1;
 	}
 	return 0;
+}
+
+int
+app_open(struct app *app, const char *path)
+{
+	return app_open_as(app, path, false);
+}
+
+int
+app_open_readonly(struct app *app, const char *path)
+{
+	return app_open_as(app, path, true);
 }
 
 /* ghl's token source: the location's OAuth token when the app is set up

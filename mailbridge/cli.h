@@ -15,6 +15,9 @@ struct config;
 struct config *app_load_config(const char *path);
 /* The configuration, the store and the store's keys: 0, or -1 (printed). */
 int app_open(struct app *app, const char *path);
+/* The same for commands that only read: the store is opened read-only
+ * (store_open_readonly), never created nor migrated. */
+int app_open_readonly(struct app *app, const char *path);
 /* The HighLevel client, and OAuth as its token source when client_id is
  * set (after app_open). */
 void app_open_highlevel(struct app *app);

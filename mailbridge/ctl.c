@@ -79,7 +79,9 @@ ctl_queue(const char *path, int argc, char **argv)
 		main_usage(stderr);
 		return 2;
 	}
-	if (app_open(&app, path) < 0)
+	/* list and show only read */
+	if ((!strcmp(argv[0], "list") || !strcmp(argv[0], "show") ? app_open_readonly(&app, path) :
+	    app_open(&app, path)) < 0)
 		return 1;
 	if (!strcmp(argv[0], "list")) {
 		printf("%-24s %-22s %-8s %-8s %3s  %-8s %s\n", "MESSAGE", "LOCATION", "TYPE", "STATE", "TRY",
@@ -144,7 +146,7 @@ ctl_inbound(const char *path, int argc, char **argv)
 		main_usage(stderr);
 		return 2;
 	}
-	if (app_open(&app, path) < 0)
+	if ((!strcmp(argv[0], "list") ? app_open_readonly(&app, path) : app_open(&app, path)) < 0)
 		return 1;
 	if (!strcmp(argv[0], "list")) {
 		int state = inbound_state_parse(argc > 1 ? argv[1] : NULL);
@@ -237,7 +239,7 @@ ctl_trace(const char *path, int argc, char **argv)
 		main_usage(stderr);
 		return 2;
 	}
-	if (app_open(&app, path) < 0)
+	if (app_open_readonly(&app, path) < 0)
 		return 1;
 	key = xstrdup(argv[0][0] == '<' ? argv[0] + 1 : argv[0]);
 	if (*key && key[strlen(key) - 1] == '>')
@@ -279,7 +281,7 @@ int
 ctl_accounts(const char *path)
 {
 	struct app app;
-	if (app_open(&app, path) < 0)
+	if (app_open_readonly(&app, path) < 0)
 		return 1;
 	printf("%-24s %-10s %-32s %-5s %s\n", "LOCATION", "MODE", "TOKEN", "SMTP", "IMAP WATCHER");
 	for (size_t i = 0; i < app.cfg->n_locations; i++) {
@@ -333,7 +335,7 @@ ctl_backup(const char *path, int argc, char **argv)
 		fprintf(stderr, "mailbridge backup: name the file to write (mailbridge backup FILE)\n");
 		return 2;
 	}
-	if (app_open(&app, path) < 0)
+	if (app_open_readonly(&app, path) < 0)
 		return 1;
 	r = store_backup(app.store, argv[0], &bytes, &err);
 	if (r == 1)

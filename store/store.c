@@ -613,6 +613,61 @@ fail:
 	return NULL;
 }
 
+struct store *
+store_open_readonly(const char *data_dir, char **error_r)
+{
+	struct store *st = xcalloc(1, sizeof(*st));
+	char *path = xasprintf("%s/mailbridge.db", data_dir);
+	int version = -1;
+	sqlite3_stmt *stmt;
+
+	st->wal_fd = -1;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->sync_lock, NULL);
+	pthread_cond_init(&st->sync_cond, NULL);
+	/* never created here: a command run as root before the first start
+	 * would leave a root-owned store the service cannot open */
+	if (access(path, F_OK) < 0) {
+		*error_r = errno == EACCES ?
+		    xasprintf("cannot reach %s: permission denied; run as the mailbridge user "
+		    "(sudo -u mailbridge mailbridge ...)", path) :
+		    xasprintf("no store at %s: mailbridge has not run with this data_dir yet", path);
+		goto fail;
+	}
+	if (access(path, R_OK) < 0) {
+		*error_r = xasprintf("cannot read %s: %s; run as the mailbridge user (sudo -u mailbridge mailbridge ...)",
+		    path, strerror(errno));
+		goto fail;
+	}
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK ||
+	    sqlite3_exec(st->db, "PRAGMA query_only=ON", NULL, NULL, NULL) != SQLITE_OK) {
+		*error_r = xasprintf("cannot open %s: %s", path, st->db ? sqlite3_errmsg(st->db) : "out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+	if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &stmt, NULL) == SQLITE_OK) {
+		if (sqlite3_step(stmt) == SQLITE_ROW)
+			version = sqlite3_column_int(stmt, 0);
+		sqlite3_finalize(stmt);
+	}
+	if (version < 0) {
+		*error_r = xasprintf("cannot read %s: %s", path, sqlite3_errmsg(st->db));
+		goto fail;
+	}
+	if (version != STORE_SCHEMA_VERSION) {
+		*error_r = xasprintf("%s is at schema %d and this mailbridge reads %d: %s", path, version,
+		    STORE_SCHEMA_VERSION, version < STORE_SCHEMA_VERSION ?
+		    "start the service once (it migrates), then run this again" : "this mailbridge is older");
+		goto fail;
+	}
+	free(path);
+	return st;
+fail:
+	free(path);
+	store_close(st);
+	return NULL;
+}
+
 void
 store_close(struct store *st)
 {

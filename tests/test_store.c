@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static char dir[] = "/tmp/mb-test-store-XXXXXX";
 
@@ -428,6 +429,31 @@ main(void)
 	}
 	test_prune();
 	test_journey();
+	/* read-only: nothing created where there is no store; an existing
+	 * one reads, and refuses writes */
+	{
+		struct stat sb;
+		char *e = NULL, ghost[] = "/tmp/mb-test-ro-XXXXXX", *sub;
+		struct store *ro;
+		if (!mkdtemp(ghost) || asprintf(&sub, "%s/data", ghost) < 0)
+			abort();
+		CHECK(store_open_readonly(sub, &e) == NULL && e && strstr(e, "has not run"));
+		CHECK(stat(sub, &sb) < 0);
+		free(e);
+		e = NULL;
+		ro = store_open(sub, &e);
+		CHECK(ro != NULL);
+		store_close(ro);
+		ro = store_open_readonly(sub, &e);
+		CHECK(ro != NULL);
+		CHECK(ro && store_job_count(ro, JOB_QUEUED) == 0);
+		CHECK(ro && store_job_add(ro, "ro1", "L1", "Email", NULL, "{}") == -1);
+		store_close(ro);
+		free(sub);
+		if (asprintf(&sub, "rm -rf %s", ghost) < 0 || system(sub) != 0)
+			fprintf(stderr, "cannot remove %s\n", ghost);
+		free(sub);
+	}
 	test_races();
 	return test_done("test_store");
 }

@@ -31,6 +31,10 @@ struct store;
 
 /* Opens (creating data_dir and the database as needed) and migrates. */
 struct store *store_open(const char *data_dir, char **error_r);
+/* For commands that only read (accounts, queue list, trace, ...): the
+ * store must exist at the schema this binary reads; nothing is created,
+ * migrated or written, and a permission error says which user to be. */
+struct store *store_open_readonly(const char *data_dir, char **error_r);
 void store_close(struct store *st);
 int store_ping(struct store *st);
 
