@@ -23,6 +23,7 @@
 #include "webhook.h"
 
 #include <curl/curl.h>
+#include <systemd/sd-daemon.h>
 #include <errno.h>
 #include <getopt.h>
 #include <gmime/gmime.h>
@@ -70,6 +71,18 @@ housekeeping(struct app *app)
 		log_info("store: pruned payloads=%lld jobs=%lld webhooks=%lld inbound=%lld threads=%lld events=%lld "
 		    "replay_guard=%lld", (long long)p.payloads, (long long)p.jobs, (long long)p.webhooks,
 		    (long long)p.inbound, (long long)p.threads, (long long)p.events, (long long)p.replays);
+}
+
+/* systemd's reload protocol: RELOADING=1 with the monotonic time; the
+ * READY=1 of the exec'd daemon (same PID) ends it. */
+static void
+notify_reloading(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	(void)sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+	    (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL);
 }
 
 int
@@ -161,6 +174,10 @@ daemon_serve(const char *path, char **argv)
 	log_info("mailbridge: listening on %s:%d, %zu location(s), %ld worker(s), signatures %s",
 	    app.cfg->listen_host, http_port(srv), app.cfg->n_locations, app.cfg->workers,
 	    app.cfg->require_signature ? "required" : "optional");
+	/* systemd (Type=notify): started once every part is up; after a
+	 * reload's exec this tells it the reload is done */
+	(void)sd_notifyf(0, "READY=1\nSTATUS=listening on %s:%d, %zu location(s)", app.cfg->listen_host,
+	    app.cfg->listen_port, app.cfg->n_locations);
 	/* retention soon after start, then hourly, whatever signals come */
 	for (int64_t housekeeping_at = mono_ms() + 1000;;) {
 		struct config *next;
@@ -183,13 +200,17 @@ daemon_serve(const char *path, char **argv)
 		}
 		config_free(next);
 		log_info("mailbridge: SIGHUP, reloading %s", path);
+		notify_reloading();
 		listen_fd = http_release_listener(srv);
 		if (listen_fd >= 0)
 			break;
 		log_error("mailbridge: SIGHUP: cannot hand over the listener; keeping the running configuration");
+		(void)sd_notify(0, "READY=1");   /* the reload is over: nothing changed */
 	}
-	if (sig != SIGHUP)
+	if (sig != SIGHUP) {
 		log_info("mailbridge: %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		(void)sd_notify(0, "STOPPING=1");
+	}
 	http_stop(srv);
 	metrics_gauges_clear();   /* nothing scrapes now; their objects go next */
 	lmtp_stop(lmtp);

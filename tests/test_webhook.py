@@ -4,7 +4,10 @@ so jobs stay in the store where the tests look at them."""
 import copy
 import json
 import os
+import shutil
+import socket
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -24,16 +27,38 @@ def example(name):
 
 
 def setUpModule():
-    global ghl, d
+    global ghl, d, notify, notify_dir
     ghl = FakeGHL()
     d = Daemon(BASE + 50, ghl.url, [location_conf(
         LOC, **{"from": "Support <support@mail.test>", "smtp_host": "127.0.0.1",
                 "smtp_port": BASE + 99, "smtp_tls": "none", "token": "static-token"})])
-    d.start()
+    # systemd's side of sd_notify: a datagram socket named in NOTIFY_SOCKET
+    notify_dir = tempfile.mkdtemp(prefix="mb-notify-")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(os.path.join(notify_dir, "notify"))
+    os.environ["NOTIFY_SOCKET"] = os.path.join(notify_dir, "notify")
+    try:
+        d.start()
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+
+
+def notifications(wait=0.0):
+    """What the daemon told "systemd" so far, one string per datagram."""
+    out, end = [], time.time() + wait
+    while True:
+        notify.settimeout(max(0.05, end - time.time()))
+        try:
+            out.append(notify.recv(4096).decode())
+        except (socket.timeout, BlockingIOError):
+            if time.time() >= end:
+                return out
 
 
 def tearDownModule():
     stop_all(d, ghl)
+    notify.close()
+    shutil.rmtree(notify_dir, ignore_errors=True)
 
 
 class TestWebhookIntake(unittest.TestCase):
@@ -306,6 +331,13 @@ class TestZReload(unittest.TestCase):
         self.assertEqual(sum(1 for j in d.jobs() if j["message_id"].startswith("during")), len(results))
         p["messageId"] = "after" + os.urandom(4).hex()
         self.assertEqual(d.post_webhook(p)[0], 200)
+        # systemd heard: ready; then, for the valid reload only, reloading
+        # (with its monotonic time) and ready again from the exec'd daemon
+        said = notifications(wait=1.0)
+        self.assertTrue(said and said[0].startswith("READY=1"), said)
+        reloading = [m for m in said if m.startswith("RELOADING=1\nMONOTONIC_USEC=")]
+        self.assertEqual(len(reloading), 1, said)
+        self.assertTrue(any(m.startswith("READY=1") for m in said[said.index(reloading[0]) + 1:]), said)
 
 
 class TestDeliveryToken(unittest.TestCase):
