@@ -610,68 +610,163 @@ starts_with_ci(const char *s, const char *prefix)
 	return strncasecmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* One line of a plain-text reply, as the extractor sees it. */
+struct rline {
+	const char *p;             /* its start */
+	size_t len;                /* without the line end */
+	bool blank, quoted;
+};
+
+static bool
+starts_with_any(const char *s, const char *const *list)
+{
+	for (; *list; list++)
+		if (starts_with_ci(s, *list))
+			return true;
+	return false;
+}
+
+static const char *
+skip_blanks(const char *s, const char *end)
+{
+	while (s < end && (*s == ' ' || *s == '\t'))
+		s++;
+	return s;
+}
+
+/* A separator that starts a forwarded or replied-to history with no
+ * quoting of its own (Outlook, Thunderbird, Gmail, Apple Mail). */
+static bool
+history_separator(const struct rline *l)
+{
+	static const char *const seps[] = {
+		"-----Original Message-----", "----- Original Message -----", "-------- Original Message --------",
+		"---------- Forwarded message", "-------- Forwarded Message --------", "Begin forwarded message:",
+		"-----Ursprüngliche Nachricht-----", "-----Message d'origine-----", "-----Mensaje original-----",
+		"-----Mensagem original-----", "-----Oorspronkelijk bericht-----", NULL,
+	};
+	return starts_with_any(skip_blanks(l->p, l->p + l->len), seps);
+}
+
+/* Outlook's header block: From: and, within three lines, Sent: (or its
+ * Date: / localized forms), in en, de, fr, es, pt, nl. */
+static bool
+header_block(const struct rline *l, size_t left)
+{
+	static const char *const from[] = { "From:", "Von:", "De :", "De:", "Van:", NULL };
+	static const char *const sent[] = { "Sent:", "Date:", "Gesendet:", "Datum:", "Envoyé :", "Envoyé:",
+		"Date :", "Enviado:", "Enviada:", "Fecha:", "Data:", "Verzonden:", NULL };
+	const char *s = skip_blanks(l->p, l->p + l->len);
+
+	if (s == l->p + l->len || *s == '>')
+		return false;
+	if (starts_with_ci(s, "________________________________"))   /* Outlook on the web */
+		return left > 1 && starts_with_any(skip_blanks(l[1].p, l[1].p + l[1].len), from);
+	if (!starts_with_any(s, from))
+		return false;
+	for (size_t i = 1; i <= 3 && i < left; i++)
+		if (starts_with_any(skip_blanks(l[i].p, l[i].p + l[i].len), sent))
+			return true;
+	return false;
+}
+
+/* "On <date>, <name> wrote:", "<name> wrote:" and the de, fr, es, pt, nl,
+ * it forms, on one line or wrapped onto two (i, i+1): how many lines, 0
+ * when it is not one. */
+static int
+attribution(const struct rline *l, size_t left)
+{
+	static const char *const verbs[] = { "wrote", "schrieb", "a \xc3\xa9" "crit", "a ecrit", "escribi",
+		"escreveu", "schreef", "ha scritto", "napisa", NULL };
+	for (int n = 1; n <= 2 && (size_t)n <= left; n++) {
+		const struct rline *last = &l[n - 1];
+		const char *e = last->p + last->len;
+		bool verb = false;
+		while (e > last->p && (e[-1] == ' ' || e[-1] == '\r'))
+			e--;
+		if (e == last->p || e[-1] != ':' || last->quoted)
+			continue;
+		for (int k = 0; k < n && !verb; k++)
+			for (const char *const *v = verbs; *v && !verb; v++)
+				verb = l[k].len >= strlen(*v) && memmem(l[k].p, l[k].len, *v, strlen(*v)) != NULL;
+		if (verb && (size_t)(e - l[0].p) < 300)
+			return n;
+	}
+	return 0;
+}
+
+/* The words an attribution opens with, when it names a date first. */
+static bool
+attribution_opens(const struct rline *l)
+{
+	static const char *const intro[] = { "On ", "Am ", "Le ", "El ", "Em ", "Op ", "Il ", NULL };
+	return starts_with_any(skip_blanks(l->p, l->p + l->len), intro);
+}
+
+/* The sender's own words of a plain-text reply (the model: Mailgun's
+ * talon, read, not copied). Cut: a quoted block that ends the message
+ * (with the attribution line above it), or a forwarded or replied-to
+ * history from its separator or header block on. Kept: inline answers
+ * between quotes, with those quotes (they are what is answered). When
+ * the cut would leave nothing, the whole text is kept. */
 char *
 mime_in_reply_text(const char *text)
 {
-	const char *p = text, *cut = NULL;
-	const char *lines[8] = { 0 };   /* starts of the next lines, for lookahead */
+	struct rline *l = NULL;
+	size_t n = 0, cap = 0, cut;
+	const char *p = text;
 
-	while (*p && !cut) {
+	while (*p) {
 		const char *eol = strchr(p, '\n');
 		size_t len = eol ? (size_t)(eol - p) : strlen(p);
-		const char *q = p;
-		while (q < p + len && (*q == ' ' || *q == '\t'))
-			q++;
-		/* lookahead of the next few lines */
-		const char *n = eol ? eol + 1 : NULL;
-		for (int i = 0; i < 8; i++) {
-			lines[i] = n;
-			if (n) {
-				const char *e = strchr(n, '\n');
-				n = e ? e + 1 : NULL;
-			}
+		const char *q = skip_blanks(p, p + len);
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			l = xrealloc(l, cap * sizeof(*l));
 		}
-		if (*q == '>') {
-			cut = p;
-		} else if (starts_with_ci(q, "-----Original Message-----") || starts_with_ci(q, "________________________________") ||
-		    starts_with_ci(q, "----- Original Message -----") || starts_with_ci(q, "-------- Original Message --------") ||
-		    starts_with_ci(q, "Begin forwarded message:")) {
-			cut = p;
-		} else if (starts_with_ci(q, "On ") || starts_with_ci(q, "Am ") || starts_with_ci(q, "Le ") ||
-		    starts_with_ci(q, "El ")) {
-			/* "On <date>, <name> wrote:" possibly wrapped onto the next line */
-			for (int i = -1; i < 2 && !cut; i++) {
-				const char *l = i < 0 ? p : lines[i];
-				const char *le;
-				if (!l)
-					break;
-				le = strchr(l, '\n');
-				le = le ? le : l + strlen(l);
-				while (le > l && (le[-1] == '\r' || le[-1] == ' '))
-					le--;
-				if (le - l >= 6 && le[-1] == ':' && (memmem(l, (size_t)(le - l), "wrote", 5) ||
-				    memmem(l, (size_t)(le - l), "schrieb", 7) || memmem(l, (size_t)(le - l), "crit", 4) ||
-				    memmem(l, (size_t)(le - l), "escribi", 7)))
-					cut = p;
-			}
-		} else if (starts_with_ci(q, "From:")) {
-			/* Outlook: From: / Sent: (or Date:) / To: / Subject: block */
-			for (int i = 0; i < 3 && lines[i]; i++)
-				if (starts_with_ci(lines[i], "Sent:") || starts_with_ci(lines[i], "Date:"))
-					cut = p;
-		}
+		l[n++] = (struct rline){ p, len, q == p + len || (*q == '\r' && q + 1 == p + len), *q == '>' };
 		p = eol ? eol + 1 : p + len;
 	}
-	if (!cut)
-		return xstrdup(text);
+	cut = n;
+	/* a history with no quoting: from its first separator on */
+	for (size_t i = 0; i < n && cut == n; i++)
+		if (history_separator(&l[i]) || header_block(&l[i], n - i))
+			cut = i;
+	/* a quoted block that ends what is left, and its attribution */
 	{
-		size_t len = (size_t)(cut - text);
-		while (len > 0 && isspace((unsigned char)text[len - 1]))
+		size_t t = cut;
+		bool any = false;
+		while (t > 0 && (l[t - 1].blank || l[t - 1].quoted)) {
+			any |= l[t - 1].quoted;
+			t--;
+		}
+		if (any) {
+			cut = t;
+			while (t > 0 && l[t - 1].blank)
+				t--;
+			/* two lines only when the first opens one ("On <date>, <name>"
+			 * wrapped before "<addr> wrote:"); else the last line alone */
+			if (t >= 2 && attribution_opens(&l[t - 2]) && attribution(&l[t - 2], 2) == 2)
+				cut = t - 2;
+			else if (t >= 1 && attribution(&l[t - 1], 1) == 1)
+				cut = t - 1;
+		}
+	}
+	while (cut > 0 && l[cut - 1].blank)
+		cut--;
+	if (cut == 0 || cut == n) {
+		free(l);
+		return xstrdup(text);   /* nothing of the sender's above it, or nothing to cut */
+	}
+	{
+		size_t len = (size_t)(l[cut - 1].p + l[cut - 1].len - text);
+		char *out = xmalloc(len + 2);
+		memcpy(out, text, len);
+		while (len > 0 && (out[len - 1] == '\r' || out[len - 1] == ' '))
 			len--;
-		if (len == 0)
-			return xstrdup(text);   /* nothing above the quote: keep it all */
-		char *out = strndup(text, len + 1);
 		out[len] = '\n';
+		out[len + 1] = '\0';
+		free(l);
 		return out;
 	}
 }
@@ -908,10 +1003,21 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 		m->reply_text = NULL;
 	}
 	if (!m->text && m->html) {
-		char *cut = html_without_quotes(m->html);
+		/* the HTML's quotes are "> " lines in its text: the same rules as a
+		 * plain reply (inline answers kept); a history the text does not
+		 * show as quoted is cut at the markers mail clients put there */
 		m->text = html_text(m->html, 0);
-		m->reply_text = html_text(cut, 0);
-		free(cut);
+		m->reply_text = mime_in_reply_text(m->text);
+		if (!strcmp(m->reply_text, m->text) && !strstr(m->text, "\n>") && m->text[0] != '>') {
+			char *cut = html_without_quotes(m->html), *t = html_text(cut, 0);
+			free(cut);
+			if (t[strspn(t, " \t\r\n")] != '\0') {
+				free(m->reply_text);
+				m->reply_text = t;
+			} else {
+				free(t);
+			}
+		}
 	}
 	if (!m->text)
 		m->text = xstrdup("");

@@ -111,6 +111,21 @@ test_classes(void)
 		CHECK(m && m->reply_text && strstr(m->reply_text, "The real answer"));
 		mime_in_free(m);
 	}
+	/* HTML replies: Gmail's quote goes with its attribution; inline
+	 * answers between blockquotes stay */
+	{
+		struct inbound_msg *m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\n"
+		    "Content-Type: text/html\r\n", "<div>Answer</div><div class=\"gmail_quote\"><div class=\"gmail_attr\">"
+		    "On Mon, 1 Jan 2026, Bob &lt;b@x.test&gt; wrote:<br></div><blockquote>old text</blockquote></div>\r\n");
+		CHECK(m && m->reply_text && !strcmp(m->reply_text, "Answer\n"));
+		mime_in_free(m);
+		m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n",
+		    "<p>Hi</p><blockquote>q one?</blockquote><p>answer one</p><blockquote>q two?</blockquote>"
+		    "<p>answer two</p>\r\n");
+		CHECK(m && m->reply_text && strstr(m->reply_text, "answer one") && strstr(m->reply_text, "answer two") &&
+		    strstr(m->reply_text, "> q one?"));
+		mime_in_free(m);
+	}
 }
 
 /* Issue 17, items 2 and 8: no text part vanishes for its type, unnamed
@@ -277,6 +292,45 @@ main(void)
 		char *t = html_text(rows[i].html, rows[i].wrap);
 		CHECK_IDX(strcmp(t, rows[i].text) == 0, i);
 		if (strcmp(t, rows[i].text) != 0)
+			fprintf(stderr, "  got '%s'\n", t);
+		free(t);
+	}
+
+	/* the sender's own words of a plain-text reply */
+	static const struct { const char *in, *out; } replies[] = {
+		/* top-posted: the quote and its attribution go */
+		{ "Thanks!\n\nOn Mon, 1 Jan 2026, Bob <b@x.test> wrote:\n> hello\n> there\n", "Thanks!\n" },
+		/* wrapped attribution */
+		{ "Yes.\n\nOn Mon, 1 Jan 2026 at 10:00, Bob Someone\n<b@x.test> wrote:\n> q\n", "Yes.\n" },
+		/* an attribution that does not start with On (the review's case) */
+		{ "Sure.\nMarc Slemko wrote:\n> can you?\n", "Sure.\n" },
+		/* inline answers stay, with what they answer; only the trailing quote goes */
+		{ "Hi,\n> first question?\nfirst answer\n> second question?\nsecond answer\n> old signature\n",
+		  "Hi,\n> first question?\nfirst answer\n> second question?\nsecond answer\n" },
+		/* localized attributions */
+		{ "Ja.\n\nAm 01.01.2026 um 10:00 schrieb Bob <b@x.test>:\n> Frage\n", "Ja.\n" },
+		{ "Oui.\n\nLe lun. 1 janv. 2026 \xc3\xa0 10:00, Bob <b@x.test> a \xc3\xa9" "crit :\n> question\n", "Oui.\n" },
+		{ "S\xc3\xad.\n\nEl lun, 1 ene 2026 a las 10:00, Bob (<b@x.test>) escribi\xc3\xb3:\n> pregunta\n", "S\xc3\xad.\n" },
+		{ "Sim.\n\nEm seg., 1 de jan. de 2026 \xc3\xa0s 10:00, Bob <b@x.test> escreveu:\n> pergunta\n", "Sim.\n" },
+		{ "Ja.\n\nOp ma 1 jan. 2026 om 10:00 schreef Bob <b@x.test>:\n> vraag\n", "Ja.\n" },
+		/* Outlook's header block, and its localized form, with no quoting */
+		{ "See below.\n\nFrom: Bob <b@x.test>\nSent: Monday, January 1, 2026 10:00\nTo: Amy\nSubject: x\n\nold\n",
+		  "See below.\n" },
+		{ "Siehe unten.\n\nVon: Bob <b@x.test>\nGesendet: Montag, 1. Januar 2026 10:00\nAn: Amy\n\nalt\n",
+		  "Siehe unten.\n" },
+		{ "ok\n-----Original Message-----\nFrom: x\n", "ok\n" },
+		{ "fyi\n\n---------- Forwarded message ---------\nFrom: x\n", "fyi\n" },
+		/* nothing of the sender's above the quote: all of it is kept */
+		{ "> only a quote\n", "> only a quote\n" },
+		{ "On Mon, Bob wrote:\n> only a quote\n", "On Mon, Bob wrote:\n> only a quote\n" },
+		/* a colon line that is no attribution stays */
+		{ "Here is the list:\n> item\nthat was it\n", "Here is the list:\n> item\nthat was it\n" },
+		{ "plain text, no quote\n", "plain text, no quote\n" },
+	};
+	for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
+		char *t = mime_in_reply_text(replies[i].in);
+		CHECK_IDX(strcmp(t, replies[i].out) == 0, i);
+		if (strcmp(t, replies[i].out) != 0)
 			fprintf(stderr, "  got '%s'\n", t);
 		free(t);
 	}
