@@ -133,6 +133,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_LOCATION, "imap_idle_interval", CT_INT, L(idle_interval), "300", 5, 1740, false },
 	{ SEC_LOCATION, "imap_poll_interval", CT_INT, L(poll_interval), "60", 1, 86400, false },
 	{ SEC_LOCATION, "auto_replies", CT_STR, L(auto_replies), "post", 0, 0, false },
+	{ SEC_LOCATION, "other_sender_replies", CT_STR, L(other_sender_replies), "own", 0, 0, false },
 	{ SEC_LOCATION, "lmtp_addresses", CT_STR, L(lmtp_addresses), NULL, 0, 0, false },
 };
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -753,6 +754,10 @@ config_check_location(struct location_config *loc, FILE *err, int *errors)
 	if (strcmp(loc->imap_after, "seen") && strcmp(loc->imap_after, "none") &&
 	    (strncmp(loc->imap_after, "move:", 5) || !loc->imap_after[5])) {
 		fprintf(err, "%s: imap_after must be seen, none or move:<folder>\n", w);
+		(*errors)++;
+	}
+	if (strcmp(loc->other_sender_replies, "own") && strcmp(loc->other_sender_replies, "thread")) {
+		fprintf(err, "%s: other_sender_replies must be own or thread\n", w);
 		(*errors)++;
 	}
 	if (strcmp(loc->auto_replies, "post") && strcmp(loc->auto_replies, "skip")) {

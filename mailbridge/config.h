@@ -51,6 +51,8 @@ struct location_config {
 	char *imap_folder;
 	char *imap_after;          /* "seen" | "none" | "move:<folder>" */
 	char *auto_replies;        /* "post" | "skip" */
+	char *other_sender_replies; /* a reply in a thread from another than its contact: "own" (the
+	                            * sender's conversation) | "thread" (the thread's) */
 	char *lmtp_addresses;      /* extra addresses LMTP intake routes here */
 	char *sms_plugin;          /* plugin name serving type SMS here, or NULL */
 	char *call_plugin;         /* plugin name serving type Call here, or NULL */

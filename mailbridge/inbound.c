@@ -143,10 +143,22 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	struct ghl_posted posted = { 0 };
 	struct ghl_result res = { 0 };
 	enum inbound_result ret = INBOUND_DONE;
+	bool other_sender;
 
 	contact = contact_find(app, loc, m->from_addr, NULL, m->from_name, true, &s);
 	if (!contact)
 		goto fail;
+	/* a reply from someone else than the thread's contact (a Cc'd
+	 * colleague's reply-all, a list): HighLevel's conversations are per
+	 * contact, so by default it goes to the sender's own conversation,
+	 * not threaded under another contact's email (other_sender_replies =
+	 * own); "thread" keeps it in the thread's conversation */
+	other_sender = parent && parent->contact_id && strcmp(parent->contact_id, contact);
+	if (other_sender && !strcmp(loc->other_sender_replies, "thread")) {
+		free(contact);
+		contact = xstrdup(parent->contact_id);
+		other_sender = false;
+	}
 	if (parent && parent->conversation_id && parent->contact_id && !strcmp(parent->contact_id, contact))
 		conv = xstrdup(parent->conversation_id);
 	else if (!(conv = contact_conversation_find(app, loc, contact, &s)))
@@ -202,7 +214,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 			.attachments = (const char *const *)urls, .n_attachments = n_urls,
 		};
 		/* default provider: thread with HighLevel's email id of the parent */
-		if (loc->provider_mode == PROVIDER_DEFAULT && parent)
+		if (loc->provider_mode == PROVIDER_DEFAULT && parent && !other_sender)
 			msg.email_message_id = parent->email_message_id ? parent->email_message_id : parent->ghl_message_id;
 		post = msg;
 	}
@@ -227,7 +239,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 			mm.location_id = loc->id;
 			mm.ghl_message_id = (char *)ghl_id;
 			mm.email_message_id = posted.email_message_id ? posted.email_message_id :
-			    parent ? parent->email_message_id : NULL;
+			    parent && !other_sender ? parent->email_message_id : NULL;
 			mm.alt_id = m->message_id;
 			mm.conversation_id = posted.conversation_id ? posted.conversation_id : conv;
 			mm.contact_id = contact;

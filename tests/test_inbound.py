@@ -45,6 +45,9 @@ def setUpModule():
     with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
         m.login("alice", "alicepw")
         m.create("Done")
+    # HighLevel knows bob as the contact our outbound mail names
+    for loc in ("LIn", "LCust", "LPoll"):
+        ghl.contacts[(loc, "bob@mail.test")] = "c-bob"
     d.start()
     wait_watching(3)
 
@@ -154,7 +157,7 @@ class TestInbound(unittest.TestCase):
         self.assertEqual(b["subject"], "Re: Your ticket")
         self.assertEqual(b["message"].strip(), "Thanks, that fixed it!")
         self.assertEqual(b["emailFrom"], "Bob Builder <bob@mail.test>")
-        self.assertTrue(b["contactId"].startswith("contact"))
+        self.assertEqual(b["contactId"], "c-bob")
         self.assertTrue(b["conversationId"])
         self.assertEqual(ghl.contacts[("LIn", "bob@mail.test")], b["contactId"])
         wait_recorded("LIn", r["Message-ID"])
@@ -162,6 +165,26 @@ class TestInbound(unittest.TestCase):
         # nothing posted twice, even after more IDLE rounds
         time.sleep(1.0)
         self.assertEqual(len(posted(lambda b: b.get("altId") == r["Message-ID"])), 1)
+
+    def test_reply_from_another_sender(self):
+        # a Cc'd colleague answers in bob's thread: HighLevel's
+        # conversations are per contact, so by default it goes to carol's
+        # own conversation, not threaded under bob's email
+        mid = outbound()
+        orig = wait_for("bob", mid)
+        r = reply_to(orig, "I can help too", sender="Carol <carol@mail.test>")
+        send_mail(r, [email.utils.parseaddr(orig["Reply-To"])[1]], sender="carol@mail.test")
+        hits = posted(lambda b: b.get("altId") == r["Message-ID"])
+        self.assertEqual(len(hits), 1)
+        self.assertNotIn("emailMessageId", hits[0])
+        self.assertEqual(hits[0]["contactId"], ghl.contacts[("LIn", "carol@mail.test")])
+        self.assertNotEqual(hits[0]["contactId"], "c-bob")
+        # and bob's own reply still threads
+        r2 = reply_to(orig, "me again")
+        send_mail(r2, [email.utils.parseaddr(orig["Reply-To"])[1]])
+        hits = posted(lambda b: b.get("altId") == r2["Message-ID"])
+        self.assertEqual(len(hits), 1)
+        self.assertEqual((hits[0]["emailMessageId"], hits[0]["contactId"]), (mid, "c-bob"))
 
     def test_reply_by_plus_address_only(self):
         mid = outbound()
