@@ -129,6 +129,48 @@ summary_of(const struct inbound_msg *m)
 	return xasprintf("%s | %s", m->from_addr ? m->from_addr : "?", m->subject ? m->subject : "");
 }
 
+/* The HTML with each cid: link (RFC 2392) to an inline image we
+ * uploaded pointing at its uploaded URL: the image goes once, as an
+ * attachment, and shows where the sender put it. NULL when nothing
+ * changed. */
+static char *
+html_with_uploaded_cids(const struct inbound_msg *m, char *const *url_of)
+{
+	char *html = NULL;
+
+	if (!m->html || !url_of)
+		return NULL;
+	for (size_t i = 0; i < m->n_attachments; i++) {
+		const char *cid = m->attachment_cids[i], *src;
+		char *out = NULL;
+		size_t cl, len = 0;
+		FILE *f;
+		if (!cid || !url_of[i])
+			continue;
+		cl = strlen(cid);
+		src = html ? html : m->html;
+		f = open_memstream(&out, &len);
+		for (const char *p = src; *p;) {
+			const char *e = p + 4 + cl;
+			if (!strncasecmp(p, "cid:", 4) && !strncmp(p + 4, cid, cl) &&
+			    (*e == '"' || *e == '\'' || *e == ')' || *e == '>' || *e == ' ' || *e == '\0')) {
+				fputs(url_of[i], f);
+				p = e;
+			} else {
+				fputc(*p++, f);
+			}
+		}
+		fclose(f);
+		free(html);
+		html = out;
+	}
+	if (html && !strcmp(html, m->html)) {
+		free(html);
+		return NULL;
+	}
+	return html;
+}
+
 static enum inbound_result
 inbound_post(struct app *app, const struct location_config *loc, const struct inbound_msg *m,
     const char *key, const char *raw, size_t len)
@@ -137,7 +179,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	struct msgmap *parent = thread_parent_for_inbound(app->store, loc->id, loc->reply_domain, m->in_reply_to,
 	    m->references, m->n_references, m->all_rcpt_addrs, m->n_all_rcpt);
 	char *contact = NULL, *conv = NULL, *notes = NULL, *text = NULL, *summary = summary_of(m), *from = NULL,
-	    *alt = NULL, **urls = NULL;
+	    *alt = NULL, **urls = NULL, **url_of = NULL, *html = NULL;
 	size_t n_urls = 0;
 	struct ghl_message post;
 	struct ghl_posted posted = { 0 };
@@ -167,6 +209,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	notes = xstrdup("");
 	/* one file per request: a type HighLevel refuses (415) must not sink
 	 * the PDF beside it */
+	url_of = xcalloc(m->n_attachments + 1, sizeof(*url_of));
 	for (size_t i = 0; i < m->n_attachments; i++) {
 		const struct mime_attachment *a = &m->attachments[i];
 		struct ghl_file f = { a->filename, a->content_type, a->data, a->len };
@@ -174,6 +217,8 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 		if (res.cls == GHL_OK) {
 			size_t n;
 			char **got = ghl_uploaded_urls(&res, &n);
+			if (n > 0)
+				url_of[i] = got[0];   /* borrowed from urls below */
 			urls = xrealloc(urls, (n_urls + n + 1) * sizeof(*urls));
 			memcpy(urls + n_urls, got, n * sizeof(*got));
 			n_urls += n;
@@ -202,6 +247,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	}
 
 	text = xasprintf("%s%s%s", m->auto_reply ? "(auto-reply) " : "", m->reply_text, notes);
+	html = html_with_uploaded_cids(m, url_of);
 	from = m->from_name ? xasprintf("%s <%s>", m->from_name, m->from_addr) : xstrdup(m->from_addr);
 	alt = m->message_id ? xasprintf("<%s>", m->message_id) : NULL;
 	{
@@ -209,7 +255,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 			.type = loc->provider_mode == PROVIDER_CUSTOM ? GHL_MSG_CUSTOM : GHL_MSG_EMAIL,
 			.contact_id = contact, .conversation_id = conv, .provider_id = loc->provider_id,
 			.date_ms = m->date_ms ? m->date_ms : now_ms(), .message = text, .subject = m->subject,
-			.html = m->html, .email_from = from, .email_to = m->n_to > 0 ? m->to_addrs[0] : NULL,
+			.html = html ? html : m->html, .email_from = from, .email_to = m->n_to > 0 ? m->to_addrs[0] : NULL,
 			.email_cc = (const char *const *)m->cc_addrs, .n_cc = m->n_cc, .alt_id = alt,
 			.attachments = (const char *const *)urls, .n_attachments = n_urls,
 		};
@@ -293,6 +339,8 @@ out:
 	for (size_t i = 0; i < n_urls; i++)
 		free(urls[i]);
 	free(urls);
+	free(url_of);
+	free(html);
 	free(from);
 	free(alt);
 	store_msgmap_free(parent);

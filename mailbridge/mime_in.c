@@ -353,7 +353,7 @@ name_for_type(GMimeContentType *ct, int n)
 /* Keeps a decoded part as an attachment, or lists it as dropped when
  * the message's attachments would pass max_attach. */
 static void
-add_attachment(struct walk *w, const char *name, const char *type, const void *data, size_t len)
+add_attachment(struct walk *w, const char *name, const char *type, const void *data, size_t len, const char *cid)
 {
 	struct inbound_msg *m = w->m;
 	struct mime_attachment *a;
@@ -363,6 +363,8 @@ add_attachment(struct walk *w, const char *name, const char *type, const void *d
 		return;
 	}
 	m->attachments = xrealloc(m->attachments, (m->n_attachments + 1) * sizeof(*a));
+	m->attachment_cids = xrealloc(m->attachment_cids, (m->n_attachments + 1) * sizeof(char *));
+	m->attachment_cids[m->n_attachments] = cid && *cid ? xstrdup(cid) : NULL;
 	a = &m->attachments[m->n_attachments++];
 	a->filename = xstrdup(name);
 	a->content_type = xstrdup(type);
@@ -392,7 +394,7 @@ add_forwarded(struct walk *w, GMimeMessage *inner)
 		g_free(who);
 		return;
 	}
-	add_attachment(w, name, "message/rfc822", bytes, strlen(bytes));
+	add_attachment(w, name, "message/rfc822", bytes, strlen(bytes), NULL);
 	push(&m->notes, &m->n_notes, xasprintf("Forwarded message: %s from %s (attached as %s)",
 	    subject && g_utf8_validate(subject, -1, NULL) ? subject : "(no subject)",
 	    who && g_utf8_validate(who, -1, NULL) ? who : "(unknown sender)", name));
@@ -495,7 +497,8 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 		type = g_mime_content_type_get_mime_type(ct);
 		{
 			char *name = fname ? xstrdup(fname) : name_for_type(ct, ++w->unnamed);
-			add_attachment(w, name, type, b->data, b->len);
+			/* an inline image the HTML names by cid: keeps its id */
+			add_attachment(w, name, type, b->data, b->len, g_mime_object_get_content_id(part));
 			free(name);
 		}
 		g_free(type);
@@ -1052,9 +1055,12 @@ mime_in_free(struct inbound_msg *m)
 	free(m->text);
 	free(m->html);
 	free(m->reply_text);
-	for (size_t i = 0; i < m->n_attachments; i++)
+	for (size_t i = 0; i < m->n_attachments; i++) {
 		mime_attachment_clear(&m->attachments[i]);
+		free(m->attachment_cids[i]);
+	}
 	free(m->attachments);
+	free(m->attachment_cids);
 	free_list(m->dropped, m->n_dropped);
 	free_list(m->notes, m->n_notes);
 	free(m->dsn_envid);

@@ -42,6 +42,7 @@ struct inbound_msg {
 	char *html;                /* UTF-8 or NULL */
 	char *reply_text;          /* text above the quoted history */
 	struct mime_attachment *attachments;
+	char **attachment_cids;    /* each attachment's Content-ID (no <>), or NULL */
 	size_t n_attachments;
 	char **dropped;            /* names of attachments over the cap */
 	size_t n_dropped;

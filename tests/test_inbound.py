@@ -1,6 +1,7 @@
 """Inbound Email: real Postfix delivers into real Dovecot; mailbridge's
 IMAP IDLE watcher posts replies, new threads and DSN results to the fake
 HighLevel. Charsets, broken MIME, auto-replies, our own mail, restarts."""
+import base64
 import email.message
 import email.utils
 import imaplib
@@ -165,6 +166,29 @@ class TestInbound(unittest.TestCase):
         # nothing posted twice, even after more IDLE rounds
         time.sleep(1.0)
         self.assertEqual(len(posted(lambda b: b.get("altId") == r["Message-ID"])), 1)
+
+    def test_inline_image_uploaded_once_and_linked(self):
+        # an image the HTML shows by cid: uploaded once, and the HTML
+        # HighLevel gets points at the upload
+        msgid = email.utils.make_msgid(domain="cid.test")
+        png = b"\x89PNG\r\n\x1a\n" + os.urandom(64)
+        raw = (f"From: pic@cid.test\r\nSubject: logo\r\nMessage-ID: {msgid}\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: multipart/related; boundary=\"r\"\r\n\r\n"
+               "--r\r\nContent-Type: text/html\r\n\r\n<p>Our logo: <img src=\"cid:logo.1@cid.test\"></p>\r\n"
+               "--r\r\nContent-Type: image/png\r\nContent-ID: <logo.1@cid.test>\r\n"
+               "Content-Disposition: inline\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+               + base64.b64encode(png).decode() + "\r\n--r--\r\n").encode()
+        before = len(ghl.uploads)
+        append("support", raw)
+        hits = posted(lambda b: b.get("altId") == msgid)
+        self.assertEqual(len(hits), 1)
+        html = hits[0].get("html", "")
+        self.assertNotIn("cid:logo.1@cid.test", html)
+        self.assertRegex(html, r'<img src="https://storage\.fake/\d+/[^"]+">')
+        with ghl.lock:
+            mine = [u for u in ghl.uploads[before:] if u[1] == png]
+        self.assertEqual(len(mine), 1)
+        self.assertEqual(hits[0]["attachments"], [re.search(r'src="([^"]+)"', html).group(1)])
 
     def test_reply_from_another_sender(self):
         # a Cc'd colleague answers in bob's thread: HighLevel's
