@@ -80,17 +80,68 @@ part_text(GMimeTextPart *tp)
 	return out;
 }
 
+/* uuencode lines carry their length in their first character; mail in
+ * transit often loses a line's trailing spaces (zero bits), and a
+ * decoder then reads the next line's bytes into it. Each short line
+ * between "begin" and "end" gets its zeros back ('`' = 0) before GMime
+ * decodes it. A new stream; the raw one is left as it was. */
+static GMimeStream *
+uu_repaired(GMimeStream *raw)
+{
+	GMimeStream *in = g_mime_stream_mem_new(), *out = g_mime_stream_mem_new();
+	GByteArray *b;
+	bool body = false;
+
+	g_mime_stream_reset(raw);
+	g_mime_stream_write_to_stream(raw, in);
+	g_mime_stream_reset(raw);
+	b = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(in));
+	for (size_t i = 0; i < b->len;) {
+		const char *line = (const char *)b->data + i;
+		const char *nl = memchr(line, '\n', b->len - i);
+		size_t len = nl ? (size_t)(nl - line) : b->len - i, text = len;
+		if (text > 0 && line[text - 1] == '\r')
+			text--;
+		g_mime_stream_write(out, line, text);
+		if (!body && text >= 6 && !strncmp(line, "begin ", 6)) {
+			body = true;
+		} else if (body && text == 3 && !strncmp(line, "end", 3)) {
+			body = false;
+		} else if (body && text > 0 && line[0] > ' ' && line[0] <= '`') {
+			size_t need = 1 + (((size_t)((line[0] - ' ') & 0x3f) + 2) / 3) * 4;
+			for (size_t k = text; k < need; k++)
+				g_mime_stream_write(out, "`", 1);
+		}
+		g_mime_stream_write(out, line + text, len - text);
+		if (nl)
+			g_mime_stream_write(out, "\n", 1);
+		i += len + (nl ? 1 : 0);
+	}
+	g_object_unref(in);
+	g_mime_stream_reset(out);
+	return out;
+}
+
 static GByteArray *
 part_bytes(GMimePart *part)
 {
-	GMimeDataWrapper *w = g_mime_part_get_content(part);
+	GMimeDataWrapper *w = g_mime_part_get_content(part), *fixed = NULL;
 	GMimeStream *s;
 	GByteArray *copy;
 
 	if (!w)
 		return NULL;
+	if (g_mime_data_wrapper_get_encoding(w) == GMIME_CONTENT_ENCODING_UUENCODE &&
+	    g_mime_data_wrapper_get_stream(w)) {
+		GMimeStream *r = uu_repaired(g_mime_data_wrapper_get_stream(w));
+		fixed = g_mime_data_wrapper_new_with_stream(r, GMIME_CONTENT_ENCODING_UUENCODE);
+		g_object_unref(r);
+		w = fixed;
+	}
 	s = g_mime_stream_mem_new();
 	g_mime_data_wrapper_write_to_stream(w, s);
+	if (fixed)
+		g_object_unref(fixed);
 	copy = g_byte_array_new();
 	g_byte_array_append(copy, g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(s))->data,
 	    g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(s))->len);

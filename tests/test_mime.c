@@ -111,6 +111,21 @@ test_classes(void)
 		CHECK(m && m->reply_text && strstr(m->reply_text, "The real answer"));
 		mime_in_free(m);
 	}
+	/* uuencode whose trailing spaces (zero bits) were lost in transit:
+	 * each short line gets them back, the bytes come out whole */
+	{
+		static const unsigned char want[20] = "Hello, world! \0\0\0\0\0";
+		struct inbound_msg *m = parse_headers("From: a@b.test\r\nMIME-Version: 1.0\r\n"
+		    "Content-Type: multipart/mixed; boundary=\"u\"\r\n",
+		    "--u\r\nContent-Type: text/plain\r\n\r\nsee the file\r\n"
+		    "--u\r\nContent-Type: application/octet-stream; name=\"z.bin\"\r\n"
+		    "Content-Transfer-Encoding: x-uuencode\r\n\r\n"
+		    "begin 644 z.bin\r\n42&5L;&\\L('=O<FQD(2\r\n`\r\nend\r\n--u--\r\n");
+		CHECK(m && m->n_attachments == 1);
+		CHECK(m && m->n_attachments == 1 && m->attachments[0].len == 20 &&
+		    !memcmp(m->attachments[0].data, want, 20));
+		mime_in_free(m);
+	}
 	/* HTML replies: Gmail's quote goes with its attribution; inline
 	 * answers between blockquotes stay */
 	{
