@@ -76,6 +76,12 @@ ctl_queue(const char *path, int argc, char **argv)
 	int r = 1;
 
 	if (argc < 1) {
+		fprintf(stderr, "mailbridge queue: what to do? list, show ID, retry ID or drop ID\n");
+		main_usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[0], "list") && argc < 2) {
+		fprintf(stderr, "mailbridge queue %s: which job? give its messageId\n", argv[0]);
 		main_usage(stderr);
 		return 2;
 	}
@@ -88,6 +94,7 @@ ctl_queue(const char *path, int argc, char **argv)
 		    "REPORT", "CREATED");
 		r = store_job_list(app.store, 1000, print_job_row, NULL) < 0;
 	} else if (argc < 2) {
+		fprintf(stderr, "mailbridge queue %s: which job? give its messageId\n", argv[0]);
 		main_usage(stderr);
 		r = 2;
 	} else if (!strcmp(argv[0], "show")) {
@@ -119,6 +126,7 @@ ctl_queue(const char *path, int argc, char **argv)
 		fprintf(r ? stderr : stdout, r ? "no droppable job %s (not found or being sent)\n" :
 		    "job %s dropped\n", argv[1]);
 	} else {
+		fprintf(stderr, "mailbridge queue: no subcommand \"%s\" (list, show, retry or drop)\n", argv[0]);
 		main_usage(stderr);
 		r = 2;
 	}
@@ -143,6 +151,7 @@ ctl_inbound(const char *path, int argc, char **argv)
 	int r = 1;
 
 	if (argc < 1 || (strcmp(argv[0], "list") && argc < 3)) {
+		fprintf(stderr, "mailbridge inbound: list [STATE], or retry LOCATION KEY\n");
 		main_usage(stderr);
 		return 2;
 	}
@@ -169,6 +178,7 @@ ctl_inbound(const char *path, int argc, char **argv)
 			    "not retried (unknown key, or HighLevel still unavailable)");
 		}
 	} else {
+		fprintf(stderr, "mailbridge inbound: no subcommand \"%s\" (list or retry)\n", argv[0]);
 		main_usage(stderr);
 		r = 2;
 	}
@@ -189,6 +199,7 @@ ctl_call_log(const char *path, const char *location, const char *direction, cons
 
 	if (!location || !direction || !from || !to || !status ||
 	    (strcmp(direction, "inbound") && strcmp(direction, "outbound"))) {
+		fprintf(stderr, "mailbridge call-log: needs --location, --direction inbound|outbound, --from, --to and --status\n");
 		main_usage(stderr);
 		return 2;
 	}
@@ -236,6 +247,7 @@ ctl_trace(const char *path, int argc, char **argv)
 	int n;
 
 	if (argc < 1) {
+		fprintf(stderr, "mailbridge trace: what to trace? a messageId, a Message-ID or an address\n");
 		main_usage(stderr);
 		return 2;
 	}
@@ -260,6 +272,7 @@ ctl_send_test(const char *path, const char *location, const char *to)
 	int r;
 
 	if (!location || !to) {
+		fprintf(stderr, "mailbridge send-test: needs --location ID and --to ADDRESS\n");
 		main_usage(stderr);
 		return 2;
 	}
