@@ -3,6 +3,7 @@
 #ifndef MB_UTIL_H
 #define MB_UTIL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
@@ -16,6 +17,8 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int64_t now_ms(void);                  /* CLOCK_REALTIME in milliseconds */
 int64_t mono_ms(void);                 /* CLOCK_MONOTONIC in milliseconds */
 void sleep_ms(int64_t ms);             /* the whole of it, across signals */
+/* pthread_cond_timedwait for at most ms from now (the caller holds m). */
+int cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
 
 /* Reads a whole file (NUL-terminated, *len_r without the NUL); NULL + errno
  * on failure or when larger than max. Caller frees. */

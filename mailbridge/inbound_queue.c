@@ -56,19 +56,9 @@ post_one(struct inbound_queue *q, struct spooled *sp)
 static void
 wait_for_work(struct inbound_queue *q, unsigned seen, int64_t wait_ms)
 {
-	struct timespec ts;
-
 	pthread_mutex_lock(&q->lock);
-	if (!q->stop && q->seq == seen) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += wait_ms / 1000;
-		ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&q->cond, &q->lock, &ts);
-	}
+	if (!q->stop && q->seq == seen)
+		cond_wait_ms(&q->cond, &q->lock, wait_ms);
 	pthread_mutex_unlock(&q->lock);
 }
 

@@ -557,17 +557,8 @@ outbound_worker(void *arg)
 		if (wait <= 0)
 			continue;
 		pthread_mutex_lock(&ob->lock);
-		if (!ob->stop && ob->work_seq == seen) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += wait / 1000;
-			ts.tv_nsec += (wait % 1000) * 1000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&ob->work_cond, &ob->lock, &ts);
-		}
+		if (!ob->stop && ob->work_seq == seen)
+			cond_wait_ms(&ob->work_cond, &ob->lock, wait);
 		pthread_mutex_unlock(&ob->lock);
 	}
 	smtp_conn_close(conn);
@@ -687,16 +678,8 @@ outbound_reporter(void *arg)
 			continue;
 		}
 		pthread_mutex_lock(&ob->lock);
-		if (!ob->stop && ob->report_seq == seen) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 200 * 1000000L;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&ob->report_cond, &ob->lock, &ts);
-		}
+		if (!ob->stop && ob->report_seq == seen)
+			cond_wait_ms(&ob->report_cond, &ob->lock, 200);
 		pthread_mutex_unlock(&ob->lock);
 	}
 	return NULL;
