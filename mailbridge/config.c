@@ -482,21 +482,46 @@ config_line_reader(char *str, int num, void *stream)
 	return r;
 }
 
-/* Could the service user (pw) read a file of this owner and mode? */
-static bool
-service_can_read(const struct passwd *pw, const struct stat *st)
-{
+/* The service user, looked up once per process (a configuration with
+ * thousands of included files asked NSS for each). */
+struct service_user {
+	bool looked, exists;
+	uid_t uid;
+	gid_t gid;
 	gid_t groups[64];
-	int n = (int)(sizeof(groups) / sizeof(groups[0]));
+	int n_groups;
+};
 
-	if (pw->pw_uid == 0)
+static const struct service_user *
+service_user(void)
+{
+	static struct service_user su;
+	const struct passwd *pw;
+
+	if (su.looked)
+		return su.exists ? &su : NULL;
+	su.looked = true;
+	if (!(pw = getpwnam(MB_SERVICE_USER)))
+		return NULL;
+	su.exists = true;
+	su.uid = pw->pw_uid;
+	su.gid = pw->pw_gid;
+	su.n_groups = (int)(sizeof(su.groups) / sizeof(su.groups[0]));
+	if (getgrouplist(pw->pw_name, pw->pw_gid, su.groups, &su.n_groups) < 0)
+		su.n_groups = 0;
+	return &su;
+}
+
+/* Could the service user read a file of this owner and mode? */
+static bool
+service_can_read(const struct service_user *su, const struct stat *st)
+{
+	if (su->uid == 0)
 		return true;
-	if (st->st_uid == pw->pw_uid)
+	if (st->st_uid == su->uid)
 		return (st->st_mode & S_IRUSR) != 0;
-	if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
-		n = 0;
-	for (int i = 0; i < n; i++)
-		if (groups[i] == st->st_gid)
+	for (int i = 0; i < su->n_groups; i++)
+		if (su->groups[i] == st->st_gid)
 			return (st->st_mode & S_IRGRP) != 0;
 	return (st->st_mode & S_IROTH) != 0;
 }
@@ -509,13 +534,13 @@ service_can_read(const struct passwd *pw, const struct stat *st)
 static void
 warn_loose_permissions(FILE *err, const char *path, bool secret, const char *what)
 {
-	const struct passwd *pw = getpwnam(MB_SERVICE_USER);
+	const struct service_user *pw = service_user();
 	struct stat st;
 
 	if (stat(path, &st) < 0)
 		return;
 	if ((st.st_mode & S_IROTH) ||
-	    (secret && (st.st_mode & S_IRGRP) && (!pw || st.st_gid != pw->pw_gid)))
+	    (secret && (st.st_mode & S_IRGRP) && (!pw || st.st_gid != pw->gid)))
 		fprintf(err, "%s: warning: %s is readable by others (mode %04o); chown root:%s and chmod 640 it\n",
 		    path, what, (unsigned)(st.st_mode & 07777), MB_SERVICE_USER);
 	else if (pw && !service_can_read(pw, &st))
