@@ -21,7 +21,6 @@ struct out {
 	int break_quote;           /* the shallowest quote depth since they were owed */
 	bool space;                /* a space owed before the next word */
 	size_t wrap;
-	size_t last_space;         /* offset of the last breakable space on this line, 0 none */
 };
 
 static void
@@ -40,7 +39,6 @@ static void
 line_start_at(struct out *o, int quote)
 {
 	o->col = 0;
-	o->last_space = 0;
 	for (int i = 0; i < quote; i++) {
 		put(o, "> ", 2);
 		o->col += 2;

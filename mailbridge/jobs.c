@@ -36,7 +36,7 @@ apply(struct store *st, struct job *job, const struct event *ev, struct job_effe
 		if (r == 0) {
 			if (!ev->redecide || ++conflicts > CONFLICT_TRIES)
 				return 0;
-			log_debug("jobs: messageId=%s moved on (now %s/%s): deciding again", job->message_id,
+			log_debug("jobs: messageId=%s was no longer %s/%s: deciding again", job->message_id,
 			    job_state_name(job->fsm.job), job_report_state_name(job->fsm.report));
 		} else {
 			if (++errors >= STORE_TRIES)
