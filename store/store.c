@@ -214,7 +214,8 @@ store_stmt_done(struct store *st, sqlite3_stmt *stmt)
 }
 
 /* Prepares sql and binds args described by fmt: 'i' int64_t, 's' const
- * char * (NULL binds NULL). Caller holds the lock. NULL on error (logged).
+ * char * (NULL binds NULL), 'b' a blob as const void * and size_t (NULL
+ * binds NULL). Caller holds the lock. NULL on error (logged).
  * Strings are bound without a copy: every caller steps and resets the
  * statement (store_stmt_done) before its arguments go away. */
 static sqlite3_stmt *
@@ -228,6 +229,13 @@ store_prepare(struct store *st, const char *sql, const char *fmt, va_list ap)
 	for (const char *f = fmt; *f; f++, i++) {
 		if (*f == 'i') {
 			sqlite3_bind_int64(stmt, i, va_arg(ap, int64_t));
+		} else if (*f == 'b') {
+			const void *b = va_arg(ap, const void *);
+			size_t n = va_arg(ap, size_t);
+			if (b)
+				sqlite3_bind_blob64(stmt, i, b, (sqlite3_uint64)n, SQLITE_STATIC);
+			else
+				sqlite3_bind_null(stmt, i);
 		} else {
 			const char *s = va_arg(ap, const char *);
 			if (s)

@@ -62,30 +62,8 @@ int
 store_inbound_record(struct store *st, const char *location_id, const char *key, enum inbound_state state,
     const char *ghl_message_id, const char *error, const char *summary, const void *raw, size_t raw_len)
 {
-	sqlite3_stmt *stmt;
-	int ret = -1;
-
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, INBOUND_UPSERT)) != NULL) {
-		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 3, inbound_state_name(state), -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 4, ghl_message_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 5, error, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 6, summary, -1, SQLITE_STATIC);
-		if (raw)
-			sqlite3_bind_blob(stmt, 7, raw, (int)raw_len, SQLITE_STATIC);
-		else
-			sqlite3_bind_null(stmt, 7);
-		sqlite3_bind_int64(stmt, 8, now_ms());
-		ret = sqlite3_step(stmt) == SQLITE_DONE ? 1 : -1;
-		if (ret < 0)
-			store_log_error(st, "inbound record");
-		store_stmt_done(st, stmt);
-	}
-	if (store_unlock_write(st, ret > 0) < 0)   /* durable: see store_exec_v */
-		ret = -1;
-	return ret;
+	return store_exec_durable(st, INBOUND_UPSERT, "ssssssbi", location_id, key, inbound_state_name(state),
+	    ghl_message_id, error, summary, raw, raw_len, now_ms()) == 1 ? 1 : -1;
 }
 
 int
@@ -226,25 +204,9 @@ store_spooled_free(struct spooled *s)
 int
 store_spool_add(struct store *st, const char *location_id, const char *raw, size_t len)
 {
-	sqlite3_stmt *stmt;
-	int64_t now = now_ms();
-	int ret = -1;
-
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "INSERT INTO inbound_spool (location_id, raw, received_at, next_at) "
-	    "VALUES (?1, ?2, ?3, ?3)")) != NULL) {
-		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
-		sqlite3_bind_blob64(stmt, 2, raw, (sqlite3_uint64)len, SQLITE_STATIC);
-		sqlite3_bind_int64(stmt, 3, now);
-		ret = sqlite3_step(stmt) == SQLITE_DONE ? 1 : -1;
-		if (ret < 0)
-			store_log_error(st, "spool add");
-		store_stmt_done(st, stmt);
-	}
 	/* durable: the mailbox's mark passes the message once this returns */
-	if (store_unlock_write(st, ret > 0) < 0)
-		ret = -1;
-	return ret;
+	return store_exec_durable(st, "INSERT INTO inbound_spool (location_id, raw, received_at, next_at) "
+	    "VALUES (?1, ?2, ?3, ?3)", "sbi", location_id, (const void *)raw, len, now_ms()) == 1 ? 1 : -1;
 }
 
 static void

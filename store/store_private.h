@@ -49,7 +49,8 @@ void store_log_error(struct store *st, const char *what);
 sqlite3_stmt *store_stmt(struct store *st, const char *sql);
 void store_stmt_done(struct store *st, sqlite3_stmt *stmt);
 int store_unlock_write(struct store *st, bool durable);
-/* fmt binds args: 'i' int64_t, 's' const char * (NULL binds NULL).
+/* fmt binds args: 'i' int64_t, 's' const char * (NULL binds NULL), 'b'
+ * const void * and size_t (a blob; NULL binds NULL).
  * Returns sqlite3_changes() or -1 (logged); durable ones wait for fsync. */
 int store_exec(struct store *st, const char *sql, const char *fmt, ...);
 int store_exec_durable(struct store *st, const char *sql, const char *fmt, ...);
