@@ -30,6 +30,15 @@ store_job_free(struct job *job)
 	"created_at, last_code, last_error, rfc_message_id, report_status, report_state, " \
 	"report_attempts, report_error, rcpt_state, uncertain"
 
+/* The three state columns of a row (state, report_state, report_status). */
+static void
+fsm_from_cols(sqlite3_stmt *s, int job, int report, int status, struct job_fsm *f)
+{
+	f->job = job_state_parse((const char *)sqlite3_column_text(s, job));
+	f->report = job_report_state_parse((const char *)sqlite3_column_text(s, report));
+	f->status = job_report_status_parse((const char *)sqlite3_column_text(s, status));
+}
+
 static struct job *
 job_from_row(sqlite3_stmt *s)
 {
@@ -39,15 +48,13 @@ job_from_row(sqlite3_stmt *s)
 	j->location_id = store_col_text(s, 2);
 	j->type = store_col_text(s, 3);
 	j->email_message_id = store_col_text(s, 4);
-	j->fsm.job = job_state_parse((const char *)sqlite3_column_text(s, 5));
+	fsm_from_cols(s, 5, 13, 12, &j->fsm);
 	j->attempts = sqlite3_column_int(s, 6);
 	j->next_at = sqlite3_column_int64(s, 7);
 	j->created_at = sqlite3_column_int64(s, 8);
 	j->last_code = sqlite3_column_int(s, 9);
 	j->last_error = store_col_text(s, 10);
 	j->rfc_message_id = store_col_text(s, 11);
-	j->fsm.status = job_report_status_parse((const char *)sqlite3_column_text(s, 12));
-	j->fsm.report = job_report_state_parse((const char *)sqlite3_column_text(s, 13));
 	j->report_attempts = sqlite3_column_int(s, 14);
 	j->report_error = store_col_text(s, 15);
 	j->rcpt_state = store_col_text(s, 16);
@@ -134,10 +141,7 @@ store_job_next_due(struct store *st, enum job_state waiting)
 static void
 row_fsm(sqlite3_stmt *s, void *arg)
 {
-	struct job_fsm *f = arg;
-	f->job = job_state_parse((const char *)sqlite3_column_text(s, 0));
-	f->report = job_report_state_parse((const char *)sqlite3_column_text(s, 1));
-	f->status = job_report_status_parse((const char *)sqlite3_column_text(s, 2));
+	fsm_from_cols(s, 0, 1, 2, arg);
 }
 
 int
