@@ -17,7 +17,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#define DEFAULT_CONFIG "/etc/mailbridge/mailbridge.conf"
+/* the installed config (from the install prefix: cmake sets it) */
+#ifndef MB_DEFAULT_CONFIG
+#define MB_DEFAULT_CONFIG "/etc/mailbridge/mailbridge.conf"
+#endif
+#define DEFAULT_CONFIG MB_DEFAULT_CONFIG
 
 void
 main_usage(FILE *out)
