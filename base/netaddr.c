@@ -144,6 +144,69 @@ netaddr_from_string(const char *s, void *sa_r)
 	return -1;
 }
 
+int
+netaddr_parse_host(const char *host, int port, void *sa_r)
+{
+	struct sockaddr_storage *ss = sa_r;
+	size_t hl = strlen(host);
+	char bare[INET6_ADDRSTRLEN + 1];
+
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']')
+		snprintf(bare, sizeof(bare), "%.*s", (int)(hl - 2), host + 1);
+	else if (!strcmp(host, "localhost"))
+		snprintf(bare, sizeof(bare), "127.0.0.1");
+	else if (hl < sizeof(bare))
+		snprintf(bare, sizeof(bare), "%s", host);
+	else
+		return -1;
+	if (port < 0 || port > 65535 || netaddr_from_string(bare, ss) < 0)
+		return -1;
+	if (ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+	return 0;
+}
+
+int
+netaddr_parse_hostport(const char *spec, void *sa_r, int *port_r, char **error_r)
+{
+	const char *colon = strrchr(spec, ':');
+	char *host, *end;
+	long port = colon && colon[1] ? strtol(colon + 1, &end, 10) : -1;
+	int r;
+
+	if (!colon || colon == spec || port < 0 || *end || port > 65535) {
+		*error_r = xasprintf("must be host:port, [IPv6]:port or localhost:port (got '%s')", spec);
+		return -1;
+	}
+	host = xasprintf("%.*s", (int)(colon - spec), spec);
+	/* an IPv6 address needs its brackets here, or its last group would be the port */
+	r = strchr(host, ':') && host[0] != '[' ? -1 : netaddr_parse_host(host, (int)port, sa_r);
+	if (r < 0)
+		*error_r = xasprintf("%s is not an IPv4 address, an IPv6 address in brackets or localhost "
+		    "(names are not looked up for a listener)", host);
+	else if (port_r)
+		*port_r = (int)port;
+	free(host);
+	return r;
+}
+
+bool
+netaddr_url_is_http(const char *url)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL;
+	bool ok = url && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+	    (!strcmp(scheme, "http") || !strcmp(scheme, "https")) && host[0];
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return ok;
+}
+
 /* "scheme://host:port" of a URL, lowercase, default port filled in;
  * NULL when it does not parse. */
 static char *

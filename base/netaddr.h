@@ -57,4 +57,14 @@ bool netaddr_text_is_loopback(const char *host);
  * (struct sockaddr_storage's size). 0 or -1. */
 int netaddr_from_string(const char *s, void *sa_r);
 
+/* A listening address: a literal IPv4 or IPv6 address, the latter in
+ * brackets or not, or "localhost" (127.0.0.1), with port set. 0 or -1. */
+int netaddr_parse_host(const char *host, int port, void *sa_r);
+/* "host:port", host as netaddr_parse_host takes it ("[::1]:8080"), port
+ * 0-65535. 0, or -1 with *error_r saying what is wrong. port_r may be NULL. */
+int netaddr_parse_hostport(const char *spec, void *sa_r, int *port_r, char **error_r);
+
+/* True for an absolute http:// or https:// URL with a host. */
+bool netaddr_url_is_http(const char *url);
+
 #endif

@@ -5,6 +5,8 @@
 #define MB_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 struct app;
@@ -32,15 +34,37 @@ void main_lib_deinit(void);
 /* The daemon (daemon.c): serves until SIGTERM; argv for a reload's re-exec. */
 int daemon_serve(const char *path, char **argv);
 
-/* The administrator's commands (ctl.c), as `mailbridge COMMAND`. */
-int ctl_check_config(const char *path, bool quiet);
-int ctl_queue(const char *path, int argc, char **argv);
-int ctl_inbound(const char *path, int argc, char **argv);
-int ctl_call_log(const char *path, const char *location, const char *direction, const char *from, const char *to,
-    const char *status, const char *recording);
-int ctl_trace(const char *path, int argc, char **argv);
-int ctl_send_test(const char *path, const char *location, const char *to);
-int ctl_accounts(const char *path);
-int ctl_backup(const char *path, int argc, char **argv);
+/* The command line of an administrator's command, as main.c parsed it:
+ * the options, and the words after the command (argv[0] is its first). */
+struct ctl_opts {
+	const char *path;          /* -c */
+	const char *location, *to, *from, *direction, *status, *recording;
+	const char *state;         /* --state */
+	const char *older_than;    /* --older-than DURATION (30m, 2h, 7d) */
+	bool quiet;                /* -q */
+	bool non_default;          /* -n */
+	const char *keys;          /* --keys[=man]: "" or "man"; NULL when not given */
+	bool json;                 /* --json */
+	bool all_failed;           /* --all-failed */
+	int argc;
+	char **argv;
+};
+
+/* The administrator's commands, as `mailbridge COMMAND`: 0 done, 1 failed,
+ * 2 usage, 75 try again later (EX_TEMPFAIL). ctl.c, ctl_queue.c. */
+int ctl_check_config(const struct ctl_opts *o);
+int ctl_queue(const struct ctl_opts *o);
+int ctl_inbound(const struct ctl_opts *o);
+int ctl_call_log(const struct ctl_opts *o);
+int ctl_trace(const struct ctl_opts *o);
+int ctl_send_test(const struct ctl_opts *o);
+int ctl_accounts(const struct ctl_opts *o);
+int ctl_backup(const struct ctl_opts *o);
+
+/* Shared by the ctl files: an ISO 8601 UTC time of ms since the epoch,
+ * and a JSON document on stdout (--json). */
+void ctl_fmt_time(int64_t ms, char *buf, size_t len);
+typedef struct json_t json_t;
+void ctl_print_json(json_t *v);
 
 #endif

@@ -41,6 +41,9 @@ struct config_key {
 	const char *def;           /* default as it would be written in the file */
 	long min, max;             /* CT_INT bounds */
 	bool secret;
+	const char *choices;       /* CT_STR: the values allowed, '|' between them;
+	                            * one ending in ":<...>" takes any non-empty
+	                            * text after its prefix (move:<folder>) */
 };
 
 #define G(f) offsetof(struct config, f)
@@ -48,93 +51,93 @@ struct config_key {
 
 /* The one table of every key, its default and its limits. */
 static const struct config_key config_keys[] = {
-	{ SEC_SERVER, "listen", CT_STR, G(listen), "127.0.0.1:8080", 0, 0, false },
-	{ SEC_SERVER, "public_url", CT_STR, G(public_url), "http://127.0.0.1:8080", 0, 0, false },
-	{ SEC_SERVER, "max_body", CT_INT, G(max_body), "4194304", 1024, 1L << 30, false },
-	{ SEC_SERVER, "connection_limit", CT_INT, G(conn_limit), "512", 1, 60000, false },
-	{ SEC_SERVER, "connection_timeout", CT_INT, G(conn_timeout), "30", 1, 3600, false },
-	{ SEC_SERVER, "connections_per_ip", CT_INT, G(per_ip_limit), "64", 0, 60000, false },
-	{ SEC_SERVER, "request_timeout", CT_INT, G(request_timeout), "60", 1, 3600, false },
-	{ SEC_SERVER, "max_buffered", CT_INT, G(max_buffered), "67108864", 65536, 1L << 34, false },
-	{ SEC_SERVER, "log_level", CT_STR, G(log_level), "info", 0, 0, false },
-	{ SEC_SERVER, "lmtp_listen", CT_STR, G(lmtp_listen), NULL, 0, 0, false },
-	{ SEC_SERVER, "lmtp_allow", CT_STR, G(lmtp_allow), "127.0.0.0/8 ::1", 0, 0, false },
-	{ SEC_SERVER, "lmtp_max_sessions", CT_INT, G(lmtp_max_sessions), "32", 1, 10000, false },
-	{ SEC_SERVER, "metrics_token", CT_STR, G(metrics_token), NULL, 0, 0, true },
-	{ SEC_SERVER, "postfix_log", CT_STR, G(postfix_log), NULL, 0, 0, false },
+	{ SEC_SERVER, "listen", CT_STR, G(listen), "127.0.0.1:8080", 0, 0, false, NULL },
+	{ SEC_SERVER, "public_url", CT_STR, G(public_url), "http://127.0.0.1:8080", 0, 0, false, NULL },
+	{ SEC_SERVER, "max_body", CT_INT, G(max_body), "4194304", 1024, 1L << 30, false, NULL },
+	{ SEC_SERVER, "connection_limit", CT_INT, G(conn_limit), "512", 1, 60000, false, NULL },
+	{ SEC_SERVER, "connection_timeout", CT_INT, G(conn_timeout), "30", 1, 3600, false, NULL },
+	{ SEC_SERVER, "connections_per_ip", CT_INT, G(per_ip_limit), "64", 0, 60000, false, NULL },
+	{ SEC_SERVER, "request_timeout", CT_INT, G(request_timeout), "60", 1, 3600, false, NULL },
+	{ SEC_SERVER, "max_buffered", CT_INT, G(max_buffered), "67108864", 65536, 1L << 34, false, NULL },
+	{ SEC_SERVER, "log_level", CT_STR, G(log_level), "info", 0, 0, false, "error|warn|info|debug" },
+	{ SEC_SERVER, "lmtp_listen", CT_STR, G(lmtp_listen), NULL, 0, 0, false, NULL },
+	{ SEC_SERVER, "lmtp_allow", CT_STR, G(lmtp_allow), "127.0.0.0/8 ::1", 0, 0, false, NULL },
+	{ SEC_SERVER, "lmtp_max_sessions", CT_INT, G(lmtp_max_sessions), "32", 1, 10000, false, NULL },
+	{ SEC_SERVER, "metrics_token", CT_STR, G(metrics_token), NULL, 0, 0, true, NULL },
+	{ SEC_SERVER, "postfix_log", CT_STR, G(postfix_log), NULL, 0, 0, false, NULL },
 
-	{ SEC_HIGHLEVEL, "api_base", CT_STR, G(api_base), "https://services.leadconnectorhq.com", 0, 0, false },
-	{ SEC_HIGHLEVEL, "client_id", CT_STR, G(client_id), NULL, 0, 0, false },
-	{ SEC_HIGHLEVEL, "client_secret", CT_STR, G(client_secret), NULL, 0, 0, true },
-	{ SEC_HIGHLEVEL, "client_secret_file", CT_PATH, G(client_secret_file), NULL, 0, 0, false },
-	{ SEC_HIGHLEVEL, "webhook_key_ed25519", CT_PATH, G(ed25519_key), "keys/ghl-webhook-ed25519.pem", 0, 0, false },
-	{ SEC_HIGHLEVEL, "webhook_key_rsa", CT_PATH, G(rsa_key), "keys/ghl-webhook-rsa-legacy.pem", 0, 0, false },
-	{ SEC_HIGHLEVEL, "require_signature", CT_BOOL, G(require_signature), "yes", 0, 0, false },
-	{ SEC_HIGHLEVEL, "app_id", CT_STR, G(app_id), NULL, 0, 0, false },
-	{ SEC_HIGHLEVEL, "oauth_require_state", CT_BOOL, G(oauth_require_state), "no", 0, 0, false },
-	{ SEC_HIGHLEVEL, "oauth_callbacks_per_minute", CT_INT, G(oauth_callbacks_per_minute), "20", 1, 100000, false },
-	{ SEC_HIGHLEVEL, "delivery_token", CT_STR, G(delivery_token), NULL, 0, 0, true },
-	{ SEC_HIGHLEVEL, "rate_limit", CT_INT, G(rate_limit), "100", 1, 100000, false },
-	{ SEC_HIGHLEVEL, "rate_window", CT_INT, G(rate_window), "10", 1, 3600, false },
-	{ SEC_HIGHLEVEL, "timeout", CT_INT, G(api_timeout), "30", 1, 600, false },
-	{ SEC_HIGHLEVEL, "ca_file", CT_PATH, G(api_ca_file), NULL, 0, 0, false },
+	{ SEC_HIGHLEVEL, "api_base", CT_STR, G(api_base), "https://services.leadconnectorhq.com", 0, 0, false, NULL },
+	{ SEC_HIGHLEVEL, "client_id", CT_STR, G(client_id), NULL, 0, 0, false, NULL },
+	{ SEC_HIGHLEVEL, "client_secret", CT_STR, G(client_secret), NULL, 0, 0, true, NULL },
+	{ SEC_HIGHLEVEL, "client_secret_file", CT_PATH, G(client_secret_file), NULL, 0, 0, false, NULL },
+	{ SEC_HIGHLEVEL, "webhook_key_ed25519", CT_PATH, G(ed25519_key), "keys/ghl-webhook-ed25519.pem", 0, 0, false, NULL },
+	{ SEC_HIGHLEVEL, "webhook_key_rsa", CT_PATH, G(rsa_key), "keys/ghl-webhook-rsa-legacy.pem", 0, 0, false, NULL },
+	{ SEC_HIGHLEVEL, "require_signature", CT_BOOL, G(require_signature), "yes", 0, 0, false, NULL },
+	{ SEC_HIGHLEVEL, "app_id", CT_STR, G(app_id), NULL, 0, 0, false, NULL },
+	{ SEC_HIGHLEVEL, "oauth_require_state", CT_BOOL, G(oauth_require_state), "no", 0, 0, false, NULL },
+	{ SEC_HIGHLEVEL, "oauth_callbacks_per_minute", CT_INT, G(oauth_callbacks_per_minute), "20", 1, 100000, false, NULL },
+	{ SEC_HIGHLEVEL, "delivery_token", CT_STR, G(delivery_token), NULL, 0, 0, true, NULL },
+	{ SEC_HIGHLEVEL, "rate_limit", CT_INT, G(rate_limit), "100", 1, 100000, false, NULL },
+	{ SEC_HIGHLEVEL, "rate_window", CT_INT, G(rate_window), "10", 1, 3600, false, NULL },
+	{ SEC_HIGHLEVEL, "timeout", CT_INT, G(api_timeout), "30", 1, 600, false, NULL },
+	{ SEC_HIGHLEVEL, "ca_file", CT_PATH, G(api_ca_file), NULL, 0, 0, false, NULL },
 
-	{ SEC_STORE, "data_dir", CT_PATH, G(data_dir), "data", 0, 0, false },
-	{ SEC_STORE, "workers", CT_INT, G(workers), "4", 1, 256, false },
-	{ SEC_STORE, "max_lifetime", CT_INT, G(max_lifetime), "432000", 1, 60L * 86400, false },
-	{ SEC_STORE, "retry_base", CT_INT, G(retry_base), "60", 1, 86400, false },
-	{ SEC_STORE, "retry_max", CT_INT, G(retry_max), "3600", 1, 86400, false },
-	{ SEC_STORE, "max_attachment", CT_INT, G(max_attachment), "26214400", 1024, 1L << 30, false },
-	{ SEC_STORE, "max_attachments", CT_INT, G(max_attachments), "26214400", 1024, 1L << 30, false },
-	{ SEC_STORE, "attachment_timeout", CT_INT, G(attachment_timeout), "120", 1, 3600, false },
-	{ SEC_STORE, "attachment_allow", CT_STR, G(attachment_allow_s), NULL, 0, 0, false },
-	{ SEC_STORE, "token_key_file", CT_PATH, G(token_key_file), NULL, 0, 0, false },
-	{ SEC_STORE, "events_days", CT_INT, G(events_days), "30", 1, 3650, false },
+	{ SEC_STORE, "data_dir", CT_PATH, G(data_dir), "data", 0, 0, false, NULL },
+	{ SEC_STORE, "workers", CT_INT, G(workers), "4", 1, 256, false, NULL },
+	{ SEC_STORE, "max_lifetime", CT_INT, G(max_lifetime), "432000", 1, 60L * 86400, false, NULL },
+	{ SEC_STORE, "retry_base", CT_INT, G(retry_base), "60", 1, 86400, false, NULL },
+	{ SEC_STORE, "retry_max", CT_INT, G(retry_max), "3600", 1, 86400, false, NULL },
+	{ SEC_STORE, "max_attachment", CT_INT, G(max_attachment), "26214400", 1024, 1L << 30, false, NULL },
+	{ SEC_STORE, "max_attachments", CT_INT, G(max_attachments), "26214400", 1024, 1L << 30, false, NULL },
+	{ SEC_STORE, "attachment_timeout", CT_INT, G(attachment_timeout), "120", 1, 3600, false, NULL },
+	{ SEC_STORE, "attachment_allow", CT_STR, G(attachment_allow_s), NULL, 0, 0, false, NULL },
+	{ SEC_STORE, "token_key_file", CT_PATH, G(token_key_file), NULL, 0, 0, false, NULL },
+	{ SEC_STORE, "events_days", CT_INT, G(events_days), "30", 1, 3650, false, NULL },
 	/* at least a week: a DSN (Postfix bounces after 5 days) must still find its job */
-	{ SEC_STORE, "keep_days", CT_INT, G(keep_days), "30", 7, 3650, false },
-	{ SEC_STORE, "thread_days", CT_INT, G(thread_days), "365", 1, 36500, false },
-	{ SEC_STORE, "replay_days", CT_INT, G(replay_days), "400", 7, 36500, false },
+	{ SEC_STORE, "keep_days", CT_INT, G(keep_days), "30", 7, 3650, false, NULL },
+	{ SEC_STORE, "thread_days", CT_INT, G(thread_days), "365", 1, 36500, false, NULL },
+	{ SEC_STORE, "replay_days", CT_INT, G(replay_days), "400", 7, 36500, false, NULL },
 
-	{ SEC_PLUGINS, "dir", CT_PATH, G(plugin_dir), "plugins", 0, 0, false },
-	{ SEC_PLUGINS, "send_timeout", CT_INT, G(plugin_timeout), "30", 1, 3600, false },
+	{ SEC_PLUGINS, "dir", CT_PATH, G(plugin_dir), "plugins", 0, 0, false, NULL },
+	{ SEC_PLUGINS, "send_timeout", CT_INT, G(plugin_timeout), "30", 1, 3600, false, NULL },
 
-	{ SEC_LOCATION, "mode", CT_STR, L(mode), "default", 0, 0, false },
-	{ SEC_LOCATION, "sms", CT_STR, L(sms_plugin), NULL, 0, 0, false },
-	{ SEC_LOCATION, "call", CT_STR, L(call_plugin), NULL, 0, 0, false },
-	{ SEC_LOCATION, "sms_provider_id", CT_STR, L(sms_provider_id), NULL, 0, 0, false },
-	{ SEC_LOCATION, "call_provider_id", CT_STR, L(call_provider_id), NULL, 0, 0, false },
-	{ SEC_LOCATION, "provider_id", CT_STR, L(provider_id), NULL, 0, 0, false },
-	{ SEC_LOCATION, "from", CT_STR, L(from), NULL, 0, 0, false },
-	{ SEC_LOCATION, "allow_from_override", CT_BOOL, L(allow_from_override), "no", 0, 0, false },
-	{ SEC_LOCATION, "reply_domain", CT_STR, L(reply_domain), NULL, 0, 0, false },
-	{ SEC_LOCATION, "delivered_on", CT_STR, L(delivered_on_s), "relay", 0, 0, false },
-	{ SEC_LOCATION, "token", CT_STR, L(token), NULL, 0, 0, true },
-	{ SEC_LOCATION, "smtp_host", CT_STR, L(smtp.host), NULL, 0, 0, false },
-	{ SEC_LOCATION, "smtp_port", CT_INT, L(smtp.port), "25", 1, 65535, false },
-	{ SEC_LOCATION, "smtp_tls", CT_STR, L(smtp.tls), "starttls", 0, 0, false },
-	{ SEC_LOCATION, "smtp_tls_verify", CT_BOOL, L(smtp.tls_verify), "yes", 0, 0, false },
-	{ SEC_LOCATION, "smtp_ca_file", CT_PATH, L(smtp.ca_file), NULL, 0, 0, false },
-	{ SEC_LOCATION, "smtp_user", CT_STR, L(smtp.user), NULL, 0, 0, false },
-	{ SEC_LOCATION, "smtp_password", CT_STR, L(smtp.password), NULL, 0, 0, true },
-	{ SEC_LOCATION, "smtp_password_file", CT_PATH, L(smtp.password_file), NULL, 0, 0, false },
-	{ SEC_LOCATION, "smtp_allow_plaintext_auth", CT_BOOL, L(smtp.allow_plaintext_auth), "no", 0, 0, false },
-	{ SEC_LOCATION, "imap_host", CT_STR, L(imap.host), NULL, 0, 0, false },
-	{ SEC_LOCATION, "imap_port", CT_INT, L(imap.port), "993", 1, 65535, false },
-	{ SEC_LOCATION, "imap_tls", CT_STR, L(imap.tls), "tls", 0, 0, false },
-	{ SEC_LOCATION, "imap_tls_verify", CT_BOOL, L(imap.tls_verify), "yes", 0, 0, false },
-	{ SEC_LOCATION, "imap_ca_file", CT_PATH, L(imap.ca_file), NULL, 0, 0, false },
-	{ SEC_LOCATION, "imap_user", CT_STR, L(imap.user), NULL, 0, 0, false },
-	{ SEC_LOCATION, "imap_password", CT_STR, L(imap.password), NULL, 0, 0, true },
-	{ SEC_LOCATION, "imap_password_file", CT_PATH, L(imap.password_file), NULL, 0, 0, false },
-	{ SEC_LOCATION, "imap_allow_plaintext_auth", CT_BOOL, L(imap.allow_plaintext_auth), "no", 0, 0, false },
-	{ SEC_LOCATION, "imap_folder", CT_STR, L(imap_folder), "INBOX", 0, 0, false },
-	{ SEC_LOCATION, "imap_after", CT_STR, L(imap_after), "seen", 0, 0, false },
-	{ SEC_LOCATION, "imap_idle", CT_BOOL, L(imap_idle), "yes", 0, 0, false },
-	{ SEC_LOCATION, "imap_idle_interval", CT_INT, L(idle_interval), "300", 5, 1740, false },
-	{ SEC_LOCATION, "imap_poll_interval", CT_INT, L(poll_interval), "60", 1, 86400, false },
-	{ SEC_LOCATION, "auto_replies", CT_STR, L(auto_replies), "post", 0, 0, false },
-	{ SEC_LOCATION, "other_sender_replies", CT_STR, L(other_sender_replies), "own", 0, 0, false },
-	{ SEC_LOCATION, "lmtp_addresses", CT_STR, L(lmtp_addresses), NULL, 0, 0, false },
+	{ SEC_LOCATION, "mode", CT_STR, L(mode), "default", 0, 0, false, "default|custom" },
+	{ SEC_LOCATION, "sms", CT_STR, L(sms_plugin), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "call", CT_STR, L(call_plugin), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "sms_provider_id", CT_STR, L(sms_provider_id), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "call_provider_id", CT_STR, L(call_provider_id), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "provider_id", CT_STR, L(provider_id), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "from", CT_STR, L(from), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "allow_from_override", CT_BOOL, L(allow_from_override), "no", 0, 0, false, NULL },
+	{ SEC_LOCATION, "reply_domain", CT_STR, L(reply_domain), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "delivered_on", CT_STR, L(delivered_on_s), "relay", 0, 0, false, "relay|dsn" },
+	{ SEC_LOCATION, "token", CT_STR, L(token), NULL, 0, 0, true, NULL },
+	{ SEC_LOCATION, "smtp_host", CT_STR, L(smtp.host), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "smtp_port", CT_INT, L(smtp.port), "25", 1, 65535, false, NULL },
+	{ SEC_LOCATION, "smtp_tls", CT_STR, L(smtp.tls), "starttls", 0, 0, false, "none|starttls|tls" },
+	{ SEC_LOCATION, "smtp_tls_verify", CT_BOOL, L(smtp.tls_verify), "yes", 0, 0, false, NULL },
+	{ SEC_LOCATION, "smtp_ca_file", CT_PATH, L(smtp.ca_file), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "smtp_user", CT_STR, L(smtp.user), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "smtp_password", CT_STR, L(smtp.password), NULL, 0, 0, true, NULL },
+	{ SEC_LOCATION, "smtp_password_file", CT_PATH, L(smtp.password_file), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "smtp_allow_plaintext_auth", CT_BOOL, L(smtp.allow_plaintext_auth), "no", 0, 0, false, NULL },
+	{ SEC_LOCATION, "imap_host", CT_STR, L(imap.host), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "imap_port", CT_INT, L(imap.port), "993", 1, 65535, false, NULL },
+	{ SEC_LOCATION, "imap_tls", CT_STR, L(imap.tls), "tls", 0, 0, false, "none|starttls|tls" },
+	{ SEC_LOCATION, "imap_tls_verify", CT_BOOL, L(imap.tls_verify), "yes", 0, 0, false, NULL },
+	{ SEC_LOCATION, "imap_ca_file", CT_PATH, L(imap.ca_file), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "imap_user", CT_STR, L(imap.user), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "imap_password", CT_STR, L(imap.password), NULL, 0, 0, true, NULL },
+	{ SEC_LOCATION, "imap_password_file", CT_PATH, L(imap.password_file), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "imap_allow_plaintext_auth", CT_BOOL, L(imap.allow_plaintext_auth), "no", 0, 0, false, NULL },
+	{ SEC_LOCATION, "imap_folder", CT_STR, L(imap_folder), "INBOX", 0, 0, false, NULL },
+	{ SEC_LOCATION, "imap_after", CT_STR, L(imap_after), "seen", 0, 0, false, "seen|none|move:<folder>" },
+	{ SEC_LOCATION, "imap_idle", CT_BOOL, L(imap_idle), "yes", 0, 0, false, NULL },
+	{ SEC_LOCATION, "imap_idle_interval", CT_INT, L(idle_interval), "300", 5, 1740, false, NULL },
+	{ SEC_LOCATION, "imap_poll_interval", CT_INT, L(poll_interval), "60", 1, 86400, false, NULL },
+	{ SEC_LOCATION, "auto_replies", CT_STR, L(auto_replies), "post", 0, 0, false, "post|skip" },
+	{ SEC_LOCATION, "other_sender_replies", CT_STR, L(other_sender_replies), "own", 0, 0, false, "own|thread" },
+	{ SEC_LOCATION, "lmtp_addresses", CT_STR, L(lmtp_addresses), NULL, 0, 0, false, NULL },
 };
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 _Static_assert(N_KEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
@@ -195,6 +198,43 @@ parse_bool(const char *v, bool *out)
 	return 0;
 }
 
+/* Whether value is one of choices ("a|b|move:<folder>"). */
+static bool
+choice_ok(const char *choices, const char *value)
+{
+	const char *c = choices;
+	for (;;) {
+		size_t n = strcspn(c, "|");
+		const char *open = memchr(c, '<', n);
+		if (open && open > c && open[-1] == ':') {
+			size_t prefix = (size_t)(open - c);
+			if (!strncmp(value, c, prefix) && value[prefix])
+				return true;
+		} else if (strlen(value) == n && !strncmp(value, c, n)) {
+			return true;
+		}
+		if (!c[n])
+			return false;
+		c += n + 1;
+	}
+}
+
+/* "a|b|c" as "a, b or c". */
+static char *
+choices_text(const char *choices)
+{
+	char *out = xmalloc(strlen(choices) * 2 + 8), *o = out;
+	const char *last = strrchr(choices, '|');
+	for (const char *c = choices; *c; c++) {
+		if (*c != '|')
+			*o++ = *c;
+		else
+			o += sprintf(o, c == last ? " or " : ", ");
+	}
+	*o = '\0';
+	return out;
+}
+
 /* Stores value into the field described by k; returns an error string or NULL. */
 static const char *
 config_set(const struct config_key *k, void *base, const char *dir, const char *value)
@@ -205,6 +245,8 @@ config_set(const struct config_key *k, void *base, const char *dir, const char *
 
 	switch (k->type) {
 	case CT_STR:
+		if (k->choices && !choice_ok(k->choices, value))
+			return "not one of the allowed values";
 		free(*(char **)field);
 		*(char **)field = xstrdup(value);
 		return NULL;
@@ -236,6 +278,8 @@ config_apply_defaults(enum config_section sec, void *base, const char *dir)
 }
 
 static int config_parse_file(struct parse_state *ps, const char *path);
+static void free_key_where(struct location_config *loc);
+static const char *lwhere(const struct location_config *loc, const char *name);
 
 /* include = PATH: a file that must exist, or a glob that should match
  * (a warning when it matches nothing: one typo would drop every
@@ -409,11 +453,20 @@ config_handler(void *user, const char *section, const char *name, const char *va
 		if (k->section != ps->section || strcmp(k->name, name) != 0)
 			continue;
 		e = config_set(k, ps->section == SEC_LOCATION ? (void *)ps->loc : (void *)ps->cfg, ps->dir, value);
-		if (e)
+		if (e && k->choices) {
+			char *allowed = choices_text(k->choices);
+			perr(ps, "%s must be %s (got '%s')", name, allowed, value);
+			free(allowed);
+		} else if (e) {
 			perr(ps, "%s: %s", name, e);
-		else if (ps->section != SEC_LOCATION && i < CONFIG_MAX_KEYS) {
-			free(ps->cfg->key_where[i]);
-			ps->cfg->key_where[i] = xasprintf("%s:%d", ps->file, ps->line);
+		} else {
+			/* where each key was set, for the checks' messages */
+			char **w;
+			if (ps->section == SEC_LOCATION && !ps->loc->key_where)
+				ps->loc->key_where = xcalloc(N_KEYS, sizeof(char *));
+			w = ps->section == SEC_LOCATION ? &ps->loc->key_where[i] : &ps->cfg->key_where[i];
+			free(*w);
+			*w = xasprintf("%s:%d", ps->file, ps->line);
 		}
 		return 1;
 	}
@@ -702,95 +755,76 @@ read_secret(const char *path, FILE *err, const char *where, int *errors)
 }
 
 static void
-check_server(const char *where, const char *what, struct mail_server_config *m, FILE *err, int *errors)
+check_server(const struct location_config *loc, const char *what, struct mail_server_config *m, FILE *err,
+    int *errors)
 {
-	if (parse_tls_mode(m->tls, &m->tls_mode) < 0) {
-		fprintf(err, "%s: %s_tls must be none, starttls or tls (got '%s')\n", where, what, m->tls);
-		(*errors)++;
-	}
+	char key[32];
+#define KEY(suffix) (snprintf(key, sizeof(key), "%s_%s", what, suffix), lwhere(loc, key))
+	bool unreadable = false;
+
+	(void)parse_tls_mode(m->tls, &m->tls_mode);   /* the value was checked against its choices */
 	if (m->password && m->password_file) {
-		fprintf(err, "%s: set %s_password or %s_password_file, not both\n", where, what, what);
+		fprintf(err, "%s: set %s_password or %s_password_file, not both\n", KEY("password_file"), what, what);
 		(*errors)++;
 	} else if (m->password_file) {
-		m->password = read_secret(m->password_file, err, where, errors);
+		m->password = read_secret(m->password_file, err, KEY("password_file"), errors);
+		unreadable = m->password == NULL;
 	}
-	if (m->user && !m->password) {
-		fprintf(err, "%s: %s_user is set but no %s_password\n", where, what, what);
+	/* an unreadable password file was reported: not again as "no password" */
+	if (m->user && !m->password && !unreadable) {
+		fprintf(err, "%s: %s_user is set but no %s_password\n", KEY("user"), what, what);
 		(*errors)++;
 	}
 	if (m->ca_file && access(m->ca_file, R_OK) != 0) {
-		fprintf(err, "%s: %s_ca_file %s: %s\n", where, what, m->ca_file, strerror(errno));
+		fprintf(err, "%s: %s_ca_file %s: %s\n", KEY("ca_file"), what, m->ca_file, strerror(errno));
 		(*errors)++;
 	}
 	if (m->user && m->tls_mode == TLS_MODE_NONE && m->host && !netaddr_text_is_loopback(m->host) &&
 	    !m->allow_plaintext_auth) {
 		fprintf(err, "%s: %s_user with %s_tls = none would send the password in clear text to %s: use "
-		    "starttls or tls, or set %s_allow_plaintext_auth = yes if the path is trusted\n", where, what, what,
-		    m->host, what);
+		    "starttls or tls, or set %s_allow_plaintext_auth = yes if the path is trusted\n", KEY("tls"), what,
+		    what, m->host, what);
 		(*errors)++;
 	}
+#undef KEY
 }
 
+/* Each message names the line of the key at fault (the section's first
+ * line for a key that is missing). Enumerated values were checked as
+ * they were read, against the key's choices. */
 static void
 config_check_location(struct location_config *loc, FILE *err, int *errors)
 {
 	const char *w = loc->file;
 
-	if (!strcmp(loc->mode, "default"))
-		loc->provider_mode = PROVIDER_DEFAULT;
-	else if (!strcmp(loc->mode, "custom"))
-		loc->provider_mode = PROVIDER_CUSTOM;
-	else {
-		fprintf(err, "%s: mode must be default or custom (got '%s')\n", w, loc->mode);
-		(*errors)++;
-	}
+	loc->provider_mode = strcmp(loc->mode, "custom") ? PROVIDER_DEFAULT : PROVIDER_CUSTOM;
+	loc->delivered_on = strcmp(loc->delivered_on_s, "dsn") ? DELIVERED_ON_RELAY : DELIVERED_ON_DSN;
 	if (loc->provider_mode == PROVIDER_CUSTOM && !loc->provider_id) {
-		fprintf(err, "%s: mode = custom needs provider_id (the conversationProviderId)\n", w);
-		(*errors)++;
-	}
-	if (!strcmp(loc->delivered_on_s, "relay"))
-		loc->delivered_on = DELIVERED_ON_RELAY;
-	else if (!strcmp(loc->delivered_on_s, "dsn"))
-		loc->delivered_on = DELIVERED_ON_DSN;
-	else {
-		fprintf(err, "%s: delivered_on must be relay or dsn (got '%s')\n", w, loc->delivered_on_s);
+		fprintf(err, "%s: mode = custom needs provider_id (the conversationProviderId)\n", lwhere(loc, "mode"));
 		(*errors)++;
 	}
 	if (!loc->from) {
 		fprintf(err, "%s: from is required (the sender identity, \"Name <addr@domain>\")\n", w);
 		(*errors)++;
 	} else if (config_parse_mailbox(loc->from, &loc->from_name, &loc->from_addr) < 0) {
-		fprintf(err, "%s: from: not a valid mailbox: '%s'\n", w, loc->from);
+		fprintf(err, "%s: from: not a valid mailbox: '%s'\n", lwhere(loc, "from"), loc->from);
 		(*errors)++;
 	}
 	if (!loc->reply_domain && loc->from_addr)
 		loc->reply_domain = xstrdup(strchr(loc->from_addr, '@') + 1);
 	if (loc->reply_domain && (has_header_break(loc->reply_domain, strlen(loc->reply_domain)) ||
 	    strpbrk(loc->reply_domain, " <>@"))) {
-		fprintf(err, "%s: reply_domain: not a domain: '%s'\n", w, loc->reply_domain);
+		fprintf(err, "%s: reply_domain: not a domain: '%s'\n", lwhere(loc, "reply_domain"), loc->reply_domain);
 		(*errors)++;
 	}
 	if (!loc->smtp.host) {
 		fprintf(err, "%s: smtp_host is required\n", w);
 		(*errors)++;
 	}
-	check_server(w, "smtp", &loc->smtp, err, errors);
-	check_server(w, "imap", &loc->imap, err, errors);
-	if (strcmp(loc->imap_after, "seen") && strcmp(loc->imap_after, "none") &&
-	    (strncmp(loc->imap_after, "move:", 5) || !loc->imap_after[5])) {
-		fprintf(err, "%s: imap_after must be seen, none or move:<folder>\n", w);
-		(*errors)++;
-	}
-	if (strcmp(loc->other_sender_replies, "own") && strcmp(loc->other_sender_replies, "thread")) {
-		fprintf(err, "%s: other_sender_replies must be own or thread\n", w);
-		(*errors)++;
-	}
-	if (strcmp(loc->auto_replies, "post") && strcmp(loc->auto_replies, "skip")) {
-		fprintf(err, "%s: auto_replies must be post or skip\n", w);
-		(*errors)++;
-	}
+	check_server(loc, "smtp", &loc->smtp, err, errors);
+	check_server(loc, "imap", &loc->imap, err, errors);
 	if (loc->imap.host && !loc->imap.user) {
-		fprintf(err, "%s: imap_host is set but no imap_user\n", w);
+		fprintf(err, "%s: imap_host is set but no imap_user\n", lwhere(loc, "imap_host"));
 		(*errors)++;
 	}
 }
@@ -803,6 +837,16 @@ where(const struct config *cfg, const char *name)
 		if (config_keys[i].section != SEC_LOCATION && strcmp(config_keys[i].name, name) == 0)
 			return cfg->key_where[i] ? cfg->key_where[i] : cfg->path;
 	return cfg->path;
+}
+
+/* "file:line" where a location's key was set, else where its section starts. */
+static const char *
+lwhere(const struct location_config *loc, const char *name)
+{
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (config_keys[i].section == SEC_LOCATION && strcmp(config_keys[i].name, name) == 0)
+			return loc->key_where && loc->key_where[i] ? loc->key_where[i] : loc->file;
+	return loc->file;
 }
 
 /* The name of the n-th plugin a location uses (sms, then call), or NULL. */
@@ -857,17 +901,30 @@ check_key_file(struct config *cfg, const char *name, char **path, FILE *err, int
 static void
 config_check(struct config *cfg, FILE *err, int *errors)
 {
-	char *colon = strrchr(cfg->listen, ':');
-	char *end;
-	long port = colon ? strtol(colon + 1, &end, 10) : -1;
-	enum log_level lvl;
+	struct sockaddr_storage ss;
+	char *e = NULL;
+	int port;
 
-	if (!colon || colon == cfg->listen || *end || port < 0 || port > 65535) {
-		fprintf(err, "%s: listen must be host:port (got '%s')\n", where(cfg, "listen"), cfg->listen);
+	/* what serve would refuse, refused here too (check-config runs this) */
+	if (netaddr_parse_hostport(cfg->listen, &ss, &port, &e) < 0) {
+		fprintf(err, "%s: listen %s\n", where(cfg, "listen"), e);
+		free(e);
 		(*errors)++;
 	} else {
-		cfg->listen_host = strndup(cfg->listen, (size_t)(colon - cfg->listen));
-		cfg->listen_port = (int)port;
+		const char *colon = strrchr(cfg->listen, ':');
+		cfg->listen_host = xasprintf("%.*s", (int)(colon - cfg->listen), cfg->listen);
+		cfg->listen_port = port;
+	}
+	if (cfg->lmtp_listen && strncmp(cfg->lmtp_listen, "unix:", 5) &&
+	    netaddr_parse_hostport(cfg->lmtp_listen, &ss, NULL, &e) < 0) {
+		fprintf(err, "%s: lmtp_listen (host:port or unix:/path) %s\n", where(cfg, "lmtp_listen"), e);
+		free(e);
+		(*errors)++;
+	}
+	if (!netaddr_url_is_http(cfg->public_url)) {
+		fprintf(err, "%s: public_url must be the http(s) URL HighLevel reaches this server at (got '%s')\n",
+		    where(cfg, "public_url"), cfg->public_url);
+		(*errors)++;
 	}
 	if (strncmp(cfg->api_base, "http://", 7) && strncmp(cfg->api_base, "https://", 8)) {
 		fprintf(err, "%s: api_base must be an http(s) URL\n", where(cfg, "api_base"));
@@ -879,10 +936,6 @@ config_check(struct config *cfg, FILE *err, int *errors)
 	} else if (cfg->client_secret_file) {
 		cfg->client_secret = read_secret(cfg->client_secret_file, err, where(cfg, "client_secret_file"), errors);
 	}
-	if (log_level_from_name(cfg->log_level, &lvl) < 0) {
-		fprintf(err, "%s: log_level must be error, warn, info or debug\n", where(cfg, "log_level"));
-		(*errors)++;
-	}
 	/* a key that is named must be there: a typo must not quietly leave
 	 * only the other key (or none) checking signatures. A default path
 	 * that is missing only warns; an empty value turns a key off. */
@@ -892,13 +945,10 @@ config_check(struct config *cfg, FILE *err, int *errors)
 		fprintf(err, "%s: require_signature is on but no webhook key is set\n", where(cfg, "require_signature"));
 		(*errors)++;
 	}
-	{
-		char *e = NULL;
-		if (netaddr_list_parse(cfg->attachment_allow_s, &cfg->attachment_allow, &e) < 0) {
-			fprintf(err, "%s: attachment_allow: %s\n", where(cfg, "attachment_allow"), e);
-			free(e);
-			(*errors)++;
-		}
+	if (netaddr_list_parse(cfg->attachment_allow_s, &cfg->attachment_allow, &e) < 0) {
+		fprintf(err, "%s: attachment_allow: %s\n", where(cfg, "attachment_allow"), e);
+		free(e);
+		(*errors)++;
 	}
 	if (cfg->max_attachment > cfg->max_attachments) {
 		fprintf(err, "%s: max_attachment is larger than max_attachments (the whole message's)\n",
@@ -925,13 +975,10 @@ config_check(struct config *cfg, FILE *err, int *errors)
 			memset(k, 0, len);
 		free(k);
 	}
-	{
-		char *e = NULL;
-		if (netaddr_list_parse(cfg->lmtp_allow, &cfg->lmtp_allow_list, &e) < 0) {
-			fprintf(err, "%s: lmtp_allow: %s\n", where(cfg, "lmtp_allow"), e);
-			free(e);
-			(*errors)++;
-		}
+	if (netaddr_list_parse(cfg->lmtp_allow, &cfg->lmtp_allow_list, &e) < 0) {
+		fprintf(err, "%s: lmtp_allow: %s\n", where(cfg, "lmtp_allow"), e);
+		free(e);
+		(*errors)++;
 	}
 	if (cfg->max_buffered < cfg->max_body) {
 		fprintf(err, "%s: max_buffered is smaller than max_body: no webhook that large could be taken\n",
@@ -976,12 +1023,23 @@ config_load(const char *path, FILE *err)
 	free(ps.bad_section);
 	/* semantic checks run even after syntax errors: one run, every error */
 	config_check(cfg, err, &ps.errors);
+	for (size_t i = 0; i < cfg->n_locations; i++)
+		free_key_where(&cfg->locations[i]);
 	if (ps.errors) {
 		fprintf(err, "%s: %d error%s\n", path, ps.errors, ps.errors == 1 ? "" : "s");
 		config_free(cfg);
 		return NULL;
 	}
 	return cfg;
+}
+
+static void
+free_key_where(struct location_config *loc)
+{
+	for (size_t i = 0; loc->key_where && i < N_KEYS; i++)
+		free(loc->key_where[i]);
+	free(loc->key_where);
+	loc->key_where = NULL;
 }
 
 static void
@@ -1080,12 +1138,12 @@ mask_url(const char *v)
 	return out;
 }
 
-static void
-dump_value(FILE *out, const char *key, const char *v, bool secret)
+/* A key's value as check-config shows it: secrets masked, URLs without
+ * their userinfo and query values. */
+static char *
+render_value(const char *v, bool secret)
 {
-	char *shown = secret ? xstrdup(v ? "********" : "") : mask_url(v ? v : "");
-	fprintf(out, "%s = %s\n", key, shown);
-	free(shown);
+	return secret ? xstrdup(v ? "********" : "") : mask_url(v ? v : "");
 }
 
 /* A plugin's keys are opaque to us: those whose names say secret are
@@ -1101,51 +1159,116 @@ plugin_key_secret(const char *key)
 	return false;
 }
 
-static void
-dump_section(FILE *out, enum config_section sec, const void *base)
+static char *
+render_key(const struct config_key *k, const void *base)
 {
+	const void *f = (const char *)base + k->offset;
+	switch (k->type) {
+	case CT_STR:
+	case CT_PATH:
+		/* a secret read from a *_file shows as set too */
+		return render_value(*(char *const *)f, k->secret);
+	case CT_INT:
+		return xasprintf("%ld", *(const long *)f);
+	case CT_BOOL:
+		return xstrdup(*(const bool *)f ? "yes" : "no");
+	}
+	return xstrdup("");
+}
+
+/* The section's keys; with defaults (check-config -n) only those whose
+ * value differs from it, and the header (unless NULL) only when there
+ * is one. */
+static void
+dump_section(FILE *out, const char *header, enum config_section sec, const void *base, const void *defaults)
+{
+	bool headed = header == NULL;   /* NULL: printed already */
 	for (size_t i = 0; i < N_KEYS; i++) {
 		const struct config_key *k = &config_keys[i];
-		const void *f = (const char *)base + k->offset;
+		char *v, *d;
 		if (k->section != sec)
 			continue;
-		switch (k->type) {
-		case CT_STR:
-		case CT_PATH: {
-			/* secret read from a *_file shows as set too */
-			dump_value(out, k->name, *(char *const *)f, k->secret);
-			break;
+		v = render_key(k, base);
+		d = defaults ? render_key(k, defaults) : NULL;
+		if (!d || strcmp(v, d)) {
+			if (!headed)
+				fprintf(out, "%s\n", header);
+			headed = true;
+			fprintf(out, "%s = %s\n", k->name, v);
 		}
-		case CT_INT:
-			fprintf(out, "%s = %ld\n", k->name, *(const long *)f);
-			break;
-		case CT_BOOL:
-			fprintf(out, "%s = %s\n", k->name, *(const bool *)f ? "yes" : "no");
-			break;
-		}
+		free(v);
+		free(d);
 	}
 }
 
 void
-config_dump(const struct config *cfg, FILE *out)
+config_dump(const struct config *cfg, FILE *out, bool non_default)
 {
-	fprintf(out, "[server]\n");
-	dump_section(out, SEC_SERVER, cfg);
-	fprintf(out, "\n[highlevel]\n");
-	dump_section(out, SEC_HIGHLEVEL, cfg);
-	fprintf(out, "\n[store]\n");
-	dump_section(out, SEC_STORE, cfg);
-	fprintf(out, "\n[plugins]\n");
-	dump_section(out, SEC_PLUGINS, cfg);
+	static const struct { enum config_section sec; const char *header; } globals[] = {
+		{ SEC_SERVER, "[server]" }, { SEC_HIGHLEVEL, "\n[highlevel]" }, { SEC_STORE, "\n[store]" },
+		{ SEC_PLUGINS, "\n[plugins]" },
+	};
+	struct config *dg = NULL;
+	struct location_config *dl = NULL;
+
+	if (non_default) {
+		dg = xcalloc(1, sizeof(*dg));
+		dl = xcalloc(1, sizeof(*dl));
+		for (size_t i = 0; i < sizeof(globals) / sizeof(globals[0]); i++)
+			config_apply_defaults(globals[i].sec, dg, cfg->dir);
+		config_apply_defaults(SEC_LOCATION, dl, cfg->dir);
+	}
+	for (size_t i = 0; i < sizeof(globals) / sizeof(globals[0]); i++)
+		dump_section(out, globals[i].header, globals[i].sec, cfg, dg);
 	for (size_t i = 0; i < cfg->n_plugin_sections; i++) {
 		const struct plugin_section *p = &cfg->plugin_sections[i];
 		fprintf(out, "\n[plugin %s]\n", p->name);
-		for (size_t k = 0; k < p->n; k++)
-			dump_value(out, p->keys[k], p->values[k], plugin_key_secret(p->keys[k]));
+		for (size_t k = 0; k < p->n; k++) {
+			char *v = render_value(p->values[k], plugin_key_secret(p->keys[k]));
+			fprintf(out, "%s = %s\n", p->keys[k], v);
+			free(v);
+		}
 	}
 	for (size_t i = 0; i < cfg->n_locations; i++) {
+		/* every location is named, even one with only defaults */
 		fprintf(out, "\n[location %s]\n", cfg->locations[i].id);
-		dump_section(out, SEC_LOCATION, &cfg->locations[i]);
+		dump_section(out, NULL, SEC_LOCATION, &cfg->locations[i], dl);
+	}
+	if (dg) {
+		for (size_t i = 0; i < sizeof(globals) / sizeof(globals[0]); i++)
+			free_fields(globals[i].sec, dg);
+		free_fields(SEC_LOCATION, dl);
+		free(dg);
+		free(dl);
+	}
+}
+
+void
+config_keys_print(FILE *out, bool man)
+{
+	static const char *const sections[] = { [SEC_SERVER] = "server", [SEC_HIGHLEVEL] = "highlevel",
+	    [SEC_STORE] = "store", [SEC_PLUGINS] = "plugins", [SEC_LOCATION] = "location" };
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct config_key *k = &config_keys[i];
+		const char *sec = sections[k->section];
+		char *allowed;
+		if (k->choices)
+			allowed = choices_text(k->choices);
+		else if (k->type == CT_INT)
+			allowed = xasprintf("%ld to %ld", k->min, k->max);
+		else if (k->type == CT_BOOL)
+			allowed = xstrdup("yes or no");
+		else if (k->type == CT_PATH)
+			allowed = xstrdup("a path (relative to the file naming it)");
+		else
+			allowed = xstrdup("text");
+		if (man)
+			fprintf(out, ".TP\n.BR %s \" [%s]\"\n%s%s%s; %s%s\n", k->name, sec, k->def ? "default \\fB" : "no default",
+			    k->def ? k->def : "", k->def ? "\\fR" : "", allowed, k->secret ? "; a secret (masked)" : "");
+		else
+			fprintf(out, "[%s] %s = %s\t(%s%s)\n", sec, k->name, k->def ? k->def : "", allowed,
+			    k->secret ? "; secret" : "");
+		free(allowed);
 	}
 }
 

@@ -35,6 +35,7 @@ struct location_config {
 	char *id;                  /* HighLevel locationId */
 	char *file;                /* where its section starts, for messages */
 	int line;
+	char **key_where;          /* while loading: "file:line" per key set (by table index) */
 	char *mode;                /* "default" | "custom" */
 	enum provider_mode provider_mode;
 	char *provider_id;         /* conversationProviderId (custom mode) */
@@ -144,7 +145,13 @@ struct config *config_load(const char *path, FILE *err);
 void config_free(struct config *cfg);
 
 /* Prints the effective configuration with secrets masked. */
-void config_dump(const struct config *cfg, FILE *out);
+/* The effective configuration, as check-config prints it (secrets
+ * masked); non_default: only what differs from the defaults (-n). */
+void config_dump(const struct config *cfg, FILE *out, bool non_default);
+/* Every key the parser knows, from its table: section, default and the
+ * values allowed (check-config --keys; man: as mailbridge.conf(5)'s
+ * generated key list, in troff). */
+void config_keys_print(FILE *out, bool man);
 
 /* NULL when the location is not configured. Borrowed pointer. */
 const struct location_config *config_location(const struct config *cfg, const char *id);

@@ -28,6 +28,7 @@
 #include <getopt.h>
 #include <gmime/gmime.h>
 #include <gnutls/gnutls.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,19 +40,49 @@
 /* quiet: errors and warnings only (the unit's ExecStartPre: the journal
  * gets no copy of the configuration on every start) */
 int
-ctl_check_config(const char *path, bool quiet)
+ctl_check_config(const struct ctl_opts *o)
 {
-	struct config *cfg = config_load(path, stderr);
-	if (!cfg)
+	struct config *cfg;
+	struct app app = { 0 };
+	struct plugin_host *plugins;
+	struct sig_keys *keys;
+	char *err = NULL;
+	int r = 0;
+
+	if (o->keys) {
+		/* the parser's own table; no configuration needed */
+		config_keys_print(stdout, !strcmp(o->keys, "man"));
+		return 0;
+	}
+	if (!(cfg = config_load(o->path, stderr)))
 		return 1;
-	if (!quiet)
-		config_dump(cfg, stdout);
+	app.cfg = cfg;
+	/* what serve loads besides the file: the webhook keys and the plugins
+	 * (opened and their ABI checked, not started) */
+	if (!(keys = sig_keys_load(cfg->ed25519_key, cfg->rsa_key, &err)) ||
+	    !(plugins = plugin_host_check(&app, &err))) {
+		fprintf(stderr, "%s: %s\n", cfg->path, err);
+		free(err);
+		r = 1;
+	} else {
+		plugin_host_free(plugins);
+	}
+	sig_keys_free(keys);
+	if (r == 0 && !o->quiet)
+		config_dump(cfg, stdout, o->non_default);
 	config_free(cfg);
-	return 0;
+	return r;
 }
 
-static void
-fmt_time(int64_t ms, char *buf, size_t len)
+void
+ctl_print_json(json_t *v)
+{
+	json_dumpf(v, stdout, JSON_INDENT(2));
+	putchar('\n');
+}
+
+void
+ctl_fmt_time(int64_t ms, char *buf, size_t len)
 {
 	time_t t = (time_t)(ms / 1000);
 	struct tm tm;
@@ -60,95 +91,27 @@ fmt_time(int64_t ms, char *buf, size_t len)
 }
 
 static void
-print_job_row(const struct job *j, void *arg)
-{
-	char when[32];
-	fmt_time(j->created_at, when, sizeof(when));
-	printf("%-24s %-22s %-8s %-8s %3d  %-8s %s\n", j->message_id, j->location_id, j->type,
-	    job_state_name(j->fsm.job), j->attempts, job_report_state_name(j->fsm.report), when);
-}
-
-int
-ctl_queue(const char *path, int argc, char **argv)
-{
-	struct app app;
-	struct job *j = NULL;
-	int r = 1;
-
-	if (argc < 1) {
-		fprintf(stderr, "mailbridge queue: what to do? list, show ID, retry ID or drop ID\n");
-		main_usage(stderr);
-		return 2;
-	}
-	if (strcmp(argv[0], "list") && argc < 2) {
-		fprintf(stderr, "mailbridge queue %s: which job? give its messageId\n", argv[0]);
-		main_usage(stderr);
-		return 2;
-	}
-	/* list and show only read */
-	if ((!strcmp(argv[0], "list") || !strcmp(argv[0], "show") ? app_open_readonly(&app, path) :
-	    app_open(&app, path)) < 0)
-		return 1;
-	if (!strcmp(argv[0], "list")) {
-		printf("%-24s %-22s %-8s %-8s %3s  %-8s %s\n", "MESSAGE", "LOCATION", "TYPE", "STATE", "TRY",
-		    "REPORT", "CREATED");
-		r = store_job_list(app.store, 1000, print_job_row, NULL) < 0;
-	} else if (argc < 2) {
-		fprintf(stderr, "mailbridge queue %s: which job? give its messageId\n", argv[0]);
-		main_usage(stderr);
-		r = 2;
-	} else if (!strcmp(argv[0], "show")) {
-		if (store_job_get(app.store, argv[1], &j) == 1) {
-			char when[32], next[32];
-			fmt_time(j->created_at, when, sizeof(when));
-			if (job_is_open(j->fsm.job))
-				fmt_time(j->next_at, next, sizeof(next));
-			else
-				snprintf(next, sizeof(next), "- (%s)", job_state_name(j->fsm.job));
-			printf("messageId     %s\nlocationId    %s\ntype          %s\nstate         %s\n"
-			    "attempts      %d\ncreated       %s\nnext attempt  %s\nlast reply    %d %s\n"
-			    "Message-ID    %s\nrecipients    %s\nreport        %s %s (%d attempts) %s\n",
-			    j->message_id, j->location_id, j->type, job_state_name(j->fsm.job), j->attempts, when, next,
-			    j->last_code, j->last_error ? j->last_error : "", j->rfc_message_id ? j->rfc_message_id : "-",
-			    j->rcpt_state ? j->rcpt_state : "-", job_report_status_name(j->fsm.status) ?
-			    job_report_status_name(j->fsm.status) : "-", job_report_state_name(j->fsm.report), j->report_attempts,
-			    j->report_error ? j->report_error : "");
-			r = 0;
-		} else {
-			fprintf(stderr, "no job %s\n", argv[1]);
-		}
-	} else if (!strcmp(argv[0], "retry")) {
-		r = jobs_retry(app.store, argv[1]) == 1 ? 0 : 1;
-		fprintf(r ? stderr : stdout, r ? "no queued or failed job %s with its payload (a sent job cannot go again)\n" :
-		    "job %s queued now\n", argv[1]);
-	} else if (!strcmp(argv[0], "drop")) {
-		r = jobs_drop(app.store, argv[1]) == 1 ? 0 : 1;
-		fprintf(r ? stderr : stdout, r ? "no droppable job %s (not found or being sent)\n" :
-		    "job %s dropped\n", argv[1]);
-	} else {
-		fprintf(stderr, "mailbridge queue: no subcommand \"%s\" (list, show, retry or drop)\n", argv[0]);
-		main_usage(stderr);
-		r = 2;
-	}
-	store_job_free(j);
-	app_close(&app);
-	return r;
-}
-
-static void
 print_inbound_row(const struct inbound_row *r, void *arg)
 {
 	char when[32];
-	fmt_time(r->created_at, when, sizeof(when));
+	ctl_fmt_time(r->created_at, when, sizeof(when));
+	if (arg) {
+		json_array_append_new(arg, json_pack("{s:s, s:s, s:i, s:s, s:s, s:s?, s:s?}", "locationId",
+		    r->location_id, "state", inbound_state_name(r->state), "attempts", r->attempts, "received", when,
+		    "key", r->key, "summary", r->summary, "error", r->error));
+		return;
+	}
 	printf("%-20s %-8s %3d %s %s\n    %s%s%s\n", r->location_id, inbound_state_name(r->state), r->attempts, when, r->key,
 	    r->summary ? r->summary : "", r->error ? "\n    error: " : "", r->error ? r->error : "");
 }
 
 int
-ctl_inbound(const char *path, int argc, char **argv)
+ctl_inbound(const struct ctl_opts *o)
 {
 	struct app app;
-	int r = 1;
+	const char *path = o->path;
+	int argc = o->argc, r = 1;
+	char **argv = o->argv;
 
 	if (argc < 1 || (strcmp(argv[0], "list") && argc < 3)) {
 		fprintf(stderr, "mailbridge inbound: list [STATE], or retry LOCATION KEY\n");
@@ -162,7 +125,13 @@ ctl_inbound(const char *path, int argc, char **argv)
 		if (state < 0)
 			fprintf(stderr, "no inbound state \"%s\" (posting, posted, skipped, dsn, failed or retry)\n",
 			    argv[1]);
-		else {
+		else if (o->json) {
+			json_t *rows = json_array();
+			r = store_inbound_list(app.store, (enum inbound_state)state, print_inbound_row, rows) < 0;
+			if (r == 0)
+				ctl_print_json(rows);
+			json_decref(rows);
+		} else {
 			printf("%-20s %-8s %3s %-20s %s\n    %s\n", "LOCATION", "STATE", "TRY", "RECEIVED", "KEY",
 			    "FROM | SUBJECT");
 			r = store_inbound_list(app.store, (enum inbound_state)state, print_inbound_row, NULL) < 0;
@@ -188,9 +157,10 @@ ctl_inbound(const char *path, int argc, char **argv)
 
 /* A call logged from a script (a PBX hook, a CDR export). */
 int
-ctl_call_log(const char *path, const char *location, const char *direction, const char *from, const char *to,
-    const char *status, const char *recording)
+ctl_call_log(const struct ctl_opts *o)
 {
+	const char *path = o->path, *location = o->location, *direction = o->direction, *from = o->from;
+	const char *to = o->to, *status = o->status, *recording = o->recording;
 	struct app app;
 	const struct location_config *loc;
 	struct call_record c = { 0 };
@@ -232,7 +202,14 @@ static void
 print_event(int64_t at, const char *message_id, const char *kind, const char *detail, void *arg)
 {
 	char when[32];
-	fmt_time(at, when, sizeof(when));
+	ctl_fmt_time(at, when, sizeof(when));
+	if (arg) {
+		char *iso = xasprintf("%.19s.%03dZ", when, (int)(at % 1000));
+		json_array_append_new(arg, json_pack("{s:s, s:s?, s:s, s:s?}", "at", iso, "messageId", message_id,
+		    "kind", kind, "detail", detail));
+		free(iso);
+		return;
+	}
 	/* 2026-11-29T21:09:33.123Z: the milliseconds where they belong */
 	printf("%.19s.%03dZ  %-22s %-8s %s\n", when, (int)(at % 1000), message_id ? message_id : "-", kind,
 	    detail ? detail : "");
@@ -240,33 +217,40 @@ print_event(int64_t at, const char *message_id, const char *kind, const char *de
 
 /* The journey of a message: by HighLevel messageId, Message-ID or address. */
 int
-ctl_trace(const char *path, int argc, char **argv)
+ctl_trace(const struct ctl_opts *o)
 {
 	struct app app;
+	json_t *events = o->json ? json_array() : NULL;
 	char *key;
 	int n;
 
-	if (argc < 1) {
+	if (o->argc < 1) {
 		fprintf(stderr, "mailbridge trace: what to trace? a messageId, a Message-ID or an address\n");
 		main_usage(stderr);
 		return 2;
 	}
-	if (app_open_readonly(&app, path) < 0)
+	if (app_open_readonly(&app, o->path) < 0) {
+		json_decref(events);
 		return 1;
-	key = xstrdup(argv[0][0] == '<' ? argv[0] + 1 : argv[0]);
+	}
+	key = xstrdup(o->argv[0][0] == '<' ? o->argv[0] + 1 : o->argv[0]);
 	if (*key && key[strlen(key) - 1] == '>')
 		key[strlen(key) - 1] = '\0';
-	n = store_events_each(app.store, key, print_event, NULL);
+	n = store_events_each(app.store, key, print_event, events);
 	if (n == 0)
-		fprintf(stderr, "nothing recorded for %s (events are kept %ld days)\n", argv[0], app.cfg->events_days);
+		fprintf(stderr, "nothing recorded for %s (events are kept %ld days)\n", o->argv[0], app.cfg->events_days);
+	else if (events)
+		ctl_print_json(events);
+	json_decref(events);
 	free(key);
 	app_close(&app);
 	return n > 0 ? 0 : 1;
 }
 
 int
-ctl_send_test(const char *path, const char *location, const char *to)
+ctl_send_test(const struct ctl_opts *o)
 {
+	const char *path = o->path, *location = o->location, *to = o->to;
 	struct app app;
 	const struct location_config *loc;
 	int r;
@@ -291,16 +275,21 @@ ctl_send_test(const char *path, const char *location, const char *to)
 }
 
 int
-ctl_accounts(const char *path)
+ctl_accounts(const struct ctl_opts *o)
 {
 	struct app app;
-	if (app_open_readonly(&app, path) < 0)
+	json_t *rows = o->json ? json_array() : NULL;
+
+	if (app_open_readonly(&app, o->path) < 0) {
+		json_decref(rows);
 		return 1;
-	printf("%-24s %-10s %-32s %-5s %s\n", "LOCATION", "MODE", "TOKEN", "SMTP", "IMAP WATCHER");
+	}
+	if (!rows)
+		printf("%-24s %-10s %-32s %-5s %s\n", "LOCATION", "MODE", "TOKEN", "SMTP", "IMAP WATCHER");
 	for (size_t i = 0; i < app.cfg->n_locations; i++) {
 		const struct location_config *loc = &app.cfg->locations[i];
 		struct token *t = NULL;
-		char tok[48], watch[160] = "not configured";
+		char tok[48], watch[160] = "not configured", since[32] = "";
 		char *wstate = NULL, *wdetail = NULL;
 		int64_t wat = 0;
 		if (store_token_get(app.store, loc->id, &t) == 1) {
@@ -310,7 +299,7 @@ ctl_accounts(const char *path)
 				snprintf(tok, sizeof(tok), "installed, no token");
 			else {
 				char when[32];
-				fmt_time(t->expires_at, when, sizeof(when));
+				ctl_fmt_time(t->expires_at, when, sizeof(when));
 				snprintf(tok, sizeof(tok), "until %s", when);
 			}
 		} else {
@@ -319,17 +308,26 @@ ctl_accounts(const char *path)
 		if (store_is_uninstalled(app.store, loc->id) == 1)
 			snprintf(tok, sizeof(tok), "uninstalled");
 		if (loc->imap.host && store_watcher_get(app.store, loc->id, &wstate, &wdetail, &wat) == 1) {
-			char when[32];
-			fmt_time(wat, when, sizeof(when));
-			snprintf(watch, sizeof(watch), "%s since %s%s%s", wstate, when, wdetail ? ": " : "", wdetail ? wdetail : "");
+			ctl_fmt_time(wat, since, sizeof(since));
+			snprintf(watch, sizeof(watch), "%s since %s%s%s", wstate, since, wdetail ? ": " : "",
+			    wdetail ? wdetail : "");
 		} else if (loc->imap.host) {
 			snprintf(watch, sizeof(watch), "not started yet");
 		}
-		printf("%-24s %-10s %-32s %-5s %s\n", loc->id, loc->mode, tok, loc->smtp.host ? "yes" : "no", watch);
+		if (rows)
+			json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:b, s:s?, s:s?, s:s?}", "locationId", loc->id,
+			    "mode", loc->mode, "token", tok, "smtp", loc->smtp.host != NULL, "watcher",
+			    loc->imap.host ? (wstate ? wstate : "not started yet") : NULL, "watcherSince",
+			    since[0] ? since : NULL, "watcherDetail", wdetail));
+		else
+			printf("%-24s %-10s %-32s %-5s %s\n", loc->id, loc->mode, tok, loc->smtp.host ? "yes" : "no", watch);
 		free(wstate);
 		free(wdetail);
 		store_token_free(t);
 	}
+	if (rows)
+		ctl_print_json(rows);
+	json_decref(rows);
 	app_close(&app);
 	return 0;
 }
@@ -337,22 +335,22 @@ ctl_accounts(const char *path)
 
 /* An online copy of the store (keys included), taken while the daemon runs. */
 int
-ctl_backup(const char *path, int argc, char **argv)
+ctl_backup(const struct ctl_opts *o)
 {
 	struct app app;
 	char *err = NULL;
 	int64_t bytes = 0;
 	int r;
 
-	if (argc != 1) {
+	if (o->argc != 1) {
 		fprintf(stderr, "mailbridge backup: name the file to write (mailbridge backup FILE)\n");
 		return 2;
 	}
-	if (app_open_readonly(&app, path) < 0)
+	if (app_open_readonly(&app, o->path) < 0)
 		return 1;
-	r = store_backup(app.store, argv[0], &bytes, &err);
+	r = store_backup(app.store, o->argv[0], &bytes, &err);
 	if (r == 1)
-		printf("store copied to %s (%lld bytes, mode 0600; it holds the store's keys)\n", argv[0],
+		printf("store copied to %s (%lld bytes, mode 0600; it holds the store's keys)\n", o->argv[0],
 		    (long long)bytes);
 	else
 		fprintf(stderr, "mailbridge backup: %s\n", err);

@@ -310,27 +310,17 @@ http_start(const char *host, int port, int listen_fd, const struct http_route *r
 {
 	struct http_server *srv = xcalloc(1, sizeof(*srv));
 	struct sockaddr_storage ss = { 0 };
-	char bare[64];
-	size_t hl = strlen(host);
 	unsigned v6 = 0;
 	const union MHD_DaemonInfo *info;
 
 	/* "127.0.0.1", "localhost", "::1" or "[::1]" */
-	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']')
-		snprintf(bare, sizeof(bare), "%.*s", (int)(hl - 2), host + 1);
-	else
-		snprintf(bare, sizeof(bare), "%s", strcmp(host, "localhost") == 0 ? "127.0.0.1" : host);
-	if (netaddr_from_string(bare, &ss) < 0) {
+	if (netaddr_parse_host(host, port, &ss) < 0) {
 		*error_r = xasprintf("listen address %s is not an IPv4 or IPv6 address", host);
 		free(srv);
 		return NULL;
 	}
-	if (ss.ss_family == AF_INET6) {
-		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+	if (ss.ss_family == AF_INET6)
 		v6 = MHD_USE_IPv6;
-	} else {
-		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
-	}
 	srv->routes = routes;
 	srv->n_routes = n_routes;
 	srv->ctx = ctx;

@@ -469,29 +469,13 @@ lmtp_listen_socket(const char *listen_on, char **unix_path_r, char **error_r)
 		*unix_path_r = xstrdup(path);
 		return fd;
 	} else {
-		const char *colon = strrchr(listen_on, ':');
-		char *host;
-		size_t hl;
-		if (!colon) {
-			*error_r = xasprintf("lmtp_listen must be host:port or unix:/path (got %s)", listen_on);
+		char *e = NULL;
+		if (netaddr_parse_hostport(listen_on, &ss, NULL, &e) < 0) {
+			*error_r = xasprintf("lmtp_listen (host:port or unix:/path): %s", e);
+			free(e);
 			return -1;
 		}
-		hl = (size_t)(colon - listen_on);
-		host = hl >= 2 && listen_on[0] == '[' && listen_on[hl - 1] == ']' ? strndup(listen_on + 1, hl - 2) :
-		    strndup(listen_on, hl);
-		if (netaddr_from_string(strcmp(host, "localhost") ? host : "127.0.0.1", &ss) < 0) {
-			*error_r = xasprintf("lmtp_listen: %s is not an IPv4 or IPv6 address", host);
-			free(host);
-			return -1;
-		}
-		free(host);
-		if (ss.ss_family == AF_INET6) {
-			((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)atoi(colon + 1));
-			sl = sizeof(struct sockaddr_in6);
-		} else {
-			((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)atoi(colon + 1));
-			sl = sizeof(struct sockaddr_in);
-		}
+		sl = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd >= 0)
 			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));

@@ -28,14 +28,16 @@ main_usage(FILE *out)
 {
 	fprintf(out,
 	    "usage: mailbridge [serve] [-c FILE]\n"
-	    "       mailbridge check-config [-q] [-c FILE]\n"
-	    "       mailbridge queue list|show ID|retry ID|drop ID [-c FILE]\n"
+	    "       mailbridge check-config [-q | -n | --keys] [-c FILE]\n"
+	    "       mailbridge queue list [--state S] [--location ID] [--older-than 2h] [--json]\n"
+	    "       mailbridge queue show ID | retry ID | retry --all-failed | drop ID | flush [-c FILE]\n"
 	    "       mailbridge send-test --location ID --to ADDR [-c FILE]\n"
-	    "       mailbridge inbound list [STATE] | retry LOCATION KEY [-c FILE]\n"
-	    "       mailbridge accounts [-c FILE]\n"
+	    "       mailbridge inbound list [STATE] [--json] | retry LOCATION KEY [-c FILE]\n"
+	    "       mailbridge accounts [--json] [-c FILE]\n"
+
 	    "       mailbridge backup FILE [-c FILE]\n"
 	    "       mailbridge version | --version\n"
-	    "       mailbridge trace MESSAGEID|MESSAGE-ID|ADDRESS [-c FILE]\n"
+	    "       mailbridge trace MESSAGEID|MESSAGE-ID|ADDRESS [--json] [-c FILE]\n"
 	    "       mailbridge call-log --location ID --direction inbound|outbound --from E164 --to E164\n"
 	    "                 --status completed|answered|busy|no-answer|failed|canceled|voicemail|pending\n"
 	    "                 [--recording URL] [-c FILE]\n"
@@ -64,6 +66,7 @@ main_lib_deinit(void)
 int
 main(int argc, char **argv)
 {
+	enum { OPT_STATE = 256, OPT_OLDER, OPT_JSON, OPT_ALL_FAILED, OPT_KEYS };
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "location", required_argument, NULL, 'l' },
@@ -72,28 +75,47 @@ main(int argc, char **argv)
 		{ "direction", required_argument, NULL, 'd' },
 		{ "status", required_argument, NULL, 's' },
 		{ "recording", required_argument, NULL, 'r' },
+		{ "state", required_argument, NULL, OPT_STATE },
+		{ "older-than", required_argument, NULL, OPT_OLDER },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "all-failed", no_argument, NULL, OPT_ALL_FAILED },
+		{ "keys", optional_argument, NULL, OPT_KEYS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "non-default", no_argument, NULL, 'n' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *path = NULL, *location = NULL, *to = NULL, *cmd = "serve";
-	const char *from = NULL, *direction = NULL, *status = NULL, *recording = NULL;
-	int c, r;
-	bool quiet = false;
+	static const struct {
+		const char *name;
+		int (*run)(const struct ctl_opts *);
+	} cmds[] = {
+		{ "check-config", ctl_check_config }, { "queue", ctl_queue }, { "send-test", ctl_send_test },
+		{ "trace", ctl_trace }, { "call-log", ctl_call_log }, { "inbound", ctl_inbound },
+		{ "accounts", ctl_accounts }, { "backup", ctl_backup },
+	};
+	struct ctl_opts o = { 0 };
+	const char *cmd = "serve";
+	int c, r = -1;
 
 	/* GNU getopt permutes: options may come before or after the command
 	 * and its arguments, which end up at argv[optind...] */
-	while ((c = getopt_long(argc, argv, "c:hq", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:hqn", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c': path = optarg; break;
-		case 'l': location = optarg; break;
-		case 't': to = optarg; break;
-		case 'f': from = optarg; break;
-		case 'd': direction = optarg; break;
-		case 's': status = optarg; break;
-		case 'r': recording = optarg; break;
-		case 'q': quiet = true; break;
+		case 'c': o.path = optarg; break;
+		case 'l': o.location = optarg; break;
+		case 't': o.to = optarg; break;
+		case 'f': o.from = optarg; break;
+		case 'd': o.direction = optarg; break;
+		case 's': o.status = optarg; break;
+		case 'r': o.recording = optarg; break;
+		case OPT_STATE: o.state = optarg; break;
+		case OPT_OLDER: o.older_than = optarg; break;
+		case OPT_JSON: o.json = true; break;
+		case OPT_ALL_FAILED: o.all_failed = true; break;
+		case OPT_KEYS: o.keys = optarg ? optarg : ""; break;
+		case 'q': o.quiet = true; break;
+		case 'n': o.non_default = true; break;
 		case 'h': main_usage(stdout); return 0;
 		case 'V': cmd = "version"; break;
 		default: main_usage(stderr); return 2;
@@ -105,29 +127,18 @@ main(int argc, char **argv)
 		printf("mailbridge %s (commit %s)\n", MB_VERSION, MB_COMMIT);
 		return 0;
 	}
-	if (!path)
-		path = access(DEFAULT_CONFIG, R_OK) == 0 ? DEFAULT_CONFIG : "conf/mailbridge.conf";
+	if (!o.path)
+		o.path = access(DEFAULT_CONFIG, R_OK) == 0 ? DEFAULT_CONFIG : "conf/mailbridge.conf";
+	o.argc = argc - optind;
+	o.argv = argv + optind;
 
 	lib_init();
 	if (!strcmp(cmd, "serve"))
-		r = daemon_serve(path, argv);
-	else if (!strcmp(cmd, "check-config"))
-		r = ctl_check_config(path, quiet);
-	else if (!strcmp(cmd, "queue"))
-		r = ctl_queue(path, argc - optind, argv + optind);
-	else if (!strcmp(cmd, "send-test"))
-		r = ctl_send_test(path, location, to);
-	else if (!strcmp(cmd, "trace"))
-		r = ctl_trace(path, argc - optind, argv + optind);
-	else if (!strcmp(cmd, "call-log"))
-		r = ctl_call_log(path, location, direction, from, to, status, recording);
-	else if (!strcmp(cmd, "inbound"))
-		r = ctl_inbound(path, argc - optind, argv + optind);
-	else if (!strcmp(cmd, "accounts"))
-		r = ctl_accounts(path);
-	else if (!strcmp(cmd, "backup"))
-		r = ctl_backup(path, argc - optind, argv + optind);
-	else {
+		r = daemon_serve(o.path, argv);
+	for (size_t i = 0; r < 0 && i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(cmd, cmds[i].name))
+			r = cmds[i].run(&o);
+	if (r < 0) {
 		fprintf(stderr, "mailbridge: no command \"%s\"\n", cmd);
 		main_usage(stderr);
 		r = 2;

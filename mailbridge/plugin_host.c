@@ -354,7 +354,7 @@ plugin_load_one(struct plugin_host *h, const char *name, char **error_r)
 }
 
 struct plugin_host *
-plugin_host_load(struct app *app, char **error_r)
+plugin_host_check(struct app *app, char **error_r)
 {
 	struct plugin_host *h = xcalloc(1, sizeof(*h));
 	const struct config *cfg = app->cfg;
@@ -382,6 +382,18 @@ plugin_host_load(struct app *app, char **error_r)
 			plugin_host_free(h);
 			return NULL;
 		}
+	}
+	return h;
+}
+
+struct plugin_host *
+plugin_host_load(struct app *app, char **error_r)
+{
+	struct plugin_host *h = plugin_host_check(app, error_r);
+
+	for (size_t i = 0; h && i < h->n; i++) {
+		struct loaded_plugin *p = &h->plugins[i];
+		char *err = NULL;
 		if (p->api->http && !p->secret)
 			log_warn("plugin: %s has HTTP routes but no [plugin %s] secret: they answer 403", p->name, p->name);
 		p->state = p->api->init(&host_table, &p->ctx, &err);

@@ -17,6 +17,9 @@ struct loaded_plugin;
  * ABI version, a missing file, init refused). With no plugin named it
  * returns an empty host. */
 struct plugin_host *plugin_host_load(struct app *app, char **error_r);
+/* What load does short of starting them (check-config): each plugin the
+ * locations name is opened and its ABI and allow_from checked. */
+struct plugin_host *plugin_host_check(struct app *app, char **error_r);
 void plugin_host_free(struct plugin_host *h);
 
 /* The plugin serving type (MB_TYPE_*) at loc, or NULL. */

@@ -226,25 +226,63 @@ store_job_get(struct store *st, const char *message_id, struct job **job_r)
 	    "s", message_id);
 }
 
+#define JOB_FILTER_WHERE " WHERE (?1 IS NULL OR state=?1) AND (?2 IS NULL OR location_id=?2)" \
+	" AND (?3=0 OR created_at<?3)"
+
+static void
+bind_filter(sqlite3_stmt *stmt, const struct job_filter *f)
+{
+	const char *state = f->state >= 0 ? job_state_name((enum job_state)f->state) : NULL;
+	if (state)
+		sqlite3_bind_text(stmt, 1, state, -1, SQLITE_STATIC);
+	if (f->location_id)
+		sqlite3_bind_text(stmt, 2, f->location_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, f->created_before);
+}
+
+static int
+count_matching(struct store *st, const struct job_filter *f)
+{
+	sqlite3_stmt *stmt = store_stmt(st, "SELECT count(*) FROM jobs" JOB_FILTER_WHERE);
+	int n = -1;
+	if (!stmt)
+		return -1;
+	bind_filter(stmt, f);
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		n = sqlite3_column_int(stmt, 0);
+	store_stmt_done(st, stmt);
+	return n;
+}
+
 int
-store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void *), void *arg)
+store_job_list(struct store *st, const struct job_filter *f, int limit, int *total,
+    void (*fn)(const struct job *, void *), void *arg)
 {
 	sqlite3_stmt *stmt;
 	int n = 0, r;
 
 	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT " JOB_COLUMNS " FROM jobs ORDER BY id DESC LIMIT ?1")) == NULL) {
+	if (total && (*total = count_matching(st, f)) < 0) {
 		store_log_error(st, "list");
 		pthread_mutex_unlock(&st->lock);
 		return -1;
 	}
-	sqlite3_bind_int(stmt, 1, limit);
+	stmt = store_stmt(st, "SELECT " JOB_COLUMNS " FROM jobs" JOB_FILTER_WHERE " ORDER BY id DESC LIMIT ?4");
+	if (!stmt) {
+		store_log_error(st, "list");
+		pthread_mutex_unlock(&st->lock);
+		return -1;
+	}
+	bind_filter(stmt, f);
+	sqlite3_bind_int(stmt, 4, limit);
 	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
 		struct job *j = job_from_row(stmt);
 		fn(j, arg);
 		store_job_free(j);
 		n++;
 	}
+	if (r != SQLITE_DONE)
+		store_log_error(st, "list");
 	store_stmt_done(st, stmt);
 	pthread_mutex_unlock(&st->lock);
 	return r == SQLITE_DONE ? n : -1;

@@ -58,6 +58,18 @@ main(void)
 	} rows[] = {
 		{ "[server]\nlisten = 127.0.0.1:9000\n", true, NULL },
 		{ "[server]\nlisten = nope\n", false, "main.conf:2: listen must be host:port" },
+		/* what serve refuses, refused here (check-config) */
+		{ "[server]\nlisten = [::1]:9000\n", true, NULL },
+		{ "[server]\nlisten = localhost:9000\n", true, NULL },
+		{ "[server]\nlisten = ::1:9000\n", false, "main.conf:2: listen ::1 is not an IPv4 address, an IPv6" },
+		{ "[server]\nlisten = mb.example:9000\n", false, "main.conf:2: listen mb.example is not an IPv4" },
+		{ "[server]\nlisten = 127.0.0.1:70000\n", false, "main.conf:2: listen must be host:port" },
+		{ "[server]\npublic_url = not a url\n", false, "main.conf:2: public_url must be the http(s) URL" },
+		{ "[server]\npublic_url = ftp://x.test/\n", false, "main.conf:2: public_url must be" },
+		{ "[server]\npublic_url = https://mb.example.com/base\n", true, NULL },
+		{ "[server]\nlmtp_listen = [::1]:2424\n", true, NULL },
+		{ "[server]\nlmtp_listen = unix:/run/mailbridge/lmtp\n", true, NULL },
+		{ "[server]\nlmtp_listen = mx.example:24\n", false, "main.conf:2: lmtp_listen (host:port or unix:/path)" },
 		/* libinih skips what it cannot parse: each such line is an error */
 		{ "[server]\nlisten = 127.0.0.1:9000\nthis line is bad\n", false,
 		  "main.conf:3: no '=' in this line (name = value expected): this line is bad\n" },
@@ -82,7 +94,18 @@ main(void)
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nother_sender_replies = thread\n", true, NULL },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nother_sender_replies = mine\n", false,
 		  "other_sender_replies must be own or thread" },
-		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nsmtp_tls = maybe\n", false, "smtp_tls must be" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nsmtp_tls = maybe\n", false,
+		  "main.conf:4: smtp_tls must be none, starttls or tls (got 'maybe')" },
+		/* a location's errors name the line of the key at fault */
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nsmtp_user = u\n", false,
+		  "main.conf:4: smtp_user is set but no smtp_password" },
+		{ "[location L1]\nsmtp_host = h\nfrom = bad\n", false, "main.conf:3: from: not a valid mailbox" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\n\nmode = custom\n", false,
+		  "main.conf:5: mode = custom needs provider_id" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nimap_after = move:\n", false,
+		  "main.conf:4: imap_after must be seen, none or move:<folder> (got 'move:')" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nimap_after = move:Archive\n", true, NULL },
+		{ "[server]\nlog_level = loud\n", false, "main.conf:2: log_level must be error, warn, info or debug" },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nsmtp_user = u\n", false, "no smtp_password" },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\ndelivered_on = never\n", false, "delivered_on must be" },
 		{ "[location bad id]\nfrom = a@b.test\n", false, "location id must be" },
@@ -139,6 +162,20 @@ main(void)
 		free(text);
 	}
 
+	/* an unreadable password file is one error, not also "no password" */
+	{
+		char *errors = NULL;
+		struct config *cfg = load("[highlevel]\nrequire_signature = no\n[location L1]\nfrom = a@b.test\n"
+		    "smtp_host = h\nsmtp_user = u\nsmtp_password_file = nothere\n", &errors);
+		CHECK(cfg == NULL);
+		CHECK(strstr(errors, "main.conf:7: ") != NULL);
+		CHECK(strstr(errors, "no smtp_password") == NULL);
+		CHECK(strstr(errors, ": 1 error\n") != NULL);
+		if (!strstr(errors, ": 1 error\n"))
+			fprintf(stderr, "%s", errors);
+		free(errors);
+	}
+
 	/* several errors reported together */
 	{
 		char *errors = NULL;
@@ -182,11 +219,24 @@ main(void)
 		CHECK(strstr(errors, "b.conf: warning: config file is readable by others") != NULL);
 		CHECK(strstr(errors, "pw: warning: secret file is readable by others") != NULL);
 		out = open_memstream(&dump, &len);
-		config_dump(cfg, out);
+		config_dump(cfg, out, false);
 		fclose(out);
 		CHECK(strstr(dump, "s3cret") == NULL);
 		CHECK(strstr(dump, "smtp_password = ********") != NULL);
 		CHECK(strstr(dump, "[location L2]") != NULL);
+		CHECK(strstr(dump, "max_body = 4194304") != NULL);
+		free(dump);
+		/* -n: what differs from the defaults, every location named */
+		out = open_memstream(&dump, &len);
+		config_dump(cfg, out, true);
+		fclose(out);
+		CHECK(strstr(dump, "max_body") == NULL && strstr(dump, "[server]") == NULL);
+		CHECK(strstr(dump, "[highlevel]\n") && strstr(dump, "\nrequire_signature = no\n"));
+		if (!strstr(dump, "require_signature = no"))
+			fprintf(stderr, "%s", dump);
+		CHECK(strstr(dump, "[location L1]\nfrom = ") != NULL);
+		CHECK(strstr(dump, "smtp_password = ********") != NULL && strstr(dump, "s3cret") == NULL);
+		CHECK(strstr(dump, "smtp_port") == NULL);
 		free(dump);
 		free(errors);
 		config_free(cfg);
@@ -302,7 +352,7 @@ main(void)
 		CHECK(errors && strstr(errors, "[plugin kannel] has no secret") == strrstr_last(errors, "[plugin kannel] has no secret"));
 		out = open_memstream(&dump, &len);
 		if (cfg)
-			config_dump(cfg, out);
+			config_dump(cfg, out, false);
 		fclose(out);
 		CHECK(!strstr(dump, "pw1") && !strstr(dump, "pw2") && !strstr(dump, "k3"));
 		CHECK(strstr(dump, "sendsms_url = http://****@kannel.lan:13013/cgi-bin/sendsms?username=****&password=****"));

@@ -107,6 +107,8 @@ def setUpModule():
         loc("LHangup", smtp_port=BASE + 35),
         loc("LLegacyTls", smtp_port=BASE + 36, smtp_tls="starttls", smtp_tls_verify="no"),
         loc("LSlowGreet", smtp_port=BASE + 38),
+        loc("LQueue", reply_domain="mail.test"),       # test_queue_filters_retry_flush's own
+        loc("LQueueDown", smtp_port=BASE + 33),
     ]
     global LOCATIONS
     LOCATIONS = locations
@@ -506,6 +508,58 @@ class TestOutbound(unittest.TestCase):
         self.assertIn(mid, r.stdout)
         r = d.cli("queue", "retry", "nope")
         self.assertNotEqual(r.returncode, 0)
+
+    def test_queue_filters_retry_flush(self):
+        failed = [post_ok(webhook(location="LQueue", emailTo=["permfail@mail.test"])) for _ in range(2)]
+        for mid in failed:
+            self.assertEqual(d.wait_job(mid, lambda j: j["state"] == "failed")["state"], "failed")
+        waiting = post_ok(webhook(location="LQueueDown"))
+        j = d.wait_job(waiting, lambda j: j["attempts"] >= 1 and j["state"] == "queued")
+        self.assertEqual((j["attempts"], j["state"]), (1, "queued"))
+        r = d.cli("queue", "list", "--location", "LQueue", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual((out["total"], out["shown"]), (2, 2))
+        self.assertEqual(sorted(j["messageId"] for j in out["jobs"]), sorted(failed))
+        self.assertEqual({j["state"] for j in out["jobs"]}, {"failed"})
+        r = d.cli("queue", "list", "--state", "failed", "--location", "LQueue")
+        self.assertIn("-- 2 job(s)", r.stdout)
+        self.assertIn("MESSAGE", r.stdout.splitlines()[0])
+        r = d.cli("queue", "list", "--location", "LQueue", "--older-than", "1h")
+        self.assertIn("-- 0 job(s)", r.stdout)
+        self.assertNotIn(failed[0], r.stdout)
+        r = d.cli("queue", "list", "--state", "bogus")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('no state "bogus"', r.stderr)
+        r = d.cli("queue", "list", "--older-than", "soon")
+        self.assertEqual(r.returncode, 2)
+        r = d.cli("queue")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("what to do?", r.stderr)
+        # every failed job of the location, again
+        r = d.cli("queue", "retry", "--all-failed", "--location", "LQueue")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("2 failed job(s) queued now", r.stdout)
+        for mid in failed:
+            j = d.wait_job(mid, lambda j: j["attempts"] >= 2 and j["state"] == "failed")
+            self.assertEqual(j["attempts"], 2)
+        # flush: the waiting job goes now, not after its backoff
+        before = d.job(waiting)["attempts"]
+        r = d.cli("queue", "flush", "--location", "LQueueDown")
+        self.assertIn("1 waiting job(s) queued now", r.stdout)
+        j = d.wait_job(waiting, lambda j: j["attempts"] > before, timeout=10)
+        self.assertGreater(j["attempts"], before)
+        self.assertEqual(d.cli("queue", "drop", waiting).returncode, 0)
+        # --json on the other listings
+        accts = json.loads(d.cli("accounts", "--json").stdout)
+        mine = [a for a in accts if a["locationId"] == "LQueue"]
+        self.assertEqual(len(mine), 1)
+        self.assertEqual((mine[0]["mode"], mine[0]["smtp"]), ("default", True))
+        show = json.loads(d.cli("queue", "show", failed[0], "--json").stdout)
+        self.assertEqual((show["messageId"], show["state"], show["nextAttempt"]), (failed[0], "failed", None))
+        trace = json.loads(d.cli("trace", failed[0], "--json").stdout)
+        self.assertTrue(trace and all(e["messageId"] == failed[0] for e in trace), trace)
+        self.assertRegex(trace[0]["at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
     def test_send_test_command(self):
         r = d.cli("send-test", "--location", "LMain", "--to", "bob@mail.test")

@@ -79,7 +79,17 @@ int store_job_move_all(struct store *st, enum job_state from, enum job_state to,
     const char *error);
 int store_job_get(struct store *st, const char *message_id, struct job **job_r);
 /* Calls fn for each job (newest first, at most limit). */
-int store_job_list(struct store *st, int limit, void (*fn)(const struct job *, void *), void *arg);
+/* Which jobs a listing takes (queue list, retry --all-failed, flush). */
+struct job_filter {
+	int state;                 /* an enum job_state, or -1 for any */
+	const char *location_id;   /* NULL: any */
+	int64_t created_before;    /* ms since the epoch; 0: any age */
+};
+/* Newest first, at most limit rows (limit < 0: all); *total (when not
+ * NULL) gets how many match in all. Returns the rows given to fn, or -1.
+ * fn must not call the store. */
+int store_job_list(struct store *st, const struct job_filter *f, int limit, int *total,
+    void (*fn)(const struct job *, void *), void *arg);
 /* An operator's retry: due at next_at, if its payload is still kept. */
 int store_job_retry(struct store *st, const struct job *job, const struct job_fsm *from,
     const struct job_fsm *to, int64_t next_at);
