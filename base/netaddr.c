@@ -193,6 +193,16 @@ netaddr_parse_hostport(const char *spec, void *sa_r, int *port_r, char **error_r
 }
 
 bool
+netaddr_in_prefix(const struct sockaddr *ip, const struct sockaddr *net, int bits)
+{
+	unsigned char a[16], b[16];
+	if (ip->sa_family != net->sa_family || addr16(ip, a) < 0 || addr16(net, b) < 0 || bits < 0)
+		return false;
+	/* both are compared as 16 bytes, IPv4 as ::ffff:a.b.c.d */
+	return prefix_match(a, b, (unsigned)bits + (ip->sa_family == AF_INET ? 96 : 0));
+}
+
+bool
 netaddr_url_is_http(const char *url)
 {
 	CURLU *u = curl_url();

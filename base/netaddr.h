@@ -64,6 +64,10 @@ int netaddr_parse_host(const char *host, int port, void *sa_r);
  * 0-65535. 0, or -1 with *error_r saying what is wrong. port_r may be NULL. */
 int netaddr_parse_hostport(const char *spec, void *sa_r, int *port_r, char **error_r);
 
+/* True when ip is within net/bits (both of one family; bits of that
+ * family: 0-32 or 0-128). */
+bool netaddr_in_prefix(const struct sockaddr *ip, const struct sockaddr *net, int bits);
+
 /* True for an absolute http:// or https:// URL with a host. */
 bool netaddr_url_is_http(const char *url);
 

@@ -65,6 +65,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_SERVER, "lmtp_max_sessions", CT_INT, G(lmtp_max_sessions), "32", 1, 10000, false, NULL },
 	{ SEC_SERVER, "metrics_token", CT_STR, G(metrics_token), NULL, 0, 0, true, NULL },
 	{ SEC_SERVER, "postfix_log", CT_STR, G(postfix_log), NULL, 0, 0, false, NULL },
+	{ SEC_SERVER, "dns_resolver", CT_STR, G(dns_resolver), NULL, 0, 0, false, NULL },
 
 	{ SEC_HIGHLEVEL, "api_base", CT_STR, G(api_base), "https://services.leadconnectorhq.com", 0, 0, false, NULL },
 	{ SEC_HIGHLEVEL, "client_id", CT_STR, G(client_id), NULL, 0, 0, false, NULL },
@@ -138,6 +139,8 @@ static const struct config_key config_keys[] = {
 	{ SEC_LOCATION, "auto_replies", CT_STR, L(auto_replies), "post", 0, 0, false, "post|skip" },
 	{ SEC_LOCATION, "other_sender_replies", CT_STR, L(other_sender_replies), "own", 0, 0, false, "own|thread" },
 	{ SEC_LOCATION, "lmtp_addresses", CT_STR, L(lmtp_addresses), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "dkim_selector", CT_STR, L(dkim_selector), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "relay_ips", CT_STR, L(relay_ips), NULL, 0, 0, false, NULL },
 };
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 _Static_assert(N_KEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");

@@ -55,6 +55,9 @@ struct location_config {
 	char *other_sender_replies; /* a reply in a thread from another than its contact: "own" (the
 	                            * sender's conversation) | "thread" (the thread's) */
 	char *lmtp_addresses;      /* extra addresses LMTP intake routes here */
+	char *dkim_selector;       /* doctor: the DKIM selector the relay signs with */
+	char *relay_ips;           /* doctor: the addresses the relay sends from, as the world sees
+	                            * them (SPF must list them); default: smtp_host's */
 	char *sms_plugin;          /* plugin name serving type SMS here, or NULL */
 	char *call_plugin;         /* plugin name serving type Call here, or NULL */
 	char *sms_provider_id;     /* conversationProviderId of an extra SMS channel */
@@ -86,6 +89,7 @@ struct config {
 	char *metrics_token;       /* bearer token for /metrics, or NULL */
 	char *postfix_log;         /* the local Postfix's log: checked before resending an
 	                            * attempt that ended unanswered after DATA (relaylog.h) */
+	char *dns_resolver;        /* doctor: address[@port] of the resolver to ask; NULL: resolv.conf */
 	/* [highlevel] */
 	char *api_base;
 	char *client_id;

@@ -274,6 +274,38 @@ ctl_send_test(const struct ctl_opts *o)
 	return r == 0 ? 0 : 1;
 }
 
+enum ctl_level
+ctl_token_state(struct app *app, const struct location_config *loc, char *buf, size_t len)
+{
+	struct token *t = NULL;
+	enum ctl_level lvl = CTL_OK;
+
+	if (store_is_uninstalled(app->store, loc->id) == 1) {
+		snprintf(buf, len, "uninstalled");
+		return CTL_FAIL;
+	}
+	if (store_token_get(app->store, loc->id, &t) == 1) {
+		if (t->needs_reinstall) {
+			snprintf(buf, len, "needs re-install");
+			lvl = CTL_FAIL;
+		} else if (!t->access_token) {
+			snprintf(buf, len, "installed, no token");
+			lvl = CTL_WARN;
+		} else {
+			char when[32];
+			ctl_fmt_time(t->expires_at, when, sizeof(when));
+			snprintf(buf, len, "until %s", when);
+		}
+	} else if (loc->token) {
+		snprintf(buf, len, "static (config)");
+	} else {
+		snprintf(buf, len, "not installed");
+		lvl = CTL_FAIL;
+	}
+	store_token_free(t);
+	return lvl;
+}
+
 int
 ctl_accounts(const struct ctl_opts *o)
 {
@@ -288,25 +320,10 @@ ctl_accounts(const struct ctl_opts *o)
 		printf("%-24s %-10s %-32s %-5s %s\n", "LOCATION", "MODE", "TOKEN", "SMTP", "IMAP WATCHER");
 	for (size_t i = 0; i < app.cfg->n_locations; i++) {
 		const struct location_config *loc = &app.cfg->locations[i];
-		struct token *t = NULL;
 		char tok[48], watch[160] = "not configured", since[32] = "";
 		char *wstate = NULL, *wdetail = NULL;
 		int64_t wat = 0;
-		if (store_token_get(app.store, loc->id, &t) == 1) {
-			if (t->needs_reinstall)
-				snprintf(tok, sizeof(tok), "needs re-install");
-			else if (!t->access_token)
-				snprintf(tok, sizeof(tok), "installed, no token");
-			else {
-				char when[32];
-				ctl_fmt_time(t->expires_at, when, sizeof(when));
-				snprintf(tok, sizeof(tok), "until %s", when);
-			}
-		} else {
-			snprintf(tok, sizeof(tok), loc->token ? "static (config)" : "not installed");
-		}
-		if (store_is_uninstalled(app.store, loc->id) == 1)
-			snprintf(tok, sizeof(tok), "uninstalled");
+		ctl_token_state(&app, loc, tok, sizeof(tok));
 		if (loc->imap.host && store_watcher_get(app.store, loc->id, &wstate, &wdetail, &wat) == 1) {
 			ctl_fmt_time(wat, since, sizeof(since));
 			snprintf(watch, sizeof(watch), "%s since %s%s%s", wstate, since, wdetail ? ": " : "",
@@ -323,7 +340,6 @@ ctl_accounts(const struct ctl_opts *o)
 			printf("%-24s %-10s %-32s %-5s %s\n", loc->id, loc->mode, tok, loc->smtp.host ? "yes" : "no", watch);
 		free(wstate);
 		free(wdetail);
-		store_token_free(t);
 	}
 	if (rows)
 		ctl_print_json(rows);

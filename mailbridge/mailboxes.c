@@ -1,6 +1,7 @@
 #include "mailboxes.h"
 #include "app.h"
 #include "config.h"
+#include "imap_session.h"
 #include "imap_watch.h"
 #include "inbound.h"
 #include "inbound_queue.h"
@@ -149,4 +150,48 @@ mailboxes_stop(struct mailboxes *mb)
 	inbound_queue_stop(mb->queue);
 	free(mb->boxes);
 	free(mb);
+}
+
+/* The probe's sink: the mailbox counts as never read, and no mark is kept
+ * (the watcher's own marks in the store are not touched). */
+static int
+probe_mark_get(void *ctx, const char *id, struct imap_mark *m)
+{
+	(void)ctx;
+	(void)id;
+	(void)m;
+	return 0;
+}
+
+static int
+probe_mark_put(void *ctx, const char *id, const struct imap_mark *m)
+{
+	(void)ctx;
+	(void)id;
+	(void)m;
+	return 0;
+}
+
+int
+mailboxes_probe(const struct config *cfg, const struct location_config *loc, bool *idle_r, char **detail_r)
+{
+	static const struct imap_sink sink = { .mark_get = probe_mark_get, .mark_put = probe_mark_put };
+	struct imap_mailbox box;
+	struct imap_session s = { 0 };
+	char *err = NULL;
+
+	mailboxes_mailbox_init(&box, cfg, loc);
+	box.idle = true;           /* ask whether it is offered, whatever imap_idle says */
+	s.mb = &box;
+	s.sink = &sink;
+	if (imap_session_connect(&s, &err) < 0) {
+		*detail_r = xasprintf("%s:%ld: %s", loc->imap.host, loc->imap.port, err ? err : "cannot connect");
+		free(err);
+		return -1;
+	}
+	*idle_r = s.has_idle;
+	*detail_r = xasprintf("%s:%ld: logged in as %s, %s selected, IDLE %s", loc->imap.host, loc->imap.port,
+	    loc->imap.user, loc->imap_folder, s.has_idle ? "offered" : "not offered (mailbridge polls)");
+	imap_session_close(&s, true);
+	return 0;
 }

@@ -7,6 +7,8 @@
 #ifndef MB_MAILBOXES_H
 #define MB_MAILBOXES_H
 
+#include <stdbool.h>
+
 #include "imap_sink.h"
 
 struct app;
@@ -24,6 +26,10 @@ void mailboxes_mailbox_init(struct imap_mailbox *box, const struct config *cfg, 
 /* The mailboxes of app's configuration and their sink, nothing started
  * (what mailboxes_start starts on; fuzz_imap drives the sink alone). */
 struct mailboxes *mailboxes_new(struct app *app);
+/* doctor: logs in to the location's mailbox and selects its folder, as the
+ * watcher would, and says whether IDLE is offered; nothing is read or
+ * marked. 0 or -1, with what was found in *detail_r (malloc'd). */
+int mailboxes_probe(const struct config *cfg, const struct location_config *loc, bool *idle_r, char **detail_r);
 const struct imap_sink *mailboxes_sink(const struct mailboxes *mb);
 /* Starts the posters (inbound_queue.h), then the watcher over every
  * location with a mailbox; workers of each. */

@@ -34,6 +34,7 @@ main_usage(FILE *out)
 	    "       mailbridge send-test --location ID --to ADDR [-c FILE]\n"
 	    "       mailbridge inbound list [STATE] [--json] | retry LOCATION KEY [-c FILE]\n"
 	    "       mailbridge accounts [--json] [-c FILE]\n"
+	    "       mailbridge doctor [--location ID] [--to ADDR] [-c FILE]\n"
 
 	    "       mailbridge backup FILE [-c FILE]\n"
 	    "       mailbridge version | --version\n"
@@ -92,7 +93,7 @@ main(int argc, char **argv)
 	} cmds[] = {
 		{ "check-config", ctl_check_config }, { "queue", ctl_queue }, { "send-test", ctl_send_test },
 		{ "trace", ctl_trace }, { "call-log", ctl_call_log }, { "inbound", ctl_inbound },
-		{ "accounts", ctl_accounts }, { "backup", ctl_backup },
+		{ "accounts", ctl_accounts }, { "backup", ctl_backup }, { "doctor", ctl_doctor },
 	};
 	struct ctl_opts o = { 0 };
 	const char *cmd = "serve";

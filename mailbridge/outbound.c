@@ -778,3 +778,38 @@ outbound_send_test(struct app *app, const struct location_config *loc, const cha
 	free(text);
 	return r;
 }
+
+static int
+probe_stop(void *arg)
+{
+	(void)arg;
+	return -1;      /* never DATA: the probe sends nothing */
+}
+
+int
+outbound_probe_relay(const struct location_config *loc, char **detail_r)
+{
+	const char *rcpts[1] = { loc->from_addr };
+	struct smtp_envelope env = { .mail_from = loc->from_addr, .rcpts = rcpts, .n_rcpts = 1 };
+	struct smtp_params sp;
+	struct smtp_result res;
+	struct smtp_conn *conn = NULL;
+	int ok;
+
+	smtp_params_for(loc, &sp);
+	(void)smtp_send(&conn, &sp, &env, "", 0, probe_stop, NULL, &res);
+	/* stopped by us before DATA: connected, TLS as configured, AUTH accepted */
+	ok = res.aborted;
+	if (ok)
+		*detail_r = xasprintf("%s:%ld answers; TLS %s%s; AUTH %s; DSN %s; nothing was sent", loc->smtp.host,
+		    loc->smtp.port, loc->smtp.tls_mode == TLS_MODE_NONE ? "off" : "on",
+		    loc->smtp.tls_mode == TLS_MODE_NONE ? "" : loc->smtp.tls_verify ? " (certificate verified)" :
+		    " (certificate NOT verified: smtp_tls_verify = no)", loc->smtp.user ? "accepted" : "not used",
+		    res.dsn_offered ? "offered" : "not offered");
+	else
+		*detail_r = xasprintf("%s:%ld: stopped at %s: %d %s", loc->smtp.host, loc->smtp.port,
+		    smtp_state_name(res.failed_at), res.reply.code, res.reply.text ? res.reply.text : "");
+	smtp_result_clear(&res);
+	smtp_conn_close(conn);
+	return ok ? 0 : -1;
+}

@@ -23,5 +23,9 @@ void outbound_stop(struct outbound *ob);
 /* send-test: renders a test message and sends it through the location's
  * relay now, printing a transcript summary to out. 0 if accepted. */
 int outbound_send_test(struct app *app, const struct location_config *loc, const char *to, FILE *out);
+/* doctor: connects to the location's relay as a send would (TLS and its
+ * checks, AUTH) and stops before DATA, so nothing is sent. 0 or -1, with
+ * what was found in *detail_r (malloc'd) either way. */
+int outbound_probe_relay(const struct location_config *loc, char **detail_r);
 
 #endif
