@@ -141,10 +141,10 @@ ghl_set_counter(struct ghl *g, ghl_count_fn fn, void *ctx)
 }
 
 static void
-count(struct ghl *g, enum ghl_count what)
+count(struct ghl *g, enum ghl_count what, int64_t usec)
 {
 	if (g->count_fn)
-		g->count_fn(g->count_ctx, what);
+		g->count_fn(g->count_ctx, what, usec);
 }
 
 void
@@ -379,6 +379,7 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 	char *url, *hv;
 	char errbuf[CURL_ERROR_SIZE] = "";
 	CURLcode rc;
+	curl_off_t took_us = 0;
 	int64_t wait;
 
 	memset(res, 0, sizeof(*res));
@@ -386,7 +387,7 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 		res->cls = GHL_RETRY;
 		res->retry_after_ms = wait;
 		res->throttled = true;
-		count(g, GHL_COUNT_THROTTLED);
+		count(g, GHL_COUNT_THROTTLED, 0);
 		res->error = xstrdup("local rate limit");
 		return res->cls;
 	}
@@ -446,6 +447,7 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 
 	rc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
+	curl_easy_getinfo(h, CURLINFO_TOTAL_TIME_T, &took_us);
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(h);
 	curl_mime_free(mime);
@@ -458,7 +460,7 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 	}
 	free(r.data);
 	count(g, rc != CURLE_OK ? GHL_COUNT_NETWORK : res->status == 429 ? GHL_COUNT_429 :
-	    res->status >= 500 ? GHL_COUNT_5XX : res->status >= 400 ? GHL_COUNT_4XX : GHL_COUNT_2XX);
+	    res->status >= 500 ? GHL_COUNT_5XX : res->status >= 400 ? GHL_COUNT_4XX : GHL_COUNT_2XX, (int64_t)took_us);
 	outage_note(g, rc != CURLE_OK || res->status >= 500,
 	    rc != CURLE_OK ? (errbuf[0] ? errbuf : curl_easy_strerror(rc)) : "HTTP 5xx");
 	if (rc != CURLE_OK) {

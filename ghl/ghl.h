@@ -65,7 +65,8 @@ enum ghl_count {
 	GHL_COUNT_2XX, GHL_COUNT_4XX, GHL_COUNT_429, GHL_COUNT_5XX, GHL_COUNT_NETWORK,
 	GHL_COUNT_THROTTLED,       /* held back by our own limiter */
 };
-typedef void (*ghl_count_fn)(void *ctx, enum ghl_count what);
+/* usec: how long the request took (0 for GHL_COUNT_THROTTLED) */
+typedef void (*ghl_count_fn)(void *ctx, enum ghl_count what, int64_t usec);
 void ghl_set_counter(struct ghl *g, ghl_count_fn fn, void *ctx);
 
 /* The gauges of GET /metrics that ghl knows (requests today and the

@@ -88,7 +88,7 @@ app_token(void *arg, const char *location_id, const char *stale, char **token_r)
 
 /* ghl's counters, into /metrics */
 static void
-app_ghl_count(void *arg, enum ghl_count what)
+app_ghl_count(void *arg, enum ghl_count what, int64_t usec)
 {
 	static const enum metric m[] = {
 		[GHL_COUNT_2XX] = M_GHL_2XX, [GHL_COUNT_4XX] = M_GHL_4XX, [GHL_COUNT_429] = M_GHL_429,
@@ -98,6 +98,8 @@ app_ghl_count(void *arg, enum ghl_count what)
 	(void)arg;
 	if ((size_t)what < sizeof(m) / sizeof(m[0]))
 		metrics_inc(m[what]);
+	if (what != GHL_COUNT_THROTTLED)
+		metrics_observe(H_HIGHLEVEL_CALL, usec);
 }
 
 void

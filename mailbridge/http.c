@@ -51,6 +51,7 @@ struct http_conn_state {
 	char *body;
 	size_t len, cap, max;
 	int64_t deadline;          /* mono_ms() by which the request must be in */
+	int64_t started_us;        /* mono_us() at its headers */
 	int error_status;          /* set while the body is still arriving */
 	const char *error_msg;
 };
@@ -185,7 +186,7 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
 		if (cl && strtoull(cl, NULL, 10) > max)
 			return http_simple(c, 413, "body too large");
 		if (route->precheck) {
-			struct http_request req = { c, method, url, "", 0 };
+			struct http_request req = { c, method, url, "", 0, mono_us() };
 			struct http_response resp = { 0 };
 			if (!route->precheck(srv->ctx, &req, &resp))
 				return http_send(c, &resp);
@@ -194,6 +195,7 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
 		cs->route = route;
 		cs->max = max;
 		cs->deadline = mono_ms() + (int64_t)srv->lim.request_timeout * 1000;
+		cs->started_us = mono_us();
 		*con_cls = cs;
 		return MHD_YES;
 	}
@@ -213,7 +215,7 @@ http_access(void *cls, struct MHD_Connection *c, const char *url, const char *me
 		return http_simple(c, cs->error_status, cs->error_msg);
 
 	{
-		struct http_request req = { c, method, url, cs->body ? cs->body : "", cs->len };
+		struct http_request req = { c, method, url, cs->body ? cs->body : "", cs->len, cs->started_us };
 		struct http_response resp = { 0 };
 		if (cs->body)
 			cs->body[cs->len] = '\0';

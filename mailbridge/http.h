@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct MHD_Connection;
 struct sockaddr;
@@ -21,6 +22,7 @@ struct http_request {
 	const char *path;
 	const char *body;          /* NUL-terminated copy; body_len excludes the NUL */
 	size_t body_len;
+	int64_t started_us;        /* mono_us() when its headers were in (latency metrics) */
 };
 
 struct http_response {

@@ -173,7 +173,7 @@ html_with_uploaded_cids(const struct inbound_msg *m, char *const *url_of)
 
 static enum inbound_result
 inbound_post(struct app *app, const struct location_config *loc, const struct inbound_msg *m,
-    const char *key, const char *raw, size_t len)
+    const char *key, const char *raw, size_t len, int64_t received_at)
 {
 	struct ghl_step s = { GHL_OK, NULL };
 	struct msgmap *parent = thread_parent_for_inbound(app->store, loc->id, loc->reply_domain, m->in_reply_to,
@@ -312,6 +312,8 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 			}
 		}
 		metrics_inc(M_INBOUND_POSTED);
+		if (received_at > 0)
+			metrics_observe(H_REPLY_TO_POST, (now_ms() - received_at) * 1000);
 		log_info("inbound: posted locationId=%s messageId=%s thread=%s attachments=%zu traceId=%s", loc->id,
 		    ghl_id, parent ? "reply" : "new", n_urls, res.trace_id ? res.trace_id : "-");
 		free(refs);
@@ -322,6 +324,7 @@ fail:
 	if (s.cls == GHL_PERMANENT) {
 		log_warn("inbound: failed locationId=%s key=%s: %s", loc->id, key, s.error);
 		metrics_inc(M_INBOUND_FAILED);
+		metrics_location_failure(loc->id, LF_INBOUND);
 		/* not recorded: read again later, and refused again then */
 		if (store_inbound_record(app->store, loc->id, key, IN_FAILED, NULL, s.error, summary, raw, len) < 0)
 			ret = INBOUND_RETRY;
@@ -369,7 +372,8 @@ inbound_skip(struct app *app, const struct location_config *loc, const char *key
 }
 
 static enum inbound_result
-inbound_handle_once(struct app *app, const struct location_config *loc, const char *raw, size_t len, bool retry)
+inbound_handle_once(struct app *app, const struct location_config *loc, const char *raw, size_t len, bool retry,
+    int64_t received_at)
 {
 	struct inbound_msg *m;
 	char *key;
@@ -388,6 +392,7 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 		struct inbound_msg none = { 0 };
 		key = dedupe_key(&none, raw, len);
 		metrics_inc(M_INBOUND_FAILED);
+		metrics_location_failure(loc->id, LF_INBOUND);
 		log_warn("inbound: locationId=%s message refused: %s", loc->id, refused);
 		if (store_inbound_record(app->store, loc->id, key, IN_FAILED, NULL, refused, NULL, NULL, 0) < 0)
 			r = INBOUND_RETRY;
@@ -416,7 +421,7 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 		if (act == IN_ACT_HANDLE_AGAIN)
 			log_warn("inbound: locationId=%s key=%s was being posted when mailbridge stopped; "
 			    "posting again (HighLevel may show it twice)", loc->id, key);
-		r = inbound_post(app, loc, m, key, raw, len);
+		r = inbound_post(app, loc, m, key, raw, len, received_at);
 	}
 	free(key);
 	mime_in_free(m);
@@ -424,9 +429,10 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 }
 
 enum inbound_result
-inbound_handle(struct app *app, const struct location_config *loc, const char *raw, size_t len)
+inbound_handle(struct app *app, const struct location_config *loc, const char *raw, size_t len,
+    int64_t received_at)
 {
-	return inbound_handle_once(app, loc, raw, len, false);
+	return inbound_handle_once(app, loc, raw, len, false, received_at);
 }
 
 enum inbound_result
@@ -438,7 +444,7 @@ inbound_retry(struct app *app, const struct location_config *loc, const char *ke
 
 	if (store_inbound_raw(app->store, loc->id, key, &raw, &len) != 1)
 		return INBOUND_RETRY;
-	r = inbound_handle_once(app, loc, raw, len, true);
+	r = inbound_handle_once(app, loc, raw, len, true, 0);
 	free(raw);
 	return r;
 }

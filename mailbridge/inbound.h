@@ -8,6 +8,7 @@
 #define MB_INBOUND_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct app;
 struct location_config;
@@ -21,8 +22,10 @@ enum inbound_result {
 #define INBOUND_MAX_MESSAGE (50 * 1024 * 1024)
 #define INBOUND_MAX_ATTACH  (25 * 1024 * 1024)
 
+/* received_at: ms since the epoch when the message was read or received
+ * (the reply-to-post latency is measured from it); 0 when unknown. */
 enum inbound_result inbound_handle(struct app *app, const struct location_config *loc,
-    const char *raw, size_t len);
+    const char *raw, size_t len, int64_t received_at);
 
 /* Re-processes a failed inbound message kept in the store. */
 enum inbound_result inbound_retry(struct app *app, const struct location_config *loc, const char *key);

@@ -36,7 +36,7 @@ post_one(struct inbound_queue *q, struct spooled *sp)
 	enum inbound_result r = INBOUND_RETRY;
 
 	if (loc)
-		r = inbound_handle(app, loc, sp->raw, sp->len);
+		r = inbound_handle(app, loc, sp->raw, sp->len, sp->received_at);
 	else
 		/* a reload restarts everything; a location that left the
 		 * configuration keeps its mail here until it comes back */

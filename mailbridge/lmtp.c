@@ -314,10 +314,11 @@ lmtp_session(void *arg)
 				goto out;
 			}
 			/* LMTP: one reply per accepted recipient, in order */
+			int64_t received_at = now_ms();
 			for (size_t i = 0; i < n_rcpts; i++) {
 				if (msg.over) {
 					reply(c, "552 5.3.4 <%s> message too big", rcpts[i]);
-				} else if (inbound_handle(app, locs[i], msg.p, msg.len) == INBOUND_DONE) {
+				} else if (inbound_handle(app, locs[i], msg.p, msg.len, received_at) == INBOUND_DONE) {
 					reply(c, "250 2.0.0 <%s> recorded", rcpts[i]);
 				} else {
 					reply(c, "451 4.3.0 <%s> HighLevel unavailable, try again later", rcpts[i]);

@@ -3,9 +3,11 @@
 #include "config.h"
 #include "store.h"
 #include "store_jobs.h"
+#include "store_tokens.h"
 #include "util.h"
 
 #include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +61,101 @@ metrics_get(enum metric m)
 	return __atomic_load_n(&counters[m], __ATOMIC_RELAXED);
 }
 
+/* upper bounds in microseconds; the last bucket is +Inf */
+static const int64_t bucket_us[] = { 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+	1000000, 2500000, 5000000, 10000000, 30000000, 60000000 };
+#define N_BUCKETS (sizeof(bucket_us) / sizeof(bucket_us[0]))
+
+static struct {
+	unsigned long buckets[N_BUCKETS + 1];   /* not cumulative; summed at scrape */
+	unsigned long long sum_us;
+	unsigned long count;
+} hist[H__COUNT];
+
+static const struct { const char *name, *help; } hist_series[H__COUNT] = {
+	[H_WEBHOOK_ACK] = { "mailbridge_webhook_ack_seconds", "Delivery URL: request received to durable answer" },
+	[H_SMTP_TRANSACTION] = { "mailbridge_smtp_transaction_seconds", "One message's SMTP transaction" },
+	[H_HIGHLEVEL_CALL] = { "mailbridge_highlevel_call_seconds", "One HighLevel API request" },
+	[H_REPLY_TO_POST] = { "mailbridge_reply_to_post_seconds", "A received reply to its post in HighLevel" },
+};
+
+void
+metrics_observe(enum histogram h, int64_t usec)
+{
+	size_t b = 0;
+	if (usec < 0)
+		usec = 0;
+	while (b < N_BUCKETS && usec > bucket_us[b])
+		b++;
+	__atomic_add_fetch(&hist[h].buckets[b], 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&hist[h].sum_us, (unsigned long long)usec, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&hist[h].count, 1, __ATOMIC_RELAXED);
+}
+
+static void
+write_histograms(FILE *f)
+{
+	for (int h = 0; h < H__COUNT; h++) {
+		unsigned long cum = 0;
+		fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", hist_series[h].name, hist_series[h].help,
+		    hist_series[h].name);
+		for (size_t b = 0; b <= N_BUCKETS; b++) {
+			cum += __atomic_load_n(&hist[h].buckets[b], __ATOMIC_RELAXED);
+			if (b < N_BUCKETS)
+				fprintf(f, "%s_bucket{le=\"%g\"} %lu\n", hist_series[h].name, bucket_us[b] / 1e6, cum);
+			else
+				fprintf(f, "%s_bucket{le=\"+Inf\"} %lu\n", hist_series[h].name, cum);
+		}
+		fprintf(f, "%s_sum %.6f\n%s_count %lu\n", hist_series[h].name,
+		    __atomic_load_n(&hist[h].sum_us, __ATOMIC_RELAXED) / 1e6, hist_series[h].name,
+		    __atomic_load_n(&hist[h].count, __ATOMIC_RELAXED));
+	}
+}
+
+/* Per-location failures: a small table, filled as failures happen (they
+ * are rare), so the series exist only for locations that failed. */
+static struct {
+	char id[65];
+	unsigned long n[LF__COUNT];
+} loc_fail[METRICS_MAX_LOCATIONS + 1];   /* the last: "_other" */
+static size_t n_loc_fail;
+static pthread_mutex_t loc_fail_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void
+metrics_location_failure(const char *location_id, enum location_failure kind)
+{
+	size_t i;
+	pthread_mutex_lock(&loc_fail_lock);
+	for (i = 0; i < n_loc_fail && strcmp(loc_fail[i].id, location_id); i++)
+		;
+	if (i == n_loc_fail && n_loc_fail < METRICS_MAX_LOCATIONS)
+		snprintf(loc_fail[n_loc_fail++].id, sizeof(loc_fail[0].id), "%s", location_id);
+	else if (i == n_loc_fail)
+		i = METRICS_MAX_LOCATIONS;
+	loc_fail[i].n[kind]++;
+	pthread_mutex_unlock(&loc_fail_lock);
+}
+
+static void
+write_location_failures(FILE *f)
+{
+	static const char *const kinds[LF__COUNT] = { "send", "report", "inbound" };
+	fprintf(f, "# HELP mailbridge_location_failures_total Failures by location (at most %d; the rest "
+	    "as _other)\n# TYPE mailbridge_location_failures_total counter\n", METRICS_MAX_LOCATIONS);
+	pthread_mutex_lock(&loc_fail_lock);
+	for (size_t i = 0; i <= METRICS_MAX_LOCATIONS; i++) {
+		const char *id = i == METRICS_MAX_LOCATIONS ? "_other" : loc_fail[i].id;
+		if (i >= n_loc_fail && i != METRICS_MAX_LOCATIONS)
+			continue;
+		for (int k = 0; k < LF__COUNT; k++)
+			if (loc_fail[i].n[k])
+				/* location ids are [A-Za-z0-9_-] (config.c): nothing to escape */
+				fprintf(f, "mailbridge_location_failures_total{location=\"%s\",kind=\"%s\"} %lu\n", id,
+				    kinds[k], loc_fail[i].n[k]);
+	}
+	pthread_mutex_unlock(&loc_fail_lock);
+}
+
 static struct {
 	metrics_gauge_fn fn;
 	void *arg;
@@ -106,10 +203,15 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 		fprintf(f, "%s%s%s%s %lu\n", series[i].name, *series[i].labels ? "{" : "", series[i].labels,
 		    *series[i].labels ? "}" : "", metrics_get((enum metric)i));
 	}
+	write_histograms(f);
+	write_location_failures(f);
 	fprintf(f, "# HELP mailbridge_jobs Outbound jobs by state\n# TYPE mailbridge_jobs gauge\n");
 	for (int i = 0; i < JOB_STATE_N; i++)
 		fprintf(f, "mailbridge_jobs{state=\"%s\"} %d\n", job_state_name((enum job_state)i),
 		    store_job_count(app->store, (enum job_state)i));
+	fprintf(f, "# HELP mailbridge_tokens_needing_reinstall Locations whose refresh token HighLevel refused\n"
+	    "# TYPE mailbridge_tokens_needing_reinstall gauge\nmailbridge_tokens_needing_reinstall %d\n",
+	    store_token_count_reinstall(app->store));
 	fprintf(f, "# HELP mailbridge_build_info The running version\n# TYPE mailbridge_build_info gauge\n"
 	    "mailbridge_build_info{version=\"%s\",commit=\"%s\"} 1\n", MB_VERSION, MB_COMMIT);
 	fprintf(f, "# HELP mailbridge_oldest_queued_job_seconds Age of the oldest job still queued\n"

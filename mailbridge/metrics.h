@@ -33,6 +33,25 @@ enum metric {
 void metrics_inc(enum metric m);
 unsigned long metrics_get(enum metric m);
 
+/* Latency histograms (Prometheus, seconds; fixed buckets from 1 ms to
+ * 60 s), lock-free. */
+enum histogram {
+	H_WEBHOOK_ACK,             /* a Delivery-URL request: first byte to the durable answer */
+	H_SMTP_TRANSACTION,        /* one message's SMTP session or reuse, connect to last reply */
+	H_HIGHLEVEL_CALL,          /* one HighLevel API request */
+	H_REPLY_TO_POST,           /* a reply read (IMAP) or received (LMTP) to posted in HighLevel */
+	H__COUNT
+};
+void metrics_observe(enum histogram h, int64_t usec);
+
+/* Failures per location, by kind ("send": a job failed for good,
+ * "report": a status HighLevel never took, "inbound": a received
+ * message that could not be posted). At most METRICS_MAX_LOCATIONS
+ * locations get their own series; the rest count under location="_other". */
+#define METRICS_MAX_LOCATIONS 256
+enum location_failure { LF_SEND, LF_REPORT, LF_INBOUND, LF__COUNT };
+void metrics_location_failure(const char *location_id, enum location_failure kind);
+
 /* GET /metrics (app is struct app *). Requires "Authorization: Bearer
  * <metrics_token>" when [server] metrics_token is set. */
 void metrics_http(void *app, const struct http_request *req, struct http_response *resp);

@@ -275,6 +275,8 @@ outbound_finish(struct job_ctx *c, enum job_outcome outcome, int64_t next_at, in
 	int r = jobs_attempt(c->ob->app->store, c->job, outcome, report, &rec);
 
 	metrics_inc(outcome_metric[outcome]);
+	if (outcome == ATTEMPT_FAILED)
+		metrics_location_failure(c->job->location_id, LF_SEND);
 	if (r == 1)
 		log_info("outbound: messageId=%s locationId=%s state=%s attempt=%d%s%s", c->job->message_id,
 		    c->job->location_id, job_state_name(c->job->fsm.job), c->job->attempts, error ? " reason=" : "",
@@ -459,7 +461,9 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 	env.envid = c.p->message_id;
 	env.dsn = c.loc->delivered_on == DELIVERED_ON_DSN;
 	if (n_rcpts > 0) {
+		int64_t t0 = mono_us();
 		smtp_send(conn, &sp, &env, msg, len, mark_sending, &c, &res);
+		metrics_observe(H_SMTP_TRANSACTION, mono_us() - t0);
 		for (size_t i = 0; i < n_rcpts; i++) {
 			const struct smtp_reply *reply;
 			enum smtp_outcome o = smtp_policy_rcpt(&res, i, &reply);
@@ -634,6 +638,7 @@ report_one(struct outbound *ob, struct job *job)
 		metrics_inc(M_REPORT_RETRY);
 		if (res.cls == GHL_RETRY && job->report_attempts >= REPORT_MAX_ATTEMPTS) {
 			metrics_inc(M_REPORT_GAVE_UP);
+			metrics_location_failure(job->location_id, LF_REPORT);
 			log_error("report: messageId=%s gave up after %d attempts: %s", job->message_id,
 			    job->report_attempts, res.error ? res.error : "?");
 			report_done(st, job, REPORT_STOP, 0, res.error);
@@ -646,6 +651,7 @@ report_one(struct outbound *ob, struct job *job)
 	}
 	case GHL_PERMANENT:
 		metrics_inc(M_REPORT_GAVE_UP);
+		metrics_location_failure(job->location_id, LF_REPORT);
 		log_error("report: messageId=%s refused status=%ld: %s traceId=%s", job->message_id, res.status,
 		    res.error ? res.error : "?", res.trace_id ? res.trace_id : "-");
 		report_done(st, job, REPORT_STOP, 0, res.error);

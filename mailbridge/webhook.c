@@ -151,6 +151,8 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 		log_info("webhook: %s locationId=%s messageId=%s type=%s", r == 1 ? "accepted" : "duplicate",
 		    p->location_id, p->message_id, p->type);
 		metrics_inc(r == 1 ? M_WEBHOOK_ACCEPTED : M_WEBHOOK_DUPLICATE);
+		/* the ack's latency: headers in to durable (the commit's fsync included) */
+		metrics_observe(H_WEBHOOK_ACK, mono_us() - req->started_us);
 		if (r == 1 && app->outbound)
 			outbound_wake(app->outbound);
 	}

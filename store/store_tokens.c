@@ -210,3 +210,11 @@ store_secret(struct store *st, const char *name, unsigned char key_r[32])
 	free(have);
 	return r;
 }
+
+int
+store_token_count_reinstall(struct store *st)
+{
+	int64_t n = -1;
+	store_query_row(st, store_row_int64, &n, "SELECT COUNT(*) FROM tokens WHERE needs_reinstall=1", "");
+	return (int)n;
+}

@@ -425,6 +425,9 @@ class TestInbound(unittest.TestCase):
         self.assertTrue(eml and b"inner.pdf" in eml[-1], ghl.uploads[-3:])
 
     def test_metrics_count_the_mailboxes(self):
+        msgid = email.utils.make_msgid(domain="metrics.test")
+        append("support", f"From: m@metrics.test\r\nSubject: m\r\nMessage-ID: {msgid}\r\n\r\ntimed\r\n".encode())
+        self.assertEqual(len(posted(lambda b: b.get("altId") == msgid)), 1)
         # registered by the watcher's owner (mailboxes.c), not read by metrics.c
         st, body, _ = d.request("GET", "/metrics")
         self.assertEqual(st, 200)
@@ -433,6 +436,19 @@ class TestInbound(unittest.TestCase):
         self.assertRegex(text, r'mailbridge_imap_mailboxes\{state="connected"\} [0-3]\n')
         self.assertLess(text.index("mailbridge_highlevel_requests_today"), text.index("mailbridge_imap_mailboxes"))
         self.assertRegex(text, r'\nmailbridge_inbound_spooled \d+\n')
+        # every reply posted so far was timed from its reading to its post
+        # (the two are counted one after the other: a scrape may fall between)
+        end = time.time() + 5
+        while True:
+            text = d.request("GET", "/metrics")[1].decode()
+            n_posted = float(re.search(r'mailbridge_inbound_total\{result="posted"\} (\d+)', text).group(1))
+            count = float(re.search(r'\nmailbridge_reply_to_post_seconds_count (\d+)', text).group(1))
+            if count == n_posted or time.time() > end:
+                break
+            time.sleep(0.05)
+        self.assertGreater(n_posted, 0)
+        self.assertEqual(count, n_posted)
+        self.assertRegex(text, r'mailbridge_reply_to_post_seconds_bucket\{le="0.5"\} \d+\n')
 
     def test_auto_reply_is_marked(self):
         msgid = email.utils.make_msgid(domain="ooo.test")

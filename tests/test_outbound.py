@@ -606,6 +606,31 @@ class TestOutbound(unittest.TestCase):
         self.assertEqual(len([k for k in values if k.startswith('mailbridge_build_info{version="')]), 1)
         self.assertEqual(values['mailbridge_jobs{state="sent"}'], len([j for j in d.jobs() if j["state"] == "sent"]))
         self.assertGreater(values['mailbridge_highlevel_requests_today{location="LMain"}'], 10)
+        # latency histograms: cumulative buckets ending in +Inf == count, a sum, for every kind
+        for h in ("webhook_ack", "smtp_transaction", "highlevel_call"):
+            name = f"mailbridge_{h}_seconds"
+            buckets = [(k, v) for k, v in values.items() if k.startswith(name + "_bucket{")]
+            self.assertEqual(len(buckets), 16, h)
+            counts = [v for _, v in buckets]
+            self.assertEqual(counts, sorted(counts), h)
+            self.assertEqual(values[name + '_bucket{le="+Inf"}'], values[name + "_count"])
+            self.assertGreater(values[name + "_count"], 5, h)
+            self.assertGreater(values[name + "_sum"], 0, h)
+        self.assertEqual(values['mailbridge_webhook_ack_seconds_count'],
+                         values['mailbridge_webhooks_total{result="accepted"}'] +
+                         values['mailbridge_webhooks_total{result="duplicate"}'])
+        # every series the shipped dashboard and alert rules name is one this daemon exports
+        contrib = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "contrib")
+        exported = set(re.findall(r"^# TYPE (\S+) ", body.decode(), re.M))
+        for path in ("grafana/mailbridge.json", "prometheus/mailbridge-rules.yml"):
+            with open(os.path.join(contrib, path)) as f:
+                named = set(re.findall(r"\b(mailbridge_[a-z_]+|process_resident_memory_bytes)", f.read()))
+            named = {re.sub(r"_(bucket|sum|count)$", "", n) for n in named}
+            self.assertTrue(named, path)
+            self.assertEqual(named - exported, set(), path)
+        # per-location failures: the permanent failures of this run, by location
+        self.assertGreaterEqual(values['mailbridge_location_failures_total{location="LQueue",kind="send"}'], 2)
+        self.assertGreater(values['mailbridge_location_failures_total{location="LMain",kind="send"}'], 0)
         self.assertLess(values['mailbridge_highlevel_daily_remaining{location="LMain"}'], 200000)
         # memory and size, checked against what the kernel and the file say
         with open(f"/proc/{d.proc.pid}/status") as f:

@@ -24,6 +24,8 @@ int store_token_put(struct store *st, const struct token *t);
 int store_token_get(struct store *st, const char *location_id, struct token **t_r);
 int store_token_delete(struct store *st, const char *location_id);
 int store_token_mark_reinstall(struct store *st, const char *location_id);
+/* How many locations need the app installed again (for /metrics); -1 on error. */
+int store_token_count_reinstall(struct store *st);
 
 /* Tokens at rest are sealed with AES-256-GCM once a key is set. */
 void store_set_token_key(struct store *st, const unsigned char key[32]);
