@@ -62,15 +62,10 @@ int ctl_accounts(const struct ctl_opts *o);
 int ctl_backup(const struct ctl_opts *o);
 int ctl_doctor(const struct ctl_opts *o);
 
-/* Shared by the ctl files: an ISO 8601 UTC time of ms since the epoch,
- * and a JSON document on stdout (--json). */
-void ctl_fmt_time(int64_t ms, char *buf, size_t len);
+/* Shared by the ctl files: a JSON document on stdout (--json). */
 typedef struct json_t json_t;
 void ctl_print_json(json_t *v);
-/* A location's token as accounts and doctor show it (buf), and how
- * healthy that is. */
+/* doctor's verdicts */
 enum ctl_level { CTL_OK, CTL_WARN, CTL_FAIL };
-struct location_config;
-enum ctl_level ctl_token_state(struct app *app, const struct location_config *loc, char *buf, size_t len);
 
 #endif

@@ -81,20 +81,11 @@ ctl_print_json(json_t *v)
 	putchar('\n');
 }
 
-void
-ctl_fmt_time(int64_t ms, char *buf, size_t len)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void
 print_inbound_row(const struct inbound_row *r, void *arg)
 {
 	char when[32];
-	ctl_fmt_time(r->created_at, when, sizeof(when));
+	iso_time(r->created_at, when, sizeof(when));
 	if (arg) {
 		json_array_append_new(arg, json_pack("{s:s, s:s, s:i, s:s, s:s, s:s?, s:s?}", "locationId",
 		    r->location_id, "state", inbound_state_name(r->state), "attempts", r->attempts, "received", when,
@@ -202,7 +193,7 @@ static void
 print_event(int64_t at, const char *message_id, const char *kind, const char *detail, void *arg)
 {
 	char when[32];
-	ctl_fmt_time(at, when, sizeof(when));
+	iso_time(at, when, sizeof(when));
 	if (arg) {
 		char *iso = xasprintf("%.19s.%03dZ", when, (int)(at % 1000));
 		json_array_append_new(arg, json_pack("{s:s, s:s?, s:s, s:s?}", "at", iso, "messageId", message_id,
@@ -274,38 +265,6 @@ ctl_send_test(const struct ctl_opts *o)
 	return r == 0 ? 0 : 1;
 }
 
-enum ctl_level
-ctl_token_state(struct app *app, const struct location_config *loc, char *buf, size_t len)
-{
-	struct token *t = NULL;
-	enum ctl_level lvl = CTL_OK;
-
-	if (store_is_uninstalled(app->store, loc->id) == 1) {
-		snprintf(buf, len, "uninstalled");
-		return CTL_FAIL;
-	}
-	if (store_token_get(app->store, loc->id, &t) == 1) {
-		if (t->needs_reinstall) {
-			snprintf(buf, len, "needs re-install");
-			lvl = CTL_FAIL;
-		} else if (!t->access_token) {
-			snprintf(buf, len, "installed, no token");
-			lvl = CTL_WARN;
-		} else {
-			char when[32];
-			ctl_fmt_time(t->expires_at, when, sizeof(when));
-			snprintf(buf, len, "until %s", when);
-		}
-	} else if (loc->token) {
-		snprintf(buf, len, "static (config)");
-	} else {
-		snprintf(buf, len, "not installed");
-		lvl = CTL_FAIL;
-	}
-	store_token_free(t);
-	return lvl;
-}
-
 int
 ctl_accounts(const struct ctl_opts *o)
 {
@@ -323,9 +282,9 @@ ctl_accounts(const struct ctl_opts *o)
 		char tok[48], watch[160] = "not configured", since[32] = "";
 		char *wstate = NULL, *wdetail = NULL;
 		int64_t wat = 0;
-		ctl_token_state(&app, loc, tok, sizeof(tok));
+		oauth_token_state(app.store, loc, tok, sizeof(tok));
 		if (loc->imap.host && store_watcher_get(app.store, loc->id, &wstate, &wdetail, &wat) == 1) {
-			ctl_fmt_time(wat, since, sizeof(since));
+			iso_time(wat, since, sizeof(since));
 			snprintf(watch, sizeof(watch), "%s since %s%s%s", wstate, since, wdetail ? ": " : "",
 			    wdetail ? wdetail : "");
 		} else if (loc->imap.host) {

@@ -17,6 +17,7 @@
 #include "mailauth.h"
 #include "mailboxes.h"
 #include "netaddr.h"
+#include "oauth.h"
 #include "outbound.h"
 #include "store_jobs.h"
 #include "util.h"
@@ -93,7 +94,8 @@ check_token_and_webhooks(struct doctor *doc, const struct location_config *loc)
 	char tok[64];
 	int total = 0;
 	int64_t last = 0;
-	enum ctl_level lvl = ctl_token_state(doc->app, loc, tok, sizeof(tok));
+	static const enum ctl_level levels[] = { [TOKEN_OK] = CTL_OK, [TOKEN_WARN] = CTL_WARN, [TOKEN_BAD] = CTL_FAIL };
+	enum ctl_level lvl = levels[oauth_token_state(doc->app->store, loc, tok, sizeof(tok))];
 
 	report(doc, lvl, "token", "%s%s", tok, lvl == CTL_OK ? "" :
 	    " - fix: install the app for this location (or set token = for a static one)");
@@ -104,7 +106,7 @@ check_token_and_webhooks(struct doctor *doc, const struct location_config *loc)
 	}
 	if (total > 0) {
 		char when[32];
-		ctl_fmt_time(last, when, sizeof(when));
+		iso_time(last, when, sizeof(when));
 		report(doc, CTL_OK, "webhooks", "last outbound message %s (%d kept)", when, total);
 	} else {
 		report(doc, CTL_WARN, "webhooks", "none received yet - fix: the app's Delivery URL must be %s/webhooks/provider "

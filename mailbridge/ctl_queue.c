@@ -60,7 +60,7 @@ static json_t *
 job_json(const struct job *j)
 {
 	char when[32];
-	ctl_fmt_time(j->created_at, when, sizeof(when));
+	iso_time(j->created_at, when, sizeof(when));
 	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s?, s:s, s:i, s:s?}", "messageId", j->message_id,
 	    "locationId", j->location_id, "type", j->type, "state", job_state_name(j->fsm.job), "attempts", j->attempts,
 	    "report", job_report_state_name(j->fsm.report), "status", job_report_status_name(j->fsm.status),
@@ -75,7 +75,7 @@ print_job_row(const struct job *j, void *arg)
 		json_array_append_new(arg, job_json(j));
 		return;
 	}
-	ctl_fmt_time(j->created_at, when, sizeof(when));
+	iso_time(j->created_at, when, sizeof(when));
 	printf("%-24s %-22s %-8s %-8s %3d  %-8s %s\n", j->message_id, j->location_id, j->type,
 	    job_state_name(j->fsm.job), j->attempts, job_report_state_name(j->fsm.report), when);
 }
@@ -161,9 +161,9 @@ queue_show(struct app *app, const char *id, bool json)
 		fprintf(stderr, "no job %s\n", id);
 		return 1;
 	}
-	ctl_fmt_time(j->created_at, when, sizeof(when));
+	iso_time(j->created_at, when, sizeof(when));
 	if (job_is_open(j->fsm.job))
-		ctl_fmt_time(j->next_at, next, sizeof(next));
+		iso_time(j->next_at, next, sizeof(next));
 	else
 		snprintf(next, sizeof(next), "- (%s)", job_state_name(j->fsm.job));
 	if (json) {

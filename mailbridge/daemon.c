@@ -14,6 +14,7 @@
 #include "lmtp.h"
 #include "log.h"
 #include "metrics.h"
+#include "status.h"
 #include "oauth.h"
 #include "outbound.h"
 #include "plugin_host.h"
@@ -52,6 +53,7 @@ static const struct http_route routes[] = {
 	{ "GET", "/oauth/callback", oauth_http_callback, false, NULL },
 	{ "GET", "/healthz", webhook_health, false, NULL },
 	{ "GET", "/metrics", metrics_http, false, NULL },
+	{ "GET", "/status", status_http, false, NULL },
 	{ "*", "/plugins/*", plugin_http, false, NULL },
 };
 #define HTTP_SMALL_BODY 65536

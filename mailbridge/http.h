@@ -31,6 +31,7 @@ struct http_response {
 	char *body;                /* malloc'd, owned by the server after return */
 	char *location;            /* malloc'd redirect target or NULL */
 	char *set_cookie;          /* malloc'd Set-Cookie value or NULL */
+	const char *www_authenticate;  /* static WWW-Authenticate value (a 401) or NULL */
 };
 
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req, struct http_response *resp);

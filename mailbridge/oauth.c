@@ -445,3 +445,35 @@ oauth_http_callback(void *ctx, const struct http_request *req, struct http_respo
 	ghl_grant_clear(&grant);
 	ghl_result_clear(&res);
 }
+
+enum token_health
+oauth_token_state(struct store *st, const struct location_config *loc, char *buf, size_t len)
+{
+	struct token *t = NULL;
+	enum token_health lvl = TOKEN_OK;
+
+	if (store_is_uninstalled(st, loc->id) == 1) {
+		snprintf(buf, len, "uninstalled");
+		return TOKEN_BAD;
+	}
+	if (store_token_get(st, loc->id, &t) == 1) {
+		if (t->needs_reinstall) {
+			snprintf(buf, len, "needs re-install");
+			lvl = TOKEN_BAD;
+		} else if (!t->access_token) {
+			snprintf(buf, len, "installed, no token");
+			lvl = TOKEN_WARN;
+		} else {
+			char when[32];
+			iso_time(t->expires_at, when, sizeof(when));
+			snprintf(buf, len, "until %s", when);
+		}
+	} else if (loc->token) {
+		snprintf(buf, len, "static (config)");
+	} else {
+		snprintf(buf, len, "not installed");
+		lvl = TOKEN_BAD;
+	}
+	store_token_free(t);
+	return lvl;
+}

@@ -43,4 +43,11 @@ void oauth_http_callback(void *app, const struct http_request *req, struct http_
 int oauth_on_install(struct oauth *o, const char *company_id, const char *location_id);
 int oauth_on_uninstall(struct oauth *o, const char *company_id, const char *location_id);
 
+/* A location's token as accounts, doctor and /status show it ("until
+ * <time>", "static (config)", "needs re-install", ...) in buf, and how
+ * healthy that is. */
+enum token_health { TOKEN_OK, TOKEN_WARN, TOKEN_BAD };
+struct location_config;
+enum token_health oauth_token_state(struct store *st, const struct location_config *loc, char *buf, size_t len);
+
 #endif

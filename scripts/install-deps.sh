@@ -20,7 +20,7 @@ if [ "${1:-}" = "--test" ]; then
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   # dpkg-dev (dpkg-shlibdeps, for the package's Depends) and adduser (its
   # postinst) usually come with build-essential and the base system
-  PKGS="$PKGS postfix dovecot-imapd dovecot-lmtpd kannel kannel-extras python3 openssl procps groff-base clang libclang-rt-14-dev dpkg-dev adduser valgrind lintian file unbound prometheus"
+  PKGS="$PKGS postfix dovecot-imapd dovecot-lmtpd kannel kannel-extras python3 openssl procps groff-base clang libclang-rt-14-dev dpkg-dev adduser valgrind lintian file unbound prometheus chromium"
 fi
 $SUDO apt-get update -q
 # shellcheck disable=SC2086

@@ -151,6 +151,10 @@ static const char *const store_migrations[] = {
 	"  attempts INTEGER NOT NULL DEFAULT 0,"
 	"  claimed INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX inbound_spool_due ON inbound_spool(claimed, next_at);",
+	/* 11: events name their location, for the status page's recent events */
+	"ALTER TABLE events ADD COLUMN location_id TEXT;"
+	"UPDATE events SET location_id = (SELECT location_id FROM jobs WHERE jobs.message_id = events.message_id);"
+	"CREATE INDEX events_location ON events(location_id, id);",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 

@@ -9,9 +9,31 @@
 #include <string.h>
 
 int
-store_event(struct store *st, const char *message_id, const char *kind, const char *detail)
+store_events_recent(struct store *st, const char *location_id, int limit, void (*fn)(int64_t at,
+    const char *message_id, const char *kind, const char *detail, void *arg), void *arg)
 {
-	return store_exec(st, EVENT_INSERT, "isss", now_ms(), message_id, kind, detail) < 0 ? -1 : 1;
+	sqlite3_stmt *stmt;
+	int n = 0, r = SQLITE_DONE;
+
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, "SELECT at, message_id, kind, detail FROM events WHERE location_id=?1 "
+	    "ORDER BY id DESC LIMIT ?2")) == NULL) {
+		store_log_error(st, "recent events");
+		pthread_mutex_unlock(&st->lock);
+		return -1;
+	}
+	sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(stmt, 2, limit);
+	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
+		fn(sqlite3_column_int64(stmt, 0), (const char *)sqlite3_column_text(stmt, 1),
+		    (const char *)sqlite3_column_text(stmt, 2), (const char *)sqlite3_column_text(stmt, 3), arg);
+		n++;
+	}
+	if (r != SQLITE_DONE)
+		store_log_error(st, "recent events");
+	store_stmt_done(st, stmt);
+	pthread_mutex_unlock(&st->lock);
+	return r == SQLITE_DONE ? n : -1;
 }
 
 /* Retention. Each DELETE removes at most STORE_PRUNE_BATCH rows, so the

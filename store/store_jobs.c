@@ -103,7 +103,8 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 		store_tx_step(st, "INSERT INTO job_payload (job_id, payload) VALUES (?1, ?2)", "is",
 		    sqlite3_last_insert_rowid(st->db), payload);
 	/* the journey's first event rides in the same commit */
-	store_tx_step(st, EVENT_INSERT, "isss", now, message_id, "webhook", r == 1 ? type : "duplicate (ignored)");
+	store_tx_step(st, EVENT_INSERT, "issss", now, message_id, "webhook", r == 1 ? type : "duplicate (ignored)",
+	    location_id);
 	/* durable before the webhook is acknowledged, duplicates included */
 	if (store_tx_end(st, "job add", true) < 0)
 		return -1;
@@ -193,7 +194,7 @@ job_write(struct store *st, const char *what, const struct job *job, const char 
 	r = store_tx_step_v(st, false, sql, fmt, ap);
 	va_end(ap);
 	if (r == 1 && detail)
-		store_tx_extra(st, EVENT_INSERT, "isss", now_ms(), job->message_id, kind, detail);
+		store_tx_extra(st, EVENT_INSERT, "issss", now_ms(), job->message_id, kind, detail, job->location_id);
 	if (store_tx_end(st, what, false) < 0)
 		return -1;
 	return r;
@@ -310,6 +311,77 @@ store_job_count(struct store *st, enum job_state state)
 	int64_t n = -1;
 	store_query_row(st, store_row_int64, &n, "SELECT COUNT(*) FROM jobs WHERE state=?1", "s", job_state_name(state));
 	return (int)n;
+}
+
+/* Steps sql under the lock, each row to row(stmt, arg). 0, or -1. */
+static int
+each_row(struct store *st, const char *what, const char *sql, void (*row)(sqlite3_stmt *stmt, void *arg),
+    void *arg)
+{
+	sqlite3_stmt *stmt;
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	if ((stmt = store_stmt(st, sql)) == NULL) {
+		store_log_error(st, what);
+		pthread_mutex_unlock(&st->lock);
+		return -1;
+	}
+	while ((r = sqlite3_step(stmt)) == SQLITE_ROW)
+		row(stmt, arg);
+	if (r != SQLITE_DONE)
+		store_log_error(st, what);
+	store_stmt_done(st, stmt);
+	pthread_mutex_unlock(&st->lock);
+	return r == SQLITE_DONE ? 0 : -1;
+}
+
+struct open_cb {
+	void (*fn)(const char *location_id, int open, int64_t oldest_at, void *arg);
+	void *arg;
+};
+
+static void
+open_row(sqlite3_stmt *stmt, void *arg)
+{
+	struct open_cb *cb = arg;
+	cb->fn((const char *)sqlite3_column_text(stmt, 0), sqlite3_column_int(stmt, 1), sqlite3_column_int64(stmt, 2),
+	    cb->arg);
+}
+
+int
+store_job_open_by_location(struct store *st, void (*fn)(const char *location_id, int open, int64_t oldest_at,
+    void *arg), void *arg)
+{
+	struct open_cb cb = { fn, arg };
+	/* the unfinished jobs are few, and found through jobs_due's state */
+	return each_row(st, "open jobs", "SELECT location_id, count(*), min(created_at) FROM jobs "
+	    "WHERE state IN ('" JOB_NAME_QUEUED "', '" JOB_NAME_CLAIMED "', '" JOB_NAME_SENDING "') "
+	    "GROUP BY location_id", open_row, &cb);
+}
+
+struct error_cb {
+	void (*fn)(const char *location_id, const char *error, int64_t at, void *arg);
+	void *arg;
+};
+
+static void
+error_row(sqlite3_stmt *stmt, void *arg)
+{
+	struct error_cb *cb = arg;
+	cb->fn((const char *)sqlite3_column_text(stmt, 0), (const char *)sqlite3_column_text(stmt, 1),
+	    sqlite3_column_int64(stmt, 2), cb->arg);
+}
+
+int
+store_job_last_error_by_location(struct store *st, void (*fn)(const char *location_id, const char *error,
+    int64_t at, void *arg), void *arg)
+{
+	struct error_cb cb = { fn, arg };
+	/* one pass over the kept jobs (keep_days): SQLite takes the bare
+	 * columns from the row that holds max(id) */
+	return each_row(st, "last errors", "SELECT location_id, last_error, updated_at, max(id) FROM jobs "
+	    "WHERE last_error IS NOT NULL AND last_error <> '' GROUP BY location_id", error_row, &cb);
 }
 
 int

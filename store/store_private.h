@@ -71,7 +71,7 @@ void store_row_int64(sqlite3_stmt *stmt, void *arg);
 void store_row_text(sqlite3_stmt *stmt, void *arg);
 void store_row_none(sqlite3_stmt *stmt, void *arg);
 
-#define EVENT_INSERT "INSERT INTO events (at, message_id, kind, detail) VALUES (?1,?2,?3,?4)"
+#define EVENT_INSERT "INSERT INTO events (at, message_id, kind, detail, location_id) VALUES (?1,?2,?3,?4,?5)"
 
 #define MSGMAP_UPSERT "INSERT INTO message_map (rfc_message_id, location_id, ghl_message_id, " \
 	"email_message_id, alt_id, conversation_id, contact_id, refs, reply_token, created_at) " \

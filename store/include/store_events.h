@@ -9,8 +9,12 @@
 #include "store.h"
 
 /* Message journey: one row per event (webhook, smtp, status, dsn, reply,
- * inbound), kept [store] events_days. */
-int store_event(struct store *st, const char *message_id, const char *kind, const char *detail);
+ * inbound), with its location, kept [store] events_days; written by the
+ * store in the commit of the change it records. */
+/* A location's newest events, newest first, at most limit. Returns how
+ * many, or -1. */
+int store_events_recent(struct store *st, const char *location_id, int limit, void (*fn)(int64_t at,
+    const char *message_id, const char *kind, const char *detail, void *arg), void *arg);
 /* Events for a HighLevel messageId, an RFC Message-ID (no <>), or an
  * email address / phone number, oldest first. Returns how many. */
 int store_events_each(struct store *st, const char *key, void (*fn)(int64_t at, const char *message_id,

@@ -96,6 +96,14 @@ int store_job_retry(struct store *st, const struct job *job, const struct job_fs
 /* Deletes the job if it is still in from's send state. */
 int store_job_drop(struct store *st, const struct job *job, const struct job_fsm *from);
 int store_job_count(struct store *st, enum job_state state);
+/* Per location, for the status page: the unfinished jobs (queued, claimed
+ * or sending) and when the oldest came; and the newest job with an error,
+ * its error and when. fn is called once per location that has any;
+ * 0, or -1. fn must not call the store. */
+int store_job_open_by_location(struct store *st, void (*fn)(const char *location_id, int open,
+    int64_t oldest_at, void *arg), void *arg);
+int store_job_last_error_by_location(struct store *st, void (*fn)(const char *location_id, const char *error,
+    int64_t at, void *arg), void *arg);
 /* ms since the oldest unfinished job was received (0 when none). */
 int64_t store_job_oldest_queued_age(struct store *st);
 
