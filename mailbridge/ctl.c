@@ -8,6 +8,8 @@
 #include "ghl.h"
 #include "http.h"
 #include "inbound.h"
+#include "mime_in.h"
+#include "mime_out.h"
 #include "jobs.h"
 #include "lmtp.h"
 #include "log.h"
@@ -27,6 +29,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <gmime/gmime.h>
+#include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <jansson.h>
 #include <signal.h>
@@ -96,6 +99,88 @@ print_inbound_row(const struct inbound_row *r, void *arg)
 	    r->summary ? r->summary : "", r->error ? "\n    error: " : "", r->error ? r->error : "");
 }
 
+static json_t *
+strings_json(char **v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(v[i] ? v[i] : ""));
+	return a;
+}
+
+/* One message as inbound reads it, and what it would post: the record
+ * bench/corpus.py compares with a reference parser. */
+static json_t *
+parse_one(const char *path)
+{
+	size_t len = 0;
+	char *raw = read_file(path, INBOUND_MAX_MESSAGE, &len);
+	const char *refused = NULL;
+	struct inbound_msg *m;
+	json_t *o, *atts;
+	char *text;
+
+	if (!raw)
+		return json_pack("{s:s, s:s}", "file", path, "error", strerror(errno));
+	m = mime_in_parse(raw, len, INBOUND_MAX_ATTACH, &refused);
+	free(raw);
+	if (!m)
+		return json_pack("{s:s, s:s}", "file", path, "refused", refused ? refused : "unparsable");
+	atts = json_array();
+	for (size_t i = 0; i < m->n_attachments; i++) {
+		const struct mime_attachment *a = &m->attachments[i];
+		unsigned char d[32];
+		char hex[65];
+		gnutls_hash_fast(GNUTLS_DIG_SHA256, a->data, a->len, d);
+		for (int k = 0; k < 32; k++)
+			snprintf(hex + 2 * k, 3, "%02x", d[k]);
+		json_array_append_new(atts, json_pack("{s:s, s:s, s:I, s:s}", "filename", a->filename, "contentType",
+		    a->content_type, "size", (json_int_t)a->len, "sha256", hex));
+	}
+	text = inbound_message_text(m, NULL);
+	o = json_pack("{s:s, s:s?, s:s?, s:s?, s:o, s:o, s:s?, s:s?, s:s?, s:s?, s:s, s:b, s:o, s:o, s:o, s:b, s:b, "
+	    "s:b, s:b, s:b, s:s?}",
+	    "file", path, "subject", m->subject, "from", m->from_addr, "fromName", m->from_name,
+	    "to", strings_json(m->to_addrs, m->n_to), "cc", strings_json(m->cc_addrs, m->n_cc),
+	    "messageId", m->message_id, "inReplyTo", m->in_reply_to, "text", m->text, "replyText", m->reply_text,
+	    "message", text, "html", m->html != NULL, "attachments", atts,
+	    "dropped", strings_json(m->dropped, m->n_dropped), "notes", strings_json(m->notes, m->n_notes),
+	    "autoReply", m->auto_reply, "listMail", m->list_mail, "dsn", m->is_dsn, "nullSender", m->null_sender,
+	    "fromLoose", m->from_loose, "skip", m->is_dsn ? NULL : !m->from_addr ? "no From address" : NULL);
+	free(text);
+	mime_in_free(m);
+	return o;
+}
+
+/* inbound parse FILE...: no configuration or store needed */
+static int
+inbound_parse(const struct ctl_opts *o)
+{
+	json_t *all = json_array();
+	int r = 0;
+
+	for (int i = 1; i < o->argc; i++) {
+		json_t *one = parse_one(o->argv[i]);
+		if (json_object_get(one, "error"))
+			r = 1;
+		if (o->json) {
+			json_array_append_new(all, one);
+			continue;
+		}
+		printf("%s\n  subject  %s\n  from     %s\n  message  %s\n  files    %zu\n  skip     %s\n",
+		    o->argv[i], json_string_value(json_object_get(one, "subject")) ?: "-",
+		    json_string_value(json_object_get(one, "from")) ?: "-",
+		    json_string_value(json_object_get(one, "message")) ?: json_string_value(json_object_get(one, "refused")) ?: "-",
+		    json_array_size(json_object_get(one, "attachments")),
+		    json_string_value(json_object_get(one, "skip")) ?: "no");
+		json_decref(one);
+	}
+	if (o->json)
+		ctl_print_json(all);
+	json_decref(all);
+	return r;
+}
+
 int
 ctl_inbound(const struct ctl_opts *o)
 {
@@ -104,8 +189,10 @@ ctl_inbound(const struct ctl_opts *o)
 	int argc = o->argc, r = 1;
 	char **argv = o->argv;
 
+	if (argc >= 2 && !strcmp(argv[0], "parse"))
+		return inbound_parse(o);
 	if (argc < 1 || (strcmp(argv[0], "list") && argc < 3)) {
-		fprintf(stderr, "mailbridge inbound: list [STATE], or retry LOCATION KEY\n");
+		fprintf(stderr, "mailbridge inbound: list [STATE], retry LOCATION KEY, or parse FILE...\n");
 		main_usage(stderr);
 		return 2;
 	}

@@ -235,18 +235,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 		}
 		ghl_result_clear(&res);
 	}
-	for (size_t i = 0; i < m->n_dropped; i++) {
-		char *n2 = xasprintf("%s\n[attachment too large to forward: %s]", notes, m->dropped[i]);
-		free(notes);
-		notes = n2;
-	}
-	for (size_t i = 0; i < m->n_notes; i++) {
-		char *n2 = xasprintf("%s\n[%s]", notes, m->notes[i]);
-		free(notes);
-		notes = n2;
-	}
-
-	text = xasprintf("%s%s%s", m->auto_reply ? "(auto-reply) " : "", m->reply_text, notes);
+	text = inbound_message_text(m, notes);
 	html = html_with_uploaded_cids(m, url_of);
 	from = m->from_name ? xasprintf("%s <%s>", m->from_name, m->from_addr) : xstrdup(m->from_addr);
 	alt = m->message_id ? xasprintf("<%s>", m->message_id) : NULL;
@@ -354,6 +343,26 @@ out:
 	free(summary);
 	free(s.error);
 	return ret;
+}
+
+char *
+inbound_message_text(const struct inbound_msg *m, const char *upload_notes)
+{
+	char *notes = xstrdup(upload_notes ? upload_notes : ""), *text;
+
+	for (size_t i = 0; i < m->n_dropped; i++) {
+		char *n2 = xasprintf("%s\n[attachment too large to forward: %s]", notes, m->dropped[i]);
+		free(notes);
+		notes = n2;
+	}
+	for (size_t i = 0; i < m->n_notes; i++) {
+		char *n2 = xasprintf("%s\n[%s]", notes, m->notes[i]);
+		free(notes);
+		notes = n2;
+	}
+	text = xasprintf("%s%s%s", m->auto_reply ? "(auto-reply) " : "", m->reply_text ? m->reply_text : "", notes);
+	free(notes);
+	return text;
 }
 
 /* Not posted, on purpose: recorded with why (inbound list), and logged.

@@ -27,6 +27,13 @@ enum inbound_result {
 enum inbound_result inbound_handle(struct app *app, const struct location_config *loc,
     const char *raw, size_t len, int64_t received_at);
 
+/* The text posted as the message: the reply (above the quoted history),
+ * "(auto-reply) " first when it is one, then upload_notes (files
+ * HighLevel refused; may be NULL), files too large to forward and the
+ * parser's notes (forwarded messages), one bracketed line each. */
+struct inbound_msg;
+char *inbound_message_text(const struct inbound_msg *m, const char *upload_notes);
+
 /* Re-processes a failed inbound message kept in the store. */
 enum inbound_result inbound_retry(struct app *app, const struct location_config *loc, const char *key);
 

@@ -33,6 +33,7 @@ main_usage(FILE *out)
 	    "       mailbridge queue show ID | retry ID | retry --all-failed | drop ID | flush [-c FILE]\n"
 	    "       mailbridge send-test --location ID --to ADDR [-c FILE]\n"
 	    "       mailbridge inbound list [STATE] [--json] | retry LOCATION KEY [-c FILE]\n"
+	    "       mailbridge inbound parse FILE... [--json]   (what a message would post; no store)\n"
 	    "       mailbridge accounts [--json] [-c FILE]\n"
 	    "       mailbridge doctor [--location ID] [--to ADDR] [-c FILE]\n"
 

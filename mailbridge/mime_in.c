@@ -454,6 +454,91 @@ add_forwarded(struct walk *w, GMimeMessage *inner)
 	g_free(bytes);
 }
 
+static void walk_part(GMimeObject *parent, GMimeObject *part, gpointer data);
+
+/* A multipart in which no part was found (no boundary parameter, or
+ * delimiters that do not match it): GMime keeps the whole body as its
+ * prologue. That is the sender's text; as a multipart it was lost. */
+static char *
+broken_multipart_text(GMimeMultipart *mp)
+{
+	const char *pro = g_mime_multipart_get_prologue(mp), *epi = g_mime_multipart_get_epilogue(mp);
+	char *t;
+	if ((!pro || !*pro) && (!epi || !*epi))
+		return NULL;
+	t = xasprintf("%s%s%s", pro ? pro : "", pro && *pro && epi && *epi ? "\n" : "", epi ? epi : "");
+	if (!g_utf8_validate(t, -1, NULL)) {
+		/* no charset to go by: keep what is ASCII */
+		for (char *c = t; *c; c++)
+			if ((unsigned char)*c >= 0x80)
+				*c = '?';
+	}
+	return t;
+}
+
+/* The same body, when its delimiter lines name a boundary other than the
+ * declared one (or there is none declared): read again with the
+ * boundary the lines use, so its parts are the message's, not raw MIME
+ * text. True when that found parts. */
+static bool
+reparse_broken_multipart(struct walk *w, GMimeMultipart *mp)
+{
+	const char *body = g_mime_multipart_get_prologue(mp), *p;
+	char boundary[71];
+	size_t bl;
+	char *raw, *close;
+	GMimeStream *s;
+	GMimeParser *parser;
+	GMimeObject *obj;
+	bool found = false;
+
+	if (!body)
+		return false;
+	for (p = body; *p; p += strcspn(p, "\n"), p += *p == '\n') {
+		if (p[0] == '-' && p[1] == '-' && (bl = strcspn(p + 2, " \t\r\n")) > 0 && bl < sizeof(boundary) &&
+		    strspn(p + 2 + bl, " \t\r") == strcspn(p + 2 + bl, "\n"))
+			break;
+	}
+	if (!*p)
+		return false;
+	memcpy(boundary, p + 2, bl);
+	boundary[bl] = '\0';
+	close = xasprintf("--%s--", boundary);
+	if (!strstr(p, close) || strchr(boundary, '"')) {
+		free(close);
+		return false;
+	}
+	free(close);
+	raw = xasprintf("Content-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n%s", boundary, body);
+	s = g_mime_stream_mem_new_with_buffer(raw, strlen(raw));
+	parser = g_mime_parser_new_with_stream(s);
+	obj = g_mime_parser_construct_part(parser, NULL);
+	if (obj && GMIME_IS_MULTIPART(obj) && g_mime_multipart_get_count(GMIME_MULTIPART(obj)) > 0) {
+		g_mime_multipart_foreach(GMIME_MULTIPART(obj), walk_part, w);
+		found = true;
+	}
+	if (obj)
+		g_object_unref(obj);
+	g_object_unref(parser);
+	g_object_unref(s);
+	free(raw);
+	return found;
+}
+
+/* A plain text part with a file name that is not "attachment" is the
+ * message's text when it says "inline", or when there is no text yet
+ * (old mailers name the body msg.txt): as a file only, the CRM showed an
+ * empty message. */
+static bool
+named_text_is_body(const struct walk *w, GMimeObject *part, GMimeContentType *ct)
+{
+	GMimeContentDisposition *d = g_mime_object_get_content_disposition(part);
+	const char *disp = d ? g_mime_content_disposition_get_disposition(d) : NULL;
+	if (!g_mime_content_type_is_type(ct, "text", "plain"))
+		return false;
+	return (disp && !strcasecmp(disp, "inline")) || !w->have_text;
+}
+
 static void
 walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 {
@@ -495,7 +580,7 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 		return;
 	}
 	if (GMIME_IS_TEXT_PART(part) && !g_mime_part_is_attachment(GMIME_PART(part)) &&
-	    !g_mime_part_get_filename(GMIME_PART(part))) {
+	    (!g_mime_part_get_filename(GMIME_PART(part)) || named_text_is_body(w, part, ct))) {
 		const char *sub = g_mime_content_type_get_media_subtype(ct);
 		const char *raw_ct = g_mime_object_get_header(part, "Content-Type");
 		/* text with no subtype is text/plain (RFC 2045 5.2: GMime makes
@@ -841,10 +926,21 @@ boundary_at(const char *p, const char *end, char *out)
 	return n;
 }
 
-/* Counts, on the raw bytes, the multipart containers (by their boundary
- * parameters) and the delimiter lines of their boundaries, so that a
- * message of 200,000 tiny parts is refused before GMime builds 200,000
- * objects. NULL when within the limits, else why not. */
+/* True when the line starts "Field-Name:" (RFC 5322 ftext, 33-126 but
+ * ':', then optional blanks, as obsolete syntax allows). */
+static bool
+header_line(const char *p, size_t ll)
+{
+	size_t i = 0;
+	while (i < ll && p[i] > 32 && p[i] < 127 && p[i] != ':')
+		i++;
+	if (i == 0)
+		return false;
+	while (i < ll && (p[i] == ' ' || p[i] == '\t'))
+		i++;
+	return i < ll && p[i] == ':';
+}
+
 /* Before GMime sees the bytes, one pass over them:
  * - counts the multipart containers (by their boundary parameters) and
  *   the delimiter lines of their boundaries, so that a message of 200,000
@@ -852,9 +948,15 @@ boundary_at(const char *p, const char *end, char *out)
  * - keeps the first valid Content-Type of each header block (the
  *   message's and each part's) and drops later ones: GMime would take the
  *   last, and some senders add a second, broken one, which made parts
- *   come out as raw MIME text. Most clients use the first.
+ *   come out as raw MIME text. Most clients use the first;
+ * - ends a header block at its first line that is neither a header nor a
+ *   folded one, with the blank line the sender left out: GMime would
+ *   drop that line and read the text after it as more headers, so the
+ *   whole body was lost (Python's email calls it
+ *   MissingHeaderBodySeparatorDefect and reads the body).
  * Returns why the message is refused, or NULL; *fixed_r is a rewritten
- * copy (malloc'd) when a header was dropped, else NULL. */
+ * copy (malloc'd) when a header was dropped or a blank line added, else
+ * NULL. */
 static const char *
 mime_in_prepare(const char *raw, size_t len, char **fixed_r, size_t *fixed_len_r)
 {
@@ -862,8 +964,10 @@ mime_in_prepare(const char *raw, size_t len, char **fixed_r, size_t *fixed_len_r
 	char (*bounds)[71] = NULL;
 	size_t nb = 0, parts = 0, out_len = 0;
 	const char *p, *end = raw + len, *refused = NULL;
-	bool in_headers = true, have_ct = false, dropping = false;
+	bool in_headers = true, have_ct = false, dropping = false, had_header = false;
 	char *out = NULL;
+	/* room for one added blank line (CRLF) per header block */
+	size_t cap = len + 2 * (MIME_IN_MAX_PARTS + 2) + 1;
 
 	*fixed_r = NULL;
 	for (p = raw; p + sizeof(key) - 1 <= end; p++) {
@@ -891,7 +995,7 @@ mime_in_prepare(const char *raw, size_t len, char **fixed_r, size_t *fixed_len_r
 						refused = "more than " MB_STR(MIME_IN_MAX_PARTS) " MIME parts";
 					/* a part's headers follow, unless it was the closing one */
 					in_headers = !(ll - 2 >= bl + 2 && p[2 + bl] == '-' && p[3 + bl] == '-');
-					have_ct = dropping = false;
+					have_ct = dropping = had_header = false;
 					goto emit;
 				}
 			}
@@ -901,6 +1005,19 @@ mime_in_prepare(const char *raw, size_t len, char **fixed_r, size_t *fixed_len_r
 				in_headers = dropping = false;
 			} else if (p[0] == ' ' || p[0] == '\t') {
 				keep = !dropping;          /* a folded line goes with its header */
+			} else if (had_header && !header_line(p, ll)) {
+				/* the body began without its blank line: add it */
+				if (!out) {
+					out = xmalloc(cap);
+					out_len = (size_t)(p - raw);
+					memcpy(out, raw, out_len);
+				}
+				if (out_len + 2 < cap) {
+					memcpy(out + out_len, ll > 0 && p[ll - 1] == '\r' ? "\r\n" : "\n",
+					    ll > 0 && p[ll - 1] == '\r' ? 2 : 1);
+					out_len += ll > 0 && p[ll - 1] == '\r' ? 2 : 1;
+				}
+				in_headers = dropping = false;
 			} else if (ll > 13 && !strncasecmp(p, "Content-Type:", 13)) {
 				dropping = have_ct;
 				keep = !dropping;
@@ -909,11 +1026,12 @@ mime_in_prepare(const char *raw, size_t len, char **fixed_r, size_t *fixed_len_r
 			} else {
 				dropping = false;
 			}
+			had_header = true;
 		}
 emit:
 		if (!keep && !out) {
 			/* the first line dropped: copy what came before */
-			out = xmalloc(len + 1);
+			out = xmalloc(cap);
 			out_len = (size_t)(p - raw);
 			memcpy(out, raw, out_len);
 		} else if (keep && out) {
@@ -1042,6 +1160,9 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 	w.m = m;
 	w.max_attach = max_attach;
 	g_mime_message_foreach(msg, walk_part, &w);
+	if (top && GMIME_IS_MULTIPART(top) && g_mime_multipart_get_count(GMIME_MULTIPART(top)) == 0 && !w.have_text &&
+	    !w.have_html && m->n_attachments == 0 && !reparse_broken_multipart(&w, GMIME_MULTIPART(top)))
+		m->text = broken_multipart_text(GMIME_MULTIPART(top));
 	g_object_unref(msg);
 	if (w.refused) {
 		*refused_r = w.refused;

@@ -244,6 +244,52 @@ test_duplicate_content_type(void)
 	mime_in_free(m);
 }
 
+/* Malformed structure from Python's email test corpus (bench/corpus.py):
+ * each lost the whole body text before. */
+static void
+test_broken_structure(void)
+{
+	static const struct { const char *raw, *text, *not_text; size_t files; } rows[] = {
+		/* no blank line between the headers and the body */
+		{ "From: a@x.test\r\nSubject: s\r\ncounter to RFC 2822, no separating line\r\nsecond line\r\n",
+		  "counter to RFC 2822, no separating line\r\nsecond line", NULL, 0 },
+		/* a part's headers and its body, no blank line between */
+		{ "From: a@x.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n"
+		  "the part's text\r\n--b--\r\n", "the part's text", NULL, 0 },
+		/* a multipart without a boundary parameter */
+		{ "From: a@x.test\r\nContent-Type: multipart/alternative;\r\n\r\nBlah blah blah\r\n", "Blah blah blah", NULL, 0 },
+		/* delimiters that do not match the declared boundary: read with theirs */
+		{ "From: a@x.test\r\nContent-Type: multipart/mixed; boundary=B_\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
+		  "message 1\r\n--B\r\nContent-Type: text/plain\r\n\r\nmessage 2\r\n--B--\r\n", "message 1", "--B", 0 },
+		/* an inline text part with a file name is the text, not only a file */
+		{ "From: a@x.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n"
+		  "Content-Disposition: inline; filename=\"msg.txt\"\r\n\r\na simple kind of mirror\r\n--b--\r\n",
+		  "a simple kind of mirror", NULL, 0 },
+		/* ... and so is a named one when there is no other text */
+		{ "From: a@x.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; "
+		  "name=\"msg.txt\"\r\n\r\nthe text\r\n--b--\r\n", "the text", NULL, 0 },
+		/* but a named text part beside the body stays a file */
+		{ "From: a@x.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+		  "body\r\n--b\r\nContent-Type: text/plain; name=\"notes.txt\"\r\n\r\nfile text\r\n--b--\r\n", "body",
+		  "file text", 1 },
+		/* an mbox "From " line first is not the end of the headers */
+		{ "From a@x.test Mon Jan  1 00:00:00 2001\r\nFrom: a@x.test\r\nSubject: s\r\n\r\nbody\r\n", "body", "Subject", 0 },
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const char *refused = NULL;
+		struct inbound_msg *m = mime_in_parse(rows[i].raw, strlen(rows[i].raw), 1 << 20, &refused);
+		CHECK_IDX(m != NULL, i);
+		if (!m)
+			continue;
+		CHECK_IDX(m->text && strstr(m->text, rows[i].text), i);
+		CHECK_IDX(!rows[i].not_text || !m->text || !strstr(m->text, rows[i].not_text), i);
+		CHECK_IDX(m->n_attachments == rows[i].files, i);
+		if (!m->text || !strstr(m->text, rows[i].text) || m->n_attachments != rows[i].files)
+			fprintf(stderr, "  row %zu: text %s, %zu files\n", i, m->text ? m->text : "(none)", m->n_attachments);
+		mime_in_free(m);
+	}
+}
+
 static void
 test_structural_limits(void)
 {
@@ -431,6 +477,7 @@ main(void)
 		free(longline);
 	}
 	test_structural_limits();
+	test_broken_structure();
 	test_classes();
 	test_text_types();
 	test_forwarded();
