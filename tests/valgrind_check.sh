@@ -11,7 +11,9 @@ set -eu
 src=$(cd "$1" && pwd) work=$2
 shift 2
 mkdir -p "$work"
-cmake -S "$src" -B "$work" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMB_SANITIZE=OFF -DBUILD_TESTING=ON >/dev/null
+# no _FORTIFY_SOURCE (MB_HARDEN=OFF): valgrind 3.19 reports glibc's checked
+# memmove as an overlapping memcpy
+cmake -S "$src" -B "$work" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMB_SANITIZE=OFF -DMB_HARDEN=OFF -DBUILD_TESTING=ON >/dev/null
 cmake --build "$work" -j2 --target mailbridge calllog kannel testsms badabi >"$work/build.log" 2>&1 ||
 	{ tail -30 "$work/build.log"; exit 1; }
 cd "$src/tests"

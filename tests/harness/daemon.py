@@ -247,6 +247,13 @@ def stop_all(daemon, *others):
     and no leak report under ASan/valgrind), then close the fakes and
     servers in order; raises only after everything is stopped."""
     rc = daemon.stop()
+    if rc not in (0, None):
+        # what valgrind or the sanitizers said goes to the daemon's log
+        import sys
+        log = daemon.log()
+        vg = [l for l in log.splitlines() if l.startswith("==")]
+        sys.stderr.write(f"--- daemon exit status {rc}; valgrind said:\n" + "\n".join(vg[:300]) +
+                         f"\n--- the end of its log:\n{log[-3000:]}\n")
     daemon.cleanup()
     for o in others:
         if hasattr(o, "close"):
