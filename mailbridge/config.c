@@ -139,6 +139,8 @@ static const struct config_key config_keys[] = {
 	{ SEC_LOCATION, "auto_replies", CT_STR, L(auto_replies), "post", 0, 0, false, "post|skip" },
 	{ SEC_LOCATION, "other_sender_replies", CT_STR, L(other_sender_replies), "own", 0, 0, false, "own|thread" },
 	{ SEC_LOCATION, "lmtp_addresses", CT_STR, L(lmtp_addresses), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "reply_address", CT_STR, L(reply_address), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "return_path", CT_STR, L(return_path), NULL, 0, 0, false, NULL },
 	{ SEC_LOCATION, "dkim_selector", CT_STR, L(dkim_selector), NULL, 0, 0, false, NULL },
 	{ SEC_LOCATION, "relay_ips", CT_STR, L(relay_ips), NULL, 0, 0, false, NULL },
 };
@@ -792,6 +794,54 @@ check_server(const struct location_config *loc, const char *what, struct mail_se
 #undef KEY
 }
 
+/* "local@domain" into box (local without a '+'); -1 when it is not one. */
+static int
+plus_box_set(struct plus_box *box, const char *addr, const char *tag)
+{
+	const char *at = addr ? strrchr(addr, '@') : NULL;
+	if (!at || at == addr || !at[1] || memchr(addr, '+', (size_t)(at - addr)) || strpbrk(addr, " \t<>\"(),;:\\") ||
+	    strchr(at + 1, '@') != NULL || has_header_break(addr, strlen(addr)))
+		return -1;
+	box->local = xasprintf("%.*s", (int)(at - addr), addr);
+	box->domain = xstrdup(at + 1);
+	box->tag = tag;
+	return 0;
+}
+
+/* Where replies and DSNs go. A mailbox address (reply_address, else the
+ * watched mailbox's imap_user, else from) takes plus tokens with no alias
+ * on Gmail, Microsoft 365, Fastmail or Dovecot, and two locations can
+ * share a domain. With reply_domain set and none of those, the older
+ * reply+/bounce+ addresses at reply_domain stay (an alias or LMTP). */
+static void
+config_plus_boxes(struct location_config *loc, FILE *err, int *errors)
+{
+	const char *ra = loc->reply_address;
+	if (!ra && loc->imap.user && strchr(loc->imap.user, '@'))
+		ra = loc->imap.user;
+	if (!ra && !(loc->key_where && lwhere(loc, "reply_domain") != loc->file))
+		ra = loc->from_addr;
+	if (!ra) {
+		char *r = xasprintf("reply@%s", loc->reply_domain ? loc->reply_domain : "invalid");
+		char *b = xasprintf("bounce@%s", loc->reply_domain ? loc->reply_domain : "invalid");
+		plus_box_set(&loc->reply_box, r, "");
+		plus_box_set(&loc->return_box, b, "");
+		free(r);
+		free(b);
+		return;
+	}
+	if (plus_box_set(&loc->reply_box, ra, "") < 0) {
+		fprintf(err, "%s: reply_address must be a plain address without '+' (got '%s')\n",
+		    lwhere(loc, loc->reply_address ? "reply_address" : "imap_user"), ra);
+		(*errors)++;
+	}
+	if (plus_box_set(&loc->return_box, loc->return_path ? loc->return_path : ra, "b") < 0 && loc->return_path) {
+		fprintf(err, "%s: return_path must be a plain address without '+' (got '%s')\n", lwhere(loc, "return_path"),
+		    loc->return_path);
+		(*errors)++;
+	}
+}
+
 /* Each message names the line of the key at fault (the section's first
  * line for a key that is missing). Enumerated values were checked as
  * they were read, against the key's choices. */
@@ -824,6 +874,7 @@ config_check_location(struct location_config *loc, FILE *err, int *errors)
 		fprintf(err, "%s: smtp_host is required\n", w);
 		(*errors)++;
 	}
+	config_plus_boxes(loc, err, errors);
 	check_server(loc, "smtp", &loc->smtp, err, errors);
 	check_server(loc, "imap", &loc->imap, err, errors);
 	if (loc->imap.host && !loc->imap.user) {
@@ -1069,6 +1120,10 @@ config_free(struct config *cfg)
 		free(loc->file);
 		free(loc->from_name);
 		free(loc->from_addr);
+		free(loc->reply_box.local);
+		free(loc->reply_box.domain);
+		free(loc->return_box.local);
+		free(loc->return_box.domain);
 	}
 	free(cfg->locations);
 	free_fields(SEC_SERVER, cfg);

@@ -55,6 +55,15 @@ struct location_config {
 	char *other_sender_replies; /* a reply in a thread from another than its contact: "own" (the
 	                            * sender's conversation) | "thread" (the thread's) */
 	char *lmtp_addresses;      /* extra addresses LMTP intake routes here */
+	char *reply_address;       /* the mailbox replies go to, as <local>+<token>@<domain>;
+	                            * default imap_user when it is an address, else from
+	                            * (or reply@reply_domain when reply_domain is set) */
+	char *return_path;         /* the mailbox DSNs go to, as <local>+b<token>@<domain>;
+	                            * default the reply_address's */
+	struct plus_box {          /* derived: where a token goes */
+		char *local, *domain;
+		const char *tag;           /* "" or "b" (a bounce in the reply mailbox) */
+	} reply_box, return_box;
 	char *dkim_selector;       /* doctor: the DKIM selector the relay signs with */
 	char *relay_ips;           /* doctor: the addresses the relay sends from, as the world sees
 	                            * them (SPF must list them); default: smtp_host's */

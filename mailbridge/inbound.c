@@ -53,8 +53,7 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 {
 	/* the message whose return path this came to: bounce+<token>@ the
 	 * location's reply domain, in To, Delivered-To or X-Original-To */
-	struct msgmap *map = NULL, *rp = thread_by_token(app->store, loc->id, loc->reply_domain, THREAD_BOUNCE,
-	    m->all_rcpt_addrs, m->n_all_rcpt);
+	struct msgmap *map = NULL, *rp = thread_by_token(app->store, loc, true, m->all_rcpt_addrs, m->n_all_rcpt);
 	const char *job_id = NULL, *claimed = NULL, *refused = NULL;
 	enum report_status status = STATUS_NONE;
 	const struct dsn_rcpt *decisive = NULL;
@@ -176,7 +175,7 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
     const char *key, const char *raw, size_t len, int64_t received_at)
 {
 	struct ghl_step s = { GHL_OK, NULL };
-	struct msgmap *parent = thread_parent_for_inbound(app->store, loc->id, loc->reply_domain, m->in_reply_to,
+	struct msgmap *parent = thread_parent_for_inbound(app->store, loc, m->in_reply_to,
 	    m->references, m->n_references, m->all_rcpt_addrs, m->n_all_rcpt);
 	char *contact = NULL, *conv = NULL, *notes = NULL, *text = NULL, *summary = summary_of(m), *from = NULL,
 	    *alt = NULL, **urls = NULL, **url_of = NULL, *html = NULL;

@@ -203,6 +203,10 @@ lmtp_route(struct app *app, const char *rcpt)
 		const struct location_config *loc = &cfg->locations[i];
 		if (loc->from_addr && !strcasecmp(loc->from_addr, rcpt))
 			return loc;
+		/* the reply mailbox itself (sales@ of a shared domain) */
+		if (loc->reply_box.local && (size_t)(at - rcpt) == strlen(loc->reply_box.local) &&
+		    !strncasecmp(rcpt, loc->reply_box.local, (size_t)(at - rcpt)) && !strcasecmp(at + 1, loc->reply_box.domain))
+			return loc;
 		if (loc->lmtp_addresses) {
 			char *list = xstrdup(loc->lmtp_addresses), *save = NULL;
 			bool hit = false;
@@ -215,20 +219,24 @@ lmtp_route(struct app *app, const char *rcpt)
 	}
 	for (size_t i = 0; i < cfg->n_locations; i++) {
 		const struct location_config *loc = &cfg->locations[i];
-		char *reply = thread_token_parse(rcpt, THREAD_REPLY, loc->reply_domain);
-		char *bounce = reply ? NULL : thread_token_parse(rcpt, THREAD_BOUNCE, loc->reply_domain);
-		struct msgmap *m = NULL;
-		int r = 0;
-		if (reply || bounce) {
-			if (!first)
-				first = loc;
-			r = store_msgmap_get(app->store, MSGMAP_BY_TOKEN, loc->id, reply ? reply : bounce, &m);
+		/* a token in one of the location's reply or bounce forms */
+		struct thread_form forms[4];
+		size_t nf = thread_forms(loc, false, forms);
+		nf += thread_forms(loc, true, forms + nf);
+		for (size_t f = 0; f < nf; f++) {
+			char *token = thread_token_parse(rcpt, &forms[f]);
+			struct msgmap *m = NULL;
+			int r = 0;
+			if (token) {
+				if (!first)
+					first = loc;
+				r = store_msgmap_get(app->store, MSGMAP_BY_TOKEN, loc->id, token, &m);
+			}
+			store_msgmap_free(m);
+			free(token);
+			if (r == 1)
+				return loc;
 		}
-		store_msgmap_free(m);
-		free(reply);
-		free(bounce);
-		if (r == 1)
-			return loc;
 	}
 	return first;
 }

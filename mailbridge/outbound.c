@@ -112,8 +112,8 @@ outbound_prepare(struct job_ctx *c, struct app *app)
 	domain = c->loc->reply_domain;
 	c->message_id = xasprintf("mb.%s@%s", c->p->message_id, domain);
 	c->reply_token = thread_token_make(app->address_key, c->loc->id, c->p->message_id);
-	c->reply_to = xasprintf(THREAD_REPLY "+%s@%s", c->reply_token, domain);
-	c->return_path = xasprintf(THREAD_BOUNCE "+%s@%s", c->reply_token, domain);
+	c->reply_to = thread_reply_address(c->loc, c->reply_token);
+	c->return_path = thread_return_address(c->loc, c->reply_token);
 	/* the webhook's sender only when the location allows it; the name
 	 * a HighLevel user chose is kept either way */
 	if (c->loc->allow_from_override && c->p->from) {

@@ -1,4 +1,5 @@
 #include "thread.h"
+#include "config.h"
 #include "store_threads.h"
 #include "util.h"
 
@@ -23,34 +24,67 @@ thread_token_make(const unsigned char key[32], const char *location_id, const ch
 	return hex;
 }
 
-char *
-thread_token_parse(const char *addr, const char *local, const char *domain)
+size_t
+thread_forms(const struct location_config *loc, bool bounce, struct thread_form out[2])
 {
-	size_t ll = strlen(local);
+	const struct plus_box *box = bounce ? &loc->return_box : &loc->reply_box;
+	const char *old = bounce ? THREAD_BOUNCE : THREAD_REPLY;
+	size_t n = 0;
+
+	if (box->local)
+		out[n++] = (struct thread_form){ box->local, box->tag, box->domain };
+	if (loc->reply_domain && !(box->local && !strcasecmp(box->local, old) && !*box->tag &&
+	    !strcasecmp(box->domain, loc->reply_domain)))
+		out[n++] = (struct thread_form){ old, "", loc->reply_domain };
+	return n;
+}
+
+char *
+thread_reply_address(const struct location_config *loc, const char *token)
+{
+	return xasprintf("%s+%s%s@%s", loc->reply_box.local, loc->reply_box.tag, token, loc->reply_box.domain);
+}
+
+char *
+thread_return_address(const struct location_config *loc, const char *token)
+{
+	return xasprintf("%s+%s%s@%s", loc->return_box.local, loc->return_box.tag, token, loc->return_box.domain);
+}
+
+char *
+thread_token_parse(const char *addr, const struct thread_form *form)
+{
+	size_t ll = strlen(form->local), tl = strlen(form->tag);
 	const char *at = addr ? strrchr(addr, '@') : NULL;
 	char *token;
 
-	if (!at || !domain || strncasecmp(addr, local, ll) || addr[ll] != '+' || strcasecmp(at + 1, domain) ||
-	    at == addr + ll + 1)
+	if (!at || !form->domain || strncasecmp(addr, form->local, ll) || addr[ll] != '+' ||
+	    strcasecmp(at + 1, form->domain) || (size_t)(at - addr) <= ll + 1 + tl ||
+	    strncasecmp(addr + ll + 1, form->tag, tl))
 		return NULL;
-	token = strndup(addr + ll + 1, (size_t)(at - addr - ll - 1));
+	token = strndup(addr + ll + 1 + tl, (size_t)(at - addr - ll - 1 - tl));
 	for (char *c = token; *c; c++)
 		*c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
 	return token;
 }
 
 struct msgmap *
-thread_by_token(struct store *st, const char *location_id, const char *domain, const char *local,
-    char *const *addrs, size_t n_addrs)
+thread_by_token(struct store *st, const struct location_config *loc, bool bounce, char *const *addrs,
+    size_t n_addrs)
 {
+	struct thread_form forms[2];
+	size_t nf = thread_forms(loc, bounce, forms);
+
 	for (size_t i = 0; i < n_addrs; i++) {
-		char *token = thread_token_parse(addrs[i], local, domain);
-		struct msgmap *m = NULL;
-		int r = token ? store_msgmap_get(st, MSGMAP_BY_TOKEN, location_id, token, &m) : 0;
-		free(token);
-		if (r == 1)
-			return m;
-		store_msgmap_free(m);
+		for (size_t f = 0; f < nf; f++) {
+			char *token = thread_token_parse(addrs[i], &forms[f]);
+			struct msgmap *m = NULL;
+			int r = token ? store_msgmap_get(st, MSGMAP_BY_TOKEN, loc->id, token, &m) : 0;
+			free(token);
+			if (r == 1)
+				return m;
+			store_msgmap_free(m);
+		}
 	}
 	return NULL;
 }
@@ -94,18 +128,18 @@ thread_parent_for_outbound(struct store *st, const char *location_id, const char
 }
 
 struct msgmap *
-thread_parent_for_inbound(struct store *st, const char *location_id, const char *reply_domain,
-    const char *in_reply_to, char *const *references, size_t n_references, char *const *rcpts, size_t n_rcpts)
+thread_parent_for_inbound(struct store *st, const struct location_config *loc, const char *in_reply_to,
+    char *const *references, size_t n_references, char *const *rcpts, size_t n_rcpts)
 {
 	struct msgmap *p = NULL;
 
-	if (in_reply_to && store_msgmap_get(st, MSGMAP_BY_RFC, location_id, in_reply_to, &p) == 1)
+	if (in_reply_to && store_msgmap_get(st, MSGMAP_BY_RFC, loc->id, in_reply_to, &p) == 1)
 		return p;
 	for (size_t i = n_references; i-- > 0;)
-		if (store_msgmap_get(st, MSGMAP_BY_RFC, location_id, references[i], &p) == 1)
+		if (store_msgmap_get(st, MSGMAP_BY_RFC, loc->id, references[i], &p) == 1)
 			return p;
-	/* a client that dropped In-Reply-To still answers reply+<token>@ */
-	return thread_by_token(st, location_id, reply_domain, THREAD_REPLY, rcpts, n_rcpts);
+	/* a client that dropped In-Reply-To still answers the token's address */
+	return thread_by_token(st, loc, false, rcpts, n_rcpts);
 }
 
 void

@@ -106,6 +106,12 @@ main(void)
 		  "main.conf:4: imap_after must be seen, none or move:<folder> (got 'move:')" },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nimap_after = move:Archive\n", true, NULL },
 		{ "[server]\nlog_level = loud\n", false, "main.conf:2: log_level must be error, warn, info or debug" },
+		/* the reply and return mailboxes take plus tokens: a plain address */
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nreply_address = sales+x@b.test\n", false,
+		  "main.conf:4: reply_address must be a plain address without '+'" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nreturn_path = <b@b.test>\n", false,
+		  "main.conf:4: return_path must be a plain address" },
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nreply_address = sales@b.test\n", true, NULL },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nsmtp_user = u\n", false, "no smtp_password" },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\ndelivered_on = never\n", false, "delivered_on must be" },
 		{ "[location bad id]\nfrom = a@b.test\n", false, "location id must be" },
@@ -160,6 +166,42 @@ main(void)
 		config_free(cfg);
 		free(errors);
 		free(text);
+	}
+
+	/* where replies and DSNs go: the mailbox, else the older reply+/bounce+ */
+	{
+		static const struct { const char *loc, *reply, *ret, *tag; } boxes[] = {
+			/* the watched mailbox when imap_user is an address */
+			{ "imap_host = i\nimap_user = sales@shared.test\nimap_password = p\n", "sales@shared.test",
+			  "sales@shared.test", "b" },
+			/* else from */
+			{ "", "a@b.test", "a@b.test", "b" },
+			/* reply_address and return_path as given */
+			{ "reply_address = help@b.test\nreturn_path = dsn@b.test\n", "help@b.test", "dsn@b.test", "b" },
+			/* reply_domain set and no mailbox address: the older form */
+			{ "reply_domain = r.test\n", "reply@r.test", "bounce@r.test", "" },
+		};
+		for (size_t i = 0; i < sizeof(boxes) / sizeof(boxes[0]); i++) {
+			char *errors = NULL, *text, reply[96], ret[96];
+			struct config *cfg;
+			if (asprintf(&text, "[highlevel]\nrequire_signature = no\n[location L1]\nfrom = a@b.test\n"
+			    "smtp_host = h\n%s", boxes[i].loc) < 0)
+				abort();
+			cfg = load(text, &errors);
+			CHECK_IDX(cfg != NULL, i);
+			if (cfg) {
+				const struct location_config *l = &cfg->locations[0];
+				snprintf(reply, sizeof(reply), "%s@%s", l->reply_box.local, l->reply_box.domain);
+				snprintf(ret, sizeof(ret), "%s@%s", l->return_box.local, l->return_box.domain);
+				CHECK_IDX(!strcmp(reply, boxes[i].reply) && !strcmp(ret, boxes[i].ret), i);
+				CHECK_IDX(!strcmp(l->return_box.tag, boxes[i].tag) && !*l->reply_box.tag, i);
+			} else {
+				fprintf(stderr, "%s", errors);
+			}
+			config_free(cfg);
+			free(errors);
+			free(text);
+		}
 	}
 
 	/* an unreadable password file is one error, not also "no password" */

@@ -24,7 +24,7 @@ TOKEN = "static-token"
 
 def setUpModule():
     global srv, ghl, d
-    srv = MailServers(BASE).start()
+    srv = MailServers(BASE, extra_users=["sales"]).start()
     ghl = FakeGHL()
     ghl.static_tokens.add(TOKEN)
     common = {"smtp_host": "127.0.0.1", "smtp_port": srv.smtp, "smtp_tls": "none", "token": TOKEN,
@@ -37,6 +37,12 @@ def setUpModule():
         location_conf("LPoll", **{**common, "imap_idle": "no", "imap_poll_interval": 1},
                       **{"from": "Poller <alice@mail.test>", "reply_domain": "poll.test", "provider_id": "prov-poll", "imap_after": "move:Done",
                          "imap_user": "alice", "imap_password": "alicepw"}),
+        # a custom location sharing mail.test with LIn, its own mailbox sales@,
+        # and no Postfix alias at all: reply_address and return_path default
+        # to the from mailbox, plus-addressed
+        location_conf("LSales", **common, **{"from": "Sales Team <sales@mail.test>", "mode": "custom",
+                                             "provider_id": "prov-sales", "delivered_on": "dsn",
+                                             "imap_user": "sales", "imap_password": "salespw"}),
         location_conf("LCust", **common, **{"from": "Carol Co <carol@mail.test>", "reply_domain": "client.test",
                                             "mode": "custom", "provider_id": "prov-custom",
                                             "imap_user": "carol", "imap_password": "carolpw"}),
@@ -47,10 +53,10 @@ def setUpModule():
         m.login("alice", "alicepw")
         m.create("Done")
     # HighLevel knows bob as the contact our outbound mail names
-    for loc in ("LIn", "LCust", "LPoll"):
+    for loc in ("LIn", "LCust", "LPoll", "LSales"):
         ghl.contacts[(loc, "bob@mail.test")] = "c-bob"
     d.start()
-    wait_watching(3)
+    wait_watching(4)
 
 
 def tearDownModule():
@@ -255,6 +261,33 @@ class TestInbound(unittest.TestCase):
         self.assertEqual(second["In-Reply-To"], r["Message-ID"])
         self.assertIn(orig["Message-ID"], second["References"])
 
+    def test_custom_location_on_a_shared_domain(self):
+        """A custom-mode location whose mailbox is sales@ on a domain another
+        location uses, with no alias anywhere: its replies and DSNs come back
+        plus-addressed to sales@ and are its own."""
+        mid = outbound(location="LSales", to="bob@mail.test")
+        orig = wait_for("bob", mid)
+        rt = email.utils.parseaddr(orig["Reply-To"])[1]
+        self.assertRegex(rt, r"^sales\+[0-9a-f]{16}@mail\.test$")
+        self.assertRegex(orig["Return-Path"], r"^<sales\+b[0-9a-f]{16}@mail\.test>$")
+        # the success DSN (delivered_on = dsn) lands in sales@ and is matched by its token
+        end = time.time() + 30
+        while time.time() < end and not statuses(mid):
+            time.sleep(0.1)
+        self.assertEqual([s["status"] for s in statuses(mid)], ["delivered"], d.log()[-3000:])
+        # a reply from a client that drops In-Reply-To: the token alone threads it
+        r = reply_to(orig, "Sales reply, with no alias set up", keep_threading=False)
+        send_mail(r, [rt])
+        hits = posted(lambda b: b.get("altId") == r["Message-ID"], timeout=20)
+        self.assertEqual(len(hits), 1, d.log()[-3000:])
+        self.assertEqual((hits[0]["type"], hits[0]["conversationProviderId"]), ("Custom", "prov-sales"))
+        self.assertEqual(hits[0]["message"].strip(), "Sales reply, with no alias set up")
+        wait_recorded("LSales", r["Message-ID"])
+        with d.db() as c:
+            rows = c.execute("SELECT location_id FROM inbound_seen WHERE dedupe_key=?",
+                             (r["Message-ID"].strip("<>"),)).fetchall()
+        self.assertEqual([x[0] for x in rows], ["LSales"])   # not LIn's, though LIn is on mail.test too
+
     def test_success_dsn_reports_delivered(self):
         mid = outbound(to="alice@mail.test")
         end = time.time() + 20
@@ -432,8 +465,8 @@ class TestInbound(unittest.TestCase):
         st, body, _ = d.request("GET", "/metrics")
         self.assertEqual(st, 200)
         text = body.decode()
-        self.assertIn('mailbridge_imap_mailboxes{state="configured"} 3\n', text)
-        self.assertRegex(text, r'mailbridge_imap_mailboxes\{state="connected"\} [0-3]\n')
+        self.assertIn('mailbridge_imap_mailboxes{state="configured"} 4\n', text)
+        self.assertRegex(text, r'mailbridge_imap_mailboxes\{state="connected"\} [0-4]\n')
         self.assertLess(text.index("mailbridge_highlevel_requests_today"), text.index("mailbridge_imap_mailboxes"))
         self.assertRegex(text, r'\nmailbridge_inbound_spooled \d+\n')
         # every reply posted so far was timed from its reading to its post

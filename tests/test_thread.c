@@ -12,17 +12,23 @@ main(void)
 {
 	unsigned char k1[32], k2[32];
 	char *a, *b, *c, *irt, *refs;
-	static const struct { const char *addr, *local, *domain, *want; } rows[] = {
-		{ "reply+0a1b2c3d4e5f6071@mail.test", "reply", "mail.test", "0a1b2c3d4e5f6071" },
-		{ "REPLY+0A1B2C3D4E5F6071@MAIL.TEST", "reply", "mail.test", "0a1b2c3d4e5f6071" },
-		{ "bounce+ab@mail.test", "bounce", "mail.test", "ab" },
-		{ "bounce+ab@mail.test", "reply", "mail.test", NULL },
-		{ "reply+ab@other.test", "reply", "mail.test", NULL },
-		{ "reply+@mail.test", "reply", "mail.test", NULL },
-		{ "replyx+ab@mail.test", "reply", "mail.test", NULL },
-		{ "reply@mail.test", "reply", "mail.test", NULL },
-		{ "reply+ab", "reply", "mail.test", NULL },
-		{ "reply+ab@mail.test", "reply", NULL, NULL },
+	static const struct { const char *addr, *local, *domain, *want, *tag; } rows[] = {
+		{ "reply+0a1b2c3d4e5f6071@mail.test", "reply", "mail.test", "0a1b2c3d4e5f6071", "" },
+		{ "REPLY+0A1B2C3D4E5F6071@MAIL.TEST", "reply", "mail.test", "0a1b2c3d4e5f6071", "" },
+		{ "bounce+ab@mail.test", "bounce", "mail.test", "ab", "" },
+		{ "bounce+ab@mail.test", "reply", "mail.test", NULL, "" },
+		{ "reply+ab@other.test", "reply", "mail.test", NULL, "" },
+		{ "reply+@mail.test", "reply", "mail.test", NULL, "" },
+		{ "replyx+ab@mail.test", "reply", "mail.test", NULL, "" },
+		{ "reply@mail.test", "reply", "mail.test", NULL, "" },
+		{ "reply+ab", "reply", "mail.test", NULL, "" },
+		{ "reply+ab@mail.test", "reply", NULL, NULL, "" },
+		/* a mailbox's own plus address: replies bare, bounces tagged b */
+		{ "sales+0a1b2c3d4e5f6071@shared.test", "sales", "shared.test", "0a1b2c3d4e5f6071", "" },
+		{ "sales+b0a1b2c3d4e5f6071@shared.test", "sales", "shared.test", "0a1b2c3d4e5f6071", "b" },
+		{ "sales+0a1b2c3d4e5f6071@shared.test", "sales", "shared.test", NULL, "b" },
+		{ "sales+b@shared.test", "sales", "shared.test", NULL, "b" },          /* a tag and no token */
+		{ "support+b0a1b2c3d4e5f6071@shared.test", "sales", "shared.test", NULL, "b" },
 	};
 
 	memset(k1, 1, sizeof(k1));
@@ -41,7 +47,8 @@ main(void)
 	free(c);
 
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-		char *t = thread_token_parse(rows[i].addr, rows[i].local, rows[i].domain);
+		struct thread_form form = { rows[i].local, rows[i].tag, rows[i].domain };
+		char *t = thread_token_parse(rows[i].addr, &form);
 		CHECK_IDX(rows[i].want ? t && strcmp(t, rows[i].want) == 0 : t == NULL, i);
 		free(t);
 	}
