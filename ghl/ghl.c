@@ -628,6 +628,32 @@ ghl_update_status(struct ghl *g, const char *location_id, const char *message_id
 	return res->cls;
 }
 
+enum ghl_class
+ghl_update_email_status(struct ghl *g, const char *location_id, const char *message_id, const char *status,
+    const struct ghl_recipient *rcpts, size_t n_rcpts, struct ghl_result *res)
+{
+	json_t *body = json_pack("{s:s}", "status", status), *list = json_array();
+	char *esc = curl_easy_escape(NULL, message_id, 0);
+	char *path = xasprintf("/conversations/messages/email/%s/status", esc);
+
+	for (size_t i = 0; i < n_rcpts; i++) {
+		json_t *r = json_pack("{s:s, s:s}", "emailId", rcpts[i].email, "status", rcpts[i].status);
+		if (rcpts[i].fail_reason)
+			ghl_jset(r, "failReason", rcpts[i].fail_reason);
+		json_array_append_new(list, r);
+	}
+	if (n_rcpts > 0)
+		json_object_set_new(body, "recipients", list);
+	else
+		json_decref(list);
+	ghl_call(g, location_id, "PUT", path, GHL_VERSION_V3, body, res);
+	if (res->cls == GHL_PERMANENT && res->status == 403)
+		res->cls = GHL_RETRY;      /* as for v2: not downstreamed yet */
+	curl_free(esc);
+	free(path);
+	return res->cls;
+}
+
 void
 ghl_step_from(struct ghl_step *s, struct ghl_result *res, const char *what)
 {

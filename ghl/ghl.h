@@ -26,6 +26,7 @@ struct ghl_params {
 
 #define GHL_VERSION_CONVERSATIONS "2021-04-15"
 #define GHL_VERSION_CONTACTS      "2021-07-28"
+#define GHL_VERSION_V3            "v3"
 
 enum ghl_class {
 	GHL_OK,
@@ -78,6 +79,19 @@ void ghl_write_gauges(void *g, FILE *out);
 enum ghl_class ghl_update_status(struct ghl *g, const char *location_id, const char *message_id,
     const char *status, const char *error_code, const char *error_message,
     const char *email_message_id, struct ghl_result *res);
+
+/* One recipient's outcome for the v3 email status. */
+struct ghl_recipient {
+	const char *email;
+	const char *status;        /* "delivered", "failed", "sent" ... */
+	const char *fail_reason;   /* with "failed": the enhanced code and text; else NULL */
+};
+/* PUT /conversations/messages/email/{id}/status (Version v3): the overall
+ * status and each recipient's, for an email sent through this provider.
+ * A 403 is retried as in ghl_update_status; a 404 or 405 says this
+ * HighLevel has no v3 for us (the caller falls back to v2). */
+enum ghl_class ghl_update_email_status(struct ghl *g, const char *location_id, const char *message_id,
+    const char *status, const struct ghl_recipient *rcpts, size_t n_rcpts, struct ghl_result *res);
 
 /* A file to upload (borrowed). */
 struct ghl_file {

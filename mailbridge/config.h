@@ -101,6 +101,7 @@ struct config {
 	char *dns_resolver;        /* doctor: address[@port] of the resolver to ask; NULL: resolv.conf */
 	/* [highlevel] */
 	char *api_base;
+	char *status_api;          /* "auto" | "v3" | "v2": how email statuses are reported */
 	char *client_id;
 	char *client_secret;
 	char *client_secret_file;

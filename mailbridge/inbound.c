@@ -14,6 +14,7 @@
 
 #include <curl/curl.h>
 #include <gnutls/crypto.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,9 +95,27 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 		err = xasprintf("%s: %s %s", decisive->recipient ? decisive->recipient : "?", decisive->action,
 		    decisive->status ? decisive->status : "");
 	}
-	if (job_id && status != STATUS_NONE)
+	if (job_id && status != STATUS_NONE) {
+		/* each recipient the report names, for the v3 per-recipient status */
+		json_t *patch = json_object();
+		char *patch_s;
+		for (size_t i = 0; i < m->n_dsn; i++) {
+			const struct dsn_rcpt *d = &m->dsn[i];
+			const char *text = d->diagnostic ? d->diagnostic : d->status ? d->status : "";
+			if (!d->recipient || !d->action)
+				continue;
+			json_t *t = json_string(text), *one = json_object();
+			json_object_set_new(one, "code", json_integer(d->diagnostic ? atoi(d->diagnostic) : 0));
+			json_object_set_new(one, "text", t ? t : json_string("(not UTF-8)"));
+			json_object_set_new(one, "dsn", json_string(d->action));
+			json_object_set_new(patch, d->recipient, one);
+		}
+		patch_s = json_object_size(patch) ? json_dumps(patch, JSON_COMPACT) : NULL;
+		json_decref(patch);
 		r = jobs_dsn(app->store, job_id, status, code, status == STATUS_FAILED ? err : NULL,
-		    err ? err : job_report_status_name(status), NULL);
+		    err ? err : job_report_status_name(status), patch_s, NULL);
+		free(patch_s);
+	}
 	if (r < 0) {
 		/* not applied and not recorded: the message is read again later */
 		log_error("inbound: DSN locationId=%s messageId=%s: store error; read again later", loc->id, job_id);

@@ -77,6 +77,8 @@ mime_out_render(const struct mime_out *m, size_t *len_r)
 		g_mime_object_set_header(GMIME_OBJECT(msg), "References", m->references, NULL);
 	if (m->job_header)
 		g_mime_object_set_header(GMIME_OBJECT(msg), "X-Mailbridge-Job", m->job_header, NULL);
+	if (m->feedback_id)
+		g_mime_object_set_header(GMIME_OBJECT(msg), "Feedback-ID", m->feedback_id, NULL);
 
 	if (!m->text)
 		text_owned = html_text(m->html, MIME_OUT_TEXT_WRAP);

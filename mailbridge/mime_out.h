@@ -32,6 +32,7 @@ struct mime_out {
 	const char *in_reply_to;   /* "<id>" or NULL */
 	const char *references;    /* "<a> <b>" or NULL */
 	const char *job_header;    /* value of X-Mailbridge-Job */
+	const char *feedback_id;   /* value of Feedback-ID (Gmail's feedback loop), or NULL */
 	int64_t date_ms;
 	const struct mime_attachment *attachments;
 	size_t n_attachments;

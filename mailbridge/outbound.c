@@ -13,6 +13,7 @@
 #include "smtp_client.h"
 #include "smtp_policy.h"
 #include "store_jobs.h"
+#include "store_kv.h"
 #include "store_threads.h"
 #include "thread.h"
 #include "util.h"
@@ -165,15 +166,23 @@ outbound_fetch(struct job_ctx *c, const struct config *cfg, size_t relay_max, ch
 static char *
 outbound_render(struct job_ctx *c, size_t *len_r)
 {
+	/* Gmail's feedback loop counts complaints per identifier, and only
+	 * for identifiers shared by enough mail: the sending user (or
+	 * "provider") and the location, not the message */
+	char *fbid = xasprintf("%s:%s:mailbridge", c->p->user_id && *c->p->user_id ? c->p->user_id : "provider",
+	    c->loc->id);
+	char *out;
 	struct mime_out m = {
 		.from = &c->from, .reply_to = c->reply_to,
 		.to = c->p->to, .n_to = c->p->n_to, .cc = c->p->cc, .n_cc = c->p->n_cc,
 		.subject = c->p->subject, .html = c->p->html, .text = c->p->text,
 		.message_id = c->message_id, .in_reply_to = c->in_reply_to, .references = c->references,
-		.job_header = c->p->message_id, .date_ms = c->job->created_at,
+		.job_header = c->p->message_id, .date_ms = c->job->created_at, .feedback_id = fbid,
 		.attachments = c->att, .n_attachments = c->n_att,
 	};
-	return mime_out_render(&m, len_r);
+	out = mime_out_render(&m, len_r);
+	free(fbid);
+	return out;
 }
 
 static void
@@ -598,6 +607,95 @@ report_done(struct store *st, struct job *job, enum report_outcome o, int64_t ne
 		    "once its lease ends", job->message_id, posted);
 }
 
+/* The v3 email status, with each recipient's outcome (v3 needs the
+ * provider to be a custom email provider; v2 stays the fallback):
+ *   [highlevel] status_api = v2: never; v3: always; auto: unless this
+ *   location's HighLevel answered v3 with 404/405 once (kept in the store). */
+#define STATUS_API_KV "mailbridge"
+
+static bool
+status_v3(struct outbound *ob, const char *location_id)
+{
+	const char *api = ob->app->cfg->status_api;
+	char *key, *v = NULL;
+	bool v2;
+
+	if (!strcmp(api, "v2") || !strcmp(api, "v3"))
+		return !strcmp(api, "v3");
+	key = xasprintf("status_api:%s", location_id);
+	v2 = store_kv_get(ob->app->store, STATUS_API_KV, key, &v) == 1 && v && !strcmp(v, "v2");
+	free(v);
+	free(key);
+	return !v2;
+}
+
+/* Each recipient's outcome, from what the relay answered and what DSNs
+ * said ({"addr": {"code", "text", "dsn"}}); n returned, *out malloc'd, the
+ * strings borrowed from rs (alive while rs is). */
+static size_t
+report_recipients(json_t *rs, const char *overall, bool await_dsn, struct ghl_recipient **out)
+{
+	const char *addr;
+	json_t *v;
+	size_t n = 0;
+
+	*out = xcalloc(json_object_size(rs) + 1, sizeof(**out));
+	json_object_foreach(rs, addr, v) {
+		const char *dsn = json_string_value(json_object_get(v, "dsn"));
+		const char *text = json_string_value(json_object_get(v, "text"));
+		int code = (int)json_integer_value(json_object_get(v, "code"));
+		struct ghl_recipient *r = &(*out)[n++];
+		r->email = addr;
+		if (dsn && !strncmp(dsn, "failed", 6))
+			r->status = "failed";
+		else if (dsn && (!strncmp(dsn, "delivered", 9) || !strncmp(dsn, "relayed", 7) || !strncmp(dsn, "expanded", 8)))
+			r->status = "delivered";
+		else if (code >= 500 || (code >= 400 && !strcmp(overall, "failed")))
+			r->status = "failed";
+		else if (code >= 200 && code < 300)
+			r->status = await_dsn || dsn ? "sent" : "delivered";
+		else
+			r->status = "pending";
+		if (!strcmp(r->status, "failed"))
+			r->fail_reason = text && *text ? text : "delivery failed";
+	}
+	return n;
+}
+
+/* v3 for an email, when this location has it: 1 posted (res filled), 0
+ * not tried or not there (the caller posts v2). */
+static int
+report_v3(struct outbound *ob, struct job *job, const char *status, struct ghl_result *res)
+{
+	const struct location_config *loc = config_location(ob->app->cfg, job->location_id);
+	json_t *rs;
+	struct ghl_recipient *rcpts;
+	size_t n;
+
+	if (strcmp(job->type, "Email") || !status_v3(ob, job->location_id))
+		return 0;
+	rs = job->rcpt_state ? json_loads(job->rcpt_state, 0, NULL) : NULL;
+	if (!rs)
+		rs = json_object();
+	n = report_recipients(rs, status, loc && loc->delivered_on == DELIVERED_ON_DSN, &rcpts);
+	ghl_update_email_status(ob->app->ghl, job->location_id, job->message_id, status, rcpts, n, res);
+	free(rcpts);
+	json_decref(rs);
+	if (res->cls == GHL_PERMANENT && (res->status == 404 || res->status == 405) &&
+	    !strcmp(ob->app->cfg->status_api, "auto")) {
+		char *key = xasprintf("status_api:%s", job->location_id);
+		log_warn("report: locationId=%s HighLevel answered the v3 email status with %ld: using v2 for this "
+		    "location from now on", job->location_id, res->status);
+		if (store_kv_put(ob->app->store, STATUS_API_KV, key, "v2") < 0)
+			log_error("report: locationId=%s cannot remember v2 (store error): v3 is tried again next time",
+			    job->location_id);
+		free(key);
+		ghl_result_clear(res);
+		return 0;
+	}
+	return 1;
+}
+
 static void
 report_one(struct outbound *ob, struct job *job)
 {
@@ -616,8 +714,9 @@ report_one(struct outbound *ob, struct job *job)
 	snprintf(code, sizeof(code), "%d", job->last_code);
 	if (failed)
 		text = report_text(job->last_error);
-	ghl_update_status(ob->app->ghl, job->location_id, job->message_id, status,
-	    failed ? code : NULL, text, job->email_message_id, &res);
+	if (report_v3(ob, job, status, &res) == 0)
+		ghl_update_status(ob->app->ghl, job->location_id, job->message_id, status,
+		    failed ? code : NULL, text, job->email_message_id, &res);
 	if (res.throttled) {
 		if (store_report_defer(st, job->id, now_ms() + res.retry_after_ms) < 0)
 			log_error("report: messageId=%s cannot defer (store error): it is tried again once its lease "

@@ -419,14 +419,16 @@ store_report_wake_location(struct store *st, const char *location_id)
 
 int
 store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
-    bool report_due, int code, const char *error, const char *event)
+    bool report_due, int code, const char *error, const char *event, const char *rcpt_patch)
 {
+	/* the report's recipients merged into the job's (RFC 7396 merge patch) */
 	return job_write(st, "job dsn", job, "dsn", event,
 	    "UPDATE jobs SET " JOB_CAS_SET ", report_attempts=0, updated_at=?8, "
 	    "report_next_at=IIF(?9, ?8, report_next_at), last_code=IIF(?10 > 0, ?10, last_code), "
-	    "last_error=COALESCE(?11, last_error)" JOB_CAS_WHERE,
-	    "issssssiiis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), now_ms(), (int64_t)report_due, (int64_t)code,
-	    error);
+	    "last_error=COALESCE(?11, last_error), "
+	    "rcpt_state=IIF(?12 IS NULL, rcpt_state, json_patch(COALESCE(rcpt_state, '{}'), ?12))" JOB_CAS_WHERE,
+	    "issssssiiiss", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), now_ms(), (int64_t)report_due, (int64_t)code,
+	    error, rcpt_patch);
 }
 
 int64_t

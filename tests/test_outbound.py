@@ -201,6 +201,7 @@ class TestOutbound(unittest.TestCase):
         self.assertNotIn(b"carol", got["carol"][0].as_bytes().split(b"\r\n\r\n")[0].replace(b"Delivered-To: carol", b""))
         self.assertEqual(m["Message-ID"], f"<mb.{mid}@mail.test>")
         self.assertTrue(m["Reply-To"].addresses[0].addr_spec.startswith("reply+"))
+        self.assertEqual(m["Feedback-ID"], "u1:LMain:mailbridge")   # Gmail's feedback loop: user, location
         self.assertTrue(m["Date"])
         plain = m.get_body(("plain",)).get_content()
         html = m.get_body(("html",)).get_content()
@@ -560,6 +561,67 @@ class TestOutbound(unittest.TestCase):
         trace = json.loads(d.cli("trace", failed[0], "--json").stdout)
         self.assertTrue(trace and all(e["messageId"] == failed[0] for e in trace), trace)
         self.assertRegex(trace[0]["at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+    def test_v3_status_per_recipient_and_the_v2_fallback(self):
+        """status_api = auto: the v3 email status with each recipient's
+        outcome; a HighLevel without v3 (404) gets v2, remembered."""
+        one = Daemon(BASE + 53, ghl.url, [loc("LV3", reply_domain="mail.test"), loc("LV2", reply_domain="mail.test")],
+                     workers=1)
+        try:
+            one.start()
+            ghl.v3 = True
+            st, body = one.post_webhook(webhook(location="LV3", emailTo=["bob@mail.test", "permfail@mail.test"]))
+            self.assertEqual(st, 200, body)
+            mid = body["messageId"]
+            end = time.time() + 20
+            while time.time() < end and not [b for m, b in ghl.v3_statuses if m == mid]:
+                time.sleep(0.05)
+            got = [b for m, b in ghl.v3_statuses if m == mid]
+            self.assertEqual(len(got), 1, one.log()[-2000:])
+            self.assertEqual(got[0]["status"], "delivered")
+            rcpts = {r["emailId"]: r for r in got[0]["recipients"]}
+            self.assertEqual(rcpts["bob@mail.test"]["status"], "delivered")
+            self.assertEqual(rcpts["permfail@mail.test"]["status"], "failed")
+            self.assertIn("5.7.1", rcpts["permfail@mail.test"]["failReason"])
+            self.assertNotIn("failReason", rcpts["bob@mail.test"])
+            self.assertEqual(statuses(mid), [])          # no v2 call besides
+            v3_calls = ghl.calls("PUT", f"^/conversations/messages/email/{mid}/status$")
+            self.assertEqual(v3_calls[0]["headers"].get("Version"), "v3")
+            self.assertEqual([e for e in ghl.spec_errors if "/email/" in e], [])   # v3's own schema
+            # without v3 (404): v2 at once, and v2 from then on for that location
+            ghl.v3 = False
+            mids = []
+            for _ in range(2):
+                st, body = one.post_webhook(webhook(location="LV2"))
+                self.assertEqual(st, 200, body)
+                mids.append(body["messageId"])
+                end = time.time() + 20
+                while time.time() < end and not statuses(mids[-1]):
+                    time.sleep(0.05)
+                self.assertEqual([s["status"] for s in statuses(mids[-1])], ["delivered"], one.log()[-2000:])
+            self.assertEqual(len(ghl.calls("PUT", f"^/conversations/messages/email/{mids[0]}/status$")), 1)
+            self.assertEqual(ghl.calls("PUT", f"^/conversations/messages/email/{mids[1]}/status$"), [])
+            self.assertIn("locationId=LV2 HighLevel answered the v3 email status with 404", one.log())
+        finally:
+            ghl.v3 = False
+            one.stop()
+            one.cleanup()
+        # status_api = v2: never v3
+        two = Daemon(BASE + 54, ghl.url, [loc("LOnly2", reply_domain="mail.test")], extra_highlevel="status_api = v2")
+        try:
+            two.start()
+            ghl.v3 = True
+            st, body = two.post_webhook(webhook(location="LOnly2"))
+            mid = body["messageId"]
+            end = time.time() + 20
+            while time.time() < end and not statuses(mid):
+                time.sleep(0.05)
+            self.assertEqual([s["status"] for s in statuses(mid)], ["delivered"])
+            self.assertEqual(ghl.calls("PUT", f"^/conversations/messages/email/{mid}/status$"), [])
+        finally:
+            ghl.v3 = False
+            two.stop()
+            two.cleanup()
 
     def test_send_test_command(self):
         r = d.cli("send-test", "--location", "LMain", "--to", "bob@mail.test")

@@ -310,7 +310,7 @@ test_races(void)
 	CHECK(store_job_add(st, "r1", "L1", "SMS", NULL, "{}") == 1);
 	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && j->fsm.job == JOB_CLAIMED);
 	CHECK(j && jobs_sending(st, j, NULL) == 1);
-	CHECK(jobs_dsn(st, "r1", STATUS_FAILED, 550, "no such handset", "dlr failed", &due) == 1 && !due);
+	CHECK(jobs_dsn(st, "r1", STATUS_FAILED, 550, "no such handset", "dlr failed", NULL, &due) == 1 && !due);
 	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 0);   /* early: not due yet */
 	{
 		struct job_attempt_rec rec = { .code = 250, .error = NULL, .event = "sent" };
@@ -325,17 +325,37 @@ test_races(void)
 	/* a new status ("delivered") while "failed" is being posted: the post does
 	 * not mark the new status done; it stays due */
 	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 1 && rj);
-	CHECK(jobs_dsn(st, "r1", STATUS_DELIVERED, 0, NULL, "dlr delivered", &due) == 1 && due);
+	CHECK(jobs_dsn(st, "r1", STATUS_DELIVERED, 0, NULL, "dlr delivered", NULL, &due) == 1 && due);
 	CHECK(rj && jobs_report(st, rj, REPORT_POSTED, 0, NULL) == 0);
 	CHECK(store_job_get(st, "r1", &now) == 1 && now && now->fsm.report == REPORT_PENDING &&
 	    now->fsm.status == STATUS_DELIVERED);
 	store_job_free(now);
 	store_job_free(rj);
 	store_job_free(j);
+	/* a DSN's recipients merge into those the relay answered (v3's
+	 * per-recipient status): bob's DSN result joins his 250 */
+	{
+		struct job *e = NULL;
+		CHECK(store_job_add(st, "r3", "L1", "Email", NULL, "{}") == 1);
+		CHECK(jobs_claim(st, now_ms() + 1000, &e) == 1 && e && !strcmp(e->message_id, "r3"));
+		CHECK(e && jobs_sending(st, e, NULL) == 1);
+		struct job_attempt_rec rec = { .code = 250, .event = "sent",
+			.rcpt_state = "{\"bob@x.test\":{\"code\":250,\"text\":\"ok\"},\"al@x.test\":{\"code\":250,\"text\":\"ok\"}}" };
+		CHECK(e && jobs_attempt(st, e, ATTEMPT_SENT, STATUS_NONE, &rec) == 1);
+		CHECK(jobs_dsn(st, "r3", STATUS_FAILED, 550, "bob@x.test: 5.1.1 no such user", "dsn",
+		    "{\"bob@x.test\":{\"code\":550,\"text\":\"5.1.1 no such user\",\"dsn\":\"failed\"}}", &due) == 1);
+		CHECK(store_job_get(st, "r3", &now) == 1 && now && now->rcpt_state &&
+		    strstr(now->rcpt_state, "\"dsn\":\"failed\"") && strstr(now->rcpt_state, "\"al@x.test\":{\"code\":250"));
+		if (now && now->rcpt_state && !strstr(now->rcpt_state, "\"dsn\""))
+			fprintf(stderr, "  rcpt_state %s\n", now->rcpt_state);
+		store_job_free(now);
+		now = NULL;
+		store_job_free(e);
+	}
 	/* a DSN for a job never sent, or for none at all, changes nothing */
 	CHECK(store_job_add(st, "r2", "L1", "Email", NULL, "{}") == 1);
-	CHECK(jobs_dsn(st, "r2", STATUS_FAILED, 550, "x", "x", &due) == 0 && !due);
-	CHECK(jobs_dsn(st, "nope", STATUS_FAILED, 550, "x", "x", &due) == 0);
+	CHECK(jobs_dsn(st, "r2", STATUS_FAILED, 550, "x", "x", NULL, &due) == 0 && !due);
+	CHECK(jobs_dsn(st, "nope", STATUS_FAILED, 550, "x", "x", NULL, &due) == 0);
 	/* a crash: claimed and sending go back to the queue, sending ones
 	 * uncertain; the rest stays */
 	j = NULL;

@@ -124,7 +124,8 @@ int store_report_defer(struct store *st, int64_t id, int64_t next_at);
  * (if any) are the job's last, the report's attempts start again, due now
  * when report_due. event: the "dsn" trace event, in the same commit. */
 int store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *from,
-    const struct job_fsm *to, bool report_due, int code, const char *error, const char *event);
+    const struct job_fsm *to, bool report_due, int code, const char *error, const char *event,
+    const char *rcpt_patch);
 
 /* Makes the location's waiting reports due now (after a re-install). */
 int store_report_wake_location(struct store *st, const char *location_id);

@@ -28,7 +28,8 @@ SPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 class Spec:
     def __init__(self):
         self.ops = []  # (method, regex, op, doc)
-        for name in ("apps/conversations.json", "apps/contacts.json", "apps/oauth.json"):
+        for name in ("apps/conversations.json", "apps/contacts.json", "apps/oauth.json",
+                     "v3/apps/conversations-v3.json"):
             with open(os.path.join(SPEC_DIR, name)) as f:
                 doc = json.load(f)
             for path, item in doc["paths"].items():
@@ -164,6 +165,10 @@ class FakeGHL:
         self.uploads = []         # (filename, bytes)
         self.inbound = []         # bodies of POST /conversations/messages/inbound
         self.outbound_calls = []  # bodies of POST /conversations/messages/outbound
+        # the v3 email status: off by default, answered 404 as by a HighLevel
+        # that has none for this app (mailbridge then falls back to v2)
+        self.v3 = False
+        self.v3_statuses = []     # (messageId, body) of PUT /conversations/messages/email/{id}/status
         self.seq = 0
         self.daily_used = 0
         fake = self
@@ -340,6 +345,13 @@ class FakeGHL:
             if b.get("type") == "Email":
                 resp["emailMessageId"] = b.get("emailMessageId") or mid
             return 200, resp, {}
+        m = re.match(r"^/conversations/messages/email/([^/]+)/status$", path)
+        if m and method == "PUT":
+            if not self.v3:
+                return 404, {"statusCode": 404, "message": f"Cannot PUT {path}", "error": "Not Found"}, {}
+            with self.lock:
+                self.v3_statuses.append((m.group(1), json.loads(body)))
+            return 200, {"success": True, "message": "Updated email message successfully"}, {}
         m = re.match(r"^/conversations/messages/([^/]+)/status$", path)
         if m and method == "PUT":
             b = json.loads(body)
