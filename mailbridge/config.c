@@ -809,18 +809,20 @@ plus_box_set(struct plus_box *box, const char *addr, const char *tag)
 	return 0;
 }
 
-/* Where replies and DSNs go. A mailbox address (reply_address, else the
- * watched mailbox's imap_user, else from) takes plus tokens with no alias
- * on Gmail, Microsoft 365, Fastmail or Dovecot, and two locations can
- * share a domain. With reply_domain set and none of those, the older
- * reply+/bounce+ addresses at reply_domain stay (an alias or LMTP). */
+/* Where replies and DSNs go. A mailbox address takes plus tokens with no
+ * alias on Gmail, Microsoft 365, Fastmail or Dovecot, and two locations
+ * can share a domain: reply_address; else the watched mailbox (imap_user
+ * when it is an address, else from when a mailbox is watched); else from,
+ * unless reply_domain is set: a location without a watched mailbox and
+ * with its own reply domain takes replies over LMTP (or an alias), at
+ * the older reply+/bounce+ addresses there. */
 static void
 config_plus_boxes(struct location_config *loc, FILE *err, int *errors)
 {
 	const char *ra = loc->reply_address;
 	if (!ra && loc->imap.user && strchr(loc->imap.user, '@'))
 		ra = loc->imap.user;
-	if (!ra && !(loc->key_where && lwhere(loc, "reply_domain") != loc->file))
+	if (!ra && (loc->imap.host || !(loc->key_where && lwhere(loc, "reply_domain") != loc->file)))
 		ra = loc->from_addr;
 	if (!ra) {
 		char *r = xasprintf("reply@%s", loc->reply_domain ? loc->reply_domain : "invalid");

@@ -180,6 +180,9 @@ main(void)
 			{ "reply_address = help@b.test\nreturn_path = dsn@b.test\n", "help@b.test", "dsn@b.test", "b" },
 			/* reply_domain set and no mailbox address: the older form */
 			{ "reply_domain = r.test\n", "reply@r.test", "bounce@r.test", "" },
+			/* ... unless a mailbox is watched: from is its address */
+			{ "reply_domain = r.test\nimap_host = i\nimap_user = u\nimap_password = p\n", "a@b.test", "a@b.test",
+			  "b" },
 		};
 		for (size_t i = 0; i < sizeof(boxes) / sizeof(boxes[0]); i++) {
 			char *errors = NULL, *text, reply[96], ret[96];
