@@ -873,3 +873,18 @@ ghl_write_gauges(void *g, FILE *out)
 	    "# TYPE mailbridge_highlevel_requests_today gauge\n");
 	ghl_budget_each(g, budget_line, out);
 }
+
+enum ghl_class
+ghl_contact_email_dnd(struct ghl *g, const char *location_id, const char *contact_id, const char *message,
+    struct ghl_result *res)
+{
+	char *esc = curl_easy_escape(NULL, contact_id, 0);
+	char *path = xasprintf("/contacts/%s", esc);
+	json_t *body = json_pack("{s:{s:{s:s, s:s, s:s}}}", "dndSettings", "Email", "status", "active", "message",
+	    message, "code", "unsubscribe");
+
+	ghl_call(g, location_id, "PUT", path, GHL_VERSION_CONTACTS, body, res);
+	curl_free(esc);
+	free(path);
+	return res->cls;
+}

@@ -156,6 +156,10 @@ enum ghl_class ghl_contact_search(struct ghl *g, const char *location_id, const 
     char **id_r, struct ghl_result *res);
 enum ghl_class ghl_contact_upsert(struct ghl *g, const char *location_id, const char *email, const char *phone,
     const char *name, char **id_r, struct ghl_result *res);
+/* PUT /contacts/{contactId}: the contact's Email DND set active (an
+ * unsubscribe), with message and code saying why. */
+enum ghl_class ghl_contact_email_dnd(struct ghl *g, const char *location_id, const char *contact_id,
+    const char *message, struct ghl_result *res);
 enum ghl_class ghl_conversation_search(struct ghl *g, const char *location_id, const char *contact_id, char **id_r,
     struct ghl_result *res);
 enum ghl_class ghl_conversation_create(struct ghl *g, const char *location_id, const char *contact_id, char **id_r,

@@ -12,6 +12,7 @@ struct ghl;
 struct oauth;
 struct imap_watch;
 struct plugin_host;
+struct unsubscriber;
 
 struct app {
 	struct config *cfg;
@@ -22,6 +23,7 @@ struct app {
 	struct oauth *oauth;           /* NULL when no client_id is configured */
 	struct imap_watch *imap;
 	struct plugin_host *plugins;  /* SMS / Call providers */
+	struct unsubscriber *unsubscriber;  /* sets DND for unsubscribe requests; NULL in CLI commands */
 	unsigned char address_key[32];  /* HMAC key of reply+/bounce+ tokens (the store's) */
 };
 

@@ -142,6 +142,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_LOCATION, "lmtp_addresses", CT_STR, L(lmtp_addresses), NULL, 0, 0, false, NULL },
 	{ SEC_LOCATION, "reply_address", CT_STR, L(reply_address), NULL, 0, 0, false, NULL },
 	{ SEC_LOCATION, "return_path", CT_STR, L(return_path), NULL, 0, 0, false, NULL },
+	{ SEC_LOCATION, "unsubscribe", CT_BOOL, L(unsubscribe), "yes", 0, 0, false, NULL },
 	{ SEC_LOCATION, "dkim_selector", CT_STR, L(dkim_selector), NULL, 0, 0, false, NULL },
 	{ SEC_LOCATION, "relay_ips", CT_STR, L(relay_ips), NULL, 0, 0, false, NULL },
 };

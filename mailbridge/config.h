@@ -64,6 +64,7 @@ struct location_config {
 		char *local, *domain;
 		const char *tag;           /* "" or "b" (a bounce in the reply mailbox) */
 	} reply_box, return_box;
+	bool unsubscribe;          /* List-Unsubscribe (one-click and mailto) on its email */
 	char *dkim_selector;       /* doctor: the DKIM selector the relay signs with */
 	char *relay_ips;           /* doctor: the addresses the relay sends from, as the world sees
 	                            * them (SPF must list them); default: smtp_host's */

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "status.h"
+#include "unsubscribe.h"
 #include "oauth.h"
 #include "outbound.h"
 #include "plugin_host.h"
@@ -54,6 +55,8 @@ static const struct http_route routes[] = {
 	{ "GET", "/healthz", webhook_health, false, NULL },
 	{ "GET", "/metrics", metrics_http, false, NULL },
 	{ "GET", "/status", status_http, false, NULL },
+	{ "GET", "/u/*", unsubscribe_http, false, NULL },
+	{ "POST", "/u/*", unsubscribe_http, false, NULL },
 	{ "*", "/plugins/*", plugin_http, false, NULL },
 };
 #define HTTP_SMALL_BODY 65536
@@ -140,11 +143,13 @@ daemon_serve(const char *path, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	app.outbound = outbound_start(&app, (int)app.cfg->workers, REPORTER_THREADS);
+	app.unsubscriber = unsubscribe_start(&app);
 	mailboxes = mailboxes_start(&app, IMAP_WORKERS);
 	if (app.cfg->lmtp_listen && !(lmtp = lmtp_start(&app, app.cfg->lmtp_listen, &err))) {
 		log_error("%s", err);
 		free(err);
 		mailboxes_stop(mailboxes);
+		unsubscribe_stop(app.unsubscriber);
 		outbound_stop(app.outbound);
 		app_close(&app);
 		return 1;
@@ -169,6 +174,7 @@ daemon_serve(const char *path, char **argv)
 		free(err);
 		lmtp_stop(lmtp);
 		mailboxes_stop(mailboxes);
+		unsubscribe_stop(app.unsubscriber);
 		outbound_stop(app.outbound);
 		app_close(&app);
 		return 1;
@@ -217,6 +223,7 @@ daemon_serve(const char *path, char **argv)
 	metrics_gauges_clear();   /* nothing scrapes now; their objects go next */
 	lmtp_stop(lmtp);
 	mailboxes_stop(mailboxes);
+	unsubscribe_stop(app.unsubscriber);
 	outbound_stop(app.outbound);
 	app_close(&app);
 	if (listen_fd >= 0) {

@@ -10,6 +10,7 @@
 #include "store_inbound.h"
 #include "store_threads.h"
 #include "thread.h"
+#include "unsubscribe.h"
 #include "util.h"
 
 #include <curl/curl.h>
@@ -408,6 +409,7 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 	enum inbound_action act;
 	const char *refused = NULL;
 	enum inbound_result r = INBOUND_DONE;
+	int u;
 
 	if (len > INBOUND_MAX_MESSAGE) {
 		log_warn("inbound: locationId=%s message of %zu bytes skipped (limit %d)", loc->id, len, INBOUND_MAX_MESSAGE);
@@ -437,6 +439,9 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 		log_debug("inbound: locationId=%s key=%s already %s", loc->id, key, inbound_state_name(state));
 	} else if (m->is_dsn) {
 		r = inbound_dsn(app, loc, m, key);
+	} else if ((u = unsubscribe_by_mail(app, loc, m->all_rcpt_addrs, m->n_all_rcpt)) != 0) {
+		/* a mail to the unsubscribe address: a request, never a reply */
+		r = u < 0 ? INBOUND_RETRY : inbound_skip(app, loc, key, m, "unsubscribe request (mailto)");
 	} else if (!m->from_addr) {
 		r = inbound_skip(app, loc, key, m, "no From address");
 	} else if (loc->from_addr && !strcasecmp(m->from_addr, loc->from_addr)) {

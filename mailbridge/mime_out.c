@@ -79,6 +79,11 @@ mime_out_render(const struct mime_out *m, size_t *len_r)
 		g_mime_object_set_header(GMIME_OBJECT(msg), "X-Mailbridge-Job", m->job_header, NULL);
 	if (m->feedback_id)
 		g_mime_object_set_header(GMIME_OBJECT(msg), "Feedback-ID", m->feedback_id, NULL);
+	if (m->list_unsubscribe) {
+		/* RFC 2369, and RFC 8058's one-click POST */
+		g_mime_object_set_header(GMIME_OBJECT(msg), "List-Unsubscribe", m->list_unsubscribe, NULL);
+		g_mime_object_set_header(GMIME_OBJECT(msg), "List-Unsubscribe-Post", "List-Unsubscribe=One-Click", NULL);
+	}
 
 	if (!m->text)
 		text_owned = html_text(m->html, MIME_OUT_TEXT_WRAP);

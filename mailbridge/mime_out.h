@@ -33,6 +33,7 @@ struct mime_out {
 	const char *references;    /* "<a> <b>" or NULL */
 	const char *job_header;    /* value of X-Mailbridge-Job */
 	const char *feedback_id;   /* value of Feedback-ID (Gmail's feedback loop), or NULL */
+	const char *list_unsubscribe;  /* value of List-Unsubscribe (with the one-click Post), or NULL */
 	int64_t date_ms;
 	const struct mime_attachment *attachments;
 	size_t n_attachments;

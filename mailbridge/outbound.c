@@ -14,6 +14,7 @@
 #include "smtp_policy.h"
 #include "store_jobs.h"
 #include "store_kv.h"
+#include "unsubscribe.h"
 #include "store_threads.h"
 #include "thread.h"
 #include "util.h"
@@ -171,6 +172,7 @@ outbound_render(struct job_ctx *c, size_t *len_r)
 	 * "provider") and the location, not the message */
 	char *fbid = xasprintf("%s:%s:mailbridge", c->p->user_id && *c->p->user_id ? c->p->user_id : "provider",
 	    c->loc->id);
+	char *unsub = unsubscribe_header(c->ob->app, c->loc, c->reply_token, c->p->contact_id, c->p->message_id);
 	char *out;
 	struct mime_out m = {
 		.from = &c->from, .reply_to = c->reply_to,
@@ -178,10 +180,12 @@ outbound_render(struct job_ctx *c, size_t *len_r)
 		.subject = c->p->subject, .html = c->p->html, .text = c->p->text,
 		.message_id = c->message_id, .in_reply_to = c->in_reply_to, .references = c->references,
 		.job_header = c->p->message_id, .date_ms = c->job->created_at, .feedback_id = fbid,
+		.list_unsubscribe = unsub,
 		.attachments = c->att, .n_attachments = c->n_att,
 	};
 	out = mime_out_render(&m, len_r);
 	free(fbid);
+	free(unsub);
 	return out;
 }
 

@@ -155,6 +155,20 @@ static const char *const store_migrations[] = {
 	"ALTER TABLE events ADD COLUMN location_id TEXT;"
 	"UPDATE events SET location_id = (SELECT location_id FROM jobs WHERE jobs.message_id = events.message_id);"
 	"CREATE INDEX events_location ON events(location_id, id);",
+	/* 12: unsubscribe requests, kept until the contact's Email DND is set */
+	"CREATE TABLE unsubscribes ("
+	"  id INTEGER PRIMARY KEY,"
+	"  location_id TEXT NOT NULL,"
+	"  contact_id TEXT NOT NULL,"
+	"  message_id TEXT,"
+	"  via TEXT,"
+	"  created_at INTEGER NOT NULL,"
+	"  next_at INTEGER NOT NULL,"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  done_at INTEGER,"
+	"  error TEXT,"
+	"  UNIQUE(location_id, contact_id));"
+	"CREATE INDEX unsubscribes_due ON unsubscribes(done_at, next_at);",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 

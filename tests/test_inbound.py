@@ -292,6 +292,28 @@ class TestInbound(unittest.TestCase):
                              (r["Message-ID"].strip("<>"),)).fetchall()
         self.assertEqual([x[0] for x in rows], ["LSales"])   # not LIn's, though LIn is on mail.test too
 
+    def test_unsubscribe_by_mail(self):
+        mid = outbound(to="bob@mail.test")
+        orig = wait_for("bob", mid)
+        mailto = re.search(r"<mailto:([^>]+)>", orig["List-Unsubscribe"]).group(1)
+        self.assertRegex(mailto, r"^support\+u[0-9a-f]{32}@mail\.test$")
+        req = email.message.EmailMessage()
+        req["From"] = "Bob Builder <bob@mail.test>"
+        req["To"] = mailto
+        req["Subject"] = "unsubscribe"
+        req["Message-ID"] = email.utils.make_msgid(domain="mail.test")
+        req.set_content("")
+        send_mail(req, [mailto])
+        end = time.time() + 30
+        while time.time() < end and not [c for c, b in ghl.contact_updates if c == "c-bob"]:
+            time.sleep(0.1)
+        got = [b for c, b in ghl.contact_updates if c == "c-bob"]
+        self.assertEqual(len(got), 1, d.log()[-3000:])
+        self.assertEqual(got[0]["dndSettings"]["Email"]["status"], "active")
+        # a request, never a reply: not posted, recorded with why
+        self.assertEqual(posted(lambda b: b.get("altId") == req["Message-ID"], timeout=1), [])
+        self.assertIn("unsubscribe request (mailto)", d.cli("inbound", "list").stdout)
+
     def test_success_dsn_reports_delivered(self):
         mid = outbound(to="alice@mail.test")
         end = time.time() + 20

@@ -623,6 +623,55 @@ class TestOutbound(unittest.TestCase):
             two.stop()
             two.cleanup()
 
+    def test_one_click_unsubscribe(self):
+        mid = post_ok(webhook(emailTo=["alice@mail.test"], contactId="c-unsub"))
+        m = wait_for("alice", mid)[0]
+        self.assertEqual(m["List-Unsubscribe-Post"], "List-Unsubscribe=One-Click")
+        url = re.search(r"<(https?://[^>]+)>", m["List-Unsubscribe"]).group(1)
+        mailto = re.search(r"<mailto:([^>]+)>", m["List-Unsubscribe"]).group(1)
+        path = urllib.parse.urlsplit(url).path
+        self.assertRegex(path, r"^/u/LMain/[0-9a-f]{32}$")
+        self.assertRegex(mailto, r"^reply\+u[0-9a-f]{32}@mail\.test$")
+        dnd = lambda: [b for c, b in ghl.contact_updates if c == "c-unsub"]
+        # GET: a page with a button, and nothing changes (link scanners prefetch)
+        st, body, _ = d.request("GET", path)
+        self.assertEqual(st, 200)
+        self.assertIn(b'<form method="post">', body)
+        self.assertIn(b'name="List-Unsubscribe" value="One-Click"', body)
+        # a changed, made-up, other location's or short token: 404, nothing changes
+        token = path.rsplit("/", 1)[1]
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for bad in ("/u/LMain/" + token[:-1] + ("0" if token[-1] != "0" else "1"), "/u/LMain/" + "0" * 32,
+                    "/u/LCustom/" + token, "/u/LMain/" + token[:16], "/u/Nope/" + token):
+            st, _, _ = d.request("POST", bad, body=b"List-Unsubscribe=One-Click", headers=form)
+            self.assertEqual(st, 404, bad)
+        # a POST that does not say One-Click changes nothing either
+        self.assertEqual(d.request("POST", path, body=b"x=1", headers=form)[0], 400)
+        time.sleep(1.5)
+        self.assertEqual(dnd(), [])
+        # RFC 8058's POST: answered at once, then the contact's Email DND
+        st, body, _ = d.request("POST", path, body=b"List-Unsubscribe=One-Click", headers=form)
+        self.assertEqual(st, 200, body)
+        end = time.time() + 15
+        while time.time() < end and not dnd():
+            time.sleep(0.05)
+        self.assertEqual(len(dnd()), 1, d.log()[-2000:])
+        self.assertEqual(dnd()[0]["dndSettings"]["Email"]["status"], "active")
+        self.assertEqual([e for e in ghl.spec_errors if "/contacts/" in e], [])
+        with d.db() as c:
+            row = c.execute("SELECT via, done_at IS NOT NULL, error FROM unsubscribes WHERE contact_id='c-unsub'").fetchone()
+        self.assertEqual(tuple(row), ("one-click", 1, None))
+        # the location that turned it off sends no List-Unsubscribe
+        one = Daemon(BASE + 55, ghl.url, [loc("LNoUnsub", unsubscribe="no")])
+        try:
+            one.start()
+            st, body = one.post_webhook(webhook(location="LNoUnsub", emailTo=["alice@mail.test"]))
+            self.assertEqual(st, 200, body)
+            self.assertIsNone(wait_for("alice", body["messageId"])[0]["List-Unsubscribe"])
+        finally:
+            one.stop()
+            one.cleanup()
+
     def test_send_test_command(self):
         r = d.cli("send-test", "--location", "LMain", "--to", "bob@mail.test")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)

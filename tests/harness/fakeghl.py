@@ -169,6 +169,7 @@ class FakeGHL:
         # that has none for this app (mailbridge then falls back to v2)
         self.v3 = False
         self.v3_statuses = []     # (messageId, body) of PUT /conversations/messages/email/{id}/status
+        self.contact_updates = [] # (contactId, body) of PUT /contacts/{contactId}
         self.seq = 0
         self.daily_used = 0
         fake = self
@@ -345,6 +346,12 @@ class FakeGHL:
             if b.get("type") == "Email":
                 resp["emailMessageId"] = b.get("emailMessageId") or mid
             return 200, resp, {}
+        m = re.match(r"^/contacts/([^/]+)$", path)
+        if m and method == "PUT":
+            b = json.loads(body)
+            with self.lock:
+                self.contact_updates.append((m.group(1), b))
+            return 200, {"succeded": True, "contact": {"id": m.group(1), **b}}, {}
         m = re.match(r"^/conversations/messages/email/([^/]+)/status$", path)
         if m and method == "PUT":
             if not self.v3:

@@ -1,0 +1,274 @@
+#include "unsubscribe.h"
+#include "app.h"
+#include "config.h"
+#include "ghl.h"
+#include "log.h"
+#include "store_threads.h"
+#include "store_unsub.h"
+#include "thread.h"
+#include "util.h"
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define UNSUB_TOKEN_LEN   32        /* the reply token's 16 hex, then the HMAC's 16 */
+#define UNSUB_LEASE_MS    (60 * 1000)
+#define UNSUB_RETRY_BASE  5000
+#define UNSUB_RETRY_MAX   (30 * 60 * 1000)
+#define UNSUB_IDLE_MS     1000
+#define UNSUB_MAX_TRIES   50
+
+/* The token's second half: 16 hex of HMAC(location/contact/messageId). */
+static void
+unsub_sig(const unsigned char key[32], const char *location_id, const char *contact_id, const char *message_id,
+    char out[17])
+{
+	unsigned char d[32];
+	char *in = xasprintf("unsubscribe/%s/%s/%s", location_id, contact_id, message_id);
+	gnutls_hmac_fast(GNUTLS_MAC_SHA256, key, 32, in, strlen(in), d);
+	for (int i = 0; i < 8; i++)
+		snprintf(out + 2 * i, 3, "%02x", d[i]);
+	free(in);
+}
+
+char *
+unsubscribe_header(const struct app *app, const struct location_config *loc, const char *reply_token,
+    const char *contact_id, const char *message_id)
+{
+	char sig[17];
+	const char *base = app->cfg->public_url;
+	size_t bl = strlen(base);
+
+	if (!loc->unsubscribe || !contact_id || !*contact_id || !reply_token)
+		return NULL;
+	unsub_sig(app->address_key, loc->id, contact_id, message_id, sig);
+	return xasprintf("<%.*s/u/%s/%s%s>, <mailto:%s+u%s%s@%s>", (int)(bl && base[bl - 1] == '/' ? bl - 1 : bl), base,
+	    loc->id, reply_token, sig, loc->reply_box.local, reply_token, sig, loc->reply_box.domain);
+}
+
+/* The message a token names, when its HMAC holds: 1 with *m, else 0. */
+static int
+token_check(struct app *app, const struct location_config *loc, const char *token, struct msgmap **m)
+{
+	char reply_token[17], sig[17];
+
+	*m = NULL;
+	if (strlen(token) != UNSUB_TOKEN_LEN || strspn(token, "0123456789abcdefABCDEF") != UNSUB_TOKEN_LEN)
+		return 0;
+	snprintf(reply_token, sizeof(reply_token), "%.16s", token);
+	for (char *c = reply_token; *c; c++)
+		*c = (char)(*c >= 'A' && *c <= 'F' ? *c + 32 : *c);
+	if (store_msgmap_get(app->store, MSGMAP_BY_TOKEN, loc->id, reply_token, m) != 1 || !(*m)->contact_id) {
+		store_msgmap_free(*m);
+		*m = NULL;
+		return 0;
+	}
+	unsub_sig(app->address_key, loc->id, (*m)->contact_id, (*m)->ghl_message_id, sig);
+	if (!secret_equal(token + 16, sig)) {
+		store_msgmap_free(*m);
+		*m = NULL;
+		return 0;
+	}
+	return 1;
+}
+
+static void
+page(struct http_response *resp, int status, const char *title, const char *body_html)
+{
+	resp->status = status;
+	resp->content_type = "text/html; charset=utf-8";
+	resp->body = xasprintf("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+	    "<meta name=\"robots\" content=\"noindex\"><title>%s</title><style>body{font:16px/1.5 system-ui,"
+	    "sans-serif;max-width:34em;margin:3em auto;padding:0 1em;color:#222}button{font-size:1em;padding:.5em 1.2em}"
+	    "</style></head>\n<body><h1>%s</h1>\n%s\n</body></html>\n", title, title, body_html);
+}
+
+void
+unsubscribe_http(void *ctx, const struct http_request *req, struct http_response *resp)
+{
+	struct app *app = ctx;
+	const char *rest = req->path + 3;               /* past "/u/" */
+	const char *slash = strchr(rest, '/');
+	char *loc_id = slash ? xasprintf("%.*s", (int)(slash - rest), rest) : NULL;
+	const struct location_config *loc = loc_id ? config_location(app->cfg, loc_id) : NULL;
+	struct msgmap *m = NULL;
+	bool post = !strcmp(req->method, "POST");
+
+	if (!loc || !loc->unsubscribe || token_check(app, loc, slash + 1, &m) != 1) {
+		/* nothing said about why: a forged or stale link learns nothing */
+		page(resp, 404, "Link not valid", "<p>This unsubscribe link is not valid, or has expired.</p>");
+	} else if (!post) {
+		/* a GET changes nothing: mail scanners follow links */
+		char *form = xasprintf("<p>Stop receiving these emails?</p>\n<form method=\"post\">"
+		    "<input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">"
+		    "<button type=\"submit\">Unsubscribe</button></form>");
+		page(resp, 200, "Unsubscribe", form);
+		free(form);
+	} else if (!strstr(req->body, "List-Unsubscribe=One-Click")) {
+		page(resp, 400, "Unsubscribe", "<p>The request did not say List-Unsubscribe=One-Click.</p>");
+	} else if (store_unsub_add(app->store, loc->id, m->contact_id, m->ghl_message_id,
+	    http_header(req, "Referer") ? "page" : "one-click") < 0) {
+		page(resp, 503, "Try again", "<p>The request could not be recorded; please try again.</p>");
+	} else {
+		log_info("unsubscribe: locationId=%s contactId=%s messageId=%s requested", loc->id, m->contact_id,
+		    m->ghl_message_id);
+		unsubscribe_wake(app->unsubscriber);
+		page(resp, 200, "Unsubscribed", "<p>You will not receive these emails any more.</p>");
+	}
+	store_msgmap_free(m);
+	free(loc_id);
+}
+
+int
+unsubscribe_by_mail(struct app *app, const struct location_config *loc, char *const *rcpts, size_t n_rcpts)
+{
+	struct thread_form forms[2];
+	size_t nf;
+
+	if (!loc->unsubscribe)
+		return 0;
+	nf = thread_forms(loc, false, forms);
+	for (size_t i = 0; i < n_rcpts; i++) {
+		for (size_t f = 0; f < nf; f++) {
+			struct thread_form uf = { forms[f].local, "u", forms[f].domain };
+			char *token = thread_token_parse(rcpts[i], &uf);
+			struct msgmap *m = NULL;
+			int r = token && token_check(app, loc, token, &m) == 1;
+			free(token);
+			if (r) {
+				r = store_unsub_add(app->store, loc->id, m->contact_id, m->ghl_message_id, "mailto") < 0 ? -1 : 1;
+				if (r == 1) {
+					log_info("unsubscribe: locationId=%s contactId=%s messageId=%s requested by mail", loc->id,
+					    m->contact_id, m->ghl_message_id);
+					unsubscribe_wake(app->unsubscriber);
+				}
+				store_msgmap_free(m);
+				return r;
+			}
+		}
+	}
+	return 0;
+}
+
+struct unsubscriber {
+	struct app *app;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned seq;
+	bool stop;
+};
+
+static void
+unsub_one(struct unsubscriber *w, struct unsub *u)
+{
+	struct ghl_result res = { 0 };
+
+	ghl_contact_email_dnd(w->app->ghl, u->location_id, u->contact_id, "Unsubscribed from email (List-Unsubscribe)",
+	    &res);
+	if (res.throttled || res.cls == GHL_RETRY || res.cls == GHL_AUTH) {
+		int64_t d = res.throttled ? res.retry_after_ms : backoff_ms(u->attempts - 1, UNSUB_RETRY_BASE, UNSUB_RETRY_MAX);
+		if (u->attempts >= UNSUB_MAX_TRIES && !res.throttled) {
+			log_error("unsubscribe: locationId=%s contactId=%s gave up after %d attempts: %s", u->location_id,
+			    u->contact_id, u->attempts, res.error ? res.error : "?");
+			(void)store_unsub_done(w->app->store, u->id, res.error ? res.error : "gave up");
+		} else if (store_unsub_later(w->app->store, u->id, now_ms() + d, res.error) < 0) {
+			log_error("unsubscribe: locationId=%s contactId=%s cannot be put back (store error): tried again when "
+			    "its lease ends", u->location_id, u->contact_id);
+		}
+	} else if (res.cls == GHL_OK) {
+		log_info("unsubscribe: locationId=%s contactId=%s Email DND set", u->location_id, u->contact_id);
+		if (store_unsub_done(w->app->store, u->id, NULL) < 0)
+			log_error("unsubscribe: locationId=%s contactId=%s done but not recorded (store error): set again "
+			    "when its lease ends", u->location_id, u->contact_id);
+	} else {
+		log_error("unsubscribe: locationId=%s contactId=%s refused by HighLevel (HTTP %ld): %s", u->location_id,
+		    u->contact_id, res.status, res.error ? res.error : "?");
+		(void)store_unsub_done(w->app->store, u->id, res.error ? res.error : "refused");
+	}
+	ghl_result_clear(&res);
+}
+
+static void *
+unsub_worker(void *arg)
+{
+	struct unsubscriber *w = arg;
+
+	for (;;) {
+		struct unsub *u = NULL;
+		unsigned seen;
+		int64_t next, wait;
+
+		pthread_mutex_lock(&w->lock);
+		seen = w->seq;
+		if (w->stop) {
+			pthread_mutex_unlock(&w->lock);
+			break;
+		}
+		pthread_mutex_unlock(&w->lock);
+		if (store_unsub_claim(w->app->store, now_ms(), UNSUB_LEASE_MS, &u) == 1) {
+			unsub_one(w, u);
+			store_unsub_free(u);
+			continue;
+		}
+		next = store_unsub_next_due(w->app->store);
+		wait = next < 0 ? UNSUB_IDLE_MS : next - now_ms();
+		if (wait > UNSUB_IDLE_MS)
+			wait = UNSUB_IDLE_MS;
+		if (wait <= 0)
+			continue;
+		pthread_mutex_lock(&w->lock);
+		if (!w->stop && w->seq == seen)
+			cond_wait_ms(&w->cond, &w->lock, wait);
+		pthread_mutex_unlock(&w->lock);
+	}
+	return NULL;
+}
+
+struct unsubscriber *
+unsubscribe_start(struct app *app)
+{
+	struct unsubscriber *w = xcalloc(1, sizeof(*w));
+	w->app = app;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	if (pthread_create(&w->thread, NULL, unsub_worker, w) != 0) {
+		log_error("unsubscribe: cannot start the worker; requests wait in the store for the next start");
+		pthread_cond_destroy(&w->cond);
+		pthread_mutex_destroy(&w->lock);
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+void
+unsubscribe_wake(struct unsubscriber *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->seq++;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+void
+unsubscribe_stop(struct unsubscriber *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stop = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	pthread_cond_destroy(&w->cond);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
