@@ -123,7 +123,12 @@ ns_read_raw(mailstream_low *low, void *buf, size_t n)
  *   every "[PERMANENTFLAGS" becomes the unknown code "[PERMANENTFLAGX"
  *   (same length; its last byte is always in the current read);
  * - a literal size over NETSTREAM_IMAP_MAX_LITERAL drops the connection
- *   (ns->imap.too_big) before libetpan has read all its digits.
+ *   (ns->imap.too_big) before libetpan has read all its digits;
+ * - so does a literal's "{N}" followed by anything but CRLF (or LF):
+ *   libetpan's parser backtracks over it and may later read as protocol
+ *   what this scan took for literal bytes, where a forged size escapes
+ *   the check above (found by fuzz_imap: a 4 GiB allocation at LOGOUT).
+ *   No server sends that in the responses we ask for.
  * Literals ("{N}" CRLF then N bytes: message bodies) pass untouched. */
 static void
 imap_scan(struct netstream *ns, char *buf, ssize_t len)
@@ -167,6 +172,10 @@ imap_scan(struct netstream *ns, char *buf, ssize_t len)
 			 * we lose step with it (found by fuzz_imap) */
 			ns->imap.literal = ns->imap.num;
 			ns->imap.brace = 0;
+		} else if (ns->imap.brace == 2 || ns->imap.brace == 3) {
+			log_error("imap: the server sent a literal's size not followed by CRLF; dropping the connection");
+			ns->imap.too_big = true;
+			return;
 		} else {
 			ns->imap.brace = 0;
 		}
