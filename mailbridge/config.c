@@ -823,8 +823,11 @@ config_plus_boxes(struct location_config *loc, FILE *err, int *errors)
 	const char *ra = loc->reply_address;
 	if (!ra && loc->imap.user && strchr(loc->imap.user, '@'))
 		ra = loc->imap.user;
-	if (!ra && (loc->imap.host || !(loc->key_where && lwhere(loc, "reply_domain") != loc->file)))
+	bool mailbox = loc->imap.host || !(loc->key_where && lwhere(loc, "reply_domain") != loc->file);
+	if (!ra && mailbox)
 		ra = loc->from_addr;
+	if (!ra && mailbox)
+		return;            /* no valid from: said already */
 	if (!ra) {
 		char *r = xasprintf("reply@%s", loc->reply_domain ? loc->reply_domain : "invalid");
 		char *b = xasprintf("bounce@%s", loc->reply_domain ? loc->reply_domain : "invalid");
