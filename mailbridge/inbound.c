@@ -9,6 +9,7 @@
 #include "mime_in.h"
 #include "store_inbound.h"
 #include "store_threads.h"
+#include "store_unsub.h"
 #include "thread.h"
 #include "unsubscribe.h"
 #include "util.h"
@@ -399,6 +400,56 @@ inbound_skip(struct app *app, const struct location_config *loc, const char *key
 	return r < 0 ? INBOUND_RETRY : INBOUND_DONE;
 }
 
+/* A complaint (ARF: a mailbox provider's feedback loop, Yahoo CFL,
+ * Microsoft JMRP): never posted. When the returned message is one we sent
+ * for this location and carries its own reply token (so whoever sent the
+ * report had the message), the contact's Email DND is set as for an
+ * unsubscribe. The complained event is not reported yet (issue 12). */
+static enum inbound_result
+inbound_arf(struct app *app, const struct location_config *loc, const struct inbound_msg *m, const char *key)
+{
+	struct msgmap *map = NULL;
+	const char *why;
+	char *addr = NULL;
+	bool token_ok = false;
+
+	if (m->orig_reply_to) {
+		const char *lt = strrchr(m->orig_reply_to, '<');
+		addr = lt ? xstrdup(lt + 1) : xstrdup(m->orig_reply_to);
+		addr[strcspn(addr, "> \t\r\n")] = '\0';
+	}
+	if (!m->dsn_orig_message_id ||
+	    store_msgmap_get(app->store, MSGMAP_BY_RFC, loc->id, m->dsn_orig_message_id, &map) != 1) {
+		why = "complaint (ARF) about no message this location sent";
+	} else {
+		struct thread_form forms[2];
+		size_t nf = thread_forms(loc, false, forms);
+		for (size_t f = 0; f < nf && !token_ok && addr && map->reply_token; f++) {
+			char *t = thread_token_parse(addr, &forms[f]);
+			token_ok = t && secret_equal(t, map->reply_token);
+			free(t);
+		}
+		if (!token_ok || !map->contact_id)
+			why = "complaint (ARF) whose returned message does not carry its reply address";
+		else if (store_unsub_add(app->store, loc->id, map->contact_id, map->ghl_message_id, "complaint") < 0)
+			why = NULL;
+		else
+			why = "complaint (ARF): the contact's Email DND is set";
+	}
+	free(addr);
+	if (!why) {
+		store_msgmap_free(map);
+		return INBOUND_RETRY;     /* the request was not recorded: read again */
+	}
+	if (token_ok) {
+		log_warn("inbound: locationId=%s complaint about messageId=%s from contactId=%s", loc->id,
+		    map->ghl_message_id, map->contact_id);
+		unsubscribe_wake(app->unsubscriber);
+	}
+	store_msgmap_free(map);
+	return inbound_skip(app, loc, key, m, why);
+}
+
 static enum inbound_result
 inbound_handle_once(struct app *app, const struct location_config *loc, const char *raw, size_t len, bool retry,
     int64_t received_at)
@@ -439,6 +490,8 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 		log_debug("inbound: locationId=%s key=%s already %s", loc->id, key, inbound_state_name(state));
 	} else if (m->is_dsn) {
 		r = inbound_dsn(app, loc, m, key);
+	} else if (m->is_arf) {
+		r = inbound_arf(app, loc, m, key);
 	} else if ((u = unsubscribe_by_mail(app, loc, m->all_rcpt_addrs, m->n_all_rcpt)) != 0) {
 		/* a mail to the unsubscribe address: a request, never a reply */
 		r = u < 0 ? INBOUND_RETRY : inbound_skip(app, loc, key, m, "unsubscribe request (mailto)");

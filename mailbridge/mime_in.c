@@ -216,6 +216,9 @@ parse_returned_headers(struct inbound_msg *m, GMimeObject *obj)
 {
 	const char *mid = g_mime_object_get_header(obj, "Message-ID");
 	const char *job = g_mime_object_get_header(obj, "X-Mailbridge-Job");
+	const char *rt = g_mime_object_get_header(obj, "Reply-To");
+	if (rt && !m->orig_reply_to)
+		m->orig_reply_to = xstrdup(rt);
 	if (mid && !m->dsn_orig_message_id)
 		m->dsn_orig_message_id = strip_brackets(mid);
 	if (job && !m->dsn_job)
@@ -552,7 +555,9 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 			char *s = g_mime_object_to_string(GMIME_OBJECT(inner), NULL);
 			parse_dsn(m, s, strlen(s), &w->refused);
 			g_free(s);
-		} else if (m->is_dsn && inner) {
+		} else if ((m->is_dsn || m->is_arf) && inner) {
+			/* the returned message of a DSN or a complaint (the ARF's
+			 * machine part has no Message-ID: it changes nothing) */
 			parse_returned_headers(m, GMIME_OBJECT(inner));
 		} else if (inner) {
 			add_forwarded(w, inner);
@@ -570,7 +575,9 @@ walk_part(GMimeObject *parent, GMimeObject *part, gpointer data)
 		}
 		return;
 	}
-	if (m->is_dsn && (g_mime_content_type_is_type(ct, "text", "rfc822-headers") ||
+	if (m->is_arf && g_mime_content_type_is_type(ct, "message", "feedback-report"))
+		return;    /* the report's machine part: not the sender's text, not a file */
+	if ((m->is_dsn || m->is_arf) && (g_mime_content_type_is_type(ct, "text", "rfc822-headers") ||
 	    g_mime_content_type_is_type(ct, "message", "rfc822-headers"))) {
 		GByteArray *b = part_bytes(GMIME_PART(part));
 		if (b) {
@@ -1156,6 +1163,7 @@ mime_in_parse(const char *raw, size_t len, size_t max_attach, const char **refus
 	if (ct && g_mime_content_type_is_type(ct, "multipart", "report")) {
 		const char *rt = g_mime_content_type_get_parameter(ct, "report-type");
 		m->is_dsn = rt && !strcasecmp(rt, "delivery-status");
+		m->is_arf = rt && !strcasecmp(rt, "feedback-report");
 	}
 	w.m = m;
 	w.max_attach = max_attach;
@@ -1238,6 +1246,7 @@ mime_in_free(struct inbound_msg *m)
 	free(m->dsn_envid);
 	free(m->dsn_orig_message_id);
 	free(m->dsn_job);
+	free(m->orig_reply_to);
 	for (size_t i = 0; i < m->n_dsn; i++) {
 		free(m->dsn[i].recipient);
 		free(m->dsn[i].action);

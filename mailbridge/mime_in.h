@@ -57,6 +57,10 @@ struct inbound_msg {
 	char *dsn_envid;           /* Original-Envelope-Id */
 	char *dsn_orig_message_id; /* Message-ID of the returned message, without <> */
 	char *dsn_job;             /* X-Mailbridge-Job of the returned message */
+	char *orig_reply_to;       /* Reply-To of the returned message (DSN, ARF), as written */
+	/* ARF (RFC 5965: multipart/report; report-type=feedback-report): a
+	 * complaint; the returned message's fields are the dsn_* ones above */
+	bool is_arf;
 	struct dsn_rcpt *dsn;
 	size_t n_dsn;
 };

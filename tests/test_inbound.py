@@ -292,6 +292,40 @@ class TestInbound(unittest.TestCase):
                              (r["Message-ID"].strip("<>"),)).fetchall()
         self.assertEqual([x[0] for x in rows], ["LSales"])   # not LIn's, though LIn is on mail.test too
 
+    def arf(self, orig, reply_to):
+        """A feedback-loop complaint (RFC 5965) returning orig's headers."""
+        return (f"From: Yahoo Feedback <feedback@fbl.test>\r\nTo: support@mail.test\r\nSubject: FW: abuse report\r\n"
+                f"Message-ID: {email.utils.make_msgid(domain='fbl.test')}\r\nMIME-Version: 1.0\r\n"
+                "Content-Type: multipart/report; report-type=feedback-report; boundary=\"arf\"\r\n\r\n"
+                "--arf\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+                "--arf\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\n"
+                "User-Agent: Yahoo!-Mail-Feedback/2.0\r\nVersion: 1\r\nOriginal-Rcpt-To: bob@mail.test\r\n\r\n"
+                "--arf\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+                f"From: {orig['From']}\r\nTo: bob@mail.test\r\nSubject: {orig['Subject']}\r\n"
+                f"Message-ID: {orig['Message-ID']}\r\nReply-To: {reply_to}\r\n\r\n--arf--\r\n").encode()
+
+    def test_complaint_arf_sets_dnd_and_is_not_posted(self):
+        mid = outbound(to="bob@mail.test", contactId="c-arf")
+        orig = wait_for("bob", mid)
+        # a forged report: the returned headers lack the message's reply token
+        forged = self.arf(orig, "support+" + "0" * 16 + "@mail.test")
+        append("support", forged)
+        real = self.arf(orig, orig["Reply-To"])
+        append("support", real)
+        end = time.time() + 30
+        while time.time() < end and not [c for c, b in ghl.contact_updates if c == "c-arf"]:
+            time.sleep(0.1)
+        got = [b for c, b in ghl.contact_updates if c == "c-arf"]
+        self.assertEqual(len(got), 1, d.log()[-3000:])
+        self.assertEqual(got[0]["dndSettings"]["Email"]["status"], "active")
+        out = d.cli("inbound", "list").stdout
+        self.assertIn("complaint (ARF): the contact's Email DND is set", out)
+        self.assertIn("complaint (ARF) whose returned message does not carry its reply address", out)
+        # neither report is posted as a message from Yahoo
+        time.sleep(1)
+        self.assertEqual(posted(lambda b: "fbl.test" in (b.get("emailFrom") or "") or
+                                "abuse report" in (b.get("subject") or ""), timeout=0), [])
+
     def test_unsubscribe_by_mail(self):
         mid = outbound(to="bob@mail.test")
         orig = wait_for("bob", mid)

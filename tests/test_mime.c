@@ -290,6 +290,31 @@ test_broken_structure(void)
 	}
 }
 
+/* An ARF complaint (RFC 5965): told from a DSN, its returned message's
+ * Message-ID and Reply-To read, its machine part neither text nor file. */
+static void
+test_arf(void)
+{
+	static const char raw[] =
+	    "From: feedback@fbl.test\r\nTo: support@mail.test\r\nSubject: abuse\r\nMIME-Version: 1.0\r\n"
+	    "Content-Type: multipart/report; report-type=feedback-report; boundary=\"a\"\r\n\r\n"
+	    "--a\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n"
+	    "--a\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nVersion: 1\r\n\r\n"
+	    "--a\r\nContent-Type: message/rfc822\r\n\r\nFrom: s@mail.test\r\nMessage-ID: <mb.m1@mail.test>\r\n"
+	    "Reply-To: <support+0123456789abcdef@mail.test>\r\nSubject: hi\r\n\r\nbody\r\n--a--\r\n";
+	const char *refused = NULL;
+	struct inbound_msg *m = mime_in_parse(raw, strlen(raw), 1 << 20, &refused);
+	CHECK(m != NULL);
+	if (!m)
+		return;
+	CHECK(m->is_arf && !m->is_dsn);
+	CHECK(m->dsn_orig_message_id && !strcmp(m->dsn_orig_message_id, "mb.m1@mail.test"));
+	CHECK(m->orig_reply_to && strstr(m->orig_reply_to, "support+0123456789abcdef@mail.test"));
+	CHECK(m->n_attachments == 0);
+	CHECK(m->text && strstr(m->text, "abuse report") && !strstr(m->text, "Feedback-Type"));
+	mime_in_free(m);
+}
+
 static void
 test_structural_limits(void)
 {
@@ -478,6 +503,7 @@ main(void)
 	}
 	test_structural_limits();
 	test_broken_structure();
+	test_arf();
 	test_classes();
 	test_text_types();
 	test_forwarded();
