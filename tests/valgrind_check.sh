@@ -17,6 +17,9 @@ cmake -S "$src" -B "$work" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMB_SANITIZE=OFF -
 cmake --build "$work" -j2 --target mailbridge calllog kannel testsms badabi >"$work/build.log" 2>&1 ||
 	{ tail -30 "$work/build.log"; exit 1; }
 cd "$src/tests"
+# apart from the plain suites (21000 and up), so ctest -j2 may run both
+MB_TEST_PORT_BASE=${MB_TEST_PORT_BASE:-23000}
+export MB_TEST_PORT_BASE
 for suite in "$@"; do
 	echo "== $suite under valgrind"
 	MB_VALGRIND=1 MAILBRIDGE_BIN="$work/mailbridge" MB_PLUGIN_DIR="$work/plugins" PYTHONDONTWRITEBYTECODE=1 \
