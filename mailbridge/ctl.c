@@ -132,8 +132,7 @@ parse_one(const char *path)
 		unsigned char d[32];
 		char hex[65];
 		gnutls_hash_fast(GNUTLS_DIG_SHA256, a->data, a->len, d);
-		for (int k = 0; k < 32; k++)
-			snprintf(hex + 2 * k, 3, "%02x", d[k]);
+		hex_encode(d, 32, hex);
 		json_array_append_new(atts, json_pack("{s:s, s:s, s:I, s:s}", "filename", a->filename, "contentType",
 		    a->content_type, "size", (json_int_t)a->len, "sha256", hex));
 	}

@@ -185,48 +185,6 @@ relay_addrs(struct doctor *doc, const struct location_config *loc, struct sockad
 	return n;
 }
 
-static void
-check_spf(struct doctor *doc, const struct location_config *loc, const char *domain)
-{
-	const struct spf_lookup lk = { doc->dns, lk_txt, lk_mx, lk_addrs };
-	struct sockaddr_storage *ips;
-	int n = relay_addrs(doc, loc, &ips), public = 0;
-
-	for (int i = 0; i < n; i++)
-		public += netaddr_is_public((struct sockaddr *)&ips[i]);
-	if (n <= 0 || public == 0) {
-		char *rec = NULL, **txt = NULL, *e = NULL;
-		int t = dns_txt(doc->dns, domain, &txt, &e);
-		for (int i = 0; i < t && !rec; i++)
-			if (!strncasecmp(txt[i], "v=spf1", 6))
-				rec = txt[i];
-		if (t < 0)
-			report(doc, CTL_WARN, "spf", "%s: the question failed: %s", domain, e);
-		else
-		report(doc, rec ? CTL_WARN : CTL_FAIL, "spf", "%s: %s%s - fix: %s", domain, rec ? "\"" : "no SPF record",
-		    rec ? rec : "", rec ? "set relay_ips to the public addresses the relay sends from, to check them" :
-		    "publish TXT \"v=spf1 ip4:<the relay's public address> -all\"");
-		dns_strings_free(txt);
-		free(e);
-		free(ips);
-		return;
-	}
-	for (int i = 0; i < n; i++) {
-		char ip[64], *detail = NULL;
-		enum spf_result r;
-		enum ctl_level lvl;
-		if (!netaddr_is_public((struct sockaddr *)&ips[i]))
-			continue;
-		netaddr_to_string((struct sockaddr *)&ips[i], ip, sizeof(ip));
-		r = spf_check(&lk, domain, (struct sockaddr *)&ips[i], &detail);
-		lvl = r == SPF_PASS ? CTL_OK : r == SPF_FAIL || r == SPF_NONE || r == SPF_PERMERROR ? CTL_FAIL : CTL_WARN;
-		report(doc, lvl, "spf", "%s for %s: %s (%s)%s", domain, ip, spf_result_name(r), detail,
-		    lvl == CTL_OK ? "" : " - fix: add ip4:/ip6: of this address to the record, or include: the relay's");
-		free(detail);
-	}
-	free(ips);
-}
-
 /* The first record at name that starts with prefix (case-insensitively);
  * 1 with *rec_r, 0 none, -1 the question failed. */
 static int
@@ -244,6 +202,45 @@ record_at(struct doctor *doc, const char *name, const char *prefix, char **rec_r
 	dns_strings_free(txt);
 	free(e);
 	return n < 0 ? -1 : found;
+}
+
+static void
+check_spf(struct doctor *doc, const struct location_config *loc, const char *domain)
+{
+	const struct spf_lookup lk = { doc->dns, lk_txt, lk_mx, lk_addrs };
+	struct sockaddr_storage *ips;
+	int n = relay_addrs(doc, loc, &ips), public = 0;
+
+	for (int i = 0; i < n; i++)
+		public += netaddr_is_public((struct sockaddr *)&ips[i]);
+	if (n <= 0 || public == 0) {
+		/* no public address to evaluate for: is there a record at all? */
+		char *rec = NULL;
+		int t = record_at(doc, domain, "v=spf1", &rec);
+		if (t < 0)
+			report(doc, CTL_WARN, "spf", "%s: the question failed", domain);
+		else
+			report(doc, rec ? CTL_WARN : CTL_FAIL, "spf", "%s: %s%s%s - fix: %s", domain, rec ? "\"" : "no SPF record",
+			    rec ? rec : "", rec ? "\"" : "", rec ? "set relay_ips to the public addresses the relay sends from, "
+			    "to check them" : "publish TXT \"v=spf1 ip4:<the relay's public address> -all\"");
+		free(rec);
+		free(ips);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		char ip[64], *detail = NULL;
+		enum spf_result r;
+		enum ctl_level lvl;
+		if (!netaddr_is_public((struct sockaddr *)&ips[i]))
+			continue;
+		netaddr_to_string((struct sockaddr *)&ips[i], ip, sizeof(ip));
+		r = spf_check(&lk, domain, (struct sockaddr *)&ips[i], &detail);
+		lvl = r == SPF_PASS ? CTL_OK : r == SPF_FAIL || r == SPF_NONE || r == SPF_PERMERROR ? CTL_FAIL : CTL_WARN;
+		report(doc, lvl, "spf", "%s for %s: %s (%s)%s", domain, ip, spf_result_name(r), detail,
+		    lvl == CTL_OK ? "" : " - fix: add ip4:/ip6: of this address to the record, or include: the relay's");
+		free(detail);
+	}
+	free(ips);
 }
 
 static void

@@ -41,8 +41,7 @@ dedupe_key(const struct inbound_msg *m, const char *raw, size_t len)
 	gnutls_hash_fast(GNUTLS_DIG_SHA256, raw, hlen, digest);
 	hex = xmalloc(8 + 64 + 1);
 	strcpy(hex, "sha256:");
-	for (int i = 0; i < 32; i++)
-		sprintf(hex + 7 + 2 * i, "%02x", digest[i]);
+	hex_encode(digest, 32, hex + 7);
 	return hex;
 }
 
@@ -422,13 +421,9 @@ inbound_arf(struct app *app, const struct location_config *loc, const struct inb
 	    store_msgmap_get(app->store, MSGMAP_BY_RFC, loc->id, m->dsn_orig_message_id, &map) != 1) {
 		why = "complaint (ARF) about no message this location sent";
 	} else {
-		struct thread_form forms[2];
-		size_t nf = thread_forms(loc, false, forms);
-		for (size_t f = 0; f < nf && !token_ok && addr && map->reply_token; f++) {
-			char *t = thread_token_parse(addr, &forms[f]);
-			token_ok = t && secret_equal(t, map->reply_token);
-			free(t);
-		}
+		char *t = addr ? thread_token_of(loc, false, NULL, addr) : NULL;
+		token_ok = t && map->reply_token && secret_equal(t, map->reply_token);
+		free(t);
 		if (!token_ok || !map->contact_id)
 			why = "complaint (ARF) whose returned message does not carry its reply address";
 		else if (store_unsub_add(app->store, loc->id, map->contact_id, map->ghl_message_id, "complaint") < 0)

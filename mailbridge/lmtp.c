@@ -220,11 +220,8 @@ lmtp_route(struct app *app, const char *rcpt)
 	for (size_t i = 0; i < cfg->n_locations; i++) {
 		const struct location_config *loc = &cfg->locations[i];
 		/* a token in one of the location's reply or bounce forms */
-		struct thread_form forms[4];
-		size_t nf = thread_forms(loc, false, forms);
-		nf += thread_forms(loc, true, forms + nf);
-		for (size_t f = 0; f < nf; f++) {
-			char *token = thread_token_parse(rcpt, &forms[f]);
+		for (int bounce = 0; bounce < 2; bounce++) {
+			char *token = thread_token_of(loc, bounce, NULL, rcpt);
 			struct msgmap *m = NULL;
 			int r = 0;
 			if (token) {

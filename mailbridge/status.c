@@ -7,6 +7,7 @@
 #include "store_jobs.h"
 #include "util.h"
 
+#include <gnutls/gnutls.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,37 +31,24 @@ put_escaped(FILE *f, const char *s)
 	}
 }
 
-/* Basic credentials' password part, decoded (malloc'd), or NULL. */
+/* Basic credentials' password part, decoded (malloc'd), or NULL. The
+ * base64 is GnuTLS's, as sig.c's. */
 static char *
 basic_password(const char *auth)
 {
-	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	const char *p;
-	char *out, *colon, *pw;
-	size_t n = 0;
-	unsigned acc = 0;
-	int bits = 0;
+	gnutls_datum_t in, out = { NULL, 0 };
+	char *colon, *pw = NULL;
 
 	if (!auth || strncasecmp(auth, "Basic ", 6))
 		return NULL;
-	out = xmalloc(strlen(auth) + 1);
-	for (p = auth + 6; *p && *p != '='; p++) {
-		const char *c = strchr(b64, *p);
-		if (!c || !*p) {
-			free(out);
-			return NULL;
-		}
-		acc = acc << 6 | (unsigned)(c - b64);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[n++] = (char)(acc >> bits & 0xff);
-		}
-	}
-	out[n] = '\0';
-	colon = memchr(out, ':', n);
-	pw = colon ? xstrdup(colon + 1) : NULL;
-	free(out);
+	in.data = (unsigned char *)auth + 6;
+	in.size = (unsigned)strlen(auth + 6);
+	if (gnutls_base64_decode2(&in, &out) < 0)
+		return NULL;
+	colon = memchr(out.data, ':', out.size);
+	if (colon)
+		pw = xasprintf("%.*s", (int)(out.size - (size_t)(colon + 1 - (char *)out.data)), colon + 1);
+	gnutls_free(out.data);
 	return pw;
 }
 

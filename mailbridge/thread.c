@@ -18,13 +18,14 @@ thread_token_make(const unsigned char key[32], const char *location_id, const ch
 	char *hex = xmalloc(17);
 
 	gnutls_hmac_fast(GNUTLS_MAC_SHA256, key, 32, in, strlen(in), digest);
-	for (int i = 0; i < 8; i++)
-		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+	hex_encode(digest, 8, hex);
 	free(in);
 	return hex;
 }
 
-size_t
+/* A location's forms for replies (bounce false) or DSNs: its mailbox's,
+ * then the older reply+/bounce+ one at reply_domain. Returns how many. */
+static size_t
 thread_forms(const struct location_config *loc, bool bounce, struct thread_form out[2])
 {
 	const struct plus_box *box = bounce ? &loc->return_box : &loc->reply_box;
@@ -68,23 +69,34 @@ thread_token_parse(const char *addr, const struct thread_form *form)
 	return token;
 }
 
+char *
+thread_token_of(const struct location_config *loc, bool bounce, const char *tag, const char *addr)
+{
+	struct thread_form forms[2];
+	size_t nf = thread_forms(loc, bounce, forms);
+	char *token = NULL;
+
+	/* the forms differ in local part, tag or domain: one matches at most */
+	for (size_t f = 0; f < nf && !token; f++) {
+		if (tag)
+			forms[f].tag = tag;
+		token = thread_token_parse(addr, &forms[f]);
+	}
+	return token;
+}
+
 struct msgmap *
 thread_by_token(struct store *st, const struct location_config *loc, bool bounce, char *const *addrs,
     size_t n_addrs)
 {
-	struct thread_form forms[2];
-	size_t nf = thread_forms(loc, bounce, forms);
-
 	for (size_t i = 0; i < n_addrs; i++) {
-		for (size_t f = 0; f < nf; f++) {
-			char *token = thread_token_parse(addrs[i], &forms[f]);
-			struct msgmap *m = NULL;
-			int r = token ? store_msgmap_get(st, MSGMAP_BY_TOKEN, loc->id, token, &m) : 0;
-			free(token);
-			if (r == 1)
-				return m;
-			store_msgmap_free(m);
-		}
+		char *token = thread_token_of(loc, bounce, NULL, addrs[i]);
+		struct msgmap *m = NULL;
+		int r = token ? store_msgmap_get(st, MSGMAP_BY_TOKEN, loc->id, token, &m) : 0;
+		free(token);
+		if (r == 1)
+			return m;
+		store_msgmap_free(m);
 	}
 	return NULL;
 }

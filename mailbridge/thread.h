@@ -31,9 +31,6 @@ struct location_config;
 struct thread_form {
 	const char *local, *tag, *domain;
 };
-/* A location's forms for replies (bounce false) or DSNs: its mailbox's,
- * then the older reply+/bounce+ one at reply_domain. Returns how many. */
-size_t thread_forms(const struct location_config *loc, bool bounce, struct thread_form out[2]);
 
 /* The reply and return addresses of a message with this token (malloc'd). */
 char *thread_reply_address(const struct location_config *loc, const char *token);
@@ -45,6 +42,11 @@ char *thread_token_make(const unsigned char key[32], const char *location_id, co
 /* The token of "<local>+<tag><token>@<domain>" (compared without case),
  * lower-cased; NULL for any other address. malloc'd. */
 char *thread_token_parse(const char *addr, const struct thread_form *form);
+
+/* The token of addr when it is in one of the location's forms (replies,
+ * or DSNs), each form's tag replaced by tag when tag is not NULL (the
+ * unsubscribe address: "u"); NULL otherwise. malloc'd. */
+char *thread_token_of(const struct location_config *loc, bool bounce, const char *tag, const char *addr);
 
 /* The map entry of the first address among addrs that is in one of the
  * location's forms (replies, or DSNs) with a token it issued; NULL. */

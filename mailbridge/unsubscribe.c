@@ -31,8 +31,7 @@ unsub_sig(const unsigned char key[32], const char *location_id, const char *cont
 	unsigned char d[32];
 	char *in = xasprintf("unsubscribe/%s/%s/%s", location_id, contact_id, message_id);
 	gnutls_hmac_fast(GNUTLS_MAC_SHA256, key, 32, in, strlen(in), d);
-	for (int i = 0; i < 8; i++)
-		snprintf(out + 2 * i, 3, "%02x", d[i]);
+	hex_encode(d, 8, out);
 	free(in);
 }
 
@@ -104,11 +103,9 @@ unsubscribe_http(void *ctx, const struct http_request *req, struct http_response
 		page(resp, 404, "Link not valid", "<p>This unsubscribe link is not valid, or has expired.</p>");
 	} else if (!post) {
 		/* a GET changes nothing: mail scanners follow links */
-		char *form = xasprintf("<p>Stop receiving these emails?</p>\n<form method=\"post\">"
+		page(resp, 200, "Unsubscribe", "<p>Stop receiving these emails?</p>\n<form method=\"post\">"
 		    "<input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">"
 		    "<button type=\"submit\">Unsubscribe</button></form>");
-		page(resp, 200, "Unsubscribe", form);
-		free(form);
 	} else if (!strstr(req->body, "List-Unsubscribe=One-Click")) {
 		page(resp, 400, "Unsubscribe", "<p>The request did not say List-Unsubscribe=One-Click.</p>");
 	} else if (store_unsub_add(app->store, loc->id, m->contact_id, m->ghl_message_id,
@@ -127,29 +124,23 @@ unsubscribe_http(void *ctx, const struct http_request *req, struct http_response
 int
 unsubscribe_by_mail(struct app *app, const struct location_config *loc, char *const *rcpts, size_t n_rcpts)
 {
-	struct thread_form forms[2];
-	size_t nf;
-
 	if (!loc->unsubscribe)
 		return 0;
-	nf = thread_forms(loc, false, forms);
 	for (size_t i = 0; i < n_rcpts; i++) {
-		for (size_t f = 0; f < nf; f++) {
-			struct thread_form uf = { forms[f].local, "u", forms[f].domain };
-			char *token = thread_token_parse(rcpts[i], &uf);
-			struct msgmap *m = NULL;
-			int r = token && token_check(app, loc, token, &m) == 1;
-			free(token);
-			if (r) {
-				r = store_unsub_add(app->store, loc->id, m->contact_id, m->ghl_message_id, "mailto") < 0 ? -1 : 1;
-				if (r == 1) {
-					log_info("unsubscribe: locationId=%s contactId=%s messageId=%s requested by mail", loc->id,
-					    m->contact_id, m->ghl_message_id);
-					unsubscribe_wake(app->unsubscriber);
-				}
-				store_msgmap_free(m);
-				return r;
+		/* <reply local>+u<token>@<reply domain> */
+		char *token = thread_token_of(loc, false, "u", rcpts[i]);
+		struct msgmap *m = NULL;
+		int r = token && token_check(app, loc, token, &m) == 1;
+		free(token);
+		if (r) {
+			r = store_unsub_add(app->store, loc->id, m->contact_id, m->ghl_message_id, "mailto") < 0 ? -1 : 1;
+			if (r == 1) {
+				log_info("unsubscribe: locationId=%s contactId=%s messageId=%s requested by mail", loc->id,
+				    m->contact_id, m->ghl_message_id);
+				unsubscribe_wake(app->unsubscriber);
 			}
+			store_msgmap_free(m);
+			return r;
 		}
 	}
 	return 0;

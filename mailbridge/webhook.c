@@ -232,8 +232,7 @@ app_event_key(const char *wid, const char *body, size_t len)
 	if (wid)
 		return xasprintf("id:%s", wid);
 	gnutls_hash_fast(GNUTLS_DIG_SHA256, body, len, d);
-	for (int i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	hex_encode(d, 32, hex);
 	return xasprintf("body:%s", hex);
 }
 

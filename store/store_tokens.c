@@ -192,8 +192,7 @@ store_secret(struct store *st, const char *name, unsigned char key_r[32])
 	if (r == 0) {
 		if (gnutls_rnd(GNUTLS_RND_KEY, fresh, sizeof(fresh)) < 0)
 			return -1;
-		for (int i = 0; i < 32; i++)
-			snprintf(hex + 2 * i, 3, "%02x", fresh[i]);
+		hex_encode(fresh, 32, hex);
 		memset(fresh, 0, sizeof(fresh));
 		/* two first starts at once: the first key stays, both read it */
 		r = store_exec_durable(st, "INSERT INTO secrets (name, value, created_at) VALUES (?1, ?2, ?3) "
