@@ -16,11 +16,11 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 int64_t now_ms(void);                  /* CLOCK_REALTIME in milliseconds */
 int64_t mono_ms(void);                 /* CLOCK_MONOTONIC in milliseconds */
-int64_t mono_us(void);
+int64_t mono_us(void);                 /* CLOCK_MONOTONIC in microseconds (latencies) */
 /* n bytes as 2n lower-case hex digits and a NUL into out (2n + 1 bytes). */
 void hex_encode(const void *in, size_t n, char *out);
 /* ms since the epoch as ISO 8601 UTC, "2026-11-30T03:25:21Z" (len >= 21). */
-void iso_time(int64_t ms, char *buf, size_t len);                 /* CLOCK_MONOTONIC in microseconds (latencies) */
+void iso_time(int64_t ms, char *buf, size_t len);
 void sleep_ms(int64_t ms);             /* the whole of it, across signals */
 /* pthread_cond_timedwait for at most ms from now (the caller holds m). */
 int cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);

@@ -5,10 +5,10 @@
 #include "config.h"
 #include "inbound.h"
 #include "log.h"
+#include "poller.h"
 #include "store_inbound.h"
 #include "util.h"
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <time.h>
@@ -19,12 +19,7 @@
 
 struct inbound_queue {
 	struct app *app;
-	pthread_t *threads;
-	int n;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned seq;              /* bumped by each put: a poster waiting sees it */
-	bool stop;
+	struct poller *posters;
 };
 
 /* One spooled message through inbound_handle. */
@@ -53,46 +48,20 @@ post_one(struct inbound_queue *q, struct spooled *sp)
 		    "again after a restart", sp->location_id);
 }
 
-static void
-wait_for_work(struct inbound_queue *q, unsigned seen, int64_t wait_ms)
-{
-	pthread_mutex_lock(&q->lock);
-	if (!q->stop && q->seq == seen)
-		cond_wait_ms(&q->cond, &q->lock, wait_ms);
-	pthread_mutex_unlock(&q->lock);
-}
-
-static void *
-poster(void *arg)
+/* A poster's step: one due spooled message. */
+static int64_t
+poster_step(void *arg, void **slot)
 {
 	struct inbound_queue *q = arg;
-	struct store *st = q->app->store;
+	struct spooled *sp = NULL;
 
-	for (;;) {
-		struct spooled *sp = NULL;
-		unsigned seen;
-		int64_t next, wait;
-
-		pthread_mutex_lock(&q->lock);
-		seen = q->seq;
-		if (q->stop) {
-			pthread_mutex_unlock(&q->lock);
-			break;
-		}
-		pthread_mutex_unlock(&q->lock);
-		if (store_spool_claim(st, now_ms(), &sp) == 1) {
-			post_one(q, sp);
-			store_spooled_free(sp);
-			continue;
-		}
-		next = store_spool_next_due(st);
-		wait = next < 0 ? QUEUE_IDLE_POLL_MS : next - now_ms();
-		if (wait > QUEUE_IDLE_POLL_MS)
-			wait = QUEUE_IDLE_POLL_MS;
-		if (wait > 0)
-			wait_for_work(q, seen, wait);
+	(void)slot;
+	if (store_spool_claim(q->app->store, now_ms(), &sp) == 1) {
+		post_one(q, sp);
+		store_spooled_free(sp);
+		return 0;
 	}
-	return NULL;
+	return poller_until(store_spool_next_due(q->app->store), QUEUE_IDLE_POLL_MS);
 }
 
 struct inbound_queue *
@@ -101,18 +70,16 @@ inbound_queue_start(struct app *app, int posters)
 	struct inbound_queue *q = xcalloc(1, sizeof(*q));
 	int left;
 
+	struct poller_params pp = { .name = "inbound", .threads = posters, .max_wait_ms = QUEUE_IDLE_POLL_MS,
+		.step = poster_step, .ctx = q };
+
 	q->app = app;
-	pthread_mutex_init(&q->lock, NULL);
-	pthread_cond_init(&q->cond, NULL);
 	/* claims held by a process that is gone */
 	if (store_spool_release_all(app->store) < 0)
 		log_error("inbound: cannot release the spool's old claims; those messages wait for the next start");
 	if ((left = store_spool_count(app->store)) > 0)
 		log_info("inbound: %d spooled message(s) from before the start", left);
-	q->threads = xcalloc((size_t)posters, sizeof(*q->threads));
-	for (int i = 0; i < posters; i++)
-		if (pthread_create(&q->threads[q->n], NULL, poster, q) == 0)
-			q->n++;
+	q->posters = poller_start(&pp);
 	return q;
 }
 
@@ -121,15 +88,7 @@ inbound_queue_stop(struct inbound_queue *q)
 {
 	if (!q)
 		return;
-	pthread_mutex_lock(&q->lock);
-	q->stop = true;
-	pthread_cond_broadcast(&q->cond);
-	pthread_mutex_unlock(&q->lock);
-	for (int i = 0; i < q->n; i++)
-		pthread_join(q->threads[i], NULL);
-	pthread_cond_destroy(&q->cond);
-	pthread_mutex_destroy(&q->lock);
-	free(q->threads);
+	poller_stop(q->posters);
 	free(q);
 }
 
@@ -138,11 +97,7 @@ inbound_queue_put(struct inbound_queue *q, struct app *app, const char *location
 {
 	if (store_spool_add(app->store, location_id, raw, len) != 1)
 		return -1;
-	if (q) {
-		pthread_mutex_lock(&q->lock);
-		q->seq++;
-		pthread_cond_signal(&q->cond);
-		pthread_mutex_unlock(&q->lock);
-	}
+	if (q)
+		poller_wake(q->posters);
 	return 0;
 }

@@ -1,4 +1,5 @@
 #include "outbound.h"
+#include "poller.h"
 #include "app.h"
 #include "config.h"
 #include "fetch.h"
@@ -21,17 +22,15 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #define OUTBOUND_IDLE_POLL_MS     1000
-#define OUTBOUND_NICE             5         /* see outbound_yield_to_intake */
+#define OUTBOUND_NICE             5         /* see outbound_start */
 #define OUTBOUND_SMTP_TIMEOUT_S   60
 #define REPORT_LEASE_MS           120000
+#define REPORT_IDLE_POLL_MS       200
 #define REPORT_BASE_MS            2000      /* 403 "not downstreamed yet" heals in 5-10 s */
 #define REPORT_MAX_MS             (10 * 60 * 1000)
 #define REPORT_MAX_ATTEMPTS       60
@@ -39,15 +38,8 @@
 
 struct outbound {
 	struct app *app;
-	pthread_t *workers;
-	int n_workers;
-	pthread_t *reporters;
-	int n_reporters;
-	pthread_mutex_t lock;
-	pthread_cond_t work_cond;
-	pthread_cond_t report_cond;
-	bool stop;
-	unsigned work_seq, report_seq;
+	struct poller *senders;
+	struct poller *reporters;
 };
 
 /* Per-job working set, freed by job_ctx_clear. */
@@ -261,10 +253,7 @@ mark_sending(void *arg)
 static void
 wake_reporter(struct outbound *ob)
 {
-	pthread_mutex_lock(&ob->lock);
-	ob->report_seq++;
-	pthread_cond_signal(&ob->report_cond);
-	pthread_mutex_unlock(&ob->lock);
+	poller_wake(ob->reporters);
 }
 
 /* Ends the attempt in the store; wakes a reporter when a status is due. */
@@ -528,58 +517,27 @@ out:
 	job_ctx_clear(&c);
 }
 
-/* Sending and reporting yield to webhook intake: a 200 waits on the
- * intake thread getting a core, while a message sent a millisecond later
- * costs nothing. Linux applies nice per thread. */
-static void
-outbound_yield_to_intake(void)
-{
-	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), OUTBOUND_NICE) < 0)
-		log_debug("outbound: setpriority: %s", strerror(errno));
-}
-
-static void *
-outbound_worker(void *arg)
+/* A sender's step: one due job, or how long until the next. The
+ * thread's slot keeps its SMTP connection between jobs. */
+static int64_t
+outbound_send_step(void *arg, void **slot)
 {
 	struct outbound *ob = arg;
-	struct smtp_conn *conn = NULL;
-	struct store *st = ob->app->store;
+	struct job *job = NULL;
 
-	outbound_yield_to_intake();
-
-	for (;;) {
-		struct job *job = NULL;
-		unsigned seen;
-		int64_t next, wait;
-		int r;
-
-		pthread_mutex_lock(&ob->lock);
-		seen = ob->work_seq;
-		if (ob->stop) {
-			pthread_mutex_unlock(&ob->lock);
-			break;
-		}
-		pthread_mutex_unlock(&ob->lock);
-
-		r = jobs_claim(st, now_ms(), &job);
-		if (r == 1) {
-			outbound_process(ob, job, &conn);
-			store_job_free(job);
-			continue;
-		}
-		next = jobs_next_due(st);
-		wait = next < 0 ? OUTBOUND_IDLE_POLL_MS : next - now_ms();
-		if (wait > OUTBOUND_IDLE_POLL_MS)
-			wait = OUTBOUND_IDLE_POLL_MS;
-		if (wait <= 0)
-			continue;
-		pthread_mutex_lock(&ob->lock);
-		if (!ob->stop && ob->work_seq == seen)
-			cond_wait_ms(&ob->work_cond, &ob->lock, wait);
-		pthread_mutex_unlock(&ob->lock);
+	if (jobs_claim(ob->app->store, now_ms(), &job) == 1) {
+		outbound_process(ob, job, (struct smtp_conn **)slot);
+		store_job_free(job);
+		return 0;
 	}
-	smtp_conn_close(conn);
-	return NULL;
+	return poller_until(jobs_next_due(ob->app->store), OUTBOUND_IDLE_POLL_MS);
+}
+
+static void
+outbound_send_fini(void *arg, void *slot)
+{
+	(void)arg;
+	smtp_conn_close(slot);
 }
 
 /* HighLevel's error object wants short printable text. */
@@ -764,60 +722,44 @@ report_one(struct outbound *ob, struct job *job)
 	free(text);
 }
 
-static void *
-outbound_reporter(void *arg)
+/* A reporter's step: one due report. */
+static int64_t
+outbound_report_step(void *arg, void **slot)
 {
 	struct outbound *ob = arg;
+	struct job *job = NULL;
 
-	outbound_yield_to_intake();
-	for (;;) {
-		struct job *job = NULL;
-		unsigned seen;
-
-		pthread_mutex_lock(&ob->lock);
-		seen = ob->report_seq;
-		if (ob->stop) {
-			pthread_mutex_unlock(&ob->lock);
-			break;
-		}
-		pthread_mutex_unlock(&ob->lock);
-		if (store_report_claim(ob->app->store, now_ms(), REPORT_LEASE_MS, &job) == 1) {
-			report_one(ob, job);
-			store_job_free(job);
-			continue;
-		}
-		pthread_mutex_lock(&ob->lock);
-		if (!ob->stop && ob->report_seq == seen)
-			cond_wait_ms(&ob->report_cond, &ob->lock, 200);
-		pthread_mutex_unlock(&ob->lock);
+	(void)slot;
+	if (store_report_claim(ob->app->store, now_ms(), REPORT_LEASE_MS, &job) == 1) {
+		report_one(ob, job);
+		store_job_free(job);
+		return 0;
 	}
-	return NULL;
+	return REPORT_IDLE_POLL_MS;
 }
 
+/* Sending and reporting yield to webhook intake (OUTBOUND_NICE): a 200
+ * waits on the intake thread getting a core, while a message sent a
+ * millisecond later costs nothing. */
 struct outbound *
 outbound_start(struct app *app, int workers, int reporters)
 {
 	struct outbound *ob = xcalloc(1, sizeof(*ob));
+	struct poller_params send = { .name = "outbound", .threads = workers, .max_wait_ms = OUTBOUND_IDLE_POLL_MS,
+		.nice = OUTBOUND_NICE, .step = outbound_send_step, .fini = outbound_send_fini, .ctx = ob };
+	struct poller_params report = { .name = "report", .threads = reporters, .max_wait_ms = REPORT_IDLE_POLL_MS,
+		.nice = OUTBOUND_NICE, .step = outbound_report_step, .ctx = ob };
+
 	ob->app = app;
-	pthread_mutex_init(&ob->lock, NULL);
-	pthread_cond_init(&ob->work_cond, NULL);
-	pthread_cond_init(&ob->report_cond, NULL);
-	ob->workers = xcalloc((size_t)workers, sizeof(pthread_t));
-	ob->reporters = xcalloc((size_t)reporters, sizeof(pthread_t));
-	for (; ob->n_workers < workers; ob->n_workers++)
-		pthread_create(&ob->workers[ob->n_workers], NULL, outbound_worker, ob);
-	for (; ob->n_reporters < reporters; ob->n_reporters++)
-		pthread_create(&ob->reporters[ob->n_reporters], NULL, outbound_reporter, ob);
+	ob->senders = poller_start(&send);
+	ob->reporters = poller_start(&report);
 	return ob;
 }
 
 void
 outbound_wake(struct outbound *ob)
 {
-	pthread_mutex_lock(&ob->lock);
-	ob->work_seq++;
-	pthread_cond_signal(&ob->work_cond);
-	pthread_mutex_unlock(&ob->lock);
+	poller_wake(ob->senders);
 }
 
 void
@@ -825,20 +767,8 @@ outbound_stop(struct outbound *ob)
 {
 	if (!ob)
 		return;
-	pthread_mutex_lock(&ob->lock);
-	ob->stop = true;
-	pthread_cond_broadcast(&ob->work_cond);
-	pthread_cond_broadcast(&ob->report_cond);
-	pthread_mutex_unlock(&ob->lock);
-	for (int i = 0; i < ob->n_workers; i++)
-		pthread_join(ob->workers[i], NULL);
-	for (int i = 0; i < ob->n_reporters; i++)
-		pthread_join(ob->reporters[i], NULL);
-	pthread_cond_destroy(&ob->work_cond);
-	pthread_cond_destroy(&ob->report_cond);
-	pthread_mutex_destroy(&ob->lock);
-	free(ob->workers);
-	free(ob->reporters);
+	poller_stop(ob->senders);
+	poller_stop(ob->reporters);
 	free(ob);
 }
 

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "ghl.h"
 #include "log.h"
+#include "poller.h"
 #include "store_threads.h"
 #include "store_unsub.h"
 #include "thread.h"
@@ -10,7 +11,6 @@
 
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,11 +148,7 @@ unsubscribe_by_mail(struct app *app, const struct location_config *loc, char *co
 
 struct unsubscriber {
 	struct app *app;
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	unsigned seq;
-	bool stop;
+	struct poller *poller;
 };
 
 static void
@@ -185,53 +181,32 @@ unsub_one(struct unsubscriber *w, struct unsub *u)
 	ghl_result_clear(&res);
 }
 
-static void *
-unsub_worker(void *arg)
+/* The worker's step: one due request. */
+static int64_t
+unsub_step(void *arg, void **slot)
 {
 	struct unsubscriber *w = arg;
+	struct unsub *u = NULL;
 
-	for (;;) {
-		struct unsub *u = NULL;
-		unsigned seen;
-		int64_t next, wait;
-
-		pthread_mutex_lock(&w->lock);
-		seen = w->seq;
-		if (w->stop) {
-			pthread_mutex_unlock(&w->lock);
-			break;
-		}
-		pthread_mutex_unlock(&w->lock);
-		if (store_unsub_claim(w->app->store, now_ms(), UNSUB_LEASE_MS, &u) == 1) {
-			unsub_one(w, u);
-			store_unsub_free(u);
-			continue;
-		}
-		next = store_unsub_next_due(w->app->store);
-		wait = next < 0 ? UNSUB_IDLE_MS : next - now_ms();
-		if (wait > UNSUB_IDLE_MS)
-			wait = UNSUB_IDLE_MS;
-		if (wait <= 0)
-			continue;
-		pthread_mutex_lock(&w->lock);
-		if (!w->stop && w->seq == seen)
-			cond_wait_ms(&w->cond, &w->lock, wait);
-		pthread_mutex_unlock(&w->lock);
+	(void)slot;
+	if (store_unsub_claim(w->app->store, now_ms(), UNSUB_LEASE_MS, &u) == 1) {
+		unsub_one(w, u);
+		store_unsub_free(u);
+		return 0;
 	}
-	return NULL;
+	return poller_until(store_unsub_next_due(w->app->store), UNSUB_IDLE_MS);
 }
 
 struct unsubscriber *
 unsubscribe_start(struct app *app)
 {
 	struct unsubscriber *w = xcalloc(1, sizeof(*w));
+	struct poller_params pp = { .name = "unsubscribe", .threads = 1, .max_wait_ms = UNSUB_IDLE_MS,
+		.step = unsub_step, .ctx = w };
+
 	w->app = app;
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->cond, NULL);
-	if (pthread_create(&w->thread, NULL, unsub_worker, w) != 0) {
+	if (!(w->poller = poller_start(&pp))) {
 		log_error("unsubscribe: cannot start the worker; requests wait in the store for the next start");
-		pthread_cond_destroy(&w->cond);
-		pthread_mutex_destroy(&w->lock);
 		free(w);
 		return NULL;
 	}
@@ -241,12 +216,8 @@ unsubscribe_start(struct app *app)
 void
 unsubscribe_wake(struct unsubscriber *w)
 {
-	if (!w)
-		return;
-	pthread_mutex_lock(&w->lock);
-	w->seq++;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
+	if (w)
+		poller_wake(w->poller);
 }
 
 void
@@ -254,12 +225,6 @@ unsubscribe_stop(struct unsubscriber *w)
 {
 	if (!w)
 		return;
-	pthread_mutex_lock(&w->lock);
-	w->stop = true;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-	pthread_join(w->thread, NULL);
-	pthread_cond_destroy(&w->cond);
-	pthread_mutex_destroy(&w->lock);
+	poller_stop(w->poller);
 	free(w);
 }
