@@ -630,7 +630,8 @@ ghl_update_status(struct ghl *g, const char *location_id, const char *message_id
 
 enum ghl_class
 ghl_update_email_status(struct ghl *g, const char *location_id, const char *message_id, const char *status,
-    const struct ghl_recipient *rcpts, size_t n_rcpts, struct ghl_result *res)
+    const struct ghl_recipient *rcpts, size_t n_rcpts, const struct ghl_event_count *events, size_t n_events,
+    struct ghl_result *res)
 {
 	json_t *body = json_pack("{s:s}", "status", status), *list = json_array();
 	char *esc = curl_easy_escape(NULL, message_id, 0);
@@ -646,6 +647,12 @@ ghl_update_email_status(struct ghl *g, const char *location_id, const char *mess
 		json_object_set_new(body, "recipients", list);
 	else
 		json_decref(list);
+	if (n_events > 0) {
+		json_t *ev = json_object();
+		for (size_t i = 0; i < n_events; i++)
+			json_object_set_new(ev, events[i].name, json_integer(events[i].count));
+		json_object_set_new(body, "events", ev);
+	}
 	ghl_call(g, location_id, "PUT", path, GHL_VERSION_V3, body, res);
 	if (res->cls == GHL_PERMANENT && res->status == 403)
 		res->cls = GHL_RETRY;      /* as for v2: not downstreamed yet */
@@ -872,6 +879,31 @@ ghl_write_gauges(void *g, FILE *out)
 	fprintf(out, "# HELP mailbridge_highlevel_requests_today Requests made today per location (daily budget)\n"
 	    "# TYPE mailbridge_highlevel_requests_today gauge\n");
 	ghl_budget_each(g, budget_line, out);
+}
+
+enum ghl_class
+ghl_contact_email(struct ghl *g, const char *location_id, const char *contact_id, char **email_r,
+    struct ghl_result *res)
+{
+	char *esc = curl_easy_escape(NULL, contact_id, 0);
+	char *path = xasprintf("/contacts/%s", esc);
+
+	*email_r = NULL;
+	/* contacts.json: ContactsByIdSuccessfulResponseDto {contact: {email}} */
+	if (ghl_call(g, location_id, "GET", path, GHL_VERSION_CONTACTS, NULL, res) == GHL_OK) {
+		json_t *c = json_object_get(res->body, "contact");
+		const char *e = json_string_value(json_object_get(c, "email"));
+		if (!json_is_object(c)) {
+			res->cls = GHL_PERMANENT;
+			free(res->error);
+			res->error = xstrdup("no contact in the answer");
+		} else if (e && *e) {
+			*email_r = xstrdup(e);
+		}
+	}
+	curl_free(esc);
+	free(path);
+	return res->cls;
 }
 
 enum ghl_class

@@ -86,12 +86,19 @@ struct ghl_recipient {
 	const char *status;        /* "delivered", "failed", "sent" ... */
 	const char *fail_reason;   /* with "failed": the enhanced code and text; else NULL */
 };
+/* One engagement counter to add ("opened": 1); HighLevel merges them. */
+struct ghl_event_count {
+	const char *name;
+	int count;
+};
 /* PUT /conversations/messages/email/{id}/status (Version v3): the overall
- * status and each recipient's, for an email sent through this provider.
+ * status, each recipient's and the event counters to add (n_events 0:
+ * none), for an email sent through this provider.
  * A 403 is retried as in ghl_update_status; a 404 or 405 says this
  * HighLevel has no v3 for us (the caller falls back to v2). */
 enum ghl_class ghl_update_email_status(struct ghl *g, const char *location_id, const char *message_id,
-    const char *status, const struct ghl_recipient *rcpts, size_t n_rcpts, struct ghl_result *res);
+    const char *status, const struct ghl_recipient *rcpts, size_t n_rcpts, const struct ghl_event_count *events,
+    size_t n_events, struct ghl_result *res);
 
 /* A file to upload (borrowed). */
 struct ghl_file {
@@ -158,6 +165,10 @@ enum ghl_class ghl_contact_upsert(struct ghl *g, const char *location_id, const 
     const char *name, char **id_r, struct ghl_result *res);
 /* PUT /contacts/{contactId}: the contact's Email DND set active (an
  * unsubscribe), with message and code saying why. */
+/* GET /contacts/{id}: the contact's email (malloc'd; NULL when it has
+ * none) in *email_r. */
+enum ghl_class ghl_contact_email(struct ghl *g, const char *location_id, const char *contact_id, char **email_r,
+    struct ghl_result *res);
 enum ghl_class ghl_contact_email_dnd(struct ghl *g, const char *location_id, const char *contact_id,
     const char *message, struct ghl_result *res);
 enum ghl_class ghl_conversation_search(struct ghl *g, const char *location_id, const char *contact_id, char **id_r,

@@ -13,6 +13,8 @@ struct oauth;
 struct imap_watch;
 struct plugin_host;
 struct unsubscriber;
+struct engagement;
+struct tracker;
 
 struct app {
 	struct config *cfg;
@@ -24,6 +26,8 @@ struct app {
 	struct imap_watch *imap;
 	struct plugin_host *plugins;  /* SMS / Call providers */
 	struct unsubscriber *unsubscriber;  /* sets DND for unsubscribe requests; NULL in CLI commands */
+	struct engagement *engagement;      /* posts engagement events; NULL in CLI commands */
+	struct tracker *tracker;            /* queues open and click hits; NULL in CLI commands */
 	unsigned char address_key[32];  /* HMAC key of reply+/bounce+ tokens (the store's) */
 };
 

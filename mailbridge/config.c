@@ -143,6 +143,10 @@ static const struct config_key config_keys[] = {
 	{ SEC_LOCATION, "reply_address", CT_STR, L(reply_address), NULL, 0, 0, false, NULL },
 	{ SEC_LOCATION, "return_path", CT_STR, L(return_path), NULL, 0, 0, false, NULL },
 	{ SEC_LOCATION, "unsubscribe", CT_BOOL, L(unsubscribe), "yes", 0, 0, false, NULL },
+	{ SEC_LOCATION, "dnd_on_hard_bounce", CT_BOOL, L(dnd_on_hard_bounce), "no", 0, 0, false, NULL },
+	{ SEC_LOCATION, "track_opens", CT_BOOL, L(track_opens), "no", 0, 0, false, NULL },
+	{ SEC_LOCATION, "track_clicks", CT_BOOL, L(track_clicks), "no", 0, 0, false, NULL },
+	{ SEC_LOCATION, "track_min_delay", CT_INT, L(track_min_delay), "10", 0, 86400, false, NULL },
 	{ SEC_LOCATION, "dkim_selector", CT_STR, L(dkim_selector), NULL, 0, 0, false, NULL },
 	{ SEC_LOCATION, "relay_ips", CT_STR, L(relay_ips), NULL, 0, 0, false, NULL },
 };

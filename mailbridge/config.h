@@ -65,6 +65,10 @@ struct location_config {
 		const char *tag;           /* "" or "b" (a bounce in the reply mailbox) */
 	} reply_box, return_box;
 	bool unsubscribe;          /* List-Unsubscribe (one-click and mailto) on its email */
+	bool dnd_on_hard_bounce;   /* a 5.1.x DSN for the contact's own email sets its Email DND */
+	bool track_opens;          /* a 1x1 image at <public_url>/o/<token>.gif in the HTML part */
+	bool track_clicks;         /* http(s) links in the HTML part through <public_url>/c/<token> */
+	long track_min_delay;      /* s after the send before a hit counts (scanners fetch at once) */
 	char *dkim_selector;       /* doctor: the DKIM selector the relay signs with */
 	char *relay_ips;           /* doctor: the addresses the relay sends from, as the world sees
 	                            * them (SPF must list them); default: smtp_host's */

@@ -6,6 +6,8 @@
 #include "cli.h"
 #include "calllog.h"
 #include "config.h"
+#include "engagement.h"
+#include "tracking.h"
 #include "ghl.h"
 #include "http.h"
 #include "mailboxes.h"
@@ -56,6 +58,8 @@ static const struct http_route routes[] = {
 	{ "GET", "/metrics", metrics_http, false, NULL },
 	{ "GET", "/status", status_http, false, NULL },
 	{ "GET", "/u/*", unsubscribe_http, false, NULL },
+	{ "*", "/o/*", tracking_http, false, NULL },
+	{ "*", "/c/*", tracking_http, false, NULL },
 	{ "POST", "/u/*", unsubscribe_http, false, NULL },
 	{ "*", "/plugins/*", plugin_http, false, NULL },
 };
@@ -144,12 +148,16 @@ daemon_serve(const char *path, char **argv)
 
 	app.outbound = outbound_start(&app, (int)app.cfg->workers, REPORTER_THREADS);
 	app.unsubscriber = unsubscribe_start(&app);
+	app.engagement = engagement_start(&app);
+	app.tracker = tracking_start(&app);
 	mailboxes = mailboxes_start(&app, IMAP_WORKERS);
 	if (app.cfg->lmtp_listen && !(lmtp = lmtp_start(&app, app.cfg->lmtp_listen, &err))) {
 		log_error("%s", err);
 		free(err);
 		mailboxes_stop(mailboxes);
 		unsubscribe_stop(app.unsubscriber);
+		tracking_stop(app.tracker);
+		engagement_stop(app.engagement);
 		outbound_stop(app.outbound);
 		app_close(&app);
 		return 1;
@@ -175,6 +183,8 @@ daemon_serve(const char *path, char **argv)
 		lmtp_stop(lmtp);
 		mailboxes_stop(mailboxes);
 		unsubscribe_stop(app.unsubscriber);
+		tracking_stop(app.tracker);
+		engagement_stop(app.engagement);
 		outbound_stop(app.outbound);
 		app_close(&app);
 		return 1;
@@ -224,6 +234,8 @@ daemon_serve(const char *path, char **argv)
 	lmtp_stop(lmtp);
 	mailboxes_stop(mailboxes);
 	unsubscribe_stop(app.unsubscriber);
+	tracking_stop(app.tracker);
+	engagement_stop(app.engagement);
 	outbound_stop(app.outbound);
 	app_close(&app);
 	if (listen_fd >= 0) {

@@ -60,8 +60,8 @@ static enum MHD_Result
 http_send(struct MHD_Connection *c, struct http_response *resp)
 {
 	const char *body = resp->body ? resp->body : "";
-	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body,
-	    MHD_RESPMEM_MUST_COPY);
+	struct MHD_Response *r = MHD_create_response_from_buffer(resp->body_len ? resp->body_len : strlen(body),
+	    (void *)body, MHD_RESPMEM_MUST_COPY);
 	enum MHD_Result ret;
 
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
@@ -72,6 +72,8 @@ http_send(struct MHD_Connection *c, struct http_response *resp)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_SET_COOKIE, resp->set_cookie);
 	if (resp->www_authenticate)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, resp->www_authenticate);
+	if (resp->no_store)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store, private");
 	ret = MHD_queue_response(c, (unsigned)resp->status, r);
 	MHD_destroy_response(r);
 	free(resp->body);

@@ -29,6 +29,8 @@ struct http_response {
 	int status;
 	const char *content_type;  /* static string */
 	char *body;                /* malloc'd, owned by the server after return */
+	size_t body_len;           /* 0: strlen(body); else its length (binary bodies) */
+	bool no_store;             /* Cache-Control: no-store, private */
 	char *location;            /* malloc'd redirect target or NULL */
 	char *set_cookie;          /* malloc'd Set-Cookie value or NULL */
 	const char *www_authenticate;  /* static WWW-Authenticate value (a 401) or NULL */

@@ -2,6 +2,9 @@
 #include "app.h"
 #include "config.h"
 #include "contact.h"
+#include "engage.h"
+#include "engagement.h"
+#include "store_engage.h"
 #include "jobs.h"
 #include "ghl.h"
 #include "log.h"
@@ -45,6 +48,35 @@ dedupe_key(const struct inbound_msg *m, const char *raw, size_t len)
 	return hex;
 }
 
+#define INBOUND_DSN_EVENTS 16       /* engagement events from one report, at most */
+
+/* dnd_on_hard_bounce: a DSN that failed a recipient with 5.1.x (bad
+ * mailbox, bad domain: RFC 3463) sets the contact's Email DND, but only
+ * when that recipient is the contact's own email, which the worker checks
+ * in HighLevel before it sets anything (a cc or an old address must not
+ * silence the contact). */
+static void
+hard_bounce_dnd(struct app *app, const struct location_config *loc, const struct msgmap *rp,
+    const struct inbound_msg *m)
+{
+	for (size_t i = 0; i < m->n_dsn; i++) {
+		const struct dsn_rcpt *d = &m->dsn[i];
+		if (!d->recipient || !d->action || strncmp(d->action, "failed", 6) || !d->status ||
+		    strncmp(d->status, "5.1.", 4))
+			continue;
+		if (store_unsub_add(app->store, loc->id, rp->contact_id, rp->ghl_message_id, "hard-bounce", NULL,
+		    d->recipient) < 0) {
+			log_error("inbound: DSN locationId=%s contactId=%s: the hard bounce's DND is not recorded (store "
+			    "error)", loc->id, rp->contact_id);
+			return;
+		}
+		log_info("inbound: DSN locationId=%s contactId=%s %s for %s: Email DND if that is the contact's email",
+		    loc->id, rp->contact_id, d->status, d->recipient);
+		unsubscribe_wake(app->unsubscriber);
+		return;
+	}
+}
+
 /* A DSN changes a job only when it came to that job's own return path
  * (a token nobody can compute, of this location), and when whatever
  * else it names (ENVID, our header, the original Message-ID) is that same
@@ -59,6 +91,8 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 	const char *job_id = NULL, *claimed = NULL, *refused = NULL;
 	enum report_status status = STATUS_NONE;
 	const struct dsn_rcpt *decisive = NULL;
+	struct engage_add ev[INBOUND_DSN_EVENTS];
+	size_t n_ev = 0;
 	char *err = NULL;
 	int code = 0, r = 0;
 	enum inbound_result ret = INBOUND_DONE;
@@ -89,6 +123,11 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 			decisive = &m->dsn[i];
 		}
 	}
+	for (size_t i = 0; job_id && i < m->n_dsn && n_ev < INBOUND_DSN_EVENTS; i++) {
+		enum engage_kind k[2];
+		if (m->dsn[i].recipient && engage_on_rcpt(0, m->dsn[i].action, true, k) == 1)
+			ev[n_ev++] = (struct engage_add){ engage_name(k[0]), m->dsn[i].recipient };
+	}
 	if (decisive && decisive->diagnostic) {
 		code = atoi(decisive->diagnostic);
 		err = xasprintf("%s: %s", decisive->recipient ? decisive->recipient : "?", decisive->diagnostic);
@@ -114,8 +153,18 @@ inbound_dsn(struct app *app, const struct location_config *loc, const struct inb
 		patch_s = json_object_size(patch) ? json_dumps(patch, JSON_COMPACT) : NULL;
 		json_decref(patch);
 		r = jobs_dsn(app->store, job_id, status, code, status == STATUS_FAILED ? err : NULL,
-		    err ? err : job_report_status_name(status), patch_s, NULL);
+		    err ? err : job_report_status_name(status), patch_s, ev, n_ev, NULL);
 		free(patch_s);
+	} else if (job_id && n_ev > 0) {
+		/* only delays: no status, but their temporary_fail events */
+		r = store_engage_add(app->store, loc->id, job_id, ev, n_ev, 1) < 0 ? -1 : 0;
+		if (r == 0)
+			engagement_wake(app->engagement);
+	}
+	if (r == 1) {
+		engagement_wake(app->engagement);
+		if (loc->dnd_on_hard_bounce && rp && rp->contact_id)
+			hard_bounce_dnd(app, loc, rp, m);
 	}
 	if (r < 0) {
 		/* not applied and not recorded: the message is read again later */
@@ -310,7 +359,8 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 			/* HighLevel has it: a record that fails now would have the
 			 * re-read post it twice, so the store gets a few tries */
 			for (int i = 0; (r = store_inbound_posted(app->store, loc->id, key, ghl_id, summary,
-			    m->message_id ? &mm : NULL, parent ? parent->ghl_message_id : NULL, ev)) < 0 && i < 3; i++)
+			    m->message_id ? &mm : NULL, parent ? parent->ghl_message_id : NULL, ev, m->from_addr)) < 0 &&
+			    i < 3; i++)
 				sleep_ms(100LL << (2 * i));
 			free(ev);
 			if (r < 0) {
@@ -320,6 +370,8 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 			}
 		}
 		metrics_inc(M_INBOUND_POSTED);
+		if (parent)
+			engagement_wake(app->engagement);
 		if (received_at > 0)
 			metrics_observe(H_REPLY_TO_POST, (now_ms() - received_at) * 1000);
 		log_info("inbound: posted locationId=%s messageId=%s thread=%s attachments=%zu traceId=%s", loc->id,
@@ -426,7 +478,8 @@ inbound_arf(struct app *app, const struct location_config *loc, const struct inb
 		free(t);
 		if (!token_ok || !map->contact_id)
 			why = "complaint (ARF) whose returned message does not carry its reply address";
-		else if (store_unsub_add(app->store, loc->id, map->contact_id, map->ghl_message_id, "complaint") < 0)
+		else if (store_unsub_add(app->store, loc->id, map->contact_id, map->ghl_message_id, "complaint",
+		    engage_name(ENG_COMPLAINED), NULL) < 0)
 			why = NULL;
 		else
 			why = "complaint (ARF): the contact's Email DND is set";
@@ -440,6 +493,7 @@ inbound_arf(struct app *app, const struct location_config *loc, const struct inb
 		log_warn("inbound: locationId=%s complaint about messageId=%s from contactId=%s", loc->id,
 		    map->ghl_message_id, map->contact_id);
 		unsubscribe_wake(app->unsubscriber);
+		engagement_wake(app->engagement);
 	}
 	store_msgmap_free(map);
 	return inbound_skip(app, loc, key, m, why);

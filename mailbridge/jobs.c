@@ -163,6 +163,8 @@ struct dsn_arg {
 	enum report_status status;
 	int code;
 	const char *error, *event, *rcpt_patch;
+	const struct engage_add *ev;
+	size_t n_ev;
 };
 
 static int
@@ -177,7 +179,8 @@ write_dsn(struct store *st, const struct job *job, const struct job_fsm *from, c
     const struct job_effect *fx, const void *arg)
 {
 	const struct dsn_arg *a = arg;
-	return store_job_dsn(st, job, from, to, fx->report_due, a->code, a->error, a->event, a->rcpt_patch);
+	return store_job_dsn(st, job, from, to, fx->report_due, a->code, a->error, a->event, a->rcpt_patch, a->ev,
+	    a->n_ev);
 }
 
 /* Runs ev on the job of that messageId. */
@@ -195,9 +198,9 @@ by_message_id(struct store *st, const char *message_id, const struct event *ev, 
 
 int
 jobs_dsn(struct store *st, const char *message_id, enum report_status status, int code, const char *error,
-    const char *event, const char *rcpt_patch, bool *due_r)
+    const char *event, const char *rcpt_patch, const struct engage_add *engage, size_t n_engage, bool *due_r)
 {
-	struct dsn_arg a = { status, code, error, event, rcpt_patch };
+	struct dsn_arg a = { status, code, error, event, rcpt_patch, engage, n_engage };
 	struct event ev = { decide_dsn, write_dsn, &a, true };
 	struct job_effect fx = { 0 };
 	int r = by_message_id(st, message_id, &ev, &fx);

@@ -35,9 +35,10 @@ int jobs_report(struct store *st, struct job *job, enum report_outcome outcome, 
 /* A delivery report for messageId message_id. *due_r: a status is now
  * due (wake a reporter). 0: no job of that id that could have been sent.
  * rcpt_patch (JSON, or NULL): the report's per-recipient outcomes, merged
- * into the job's recipients ({"addr": {"code", "text", "dsn": action}}). */
+ * into the job's recipients ({"addr": {"code", "text", "dsn": action}});
+ * ev: its engagement events, in the same commit. */
 int jobs_dsn(struct store *st, const char *message_id, enum report_status status, int code, const char *error,
-    const char *event, const char *rcpt_patch, bool *due_r);
+    const char *event, const char *rcpt_patch, const struct engage_add *ev, size_t n_ev, bool *due_r);
 /* At start, after a crash: every claimed or sending job goes back to
  * queued. Returns how many were uncertain (found sending), or -1. */
 int jobs_recover(struct store *st);

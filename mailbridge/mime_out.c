@@ -86,7 +86,7 @@ mime_out_render(const struct mime_out *m, size_t *len_r)
 	}
 
 	if (!m->text)
-		text_owned = html_text(m->html, MIME_OUT_TEXT_WRAP);
+		text_owned = html_text(m->text_from ? m->text_from : m->html, MIME_OUT_TEXT_WRAP);
 	if (m->html) {
 		GMimePart *tp = text_part("plain", m->text ? m->text : text_owned);
 		GMimePart *hp = text_part("html", m->html);

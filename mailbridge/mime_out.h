@@ -28,6 +28,8 @@ struct mime_out {
 	const char *subject;
 	const char *html;          /* either or both */
 	const char *text;
+	const char *text_from;     /* with no text: the HTML the text part is made from (the
+	                            * original, before tracking); NULL: html */
 	const char *message_id;    /* without <> */
 	const char *in_reply_to;   /* "<id>" or NULL */
 	const char *references;    /* "<a> <b>" or NULL */

@@ -2,6 +2,8 @@
 #include "poller.h"
 #include "app.h"
 #include "config.h"
+#include "engage.h"
+#include "engagement.h"
 #include "fetch.h"
 #include "ghl.h"
 #include "jobs.h"
@@ -14,10 +16,11 @@
 #include "smtp_client.h"
 #include "smtp_policy.h"
 #include "store_jobs.h"
-#include "store_kv.h"
+#include "store_engage.h"
 #include "unsubscribe.h"
 #include "store_threads.h"
 #include "thread.h"
+#include "tracking.h"
 #include "util.h"
 
 #include <errno.h>
@@ -34,7 +37,6 @@
 #define REPORT_BASE_MS            2000      /* 403 "not downstreamed yet" heals in 5-10 s */
 #define REPORT_MAX_MS             (10 * 60 * 1000)
 #define REPORT_MAX_ATTEMPTS       60
-#define REPORT_AUTH_WAIT_MS       (5 * 60 * 1000)
 
 struct outbound {
 	struct app *app;
@@ -58,6 +60,7 @@ struct job_ctx {
 	struct mime_attachment *att;
 	size_t n_att;
 	json_t *rcpt_state;        /* addr -> {code, text} of finished recipients */
+	json_t *temp_rcpts;        /* [addr] the relay deferred (4xx) in this attempt */
 	const char *reply_text;    /* the relay's final reply, borrowed, for events */
 	bool uncertain;            /* this attempt ended after the final dot, unanswered */
 };
@@ -76,6 +79,7 @@ job_ctx_clear(struct job_ctx *c)
 		mime_attachment_clear(&c->att[i]);
 	free(c->att);
 	json_decref(c->rcpt_state);
+	json_decref(c->temp_rcpts);
 }
 
 /* Finds what this message answers and builds In-Reply-To / References. */
@@ -165,11 +169,15 @@ outbound_render(struct job_ctx *c, size_t *len_r)
 	char *fbid = xasprintf("%s:%s:mailbridge", c->p->user_id && *c->p->user_id ? c->p->user_id : "provider",
 	    c->loc->id);
 	char *unsub = unsubscribe_header(c->ob->app, c->loc, c->reply_token, c->p->contact_id, c->p->message_id);
+	/* opens and clicks name the recipient when there is only one */
+	const char *who = c->p->n_to == 1 && c->p->n_cc == 0 && c->p->n_bcc == 0 ? c->p->to[0].addr : NULL;
+	char *tracked = tracking_html(c->ob->app, c->loc, c->p->html, c->p->message_id, who, now_ms());
 	char *out;
 	struct mime_out m = {
 		.from = &c->from, .reply_to = c->reply_to,
 		.to = c->p->to, .n_to = c->p->n_to, .cc = c->p->cc, .n_cc = c->p->n_cc,
-		.subject = c->p->subject, .html = c->p->html, .text = c->p->text,
+		.subject = c->p->subject, .html = tracked ? tracked : c->p->html, .text = c->p->text,
+		.text_from = c->p->html,
 		.message_id = c->message_id, .in_reply_to = c->in_reply_to, .references = c->references,
 		.job_header = c->p->message_id, .date_ms = c->job->created_at, .feedback_id = fbid,
 		.list_unsubscribe = unsub,
@@ -178,6 +186,7 @@ outbound_render(struct job_ctx *c, size_t *len_r)
 	out = mime_out_render(&m, len_r);
 	free(fbid);
 	free(unsub);
+	free(tracked);
 	return out;
 }
 
@@ -256,6 +265,35 @@ wake_reporter(struct outbound *ob)
 	poller_wake(ob->reporters);
 }
 
+/* The attempt's engagement events (fsm/engage.h): each finished
+ * recipient's, each deferred one's, and, for a message that failed with
+ * no recipient's outcome, one for the message. Strings borrowed from c;
+ * free the array. */
+static struct engage_add *
+attempt_events(const struct job_ctx *c, enum job_outcome outcome, enum report_status report, int code,
+    size_t *n_r)
+{
+	size_t n = 0, cap = 2 * json_object_size(c->rcpt_state) + json_array_size(c->temp_rcpts) + 1;
+	struct engage_add *ev = xcalloc(cap, sizeof(*ev));
+	bool await_dsn = outcome == ATTEMPT_SENT && report == STATUS_NONE;
+	const char *addr;
+	json_t *v;
+	size_t i;
+
+	json_object_foreach(c->rcpt_state, addr, v) {
+		enum engage_kind k[2];
+		size_t m = engage_on_rcpt((int)json_integer_value(json_object_get(v, "code")), NULL, await_dsn, k);
+		for (size_t j = 0; j < m; j++)
+			ev[n++] = (struct engage_add){ engage_name(k[j]), addr };
+	}
+	json_array_foreach(c->temp_rcpts, i, v)
+		ev[n++] = (struct engage_add){ engage_name(ENG_TEMPORARY_FAIL), json_string_value(v) };
+	if (n == 0 && outcome == ATTEMPT_FAILED)
+		ev[n++] = (struct engage_add){ engage_name(code >= 500 ? ENG_REJECTED : ENG_FAILED), "" };
+	*n_r = n;
+	return ev;
+}
+
 /* Ends the attempt in the store; wakes a reporter when a status is due. */
 static void
 outbound_finish(struct job_ctx *c, enum job_outcome outcome, int64_t next_at, int code, const char *error,
@@ -272,8 +310,11 @@ outbound_finish(struct job_ctx *c, enum job_outcome outcome, int64_t next_at, in
 	const char *said = error ? error : c->reply_text ? c->reply_text : "";
 	char *ev = xasprintf("attempt %d: %s <%s>; %d %s", c->job->attempts, outcome_names[outcome],
 	    c->message_id ? c->message_id : "-", code, said);
+	size_t n_engage = 0;
+	struct engage_add *engage = c->job->type && !strcmp(c->job->type, "Email") ?
+	    attempt_events(c, outcome, report, code, &n_engage) : NULL;
 	struct job_attempt_rec rec = { .next_at = next_at, .code = code, .error = error, .rcpt_state = rs,
-		.uncertain = c->uncertain, .event = ev };
+		.uncertain = c->uncertain, .event = ev, .engage = engage, .n_engage = n_engage };
 	int r = jobs_attempt(c->ob->app->store, c->job, outcome, report, &rec);
 
 	metrics_inc(outcome_metric[outcome]);
@@ -291,8 +332,11 @@ outbound_finish(struct job_ctx *c, enum job_outcome outcome, int64_t next_at, in
 		    r < 0 ? "store error" : "the job moved on unexpectedly", job_state_name(c->job->fsm.job));
 	free(rs);
 	free(ev);
+	free(engage);
 	if (r == 1 && rec.report_due)
 		wake_reporter(c->ob);
+	else if (r == 1 && n_engage > 0)
+		engagement_wake(c->ob->app->engagement);
 }
 
 static int64_t
@@ -476,6 +520,9 @@ outbound_process(struct outbound *ob, struct job *job, struct smtp_conn **conn)
 				free(last_temp);
 				last_temp = xasprintf("%s: %s", rcpts[i], reply->text ? reply->text : "no reply");
 				last_temp_code = reply->code;
+				if (!c.temp_rcpts)
+					c.temp_rcpts = json_array();
+				json_array_append_new(c.temp_rcpts, json_string(rcpts[i]));
 				continue;
 			}
 			record_rcpt(c.rcpt_state, rcpts[i], reply->code, reply->text);
@@ -569,28 +616,6 @@ report_done(struct store *st, struct job *job, enum report_outcome o, int64_t ne
 		    "once its lease ends", job->message_id, posted);
 }
 
-/* The v3 email status, with each recipient's outcome (v3 needs the
- * provider to be a custom email provider; v2 stays the fallback):
- *   [highlevel] status_api = v2: never; v3: always; auto: unless this
- *   location's HighLevel answered v3 with 404/405 once (kept in the store). */
-#define STATUS_API_KV "mailbridge"
-
-static bool
-status_v3(struct outbound *ob, const char *location_id)
-{
-	const char *api = ob->app->cfg->status_api;
-	char *key, *v = NULL;
-	bool v2;
-
-	if (!strcmp(api, "v2") || !strcmp(api, "v3"))
-		return !strcmp(api, "v3");
-	key = xasprintf("status_api:%s", location_id);
-	v2 = store_kv_get(ob->app->store, STATUS_API_KV, key, &v) == 1 && v && !strcmp(v, "v2");
-	free(v);
-	free(key);
-	return !v2;
-}
-
 /* Each recipient's outcome, from what the relay answered and what DSNs
  * said ({"addr": {"code", "text", "dsn"}}); n returned, *out malloc'd, the
  * strings borrowed from rs (alive while rs is). */
@@ -624,38 +649,53 @@ report_recipients(json_t *rs, const char *overall, bool await_dsn, struct ghl_re
 	return n;
 }
 
-/* v3 for an email, when this location has it: 1 posted (res filled), 0
- * not tried or not there (the caller posts v2). */
+/* v3 for an email, when this location has it (engagement.h): 1 posted
+ * (res filled), 0 not tried or not there (the caller posts v2). The
+ * message's due engagement events go in the same call: *b_r holds them,
+ * for the caller to mark. */
 static int
-report_v3(struct outbound *ob, struct job *job, const char *status, struct ghl_result *res)
+report_v3(struct outbound *ob, struct job *job, const char *status, struct ghl_result *res,
+    struct engage_batch **b_r)
 {
-	const struct location_config *loc = config_location(ob->app->cfg, job->location_id);
+	struct app *app = ob->app;
+	const struct location_config *loc = config_location(app->cfg, job->location_id);
+	struct ghl_event_count *ev = NULL;
+	struct ghl_recipient *rcpts, *ev_rcpts = NULL;
+	size_t n, n_ev = 0, n_ev_rcpts;
+	bool has[ENG_KIND_N];
 	json_t *rs;
-	struct ghl_recipient *rcpts;
-	size_t n;
 
-	if (strcmp(job->type, "Email") || !status_v3(ob, job->location_id))
+	*b_r = NULL;
+	if (strcmp(job->type, "Email") || !engagement_v3(app, job->location_id))
 		return 0;
 	rs = job->rcpt_state ? json_loads(job->rcpt_state, 0, NULL) : NULL;
 	if (!rs)
 		rs = json_object();
 	n = report_recipients(rs, status, loc && loc->delivered_on == DELIVERED_ON_DSN, &rcpts);
-	ghl_update_email_status(ob->app->ghl, job->location_id, job->message_id, status, rcpts, n, res);
+	if (store_engage_claim_message(app->store, job->message_id, now_ms(), REPORT_LEASE_MS, b_r) == 1)
+		engagement_counters(*b_r, &ev, &n_ev, &ev_rcpts, &n_ev_rcpts, has);
+	ghl_update_email_status(app->ghl, job->location_id, job->message_id, status, rcpts, n, ev, n_ev, res);
 	free(rcpts);
+	free(ev);
+	free(ev_rcpts);
 	json_decref(rs);
-	if (res->cls == GHL_PERMANENT && (res->status == 404 || res->status == 405) &&
-	    !strcmp(ob->app->cfg->status_api, "auto")) {
-		char *key = xasprintf("status_api:%s", job->location_id);
-		log_warn("report: locationId=%s HighLevel answered the v3 email status with %ld: using v2 for this "
-		    "location from now on", job->location_id, res->status);
-		if (store_kv_put(ob->app->store, STATUS_API_KV, key, "v2") < 0)
-			log_error("report: locationId=%s cannot remember v2 (store error): v3 is tried again next time",
-			    job->location_id);
-		free(key);
+	if (engagement_v3_missing(app, job->location_id, res)) {
 		ghl_result_clear(res);
 		return 0;
 	}
 	return 1;
+}
+
+/* The events that went with a report: taken, or free for the next call. */
+static void
+report_events_done(struct store *st, struct engage_batch *b, bool taken)
+{
+	if (!b)
+		return;
+	if ((taken ? store_engage_done(st, b, NULL) : store_engage_later(st, b, 0, NULL)) < 0)
+		log_error("report: messageId=%s its events' outcome is not recorded (store error): they go again when "
+		    "their lease ends", b->message_id);
+	store_engage_batch_free(b);
 }
 
 static void
@@ -663,9 +703,11 @@ report_one(struct outbound *ob, struct job *job)
 {
 	struct store *st = ob->app->store;
 	struct ghl_result res;
+	struct engage_batch *events = NULL;
 	char code[16], *text = NULL;
 	bool failed = job->fsm.status == STATUS_FAILED;
 	const char *status = job_report_status_name(job->fsm.status);
+	int64_t d;
 
 	if (!status) {
 		/* a pending report always has a status: only a damaged row has none */
@@ -676,48 +718,43 @@ report_one(struct outbound *ob, struct job *job)
 	snprintf(code, sizeof(code), "%d", job->last_code);
 	if (failed)
 		text = report_text(job->last_error);
-	if (report_v3(ob, job, status, &res) == 0)
+	if (report_v3(ob, job, status, &res, &events) == 0) {
+		report_events_done(st, events, false);
+		events = NULL;
 		ghl_update_status(ob->app->ghl, job->location_id, job->message_id, status,
 		    failed ? code : NULL, text, job->email_message_id, &res);
-	if (res.throttled) {
-		if (store_report_defer(st, job->id, now_ms() + res.retry_after_ms) < 0)
+	}
+	switch (engagement_next(&res, job->report_attempts, REPORT_MAX_ATTEMPTS, REPORT_BASE_MS, REPORT_MAX_MS, &d)) {
+	case GHL_NEXT_DEFER:
+		if (store_report_defer(st, job->id, now_ms() + d) < 0)
 			log_error("report: messageId=%s cannot defer (store error): it is tried again once its lease "
 			    "ends", job->message_id);
-	} else switch (res.cls) {
-	case GHL_OK:
+		break;
+	case GHL_NEXT_DONE:
 		metrics_inc(M_REPORT_POSTED);
 		log_info("report: messageId=%s status=%s posted traceId=%s", job->message_id, status,
 		    res.trace_id ? res.trace_id : "-");
 		report_done(st, job, REPORT_POSTED, 0, NULL);
 		break;
-	case GHL_RETRY:
-	case GHL_AUTH: {
-		int64_t d = res.cls == GHL_AUTH ? REPORT_AUTH_WAIT_MS :
-		    backoff_ms(job->report_attempts - 1, REPORT_BASE_MS, REPORT_MAX_MS);
-		if (res.retry_after_ms > d)
-			d = res.retry_after_ms;
+	case GHL_NEXT_LATER:
 		metrics_inc(M_REPORT_RETRY);
-		if (res.cls == GHL_RETRY && job->report_attempts >= REPORT_MAX_ATTEMPTS) {
-			metrics_inc(M_REPORT_GAVE_UP);
-			metrics_location_failure(job->location_id, LF_REPORT);
-			log_error("report: messageId=%s gave up after %d attempts: %s", job->message_id,
-			    job->report_attempts, res.error ? res.error : "?");
-			report_done(st, job, REPORT_STOP, 0, res.error);
-		} else {
-			log_debug("report: messageId=%s retry in %lld ms: %s", job->message_id, (long long)d,
-			    res.error ? res.error : "?");
-			report_done(st, job, REPORT_LATER, now_ms() + d, res.error);
-		}
+		log_debug("report: messageId=%s retry in %lld ms: %s", job->message_id, (long long)d,
+		    res.error ? res.error : "?");
+		report_done(st, job, REPORT_LATER, now_ms() + d, res.error);
 		break;
-	}
-	case GHL_PERMANENT:
+	case GHL_NEXT_STOP:
 		metrics_inc(M_REPORT_GAVE_UP);
 		metrics_location_failure(job->location_id, LF_REPORT);
-		log_error("report: messageId=%s refused status=%ld: %s traceId=%s", job->message_id, res.status,
-		    res.error ? res.error : "?", res.trace_id ? res.trace_id : "-");
+		if (res.cls == GHL_PERMANENT)
+			log_error("report: messageId=%s refused status=%ld: %s traceId=%s", job->message_id, res.status,
+			    res.error ? res.error : "?", res.trace_id ? res.trace_id : "-");
+		else
+			log_error("report: messageId=%s gave up after %d attempts: %s", job->message_id,
+			    job->report_attempts, res.error ? res.error : "?");
 		report_done(st, job, REPORT_STOP, 0, res.error);
 		break;
 	}
+	report_events_done(st, events, res.cls == GHL_OK && !res.throttled);
 	ghl_result_clear(&res);
 	free(text);
 }

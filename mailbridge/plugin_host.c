@@ -272,7 +272,7 @@ host_update_status(struct mb_ctx *ctx, const char *message_id, const char *statu
 	if (!own)
 		return 0;
 	r = jobs_dsn(ctx->app->store, message_id, (enum report_status)st, 0, st == STATUS_FAILED ? error_text : NULL,
-	    error_text ? error_text : status, NULL, NULL);
+	    error_text ? error_text : status, NULL, NULL, 0, NULL);
 	if (r < 0)
 		log_error("plugin %s: status %s for messageId=%s not recorded (store error)", ctx->plugin->name, status,
 		    message_id);

@@ -1,6 +1,8 @@
 #include "unsubscribe.h"
 #include "app.h"
 #include "config.h"
+#include "engage.h"
+#include "engagement.h"
 #include "ghl.h"
 #include "log.h"
 #include "poller.h"
@@ -109,12 +111,13 @@ unsubscribe_http(void *ctx, const struct http_request *req, struct http_response
 	} else if (!strstr(req->body, "List-Unsubscribe=One-Click")) {
 		page(resp, 400, "Unsubscribe", "<p>The request did not say List-Unsubscribe=One-Click.</p>");
 	} else if (store_unsub_add(app->store, loc->id, m->contact_id, m->ghl_message_id,
-	    http_header(req, "Referer") ? "page" : "one-click") < 0) {
+	    http_header(req, "Referer") ? "page" : "one-click", engage_name(ENG_UNSUBSCRIBED), NULL) < 0) {
 		page(resp, 503, "Try again", "<p>The request could not be recorded; please try again.</p>");
 	} else {
 		log_info("unsubscribe: locationId=%s contactId=%s messageId=%s requested", loc->id, m->contact_id,
 		    m->ghl_message_id);
 		unsubscribe_wake(app->unsubscriber);
+		engagement_wake(app->engagement);
 		page(resp, 200, "Unsubscribed", "<p>You will not receive these emails any more.</p>");
 	}
 	store_msgmap_free(m);
@@ -133,11 +136,13 @@ unsubscribe_by_mail(struct app *app, const struct location_config *loc, char *co
 		int r = token && token_check(app, loc, token, &m) == 1;
 		free(token);
 		if (r) {
-			r = store_unsub_add(app->store, loc->id, m->contact_id, m->ghl_message_id, "mailto") < 0 ? -1 : 1;
+			r = store_unsub_add(app->store, loc->id, m->contact_id, m->ghl_message_id, "mailto",
+			    engage_name(ENG_UNSUBSCRIBED), NULL) < 0 ? -1 : 1;
 			if (r == 1) {
 				log_info("unsubscribe: locationId=%s contactId=%s messageId=%s requested by mail", loc->id,
 				    m->contact_id, m->ghl_message_id);
 				unsubscribe_wake(app->unsubscriber);
+				engagement_wake(app->engagement);
 			}
 			store_msgmap_free(m);
 			return r;
@@ -155,9 +160,28 @@ static void
 unsub_one(struct unsubscriber *w, struct unsub *u)
 {
 	struct ghl_result res = { 0 };
+	bool skip = false;
 
-	ghl_contact_email_dnd(w->app->ghl, u->location_id, u->contact_id, "Unsubscribed from email (List-Unsubscribe)",
-	    &res);
+	if (u->if_email) {
+		/* a hard bounce: only when the bounced address is the contact's */
+		char *email = NULL;
+		if (ghl_contact_email(w->app->ghl, u->location_id, u->contact_id, &email, &res) == GHL_OK &&
+		    (skip = !email || strcasecmp(email, u->if_email) != 0)) {
+			log_info("unsubscribe: locationId=%s contactId=%s hard bounce of %s, which is not the contact's email: "
+			    "no DND", u->location_id, u->contact_id, u->if_email);
+			if (store_unsub_done(w->app->store, u->id, "the bounced address is not the contact's email") < 0)
+				log_error("unsubscribe: locationId=%s contactId=%s not recorded (store error)", u->location_id,
+				    u->contact_id);
+		}
+		free(email);
+		if (res.cls == GHL_OK)
+			ghl_result_clear(&res);
+	}
+	if (skip)
+		return;
+	if (res.cls == GHL_OK && !res.throttled)
+		ghl_contact_email_dnd(w->app->ghl, u->location_id, u->contact_id, u->if_email ?
+		    "Hard bounce: the address does not exist" : "Unsubscribed from email (List-Unsubscribe)", &res);
 	if (res.throttled || res.cls == GHL_RETRY || res.cls == GHL_AUTH) {
 		int64_t d = res.throttled ? res.retry_after_ms : backoff_ms(u->attempts - 1, UNSUB_RETRY_BASE, UNSUB_RETRY_MAX);
 		if (u->attempts >= UNSUB_MAX_TRIES && !res.throttled) {

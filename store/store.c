@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <stdio.h>
@@ -169,6 +170,22 @@ static const char *const store_migrations[] = {
 	"  error TEXT,"
 	"  UNIQUE(location_id, contact_id));"
 	"CREATE INDEX unsubscribes_due ON unsubscribes(done_at, next_at);",
+	/* 13: the engagement outbox: HighLevel's v3 event counters are merged,
+	 * so each (message, event, who) is reported once (fsm/engage.h) */
+	"CREATE TABLE engagement ("
+	"  message_id TEXT NOT NULL,"
+	"  event TEXT NOT NULL,"
+	"  who TEXT NOT NULL,"
+	"  location_id TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  next_at INTEGER NOT NULL,"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  done_at INTEGER,"
+	"  error TEXT,"
+	"  PRIMARY KEY (message_id, event, who));"
+	"CREATE INDEX engagement_due ON engagement(done_at, next_at);"
+	/* dnd_on_hard_bounce: DND only if this is still the contact's email */
+	"ALTER TABLE unsubscribes ADD COLUMN if_email TEXT;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
@@ -500,29 +517,51 @@ store_col_text(sqlite3_stmt *stmt, int i)
 
 /* Runs a query binding args by fmt (as store_exec) and hands its first row
  * to fn. Returns 1 with a row, 0 without, -1 on error (logged). */
-int
-store_query_row_v(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
+/* Up to max rows to fn: how many, or -1 (logged). */
+static int
+store_query_v(struct store *st, int max, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
     const char *fmt, va_list ap)
 {
 	sqlite3_stmt *stmt;
-	int r, ret = -1;
+	int r = SQLITE_DONE, n = 0;
 
 	pthread_mutex_lock(&st->lock);
 	stmt = store_prepare(st, sql, fmt, ap);
 	if (stmt) {
-		r = sqlite3_step(stmt);
-		if (r == SQLITE_ROW) {
+		while (n < max && (r = sqlite3_step(stmt)) == SQLITE_ROW) {
 			fn(stmt, arg);
-			ret = 1;
-		} else if (r == SQLITE_DONE) {
-			ret = 0;
-		} else {
+			n++;
+		}
+		/* an UPDATE ... RETURNING finishes its work on the first step */
+		if (n < max && r != SQLITE_DONE) {
 			store_log_error(st, "query");
+			n = -1;
 		}
 		store_stmt_done(st, stmt);
+	} else {
+		n = -1;
 	}
 	pthread_mutex_unlock(&st->lock);
-	return ret;
+	return n;
+}
+
+int
+store_query_row_v(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
+    const char *fmt, va_list ap)
+{
+	return store_query_v(st, 1, fn, arg, sql, fmt, ap);
+}
+
+int
+store_query_rows(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
+    const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+	va_start(ap, fmt);
+	r = store_query_v(st, INT_MAX, fn, arg, sql, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 int

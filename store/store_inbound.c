@@ -68,7 +68,7 @@ store_inbound_record(struct store *st, const char *location_id, const char *key,
 
 int
 store_inbound_posted(struct store *st, const char *location_id, const char *key, const char *ghl_message_id,
-    const char *summary, const struct msgmap *m, const char *parent_ghl_id, const char *event)
+    const char *summary, const struct msgmap *m, const char *parent_ghl_id, const char *event, const char *replier)
 {
 	int64_t now = now_ms();
 
@@ -78,8 +78,12 @@ store_inbound_posted(struct store *st, const char *location_id, const char *key,
 		store_tx_extra(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
 	store_tx_step(st, INBOUND_UPSERT, "sssssssi", location_id, key, inbound_state_name(IN_POSTED), ghl_message_id,
 	    (const char *)NULL, summary, (const char *)NULL, now);
-	if (parent_ghl_id)
+	if (parent_ghl_id) {
 		store_tx_extra(st, EVENT_INSERT, "issss", now, parent_ghl_id, "reply", event, location_id);
+		/* the parent's "replied" event, once per replier */
+		store_tx_extra(st, ENGAGE_INSERT, "ssssi", parent_ghl_id, "replied", replier ? replier : "", location_id,
+		    now);
+	}
 	store_tx_extra(st, EVENT_INSERT, "issss", now, ghl_message_id, "inbound", event, location_id);
 	/* durable: HighLevel has it; a re-read must not post it again */
 	return store_tx_end(st, "inbound posted", true) < 0 ? -1 : 1;

@@ -183,10 +183,11 @@ store_job_mark_sending(struct store *st, int64_t id, enum job_state from, enum j
  * 1 written, 0 the row had moved on, -1 error. */
 static int
 job_write(struct store *st, const char *what, const struct job *job, const char *kind, const char *detail,
-    const char *sql, const char *fmt, ...)
+    const struct engage_add *ev, size_t n_ev, const char *sql, const char *fmt, ...)
 {
 	va_list ap;
 	int r;
+	int64_t now = now_ms();
 
 	if (store_tx_begin(st, what) < 0)
 		return -1;
@@ -194,7 +195,10 @@ job_write(struct store *st, const char *what, const struct job *job, const char 
 	r = store_tx_step_v(st, false, sql, fmt, ap);
 	va_end(ap);
 	if (r == 1 && detail)
-		store_tx_extra(st, EVENT_INSERT, "issss", now_ms(), job->message_id, kind, detail, job->location_id);
+		store_tx_extra(st, EVENT_INSERT, "issss", now, job->message_id, kind, detail, job->location_id);
+	for (size_t i = 0; r == 1 && i < n_ev; i++)
+		store_tx_extra(st, ENGAGE_INSERT, "ssssi", job->message_id, ev[i].event, ev[i].who ? ev[i].who : "",
+		    job->location_id, now);
 	if (store_tx_end(st, what, false) < 0)
 		return -1;
 	return r;
@@ -204,7 +208,7 @@ int
 store_job_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
     const struct job_attempt_rec *a)
 {
-	return job_write(st, "job finish", job, "send", a->event,
+	return job_write(st, "job finish", job, "send", a->event, a->engage, a->n_engage,
 	    "UPDATE jobs SET " JOB_CAS_SET ", next_at=?8, last_code=?9, updated_at=?10, "
 	    "last_error=IIF(?11, last_error, ?12), report_next_at=IIF(?13, ?10, report_next_at), "
 	    "rcpt_state=COALESCE(?14, rcpt_state), uncertain=?15" JOB_CAS_WHERE,
@@ -397,7 +401,7 @@ int
 store_report_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
     int64_t next_at, const char *error, const char *posted)
 {
-	return job_write(st, "report finish", job, "status", posted,
+	return job_write(st, "report finish", job, "status", posted, NULL, 0,
 	    "UPDATE jobs SET " JOB_CAS_SET ", report_next_at=?8, report_error=?9" JOB_CAS_WHERE,
 	    "issssssis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), next_at, error);
 }
@@ -419,10 +423,11 @@ store_report_wake_location(struct store *st, const char *location_id)
 
 int
 store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
-    bool report_due, int code, const char *error, const char *event, const char *rcpt_patch)
+    bool report_due, int code, const char *error, const char *event, const char *rcpt_patch,
+    const struct engage_add *ev, size_t n_ev)
 {
 	/* the report's recipients merged into the job's (RFC 7396 merge patch) */
-	return job_write(st, "job dsn", job, "dsn", event,
+	return job_write(st, "job dsn", job, "dsn", event, ev, n_ev,
 	    "UPDATE jobs SET " JOB_CAS_SET ", report_attempts=0, updated_at=?8, "
 	    "report_next_at=IIF(?9, ?8, report_next_at), last_code=IIF(?10 > 0, ?10, last_code), "
 	    "last_error=COALESCE(?11, last_error), "

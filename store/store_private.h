@@ -65,6 +65,9 @@ int store_query_row(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *
     const char *fmt, ...);
 int store_query_row_v(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
     const char *fmt, va_list ap);
+/* Every row to fn: how many, or -1 (logged). */
+int store_query_rows(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
+    const char *fmt, ...);
 /* Row readers for store_query_row; a column's text, copied (NULL stays NULL). */
 char *store_col_text(sqlite3_stmt *stmt, int i);
 void store_row_int64(sqlite3_stmt *stmt, void *arg);
@@ -72,6 +75,11 @@ void store_row_text(sqlite3_stmt *stmt, void *arg);
 void store_row_none(sqlite3_stmt *stmt, void *arg);
 
 #define EVENT_INSERT "INSERT INTO events (at, message_id, kind, detail, location_id) VALUES (?1,?2,?3,?4,?5)"
+
+/* An engagement event (store_engage.h), in a caller's commit: ?1 message,
+ * ?2 event, ?3 who, ?4 location, ?5 now. */
+#define ENGAGE_INSERT "INSERT OR IGNORE INTO engagement (message_id, event, who, location_id, created_at, next_at) " \
+	"VALUES (?1,?2,?3,?4,?5,?5)"
 
 #define MSGMAP_UPSERT "INSERT INTO message_map (rfc_message_id, location_id, ghl_message_id, " \
 	"email_message_id, alt_id, conversation_id, contact_id, refs, reply_token, created_at) " \

@@ -13,19 +13,33 @@ store_unsub_free(struct unsub *u)
 	free(u->location_id);
 	free(u->contact_id);
 	free(u->message_id);
+	free(u->if_email);
 	free(u);
 }
 
 int
 store_unsub_add(struct store *st, const char *location_id, const char *contact_id, const char *message_id,
-    const char *via)
+    const char *via, const char *event, const char *if_email)
 {
+	int64_t now = now_ms();
+
+	if (store_tx_begin(st, "unsubscribe") < 0)
+		return -1;
+	if (if_email)
+		/* conditional (a hard bounce): never weakens a request already there */
+		store_tx_step(st, "INSERT INTO unsubscribes (location_id, contact_id, message_id, via, created_at, next_at, "
+		    "if_email) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) ON CONFLICT(location_id, contact_id) DO NOTHING",
+		    "ssssis", location_id, contact_id, message_id, via, now, if_email);
+	else
+		store_tx_step(st, "INSERT INTO unsubscribes (location_id, contact_id, message_id, via, created_at, "
+		    "next_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(location_id, contact_id) DO UPDATE SET "
+		    "message_id=excluded.message_id, via=excluded.via, created_at=excluded.created_at, "
+		    "next_at=excluded.next_at, attempts=0, done_at=NULL, error=NULL, if_email=NULL", "ssssi", location_id,
+		    contact_id, message_id, via, now);
+	if (event && message_id)
+		store_tx_extra(st, ENGAGE_INSERT, "ssssi", message_id, event, "", location_id, now);
 	/* durable: the unsubscriber is told it is done once this returns */
-	return store_exec_durable(st, "INSERT INTO unsubscribes (location_id, contact_id, message_id, via, created_at, "
-	    "next_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(location_id, contact_id) DO UPDATE SET "
-	    "message_id=excluded.message_id, via=excluded.via, created_at=excluded.created_at, next_at=excluded.next_at, "
-	    "attempts=0, done_at=NULL, error=NULL", "ssssi", location_id, contact_id, message_id, via, now_ms()) == 1 ?
-	    1 : -1;
+	return store_tx_end(st, "unsubscribe", true) < 0 ? -1 : 1;
 }
 
 static void
@@ -37,6 +51,7 @@ row_unsub(sqlite3_stmt *s, void *arg)
 	u->contact_id = store_col_text(s, 2);
 	u->message_id = store_col_text(s, 3);
 	u->attempts = sqlite3_column_int(s, 4);
+	u->if_email = store_col_text(s, 5);
 	*(struct unsub **)arg = u;
 }
 
@@ -47,7 +62,7 @@ store_unsub_claim(struct store *st, int64_t now, int64_t lease_ms, struct unsub 
 	return store_query_row(st, row_unsub, u_r,
 	    "UPDATE unsubscribes SET next_at=?2, attempts=attempts+1 WHERE id = (SELECT id FROM unsubscribes "
 	    "WHERE done_at IS NULL AND next_at<=?1 ORDER BY next_at, id LIMIT 1) "
-	    "RETURNING id, location_id, contact_id, message_id, attempts", "ii", now, now + lease_ms);
+	    "RETURNING id, location_id, contact_id, message_id, attempts, if_email", "ii", now, now + lease_ms);
 }
 
 int

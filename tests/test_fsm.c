@@ -1,6 +1,7 @@
 /* fsm: the job and inbound state machines, over every state and event.
  * Pure: no store. Rows are (from, event) -> (to, effects), or -1 where
  * the event does not apply. */
+#include "engage.h"
 #include "inbound_fsm.h"
 #include "job.h"
 #include "test.h"
@@ -197,6 +198,57 @@ test_inbound(void)
 	}
 }
 
+static void
+test_engage(void)
+{
+	static const struct {
+		int code;
+		const char *dsn;
+		bool await;
+		size_t n;
+		enum engage_kind a, b;
+	} rows[] = {
+		{ 250, NULL, false, 2, ENG_ACCEPTED, ENG_DELIVERED },
+		{ 250, NULL, true, 1, ENG_ACCEPTED, 0 },
+		{ 550, NULL, false, 1, ENG_REJECTED, 0 },
+		{ 451, NULL, false, 1, ENG_TEMPORARY_FAIL, 0 },
+		{ 0, NULL, false, 0, 0, 0 },
+		{ 250, "failed", false, 1, ENG_PERMANENT_FAIL, 0 },
+		{ 0, "delayed", true, 1, ENG_TEMPORARY_FAIL, 0 },
+		{ 0, "delivered", true, 1, ENG_DELIVERED, 0 },
+		{ 0, "relayed", true, 1, ENG_DELIVERED, 0 },
+		{ 0, "expanded", true, 1, ENG_DELIVERED, 0 },
+		{ 0, "bogus", true, 0, 0, 0 },
+	};
+	bool has[ENG_KIND_N] = { false };
+
+	for (int k = 0; k < ENG_KIND_N; k++)
+		CHECK_IDX(engage_name((enum engage_kind)k) && engage_parse(engage_name((enum engage_kind)k)) == k, k);
+	CHECK(engage_parse("nope") == -1 && engage_parse(NULL) == -1 && engage_name(ENG_KIND_N) == NULL);
+	CHECK(!strcmp(engage_name(ENG_PERMANENT_FAIL), "permanent_fail"));
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		enum engage_kind out[2];
+		size_t n = engage_on_rcpt(rows[i].code, rows[i].dsn, rows[i].await, out);
+		CHECK_IDX(n == rows[i].n, i);
+		CHECK_IDX(n < 1 || out[0] == rows[i].a, i);
+		CHECK_IDX(n < 2 || out[1] == rows[i].b, i);
+	}
+	CHECK(!strcmp(engage_status(NULL, has), "sent"));
+	CHECK(!strcmp(engage_status("delivered", has), "delivered"));
+	has[ENG_REPLIED] = true;
+	CHECK(!strcmp(engage_status(NULL, has), "delivered"));
+	CHECK(!strcmp(engage_status("sent", has), "delivered"));
+	CHECK(!strcmp(engage_status("failed", has), "failed"));
+	has[ENG_OPENED] = true;
+	CHECK(!strcmp(engage_status("delivered", has), "opened"));
+	has[ENG_CLICKED] = true;
+	CHECK(!strcmp(engage_status("delivered", has), "clicked"));
+	memset(has, 0, sizeof(has));
+	has[ENG_PERMANENT_FAIL] = true;
+	CHECK(!strcmp(engage_status(NULL, has), "failed"));
+	CHECK(!strcmp(engage_status("sent", has), "sent"));
+}
+
 int
 main(void)
 {
@@ -206,5 +258,6 @@ main(void)
 	test_report();
 	test_dsn();
 	test_inbound();
+	test_engage();
 	return test_done("test_fsm");
 }

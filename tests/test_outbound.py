@@ -120,6 +120,7 @@ def setUpModule():
 
 def tearDownModule():
     rc = d.stop()
+    tail = d.log()[-4000:] if rc != 0 else ""
     d.cleanup()
     for s in (scripted, tls_evil, old_relay, hangup, legacy_tls, slow_greet):
         s.close()
@@ -127,7 +128,7 @@ def tearDownModule():
     shutil.rmtree(FILES, ignore_errors=True)
     ghl.close()
     srv.stop()
-    assert rc == 0, f"daemon exit status {rc}"
+    assert rc == 0, f"daemon exit status {rc}\n{tail}"
 
 
 def webhook(location="LMain", **kw):

@@ -9,6 +9,7 @@
 #include "store.h"
 #include "store_events.h"
 #include "store_inbound.h"
+#include "store_engage.h"
 #include "store_jobs.h"
 #include "store_kv.h"
 #include "store_threads.h"
@@ -69,6 +70,42 @@ collect_kinds(int64_t at, const char *message_id, const char *kind, const char *
 
 /* A journey on a fresh store: each state change commits with what goes
  * with it (threading record, trace event), or not at all. */
+static void
+count_engage(const char *event, const char *who, int64_t done_at, const char *error, void *arg)
+{
+	int *n = arg;
+	(void)event;
+	(void)who;
+	(void)error;
+	n[0]++;
+	if (done_at)
+		n[1]++;
+}
+
+/* The outbox of message id (its report pending, one permanent_fail from
+ * the DSN): once per (event, who); the poster leaves a message whose
+ * report is pending to the reporter; done rows never go again. */
+static void
+test_engagement(struct store *st, const char *id)
+{
+	struct engage_add more[] = { { "permanent_fail", "bob@x.test" }, { "replied", "" }, { "replied", NULL } };
+	struct engage_batch *b = NULL;
+	int n[2] = { 0, 0 };
+
+	CHECK(store_engage_add(st, "loc", id, more, 3, 1) == 1);       /* only "replied" is new */
+	CHECK(store_engage_claim(st, now_ms(), 60000, &b) == 0 && !b);  /* the report is pending */
+	CHECK(store_engage_claim_message(st, id, now_ms(), 60000, &b) == 1 && b && b->n == 2 && b->attempts == 1);
+	store_engage_batch_free(b);
+	CHECK(store_engage_claim_message(st, id, now_ms(), 60000, &b) == 0 && !b);     /* leased */
+	CHECK(store_engage_claim_message(st, id, now_ms() + 120000, 60000, &b) == 1 && b && b->attempts == 2);
+	CHECK(b && store_engage_done(st, b, NULL) == 1);
+	store_engage_batch_free(b);
+	b = NULL;
+	CHECK(store_engage_claim_message(st, id, now_ms() + 600000, 60000, &b) == 0 && !b);
+	CHECK(store_engage_each(st, id, count_engage, n) == 2 && n[0] == 2 && n[1] == 2);
+	CHECK(store_engage_add(st, "loc", id, more, 1, 0) == 0);
+}
+
 static void
 test_journey(void)
 {
@@ -142,7 +179,7 @@ test_journey(void)
 		enum inbound_state state;
 		seen[0] = '\0';
 		got = NULL;
-		CHECK(store_inbound_posted(st, "L1", "reply@x.test", "g-reply", "from a", &rm, "mj", "posted") == 1);
+		CHECK(store_inbound_posted(st, "L1", "reply@x.test", "g-reply", "from a", &rm, "mj", "posted", "a@x.test") == 1);
 		CHECK(store_inbound_state(st, "L1", "reply@x.test", &state) == 1 && state == IN_POSTED);
 		CHECK(store_inbound_state(st, "L1", "never@x.test", &state) == 0 && state == IN_NEW);
 		CHECK(store_msgmap_get(st, MSGMAP_BY_ALT, "L1", "reply@x.test", &got) == 1 && got &&
@@ -310,7 +347,7 @@ test_races(void)
 	CHECK(store_job_add(st, "r1", "L1", "SMS", NULL, "{}") == 1);
 	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && j->fsm.job == JOB_CLAIMED);
 	CHECK(j && jobs_sending(st, j, NULL) == 1);
-	CHECK(jobs_dsn(st, "r1", STATUS_FAILED, 550, "no such handset", "dlr failed", NULL, &due) == 1 && !due);
+	CHECK(jobs_dsn(st, "r1", STATUS_FAILED, 550, "no such handset", "dlr failed", NULL, NULL, 0, &due) == 1 && !due);
 	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 0);   /* early: not due yet */
 	{
 		struct job_attempt_rec rec = { .code = 250, .error = NULL, .event = "sent" };
@@ -325,7 +362,7 @@ test_races(void)
 	/* a new status ("delivered") while "failed" is being posted: the post does
 	 * not mark the new status done; it stays due */
 	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 1 && rj);
-	CHECK(jobs_dsn(st, "r1", STATUS_DELIVERED, 0, NULL, "dlr delivered", NULL, &due) == 1 && due);
+	CHECK(jobs_dsn(st, "r1", STATUS_DELIVERED, 0, NULL, "dlr delivered", NULL, NULL, 0, &due) == 1 && due);
 	CHECK(rj && jobs_report(st, rj, REPORT_POSTED, 0, NULL) == 0);
 	CHECK(store_job_get(st, "r1", &now) == 1 && now && now->fsm.report == REPORT_PENDING &&
 	    now->fsm.status == STATUS_DELIVERED);
@@ -342,8 +379,11 @@ test_races(void)
 		struct job_attempt_rec rec = { .code = 250, .event = "sent",
 			.rcpt_state = "{\"bob@x.test\":{\"code\":250,\"text\":\"ok\"},\"al@x.test\":{\"code\":250,\"text\":\"ok\"}}" };
 		CHECK(e && jobs_attempt(st, e, ATTEMPT_SENT, STATUS_NONE, &rec) == 1);
+		struct engage_add ev[] = { { "permanent_fail", "bob@x.test" } };
 		CHECK(jobs_dsn(st, "r3", STATUS_FAILED, 550, "bob@x.test: 5.1.1 no such user", "dsn",
-		    "{\"bob@x.test\":{\"code\":550,\"text\":\"5.1.1 no such user\",\"dsn\":\"failed\"}}", &due) == 1);
+		    "{\"bob@x.test\":{\"code\":550,\"text\":\"5.1.1 no such user\",\"dsn\":\"failed\"}}", ev, 1,
+		    &due) == 1);
+		test_engagement(st, "r3");
 		CHECK(store_job_get(st, "r3", &now) == 1 && now && now->rcpt_state &&
 		    strstr(now->rcpt_state, "\"dsn\":\"failed\"") && strstr(now->rcpt_state, "\"al@x.test\":{\"code\":250"));
 		if (now && now->rcpt_state && !strstr(now->rcpt_state, "\"dsn\""))
@@ -354,8 +394,8 @@ test_races(void)
 	}
 	/* a DSN for a job never sent, or for none at all, changes nothing */
 	CHECK(store_job_add(st, "r2", "L1", "Email", NULL, "{}") == 1);
-	CHECK(jobs_dsn(st, "r2", STATUS_FAILED, 550, "x", "x", NULL, &due) == 0 && !due);
-	CHECK(jobs_dsn(st, "nope", STATUS_FAILED, 550, "x", "x", NULL, &due) == 0);
+	CHECK(jobs_dsn(st, "r2", STATUS_FAILED, 550, "x", "x", NULL, NULL, 0, &due) == 0 && !due);
+	CHECK(jobs_dsn(st, "nope", STATUS_FAILED, 550, "x", "x", NULL, NULL, 0, &due) == 0);
 	/* a crash: claimed and sending go back to the queue, sending ones
 	 * uncertain; the rest stays */
 	j = NULL;

@@ -32,9 +32,11 @@ int store_inbound_record(struct store *st, const char *location_id, const char *
     const char *ghl_message_id, const char *error, const char *summary, const void *raw, size_t raw_len);
 /* HighLevel took the message: the "posted" record, the threading record m
  * (if any) and the trace events ("reply" under the parent's id, if any;
- * "inbound" under the new one) in one durable commit. */
+ * "inbound" under the new one) in one durable commit; with a parent, also
+ * its "replied" engagement event (store_engage.h) for replier. */
 int store_inbound_posted(struct store *st, const char *location_id, const char *key, const char *ghl_message_id,
-    const char *summary, const struct msgmap *m, const char *parent_ghl_id, const char *event);
+    const char *summary, const struct msgmap *m, const char *parent_ghl_id, const char *event,
+    const char *replier);
 struct inbound_row {
 	const char *location_id, *key, *ghl_message_id, *error, *summary;
 	enum inbound_state state;

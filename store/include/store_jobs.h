@@ -8,6 +8,7 @@
 
 #include "store.h"
 #include "job.h"
+#include "store_engage.h"
 
 /* Jobs carry the states of fsm/job.h: the store persists them by name
  * and decides none of them. A transition is written by compare-and-set:
@@ -69,6 +70,8 @@ struct job_attempt_rec {
 	const char *rcpt_state;    /* non-NULL: replaces the per-recipient record */
 	bool uncertain;            /* ended after the final dot with no reply */
 	const char *event;         /* the "send" event for the trace, in the same commit */
+	const struct engage_add *engage;   /* engagement events, in the same commit */
+	size_t n_engage;
 };
 /* Ends an attempt: compare-and-set on both states. */
 int store_job_finish(struct store *st, const struct job *job, const struct job_fsm *from,
@@ -125,7 +128,7 @@ int store_report_defer(struct store *st, int64_t id, int64_t next_at);
  * when report_due. event: the "dsn" trace event, in the same commit. */
 int store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *from,
     const struct job_fsm *to, bool report_due, int code, const char *error, const char *event,
-    const char *rcpt_patch);
+    const char *rcpt_patch, const struct engage_add *ev, size_t n_ev);
 
 /* Makes the location's waiting reports due now (after a re-install). */
 int store_report_wake_location(struct store *st, const char *location_id);

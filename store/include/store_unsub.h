@@ -12,14 +12,18 @@
 struct unsub {
 	int64_t id;
 	char *location_id, *contact_id, *message_id;
+	char *if_email;            /* set only if this is still the contact's email; NULL: always */
 	int attempts;              /* this claim included */
 };
 void store_unsub_free(struct unsub *u);
 
 /* Durable before it returns (the 200 is sent after). via: "one-click",
- * "page", "mailto". 1, or -1. */
+ * "page", "mailto", "complaint", "hard-bounce". event (or NULL): the
+ * engagement event it reports on message_id (store_engage.h), in the same
+ * commit. if_email: only if that is still the contact's email (a request
+ * already there for the contact is left as it is). 1, or -1. */
 int store_unsub_add(struct store *st, const char *location_id, const char *contact_id, const char *message_id,
-    const char *via);
+    const char *via, const char *event, const char *if_email);
 /* The oldest due pending request, leased for lease_ms (a crash releases
  * it when the lease ends): 1, 0 none, -1 error. */
 int store_unsub_claim(struct store *st, int64_t now, int64_t lease_ms, struct unsub **u_r);

@@ -170,6 +170,7 @@ class FakeGHL:
         self.v3 = False
         self.v3_statuses = []     # (messageId, body) of PUT /conversations/messages/email/{id}/status
         self.contact_updates = [] # (contactId, body) of PUT /contacts/{contactId}
+        self.contact_emails = {}  # contactId -> email, for GET /contacts/{contactId}
         self.seq = 0
         self.daily_used = 0
         fake = self
@@ -347,6 +348,12 @@ class FakeGHL:
                 resp["emailMessageId"] = b.get("emailMessageId") or mid
             return 200, resp, {}
         m = re.match(r"^/contacts/([^/]+)$", path)
+        if m and method == "GET":
+            cid = m.group(1)
+            if cid not in self.contact_emails:
+                return 400, {"statusCode": 400, "message": "Contact not found"}, {}
+            return 200, {"contact": {"id": cid, "locationId": query.get("locationId"),
+                                     "email": self.contact_emails[cid]}}, {}
         if m and method == "PUT":
             b = json.loads(body)
             with self.lock:

@@ -1,0 +1,216 @@
+/* engagement: see engagement.h. */
+#include "engagement.h"
+#include "app.h"
+#include "config.h"
+#include "engage.h"
+#include "log.h"
+#include "poller.h"
+#include "store_engage.h"
+#include "store_jobs.h"
+#include "store_kv.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ENGAGE_LEASE_MS     (2 * 60 * 1000)
+#define ENGAGE_IDLE_MS      1000
+#define ENGAGE_BASE_MS      2000          /* as statuses: a 403 heals in seconds */
+#define ENGAGE_MAX_MS       (10 * 60 * 1000)
+#define ENGAGE_MAX_ATTEMPTS 60
+#define ENGAGE_AUTH_WAIT_MS (5 * 60 * 1000)
+
+/* status_api's memory, per location, in the store's key-value pairs */
+#define STATUS_API_KV "mailbridge"
+
+struct engagement {
+	struct app *app;
+	struct poller *poller;
+};
+
+bool
+engagement_v3(struct app *app, const char *location_id)
+{
+	const char *api = app->cfg->status_api;
+	char *key, *v = NULL;
+	bool v2;
+
+	if (!strcmp(api, "v2") || !strcmp(api, "v3"))
+		return !strcmp(api, "v3");
+	key = xasprintf("status_api:%s", location_id);
+	v2 = store_kv_get(app->store, STATUS_API_KV, key, &v) == 1 && v && !strcmp(v, "v2");
+	free(v);
+	free(key);
+	return !v2;
+}
+
+bool
+engagement_v3_missing(struct app *app, const char *location_id, const struct ghl_result *res)
+{
+	char *key;
+
+	if (res->cls != GHL_PERMANENT || (res->status != 404 && res->status != 405) ||
+	    strcmp(app->cfg->status_api, "auto"))
+		return false;
+	key = xasprintf("status_api:%s", location_id);
+	log_warn("report: locationId=%s HighLevel answered the v3 email status with %ld: using v2 for this location "
+	    "from now on", location_id, res->status);
+	if (store_kv_put(app->store, STATUS_API_KV, key, "v2") < 0)
+		log_error("report: locationId=%s cannot remember v2 (store error): v3 is tried again next time",
+		    location_id);
+	free(key);
+	return true;
+}
+
+enum ghl_next
+engagement_next(const struct ghl_result *res, int attempts, int max_attempts, int64_t base_ms, int64_t max_ms,
+    int64_t *delay_ms)
+{
+	*delay_ms = 0;
+	if (res->throttled) {
+		*delay_ms = res->retry_after_ms;
+		return GHL_NEXT_DEFER;
+	}
+	switch (res->cls) {
+	case GHL_OK:
+		return GHL_NEXT_DONE;
+	case GHL_RETRY:
+	case GHL_AUTH:
+		*delay_ms = res->cls == GHL_AUTH ? ENGAGE_AUTH_WAIT_MS : backoff_ms(attempts - 1, base_ms, max_ms);
+		if (res->retry_after_ms > *delay_ms)
+			*delay_ms = res->retry_after_ms;
+		/* no token (re-install) waits as long as it takes */
+		return res->cls == GHL_RETRY && attempts >= max_attempts ? GHL_NEXT_STOP : GHL_NEXT_LATER;
+	case GHL_PERMANENT:
+	default:
+		return GHL_NEXT_STOP;
+	}
+}
+
+void
+engagement_counters(const struct engage_batch *b, struct ghl_event_count **ev, size_t *n_ev,
+    struct ghl_recipient **rcpts, size_t *n_rcpts, bool *has)
+{
+	int count[ENG_KIND_N] = { 0 };
+
+	memset(has, 0, sizeof(bool) * ENG_KIND_N);
+	*ev = xcalloc(ENG_KIND_N, sizeof(**ev));
+	*rcpts = xcalloc(b->n + 1, sizeof(**rcpts));
+	*n_ev = *n_rcpts = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		int k = engage_parse(b->rows[i].event);
+		if (k < 0)
+			continue;
+		count[k]++;
+		has[k] = true;
+		/* an open or a click names its recipient when the token did */
+		if ((k == ENG_OPENED || k == ENG_CLICKED) && b->rows[i].who && *b->rows[i].who)
+			(*rcpts)[(*n_rcpts)++] = (struct ghl_recipient){ b->rows[i].who, engage_name((enum engage_kind)k),
+				NULL };
+	}
+	for (int k = 0; k < ENG_KIND_N; k++)
+		if (count[k])
+			(*ev)[(*n_ev)++] = (struct ghl_event_count){ engage_name((enum engage_kind)k), count[k] };
+}
+
+/* A batch without a status report of its own. */
+static void
+post_batch(struct engagement *e, struct engage_batch *b)
+{
+	struct app *app = e->app;
+	struct ghl_event_count *ev;
+	struct ghl_recipient *rcpts;
+	size_t n_ev, n_rcpts;
+	bool has[ENG_KIND_N];
+	struct ghl_result res = { 0 };
+	struct job *job = NULL;
+	const char *status, *job_status = NULL;
+	int64_t delay;
+	int r;
+
+	if (!engagement_v3(app, b->location_id)) {
+		log_info("engagement: locationId=%s messageId=%s %zu event(s) not reported: HighLevel's v2 status has no "
+		    "place for them", b->location_id, b->message_id, b->n);
+		if (store_engage_done(app->store, b, "v2: no events") < 0)
+			log_error("engagement: messageId=%s not recorded (store error)", b->message_id);
+		return;
+	}
+	if (store_job_get(app->store, b->message_id, &job) == 1)
+		job_status = job_report_status_name(job->fsm.status);
+	engagement_counters(b, &ev, &n_ev, &rcpts, &n_rcpts, has);
+	status = engage_status(job_status, has);
+	ghl_update_email_status(app->ghl, b->location_id, b->message_id, status, rcpts, n_rcpts, ev, n_ev, &res);
+	if (engagement_v3_missing(app, b->location_id, &res)) {
+		r = store_engage_done(app->store, b, "v2: no events");
+	} else switch (engagement_next(&res, b->attempts, ENGAGE_MAX_ATTEMPTS, ENGAGE_BASE_MS, ENGAGE_MAX_MS, &delay)) {
+	case GHL_NEXT_DONE:
+		log_info("engagement: messageId=%s %zu event(s) reported, status=%s", b->message_id, b->n, status);
+		r = store_engage_done(app->store, b, NULL);
+		break;
+	case GHL_NEXT_DEFER:
+	case GHL_NEXT_LATER:
+		log_debug("engagement: messageId=%s again in %lld ms: %s", b->message_id, (long long)delay,
+		    res.error ? res.error : "?");
+		r = store_engage_later(app->store, b, now_ms() + delay, res.error);
+		break;
+	case GHL_NEXT_STOP:
+	default:
+		log_error("engagement: messageId=%s events given up (HTTP %ld): %s", b->message_id, res.status,
+		    res.error ? res.error : "?");
+		r = store_engage_done(app->store, b, res.error ? res.error : "refused");
+		break;
+	}
+	if (r < 0)
+		log_error("engagement: messageId=%s outcome not recorded (store error): the batch goes again when its "
+		    "lease ends", b->message_id);
+	ghl_result_clear(&res);
+	store_job_free(job);
+	free(ev);
+	free(rcpts);
+}
+
+static int64_t
+engage_step(void *arg, void **slot)
+{
+	struct engagement *e = arg;
+	struct engage_batch *b = NULL;
+
+	(void)slot;
+	if (store_engage_claim(e->app->store, now_ms(), ENGAGE_LEASE_MS, &b) == 1) {
+		post_batch(e, b);
+		store_engage_batch_free(b);
+		return 0;
+	}
+	return poller_until(store_engage_next_due(e->app->store), ENGAGE_IDLE_MS);
+}
+
+struct engagement *
+engagement_start(struct app *app)
+{
+	struct engagement *e = xcalloc(1, sizeof(*e));
+	struct poller_params pp = { .name = "engagement", .threads = 1, .max_wait_ms = ENGAGE_IDLE_MS,
+		.step = engage_step, .ctx = e };
+
+	e->app = app;
+	if (!(e->poller = poller_start(&pp))) {
+		free(e);
+		return NULL;
+	}
+	return e;
+}
+
+void
+engagement_wake(struct engagement *e)
+{
+	if (e)
+		poller_wake(e->poller);
+}
+
+void
+engagement_stop(struct engagement *e)
+{
+	if (!e)
+		return;
+	poller_stop(e->poller);
+	free(e);
+}
