@@ -76,10 +76,11 @@ housekeeping(struct app *app)
 	if (store_prune(app->store, now - app->cfg->keep_days * day, now - app->cfg->thread_days * day,
 	    now - app->cfg->events_days * day, now - app->cfg->replay_days * day, &p) < 0)
 		return;             /* the store logged why; next hour tries again */
-	if (p.payloads || p.jobs || p.webhooks || p.inbound || p.threads || p.events || p.replays)
-		log_info("store: pruned payloads=%lld jobs=%lld webhooks=%lld inbound=%lld threads=%lld events=%lld "
-		    "replay_guard=%lld", (long long)p.payloads, (long long)p.jobs, (long long)p.webhooks,
-		    (long long)p.inbound, (long long)p.threads, (long long)p.events, (long long)p.replays);
+	if (p.payloads || p.jobs || p.webhooks || p.inbound || p.threads || p.engagement || p.events || p.replays)
+		log_info("store: pruned payloads=%lld jobs=%lld webhooks=%lld inbound=%lld threads=%lld engagement=%lld "
+		    "events=%lld replay_guard=%lld", (long long)p.payloads, (long long)p.jobs, (long long)p.webhooks,
+		    (long long)p.inbound, (long long)p.threads, (long long)p.engagement, (long long)p.events,
+		    (long long)p.replays);
 }
 
 /* systemd's reload protocol: RELOADING=1 with the monotonic time; the

@@ -311,8 +311,9 @@ outbound_finish(struct job_ctx *c, enum job_outcome outcome, int64_t next_at, in
 	char *ev = xasprintf("attempt %d: %s <%s>; %d %s", c->job->attempts, outcome_names[outcome],
 	    c->message_id ? c->message_id : "-", code, said);
 	size_t n_engage = 0;
-	struct engage_add *engage = c->job->type && !strcmp(c->job->type, "Email") ?
-	    attempt_events(c, outcome, report, code, &n_engage) : NULL;
+	/* no events where they cannot go (v2): no rows to write and close */
+	struct engage_add *engage = c->job->type && !strcmp(c->job->type, "Email") &&
+	    engagement_v3(c->ob->app, c->job->location_id) ? attempt_events(c, outcome, report, code, &n_engage) : NULL;
 	struct job_attempt_rec rec = { .next_at = next_at, .code = code, .error = error, .rcpt_state = rs,
 		.uncertain = c->uncertain, .event = ev, .engage = engage, .n_engage = n_engage };
 	int r = jobs_attempt(c->ob->app->store, c->job, outcome, report, &rec);

@@ -80,6 +80,9 @@ static const struct prune_spec prune_webhooks = PRUNE_BY_AGE("webhook_seen", "re
 static const struct prune_spec prune_inbound = PRUNE_BY_AGE("inbound_seen", "created_at");
 static const struct prune_spec prune_threads = PRUNE_BY_AGE("message_map", "created_at");
 static const struct prune_spec prune_events = PRUNE_BY_AGE("events", "at");
+/* engagement rows keep an event from being reported twice as long as a
+ * reply or a hit can still name the message: the threading window */
+static const struct prune_spec prune_engagement = PRUNE_BY_AGE("engagement", "created_at");
 static const struct prune_spec prune_replays = {
 	NULL,   /* no rowid: by its index on at */
 	"DELETE FROM replay_guard WHERE fp IN (SELECT fp FROM replay_guard WHERE at < ?1 "
@@ -127,6 +130,7 @@ store_prune(struct store *st, int64_t keep_before, int64_t threads_before, int64
 	    (r->webhooks = store_prune_one(st, &prune_webhooks, keep_before)) < 0 ||
 	    (r->inbound = store_prune_one(st, &prune_inbound, keep_before)) < 0 ||
 	    (r->threads = store_prune_one(st, &prune_threads, threads_before)) < 0 ||
+	    (r->engagement = store_prune_one(st, &prune_engagement, threads_before)) < 0 ||
 	    (r->events = store_prune_one(st, &prune_events, events_before)) < 0 ||
 	    (r->replays = store_prune_one(st, &prune_replays, replays_before)) < 0)
 		return -1;

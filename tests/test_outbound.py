@@ -603,6 +603,19 @@ class TestOutbound(unittest.TestCase):
             self.assertEqual(len(ghl.calls("PUT", f"^/conversations/messages/email/{mids[0]}/status$")), 1)
             self.assertEqual(ghl.calls("PUT", f"^/conversations/messages/email/{mids[1]}/status$"), [])
             self.assertIn("locationId=LV2 HighLevel answered the v3 email status with 404", one.log())
+            # v2 has no place for engagement events: the first message's (written
+            # before v2 was known) end, said so, never sent; the second writes none
+            end = time.time() + 10
+            while time.time() < end:
+                with one.db() as c:
+                    rows = c.execute("SELECT message_id, event, done_at IS NOT NULL, error FROM engagement "
+                                     "WHERE message_id IN (?, ?) ORDER BY message_id, event", mids).fetchall()
+                if rows and all(r[2] for r in rows):
+                    break
+                time.sleep(0.1)
+            self.assertEqual([tuple(r) for r in rows], [(mids[0], "accepted", 1, "v2: no events"),
+                                                        (mids[0], "delivered", 1, "v2: no events")])
+            self.assertEqual(ghl.calls("PUT", f"^/conversations/messages/email/{mids[1]}/status$"), [])
         finally:
             ghl.v3 = False
             one.stop()

@@ -28,7 +28,7 @@ int store_events_each(struct store *st, const char *key, void (*fn)(int64_t at, 
  * one whose status is still to be reported. Runs in small batches, so it
  * can run beside the daemon's work. 0, or -1 on a store error. */
 struct store_pruned {
-	int64_t payloads, jobs, webhooks, inbound, threads, events, replays;
+	int64_t payloads, jobs, webhooks, inbound, threads, engagement, events, replays;
 };
 int store_prune(struct store *st, int64_t keep_before, int64_t threads_before, int64_t events_before,
     int64_t replays_before, struct store_pruned *r);
