@@ -12,7 +12,7 @@
 set -eu
 src=$1 work=$2 secs=$3
 shift 3
-targets=${*:-payload mime_in config cdr smtp_reply imap}
+targets=${*:-payload mime_in config cdr smtp_reply imap track}
 mkdir -p "$work"
 # libetpan.pc leaks Debian's "-specs=...no-pie-link.specs": drop it
 libs=$(pkg-config --cflags --libs gmime-3.0 jansson inih gnutls libetpan libcurl libmicrohttpd sqlite3 libxml-2.0 |
@@ -26,10 +26,12 @@ for t in $targets; do
 	smtp_reply) extra="fuzz/relay.c smtp/smtp_client.c smtp/smtp_policy.c transport/netstream.c" runs=40000 ;;
 	imap) extra="fuzz/relay.c $(cd "$src" && ls mailbridge/*.c smtp/*.c imap/*.c transport/*.c store/*.c fsm/*.c ghl/*.c | grep -v -x -e mailbridge/main.c -e mailbridge/daemon.c -e 'mailbridge/ctl.*\.c' -e mailbridge/cli.c)"
 		runs=20000 ;;
+	track) extra="mailbridge/tracking.c mailbridge/engagement.c mailbridge/config.c mailbridge/http.c ghl/ghl.c fsm/engage.c fsm/job.c fsm/inbound_fsm.c $(cd "$src" && ls store/*.c)"
+		runs=200000 ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac
 	( cd "$src" && clang -g -O1 -D_GNU_SOURCE -DMB_VERSION=\"fuzz\" -DMB_COMMIT=\"fuzz\" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-Imailbridge -Ismtp -Iimap -Ibase -Itransport -Istore/include -Istore -Ifsm -Ighl -Ifuzz -I. -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra base/util.c base/log.c base/netaddr.c $libs -lpthread -ldl -lm )
+		-Imailbridge -Ismtp -Iimap -Ibase -Itransport -Istore/include -Istore -Ifsm -Ighl -Ifuzz -I. -o "$work/fuzz_$t" "fuzz/fuzz_$t.c" $extra base/util.c base/log.c base/netaddr.c base/poller.c $libs -lpthread -ldl -lm )
 	rm -rf "$work/corpus_$t"
 	cp -r "$src/tests/fuzz-corpus/$t" "$work/corpus_$t"
 	if [ "$secs" -le 60 ]; then limit="-seed=1 -runs=$runs"; else limit=""; fi

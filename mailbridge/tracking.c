@@ -491,8 +491,8 @@ void
 tracking_http(void *ctx, const struct http_request *req, struct http_response *resp)
 {
 	struct app *app = ctx;
-	char kind = req->path[1];
-	const char *tok = req->path + 3;
+	char kind = req->path[0] ? req->path[1] : '\0';
+	const char *tok = kind && req->path[2] == '/' ? req->path + 3 : "";
 	size_t n = strlen(tok);
 	struct track_hit h = { 0 };
 	const struct location_config *loc;
@@ -505,6 +505,8 @@ tracking_http(void *ctx, const struct http_request *req, struct http_response *r
 		resp->body = xstrdup("GET only\n");
 		return;
 	}
+	if (kind != 'o' && kind != 'c')
+		return not_found(resp);
 	if (kind == 'o') {
 		if (n < 4 || strcmp(tok + n - 4, ".gif"))
 			return not_found(resp);
