@@ -139,12 +139,26 @@ class TestEngagement(unittest.TestCase):
 
     def test_dsn_delayed_success(self):
         """delivered_on = dsn: "accepted" when the relay takes it (status
-        sent), "delivered" when the success DSN comes; each once."""
+        sent), "temporary_fail" for a delay report, "delivered" when the
+        success DSN comes; each once."""
         mid = webhook(location="LDsn", to=("alice@mail.test",), contact="c-alice")
-        wait_events(mid, {"accepted": 1, "delivered": 1}, timeout=30)
+        rp = wait_mail("alice", mid)["Return-Path"].strip("<>")
+        self.assertRegex(rp, r"^sales\+b[0-9a-f]+@mail\.test$")
+        # a relay's "delayed" report at the message's return path, twice
+        dsn = ("From: MAILER-DAEMON@relay.test\r\nTo: %s\r\nSubject: Delayed Mail (still being retried)\r\n"
+               "Message-ID: <delay-%%d-%s@relay.test>\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+               "--b\r\nContent-Type: text/plain\r\n\r\nStill trying.\r\n"
+               "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.test\r\n"
+               "Original-Envelope-Id: %s\r\n\r\nFinal-Recipient: rfc822; alice@mail.test\r\nAction: delayed\r\n"
+               "Status: 4.4.1\r\nDiagnostic-Code: smtp; 451 4.4.1 try later\r\n\r\n--b--\r\n") % (rp, mid, mid)
+        with smtplib.SMTP("127.0.0.1", srv.smtp, timeout=10) as s:
+            for i in range(2):
+                s.sendmail("", [rp], (dsn % i).encode())
+        wait_events(mid, {"accepted": 1, "delivered": 1, "temporary_fail": 1}, timeout=30)
         time.sleep(1.5)
         calls = v3(mid)
-        self.assertEqual(events(mid), {"accepted": 1, "delivered": 1}, calls)
+        self.assertEqual(events(mid), {"accepted": 1, "delivered": 1, "temporary_fail": 1}, calls)
         self.assertEqual(calls[-1]["status"], "delivered")
         self.assertEqual([c["status"] for c in calls if "accepted" in (c.get("events") or {})], ["sent"])
         no_spec_errors(self)

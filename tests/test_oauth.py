@@ -296,8 +296,10 @@ class TestOAuth(unittest.TestCase):
             ghl.limit_per_window = None
         self.assertEqual(ghl.too_many, 0, "mailbridge caused a 429 itself")
         puts = [r for r in ghl.calls("PUT") if any(m in r["path"] for m in mids)]
-        # status_api = auto: v3 once (this fake has none: 404), v2 from then on
-        self.assertEqual(len([r for r in puts if "/messages/email/" in r["path"]]), 1)
+        # status_api = auto: v3 until the first 404 is remembered (this fake has
+        # none): once per reporter thread at most (two may be in flight at
+        # once; seen under valgrind), v2 from then on
+        self.assertIn(len([r for r in puts if "/messages/email/" in r["path"]]), (1, 2))
         self.assertEqual(len([r for r in puts if "/messages/email/" not in r["path"]]), 300)
         times = sorted(r["t"] for r in puts)     # the v3 attempt counts against the limit too
         worst = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
