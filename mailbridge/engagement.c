@@ -15,6 +15,7 @@
 
 #define ENGAGE_LEASE_MS     (2 * 60 * 1000)
 #define ENGAGE_IDLE_MS      1000
+#define ENGAGE_MIN_WAIT_MS  50
 #define ENGAGE_BASE_MS      2000          /* as statuses: a 403 heals in seconds */
 #define ENGAGE_MAX_MS       (10 * 60 * 1000)
 #define ENGAGE_MAX_ATTEMPTS 60
@@ -174,6 +175,7 @@ engage_step(void *arg, void **slot)
 {
 	struct engagement *e = arg;
 	struct engage_batch *b = NULL;
+	int64_t d;
 
 	(void)slot;
 	if (store_engage_claim(e->app->store, now_ms(), ENGAGE_LEASE_MS, &b) == 1) {
@@ -181,7 +183,11 @@ engage_step(void *arg, void **slot)
 		store_engage_batch_free(b);
 		return 0;
 	}
-	return poller_until(store_engage_next_due(e->app->store), ENGAGE_IDLE_MS);
+	/* nothing taken: never "due now" (a report may finish any moment; the
+	 * reporter takes those events itself, and a wait of this floor costs
+	 * nothing), so this thread cannot spin on the store */
+	d = poller_until(store_engage_next_due(e->app->store), ENGAGE_IDLE_MS);
+	return d < ENGAGE_MIN_WAIT_MS ? ENGAGE_MIN_WAIT_MS : d;
 }
 
 struct engagement *

@@ -127,7 +127,11 @@ int64_t
 store_engage_next_due(struct store *st)
 {
 	int64_t at = -1;
-	store_query_row(st, store_row_int64, &at, "SELECT MIN(next_at) FROM engagement WHERE done_at IS NULL", "");
+	/* what store_engage_claim would take: a message whose report is
+	 * pending is the reporter's (a poller told "due now" for it would spin) */
+	store_query_row(st, store_row_int64, &at, "SELECT MIN(e.next_at) FROM engagement e WHERE e.done_at IS NULL AND "
+	    "NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id=e.message_id AND j.report_state='" REPORT_NAME_PENDING "')",
+	    "");
 	return at;
 }
 

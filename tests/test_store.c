@@ -94,6 +94,7 @@ test_engagement(struct store *st, const char *id)
 
 	CHECK(store_engage_add(st, "loc", id, more, 3, 1) == 1);       /* only "replied" is new */
 	CHECK(store_engage_claim(st, now_ms(), 60000, &b) == 0 && !b);  /* the report is pending */
+	CHECK(store_engage_next_due(st) == -1);                          /* and not due for the poster */
 	CHECK(store_engage_claim_message(st, id, now_ms(), 60000, &b) == 1 && b && b->n == 2 && b->attempts == 1);
 	store_engage_batch_free(b);
 	CHECK(store_engage_claim_message(st, id, now_ms(), 60000, &b) == 0 && !b);     /* leased */

@@ -47,7 +47,8 @@ int store_engage_claim_message(struct store *st, const char *message_id, int64_t
 int store_engage_done(struct store *st, const struct engage_batch *b, const char *error);
 /* Not yet: due again at next_at (0: now). */
 int store_engage_later(struct store *st, const struct engage_batch *b, int64_t next_at, const char *error);
-/* Earliest next_at of a pending event, or -1 when none. */
+/* Earliest next_at of an event store_engage_claim could take (its
+ * message's report not pending), or -1 when none. */
 int64_t store_engage_next_due(struct store *st);
 /* How many of a message's events are reported (for tests and trace):
  * fn per row. Returns the rows, or -1. */
