@@ -108,7 +108,7 @@ def main():
         sent = int(time.time()) - 60
         paths = []
         for m in range(args.messages):
-            prefix = f"LTrack\nbench{m}\nr{m}@mail.test\n{sent}"
+            prefix = f"LTrack\nbench{m}\n{sent}"
             paths.append("/o/" + token(key, "o\n" + prefix) + ".gif")
             paths.append("/c/" + token(key, f"c\n{prefix}\n0\nhttps://shop.example/item/{m}?utm=x"))
         cpu0 = cpu_of(d.proc.pid)

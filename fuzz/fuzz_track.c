@@ -132,7 +132,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		signed_payload(data + 1, size - 1);
 		break;
 	default: {
-		char *html = tracking_html(&app, loc, s, "m1", "r@x.test", 0), *p;
+		char *html = tracking_html(&app, loc, s, "m1", 0), *p;
 		/* every link made verifies and redirects to what was there */
 		for (p = html; p && (p = strstr(p, "https://mb.example/")) != NULL; p++) {
 			size_t n = strcspn(p + 18, "\"' >");

@@ -10,6 +10,7 @@
 #include "store_kv.h"
 #include "util.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,8 +90,8 @@ engagement_next(const struct ghl_result *res, int attempts, int max_attempts, in
 }
 
 void
-engagement_counters(const struct engage_batch *b, struct ghl_event_count **ev, size_t *n_ev,
-    struct ghl_recipient **rcpts, size_t *n_rcpts, bool *has)
+engagement_counters(const struct engage_batch *b, const char *sole_rcpt, struct ghl_event_count **ev,
+    size_t *n_ev, struct ghl_recipient **rcpts, size_t *n_rcpts, bool *has)
 {
 	int count[ENG_KIND_N] = { 0 };
 
@@ -103,11 +104,10 @@ engagement_counters(const struct engage_batch *b, struct ghl_event_count **ev, s
 		if (k < 0)
 			continue;
 		count[k]++;
+		/* an open or a click names the recipient when there is only one */
+		if ((k == ENG_OPENED || k == ENG_CLICKED) && sole_rcpt && !has[k])
+			(*rcpts)[(*n_rcpts)++] = (struct ghl_recipient){ sole_rcpt, engage_name((enum engage_kind)k), NULL };
 		has[k] = true;
-		/* an open or a click names its recipient when the token did */
-		if ((k == ENG_OPENED || k == ENG_CLICKED) && b->rows[i].who && *b->rows[i].who)
-			(*rcpts)[(*n_rcpts)++] = (struct ghl_recipient){ b->rows[i].who, engage_name((enum engage_kind)k),
-				NULL };
 	}
 	for (int k = 0; k < ENG_KIND_N; k++)
 		if (count[k])
@@ -125,7 +125,8 @@ post_batch(struct engagement *e, struct engage_batch *b)
 	bool has[ENG_KIND_N];
 	struct ghl_result res = { 0 };
 	struct job *job = NULL;
-	const char *status, *job_status = NULL;
+	const char *status, *job_status = NULL, *sole = NULL;
+	json_t *rs = NULL;
 	int64_t delay;
 	int r;
 
@@ -136,9 +137,13 @@ post_batch(struct engagement *e, struct engage_batch *b)
 			log_error("engagement: messageId=%s not recorded (store error)", b->message_id);
 		return;
 	}
-	if (store_job_get(app->store, b->message_id, &job) == 1)
+	if (store_job_get(app->store, b->message_id, &job) == 1) {
 		job_status = job_report_status_name(job->fsm.status);
-	engagement_counters(b, &ev, &n_ev, &rcpts, &n_rcpts, has);
+		rs = job->rcpt_state ? json_loads(job->rcpt_state, 0, NULL) : NULL;
+		if (json_object_size(rs) == 1)
+			sole = json_object_iter_key(json_object_iter(rs));
+	}
+	engagement_counters(b, sole, &ev, &n_ev, &rcpts, &n_rcpts, has);
 	status = engage_status(job_status, has);
 	ghl_update_email_status(app->ghl, b->location_id, b->message_id, status, rcpts, n_rcpts, ev, n_ev, &res);
 	if (engagement_v3_missing(app, b->location_id, &res)) {
@@ -166,6 +171,7 @@ post_batch(struct engagement *e, struct engage_batch *b)
 		    "lease ends", b->message_id);
 	ghl_result_clear(&res);
 	store_job_free(job);
+	json_decref(rs);
 	free(ev);
 	free(rcpts);
 }

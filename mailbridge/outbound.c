@@ -169,9 +169,7 @@ outbound_render(struct job_ctx *c, size_t *len_r)
 	char *fbid = xasprintf("%s:%s:mailbridge", c->p->user_id && *c->p->user_id ? c->p->user_id : "provider",
 	    c->loc->id);
 	char *unsub = unsubscribe_header(c->ob->app, c->loc, c->reply_token, c->p->contact_id, c->p->message_id);
-	/* opens and clicks name the recipient when there is only one */
-	const char *who = c->p->n_to == 1 && c->p->n_cc == 0 && c->p->n_bcc == 0 ? c->p->to[0].addr : NULL;
-	char *tracked = tracking_html(c->ob->app, c->loc, c->p->html, c->p->message_id, who, now_ms());
+	char *tracked = tracking_html(c->ob->app, c->loc, c->p->html, c->p->message_id, now_ms());
 	char *out;
 	struct mime_out m = {
 		.from = &c->from, .reply_to = c->reply_to,
@@ -674,7 +672,7 @@ report_v3(struct outbound *ob, struct job *job, const char *status, struct ghl_r
 		rs = json_object();
 	n = report_recipients(rs, status, loc && loc->delivered_on == DELIVERED_ON_DSN, &rcpts);
 	if (store_engage_claim_message(app->store, job->message_id, now_ms(), REPORT_LEASE_MS, b_r) == 1)
-		engagement_counters(*b_r, &ev, &n_ev, &ev_rcpts, &n_ev_rcpts, has);
+		engagement_counters(*b_r, NULL, &ev, &n_ev, &ev_rcpts, &n_ev_rcpts, has);
 	ghl_update_email_status(app->ghl, job->location_id, job->message_id, status, rcpts, n, ev, n_ev, res);
 	free(rcpts);
 	free(ev);

@@ -113,7 +113,7 @@ track_url(const struct app *app, char kind, const char *payload, const char *suf
 /* What a token names, its MAC checked; strings point into buf. */
 struct track_hit {
 	char kind;                 /* 'o' or 'c' */
-	const char *location_id, *message_id, *who, *url;
+	const char *location_id, *message_id, *url;
 	int64_t sent_s;
 	long index;
 };
@@ -128,8 +128,8 @@ field_ok(const char *s)
 static int
 track_parse(char *buf, char kind, struct track_hit *h)
 {
-	char *f[7];
-	size_t n = 0, want = kind == 'c' ? 7 : 5;
+	char *f[6];
+	size_t n = 0, want = kind == 'c' ? 6 : 4;
 	char *p = buf, *end;
 
 	while (n < want) {
@@ -140,22 +140,21 @@ track_parse(char *buf, char kind, struct track_hit *h)
 			return 0;
 		*p++ = '\0';
 	}
-	if (kind == 'o' && strchr(f[4], '\n'))
+	if (kind == 'o' && strchr(f[3], '\n'))
 		return 0;
 	if (strlen(f[0]) != 1 || f[0][0] != kind || !*f[1] || !*f[2])
 		return 0;
 	h->kind = kind;
 	h->location_id = f[1];
 	h->message_id = f[2];
-	h->who = f[3];
-	h->sent_s = strtoll(f[4], &end, 10);
+	h->sent_s = strtoll(f[3], &end, 10);
 	if (kind == 'c') {
 		if (*end)
 			return 0;
-		h->index = strtol(f[5], &end, 10);
-		if (*end || (strncmp(f[6], "http://", 7) && strncmp(f[6], "https://", 8)))
+		h->index = strtol(f[4], &end, 10);
+		if (*end || (strncmp(f[5], "http://", 7) && strncmp(f[5], "https://", 8)))
 			return 0;
-		h->url = f[6];
+		h->url = f[5];
 	} else if (*end) {
 		return 0;
 	}
@@ -314,15 +313,15 @@ add_pixel(const struct app *app, const char *html, const char *prefix)
 
 char *
 tracking_html(const struct app *app, const struct location_config *loc, const char *html, const char *message_id,
-    const char *who, int64_t sent_ms)
+    int64_t sent_ms)
 {
 	char *prefix, *linked = NULL, *out;
 
 	if (!html || !*html || (!loc->track_opens && !loc->track_clicks) || !field_ok(loc->id) ||
-	    !field_ok(message_id) || (who && !field_ok(who)))
+	    !field_ok(message_id))
 		return NULL;
 	/* the fields after the kind, common to both tokens */
-	prefix = xasprintf("%s\n%s\n%s\n%lld", loc->id, message_id, who ? who : "", (long long)(sent_ms / 1000));
+	prefix = xasprintf("%s\n%s\n%lld", loc->id, message_id, (long long)(sent_ms / 1000));
 	if (loc->track_clicks) {
 		char *p = xasprintf("c\n%s", prefix);
 		linked = rewrite_links(app, html, p);
@@ -371,7 +370,7 @@ tracking_is_machine(const char *ua)
 
 /* Hits waiting for the store. */
 struct hit {
-	char *location_id, *message_id, *who;
+	char *location_id, *message_id;
 	enum engage_kind kind;
 };
 
@@ -393,7 +392,7 @@ hit_queue(struct app *app, const struct track_hit *h)
 		return;
 	pthread_mutex_lock(&t->lock);
 	if (t->n < TRACK_QUEUE_MAX) {
-		t->q[t->n++] = (struct hit){ xstrdup(h->location_id), xstrdup(h->message_id), xstrdup(h->who),
+		t->q[t->n++] = (struct hit){ xstrdup(h->location_id), xstrdup(h->message_id),
 			h->kind == 'o' ? ENG_OPENED : ENG_CLICKED };
 		queued = true;
 	}
@@ -424,7 +423,7 @@ writer_step(void *arg, void **slot)
 	t->n = 0;
 	pthread_mutex_unlock(&t->lock);
 	for (size_t i = 0; i < n; i++) {
-		struct engage_add ev = { engage_name(q[i].kind), q[i].who };
+		struct engage_add ev = { engage_name(q[i].kind), "" };
 		int r = store_engage_add(t->app->store, q[i].location_id, q[i].message_id, &ev, 1, 0);
 		if (r < 0)
 			log_error("tracking: messageId=%s %s not recorded (store error)", q[i].message_id, ev.event);
@@ -432,7 +431,6 @@ writer_step(void *arg, void **slot)
 			added += r;
 		free(q[i].location_id);
 		free(q[i].message_id);
-		free(q[i].who);
 	}
 	free(q);
 	if (added > 0)

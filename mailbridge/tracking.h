@@ -6,13 +6,15 @@
  * <public_url>/c/<token>, which answers 302 to the original URL. The text
  * part keeps its links.
  *
- * A token carries what it names (location, messageId, the recipient when
- * the message has only one, the send time, and for a click the link's
- * index and its URL) and an HMAC over all of it under the store's key: a
+ * A token carries what it names (location, messageId, the send time, and
+ * for a click the link's index and its URL; never an address: a URL is
+ * seen by proxies and by whoever a message is forwarded to) and an HMAC
+ * over all of it under the store's key: a
  * redirect goes only to the URL that was signed, and nothing is looked up
  * to answer. A hit is then queued in memory and written to the store's
  * engagement outbox in batches (the "opened" / "clicked" event, each once
- * per message and recipient) off the request's path.
+ * per message) off the request's path; the report names the recipient
+ * when the message had only one.
  *
  * Not counted (a machine, not a reader): HEAD requests; hits within
  * track_min_delay seconds of the send (security gateways fetch at once);
@@ -33,9 +35,9 @@ struct location_config;
 struct tracker;
 
 /* The HTML with tracking added as the location asks (malloc'd), or NULL
- * when nothing changes. who: the only recipient, or NULL. */
+ * when nothing changes. */
 char *tracking_html(const struct app *app, const struct location_config *loc, const char *html,
-    const char *message_id, const char *who, int64_t sent_ms);
+    const char *message_id, int64_t sent_ms);
 
 /* GET|HEAD /o/<token>.gif and /c/<token> (app is struct app *). */
 void tracking_http(void *app, const struct http_request *req, struct http_response *resp);

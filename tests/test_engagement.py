@@ -3,6 +3,7 @@ rejected, permanent_fail, temporary_fail, replied, unsubscribed,
 complained, opened, clicked), each reported once; hard bounces that set
 Email DND; open and click tracking. Real Postfix and Dovecot, the fake
 HighLevel with v3 on (it checks every body against conversations-v3.json)."""
+import base64
 import collections
 import email
 import email.message
@@ -259,6 +260,10 @@ class TestEngagement(unittest.TestCase):
         self.assertEqual((st, hdrs.get("Location")), (302, "http://docs.example/b"))
         tok = links[0][3:]
         payload, mac = tok.split(".")
+        # a token names no address (URLs are seen by proxies, and by whoever
+        # a message is forwarded to)
+        for t in (payload, pixel.group(1)[3:].split(".")[0]):
+            self.assertNotIn(b"@", base64.urlsafe_b64decode(t + "=" * (-len(t) % 4)))
         # change whole characters in the middle: the last one of a base64 run
         # may carry only padding bits, which decoders ignore
         flip = lambda t, i: t[:i] + ("B" if t[i] != "B" else "C") + t[i + 1:]
