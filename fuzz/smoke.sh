@@ -26,7 +26,7 @@ for t in $targets; do
 	smtp_reply) extra="fuzz/relay.c smtp/smtp_client.c smtp/smtp_policy.c transport/netstream.c" runs=40000 ;;
 	imap) extra="fuzz/relay.c $(cd "$src" && ls mailbridge/*.c smtp/*.c imap/*.c transport/*.c store/*.c fsm/*.c ghl/*.c | grep -v -x -e mailbridge/main.c -e mailbridge/daemon.c -e 'mailbridge/ctl.*\.c' -e mailbridge/cli.c)"
 		runs=20000 ;;
-	track) extra="mailbridge/tracking.c mailbridge/engagement.c mailbridge/config.c mailbridge/http.c ghl/ghl.c fsm/engage.c fsm/job.c fsm/inbound_fsm.c $(cd "$src" && ls store/*.c)"
+	track) extra="mailbridge/tracking.c mailbridge/engagement.c mailbridge/config.c mailbridge/http.c mailbridge/metrics.c ghl/ghl.c fsm/engage.c fsm/job.c fsm/inbound_fsm.c $(cd "$src" && ls store/*.c)"
 		runs=200000 ;;
 	*) echo "unknown target $t" >&2; exit 2 ;;
 	esac

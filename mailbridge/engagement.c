@@ -4,6 +4,7 @@
 #include "config.h"
 #include "engage.h"
 #include "log.h"
+#include "metrics.h"
 #include "poller.h"
 #include "store_engage.h"
 #include "store_jobs.h"
@@ -133,6 +134,7 @@ post_batch(struct engagement *e, struct engage_batch *b)
 	if (!engagement_v3(app, b->location_id)) {
 		log_info("engagement: locationId=%s messageId=%s %zu event(s) not reported: HighLevel's v2 status has no "
 		    "place for them", b->location_id, b->message_id, b->n);
+		metrics_inc(M_ENGAGE_V2);
 		if (store_engage_done(app->store, b, "v2: no events") < 0)
 			log_error("engagement: messageId=%s not recorded (store error)", b->message_id);
 		return;
@@ -147,22 +149,26 @@ post_batch(struct engagement *e, struct engage_batch *b)
 	status = engage_status(job_status, has);
 	ghl_update_email_status(app->ghl, b->location_id, b->message_id, status, rcpts, n_rcpts, ev, n_ev, &res);
 	if (engagement_v3_missing(app, b->location_id, &res)) {
+		metrics_inc(M_ENGAGE_V2);
 		r = store_engage_done(app->store, b, "v2: no events");
 	} else switch (engagement_next(&res, b->attempts, ENGAGE_MAX_ATTEMPTS, ENGAGE_BASE_MS, ENGAGE_MAX_MS, &delay)) {
 	case GHL_NEXT_DONE:
 		log_info("engagement: messageId=%s %zu event(s) reported, status=%s", b->message_id, b->n, status);
+		metrics_inc(M_ENGAGE_POSTED);
 		r = store_engage_done(app->store, b, NULL);
 		break;
 	case GHL_NEXT_DEFER:
 	case GHL_NEXT_LATER:
 		log_debug("engagement: messageId=%s again in %lld ms: %s", b->message_id, (long long)delay,
 		    res.error ? res.error : "?");
+		metrics_inc(M_ENGAGE_RETRY);
 		r = store_engage_later(app->store, b, now_ms() + delay, res.error);
 		break;
 	case GHL_NEXT_STOP:
 	default:
 		log_error("engagement: messageId=%s events given up (HTTP %ld): %s", b->message_id, res.status,
 		    res.error ? res.error : "?");
+		metrics_inc(M_ENGAGE_GAVE_UP);
 		r = store_engage_done(app->store, b, res.error ? res.error : "refused");
 		break;
 	}

@@ -47,6 +47,14 @@ static const struct { const char *name, *labels, *help; } series[M__COUNT] = {
 	[M_GHL_THROTTLED] = { "mailbridge_rate_limit_waits_total", "", "Calls held back by our own limiter" },
 	[M_TOKEN_REFRESH_OK] = { "mailbridge_token_refreshes_total", "result=\"ok\"", "OAuth refreshes" },
 	[M_TOKEN_REFRESH_FAILED] = { "mailbridge_token_refreshes_total", "result=\"failed\"", NULL },
+	[M_ENGAGE_POSTED] = { "mailbridge_engagement_batches_total", "result=\"posted\"",
+		"Engagement event batches posted on their own (those riding on a status are not counted here)" },
+	[M_ENGAGE_RETRY] = { "mailbridge_engagement_batches_total", "result=\"retry\"", NULL },
+	[M_ENGAGE_GAVE_UP] = { "mailbridge_engagement_batches_total", "result=\"gave_up\"", NULL },
+	[M_ENGAGE_V2] = { "mailbridge_engagement_batches_total", "result=\"v2_dropped\"", NULL },
+	[M_TRACK_COUNTED] = { "mailbridge_tracking_hits_total", "result=\"counted\"", "Open and click requests" },
+	[M_TRACK_NOT_COUNTED] = { "mailbridge_tracking_hits_total", "result=\"not_counted\"", NULL },
+	[M_TRACK_BAD_TOKEN] = { "mailbridge_tracking_hits_total", "result=\"bad_token\"", NULL },
 };
 
 void

@@ -510,11 +510,17 @@ tracking_http(void *ctx, const struct http_request *req, struct http_response *r
 			return not_found(resp);
 		n -= 4;
 	}
-	if (!(payload = track_check(app, tok, n, kind, &h)) || !(loc = config_location(app->cfg, h.location_id)))
+	if (!(payload = track_check(app, tok, n, kind, &h)) || !(loc = config_location(app->cfg, h.location_id))) {
+		metrics_inc(M_TRACK_BAD_TOKEN);
 		return free(payload), not_found(resp);
+	}
 	if (!head && now_ms() / 1000 - h.sent_s >= loc->track_min_delay &&
-	    !tracking_is_machine(http_header(req, "User-Agent")))
+	    !tracking_is_machine(http_header(req, "User-Agent"))) {
+		metrics_inc(M_TRACK_COUNTED);
 		hit_queue(app, &h);
+	} else {
+		metrics_inc(M_TRACK_NOT_COUNTED);
+	}
 	resp->no_store = true;
 	if (kind == 'o') {
 		resp->status = 200;

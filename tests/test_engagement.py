@@ -116,6 +116,15 @@ def send_mail(msg, rcpts, sender="bob@mail.test"):
         s.sendmail(sender, rcpts, msg.as_bytes())
 
 
+def metric(name):
+    st, body, _ = d.request("GET", "/metrics")
+    assert st == 200, st
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def no_spec_errors(test):
     test.assertEqual([e for e in ghl.spec_errors if "/email/" in e or "/contacts/" in e], [])
 
@@ -253,6 +262,9 @@ class TestEngagement(unittest.TestCase):
         self.assertIn("https://shop.example/a?x=1&y=2", t)      # the text part keeps its links
         self.assertNotIn("/c/", t)
         wait_events(mid, {"delivered": 1})
+        hits = lambda: {r: metric(f'mailbridge_tracking_hits_total{{result="{r}"}}')
+                        for r in ("counted", "not_counted", "bad_token")}
+        before = hits()
         # the redirect goes to the signed link, and only there
         st, _, hdrs = d.request("GET", links[0], headers={"User-Agent": BROWSER})
         self.assertEqual((st, hdrs.get("Location")), (302, "https://shop.example/a?x=1&y=2"))
@@ -283,6 +295,9 @@ class TestEngagement(unittest.TestCase):
         # the reader: counted once however often
         for _ in range(3):
             self.assertEqual(d.request("GET", pixel.group(1), headers={"User-Agent": BROWSER})[0], 200)
+        after = hits()
+        self.assertEqual({k: after[k] - before[k] for k in after},
+                         {"counted": 5, "not_counted": 2, "bad_token": 6})
         got = wait_events(mid, {"opened": 1, "clicked": 1})
         time.sleep(1.5)
         got = events(mid)
