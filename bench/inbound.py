@@ -41,12 +41,14 @@ def run_daemon(srv, ghl, users, port, tls):
                                      "imap_tls": "tls" if tls else "none", "imap_ca_file": srv.cert,
                                      "imap_user": u, "imap_password": u + "pw"}) for u in users]
     d = Daemon(port, ghl.url, locs, log_level="info")
+    t0 = time.time()
     d.start()
-    end = time.time() + 600
+    end = t0 + 600
     while time.time() < end:
         if len(re.findall(r"imap: locationId=\S+ connected", d.log())) >= len(users):
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
+    d.all_connected_s = time.time() - t0
     time.sleep(2.0)
     return d
 
@@ -72,6 +74,7 @@ def main():
         d.cleanup()
         d = run_daemon(srv, ghl, users, 24051, not args.plain)
         rss_big, cpu0 = proc_stat(d.proc.pid)
+        startup_s = d.all_connected_s
         time.sleep(10)
         _, cpu1 = proc_stat(d.proc.pid)
         lat, steps = [], []
@@ -97,6 +100,7 @@ def main():
         lat.sort()
         print(json.dumps({
             "mailboxes": args.n, "connected": connected, "tls": not args.plain,
+            "start_to_all_connected_s": round(startup_s, 2),
             "rss_kib_10_mailboxes": rss_small, "rss_kib_all": rss_big,
             "rss_kib_per_idle_mailbox": round((rss_big - rss_small) / (args.n - len(small)), 1),
             "idle_cpu_percent": round((cpu1 - cpu0) / 10 * 100, 2),

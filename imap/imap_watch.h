@@ -4,7 +4,8 @@
  * work (imap_session.c). A mailbox belongs to exactly one thread at a
  * time: the reactor while it idles or waits, a worker while it works.
  * Reconnects back off with jitter, forever; one dead server never stops
- * the others; start-up is staggered. */
+ * the others; start-up is paced per server (connect_rate logins a second
+ * to each host and port, servers in parallel). */
 #ifndef MB_IMAP_WATCH_H
 #define MB_IMAP_WATCH_H
 
@@ -16,7 +17,7 @@ struct imap_watch;
 
 /* Watches n mailboxes (borrowed, with the sink, until imap_watch_stop). */
 struct imap_watch *imap_watch_start(const struct imap_mailbox *boxes, size_t n, const struct imap_sink *sink,
-    int workers);
+    int workers, int connect_rate);
 void imap_watch_stop(struct imap_watch *w);
 /* Mailboxes connected (idling or polling) right now. */
 size_t imap_watch_connected(struct imap_watch *w);

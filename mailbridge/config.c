@@ -56,6 +56,8 @@ static const struct config_key config_keys[] = {
 	{ SEC_SERVER, "max_body", CT_INT, G(max_body), "4194304", 1024, 1L << 30, false, NULL },
 	{ SEC_SERVER, "connection_limit", CT_INT, G(conn_limit), "512", 1, 60000, false, NULL },
 	{ SEC_SERVER, "connection_timeout", CT_INT, G(conn_timeout), "30", 1, 3600, false, NULL },
+	{ SEC_SERVER, "imap_connect_rate", CT_INT, G(imap_connect_rate), "250", 1, 100000, false, NULL },
+	{ SEC_SERVER, "imap_workers", CT_INT, G(imap_workers), "16", 1, 256, false, NULL },
 	{ SEC_SERVER, "connections_per_ip", CT_INT, G(per_ip_limit), "64", 0, 60000, false, NULL },
 	{ SEC_SERVER, "request_timeout", CT_INT, G(request_timeout), "60", 1, 3600, false, NULL },
 	{ SEC_SERVER, "max_buffered", CT_INT, G(max_buffered), "67108864", 65536, 1L << 34, false, NULL },

@@ -92,6 +92,8 @@ struct config {
 	long max_body;
 	long conn_limit;
 	long conn_timeout;
+	long imap_connect_rate;    /* IMAP logins a second to one server at start-up */
+	long imap_workers;         /* threads that run IMAP logins, fetches and re-IDLEs */
 	long per_ip_limit;         /* connections from one address; 0: no limit */
 	long request_timeout;      /* seconds for a whole request */
 	long max_buffered;         /* bytes of request bodies held at once */

@@ -43,7 +43,7 @@
 
 #define REPORTER_THREADS 2
 #define HOUSEKEEPING_S 3600      /* store retention pass */
-#define IMAP_WORKERS 4
+#define INBOUND_POSTERS 4
 #define DAEMON_MALLOC_ARENAS 2   /* see daemon_serve */
 
 static char **saved_argv;        /* for the re-exec of a SIGHUP reload */
@@ -160,7 +160,7 @@ daemon_serve(const char *path, char **argv)
 	app.unsubscriber = unsubscribe_start(&app);
 	app.engagement = engagement_start(&app);
 	app.tracker = tracking_start(&app);
-	mailboxes = mailboxes_start(&app, IMAP_WORKERS);
+	mailboxes = mailboxes_start(&app, INBOUND_POSTERS, (int)app.cfg->imap_workers);
 	if (app.cfg->lmtp_listen && !(lmtp = lmtp_start(&app, app.cfg->lmtp_listen, &err))) {
 		log_error("%s", err);
 		free(err);

@@ -128,13 +128,13 @@ mailboxes_sink(const struct mailboxes *mb)
 }
 
 struct mailboxes *
-mailboxes_start(struct app *app, int workers)
+mailboxes_start(struct app *app, int posters, int imap_workers)
 {
 	struct mailboxes *mb = mailboxes_new(app);
 
 	/* the posters first: the spool may hold mail from before */
-	mb->queue = inbound_queue_start(app, workers);
-	app->imap = imap_watch_start(mb->boxes, mb->n, &mb->sink, workers);
+	mb->queue = inbound_queue_start(app, posters);
+	app->imap = imap_watch_start(mb->boxes, mb->n, &mb->sink, imap_workers, (int)app->cfg->imap_connect_rate);
 	metrics_gauge_add(mailboxes_write_gauges, mb);
 	return mb;
 }

@@ -32,8 +32,9 @@ struct mailboxes *mailboxes_new(struct app *app);
 int mailboxes_probe(const struct config *cfg, const struct location_config *loc, bool *idle_r, char **detail_r);
 const struct imap_sink *mailboxes_sink(const struct mailboxes *mb);
 /* Starts the posters (inbound_queue.h), then the watcher over every
- * location with a mailbox; workers of each. */
-struct mailboxes *mailboxes_start(struct app *app, int workers);
+ * location with a mailbox: posters post what the spool holds, imap_workers
+ * run the watcher's logins, fetches and re-IDLEs. */
+struct mailboxes *mailboxes_start(struct app *app, int posters, int imap_workers);
 /* Stops the watcher (app->imap goes NULL) and frees. NULL is fine. */
 void mailboxes_stop(struct mailboxes *mb);
 
