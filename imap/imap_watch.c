@@ -281,7 +281,10 @@ imap_watch_start(const struct imap_mailbox *boxes, size_t n, const struct imap_s
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev);
-	w->workers = xcalloc((size_t)workers, sizeof(pthread_t));
+	/* never more threads than mailboxes (none without any) */
+	if ((size_t)workers > n)
+		workers = (int)n;
+	w->workers = xcalloc((size_t)(workers > 0 ? workers : 1), sizeof(pthread_t));
 	for (; w->n_workers < workers; w->n_workers++)
 		pthread_create(&w->workers[w->n_workers], NULL, watch_worker, w);
 	pthread_create(&w->reactor, NULL, watch_reactor, w);
