@@ -167,8 +167,8 @@ daemon_serve(const char *path, char **argv)
 		mailboxes_stop(mailboxes);
 		unsubscribe_stop(app.unsubscriber);
 		tracking_stop(app.tracker);
-		engagement_stop(app.engagement);
 		outbound_stop(app.outbound);
+		engagement_stop(app.engagement);
 		app_close(&app);
 		return 1;
 	}
@@ -194,8 +194,8 @@ daemon_serve(const char *path, char **argv)
 		mailboxes_stop(mailboxes);
 		unsubscribe_stop(app.unsubscriber);
 		tracking_stop(app.tracker);
-		engagement_stop(app.engagement);
 		outbound_stop(app.outbound);
+		engagement_stop(app.engagement);
 		app_close(&app);
 		return 1;
 	}
@@ -245,8 +245,9 @@ daemon_serve(const char *path, char **argv)
 	mailboxes_stop(mailboxes);
 	unsubscribe_stop(app.unsubscriber);
 	tracking_stop(app.tracker);
-	engagement_stop(app.engagement);
+	/* senders wake the events poster: they stop first */
 	outbound_stop(app.outbound);
+	engagement_stop(app.engagement);
 	app_close(&app);
 	if (listen_fd >= 0) {
 		/* in-flight work is finished and the queue is on disk: start over
