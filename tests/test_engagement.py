@@ -94,14 +94,7 @@ def wait_events(mid, want, timeout=20):
 
 
 def wait_mail(user, mid, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        for raw in srv.fetch_all(user):
-            m = email.message_from_bytes(raw)
-            if m["X-Mailbridge-Job"] == mid:
-                return m
-        time.sleep(0.1)
-    raise AssertionError(f"{mid} not delivered to {user}")
+    return srv.wait_job_mail(user, mid, timeout)
 
 
 def part(msg, ctype):

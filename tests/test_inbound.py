@@ -108,14 +108,7 @@ def outbound(location="LIn", to="bob@mail.test", **kw):
 
 
 def wait_for(user, mid, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        for raw in srv.fetch_all(user):
-            m = email.message_from_bytes(raw)
-            if m["X-Mailbridge-Job"] == mid:
-                return m
-        time.sleep(0.1)
-    raise AssertionError(f"{mid} not delivered to {user}")
+    return srv.wait_job_mail(user, mid, timeout)
 
 
 def reply_to(orig, body, sender="Bob Builder <bob@mail.test>", keep_threading=True, to=None):

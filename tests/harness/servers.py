@@ -332,6 +332,19 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 out.append(msg[0][1])
             return out
 
+    def wait_job_mail(self, user, job, timeout=15.0):
+        """The first message of mailbridge job (its X-Mailbridge-Job) in
+        user's INBOX, parsed; AssertionError when none comes in time."""
+        import email
+        end = time.time() + timeout
+        while time.time() < end:
+            for raw in self.fetch_all(user):
+                m = email.message_from_bytes(raw)
+                if m["X-Mailbridge-Job"] == job:
+                    return m
+            time.sleep(0.1)
+        raise AssertionError(f"{job} not delivered to {user}")
+
     def wait_mail(self, user, count, timeout=15.0):
         end = time.time() + timeout
         msgs = []
