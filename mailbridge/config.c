@@ -858,6 +858,31 @@ config_plus_boxes(struct location_config *loc, FILE *err, int *errors)
 /* Each message names the line of the key at fault (the section's first
  * line for a key that is missing). Enumerated values were checked as
  * they were read, against the key's choices. */
+/* Tracking links go to public_url: a loopback one (the default) reaches
+ * no recipient, and plain http shows as "not secure" in mail clients. */
+static void
+warn_tracking_unreachable(const struct config *cfg, const struct location_config *loc, FILE *err)
+{
+	const char *u = cfg->public_url, *h = strstr(u, "://");
+	char host[256];
+	size_t n;
+
+	if ((!loc->track_opens && !loc->track_clicks) || !h)
+		return;
+	h += 3;
+	if (*h == '[')
+		n = strcspn(++h, "]");
+	else
+		n = strcspn(h, ":/");
+	snprintf(host, sizeof(host), "%.*s", (int)(n < sizeof(host) ? n : sizeof(host) - 1), h);
+	if (netaddr_text_is_loopback(host) || !strcasecmp(host, "localhost"))
+		fprintf(err, "%s: warning: tracking links go to public_url %s, which no recipient can reach\n",
+		    lwhere(loc, loc->track_opens ? "track_opens" : "track_clicks"), u);
+	else if (strncmp(u, "https://", 8))
+		fprintf(err, "%s: warning: tracking links go to public_url %s: use https (mail clients flag http "
+		    "links)\n", lwhere(loc, loc->track_opens ? "track_opens" : "track_clicks"), u);
+}
+
 static void
 config_check_location(struct location_config *loc, FILE *err, int *errors)
 {
@@ -1065,8 +1090,10 @@ config_check(struct config *cfg, FILE *err, int *errors)
 		fprintf(err, "%s: retry_base is larger than retry_max\n", where(cfg, "retry_base"));
 		(*errors)++;
 	}
-	for (size_t i = 0; i < cfg->n_locations; i++)
+	for (size_t i = 0; i < cfg->n_locations; i++) {
 		config_check_location(&cfg->locations[i], err, errors);
+		warn_tracking_unreachable(cfg, &cfg->locations[i], err);
+	}
 }
 
 struct config *

@@ -92,6 +92,13 @@ main(void)
 		{ "[location L1]\nfrom = a@b.test\n", false, "smtp_host is required" },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nmode = custom\n", false, "needs provider_id" },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nother_sender_replies = thread\n", true, NULL },
+		/* tracking needs a public_url recipients can reach */
+		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\ntrack_opens = yes\n", true,
+		  "main.conf:4: warning: tracking links go to public_url http://127.0.0.1:8080, which no recipient" },
+		{ "[server]\npublic_url = http://mb.example/\n[location L1]\nfrom = a@b.test\nsmtp_host = h\n"
+		  "track_clicks = yes\n", true, "main.conf:6: warning: tracking links go to public_url http://mb.example/: use https" },
+		{ "[server]\npublic_url = https://mb.example/\n[location L1]\nfrom = a@b.test\nsmtp_host = h\n"
+		  "track_clicks = yes\ntrack_opens = yes\n", true, NULL },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nother_sender_replies = mine\n", false,
 		  "other_sender_replies must be own or thread" },
 		{ "[location L1]\nfrom = a@b.test\nsmtp_host = h\nsmtp_tls = maybe\n", false,
