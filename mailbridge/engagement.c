@@ -91,28 +91,23 @@ engagement_next(const struct ghl_result *res, int attempts, int max_attempts, in
 }
 
 void
-engagement_counters(const struct engage_batch *b, const char *sole_rcpt, struct ghl_event_count **ev,
-    size_t *n_ev, struct ghl_recipient **rcpts, size_t *n_rcpts, bool *has)
+engagement_counters(const struct engage_batch *b, struct ghl_event_count **ev, size_t *n_ev, bool *has)
 {
 	int count[ENG_KIND_N] = { 0 };
 
-	memset(has, 0, sizeof(bool) * ENG_KIND_N);
 	*ev = xcalloc(ENG_KIND_N, sizeof(**ev));
-	*rcpts = xcalloc(b->n + 1, sizeof(**rcpts));
-	*n_ev = *n_rcpts = 0;
+	*n_ev = 0;
 	for (size_t i = 0; i < b->n; i++) {
 		int k = engage_parse(b->rows[i].event);
-		if (k < 0)
-			continue;
-		count[k]++;
-		/* an open or a click names the recipient when there is only one */
-		if ((k == ENG_OPENED || k == ENG_CLICKED) && sole_rcpt && !has[k])
-			(*rcpts)[(*n_rcpts)++] = (struct ghl_recipient){ sole_rcpt, engage_name((enum engage_kind)k), NULL };
-		has[k] = true;
+		if (k >= 0)
+			count[k]++;
 	}
-	for (int k = 0; k < ENG_KIND_N; k++)
+	for (int k = 0; k < ENG_KIND_N; k++) {
+		if (has)
+			has[k] = count[k] > 0;
 		if (count[k])
 			(*ev)[(*n_ev)++] = (struct ghl_event_count){ engage_name((enum engage_kind)k), count[k] };
+	}
 }
 
 /* A batch without a status report of its own. */
@@ -121,8 +116,8 @@ post_batch(struct engagement *e, struct engage_batch *b)
 {
 	struct app *app = e->app;
 	struct ghl_event_count *ev;
-	struct ghl_recipient *rcpts;
-	size_t n_ev, n_rcpts;
+	struct ghl_recipient rcpts[2];
+	size_t n_ev, n_rcpts = 0;
 	bool has[ENG_KIND_N];
 	struct ghl_result res = { 0 };
 	struct job *job = NULL;
@@ -145,7 +140,12 @@ post_batch(struct engagement *e, struct engage_batch *b)
 		if (json_object_size(rs) == 1)
 			sole = json_object_iter_key(json_object_iter(rs));
 	}
-	engagement_counters(b, sole, &ev, &n_ev, &rcpts, &n_rcpts, has);
+	engagement_counters(b, &ev, &n_ev, has);
+	/* an open or a click names the recipient when there was only one */
+	if (sole && has[ENG_OPENED])
+		rcpts[n_rcpts++] = (struct ghl_recipient){ sole, engage_name(ENG_OPENED), NULL };
+	if (sole && has[ENG_CLICKED])
+		rcpts[n_rcpts++] = (struct ghl_recipient){ sole, engage_name(ENG_CLICKED), NULL };
 	status = engage_status(job_status, has);
 	ghl_update_email_status(app->ghl, b->location_id, b->message_id, status, rcpts, n_rcpts, ev, n_ev, &res);
 	if (engagement_v3_missing(app, b->location_id, &res)) {
@@ -179,7 +179,6 @@ post_batch(struct engagement *e, struct engage_batch *b)
 	store_job_free(job);
 	json_decref(rs);
 	free(ev);
-	free(rcpts);
 }
 
 static int64_t

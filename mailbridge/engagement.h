@@ -37,12 +37,10 @@ bool engagement_v3(struct app *app, const char *location_id);
  * and returns true (the caller falls back); else false. */
 bool engagement_v3_missing(struct app *app, const char *location_id, const struct ghl_result *res);
 
-/* A batch's events as counters for ghl_update_email_status, and the
- * recipient entries an open or a click gives sole_rcpt (the message's only
- * recipient, or NULL: none). Strings borrowed from b and sole_rcpt; free
- * *ev and *rcpts. has[] gets which kinds are there. */
-void engagement_counters(const struct engage_batch *b, const char *sole_rcpt, struct ghl_event_count **ev,
-    size_t *n_ev, struct ghl_recipient **rcpts, size_t *n_rcpts, bool *has);
+/* A batch's events as counters for ghl_update_email_status (names
+ * static; free *ev). has (ENG_KIND_N entries, or NULL) gets which kinds
+ * are there. */
+void engagement_counters(const struct engage_batch *b, struct ghl_event_count **ev, size_t *n_ev, bool *has);
 
 /* What to do after a HighLevel call that was attempt `attempts` of a
  * report (a status, events, a DND): the shared rules. */

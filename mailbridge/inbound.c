@@ -455,7 +455,7 @@ inbound_skip(struct app *app, const struct location_config *loc, const char *key
  * Microsoft JMRP): never posted. When the returned message is one we sent
  * for this location and carries its own reply token (so whoever sent the
  * report had the message), the contact's Email DND is set as for an
- * unsubscribe. The complained event is not reported yet (issue 12). */
+ * unsubscribe, and the message's "complained" event is reported. */
 static enum inbound_result
 inbound_arf(struct app *app, const struct location_config *loc, const struct inbound_msg *m, const char *key)
 {

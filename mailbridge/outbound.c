@@ -659,9 +659,8 @@ report_v3(struct outbound *ob, struct job *job, const char *status, struct ghl_r
 	struct app *app = ob->app;
 	const struct location_config *loc = config_location(app->cfg, job->location_id);
 	struct ghl_event_count *ev = NULL;
-	struct ghl_recipient *rcpts, *ev_rcpts = NULL;
-	size_t n, n_ev = 0, n_ev_rcpts;
-	bool has[ENG_KIND_N];
+	struct ghl_recipient *rcpts;
+	size_t n, n_ev = 0;
 	json_t *rs;
 
 	*b_r = NULL;
@@ -672,11 +671,10 @@ report_v3(struct outbound *ob, struct job *job, const char *status, struct ghl_r
 		rs = json_object();
 	n = report_recipients(rs, status, loc && loc->delivered_on == DELIVERED_ON_DSN, &rcpts);
 	if (store_engage_claim_message(app->store, job->message_id, now_ms(), REPORT_LEASE_MS, b_r) == 1)
-		engagement_counters(*b_r, NULL, &ev, &n_ev, &ev_rcpts, &n_ev_rcpts, has);
+		engagement_counters(*b_r, &ev, &n_ev, NULL);
 	ghl_update_email_status(app->ghl, job->location_id, job->message_id, status, rcpts, n, ev, n_ev, res);
 	free(rcpts);
 	free(ev);
-	free(ev_rcpts);
 	json_decref(rs);
 	if (engagement_v3_missing(app, job->location_id, res)) {
 		ghl_result_clear(res);
