@@ -39,6 +39,8 @@ struct ghl {
 	void *token_ctx;
 	ghl_count_fn count_fn;     /* the owner's counters, or NULL */
 	void *count_ctx;
+	ghl_share_fn share_fn;     /* a limiter shared between instances, or NULL */
+	void *share_ctx;
 	/* an outage: requests in a row that got no answer, or a 5xx (under lock) */
 	long streak;
 	int64_t streak_since;      /* ms */
@@ -140,6 +142,13 @@ ghl_set_counter(struct ghl *g, ghl_count_fn fn, void *ctx)
 	g->count_ctx = ctx;
 }
 
+void
+ghl_set_shared_limiter(struct ghl *g, ghl_share_fn fn, void *ctx)
+{
+	g->share_fn = fn;
+	g->share_ctx = ctx;
+}
+
 static void
 count(struct ghl *g, enum ghl_count what, int64_t usec)
 {
@@ -198,16 +207,25 @@ bucket_get(struct ghl *g, const char *location_id)
 static int64_t
 ratelimit_take(struct ghl *g, const char *location_id)
 {
-	int64_t now = mono_ms(), wait = 0, window = g->rate_window * 1000 + GHL_WINDOW_MARGIN_MS;
+	int64_t now = mono_ms(), wait = 0, window = g->rate_window * 1000 + GHL_WINDOW_MARGIN_MS, shared = -1;
 	struct ghl_bucket *b;
 	long day = (long)(time(NULL) / 86400);
 
 	pthread_mutex_lock(&g->lock);
 	b = bucket_get(g, location_id);
+	if (b->blocked_until <= now && g->share_fn) {
+		/* the window every instance draws from (a store round trip:
+		 * not under our lock) */
+		pthread_mutex_unlock(&g->lock);
+		shared = g->share_fn(g->share_ctx, location_id, g->rate_limit, window);
+		pthread_mutex_lock(&g->lock);
+	}
 	/* b->sent[head] is the oldest of the last rate_limit requests */
 	if (b->blocked_until > now) {
 		wait = b->blocked_until - now;
-	} else if (b->sent[b->head] + window > now) {
+	} else if (shared > 0) {
+		wait = shared;
+	} else if (shared < 0 && b->sent[b->head] + window > now) {
 		wait = b->sent[b->head] + window - now;
 	} else {
 		b->sent[b->head] = now;

@@ -61,6 +61,14 @@ void ghl_free(struct ghl *g);
 typedef int (*ghl_token_fn)(void *ctx, const char *location_id, const char *stale, char **token_r);
 void ghl_set_token_source(struct ghl *g, ghl_token_fn fn, void *ctx);
 
+/* A limiter the owner shares with other instances (several mailbridges
+ * on one store): asked for each request instead of our own window, it
+ * answers 0 to go, else the ms to wait (< 0: it cannot tell; our own
+ * window decides). HighLevel's limit is per location, whoever calls. Set
+ * once at start-up, before any call. */
+typedef int64_t (*ghl_share_fn)(void *ctx, const char *location_id, long limit, int64_t window_ms);
+void ghl_set_shared_limiter(struct ghl *g, ghl_share_fn fn, void *ctx);
+
 /* What the client counts, for the owner's metrics: one call per event. */
 enum ghl_count {
 	GHL_COUNT_2XX, GHL_COUNT_4XX, GHL_COUNT_429, GHL_COUNT_5XX, GHL_COUNT_NETWORK,

@@ -10,12 +10,15 @@
 #include "plugin_host.h"
 #include "sig.h"
 #include "store.h"
+#include "store_instances.h"
 #include "store_tokens.h"
 #include "util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Opens config + store for a command; NULL on failure (printed). */
 struct config *
@@ -36,7 +39,15 @@ app_open_as(struct app *app, const char *path, bool readonly)
 	app->cfg = app_load_config(path);
 	if (!app->cfg)
 		return -1;
-	app->store = readonly ? store_open_readonly(app->cfg->data_dir, &err) : store_open(app->cfg->data_dir, &err);
+	/* data_dir holds spooled attachments whatever the backend (SQLite
+	 * also keeps its database there) */
+	if (!readonly && mkdir(app->cfg->data_dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "mailbridge: cannot create data_dir %s: %s\n", app->cfg->data_dir, strerror(errno));
+		config_free(app->cfg);
+		return -1;
+	}
+	app->store = store_open_conf(&(struct store_conf){ .backend = app->cfg->store_backend,
+	    .data_dir = app->cfg->data_dir, .dsn = app->cfg->store_dsn, .pool = (int)app->cfg->store_pool }, readonly, &err);
 	if (!app->store) {
 		fprintf(stderr, "mailbridge: %s\n", err);
 		free(err);
@@ -102,6 +113,13 @@ app_ghl_count(void *arg, enum ghl_count what, int64_t usec)
 		metrics_observe(H_HIGHLEVEL_CALL, usec);
 }
 
+/* HighLevel's window, shared through the store by every instance on it. */
+static int64_t
+app_shared_limit(void *ctx, const char *location_id, long limit, int64_t window_ms)
+{
+	return store_rate_take(ctx, location_id, limit, window_ms);
+}
+
 void
 app_open_highlevel(struct app *app)
 {
@@ -111,6 +129,8 @@ app_open_highlevel(struct app *app)
 
 	app->ghl = ghl_new(&p);
 	ghl_set_counter(app->ghl, app_ghl_count, NULL);
+	if (store_is_shared(app->store))
+		ghl_set_shared_limiter(app->ghl, app_shared_limit, app->store);
 	if (app->cfg->client_id)
 		app->oauth = oauth_new(app->cfg, app->store, app->ghl);
 	ghl_set_token_source(app->ghl, app_token, app);

@@ -61,6 +61,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_SERVER, "connections_per_ip", CT_INT, G(per_ip_limit), "64", 0, 60000, false, NULL },
 	{ SEC_SERVER, "request_timeout", CT_INT, G(request_timeout), "60", 1, 3600, false, NULL },
 	{ SEC_SERVER, "max_buffered", CT_INT, G(max_buffered), "67108864", 65536, 1L << 34, false, NULL },
+	{ SEC_SERVER, "instance", CT_STR, G(instance), NULL, 0, 0, false, NULL },
 	{ SEC_SERVER, "log_level", CT_STR, G(log_level), "info", 0, 0, false, "error|warn|info|debug" },
 	{ SEC_SERVER, "lmtp_listen", CT_STR, G(lmtp_listen), NULL, 0, 0, false, NULL },
 	{ SEC_SERVER, "lmtp_allow", CT_STR, G(lmtp_allow), "127.0.0.0/8 ::1", 0, 0, false, NULL },
@@ -87,6 +88,11 @@ static const struct config_key config_keys[] = {
 	{ SEC_HIGHLEVEL, "ca_file", CT_PATH, G(api_ca_file), NULL, 0, 0, false, NULL },
 
 	{ SEC_STORE, "data_dir", CT_PATH, G(data_dir), "data", 0, 0, false, NULL },
+	{ SEC_STORE, "backend", CT_STR, G(store_backend), "sqlite", 0, 0, false, "sqlite|postgresql" },
+	{ SEC_STORE, "dsn", CT_STR, G(store_dsn), NULL, 0, 0, true, NULL },
+	{ SEC_STORE, "dsn_file", CT_PATH, G(store_dsn_file), NULL, 0, 0, false, NULL },
+	{ SEC_STORE, "pool", CT_INT, G(store_pool), "4", 1, 64, false, NULL },
+	{ SEC_STORE, "lease", CT_INT, G(store_lease), "30", 5, 3600, false, NULL },
 	{ SEC_STORE, "workers", CT_INT, G(workers), "4", 1, 256, false, NULL },
 	{ SEC_STORE, "max_lifetime", CT_INT, G(max_lifetime), "432000", 1, 60L * 86400, false, NULL },
 	{ SEC_STORE, "retry_base", CT_INT, G(retry_base), "60", 1, 86400, false, NULL },
@@ -1045,6 +1051,19 @@ config_check(struct config *cfg, FILE *err, int *errors)
 	if (cfg->max_attachment > cfg->max_attachments) {
 		fprintf(err, "%s: max_attachment is larger than max_attachments (the whole message's)\n",
 		    where(cfg, "max_attachment"));
+		(*errors)++;
+	}
+	if (cfg->store_dsn_file) {
+		if (cfg->store_dsn) {
+			fprintf(err, "%s: dsn and dsn_file: set one\n", where(cfg, "dsn_file"));
+			(*errors)++;
+		} else {
+			cfg->store_dsn = read_secret(cfg->store_dsn_file, err, where(cfg, "dsn_file"), errors);
+		}
+	}
+	if (strcmp(cfg->store_backend, "postgresql") == 0 && !cfg->store_dsn && !cfg->store_dsn_file) {
+		fprintf(err, "%s: backend = postgresql needs dsn or dsn_file (e.g. postgresql://mailbridge@db1/mailbridge)\n",
+		    where(cfg, "backend"));
 		(*errors)++;
 	}
 	if (cfg->token_key_file) {

@@ -88,6 +88,7 @@ struct config {
 	char *listen;              /* "host:port" */
 	char *listen_host;
 	int listen_port;
+	char *instance;            /* this instance's name (NULL: host:port, see instance.c) */
 	char *public_url;
 	long max_body;
 	long conn_limit;
@@ -125,6 +126,11 @@ struct config {
 	char *api_ca_file;
 	/* [store] */
 	char *data_dir;
+	char *store_backend;       /* sqlite | postgresql */
+	char *store_dsn;           /* postgresql: libpq connection string (secret: may hold a password) */
+	char *store_dsn_file;      /* ... or read from this file */
+	long store_pool;           /* postgresql: connections per instance */
+	long store_lease;          /* seconds a silent instance keeps its claims and leases */
 	long workers;
 	long max_lifetime;         /* seconds a job keeps retrying */
 	long retry_base;           /* first retry delay, seconds */

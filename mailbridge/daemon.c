@@ -12,6 +12,7 @@
 #include "http.h"
 #include "mailboxes.h"
 #include "inbound.h"
+#include "instance.h"
 #include "jobs.h"
 #include "lmtp.h"
 #include "log.h"
@@ -129,7 +130,7 @@ daemon_serve(const char *path, char **argv)
 		app_close(&app);
 		return 1;
 	}
-	recovered = jobs_recover(app.store);
+	recovered = instance_start(&app);
 	if (recovered < 0) {
 		log_error("store: cannot put interrupted jobs back in the queue; not starting");
 		app_close(&app);
@@ -206,14 +207,21 @@ daemon_serve(const char *path, char **argv)
 	 * reload's exec this tells it the reload is done */
 	(void)sd_notifyf(0, "READY=1\nSTATUS=listening on %s:%d, %zu location(s)", app.cfg->listen_host,
 	    app.cfg->listen_port, app.cfg->n_locations);
-	/* retention soon after start, then hourly, whatever signals come */
-	for (int64_t housekeeping_at = mono_ms() + 1000;;) {
+	/* the heartbeat (instance.c) at its pace; retention soon after start,
+	 * then hourly, on one instance at a time; whatever signals come */
+	for (int64_t housekeeping_at = mono_ms() + 1000, beat_at = mono_ms() + 1000;;) {
 		struct config *next;
-		int64_t wait_ms = housekeeping_at - mono_ms();
+		int64_t now = mono_ms(), due = housekeeping_at < beat_at ? housekeeping_at : beat_at;
+		int64_t wait_ms = due - now;
 		struct timespec ts = { wait_ms > 0 ? wait_ms / 1000 : 0, wait_ms > 0 ? wait_ms % 1000 * 1000000 : 0 };
 		if ((sig = sigtimedwait(&set, NULL, &ts)) < 0) {
-			if (errno == EAGAIN) {
-				housekeeping(&app);
+			if (errno != EAGAIN)
+				continue;
+			if (mono_ms() >= beat_at)
+				beat_at = mono_ms() + instance_tick(&app);
+			if (mono_ms() >= housekeeping_at) {
+				if (instance_exclusive(&app, "prune", HOUSEKEEPING_S * 1000LL / 2, housekeeping) < 0)
+					log_error("store: retention skipped: the prune lease cannot be read");
 				housekeeping_at = mono_ms() + HOUSEKEEPING_S * 1000LL;
 			}
 			continue;
@@ -248,6 +256,7 @@ daemon_serve(const char *path, char **argv)
 	/* senders wake the events poster: they stop first */
 	outbound_stop(app.outbound);
 	engagement_stop(app.engagement);
+	instance_stop(&app);
 	app_close(&app);
 	if (listen_fd >= 0) {
 		/* in-flight work is finished and the queue is on disk: start over

@@ -74,9 +74,7 @@ inbound_queue_start(struct app *app, int posters)
 		.step = poster_step, .ctx = q };
 
 	q->app = app;
-	/* claims held by a process that is gone */
-	if (store_spool_release_all(app->store) < 0)
-		log_error("inbound: cannot release the spool's old claims; those messages wait for the next start");
+	/* the last run's claims were released by instance_start */
 	if ((left = store_spool_count(app->store)) > 0)
 		log_info("inbound: %d spooled message(s) from before the start", left);
 	q->posters = poller_start(&pp);

@@ -211,7 +211,7 @@ jobs_dsn(struct store *st, const char *message_id, enum report_status status, in
 }
 
 int
-jobs_recover(struct store *st)
+jobs_recover(struct store *st, bool at_start)
 {
 	int uncertain = 0;
 
@@ -221,8 +221,8 @@ jobs_recover(struct store *st)
 		int n;
 		if (job_on_recover(&cur, &next, &unsure) < 0)
 			continue;
-		n = store_job_move_all(st, cur.job, next.job, unsure,
-		    unsure ? "interrupted during DATA by a restart" : NULL);
+		n = store_job_recover(st, cur.job, next.job, unsure,
+		    unsure ? "interrupted during DATA by a restart" : NULL, at_start);
 		if (n < 0)
 			return -1;
 		if (unsure)

@@ -39,9 +39,11 @@ int jobs_report(struct store *st, struct job *job, enum report_outcome outcome, 
  * ev: its engagement events, in the same commit. */
 int jobs_dsn(struct store *st, const char *message_id, enum report_status status, int code, const char *error,
     const char *event, const char *rcpt_patch, const struct engage_add *ev, size_t n_ev, bool *due_r);
-/* At start, after a crash: every claimed or sending job goes back to
- * queued. Returns how many were uncertain (found sending), or -1. */
-int jobs_recover(struct store *st);
+/* Claimed or sending jobs whose instance is gone go back to queued: at
+ * start, the last run's too (after a crash); then, every heartbeat, those
+ * of other instances that died (store_instances.h). Returns how many were
+ * uncertain (found sending), or -1. */
+int jobs_recover(struct store *st, bool at_start);
 /* An operator's retry and drop, by messageId. */
 int jobs_retry(struct store *st, const char *message_id);
 int jobs_drop(struct store *st, const char *message_id);

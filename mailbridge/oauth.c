@@ -5,6 +5,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "store_inbound.h"
+#include "store_instances.h"
 #include "store_jobs.h"
 #include "store_tokens.h"
 #include "util.h"
@@ -204,6 +205,72 @@ oauth_mint_location(struct oauth *o, const char *company_id, const char *locatio
 	return r;
 }
 
+/* How long an instance waits for another one's refresh of the same key. */
+#define OAUTH_PEER_WAIT_MS 15000
+#define OAUTH_REFRESH_LEASE_MS 30000
+
+static bool
+token_needs_refresh(const struct token *t, const char *stale)
+{
+	return t->expires_at - OAUTH_REFRESH_MARGIN_MS <= now_ms() || (stale && t->access_token &&
+	    strcmp(stale, t->access_token) == 0);
+}
+
+/* Renews *t (caller holds the key lock) when no other instance on the
+ * store does it meanwhile: refresh tokens are single-use, so one instance
+ * at a time holds the lease "refresh:<key>" and refreshes; the others
+ * wait for the new pair in the store. 1 a fresh token in *t, 0 refused,
+ * -1 temporary trouble. */
+static int
+oauth_renew(struct oauth *o, const char *key, const char *stale, struct token **t_r)
+{
+	char *lease = xasprintf("refresh:%s", key);
+	int64_t until = now_ms() + OAUTH_PEER_WAIT_MS;
+	int r, held;
+
+	while ((held = store_lease_take(o->store, lease, OAUTH_REFRESH_LEASE_MS)) == 0 && now_ms() < until) {
+		struct token *nt = NULL;
+		sleep_ms(100);
+		/* another instance's refresh: its new pair is in the store */
+		if (store_token_get(o->store, key, &nt) == 1 && nt->access_token && !token_needs_refresh(nt, stale)) {
+			store_token_free(*t_r);
+			*t_r = nt;
+			free(lease);
+			return 1;
+		}
+		store_token_free(nt);
+	}
+	if (held != 1) {
+		free(lease);
+		return -1;
+	}
+	/* ours: maybe another instance finished just before we took it */
+	{
+		struct token *nt = NULL;
+		if (store_token_get(o->store, key, &nt) == 1 && nt->access_token && !nt->needs_reinstall &&
+		    !token_needs_refresh(nt, stale)) {
+			store_token_free(*t_r);
+			*t_r = nt;
+			store_lease_drop(o->store, lease);
+			free(lease);
+			return 1;
+		}
+		if (nt) {
+			store_token_free(*t_r);
+			*t_r = nt;
+		}
+	}
+	if ((*t_r)->refresh_token)
+		r = oauth_refresh(o, t_r);
+	else if ((*t_r)->company_id && strncmp(key, "company:", 8) != 0)
+		r = oauth_mint_location(o, (*t_r)->company_id, key, t_r);
+	else
+		r = 0;
+	store_lease_drop(o->store, lease);
+	free(lease);
+	return r;
+}
+
 static int
 oauth_token_for_key(struct oauth *o, const char *key, const char *stale, char **token_r)
 {
@@ -220,17 +287,11 @@ oauth_token_for_key(struct oauth *o, const char *key, const char *stale, char **
 		r = t->company_id && strncmp(key, "company:", 8) != 0 ?
 		    oauth_mint_location(o, t->company_id, key, &t) : 0;
 	} else if (r == 1) {
-		bool expiring = t->expires_at - OAUTH_REFRESH_MARGIN_MS <= now_ms();
 		bool rejected = stale && strcmp(stale, t->access_token) == 0;
-		if (expiring || rejected) {
-			if (t->refresh_token)
-				r = oauth_refresh(o, &t);
-			else if (t->company_id && strncmp(key, "company:", 8) != 0)
-				r = oauth_mint_location(o, t->company_id, key, &t);
-			else
-				r = 0;
+		if (token_needs_refresh(t, stale)) {
+			r = oauth_renew(o, key, stale, &t);
 			/* an expiring (not yet rejected) token still works meanwhile */
-			if (r == -1 && !rejected && t->expires_at > now_ms())
+			if (r == -1 && !rejected && t->access_token && t->expires_at > now_ms())
 				r = 1;
 		}
 	}

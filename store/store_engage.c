@@ -44,7 +44,7 @@ store_engage_batch_free(struct engage_batch *b)
 
 /* RETURNING message_id, location_id, event, who, attempts */
 static void
-row_engage(sqlite3_stmt *s, void *arg)
+row_engage(const struct store_row *s, void *arg)
 {
 	struct engage_batch **bp = arg, *b = *bp;
 	struct engage_row *r;
@@ -58,7 +58,7 @@ row_engage(sqlite3_stmt *s, void *arg)
 	r = &b->rows[b->n++];
 	r->event = store_col_text(s, 2);
 	r->who = store_col_text(s, 3);
-	r->attempts = sqlite3_column_int(s, 4);
+	r->attempts = store_col_int(s, 4);
 	if (r->attempts > b->attempts)
 		b->attempts = r->attempts;
 }
@@ -89,7 +89,7 @@ store_engage_claim(struct store *st, int64_t now, int64_t lease_ms, struct engag
 {
 	return claim(st, ENGAGE_LEASE "(SELECT e.message_id FROM engagement e WHERE e.done_at IS NULL AND "
 	    "e.next_at<=?1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id=e.message_id AND j.report_state='"
-	    REPORT_NAME_PENDING "') ORDER BY e.next_at LIMIT 1)" ENGAGE_RETURNING, "ii", now, lease_ms, NULL, b_r);
+	    REPORT_NAME_PENDING "') ORDER BY e.next_at LIMIT 1" STORE_SKIP_LOCKED ")" ENGAGE_RETURNING, "ii", now, lease_ms, NULL, b_r);
 }
 
 int
@@ -141,12 +141,12 @@ struct each_ctx {
 };
 
 static void
-row_each(sqlite3_stmt *s, void *arg)
+row_each(const struct store_row *s, void *arg)
 {
 	struct each_ctx *c = arg;
-	c->fn((const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
-	    sqlite3_column_type(s, 2) == SQLITE_NULL ? 0 : sqlite3_column_int64(s, 2),
-	    (const char *)sqlite3_column_text(s, 3), c->arg);
+	c->fn(store_col_str(s, 0), store_col_str(s, 1),
+	    store_col_null(s, 2) ? 0 : store_col_int(s, 2),
+	    store_col_str(s, 3), c->arg);
 }
 
 int

@@ -8,32 +8,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct event_cb {
+	void (*fn)(int64_t at, const char *message_id, const char *kind, const char *detail, void *arg);
+	void *arg;
+};
+
+static void
+event_row(const struct store_row *r, void *arg)
+{
+	struct event_cb *cb = arg;
+	cb->fn(store_col_int(r, 0), store_col_str(r, 1), store_col_str(r, 2), store_col_str(r, 3), cb->arg);
+}
+
 int
 store_events_recent(struct store *st, const char *location_id, int limit, void (*fn)(int64_t at,
     const char *message_id, const char *kind, const char *detail, void *arg), void *arg)
 {
-	sqlite3_stmt *stmt;
-	int n = 0, r = SQLITE_DONE;
-
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT at, message_id, kind, detail FROM events WHERE location_id=?1 "
-	    "ORDER BY id DESC LIMIT ?2")) == NULL) {
-		store_log_error(st, "recent events");
-		pthread_mutex_unlock(&st->lock);
-		return -1;
-	}
-	sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int(stmt, 2, limit);
-	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
-		fn(sqlite3_column_int64(stmt, 0), (const char *)sqlite3_column_text(stmt, 1),
-		    (const char *)sqlite3_column_text(stmt, 2), (const char *)sqlite3_column_text(stmt, 3), arg);
-		n++;
-	}
-	if (r != SQLITE_DONE)
-		store_log_error(st, "recent events");
-	store_stmt_done(st, stmt);
-	pthread_mutex_unlock(&st->lock);
-	return r == SQLITE_DONE ? n : -1;
+	struct event_cb cb = { fn, arg };
+	return store_query_rows(st, event_row, &cb, "SELECT at, message_id, kind, detail FROM events "
+	    "WHERE location_id=?1 ORDER BY id DESC LIMIT ?2", "si", location_id, (int64_t)limit);
 }
 
 /* Retention. Each DELETE removes at most STORE_PRUNE_BATCH rows, so the
@@ -66,23 +59,24 @@ static const struct prune_spec prune_jobs = {
 	"SELECT id FROM jobs WHERE created_at >= ?1 ORDER BY id LIMIT 1",
 	"DELETE FROM jobs WHERE id IN (" PRUNE_JOBS_BATCH ")",
 	/* the messageIds stay known as 12-byte fingerprints (replay_days) */
-	"INSERT OR IGNORE INTO replay_guard (fp, at) SELECT mb_fp('job:' || message_id), created_at FROM jobs "
-	"WHERE id IN (" PRUNE_JOBS_BATCH ")",
+	"INSERT INTO replay_guard (fp, at) SELECT mb_fp('job:' || message_id), created_at FROM jobs "
+	"WHERE id IN (" PRUNE_JOBS_BATCH ") ON CONFLICT DO NOTHING",
 };
-/* A table pruned by age alone: rows whose rowid lies below the first row
- * at or after the cutoff (events.id is its rowid). */
-#define PRUNE_BY_AGE(table, time_col) { \
-	"SELECT rowid FROM " table " WHERE " time_col " >= ?1 ORDER BY rowid LIMIT 1", \
-	"DELETE FROM " table " WHERE rowid IN (SELECT rowid FROM " table " WHERE rowid < ?2 " \
-	"ORDER BY rowid " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")", NULL, \
+/* A table pruned by age alone: rows whose id lies below the first row at
+ * or after the cutoff. The id is SQLite's rowid (events.id is its rowid);
+ * PostgreSQL's tables carry an identity column of that name. */
+#define PRUNE_BY_AGE(table, id, time_col) { \
+	"SELECT " id " FROM " table " WHERE " time_col " >= ?1 ORDER BY " id " LIMIT 1", \
+	"DELETE FROM " table " WHERE " id " IN (SELECT " id " FROM " table " WHERE " id " < ?2 " \
+	"ORDER BY " id " " PRUNE_LIMIT(STORE_PRUNE_BATCH) ")", NULL, \
 }
-static const struct prune_spec prune_webhooks = PRUNE_BY_AGE("webhook_seen", "received_at");
-static const struct prune_spec prune_inbound = PRUNE_BY_AGE("inbound_seen", "created_at");
-static const struct prune_spec prune_threads = PRUNE_BY_AGE("message_map", "created_at");
-static const struct prune_spec prune_events = PRUNE_BY_AGE("events", "at");
+static const struct prune_spec prune_webhooks = PRUNE_BY_AGE("webhook_seen", "rowid", "received_at");
+static const struct prune_spec prune_inbound = PRUNE_BY_AGE("inbound_seen", "rowid", "created_at");
+static const struct prune_spec prune_threads = PRUNE_BY_AGE("message_map", "rowid", "created_at");
+static const struct prune_spec prune_events = PRUNE_BY_AGE("events", "id", "at");
 /* engagement rows keep an event from being reported twice as long as a
  * reply or a hit can still name the message: the threading window */
-static const struct prune_spec prune_engagement = PRUNE_BY_AGE("engagement", "created_at");
+static const struct prune_spec prune_engagement = PRUNE_BY_AGE("engagement", "rowid", "created_at");
 static const struct prune_spec prune_replays = {
 	NULL,   /* no rowid: by its index on at */
 	"DELETE FROM replay_guard WHERE fp IN (SELECT fp FROM replay_guard WHERE at < ?1 "
@@ -141,26 +135,13 @@ int
 store_events_each(struct store *st, const char *key, void (*fn)(int64_t at, const char *message_id,
     const char *kind, const char *detail, void *arg), void *arg)
 {
-	sqlite3_stmt *stmt;
-	int n = 0;
+	struct event_cb cb = { fn, arg };
 	/* the message itself, what threads to it (replies, DSNs name it in
 	 * detail), and for an address every job or reply that mentions it */
-	static const char *const sql =
+	int n = store_query_rows(st, event_row, &cb,
 	    "SELECT at, message_id, kind, detail FROM events WHERE message_id=?1 OR detail LIKE '%' || ?1 || '%' "
 	    "OR message_id IN (SELECT ghl_message_id FROM message_map WHERE rfc_message_id=?1) "
 	    "OR message_id IN (SELECT j.message_id FROM jobs j LEFT JOIN job_payload p ON p.job_id = j.id "
-	    "WHERE instr(p.payload, ?1) > 0 OR instr(j.rcpt_state, ?1) > 0) ORDER BY at, id LIMIT 1000";
-
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, sql)) != NULL) {
-		sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
-		while (sqlite3_step(stmt) == SQLITE_ROW) {
-			fn(sqlite3_column_int64(stmt, 0), (const char *)sqlite3_column_text(stmt, 1),
-			    (const char *)sqlite3_column_text(stmt, 2), (const char *)sqlite3_column_text(stmt, 3), arg);
-			n++;
-		}
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
-	return n;
+	    "WHERE instr(p.payload, ?1) > 0 OR instr(j.rcpt_state, ?1) > 0) ORDER BY at, id LIMIT 1000", "s", key);
+	return n < 0 ? 0 : n;
 }

@@ -9,12 +9,12 @@
 #include <string.h>
 
 static void
-row_checkpoint(sqlite3_stmt *stmt, void *arg)
+row_checkpoint(const struct store_row *stmt, void *arg)
 {
 	struct imap_checkpoint *c = arg;
-	c->uidvalidity = (uint32_t)sqlite3_column_int64(stmt, 0);
-	c->last_uid = (uint32_t)sqlite3_column_int64(stmt, 1);
-	c->rescan_upto = (uint32_t)sqlite3_column_int64(stmt, 2);
+	c->uidvalidity = (uint32_t)store_col_int(stmt, 0);
+	c->last_uid = (uint32_t)store_col_int(stmt, 1);
+	c->rescan_upto = (uint32_t)store_col_int(stmt, 2);
 }
 
 int
@@ -56,7 +56,8 @@ store_inbound_state(struct store *st, const char *location_id, const char *key, 
 	"summary, raw, attempts, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8) " \
 	"ON CONFLICT(location_id, dedupe_key) DO UPDATE SET state=excluded.state, " \
 	"ghl_message_id=excluded.ghl_message_id, error=excluded.error, " \
-	"summary=COALESCE(excluded.summary, summary), raw=excluded.raw, attempts=attempts+1"
+	"summary=COALESCE(excluded.summary, inbound_seen.summary), raw=excluded.raw, " \
+	"attempts=inbound_seen.attempts+1"
 
 int
 store_inbound_record(struct store *st, const char *location_id, const char *key, enum inbound_state state,
@@ -89,64 +90,69 @@ store_inbound_posted(struct store *st, const char *location_id, const char *key,
 	return store_tx_end(st, "inbound posted", true) < 0 ? -1 : 1;
 }
 
+struct list_cb {
+	void (*fn)(const struct inbound_row *, void *);
+	void *arg;
+};
+
+static void
+list_row(const struct store_row *r, void *arg)
+{
+	struct list_cb *cb = arg;
+	int state_of = inbound_state_parse(store_col_str(r, 2));
+	struct inbound_row row = {
+		.location_id = store_col_str(r, 0),
+		.key = store_col_str(r, 1),
+		.ghl_message_id = store_col_str(r, 3),
+		.error = store_col_str(r, 4),
+		.summary = store_col_str(r, 5),
+		.state = state_of > 0 ? (enum inbound_state)state_of : IN_NEW,
+		.attempts = (int)store_col_int(r, 6), .created_at = store_col_int(r, 7),
+	};
+	cb->fn(&row, cb->arg);
+}
+
 int
 store_inbound_list(struct store *st, enum inbound_state state, void (*fn)(const struct inbound_row *, void *),
     void *arg)
 {
-	sqlite3_stmt *stmt;
-	int n = 0, r;
+	struct list_cb cb = { fn, arg };
+	return store_query_rows(st, list_row, &cb, "SELECT location_id, dedupe_key, state, ghl_message_id, error, "
+	    "summary, attempts, created_at FROM inbound_seen WHERE ?1 IS NULL OR state=?1 ORDER BY created_at DESC "
+	    "LIMIT 1000", "s", inbound_state_name(state));
+}
 
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT location_id, dedupe_key, state, ghl_message_id, error, summary, "
-	    "attempts, created_at FROM inbound_seen WHERE ?1 IS NULL OR state=?1 ORDER BY created_at DESC LIMIT 1000")) == NULL) {
-		pthread_mutex_unlock(&st->lock);
-		return -1;
-	}
-	sqlite3_bind_text(stmt, 1, inbound_state_name(state), -1, SQLITE_STATIC);
-	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
-		int state_of = inbound_state_parse((const char *)sqlite3_column_text(stmt, 2));
-		struct inbound_row row = {
-			.location_id = (const char *)sqlite3_column_text(stmt, 0),
-			.key = (const char *)sqlite3_column_text(stmt, 1),
-			.ghl_message_id = (const char *)sqlite3_column_text(stmt, 3),
-			.error = (const char *)sqlite3_column_text(stmt, 4),
-			.summary = (const char *)sqlite3_column_text(stmt, 5),
-			.state = state_of > 0 ? (enum inbound_state)state_of : IN_NEW,
-			.attempts = sqlite3_column_int(stmt, 6), .created_at = sqlite3_column_int64(stmt, 7),
-		};
-		fn(&row, arg);
-		n++;
-	}
-	store_stmt_done(st, stmt);
-	pthread_mutex_unlock(&st->lock);
-	return r == SQLITE_DONE ? n : -1;
+/* A blob column, copied with a terminating NUL (not counted in *len_r). */
+static char *
+col_blob_copy(const struct store_row *r, int i, size_t *len_r)
+{
+	const void *b = store_col_blob(r, i, len_r);
+	char *out = xmalloc(*len_r + 1);
+	if (*len_r)
+		memcpy(out, b, *len_r);
+	out[*len_r] = '\0';
+	return out;
+}
+
+struct raw_out {
+	char **raw;
+	size_t *len;
+};
+
+static void
+row_raw(const struct store_row *r, void *arg)
+{
+	struct raw_out *o = arg;
+	*o->raw = col_blob_copy(r, 0, o->len);
 }
 
 int
 store_inbound_raw(struct store *st, const char *location_id, const char *key, char **raw_r, size_t *len_r)
 {
-	sqlite3_stmt *stmt;
-	int ret = -1;
-
+	struct raw_out o = { raw_r, len_r };
 	*raw_r = NULL;
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT raw FROM inbound_seen WHERE location_id=?1 AND dedupe_key=?2 "
-	    "AND raw IS NOT NULL")) != NULL) {
-		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
-		if (sqlite3_step(stmt) == SQLITE_ROW) {
-			*len_r = (size_t)sqlite3_column_bytes(stmt, 0);
-			*raw_r = xmalloc(*len_r + 1);
-			memcpy(*raw_r, sqlite3_column_blob(stmt, 0), *len_r);
-			(*raw_r)[*len_r] = '\0';
-			ret = 1;
-		} else {
-			ret = 0;
-		}
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
-	return ret;
+	return store_query_row(st, row_raw, &o, "SELECT raw FROM inbound_seen WHERE location_id=?1 AND dedupe_key=?2 "
+	    "AND raw IS NOT NULL", "ss", location_id, key);
 }
 
 int
@@ -163,12 +169,12 @@ struct watcher_row {
 };
 
 static void
-row_watcher(sqlite3_stmt *stmt, void *arg)
+row_watcher(const struct store_row *stmt, void *arg)
 {
 	struct watcher_row *w = arg;
 	*w->state = store_col_text(stmt, 0);
 	*w->detail = store_col_text(stmt, 1);
-	*w->at = sqlite3_column_int64(stmt, 2);
+	*w->at = store_col_int(stmt, 2);
 }
 
 int
@@ -214,18 +220,14 @@ store_spool_add(struct store *st, const char *location_id, const char *raw, size
 }
 
 static void
-row_spooled(sqlite3_stmt *s, void *arg)
+row_spooled(const struct store_row *s, void *arg)
 {
 	struct spooled *sp = xcalloc(1, sizeof(*sp));
-	sp->id = sqlite3_column_int64(s, 0);
+	sp->id = store_col_int(s, 0);
 	sp->location_id = store_col_text(s, 1);
-	sp->len = (size_t)sqlite3_column_bytes(s, 2);
-	sp->raw = xmalloc(sp->len + 1);
-	if (sp->len)
-		memcpy(sp->raw, sqlite3_column_blob(s, 2), sp->len);
-	sp->raw[sp->len] = '\0';
-	sp->attempts = sqlite3_column_int(s, 3);
-	sp->received_at = sqlite3_column_int64(s, 4);
+	sp->raw = col_blob_copy(s, 2, &sp->len);
+	sp->attempts = store_col_int(s, 3);
+	sp->received_at = store_col_int(s, 4);
 	*(struct spooled **)arg = sp;
 }
 
@@ -234,9 +236,9 @@ store_spool_claim(struct store *st, int64_t now, struct spooled **s_r)
 {
 	*s_r = NULL;
 	return store_query_row(st, row_spooled, s_r,
-	    "UPDATE inbound_spool SET claimed=1, attempts=attempts+1 WHERE id = (SELECT id FROM inbound_spool "
-	    "WHERE claimed=0 AND next_at<=?1 ORDER BY next_at, id LIMIT 1) "
-	    "RETURNING id, location_id, raw, attempts, received_at", "i", now);
+	    "UPDATE inbound_spool SET claimed=1, attempts=attempts+1, owner=?2 WHERE id = (SELECT id FROM inbound_spool "
+	    "WHERE claimed=0 AND next_at<=?1 ORDER BY next_at, id LIMIT 1" STORE_SKIP_LOCKED ") AND claimed=0 "
+	    "RETURNING id, location_id, raw, attempts, received_at", "is", now, st->instance);
 }
 
 int
@@ -255,9 +257,10 @@ store_spool_later(struct store *st, int64_t id, int64_t next_at)
 }
 
 int
-store_spool_release_all(struct store *st)
+store_spool_release(struct store *st, bool mine_too)
 {
-	return store_exec(st, "UPDATE inbound_spool SET claimed=0 WHERE claimed=1", "");
+	return store_exec(st, "UPDATE inbound_spool SET claimed=0, owner=NULL WHERE claimed=1 AND "
+	    STORE_ORPHAN("?1", "?2", "?3"), "sii", st->instance, (int64_t)mine_too, now_ms() - st->lease_ms);
 }
 
 int64_t

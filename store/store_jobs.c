@@ -32,38 +32,38 @@ store_job_free(struct job *job)
 
 /* The three state columns of a row (state, report_state, report_status). */
 static void
-fsm_from_cols(sqlite3_stmt *s, int job, int report, int status, struct job_fsm *f)
+fsm_from_cols(const struct store_row *s, int job, int report, int status, struct job_fsm *f)
 {
-	f->job = job_state_parse((const char *)sqlite3_column_text(s, job));
-	f->report = job_report_state_parse((const char *)sqlite3_column_text(s, report));
-	f->status = job_report_status_parse((const char *)sqlite3_column_text(s, status));
+	f->job = job_state_parse(store_col_str(s, job));
+	f->report = job_report_state_parse(store_col_str(s, report));
+	f->status = job_report_status_parse(store_col_str(s, status));
 }
 
 static struct job *
-job_from_row(sqlite3_stmt *s)
+job_from_row(const struct store_row *s)
 {
 	struct job *j = xcalloc(1, sizeof(*j));
-	j->id = sqlite3_column_int64(s, 0);
+	j->id = store_col_int(s, 0);
 	j->message_id = store_col_text(s, 1);
 	j->location_id = store_col_text(s, 2);
 	j->type = store_col_text(s, 3);
 	j->email_message_id = store_col_text(s, 4);
 	fsm_from_cols(s, 5, 13, 12, &j->fsm);
-	j->attempts = sqlite3_column_int(s, 6);
-	j->next_at = sqlite3_column_int64(s, 7);
-	j->created_at = sqlite3_column_int64(s, 8);
-	j->last_code = sqlite3_column_int(s, 9);
+	j->attempts = store_col_int(s, 6);
+	j->next_at = store_col_int(s, 7);
+	j->created_at = store_col_int(s, 8);
+	j->last_code = store_col_int(s, 9);
 	j->last_error = store_col_text(s, 10);
 	j->rfc_message_id = store_col_text(s, 11);
-	j->report_attempts = sqlite3_column_int(s, 14);
+	j->report_attempts = store_col_int(s, 14);
 	j->report_error = store_col_text(s, 15);
 	j->rcpt_state = store_col_text(s, 16);
-	j->uncertain = sqlite3_column_int(s, 17) != 0;
+	j->uncertain = store_col_int(s, 17) != 0;
 	return j;
 }
 
 static void
-row_job(sqlite3_stmt *stmt, void *arg)
+row_job(const struct store_row *stmt, void *arg)
 {
 	*(struct job **)arg = job_from_row(stmt);
 }
@@ -87,6 +87,7 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
     const char *type, const char *email_message_id, const char *payload)
 {
 	int64_t now = now_ms();
+	int64_t id = -1;
 	int r;
 
 	if (store_tx_begin(st, "job add") < 0)
@@ -95,13 +96,13 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 	 * here (UNIQUE message_id), or the prune left its fingerprint in the
 	 * replay guard (kept replay_days). Only read here: the fingerprint is
 	 * written when the job goes, in the prune's batch, not per webhook */
-	r = store_tx_step(st, "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, "
+	r = store_tx_row(st, store_row_int64, &id, "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, "
 	    "next_at, created_at, updated_at) SELECT ?1, ?2, ?3, ?4, '" JOB_NAME_QUEUED "', ?5, ?5, ?5 "
 	    "WHERE NOT EXISTS (SELECT 1 FROM replay_guard WHERE fp = mb_fp('job:' || ?1)) "
-	    "ON CONFLICT(message_id) DO NOTHING", "ssssi", message_id, location_id, type, email_message_id, now);
+	    "ON CONFLICT(message_id) DO NOTHING RETURNING id", "ssssi", message_id, location_id, type, email_message_id, now);
 	if (r == 1)
 		store_tx_step(st, "INSERT INTO job_payload (job_id, payload) VALUES (?1, ?2)", "is",
-		    sqlite3_last_insert_rowid(st->db), payload);
+		    id, payload);
 	/* the journey's first event rides in the same commit */
 	store_tx_step(st, EVENT_INSERT, "issss", now, message_id, "webhook", r == 1 ? type : "duplicate (ignored)",
 	    location_id);
@@ -123,11 +124,13 @@ store_job_payload(struct store *st, struct job *job)
 int
 store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_state to, struct job **job_r)
 {
+	/* the inner SELECT skips rows another instance is claiming, and the
+	 * outer state test holds after a wait for one (PostgreSQL) */
 	return store_job_query(st, job_r,
-	    "UPDATE jobs SET state=?3, attempts=attempts+1, updated_at=?1 "
+	    "UPDATE jobs SET state=?3, attempts=attempts+1, updated_at=?1, owner=?4 "
 	    "WHERE id = (SELECT id FROM jobs WHERE state=?2 AND next_at<=?1 "
-	    "ORDER BY next_at, id LIMIT 1) RETURNING " JOB_COLUMNS, "iss", now, job_state_name(from),
-	    job_state_name(to));
+	    "ORDER BY next_at, id LIMIT 1" STORE_SKIP_LOCKED ") AND state=?2 RETURNING " JOB_COLUMNS, "isss", now,
+	    job_state_name(from), job_state_name(to), st->instance);
 }
 
 int64_t
@@ -140,7 +143,7 @@ store_job_next_due(struct store *st, enum job_state waiting)
 }
 
 static void
-row_fsm(sqlite3_stmt *s, void *arg)
+row_fsm(const struct store_row *s, void *arg)
 {
 	fsm_from_cols(s, 0, 1, 2, arg);
 }
@@ -154,7 +157,7 @@ store_job_fsm(struct store *st, int64_t id, struct job_fsm *fsm_r)
 
 /* The compare half of a compare-and-set on both states: ?1 the id, then
  * from's three names (report_status may be NULL). */
-#define JOB_CAS_WHERE " WHERE id=?1 AND state=?2 AND report_state=?3 AND report_status IS ?4"
+#define JOB_CAS_WHERE " WHERE id=?1 AND state=?2 AND report_state=?3 AND report_status IS NOT DISTINCT FROM ?4"
 #define JOB_CAS_ARGS(from) job_state_name((from)->job), job_report_state_name((from)->report), \
 	job_report_status_name((from)->status)
 /* ?5 ?6 ?7: the states to write */
@@ -210,18 +213,34 @@ store_job_finish(struct store *st, const struct job *job, const struct job_fsm *
 {
 	return job_write(st, "job finish", job, "send", a->event, a->engage, a->n_engage,
 	    "UPDATE jobs SET " JOB_CAS_SET ", next_at=?8, last_code=?9, updated_at=?10, "
-	    "last_error=IIF(?11, last_error, ?12), report_next_at=IIF(?13, ?10, report_next_at), "
+	    "last_error=CASE WHEN ?11 <> 0 THEN last_error ELSE ?12 END, "
+	    "report_next_at=CASE WHEN ?13 <> 0 THEN ?10 ELSE report_next_at END, "
 	    "rcpt_state=COALESCE(?14, rcpt_state), uncertain=?15" JOB_CAS_WHERE,
 	    "issssssiiiisisi", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), a->next_at, (int64_t)a->code, now_ms(),
 	    (int64_t)a->keep_error, a->error, (int64_t)a->report_due, a->rcpt_state, (int64_t)a->uncertain);
 }
 
 int
-store_job_move_all(struct store *st, enum job_state from, enum job_state to, bool uncertain, const char *error)
+store_job_recover(struct store *st, enum job_state from, enum job_state to, bool uncertain, const char *error,
+    bool mine_too)
 {
-	return store_exec(st, "UPDATE jobs SET state=?2, uncertain=MAX(uncertain, ?3), "
-	    "last_error=COALESCE(?4, last_error) WHERE state=?1", "ssis", job_state_name(from), job_state_name(to),
-	    (int64_t)uncertain, error);
+	int64_t now = now_ms(), stale = now - st->lease_ms;
+	int n;
+
+	if (store_tx_begin(st, "recover") < 0)
+		return -1;
+	/* an uncertain one's trace says so, and whose attempt it was */
+	if (uncertain)
+		store_tx_step(st, "INSERT INTO " EVENT_TABLE " SELECT ?1, message_id, 'recover', ?2 || ' (instance ' || "
+		    "COALESCE(owner, '?') || ')', location_id FROM jobs WHERE state=?3 AND " STORE_ORPHAN("?4", "?5", "?6"),
+		    "isssii", now, error, job_state_name(from), st->instance, (int64_t)mine_too, stale);
+	n = store_tx_step(st, "UPDATE jobs SET state=?2, uncertain=CASE WHEN ?3 > uncertain THEN ?3 ELSE uncertain END, "
+	    "last_error=COALESCE(?4, last_error), owner=NULL WHERE state=?1 AND " STORE_ORPHAN("?5", "?6", "?7"),
+	    "ssissii", job_state_name(from), job_state_name(to), (int64_t)uncertain, error, st->instance,
+	    (int64_t)mine_too, stale);
+	if (store_tx_end(st, "recover", false) < 0)
+		return -1;
+	return n;
 }
 
 int
@@ -234,63 +253,34 @@ store_job_get(struct store *st, const char *message_id, struct job **job_r)
 #define JOB_FILTER_WHERE " WHERE (?1 IS NULL OR state=?1) AND (?2 IS NULL OR location_id=?2)" \
 	" AND (?3=0 OR created_at<?3)"
 
-static void
-bind_filter(sqlite3_stmt *stmt, const struct job_filter *f)
-{
-	const char *state = f->state >= 0 ? job_state_name((enum job_state)f->state) : NULL;
-	if (state)
-		sqlite3_bind_text(stmt, 1, state, -1, SQLITE_STATIC);
-	if (f->location_id)
-		sqlite3_bind_text(stmt, 2, f->location_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(stmt, 3, f->created_before);
-}
+struct list_cb {
+	void (*fn)(const struct job *, void *);
+	void *arg;
+};
 
-static int
-count_matching(struct store *st, const struct job_filter *f)
+static void
+list_row(const struct store_row *row, void *arg)
 {
-	sqlite3_stmt *stmt = store_stmt(st, "SELECT count(*) FROM jobs" JOB_FILTER_WHERE);
-	int n = -1;
-	if (!stmt)
-		return -1;
-	bind_filter(stmt, f);
-	if (sqlite3_step(stmt) == SQLITE_ROW)
-		n = sqlite3_column_int(stmt, 0);
-	store_stmt_done(st, stmt);
-	return n;
+	struct list_cb *cb = arg;
+	struct job *j = job_from_row(row);
+	cb->fn(j, cb->arg);
+	store_job_free(j);
 }
 
 int
 store_job_list(struct store *st, const struct job_filter *f, int limit, int *total,
     void (*fn)(const struct job *, void *), void *arg)
 {
-	sqlite3_stmt *stmt;
-	int n = 0, r;
+	const char *state = f->state >= 0 ? job_state_name((enum job_state)f->state) : NULL;
+	struct list_cb cb = { fn, arg };
+	int64_t n = -1;
 
-	pthread_mutex_lock(&st->lock);
-	if (total && (*total = count_matching(st, f)) < 0) {
-		store_log_error(st, "list");
-		pthread_mutex_unlock(&st->lock);
+	if (total && (store_query_row(st, store_row_int64, &n, "SELECT count(*) FROM jobs" JOB_FILTER_WHERE, "ssi",
+	    state, f->location_id, f->created_before) < 0 || (*total = (int)n) < 0))
 		return -1;
-	}
-	stmt = store_stmt(st, "SELECT " JOB_COLUMNS " FROM jobs" JOB_FILTER_WHERE " ORDER BY id DESC LIMIT ?4");
-	if (!stmt) {
-		store_log_error(st, "list");
-		pthread_mutex_unlock(&st->lock);
-		return -1;
-	}
-	bind_filter(stmt, f);
-	sqlite3_bind_int(stmt, 4, limit);
-	while ((r = sqlite3_step(stmt)) == SQLITE_ROW) {
-		struct job *j = job_from_row(stmt);
-		fn(j, arg);
-		store_job_free(j);
-		n++;
-	}
-	if (r != SQLITE_DONE)
-		store_log_error(st, "list");
-	store_stmt_done(st, stmt);
-	pthread_mutex_unlock(&st->lock);
-	return r == SQLITE_DONE ? n : -1;
+	return store_query_rows(st, list_row, &cb, "SELECT " JOB_COLUMNS " FROM jobs" JOB_FILTER_WHERE
+	    " ORDER BY id DESC LIMIT ?4", "ssii", state, f->location_id, f->created_before,
+	    limit < 0 ? INT64_MAX : (int64_t)limit);
 }
 
 int
@@ -317,39 +307,16 @@ store_job_count(struct store *st, enum job_state state)
 	return (int)n;
 }
 
-/* Steps sql under the lock, each row to row(stmt, arg). 0, or -1. */
-static int
-each_row(struct store *st, const char *what, const char *sql, void (*row)(sqlite3_stmt *stmt, void *arg),
-    void *arg)
-{
-	sqlite3_stmt *stmt;
-	int r;
-
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, sql)) == NULL) {
-		store_log_error(st, what);
-		pthread_mutex_unlock(&st->lock);
-		return -1;
-	}
-	while ((r = sqlite3_step(stmt)) == SQLITE_ROW)
-		row(stmt, arg);
-	if (r != SQLITE_DONE)
-		store_log_error(st, what);
-	store_stmt_done(st, stmt);
-	pthread_mutex_unlock(&st->lock);
-	return r == SQLITE_DONE ? 0 : -1;
-}
-
 struct open_cb {
 	void (*fn)(const char *location_id, int open, int64_t oldest_at, void *arg);
 	void *arg;
 };
 
 static void
-open_row(sqlite3_stmt *stmt, void *arg)
+open_row(const struct store_row *stmt, void *arg)
 {
 	struct open_cb *cb = arg;
-	cb->fn((const char *)sqlite3_column_text(stmt, 0), sqlite3_column_int(stmt, 1), sqlite3_column_int64(stmt, 2),
+	cb->fn(store_col_str(stmt, 0), store_col_int(stmt, 1), store_col_int(stmt, 2),
 	    cb->arg);
 }
 
@@ -359,9 +326,9 @@ store_job_open_by_location(struct store *st, void (*fn)(const char *location_id,
 {
 	struct open_cb cb = { fn, arg };
 	/* the unfinished jobs are few, and found through jobs_due's state */
-	return each_row(st, "open jobs", "SELECT location_id, count(*), min(created_at) FROM jobs "
+	return store_query_rows(st, open_row, &cb, "SELECT location_id, count(*), min(created_at) FROM jobs "
 	    "WHERE state IN ('" JOB_NAME_QUEUED "', '" JOB_NAME_CLAIMED "', '" JOB_NAME_SENDING "') "
-	    "GROUP BY location_id", open_row, &cb);
+	    "GROUP BY location_id", "") < 0 ? -1 : 0;
 }
 
 struct error_cb {
@@ -370,11 +337,11 @@ struct error_cb {
 };
 
 static void
-error_row(sqlite3_stmt *stmt, void *arg)
+error_row(const struct store_row *stmt, void *arg)
 {
 	struct error_cb *cb = arg;
-	cb->fn((const char *)sqlite3_column_text(stmt, 0), (const char *)sqlite3_column_text(stmt, 1),
-	    sqlite3_column_int64(stmt, 2), cb->arg);
+	cb->fn(store_col_str(stmt, 0), store_col_str(stmt, 1),
+	    store_col_int(stmt, 2), cb->arg);
 }
 
 int
@@ -382,10 +349,10 @@ store_job_last_error_by_location(struct store *st, void (*fn)(const char *locati
     int64_t at, void *arg), void *arg)
 {
 	struct error_cb cb = { fn, arg };
-	/* one pass over the kept jobs (keep_days): SQLite takes the bare
-	 * columns from the row that holds max(id) */
-	return each_row(st, "last errors", "SELECT location_id, last_error, updated_at, max(id) FROM jobs "
-	    "WHERE last_error IS NOT NULL AND last_error <> '' GROUP BY location_id", error_row, &cb);
+	/* each location's latest job with an error, over the kept jobs (keep_days) */
+	return store_query_rows(st, error_row, &cb, "SELECT location_id, last_error, updated_at FROM jobs "
+	    "WHERE id IN (SELECT max(id) FROM jobs WHERE last_error IS NOT NULL AND last_error <> '' "
+	    "GROUP BY location_id)", "") < 0 ? -1 : 0;
 }
 
 int
@@ -394,7 +361,8 @@ store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct job *
 	return store_job_query(st, job_r,
 	    "UPDATE jobs SET report_next_at=?2, report_attempts=report_attempts+1 "
 	    "WHERE id = (SELECT id FROM jobs WHERE report_state='" REPORT_NAME_PENDING "' AND report_next_at<=?1 "
-	    "ORDER BY report_next_at, id LIMIT 1) RETURNING " JOB_COLUMNS, "ii", now, now + lease_ms);
+	    "ORDER BY report_next_at, id LIMIT 1" STORE_SKIP_LOCKED ") AND report_next_at<=?1 RETURNING " JOB_COLUMNS,
+	    "ii", now, now + lease_ms);
 }
 
 int
@@ -409,7 +377,8 @@ store_report_finish(struct store *st, const struct job *job, const struct job_fs
 int
 store_report_defer(struct store *st, int64_t id, int64_t next_at)
 {
-	return store_exec(st, "UPDATE jobs SET report_next_at=?2, report_attempts=MAX(report_attempts-1, 0) "
+	return store_exec(st, "UPDATE jobs SET report_next_at=?2, report_attempts=CASE WHEN report_attempts > 0 "
+	    "THEN report_attempts - 1 ELSE 0 END "
 	    "WHERE id=?1", "ii", id, next_at) == 1 ? 1 : -1;
 }
 
@@ -429,9 +398,10 @@ store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *fro
 	/* the report's recipients merged into the job's (RFC 7396 merge patch) */
 	return job_write(st, "job dsn", job, "dsn", event, ev, n_ev,
 	    "UPDATE jobs SET " JOB_CAS_SET ", report_attempts=0, updated_at=?8, "
-	    "report_next_at=IIF(?9, ?8, report_next_at), last_code=IIF(?10 > 0, ?10, last_code), "
+	    "report_next_at=CASE WHEN ?9 <> 0 THEN ?8 ELSE report_next_at END, "
+	    "last_code=CASE WHEN ?10 > 0 THEN ?10 ELSE last_code END, "
 	    "last_error=COALESCE(?11, last_error), "
-	    "rcpt_state=IIF(?12 IS NULL, rcpt_state, json_patch(COALESCE(rcpt_state, '{}'), ?12))" JOB_CAS_WHERE,
+	    "rcpt_state=CASE WHEN ?12 IS NULL THEN rcpt_state ELSE json_patch(COALESCE(rcpt_state, '{}'), ?12) END" JOB_CAS_WHERE,
 	    "issssssiiiss", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), now_ms(), (int64_t)report_due, (int64_t)code,
 	    error, rcpt_patch);
 }

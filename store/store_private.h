@@ -1,93 +1,136 @@
 /* store_private: the engine's insides, for the store's own files
  * (store/ is a private include directory: nothing outside the store
- * library can include this). One SQLite connection behind a mutex, a
- * statement cache, group commit, and small helpers every aggregate file
- * (store_jobs.c, store_threads.c, ...) writes its SQL with. */
+ * library can include this). The seam between the aggregate files
+ * (store_jobs.c, store_threads.c, ...), which hold the SQL and the policy,
+ * and the two backends (store_sqlite.c, store_pg.c), which run it. */
 #ifndef MB_STORE_PRIVATE_H
 #define MB_STORE_PRIVATE_H
 
-#include <pthread.h>
-#include <sqlite3.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "store.h"
 
-#define STORE_BUSY_TIMEOUT_MS 5000
+/* One result row, valid only during the callback that is handed it: the
+ * backend's statement or result, and the row's index in it. */
+struct store_row {
+	const struct store_ops *ops;
+	void *impl;
+	int row;
+};
+typedef void store_row_fn(const struct store_row *row, void *arg);
 
-#define STORE_STMT_CACHE 128
-
-struct store {
-	sqlite3 *db;
-	pthread_mutex_t lock;
-	bool have_token_key;
-	unsigned char token_key[32];
-	/* prepared statements keyed by their SQL text's address: every SQL
-	 * string here is a literal, so the pointer names the statement, and
-	 * parsing SQL once instead of per call is most of our store CPU */
-	struct { const char *sql; sqlite3_stmt *stmt; } cache[STORE_STMT_CACHE];
-
-	/* Group commit for durable writes (store_sync_upto): every commit is
-	 * NORMAL (WAL appended, not synced); a write that acknowledges
-	 * something waits until an fdatasync of the WAL file covers it. One
-	 * fsync then covers every commit made while the previous one ran,
-	 * instead of each FULL commit holding `lock` through its own fsync. */
-	char *wal_path;
-	int wal_fd;                /* ours, opened lazily; -1 until then */
-	atomic_uint_fast64_t committed;   /* commits so far */
-	pthread_mutex_t sync_lock;
-	pthread_cond_t sync_cond;
-	uint64_t synced;           /* commits known to be on disk */
-	bool syncing;              /* a thread is in fdatasync() */
-	bool tx_failed;            /* a step of the open store_tx_begin failed */
+/* What a backend provides (store_sqlite.c, store_pg.c). SQL reaches it as
+ * written in the aggregate files: a dialect both engines read, with ?N
+ * parameters (see store_pg.c for the little it translates). fmt binds
+ * args: 'i' int64_t, 's' const char * (NULL binds NULL), 'b' const void *
+ * and size_t (a blob; NULL binds NULL). */
+struct store_ops {
+	const char *name;
+	bool shared;               /* several instances can run on it */
+	/* one statement in its own commit: rows changed, or -1 (logged); a
+	 * uniqueness conflict is 0 changed. durable: on disk on return */
+	int (*exec)(struct store *st, bool durable, const char *sql, const char *fmt, va_list ap);
+	/* up to max rows to fn: how many, or -1 (logged) */
+	int (*query)(struct store *st, int max, store_row_fn *fn, void *arg, const char *sql, const char *fmt,
+	    va_list ap);
+	/* a transaction, begun and ended on the calling thread */
+	int (*tx_begin)(struct store *st, const char *what);
+	/* extra: a failure undoes this statement alone; fn (may be NULL)
+	 * gets up to max rows (RETURNING); rows changed or returned, or -1 */
+	int (*tx_step)(struct store *st, bool extra, int max, store_row_fn *fn, void *arg, const char *sql,
+	    const char *fmt, va_list ap);
+	int (*tx_end)(struct store *st, const char *what, bool durable);
+	void (*close)(struct store *st);
+	int (*backup)(struct store *st, const char *path, int64_t *bytes_r, char **error_r);
+	void (*memory)(struct store *st, int64_t *heap_r, int64_t *file_r);
+	/* row readers (see store_col_* below) */
+	bool (*col_null)(const struct store_row *r, int i);
+	int64_t (*col_int)(const struct store_row *r, int i);
+	const char *(*col_str)(const struct store_row *r, int i);
+	const void *(*col_blob)(const struct store_row *r, int i, size_t *len_r);
 };
 
-/* Statements by their SQL text (a literal: its address names it). */
-void store_log_error(struct store *st, const char *what);
-sqlite3_stmt *store_stmt(struct store *st, const char *sql);
-void store_stmt_done(struct store *st, sqlite3_stmt *stmt);
-int store_unlock_write(struct store *st, bool durable);
-/* fmt binds args: 'i' int64_t, 's' const char * (NULL binds NULL), 'b'
- * const void * and size_t (a blob; NULL binds NULL).
- * Returns sqlite3_changes() or -1 (logged); durable ones wait for fsync. */
+struct store {
+	const struct store_ops *ops;
+	void *be;                  /* the backend's own state */
+	bool have_token_key;
+	unsigned char token_key[32];
+	char *instance;            /* this process among those sharing the store */
+	int64_t lease_ms;          /* a silent instance's claims last this long */
+};
+
+/* A claimed row (jobs, inbound_spool) whose claimer cannot finish it: no
+ * owner (claimed before owners were kept), ours when mine is not 0 (a
+ * restart: what the last run held), or another instance with no
+ * heartbeat at or after stale. The arguments name parameters ("?4"). */
+#define STORE_ORPHAN(me, mine, stale) "(owner IS NULL OR (owner = " me " AND " mine " <> 0) OR (owner <> " me \
+	" AND owner NOT IN (SELECT name FROM instances WHERE heartbeat_at >= " stale ")))"
+
+/* In a claim's inner SELECT: FOR UPDATE SKIP LOCKED on PostgreSQL, where
+ * instances claim side by side; a comment to SQLite (one writer). */
+#define STORE_SKIP_LOCKED "/*skip locked*/"
+
+/* The schema: entry i moves version i to i+1, per backend (store.c). */
+struct store_migration {
+	const char *sqlite;
+	const char *pg;            /* NULL: covered by the first PostgreSQL entry */
+};
+extern const struct store_migration store_migrations[];
+extern const int store_schema_version;
+
+/* Opening a backend: *st_r set up and migrated, or NULL with *error_r. */
+struct store *store_sqlite_open(const char *data_dir, bool readonly, char **error_r);
+struct store *store_pg_open(const char *dsn, int pool, bool readonly, char **error_r);
+
 int store_exec(struct store *st, const char *sql, const char *fmt, ...);
 int store_exec_durable(struct store *st, const char *sql, const char *fmt, ...);
-/* Several writes in one commit (see store.c). */
+/* Several writes in one commit: store_tx_begin, then steps, then
+ * store_tx_end (commits, or rolls back if a step failed): 0 or -1.
+ * store_tx_extra is a step that may fail alone (a trace event);
+ * store_tx_row hands a step's first returned row to fn. */
 int store_tx_begin(struct store *st, const char *what);
 int store_tx_step(struct store *st, const char *sql, const char *fmt, ...);
 int store_tx_step_v(struct store *st, bool extra, const char *sql, const char *fmt, va_list ap);
 int store_tx_extra(struct store *st, const char *sql, const char *fmt, ...);
+int store_tx_row(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
 int store_tx_end(struct store *st, const char *what, bool durable);
 /* First row to fn: 1, 0 none, -1 error (logged). */
-int store_query_row(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
-    const char *fmt, ...);
-int store_query_row_v(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
-    const char *fmt, va_list ap);
+int store_query_row(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
+int store_query_row_v(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt,
+    va_list ap);
 /* Every row to fn: how many, or -1 (logged). */
-int store_query_rows(struct store *st, void (*fn)(sqlite3_stmt *, void *), void *arg, const char *sql,
-    const char *fmt, ...);
-/* Row readers for store_query_row; a column's text, copied (NULL stays NULL). */
-char *store_col_text(sqlite3_stmt *stmt, int i);
-void store_row_int64(sqlite3_stmt *stmt, void *arg);
-void store_row_text(sqlite3_stmt *stmt, void *arg);
-void store_row_none(sqlite3_stmt *stmt, void *arg);
+int store_query_rows(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
 
-#define EVENT_INSERT "INSERT INTO events (at, message_id, kind, detail, location_id) VALUES (?1,?2,?3,?4,?5)"
+/* A column of a row: NULL reads as 0, or as a NULL pointer. */
+bool store_col_null(const struct store_row *r, int i);
+int64_t store_col_int(const struct store_row *r, int i);
+const char *store_col_str(const struct store_row *r, int i);
+const void *store_col_blob(const struct store_row *r, int i, size_t *len_r);
+/* a column's text, copied (NULL stays NULL) */
+char *store_col_text(const struct store_row *r, int i);
+/* Row readers for store_query_row. */
+void store_row_int64(const struct store_row *r, void *arg);    /* NULL: -1 */
+void store_row_text(const struct store_row *r, void *arg);
+void store_row_none(const struct store_row *r, void *arg);
+
+#define EVENT_TABLE "events (at, message_id, kind, detail, location_id)"
+#define EVENT_INSERT "INSERT INTO " EVENT_TABLE " VALUES (?1,?2,?3,?4,?5)"
 
 /* An engagement event (store_engage.h), in a caller's commit: ?1 message,
  * ?2 event, ?3 who, ?4 location, ?5 now. */
-#define ENGAGE_INSERT "INSERT OR IGNORE INTO engagement (message_id, event, who, location_id, created_at, next_at) " \
-	"VALUES (?1,?2,?3,?4,?5,?5)"
+#define ENGAGE_INSERT "INSERT INTO engagement (message_id, event, who, location_id, created_at, next_at) " \
+	"VALUES (?1,?2,?3,?4,?5,?5) ON CONFLICT DO NOTHING"
 
 #define MSGMAP_UPSERT "INSERT INTO message_map (rfc_message_id, location_id, ghl_message_id, " \
 	"email_message_id, alt_id, conversation_id, contact_id, refs, reply_token, created_at) " \
 	"VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) ON CONFLICT(rfc_message_id) DO UPDATE SET " \
-	"ghl_message_id=COALESCE(excluded.ghl_message_id, ghl_message_id), " \
-	"email_message_id=COALESCE(excluded.email_message_id, email_message_id), " \
-	"alt_id=COALESCE(excluded.alt_id, alt_id), conversation_id=COALESCE(excluded.conversation_id, conversation_id), " \
-	"contact_id=COALESCE(excluded.contact_id, contact_id) " \
+	"ghl_message_id=COALESCE(excluded.ghl_message_id, message_map.ghl_message_id), " \
+	"email_message_id=COALESCE(excluded.email_message_id, message_map.email_message_id), " \
+	"alt_id=COALESCE(excluded.alt_id, message_map.alt_id), conversation_id=COALESCE(excluded.conversation_id, message_map.conversation_id), " \
+	"contact_id=COALESCE(excluded.contact_id, message_map.contact_id) " \
 	/* another location's copy of the same message (our mail landing in a \
 	 * mailbox another location reads, or a stranger reusing an id) never \
 	 * rewrites this location's thread */ \

@@ -30,6 +30,22 @@ store_msgmap_put(struct store *st, const struct msgmap *m)
 	return store_exec(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m)) < 0 ? -1 : 1;
 }
 
+static void
+row_msgmap(const struct store_row *r, void *arg)
+{
+	struct msgmap *m = xcalloc(1, sizeof(*m));
+	m->rfc_message_id = store_col_text(r, 0);
+	m->location_id = store_col_text(r, 1);
+	m->ghl_message_id = store_col_text(r, 2);
+	m->email_message_id = store_col_text(r, 3);
+	m->alt_id = store_col_text(r, 4);
+	m->conversation_id = store_col_text(r, 5);
+	m->contact_id = store_col_text(r, 6);
+	m->references = store_col_text(r, 7);
+	m->reply_token = store_col_text(r, 8);
+	*(struct msgmap **)arg = m;
+}
+
 int
 store_msgmap_get(struct store *st, enum msgmap_key by, const char *location_id, const char *key,
     struct msgmap **m_r)
@@ -44,39 +60,8 @@ store_msgmap_get(struct store *st, enum msgmap_key by, const char *location_id, 
 		[MSGMAP_BY_ALT] = MSGMAP_SELECT("alt_id"),
 		[MSGMAP_BY_TOKEN] = MSGMAP_SELECT("reply_token"),
 	};
-	const char *sql;
-	sqlite3_stmt *stmt;
-	int r, ret = -1;
-
 	*m_r = NULL;
 	if ((unsigned)by >= sizeof(sql_by) / sizeof(sql_by[0]))
 		return -1;
-	sql = sql_by[by];
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, sql)) != NULL) {
-		sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
-		sqlite3_bind_text(stmt, 2, location_id, -1, SQLITE_STATIC);
-		r = sqlite3_step(stmt);
-		if (r == SQLITE_ROW) {
-			struct msgmap *m = xcalloc(1, sizeof(*m));
-			m->rfc_message_id = store_col_text(stmt, 0);
-			m->location_id = store_col_text(stmt, 1);
-			m->ghl_message_id = store_col_text(stmt, 2);
-			m->email_message_id = store_col_text(stmt, 3);
-			m->alt_id = store_col_text(stmt, 4);
-			m->conversation_id = store_col_text(stmt, 5);
-			m->contact_id = store_col_text(stmt, 6);
-			m->references = store_col_text(stmt, 7);
-			m->reply_token = store_col_text(stmt, 8);
-			*m_r = m;
-			ret = 1;
-		} else {
-			ret = r == SQLITE_DONE ? 0 : -1;
-		}
-		store_stmt_done(st, stmt);
-	} else {
-		store_log_error(st, "msgmap");
-	}
-	pthread_mutex_unlock(&st->lock);
-	return ret;
+	return store_query_row(st, row_msgmap, m_r, sql_by[by], "ss", key, location_id);
 }

@@ -120,37 +120,35 @@ store_token_put(struct store *st, const struct token *t)
 	return r;
 }
 
+struct token_get {
+	struct store *st;
+	const char *location_id;
+	struct token **t_r;
+};
+
+static void
+row_token(const struct store_row *r, void *arg)
+{
+	struct token_get *g = arg;
+	struct token *t = xcalloc(1, sizeof(*t));
+	t->location_id = store_col_text(r, 0);
+	t->user_type = store_col_text(r, 1);
+	t->company_id = store_col_text(r, 2);
+	t->access_token = token_open(g->st, g->location_id, store_col_text(r, 3));
+	t->refresh_token = token_open(g->st, g->location_id, store_col_text(r, 4));
+	t->expires_at = store_col_int(r, 5);
+	t->scope = store_col_text(r, 6);
+	t->needs_reinstall = store_col_int(r, 7) != 0;
+	*g->t_r = t;
+}
+
 int
 store_token_get(struct store *st, const char *location_id, struct token **t_r)
 {
-	sqlite3_stmt *stmt;
-	int r, ret = -1;
-
+	struct token_get g = { st, location_id, t_r };
 	*t_r = NULL;
-	pthread_mutex_lock(&st->lock);
-	if ((stmt = store_stmt(st, "SELECT location_id, user_type, company_id, access_token, refresh_token, "
-	    "expires_at, scope, needs_reinstall FROM tokens WHERE location_id=?1")) != NULL) {
-		sqlite3_bind_text(stmt, 1, location_id, -1, SQLITE_STATIC);
-		r = sqlite3_step(stmt);
-		if (r == SQLITE_ROW) {
-			struct token *t = xcalloc(1, sizeof(*t));
-			t->location_id = store_col_text(stmt, 0);
-			t->user_type = store_col_text(stmt, 1);
-			t->company_id = store_col_text(stmt, 2);
-			t->access_token = token_open(st, location_id, store_col_text(stmt, 3));
-			t->refresh_token = token_open(st, location_id, store_col_text(stmt, 4));
-			t->expires_at = sqlite3_column_int64(stmt, 5);
-			t->scope = store_col_text(stmt, 6);
-			t->needs_reinstall = sqlite3_column_int(stmt, 7) != 0;
-			*t_r = t;
-			ret = 1;
-		} else {
-			ret = r == SQLITE_DONE ? 0 : -1;
-		}
-		store_stmt_done(st, stmt);
-	}
-	pthread_mutex_unlock(&st->lock);
-	return ret;
+	return store_query_row(st, row_token, &g, "SELECT location_id, user_type, company_id, access_token, "
+	    "refresh_token, expires_at, scope, needs_reinstall FROM tokens WHERE location_id=?1", "s", location_id);
 }
 
 int

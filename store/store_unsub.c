@@ -43,14 +43,14 @@ store_unsub_add(struct store *st, const char *location_id, const char *contact_i
 }
 
 static void
-row_unsub(sqlite3_stmt *s, void *arg)
+row_unsub(const struct store_row *s, void *arg)
 {
 	struct unsub *u = xcalloc(1, sizeof(*u));
-	u->id = sqlite3_column_int64(s, 0);
+	u->id = store_col_int(s, 0);
 	u->location_id = store_col_text(s, 1);
 	u->contact_id = store_col_text(s, 2);
 	u->message_id = store_col_text(s, 3);
-	u->attempts = sqlite3_column_int(s, 4);
+	u->attempts = store_col_int(s, 4);
 	u->if_email = store_col_text(s, 5);
 	*(struct unsub **)arg = u;
 }
@@ -61,7 +61,7 @@ store_unsub_claim(struct store *st, int64_t now, int64_t lease_ms, struct unsub 
 	*u_r = NULL;
 	return store_query_row(st, row_unsub, u_r,
 	    "UPDATE unsubscribes SET next_at=?2, attempts=attempts+1 WHERE id = (SELECT id FROM unsubscribes "
-	    "WHERE done_at IS NULL AND next_at<=?1 ORDER BY next_at, id LIMIT 1) "
+	    "WHERE done_at IS NULL AND next_at<=?1 ORDER BY next_at, id LIMIT 1" STORE_SKIP_LOCKED ") AND next_at<=?1 "
 	    "RETURNING id, location_id, contact_id, message_id, attempts, if_email", "ii", now, now + lease_ms);
 }
 

@@ -402,7 +402,7 @@ test_races(void)
 	j = NULL;
 	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && !strcmp(j->message_id, "r2"));
 	CHECK(j && jobs_sending(st, j, NULL) == 1);
-	CHECK(jobs_recover(st) == 1);
+	CHECK(jobs_recover(st, true) == 1);
 	CHECK(store_job_get(st, "r2", &now) == 1 && now && now->fsm.job == JOB_QUEUED && now->uncertain);
 	CHECK(jobs_drop(st, "r2") == 1);
 	store_job_free(now);

@@ -1,11 +1,12 @@
-/* store: the only module that speaks SQL. One SQLite database (WAL)
- * under the data directory, file mode 0600, schema migrated by
- * user_version.
+/* store: the only module that speaks SQL. Two backends behind one API:
+ * SQLite (the default: one database file, WAL, under the data directory,
+ * mode 0600, schema migrated by user_version) and PostgreSQL (several
+ * mailbridge instances on one database, schema in mb_schema).
  *
  * Writes that acknowledge something outside (webhook intake, tokens,
  * inbound posts, app-webhook dedupe) are fsynced before they return; the
  * others survive a process crash and may repeat work after a power cut.
- * All functions are thread-safe (one connection behind a mutex).
+ * All functions are thread-safe.
  * Return convention: 1 = yes/found/done, 0 = no/not found/duplicate,
  * -1 = store error (already logged here, where it is handled).
  *
@@ -18,8 +19,8 @@
  *   store_tokens.h   OAuth tokens (sealed at rest) and the store's own keys
  *   store_kv.h       plugins' key-value pairs, the app-webhook replay guard
  *   store_events.h   the message journey (trace events) and retention
- * They are the interface a second backend (PostgreSQL, issue 13) is to
- * implement behind the same engine seam. */
+ *   store_engage.h   the engagement outbox; store_unsub.h unsubscribes
+ * Each is written once, over the seam in store_private.h. */
 #ifndef MB_STORE_H
 #define MB_STORE_H
 
@@ -29,7 +30,21 @@
 
 struct store;
 
-/* Opens (creating data_dir and the database as needed) and migrates. */
+/* [store] in the configuration. */
+struct store_conf {
+	const char *backend;       /* "sqlite" (NULL too) or "postgresql" */
+	const char *data_dir;      /* sqlite: where mailbridge.db lives */
+	const char *dsn;           /* postgresql: a libpq connection string or URI */
+	int pool;                  /* postgresql: connections (0: 4) */
+};
+
+/* Opens the configured backend and migrates it (readonly: neither, and
+ * the schema must be this binary's). NULL with *error_r (malloc'd). */
+struct store *store_open_conf(const struct store_conf *c, bool readonly, char **error_r);
+/* "sqlite" or "postgresql" */
+const char *store_backend_name(const struct store *st);
+
+/* SQLite under data_dir: opens (creating data_dir and the database as needed) and migrates. */
 struct store *store_open(const char *data_dir, char **error_r);
 /* For commands that only read (accounts, queue list, trace, ...): the
  * store must exist at the schema this binary reads; nothing is created,

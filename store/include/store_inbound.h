@@ -76,8 +76,9 @@ int store_spool_claim(struct store *st, int64_t now, struct spooled **s_r);
 int store_spool_done(struct store *st, int64_t id);
 /* Not handled yet: unclaimed, due at next_at. */
 int store_spool_later(struct store *st, int64_t id, int64_t next_at);
-/* At start: claims of a process that is gone are released. */
-int store_spool_release_all(struct store *st);
+/* Claims whose instance is gone are released (mine_too: ours too, at
+ * start: the last run's). How many, or -1. */
+int store_spool_release(struct store *st, bool mine_too);
 /* Earliest next_at of an unclaimed message, or -1 when none. */
 int64_t store_spool_next_due(struct store *st);
 int store_spool_count(struct store *st);

@@ -76,10 +76,13 @@ struct job_attempt_rec {
 /* Ends an attempt: compare-and-set on both states. */
 int store_job_finish(struct store *st, const struct job *job, const struct job_fsm *from,
     const struct job_fsm *to, const struct job_attempt_rec *a);
-/* After a crash: every job in state from goes to state to; uncertain
- * ones are marked so, with error as their last error. Returns how many. */
-int store_job_move_all(struct store *st, enum job_state from, enum job_state to, bool uncertain,
-    const char *error);
+/* Jobs in state from whose claimer cannot finish them go to state to;
+ * uncertain ones are marked so, with error as their last error. Whose:
+ * claimed by an instance that is gone (store_instances.h), or before
+ * owners were kept, and with mine_too ours (at start: the last run's).
+ * Returns how many. */
+int store_job_recover(struct store *st, enum job_state from, enum job_state to, bool uncertain,
+    const char *error, bool mine_too);
 int store_job_get(struct store *st, const char *message_id, struct job **job_r);
 /* Calls fn for each job (newest first, at most limit). */
 /* Which jobs a listing takes (queue list, retry --all-failed, flush). */

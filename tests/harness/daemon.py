@@ -17,6 +17,8 @@ import time
 import urllib.error
 import urllib.request
 
+from . import pg
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kw):
         return None   # tests look at the 302 itself
@@ -75,7 +77,11 @@ def location_conf(loc_id, **kw):
 
 class Daemon:
     def __init__(self, port, api_base, locations, extra_highlevel="", extra_store="",
-                 require_signature=True, workers=2, log_level="debug", extra_server="", extra_sections=""):
+                 require_signature=True, workers=2, log_level="debug", extra_server="", extra_sections="",
+                 store=None, store_db=None):
+        """store: "postgresql" forces the PostgreSQL backend (default: as
+        MB_TEST_STORE says); store_db: a database to share with another
+        Daemon (two instances on one store)."""
         self.log_level = log_level
         self.extra_sections = extra_sections
         self.extra_server = extra_server
@@ -90,6 +96,11 @@ class Daemon:
         self.extra_store = extra_store
         self.workers = workers
         os.makedirs(f"{self.dir}/locations.d")
+        # MB_TEST_STORE=postgresql: a database of its own on the shared server
+        self.pg = self.pg_db = None
+        if store == "postgresql" or (store is None and pg.enabled()):
+            self.pg = pg.PgServer.shared()
+            self.pg_db = store_db or self.pg.create_db("mb_" + os.path.basename(self.dir).replace("-", "_").lower())
         self.write_config(locations)
         self.log_path = f"{self.dir}/mailbridge.log"
 
@@ -111,6 +122,7 @@ require_signature = {"yes" if self.require_signature else "no"}
 
 [store]
 data_dir = {self.dir}/data
+{self.store_backend()}
 workers = {self.workers}
 retry_base = 1
 retry_max = 2
@@ -128,6 +140,11 @@ include = locations.d/*.conf
             with open(path, "w") as f:
                 f.write(text)
             os.chmod(path, 0o600)
+
+    def store_backend(self):
+        if not self.pg:
+            return ""
+        return f"backend = postgresql\ndsn = {self.pg.dsn(self.pg_db)}"
 
     def cli(self, *args, timeout=30):
         return subprocess.run([os.environ.get("MAILBRIDGE_BIN", BINARY), *args, "-c", self.conf], capture_output=True, text=True,
@@ -215,6 +232,8 @@ include = locations.d/*.conf
 
     # ---- store -------------------------------------------------------------
     def db(self):
+        if self.pg:
+            return pg.PgDB(self.pg, self.pg_db)
         c = sqlite3.connect(f"{self.dir}/data/mailbridge.db", timeout=10)
         c.row_factory = sqlite3.Row
         return c

@@ -1,0 +1,643 @@
+/* store_sqlite: the SQLite backend (the default): one connection behind a
+ * mutex, a statement cache, group commit of the durable writes, online
+ * backup. */
+#include "store_private.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
+
+#define STORE_BUSY_TIMEOUT_MS 5000
+
+#define STORE_STMT_CACHE 128
+
+struct lite {
+	struct store st;           /* first: a struct store * is a struct lite * */
+	sqlite3 *db;
+	pthread_mutex_t lock;
+	/* prepared statements keyed by their SQL text's address: every SQL
+	 * string here is a literal, so the pointer names the statement, and
+	 * parsing SQL once instead of per call is most of our store CPU */
+	struct { const char *sql; sqlite3_stmt *stmt; } cache[STORE_STMT_CACHE];
+
+	/* Group commit for durable writes (lite_sync_upto): every commit is
+	 * NORMAL (WAL appended, not synced); a write that acknowledges
+	 * something waits until an fdatasync of the WAL file covers it. One
+	 * fsync then covers every commit made while the previous one ran,
+	 * instead of each FULL commit holding `lock` through its own fsync. */
+	char *wal_path;
+	int wal_fd;                /* ours, opened lazily; -1 until then */
+	atomic_uint_fast64_t committed;   /* commits so far */
+	pthread_mutex_t sync_lock;
+	pthread_cond_t sync_cond;
+	uint64_t synced;           /* commits known to be on disk */
+	bool syncing;              /* a thread is in fdatasync() */
+	bool tx_failed;            /* a step of the open transaction failed */
+};
+
+#define LITE(s) ((struct lite *)(s))
+
+static const struct store_ops lite_ops;
+
+/* mb_fp(text): the replay guard's fingerprint, 12 bytes of SHA-256: a
+ * false "seen before" needs a collision among some 2^48 ids. */
+#define STORE_FP_LEN 12
+
+static void
+store_sql_fp(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	unsigned char digest[32];
+	const unsigned char *in = sqlite3_value_text(argv[0]);
+
+	(void)argc;
+	if (!in) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, in, (size_t)sqlite3_value_bytes(argv[0]), digest);
+	sqlite3_result_blob(ctx, digest, STORE_FP_LEN, SQLITE_TRANSIENT);
+}
+
+static void
+lite_log_error(struct lite *l, const char *what)
+{
+	log_error("store: %s: %s", what, sqlite3_errmsg(l->db));
+}
+
+/* A ready statement for sql (a string literal). Caller holds the lock and
+ * hands it back with lite_stmt_done, never sqlite3_finalize. */
+static sqlite3_stmt *
+lite_stmt(struct lite *l, const char *sql)
+{
+	sqlite3_stmt *stmt;
+	int i;
+
+	for (i = 0; i < STORE_STMT_CACHE && l->cache[i].sql; i++)
+		if (l->cache[i].sql == sql)
+			return l->cache[i].stmt;
+	if (sqlite3_prepare_v2(l->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+		lite_log_error(l, "prepare");
+		return NULL;
+	}
+	if (i < STORE_STMT_CACHE) {
+		l->cache[i].sql = sql;
+		l->cache[i].stmt = stmt;
+	}
+	return stmt;
+}
+
+static void
+lite_stmt_done(struct lite *l, sqlite3_stmt *stmt)
+{
+	for (int i = 0; i < STORE_STMT_CACHE && l->cache[i].sql; i++)
+		if (l->cache[i].stmt == stmt) {
+			sqlite3_reset(stmt);
+			sqlite3_clear_bindings(stmt);
+			return;
+		}
+	sqlite3_finalize(stmt);    /* the cache was full: it was prepared for this call only */
+}
+
+/* Prepares sql and binds args described by fmt. Caller holds the lock.
+ * NULL on error (logged). Strings are bound without a copy: every caller
+ * steps and resets the statement (lite_stmt_done) before its arguments
+ * go away. */
+static sqlite3_stmt *
+lite_prepare(struct lite *l, const char *sql, const char *fmt, va_list ap)
+{
+	sqlite3_stmt *stmt = lite_stmt(l, sql);
+	int i = 1;
+
+	if (!stmt)
+		return NULL;
+	for (const char *f = fmt; *f; f++, i++) {
+		if (*f == 'i') {
+			sqlite3_bind_int64(stmt, i, va_arg(ap, int64_t));
+		} else if (*f == 'b') {
+			const void *b = va_arg(ap, const void *);
+			size_t n = va_arg(ap, size_t);
+			if (b)
+				sqlite3_bind_blob64(stmt, i, b, (sqlite3_uint64)n, SQLITE_STATIC);
+			else
+				sqlite3_bind_null(stmt, i);
+		} else {
+			const char *s = va_arg(ap, const char *);
+			if (s)
+				sqlite3_bind_text(stmt, i, s, -1, SQLITE_STATIC);
+			else
+				sqlite3_bind_null(stmt, i);
+		}
+	}
+	return stmt;
+}
+
+/* fdatasync()s the WAL file, reopening it if SQLite replaced it. */
+static int
+lite_wal_fsync(struct lite *l)
+{
+	struct stat a, b;
+
+	if (l->wal_fd >= 0 && (fstat(l->wal_fd, &a) < 0 || stat(l->wal_path, &b) < 0 ||
+	    a.st_ino != b.st_ino || a.st_dev != b.st_dev)) {
+		close(l->wal_fd);
+		l->wal_fd = -1;
+	}
+	if (l->wal_fd < 0 && (l->wal_fd = open(l->wal_path, O_RDONLY | O_CLOEXEC)) < 0) {
+		log_error("store: open %s: %s", l->wal_path, strerror(errno));
+		return -1;
+	}
+	if (fdatasync(l->wal_fd) < 0) {
+		log_error("store: fdatasync %s: %s", l->wal_path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Returns once commit number seq is on disk (0), or -1 if a sync failed.
+ * The first waiter syncs for everyone committed so far; the others wait
+ * for it, and only sync again if their commit came after it started. */
+static int
+lite_sync_upto(struct lite *l, uint64_t seq)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&l->sync_lock);
+	while (l->synced < seq) {
+		uint64_t target;
+		int r;
+		if (l->syncing) {
+			pthread_cond_wait(&l->sync_cond, &l->sync_lock);
+			continue;
+		}
+		l->syncing = true;
+		target = atomic_load(&l->committed);
+		pthread_mutex_unlock(&l->sync_lock);
+		r = lite_wal_fsync(l);
+		pthread_mutex_lock(&l->sync_lock);
+		l->syncing = false;
+		if (r == 0 && target > l->synced)
+			l->synced = target;
+		pthread_cond_broadcast(&l->sync_cond);
+		if (r < 0) {
+			ret = -1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&l->sync_lock);
+	return ret;
+}
+
+/* Ends a write begun under l->lock. durable: returns once the commit is
+ * on disk (0), or -1 if syncing failed; otherwise just unlocks (0). */
+static int
+lite_unlock_write(struct lite *l, bool durable)
+{
+	uint64_t seq = atomic_fetch_add(&l->committed, 1) + 1;
+
+	pthread_mutex_unlock(&l->lock);
+	return durable ? lite_sync_upto(l, seq) : 0;
+}
+
+static void
+lite_row_init(struct store_row *row, sqlite3_stmt *stmt)
+{
+	row->ops = &lite_ops;
+	row->impl = stmt;
+	row->row = 0;
+}
+
+/* Prepares, binds and steps one statement (caller holds the lock), the
+ * first max rows to fn. Returns sqlite3_changes() (or, with fn, the rows
+ * handed over), or -1 with *rc_r the step's error (SQLITE_OK when
+ * preparing failed, already logged). */
+static int
+lite_step_v(struct lite *l, int max, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap,
+    int *rc_r)
+{
+	sqlite3_stmt *stmt = lite_prepare(l, sql, fmt, ap);
+	struct store_row row;
+	int n = 0, changes = -1;
+
+	*rc_r = SQLITE_OK;
+	if (!stmt)
+		return -1;
+	lite_row_init(&row, stmt);
+	do {
+		if ((*rc_r = sqlite3_step(stmt)) != SQLITE_ROW || !fn)
+			break;
+		fn(&row, arg);
+	} while (++n < max);
+	/* with rows enough handed over, the statement is done: an UPDATE ...
+	 * RETURNING has done its work on the first step */
+	if (*rc_r == SQLITE_DONE || *rc_r == SQLITE_ROW)
+		changes = fn ? n : sqlite3_changes(l->db);
+	lite_stmt_done(l, stmt);
+	return changes;
+}
+
+/* durable: the commit is on disk before we return (fsynced WAL, as
+ * synchronous=FULL would, but grouped: lite_sync_upto); otherwise WAL
+ * with synchronous=NORMAL: safe against a process crash (kill -9 loses
+ * nothing committed), but the last commits may roll back on power loss.
+ * Only writes that acknowledge something to the outside world (a webhook,
+ * a single-use token, an inbound post) need to be durable; the rest would
+ * at worst repeat work after a power cut, never lose a job: a WAL sync
+ * also covers every earlier commit. */
+static int
+lite_exec(struct store *st, bool durable, const char *sql, const char *fmt, va_list ap)
+{
+	struct lite *l = LITE(st);
+	int rc, changes;
+
+	pthread_mutex_lock(&l->lock);
+	changes = lite_step_v(l, 0, NULL, NULL, sql, fmt, ap, &rc);
+	if (changes < 0 && rc == SQLITE_CONSTRAINT)
+		changes = 0;
+	else if (changes < 0 && rc != SQLITE_OK)
+		lite_log_error(l, "exec");
+	if (lite_unlock_write(l, durable && changes >= 0) < 0)
+		return -1;
+	return changes;
+}
+
+static int
+lite_query(struct store *st, int max, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap)
+{
+	struct lite *l = LITE(st);
+	int rc, n;
+
+	pthread_mutex_lock(&l->lock);
+	n = lite_step_v(l, max, fn, arg, sql, fmt, ap, &rc);
+	if (n < 0 && rc != SQLITE_OK)
+		lite_log_error(l, "query");
+	pthread_mutex_unlock(&l->lock);
+	return n;
+}
+
+/* BEGIN, COMMIT or ROLLBACK from the statement cache (sqlite3_exec would
+ * parse them on every call: 2 % of the daemon's CPU under load). */
+static int
+lite_tx_run(struct lite *l, const char *sql)
+{
+	sqlite3_stmt *stmt = lite_stmt(l, sql);
+	int r;
+
+	if (!stmt)
+		return SQLITE_ERROR;
+	r = sqlite3_step(stmt);
+	lite_stmt_done(l, stmt);
+	return r == SQLITE_DONE ? SQLITE_OK : r;
+}
+
+/* Several writes in one commit: fewer WAL frames (a page changed twice is
+ * written once) and no trace event without the state change it tells of.
+ * Begin takes the lock; end unlocks. */
+static int
+lite_tx_begin(struct store *st, const char *what)
+{
+	struct lite *l = LITE(st);
+
+	pthread_mutex_lock(&l->lock);
+	l->tx_failed = false;
+	if (lite_tx_run(l, "BEGIN IMMEDIATE") != SQLITE_OK) {
+		lite_log_error(l, what);
+		pthread_mutex_unlock(&l->lock);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+lite_tx_step(struct store *st, bool extra, int max, store_row_fn *fn, void *arg, const char *sql, const char *fmt,
+    va_list ap)
+{
+	struct lite *l = LITE(st);
+	int rc, changes;
+
+	if (l->tx_failed)
+		return -1;
+	changes = lite_step_v(l, max, fn, arg, sql, fmt, ap, &rc);
+	if (changes < 0) {
+		lite_log_error(l, "write");
+		/* a failed statement is undone alone while the transaction
+		 * stays open (a constraint); then an extra may be dropped */
+		if (!extra || sqlite3_get_autocommit(l->db))
+			l->tx_failed = true;
+	}
+	return changes;
+}
+
+static int
+lite_tx_end(struct store *st, const char *what, bool durable)
+{
+	struct lite *l = LITE(st);
+	bool ok = !l->tx_failed;
+
+	if (ok && lite_tx_run(l, "COMMIT") != SQLITE_OK) {
+		lite_log_error(l, what);   /* before ROLLBACK clears the message */
+		ok = false;
+	}
+	if (!ok)
+		lite_tx_run(l, "ROLLBACK");
+	if (lite_unlock_write(l, durable && ok) < 0 || !ok)
+		return -1;
+	return 0;
+}
+
+static bool
+lite_col_null(const struct store_row *r, int i)
+{
+	return sqlite3_column_type(r->impl, i) == SQLITE_NULL;
+}
+
+static int64_t
+lite_col_int(const struct store_row *r, int i)
+{
+	return sqlite3_column_int64(r->impl, i);
+}
+
+static const char *
+lite_col_str(const struct store_row *r, int i)
+{
+	return (const char *)sqlite3_column_text(r->impl, i);
+}
+
+static const void *
+lite_col_blob(const struct store_row *r, int i, size_t *len_r)
+{
+	const void *b = sqlite3_column_blob(r->impl, i);   /* before _bytes: see sqlite3_column_blob */
+	*len_r = (size_t)sqlite3_column_bytes(r->impl, i);
+	return b;
+}
+
+static struct lite *
+lite_new(void)
+{
+	struct lite *l = xcalloc(1, sizeof(*l));
+
+	l->st.ops = &lite_ops;
+	l->st.be = l;
+	l->wal_fd = -1;
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_mutex_init(&l->sync_lock, NULL);
+	pthread_cond_init(&l->sync_cond, NULL);
+	return l;
+}
+
+static void
+lite_close(struct store *st)
+{
+	struct lite *l = LITE(st);
+
+	for (int i = 0; i < STORE_STMT_CACHE && l->cache[i].sql; i++)
+		sqlite3_finalize(l->cache[i].stmt);
+	sqlite3_close(l->db);
+	if (l->wal_fd >= 0)
+		close(l->wal_fd);
+	free(l->wal_path);
+	pthread_mutex_destroy(&l->lock);
+	pthread_mutex_destroy(&l->sync_lock);
+	pthread_cond_destroy(&l->sync_cond);
+	free(l);
+}
+
+static int
+lite_user_version(struct lite *l)
+{
+	sqlite3_stmt *stmt;
+	int version = -1;
+
+	if (sqlite3_prepare_v2(l->db, "PRAGMA user_version", -1, &stmt, NULL) == SQLITE_OK) {
+		if (sqlite3_step(stmt) == SQLITE_ROW)
+			version = sqlite3_column_int(stmt, 0);
+		sqlite3_finalize(stmt);
+	}
+	return version;
+}
+
+static struct store *
+lite_open_rw(const char *data_dir, char **error_r)
+{
+	struct lite *l;
+	char *path;
+	mode_t old;
+	int version;
+
+	if (mkdir(data_dir, 0700) < 0 && errno != EEXIST) {
+		*error_r = xasprintf("cannot create data_dir %s: %s", data_dir, strerror(errno));
+		return NULL;
+	}
+	l = lite_new();
+	path = xasprintf("%s/mailbridge.db", data_dir);
+	old = umask(077);           /* database, -wal and -shm files: 0600 */
+	if (sqlite3_open_v2(path, &l->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	    SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+		*error_r = xasprintf("cannot open %s: %s", path, sqlite3_errmsg(l->db));
+		umask(old);
+		free(path);
+		lite_close(&l->st);
+		return NULL;
+	}
+	chmod(path, 0600);
+	l->wal_path = xasprintf("%s-wal", path);
+	free(path);
+	sqlite3_busy_timeout(l->db, STORE_BUSY_TIMEOUT_MS);
+	/* WAL for concurrent readers (CLI beside the daemon); NORMAL, with the
+	 * writes that acknowledge something synced by lite_sync_upto. 1 KiB
+	 * pages (new databases only): most commits change a few small rows and
+	 * index entries, and each changed page is a WAL frame; 4 KiB pages
+	 * wrote 165 KiB per message to disk in bench/outbound.py, 1 KiB 74. */
+	if (sqlite3_create_function(l->db, "mb_fp", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, store_sql_fp,
+	    NULL, NULL) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_exec(l->db, "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+	    "PRAGMA foreign_keys=ON;", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	umask(old);
+	old = (mode_t)-1;
+
+	if ((version = lite_user_version(l)) < 0)
+		goto fail;
+	if (version > store_schema_version) {
+		*error_r = xasprintf("database schema %d is newer than this mailbridge (%d)",
+		    version, store_schema_version);
+		lite_close(&l->st);
+		return NULL;
+	}
+	for (; version < store_schema_version; version++) {
+		char *sql = xasprintf("BEGIN; %s; PRAGMA user_version=%d; COMMIT;",
+		    store_migrations[version].sqlite, version + 1);
+		char *msg = NULL;
+		int r = sqlite3_exec(l->db, sql, NULL, NULL, &msg);
+		free(sql);
+		if (r != SQLITE_OK) {
+			/* the message first: ROLLBACK clears it */
+			*error_r = xasprintf("store: migrating to schema %d: %s", version + 1,
+			    msg ? msg : sqlite3_errstr(r));
+			sqlite3_free(msg);
+			sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+			lite_close(&l->st);
+			return NULL;
+		}
+		log_info("store: migrated schema to version %d", version + 1);
+	}
+	return &l->st;
+fail:
+	if (old != (mode_t)-1)
+		umask(old);
+	*error_r = xasprintf("store: %s", sqlite3_errmsg(l->db));
+	lite_close(&l->st);
+	return NULL;
+}
+
+/* For commands that only read: the store must exist at this schema. */
+static struct store *
+lite_open_ro(const char *data_dir, char **error_r)
+{
+	struct lite *l = lite_new();
+	char *path = xasprintf("%s/mailbridge.db", data_dir);
+	int version;
+
+	/* never created here: a command run as root before the first start
+	 * would leave a root-owned store the service cannot open */
+	if (access(path, F_OK) < 0) {
+		*error_r = errno == EACCES ?
+		    xasprintf("cannot reach %s: permission denied; run as the mailbridge user "
+		    "(sudo -u mailbridge mailbridge ...)", path) :
+		    xasprintf("no store at %s: mailbridge has not run with this data_dir yet", path);
+		goto fail;
+	}
+	if (access(path, R_OK) < 0) {
+		*error_r = xasprintf("cannot read %s: %s; run as the mailbridge user (sudo -u mailbridge mailbridge ...)",
+		    path, strerror(errno));
+		goto fail;
+	}
+	if (sqlite3_open_v2(path, &l->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK ||
+	    sqlite3_exec(l->db, "PRAGMA query_only=ON", NULL, NULL, NULL) != SQLITE_OK) {
+		*error_r = xasprintf("cannot open %s: %s", path, l->db ? sqlite3_errmsg(l->db) : "out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(l->db, STORE_BUSY_TIMEOUT_MS);
+	if ((version = lite_user_version(l)) < 0) {
+		*error_r = xasprintf("cannot read %s: %s", path, sqlite3_errmsg(l->db));
+		goto fail;
+	}
+	if (version != store_schema_version) {
+		*error_r = xasprintf("%s is at schema %d and this mailbridge reads %d: %s", path, version,
+		    store_schema_version, version < store_schema_version ?
+		    "start the service once (it migrates), then run this again" : "this mailbridge is older");
+		goto fail;
+	}
+	free(path);
+	return &l->st;
+fail:
+	free(path);
+	lite_close(&l->st);
+	return NULL;
+}
+
+struct store *
+store_sqlite_open(const char *data_dir, bool readonly, char **error_r)
+{
+	return readonly ? lite_open_ro(data_dir, error_r) : lite_open_rw(data_dir, error_r);
+}
+
+static void
+lite_memory(struct store *st, int64_t *heap_r, int64_t *file_r)
+{
+	int64_t pages = 0, size = 0;
+	*heap_r = sqlite3_memory_used();
+	store_query_row(st, store_row_int64, &pages, "PRAGMA page_count", "");
+	store_query_row(st, store_row_int64, &size, "PRAGMA page_size", "");
+	*file_r = pages > 0 && size > 0 ? pages * size : 0;
+}
+
+static int
+lite_backup(struct store *st, const char *path, int64_t *bytes_r, char **error_r)
+{
+	char *tmp = xasprintf("%s.tmp", path), *dir = NULL, *slash;
+	sqlite3 *dst = NULL;
+	struct lite *l = LITE(st);
+	sqlite3_backup *b;
+	struct stat sb;
+	int fd, rc = SQLITE_ERROR;
+
+	*error_r = NULL;
+	/* created 0600 before SQLite opens it: the copy holds the keys */
+	unlink(tmp);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+		*error_r = xasprintf("%s: %s", tmp, strerror(errno));
+		free(tmp);
+		return -1;
+	}
+	close(fd);
+	if (sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
+		pthread_mutex_lock(&l->lock);
+		if ((b = sqlite3_backup_init(dst, "main", l->db, "main")) != NULL) {
+			/* every page in one step: one read snapshot, never restarted */
+			rc = sqlite3_backup_step(b, -1);
+			sqlite3_backup_finish(b);
+		}
+		pthread_mutex_unlock(&l->lock);
+		if (rc == SQLITE_DONE)
+			rc = sqlite3_exec(dst, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
+		else
+			*error_r = xasprintf("backup: %s", sqlite3_errmsg(dst));
+	}
+	if (!*error_r && rc != SQLITE_OK)
+		*error_r = xasprintf("backup: %s", dst ? sqlite3_errmsg(dst) : "cannot open the copy");
+	sqlite3_close(dst);
+	if (!*error_r && ((fd = open(tmp, O_RDONLY | O_CLOEXEC)) < 0 || fsync(fd) < 0 || close(fd) < 0))
+		*error_r = xasprintf("%s: %s", tmp, strerror(errno));
+	if (!*error_r && rename(tmp, path) < 0)
+		*error_r = xasprintf("%s: %s", path, strerror(errno));
+	if (*error_r) {
+		unlink(tmp);
+		free(tmp);
+		return -1;
+	}
+	/* the rename, on disk */
+	dir = xstrdup(path);
+	slash = strrchr(dir, '/');
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	if ((fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+	*bytes_r = stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+	free(dir);
+	free(tmp);
+	return 1;
+}
+
+static const struct store_ops lite_ops = {
+	.name = "sqlite",
+	.shared = false,
+	.exec = lite_exec,
+	.query = lite_query,
+	.tx_begin = lite_tx_begin,
+	.tx_step = lite_tx_step,
+	.tx_end = lite_tx_end,
+	.close = lite_close,
+	.backup = lite_backup,
+	.memory = lite_memory,
+	.col_null = lite_col_null,
+	.col_int = lite_col_int,
+	.col_str = lite_col_str,
+	.col_blob = lite_col_blob,
+};
