@@ -55,8 +55,9 @@ struct imap_sink {
 	int (*mark_put)(void *ctx, const char *id, const struct imap_mark *m);
 	/* "idling" | "polling" | "backing off" | "stopped", and why */
 	void (*status)(void *ctx, const char *id, const char *state, const char *detail);
-	/* true while the owner wants the mailbox left alone (checked each round) */
-	bool (*paused)(void *ctx, const char *id);
+	/* while the owner wants the mailbox left alone (checked each round,
+	 * and on imap_watch_poke): why, for the log; NULL to go on */
+	const char *(*paused)(void *ctx, const char *id);
 };
 
 #endif

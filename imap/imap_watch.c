@@ -17,7 +17,7 @@
 #define WATCH_BACKOFF_MAX_MS   (5 * 60 * 1000)
 #define WATCH_RETRY_MS         15000     /* the sink asked to retry a message */
 #define WATCH_MAX_EVENTS       256
-#define WATCH_UNINSTALLED_MS   30000
+#define WATCH_PAUSED_MS        30000     /* a paused mailbox looks again (or when poked) */
 
 enum box_state { BOX_WAIT, BOX_IDLE, BOX_BUSY };
 
@@ -28,6 +28,7 @@ struct box {
 	int64_t deadline;          /* mono ms: re-IDLE, poll, or reconnect */
 	int failures;
 	bool fd_ready;
+	bool poked;                /* look at paused again once back from a worker */
 	struct box *next_work;     /* work or return queue link */
 };
 
@@ -68,16 +69,18 @@ box_step(struct box *b)
 	int r = 0;
 	int64_t next_check = -1;
 
-	if (s->sink->paused && s->sink->paused(s->sink->ctx, s->mb->id)) {
+	const char *why = s->sink->paused ? s->sink->paused(s->sink->ctx, s->mb->id) : NULL;
+
+	if (why) {
 		/* the owner wants it left alone (an UNINSTALL: nobody to post
-		 * to); look again later in case of a re-install */
+		 * to; another instance watches it); look again later */
 		if (s->imap) {
 			imap_session_close(s, true);
-			s->sink->status(s->sink->ctx, s->mb->id, "stopped", "app uninstalled");
-			log_info("imap: locationId=%s watcher stopped: app uninstalled", s->mb->id);
+			s->sink->status(s->sink->ctx, s->mb->id, "stopped", why);
+			log_info("imap: locationId=%s watcher stopped: %s", s->mb->id, why);
 		}
 		b->state = BOX_WAIT;
-		b->deadline = mono_ms() + WATCH_UNINSTALLED_MS;
+		b->deadline = mono_ms() + WATCH_PAUSED_MS;
 		return;
 	}
 	if (!s->imap) {
@@ -162,6 +165,12 @@ watch_worker(void *arg)
 static void
 box_arm(struct imap_watch *w, struct box *b)
 {
+	if (b->poked) {
+		/* poked while it worked: step again now */
+		b->poked = false;
+		b->deadline = mono_ms();
+		return;
+	}
 	if (b->state == BOX_IDLE) {
 		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = b };
 		/* bytes libetpan already read never wake epoll; an EXISTS parsed
@@ -238,6 +247,28 @@ watch_reactor(void *arg)
 		pthread_mutex_unlock(&w->lock);
 	}
 	return NULL;
+}
+
+void
+imap_watch_poke(struct imap_watch *w, const char *id)
+{
+	uint64_t one = 1;
+
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	for (size_t i = 0; i < w->n_boxes; i++) {
+		struct box *b = &w->boxes[i];
+		if (strcmp(b->s.mb->id, id) != 0)
+			continue;
+		if (b->state == BOX_BUSY)
+			b->poked = true;
+		else
+			b->deadline = mono_ms();   /* the reactor's scan takes it out of IDLE */
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (write(w->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_error("imap: eventfd write: %s", strerror(errno));
 }
 
 /* How many boxes before k share its server (host and port): its place

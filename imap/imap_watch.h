@@ -19,6 +19,10 @@ struct imap_watch;
 struct imap_watch *imap_watch_start(const struct imap_mailbox *boxes, size_t n, const struct imap_sink *sink,
     int workers, int connect_rate);
 void imap_watch_stop(struct imap_watch *w);
+/* Asks the mailbox named id to look again soon at whether it is paused
+ * (the owner's mind changed: another instance took it, or it is ours
+ * now). Any thread. */
+void imap_watch_poke(struct imap_watch *w, const char *id);
 /* Mailboxes connected (idling or polling) right now. */
 size_t imap_watch_connected(struct imap_watch *w);
 size_t imap_watch_count(const struct imap_watch *w);

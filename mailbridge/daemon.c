@@ -217,8 +217,10 @@ daemon_serve(const char *path, char **argv)
 		if ((sig = sigtimedwait(&set, NULL, &ts)) < 0) {
 			if (errno != EAGAIN)
 				continue;
-			if (mono_ms() >= beat_at)
+			if (mono_ms() >= beat_at) {
 				beat_at = mono_ms() + instance_tick(&app);
+				mailboxes_balance(mailboxes);
+			}
 			if (mono_ms() >= housekeeping_at) {
 				if (instance_exclusive(&app, "prune", HOUSEKEEPING_S * 1000LL / 2, housekeeping) < 0)
 					log_error("store: retention skipped: the prune lease cannot be read");

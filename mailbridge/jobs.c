@@ -3,7 +3,12 @@
 #include "log.h"
 #include "util.h"
 
-#define STORE_TRIES    4           /* a store error is tried again after 100, 400, 1600 ms */
+/* A store error is tried again after 100, 400, 1600 ms, then every 5 s,
+ * for a minute: long enough for a database server's restart, so that a
+ * job's outcome is not left unrecorded (it would stay claimed until this
+ * instance restarts). */
+#define STORE_RETRY_MS 60000
+#define STORE_BACKOFF_MAX_MS 5000
 #define CONFLICT_TRIES 8           /* a row that keeps moving: something is wrong */
 
 /* One event: decide (pure) from cur, then write from -> to. */
@@ -21,6 +26,7 @@ static int
 apply(struct store *st, struct job *job, const struct event *ev, struct job_effect *fx)
 {
 	int errors = 0, conflicts = 0;
+	int64_t give_up = mono_ms() + STORE_RETRY_MS;
 
 	for (;;) {
 		struct job_fsm next;
@@ -39,15 +45,16 @@ apply(struct store *st, struct job *job, const struct event *ev, struct job_effe
 			log_debug("jobs: messageId=%s was no longer %s/%s: deciding again", job->message_id,
 			    job_state_name(job->fsm.job), job_report_state_name(job->fsm.report));
 		} else {
-			if (++errors >= STORE_TRIES)
+			int64_t pause = ++errors < 4 ? 100LL << (2 * (errors - 1)) : STORE_BACKOFF_MAX_MS;
+			if (mono_ms() + pause > give_up)
 				return -1;
-			sleep_ms(100LL << (2 * (errors - 1)));
+			sleep_ms(pause);
 		}
 		/* where does it stand now? */
 		r = store_job_fsm(st, job->id, &job->fsm);
 		if (r == 0)
 			return 0;
-		if (r < 0 && ++errors >= STORE_TRIES)
+		if (r < 0 && (++errors, mono_ms() > give_up))
 			return -1;
 	}
 }

@@ -8,10 +8,17 @@
 #include "log.h"
 #include "metrics.h"
 #include "store_inbound.h"
+#include "store_instances.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* A mailbox handed to another instance stays nobody's this long, so that
+ * our reader has stopped before theirs starts. */
+#define HANDOVER_GRACE_MS 5000
 
 struct mailboxes {
 	struct app *app;
@@ -19,7 +26,37 @@ struct mailboxes {
 	size_t n;
 	struct imap_sink sink;
 	struct inbound_queue *queue;   /* the posters; NULL when none run */
+	/* On a shared store, each mailbox is read by the one instance that
+	 * holds its lease "mailbox:<location>" (mailboxes_balance). */
+	bool shared;
+	pthread_mutex_t lock;          /* held[], renewed_at */
+	bool *held;
+	int64_t renewed_at;            /* mono ms of the last renewal that worked */
 };
+
+static char *
+lease_name(const char *id)
+{
+	return xasprintf("mailbox:%s", id);
+}
+
+/* Ours to read: held, and renewed recently enough that no other instance
+ * can have taken it (an instance that cannot reach the store stops). */
+static bool
+mailbox_ours(struct mailboxes *mb, const char *id)
+{
+	int64_t lease = store_instance_lease_ms(mb->app->store);
+	bool ours = false;
+
+	pthread_mutex_lock(&mb->lock);
+	for (size_t i = 0; i < mb->n; i++)
+		if (strcmp(mb->boxes[i].id, id) == 0) {
+			ours = mb->held[i] && mono_ms() - mb->renewed_at < lease * 4 / 5;
+			break;
+		}
+	pthread_mutex_unlock(&mb->lock);
+	return ours;
+}
 
 
 /* On the watcher's worker thread: only into the spool (durable), so the
@@ -68,16 +105,106 @@ sink_mark_put(void *ctx, const char *id, const struct imap_mark *m)
 static void
 sink_status(void *ctx, const char *id, const char *state, const char *detail)
 {
-	struct app *app = ((struct mailboxes *)ctx)->app;
+	struct mailboxes *mb = ctx;
+	/* the instance that reads it says how it goes, not one that let go */
+	if (mb->shared && !mailbox_ours(mb, id))
+		return;
 	/* only `accounts` reads it: a failed write is logged by the store */
-	(void)store_watcher_state(app->store, id, state, detail);
+	(void)store_watcher_state(mb->app->store, id, state, detail);
 }
 
-static bool
+static const char *
 sink_paused(void *ctx, const char *id)
 {
-	struct app *app = ((struct mailboxes *)ctx)->app;
-	return store_is_uninstalled(app->store, id) == 1;
+	struct mailboxes *mb = ctx;
+
+	if (store_is_uninstalled(mb->app->store, id) == 1)
+		return "app uninstalled";
+	if (mb->shared && !mailbox_ours(mb, id))
+		return "another instance watches it";
+	return NULL;
+}
+
+struct lease_seen {
+	struct mailboxes *mb;
+	bool *others;              /* per box: a live lease of another instance */
+};
+
+static void
+lease_row(const char *name, const char *owner, void *arg)
+{
+	struct lease_seen *ls = arg;
+	const char *me = store_instance_name(ls->mb->app->store);
+
+	if (strcmp(owner, me) == 0)
+		return;
+	for (size_t i = 0; i < ls->mb->n; i++)
+		if (strcmp(name + strlen("mailbox:"), ls->mb->boxes[i].id) == 0)
+			ls->others[i] = true;
+}
+
+void
+mailboxes_balance(struct mailboxes *mb)
+{
+	struct store *st;
+	int64_t lease;
+	size_t share, mine = 0;
+	struct lease_seen ls;
+	int live;
+
+	if (!mb || !mb->shared || mb->n == 0)
+		return;
+	st = mb->app->store;
+	lease = store_instance_lease_ms(st);
+	if (store_lease_renew_mine(st, "mailbox:", lease) < 0)
+		return;            /* not renewed: ours lapse, and the readers stop (mailbox_ours) */
+	pthread_mutex_lock(&mb->lock);
+	mb->renewed_at = mono_ms();
+	for (size_t i = 0; i < mb->n; i++)
+		mine += mb->held[i];
+	pthread_mutex_unlock(&mb->lock);
+	/* an equal share each, of the instances beating now */
+	live = store_instance_live(st);
+	share = (mb->n + (size_t)(live > 0 ? live : 1) - 1) / (size_t)(live > 0 ? live : 1);
+	/* more than our share (an instance joined): hand the last ones over */
+	for (size_t i = mb->n; i-- > 0 && mine > share;) {
+		char *name;
+		if (!mb->held[i])
+			continue;
+		pthread_mutex_lock(&mb->lock);
+		mb->held[i] = false;
+		pthread_mutex_unlock(&mb->lock);
+		imap_watch_poke(mb->app->imap, mb->boxes[i].id);
+		name = lease_name(mb->boxes[i].id);
+		if (store_lease_release(st, name, HANDOVER_GRACE_MS) == 1)
+			log_info("imap: locationId=%s handed over (%zu mailboxes each for %d instances)", mb->boxes[i].id,
+			    share, live);
+		free(name);
+		mine--;
+	}
+	if (mine >= share)
+		return;
+	/* fewer (at start, or an instance left): take free ones, not those
+	 * another live instance holds */
+	ls.mb = mb;
+	ls.others = xcalloc(mb->n, sizeof(*ls.others));
+	if (store_lease_each(st, "mailbox:", lease_row, &ls) >= 0) {
+		for (size_t i = 0; i < mb->n && mine < share; i++) {
+			char *name;
+			if (mb->held[i] || ls.others[i])
+				continue;
+			name = lease_name(mb->boxes[i].id);
+			if (store_lease_take(st, name, lease) == 1) {
+				pthread_mutex_lock(&mb->lock);
+				mb->held[i] = true;
+				pthread_mutex_unlock(&mb->lock);
+				imap_watch_poke(mb->app->imap, mb->boxes[i].id);
+				mine++;
+			}
+			free(name);
+		}
+	}
+	free(ls.others);
 }
 
 void
@@ -118,6 +245,9 @@ mailboxes_new(struct app *app)
 		if (cfg->locations[i].imap.host)
 			mailboxes_mailbox_init(&mb->boxes[mb->n++], cfg, &cfg->locations[i]);
 	mb->sink = (struct imap_sink){ mb, sink_deliver, sink_mark_get, sink_mark_put, sink_status, sink_paused };
+	mb->shared = store_is_shared(app->store);
+	mb->held = xcalloc(mb->n + 1, sizeof(*mb->held));
+	pthread_mutex_init(&mb->lock, NULL);
 	return mb;
 }
 
@@ -134,6 +264,8 @@ mailboxes_start(struct app *app, int posters, int imap_workers)
 
 	/* the posters first: the spool may hold mail from before */
 	mb->queue = inbound_queue_start(app, posters);
+	/* our share of the mailboxes before the first login (a shared store) */
+	mailboxes_balance(mb);
 	app->imap = imap_watch_start(mb->boxes, mb->n, &mb->sink, imap_workers, (int)app->cfg->imap_connect_rate);
 	metrics_gauge_add(mailboxes_write_gauges, mb);
 	return mb;
@@ -148,6 +280,9 @@ mailboxes_stop(struct mailboxes *mb)
 	mb->app->imap = NULL;
 	/* after the readers: nothing is put once the posters are gone */
 	inbound_queue_stop(mb->queue);
+	/* the others may take them at once (instance_stop drops our leases) */
+	free(mb->held);
+	pthread_mutex_destroy(&mb->lock);
 	free(mb->boxes);
 	free(mb);
 }

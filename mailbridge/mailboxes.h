@@ -35,6 +35,11 @@ const struct imap_sink *mailboxes_sink(const struct mailboxes *mb);
  * location with a mailbox: posters post what the spool holds, imap_workers
  * run the watcher's logins, fetches and re-IDLEs. */
 struct mailboxes *mailboxes_start(struct app *app, int posters, int imap_workers);
+/* On a store shared by instances: renews the mailboxes this instance
+ * reads, hands some over when there are more of us, takes free ones up to
+ * an equal share (after an instance left, within two leases), and pokes
+ * the watcher for each that changed hands. Each heartbeat; NULL is fine. */
+void mailboxes_balance(struct mailboxes *mb);
 /* Stops the watcher (app->imap goes NULL) and frees. NULL is fine. */
 void mailboxes_stop(struct mailboxes *mb);
 

@@ -92,6 +92,13 @@ store_lease_drop(struct store *st, const char *name)
 }
 
 int
+store_lease_renew_mine(struct store *st, const char *prefix, int64_t ttl_ms)
+{
+	return store_exec(st, "UPDATE leases SET until=?3 WHERE owner=?1 AND substr(name, 1, length(?2)) = ?2", "ssi",
+	    st->instance, prefix, now_ms() + ttl_ms);
+}
+
+int
 store_lease_holder(struct store *st, const char *name, char **owner_r)
 {
 	*owner_r = NULL;
@@ -99,8 +106,15 @@ store_lease_holder(struct store *st, const char *name, char **owner_r)
 	    "si", name, now_ms());
 }
 
+int
+store_lease_release(struct store *st, const char *name, int64_t grace_ms)
+{
+	return store_exec(st, "UPDATE leases SET owner='', until=?3 WHERE name=?1 AND owner=?2", "ssi", name,
+	    st->instance, now_ms() + grace_ms) < 0 ? -1 : 1;
+}
+
 struct each_cb {
-	void (*fn)(const char *, void *);
+	void (*fn)(const char *, const char *, void *);
 	void *arg;
 };
 
@@ -108,15 +122,16 @@ static void
 row_lease(const struct store_row *r, void *arg)
 {
 	struct each_cb *cb = arg;
-	cb->fn(store_col_str(r, 0), cb->arg);
+	cb->fn(store_col_str(r, 0), store_col_str(r, 1), cb->arg);
 }
 
 int
-store_lease_each_mine(struct store *st, const char *prefix, void (*fn)(const char *name, void *arg), void *arg)
+store_lease_each(struct store *st, const char *prefix, void (*fn)(const char *name, const char *owner, void *arg),
+    void *arg)
 {
 	struct each_cb cb = { fn, arg };
-	return store_query_rows(st, row_lease, &cb, "SELECT name FROM leases WHERE owner=?1 AND "
-	    "substr(name, 1, length(?2)) = ?2 ORDER BY name", "ss", st->instance, prefix);
+	return store_query_rows(st, row_lease, &cb, "SELECT name, owner FROM leases WHERE until >= ?2 AND "
+	    "substr(name, 1, length(?1)) = ?1 ORDER BY name", "si", prefix, now_ms());
 }
 
 bool

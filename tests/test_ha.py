@@ -10,6 +10,9 @@ whatever MB_TEST_STORE says:
   came between HighLevel's answer and its record: counted and printed);
 - both instances send for one location against a fake HighLevel that
   answers 429 past 100 requests in 10 s: the window is shared, so no 429;
+- 50 mailboxes: each is read by exactly one instance; when one is killed
+  the other takes its mailboxes within two leases, and replies that came
+  in the gap are posted exactly once;
 - the database restarted under load: webhooks during the outage get 503,
   the instances reconnect, and nothing is lost.
 """
@@ -33,6 +36,7 @@ from harness.servers import MailServers  # noqa: E402
 BASE = int(os.environ.get("MB_TEST_PORT_BASE", "21000")) + 1300
 TOKEN = "static-token"
 N_LOCATIONS = 20
+BOXES = [f"hbox{i:02d}" for i in range(50)]
 
 
 def loc(loc_id, **kw):
@@ -45,7 +49,7 @@ def loc(loc_id, **kw):
 def setUpModule():
     global srv, pgs
     pgs = pg.PgServer.shared()
-    srv = MailServers(BASE).start()
+    srv = MailServers(BASE, extra_users=BOXES).start()
 
 
 def tearDownModule():
@@ -275,6 +279,163 @@ class TestTwoInstances(unittest.TestCase):
             self.assertEqual(ghl.spec_errors, [])    # "refresh token ... used twice" would be here
             self.assertEqual(a.stop(), 0)
             self.assertEqual(b.stop(), 0)
+        finally:
+            a.cleanup()
+            b.cleanup()
+            ghl.close()
+
+    def test_mailboxes_one_reader_each(self):
+        ghl = FakeGHL()
+        ghl.static_tokens.add(TOKEN)
+        locs = [loc(f"L{u}", imap_host="127.0.0.1", imap_port=srv.imap, imap_tls="none", imap_user=u,
+                    imap_password=u + "pw", provider_id="prov1") for u in BOXES]
+        a, b = pair("ha_boxes", ghl, locs)
+        lease = 5
+
+        def held():
+            now = int(time.time() * 1000)
+            with a.db() as c:
+                rows = c.execute("SELECT name, owner FROM leases WHERE name LIKE 'mailbox:%' AND owner <> '' "
+                                 "AND until >= ?", (now,)).fetchall()
+            out = {}
+            for name, owner in rows:
+                out.setdefault(owner, set()).add(name.split(":", 1)[1][1:])   # mailbox:L<user>
+            return out
+
+        def connected(d):
+            st, body, _ = d.request("GET", "/metrics")
+            return int(float(re.search(rb'mailbridge_imap_mailboxes\{state="connected"\} (\S+)', body).group(1)))
+
+        def reply(u):
+            msgid = email.utils.make_msgid(domain="ha.test")
+            raw = f"From: x@ha.test\r\nTo: {u}@mail.test\r\nSubject: hi\r\nMessage-ID: {msgid}\r\n\r\nhello\r\n"
+            with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
+                m.login(u, u + "pw")
+                m.append("INBOX", None, None, raw.encode())
+            return msgid
+
+        def posted(msgids, timeout=30):
+            end = time.time() + timeout
+            while time.time() < end:
+                with ghl.lock:
+                    got = [x.get("altId") for x in ghl.inbound]
+                if all(m in got for m in msgids):
+                    break
+                time.sleep(0.2)
+            time.sleep(1.5)     # a second post, if any, would be here by now
+            with ghl.lock:
+                got = [x.get("altId") for x in ghl.inbound]
+            return {m: got.count(m) for m in msgids}
+        try:
+            a.start()
+            b.start()
+            # an equal share each, every mailbox read by one of them
+            end = time.time() + 60
+            while time.time() < end:
+                h = held()
+                if sorted(len(v) for v in h.values()) == [25, 25] and connected(a) == 25 and connected(b) == 25:
+                    break
+                time.sleep(0.5)
+            h = held()
+            self.assertEqual(sorted(h), ["a", "b"])
+            self.assertEqual(h["a"] & h["b"], set())
+            self.assertEqual(h["a"] | h["b"], set(BOXES))
+            self.assertEqual((connected(a), connected(b)), (25, 25))
+            # replies now: each posted once
+            sent = [reply(u) for u in BOXES[::5]]
+            self.assertEqual(set(posted(sent).values()), {1})
+            # a dies; replies to its mailboxes in the gap; b takes them all
+            mine_a = sorted(h["a"])
+            a.kill9()
+            t_kill = time.time()
+            gap = [reply(u) for u in mine_a[:8]]
+            taken = None
+            while time.time() < t_kill + 4 * lease:
+                if held().get("b") == set(BOXES):
+                    taken = time.time() - t_kill
+                    break
+                time.sleep(0.2)
+            self.assertIsNotNone(taken, f"b holds {len(held().get('b', ()))} of {len(BOXES)}")
+            end = time.time() + 30
+            while time.time() < end and connected(b) < len(BOXES):
+                time.sleep(0.2)
+            all_in = time.time() - t_kill
+            print(f"\n[ha] mailboxes: 25 and 25; after the kill, b held all 50 in {taken:.1f} s and read all "
+                  f"in {all_in:.1f} s (lease {lease} s)", flush=True)
+            self.assertLessEqual(taken, 2 * lease)
+            self.assertEqual(connected(b), len(BOXES))
+            self.assertEqual(posted(gap), {m: 1 for m in gap})
+            self.assertEqual(ghl.spec_errors, [])
+            self.assertEqual(b.stop(), 0)
+        finally:
+            a.cleanup()
+            b.cleanup()
+            ghl.close()
+
+    def test_database_restart(self):
+        """PostgreSQL stopped and started under load: webhooks meanwhile
+        get 503 (never a 200 that is not stored), /healthz says 503, the
+        instances reconnect on their own, and every acknowledged message
+        is mailed and reported."""
+        ghl = FakeGHL()
+        ghl.static_tokens.add(TOKEN)
+        a, b = pair("ha_restart", ghl, [loc("LR")])
+        try:
+            a.start()
+            b.start()
+            answers = []       # (messageId, status, time)
+            stop = threading.Event()
+
+            def load():
+                i = 0
+                while not stop.is_set():
+                    p = webhook("LR")
+                    d = (a, b)[i % 2]
+                    i += 1
+                    try:
+                        st, _ = d.post_webhook(p, sign=None)
+                    except OSError:
+                        st = None
+                    answers.append((p["messageId"], st, time.time()))
+                    time.sleep(0.01)
+            t = threading.Thread(target=load)
+            t.start()
+            try:
+                time.sleep(2)
+                pgs.down()
+                t_down = time.time()
+                time.sleep(1.5)
+                health = (a.get("/healthz")[0], b.get("/healthz")[0])
+                time.sleep(1.5)
+                t_up = time.time()
+                pgs.up()
+                time.sleep(4)
+            finally:
+                stop.set()
+                t.join()
+            acked = [m for m, st, _ in answers if st == 200]
+            during = [st for m, st, at in answers if t_down + 0.5 < at < t_up]
+            print(f"\n[ha] database restart: {len(acked)} acknowledged, {len(during)} answered while it was down "
+                  f"({sorted(set(map(str, during)))}), /healthz {health}", flush=True)
+            self.assertEqual(health, (503, 503))
+            self.assertTrue(during)
+            self.assertEqual(set(during), {503})
+            # both answer again, and all that was acknowledged goes out
+            self.assertEqual((a.get("/healthz")[0], b.get("/healthz")[0]), (200, 200))
+            end = time.time() + 90
+            while time.time() < end:
+                with a.db() as c:
+                    done = {r[0] for r in c.execute("SELECT message_id FROM jobs WHERE state = 'sent' AND "
+                                                    "report_state = 'done'")}
+                if set(acked) <= done:
+                    break
+                time.sleep(1)
+            self.assertEqual(sorted(set(acked) - done), [])
+            got = mailbox_copies("bob")
+            self.assertEqual([m for m in acked if m not in got], [])
+            for d in (a, b):
+                rc = d.stop()
+                self.assertEqual(rc, 0, d.log()[-3000:])
         finally:
             a.cleanup()
             b.cleanup()

@@ -35,10 +35,16 @@ int store_instance_live(struct store *st);
  * holder's, -1 error. */
 int store_lease_take(struct store *st, const char *name, int64_t ttl_ms);
 int store_lease_drop(struct store *st, const char *name);
+/* Renews every lease of ours named prefix* for ttl_ms: how many, or -1. */
+int store_lease_renew_mine(struct store *st, const char *prefix, int64_t ttl_ms);
 /* Who holds `name` now (malloc'd in *owner_r): 1, 0 nobody, -1. */
 int store_lease_holder(struct store *st, const char *name, char **owner_r);
-/* Leases named prefix*, ours: how many, each to fn. */
-int store_lease_each_mine(struct store *st, const char *prefix, void (*fn)(const char *name, void *arg), void *arg);
+/* Hands the lease `name` over: nobody's, and free for the others after
+ * grace_ms (our reader has stopped by then). 1, or -1. */
+int store_lease_release(struct store *st, const char *name, int64_t grace_ms);
+/* Live leases named prefix*, each to fn with its holder: how many, or -1. */
+int store_lease_each(struct store *st, const char *prefix, void (*fn)(const char *name, const char *owner, void *arg),
+    void *arg);
 
 /* Whether other instances can share this store (PostgreSQL). */
 bool store_is_shared(const struct store *st);

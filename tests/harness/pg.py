@@ -54,14 +54,7 @@ class PgServer:
                       "--no-sync", "--no-instructions")
         if r.returncode != 0:
             raise RuntimeError(f"initdb: {r.stderr}")
-        opts = (f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-                f"-c shared_buffers=32MB -c log_min_messages=warning")
-        r = self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-o", opts, "-l", f"{self.dir}/log", "-w", "-t", "30",
-                      "start")
-        if r.returncode != 0:
-            raise RuntimeError(f"pg_ctl start: {r.stderr}{self.log()}")
-        with open(f"{self.data}/postmaster.pid") as f:
-            self.pid = int(f.readline())
+        self.up()
         return self
 
     def log(self):
@@ -83,14 +76,17 @@ class PgServer:
         self.pid = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def restart(self, down_s=0.0):
-        """Stops the server (fast), waits down_s, starts it again: the same data."""
-        self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "20", "stop")
-        time.sleep(down_s)
-        opts = (f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c max_connections=200 "
+    def _opts(self):
+        return (f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c max_connections=200 "
                 f"-c shared_buffers=32MB -c log_min_messages=warning")
-        r = self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-o", opts, "-l", f"{self.dir}/log", "-w", "-t", "30",
-                      "start")
+
+    def down(self):
+        """Stops the server (fast: connections are cut), keeping its data."""
+        self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "20", "stop")
+
+    def up(self):
+        r = self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-o", self._opts(), "-l", f"{self.dir}/log", "-w",
+                      "-t", "30", "start")
         if r.returncode != 0:
             raise RuntimeError(f"pg_ctl start: {r.stderr}")
         with open(f"{self.data}/postmaster.pid") as f:
