@@ -61,6 +61,7 @@ int ctl_send_test(const struct ctl_opts *o);
 int ctl_accounts(const struct ctl_opts *o);
 int ctl_backup(const struct ctl_opts *o);
 int ctl_doctor(const struct ctl_opts *o);
+int ctl_store(const struct ctl_opts *o);
 
 /* Shared by the ctl files: a JSON document on stdout (--json). */
 typedef struct json_t json_t;

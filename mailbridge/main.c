@@ -38,6 +38,7 @@ main_usage(FILE *out)
 	    "       mailbridge doctor [--location ID] [--to ADDR] [-c FILE]\n"
 
 	    "       mailbridge backup FILE [-c FILE]\n"
+	    "       mailbridge store migrate --from sqlite:PATH --to postgresql://...   (a stopped store)\n"
 	    "       mailbridge version | --version\n"
 	    "       mailbridge trace MESSAGEID|MESSAGE-ID|ADDRESS [--json] [-c FILE]\n"
 	    "       mailbridge call-log --location ID --direction inbound|outbound --from E164 --to E164\n"
@@ -95,6 +96,7 @@ main(int argc, char **argv)
 		{ "check-config", ctl_check_config }, { "queue", ctl_queue }, { "send-test", ctl_send_test },
 		{ "trace", ctl_trace }, { "call-log", ctl_call_log }, { "inbound", ctl_inbound },
 		{ "accounts", ctl_accounts }, { "backup", ctl_backup }, { "doctor", ctl_doctor },
+		{ "store", ctl_store },
 	};
 	struct ctl_opts o = { 0 };
 	const char *cmd = "serve";

@@ -386,6 +386,12 @@ store_tx_end(struct store *st, const char *what, bool durable)
 	return st->ops->tx_end(st, what, durable);
 }
 
+void
+store_tx_fail(struct store *st)
+{
+	st->ops->tx_fail(st);
+}
+
 int
 store_query_row_v(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap)
 {

@@ -252,11 +252,17 @@ pg_run(struct pgconn *c, bool conflict_ok, int max, store_row_fn *fn, void *arg,
 	const char *values[PG_MAX_PARAMS];
 	int lengths[PG_MAX_PARAMS], formats[PG_MAX_PARAMS];
 	char ints[PG_MAX_PARAMS][24];
-	int n = (int)strlen(fmt), ret = -1;
+	const struct store_val *vals = NULL;
+	int n, ret = -1;
 	const char *name;
 	PGresult *res;
 	ExecStatusType s;
 
+	if (*fmt == '*') {
+		vals = va_arg(ap, const struct store_val *);
+		fmt++;
+	}
+	n = (int)strlen(fmt);
 	if (n > PG_MAX_PARAMS) {
 		log_error("store: %d parameters, more than %d", n, PG_MAX_PARAMS);
 		return -1;
@@ -266,7 +272,18 @@ pg_run(struct pgconn *c, bool conflict_ok, int max, store_row_fn *fn, void *arg,
 	for (int k = 0; k < n; k++) {
 		formats[k] = 0;
 		lengths[k] = 0;
-		if (fmt[k] == 'i') {
+		if (vals && vals[k].null) {
+			values[k] = NULL;
+		} else if (vals && fmt[k] == 'i') {
+			snprintf(ints[k], sizeof(ints[k]), "%lld", (long long)vals[k].i);
+			values[k] = ints[k];
+		} else if (vals && fmt[k] == 'b') {
+			values[k] = vals[k].p;
+			lengths[k] = (int)vals[k].len;
+			formats[k] = 1;
+		} else if (vals) {
+			values[k] = vals[k].p;
+		} else if (fmt[k] == 'i') {
 			snprintf(ints[k], sizeof(ints[k]), "%lld", (long long)va_arg(ap, int64_t));
 			values[k] = ints[k];
 		} else if (fmt[k] == 'b') {
@@ -407,6 +424,14 @@ pg_tx_end(struct store *st, const char *what, bool durable)
 	pg_tx = NULL;
 	pg_release(PG(st), c);
 	return ok ? 0 : -1;
+}
+
+static void
+pg_tx_fail(struct store *st)
+{
+	(void)st;
+	if (pg_tx)
+		pg_tx->tx_failed = true;
 }
 
 static bool
@@ -604,6 +629,7 @@ static const struct store_ops pg_ops = {
 	.tx_begin = pg_tx_begin,
 	.tx_step = pg_tx_step,
 	.tx_end = pg_tx_end,
+	.tx_fail = pg_tx_fail,
 	.close = pg_close,
 	.backup = pg_backup,
 	.memory = pg_memory,

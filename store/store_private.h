@@ -26,7 +26,14 @@ typedef void store_row_fn(const struct store_row *row, void *arg);
  * written in the aggregate files: a dialect both engines read, with ?N
  * parameters (see store_pg.c for the little it translates). fmt binds
  * args: 'i' int64_t, 's' const char * (NULL binds NULL), 'b' const void *
- * and size_t (a blob; NULL binds NULL). */
+ * and size_t (a blob; NULL binds NULL). A fmt starting with '*' takes
+ * one argument instead, an array of struct store_val, one per letter. */
+struct store_val {
+	bool null;
+	int64_t i;                 /* 'i' */
+	const void *p;             /* 's' (a string) or 'b' (len bytes) */
+	size_t len;
+};
 struct store_ops {
 	const char *name;
 	bool shared;               /* several instances can run on it */
@@ -43,6 +50,7 @@ struct store_ops {
 	int (*tx_step)(struct store *st, bool extra, int max, store_row_fn *fn, void *arg, const char *sql,
 	    const char *fmt, va_list ap);
 	int (*tx_end)(struct store *st, const char *what, bool durable);
+	void (*tx_fail)(struct store *st);   /* the open transaction is to roll back */
 	void (*close)(struct store *st);
 	int (*backup)(struct store *st, const char *path, int64_t *bytes_r, char **error_r);
 	void (*memory)(struct store *st, int64_t *heap_r, int64_t *file_r);
@@ -97,6 +105,8 @@ int store_tx_step_v(struct store *st, bool extra, const char *sql, const char *f
 int store_tx_extra(struct store *st, const char *sql, const char *fmt, ...);
 int store_tx_row(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
 int store_tx_end(struct store *st, const char *what, bool durable);
+/* Something outside the steps failed: store_tx_end rolls back. */
+void store_tx_fail(struct store *st);
 /* First row to fn: 1, 0 none, -1 error (logged). */
 int store_query_row(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
 int store_query_row_v(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt,

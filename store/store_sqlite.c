@@ -120,12 +120,26 @@ static sqlite3_stmt *
 lite_prepare(struct lite *l, const char *sql, const char *fmt, va_list ap)
 {
 	sqlite3_stmt *stmt = lite_stmt(l, sql);
+	const struct store_val *vals = NULL;
 	int i = 1;
 
 	if (!stmt)
 		return NULL;
+	if (*fmt == '*') {
+		vals = va_arg(ap, const struct store_val *);
+		fmt++;
+	}
 	for (const char *f = fmt; *f; f++, i++) {
-		if (*f == 'i') {
+		const struct store_val *v = vals ? &vals[i - 1] : NULL;
+		if (v && v->null)
+			sqlite3_bind_null(stmt, i);
+		else if (v && *f == 'i')
+			sqlite3_bind_int64(stmt, i, v->i);
+		else if (v && *f == 'b')
+			sqlite3_bind_blob64(stmt, i, v->p, (sqlite3_uint64)v->len, SQLITE_STATIC);
+		else if (v)
+			sqlite3_bind_text(stmt, i, v->p, -1, SQLITE_STATIC);
+		else if (*f == 'i') {
 			sqlite3_bind_int64(stmt, i, va_arg(ap, int64_t));
 		} else if (*f == 'b') {
 			const void *b = va_arg(ap, const void *);
@@ -356,6 +370,12 @@ lite_tx_end(struct store *st, const char *what, bool durable)
 	if (lite_unlock_write(l, durable && ok) < 0 || !ok)
 		return -1;
 	return 0;
+}
+
+static void
+lite_tx_fail(struct store *st)
+{
+	LITE(st)->tx_failed = true;
 }
 
 static bool
@@ -633,6 +653,7 @@ static const struct store_ops lite_ops = {
 	.tx_begin = lite_tx_begin,
 	.tx_step = lite_tx_step,
 	.tx_end = lite_tx_end,
+	.tx_fail = lite_tx_fail,
 	.close = lite_close,
 	.backup = lite_backup,
 	.memory = lite_memory,

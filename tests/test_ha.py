@@ -441,6 +441,64 @@ class TestTwoInstances(unittest.TestCase):
             b.cleanup()
             ghl.close()
 
+    def test_store_migrate(self):
+        """A stopped single instance's SQLite store copied into PostgreSQL
+        (`mailbridge store migrate`): every table's rows, the keys, the
+        dedupe; an instance started on it carries on."""
+        import sqlite3
+        ghl = FakeGHL()
+        ghl.static_tokens.add(TOKEN)
+        locs = [loc("LMig", reply_domain="mail.test")]
+        one = Daemon(BASE + 22, ghl.url, locs, require_signature=False, store="sqlite")
+        db = pgs.create_db("ha_migrate")
+        two = Daemon(BASE + 23, ghl.url, locs, require_signature=False, store="postgresql", store_db=db)
+        try:
+            one.start()
+            old = [webhook("LMig") for _ in range(30)]
+            for p in old:
+                self.assertEqual(one.post_webhook(p, sign=None)[0], 200)
+            end = time.time() + 60
+            while time.time() < end and not all((one.job(p["messageId"]) or {}).get("report_state") == "done"
+                                                for p in old):
+                time.sleep(0.2)
+            self.assertEqual(one.stop(), 0)
+            path = os.path.join(one.dir, "data", "mailbridge.db")
+            c = sqlite3.connect(path)
+            tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT IN "
+                                              "('instances', 'leases') AND name NOT LIKE 'sqlite_%'")]
+            counts = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+            key = c.execute("SELECT value FROM secrets WHERE name='address-token'").fetchone()[0]
+            c.close()
+            self.assertGreater(counts["jobs"], 0)
+            self.assertGreater(counts["events"], 0)
+            r = one.cli("store", "migrate", "--from", f"sqlite:{one.dir}/data", "--to", pgs.dsn(db))
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertNotIn(pgs.dsn(db), r.stdout + r.stderr)
+            with two.db() as pc:
+                got = {t: int(pc.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
+                self.assertEqual(pc.execute("SELECT value FROM secrets WHERE name='address-token'").fetchone()[0], key)
+                max_id = int(pc.execute("SELECT max(id) FROM jobs").fetchone()[0])
+            self.assertEqual(got, counts)
+            # a second copy into the same database is refused
+            r = one.cli("store", "migrate", "--from", f"sqlite:{one.dir}/data", "--to", pgs.dsn(db))
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("already holds jobs", r.stderr)
+            # an instance on it: the dedupe holds, new jobs number on
+            two.start()
+            st, body = two.post_webhook(old[0], sign=None)
+            self.assertEqual((st, body["status"]), (200, "duplicate"))
+            new = webhook("LMig")
+            self.assertEqual(two.post_webhook(new, sign=None)[0], 200)
+            j = two.wait_job(new["messageId"], lambda j: j["state"] == "sent", timeout=30)
+            self.assertEqual(j["state"], "sent")
+            self.assertGreater(int(j["id"]), max_id)
+            self.assertEqual(two.stop(), 0)
+            self.assertEqual(ghl.spec_errors, [])
+        finally:
+            one.cleanup()
+            two.cleanup()
+            ghl.close()
+
 
 if __name__ == "__main__":
     unittest.main()
