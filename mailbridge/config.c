@@ -1053,6 +1053,12 @@ config_check(struct config *cfg, FILE *err, int *errors)
 		    where(cfg, "max_attachment"));
 		(*errors)++;
 	}
+	/* a label value in /metrics and a name in the store: plain characters */
+	if (cfg->instance && (!*cfg->instance || strspn(cfg->instance, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789._:-") != strlen(cfg->instance) || strlen(cfg->instance) > 128)) {
+		fprintf(err, "%s: instance: letters, digits and . _ : - only (at most 128)\n", where(cfg, "instance"));
+		(*errors)++;
+	}
 	if (cfg->store_dsn_file) {
 		if (cfg->store_dsn) {
 			fprintf(err, "%s: dsn and dsn_file: set one\n", where(cfg, "dsn_file"));

@@ -20,6 +20,7 @@
 #include "sig.h"
 #include "store_events.h"
 #include "store_inbound.h"
+#include "store_instances.h"
 #include "store_jobs.h"
 #include "store_tokens.h"
 #include "util.h"
@@ -366,25 +367,35 @@ ctl_accounts(const struct ctl_opts *o)
 	for (size_t i = 0; i < app.cfg->n_locations; i++) {
 		const struct location_config *loc = &app.cfg->locations[i];
 		char tok[48], watch[160] = "not configured", since[32] = "";
-		char *wstate = NULL, *wdetail = NULL;
+		char *wstate = NULL, *wdetail = NULL, *holder = NULL;
 		int64_t wat = 0;
 		oauth_token_state(app.store, loc, tok, sizeof(tok));
+		/* several instances: which one reads the mailbox (its lease) */
+		if (loc->imap.host && store_is_shared(app.store)) {
+			char *lease = xasprintf("mailbox:%s", loc->id);
+			if (store_lease_holder(app.store, lease, &holder) == 1 && holder && !*holder) {
+				free(holder);
+				holder = xstrdup("(changing hands)");
+			}
+			free(lease);
+		}
 		if (loc->imap.host && store_watcher_get(app.store, loc->id, &wstate, &wdetail, &wat) == 1) {
 			iso_time(wat, since, sizeof(since));
-			snprintf(watch, sizeof(watch), "%s since %s%s%s", wstate, since, wdetail ? ": " : "",
-			    wdetail ? wdetail : "");
+			snprintf(watch, sizeof(watch), "%s%s%s since %s%s%s", holder ? holder : "", holder ? ": " : "",
+			    wstate, since, wdetail ? ": " : "", wdetail ? wdetail : "");
 		} else if (loc->imap.host) {
 			snprintf(watch, sizeof(watch), "not started yet");
 		}
 		if (rows)
-			json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:b, s:s?, s:s?, s:s?}", "locationId", loc->id,
-			    "mode", loc->mode, "token", tok, "smtp", loc->smtp.host != NULL, "watcher",
+			json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:b, s:s?, s:s?, s:s?, s:s?}", "locationId",
+			    loc->id, "mode", loc->mode, "token", tok, "smtp", loc->smtp.host != NULL, "watcher",
 			    loc->imap.host ? (wstate ? wstate : "not started yet") : NULL, "watcherSince",
-			    since[0] ? since : NULL, "watcherDetail", wdetail));
+			    since[0] ? since : NULL, "watcherDetail", wdetail, "watcherInstance", holder));
 		else
 			printf("%-24s %-10s %-32s %-5s %s\n", loc->id, loc->mode, tok, loc->smtp.host ? "yes" : "no", watch);
 		free(wstate);
 		free(wdetail);
+		free(holder);
 	}
 	if (rows)
 		ctl_print_json(rows);

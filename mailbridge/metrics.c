@@ -2,6 +2,7 @@
 #include "app.h"
 #include "config.h"
 #include "store.h"
+#include "store_instances.h"
 #include "store_jobs.h"
 #include "store_tokens.h"
 #include "util.h"
@@ -220,8 +221,16 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 	fprintf(f, "# HELP mailbridge_tokens_needing_reinstall Locations whose refresh token HighLevel refused\n"
 	    "# TYPE mailbridge_tokens_needing_reinstall gauge\nmailbridge_tokens_needing_reinstall %d\n",
 	    store_token_count_reinstall(app->store));
-	fprintf(f, "# HELP mailbridge_build_info The running version\n# TYPE mailbridge_build_info gauge\n"
-	    "mailbridge_build_info{version=\"%s\",commit=\"%s\"} 1\n", MB_VERSION, MB_COMMIT);
+	/* which instance of several on one store this is ([server] instance):
+	 * not "instance", which Prometheus sets to the scraped address */
+	fprintf(f, "# HELP mailbridge_build_info The running version, this instance's name and its store\n"
+	    "# TYPE mailbridge_build_info gauge\n"
+	    "mailbridge_build_info{version=\"%s\",commit=\"%s\",mailbridge_instance=\"%s\",store=\"%s\"} 1\n",
+	    MB_VERSION, MB_COMMIT, store_instance_name(app->store), store_backend_name(app->store));
+	if (store_is_shared(app->store))
+		fprintf(f, "# HELP mailbridge_instances_live Instances beating on the shared store, this one included\n"
+		    "# TYPE mailbridge_instances_live gauge\nmailbridge_instances_live %d\n",
+		    store_instance_live(app->store));
 	fprintf(f, "# HELP mailbridge_oldest_queued_job_seconds Age of the oldest job still queued\n"
 	    "# TYPE mailbridge_oldest_queued_job_seconds gauge\nmailbridge_oldest_queued_job_seconds %.1f\n",
 	    store_job_oldest_queued_age(app->store) / 1000.0);

@@ -341,6 +341,15 @@ class TestTwoInstances(unittest.TestCase):
             self.assertEqual(h["a"] & h["b"], set())
             self.assertEqual(h["a"] | h["b"], set(BOXES))
             self.assertEqual((connected(a), connected(b)), (25, 25))
+            # what an operator sees: who reads each mailbox, and who is up
+            r = a.cli("accounts", "--json")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            rows = {x["locationId"][1:]: x.get("watcherInstance") for x in json.loads(r.stdout)}
+            self.assertEqual({u for u, who in rows.items() if who == "a"}, h["a"])
+            self.assertEqual({u for u, who in rows.items() if who == "b"}, h["b"])
+            st, body, _ = b.request("GET", "/metrics")
+            self.assertIn(b'mailbridge_instances_live 2', body)
+            self.assertRegex(body, rb'mailbridge_build_info\{[^}]*mailbridge_instance="b",store="postgresql"\} 1')
             # replies now: each posted once
             sent = [reply(u) for u in BOXES[::5]]
             self.assertEqual(set(posted(sent).values()), {1})
