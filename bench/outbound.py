@@ -12,7 +12,13 @@ ratio to smtp-source.
 Webhooks are posted and timed by bench/tools/webhook_load.c (built here
 with cc), so the latency is mailbridge's, not a Python client's.
 
+With --store postgresql the store is a PostgreSQL the bench starts
+(harness/pg.py, fsync on), and --instances 2 runs two mailbridges on it,
+each sent half the webhooks by its own loader; then it also prints what
+PostgreSQL did per message: commits, WAL bytes and syncs, its CPU.
+
 usage: bench/outbound.py [N] [--build DIR] [--rate R] [--clients C] [--preload SO] [--python-client]
+                         [--store sqlite|postgresql] [--instances K]
 (run as root; needs the test packages)
 """
 import argparse
@@ -35,6 +41,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from harness.daemon import Daemon, location_conf  # noqa: E402
 from harness.fakeghl import FakeGHL  # noqa: E402
 from harness.servers import MailServers  # noqa: E402
+from harness import pg  # noqa: E402
 
 
 def rss_kib(pid):
@@ -54,7 +61,13 @@ def main():
     ap.add_argument("--preload", help="LD_PRELOAD for the daemon only (e.g. a shim that slows fsync)")
     ap.add_argument("--rate", type=float, default=0, help="pace webhooks at this many per second (0 = as fast as possible)")
     ap.add_argument("--python-client", action="store_true", help="time acks with the Python client, not webhook_load.c")
+    ap.add_argument("--store", default="sqlite", choices=("sqlite", "postgresql"))
+    ap.add_argument("--instances", type=int, default=1, help="mailbridges on one PostgreSQL (--store postgresql)")
     args = ap.parse_args()
+    if args.instances > 1 and args.store != "postgresql":
+        ap.error("--instances > 1 needs --store postgresql")
+    if args.instances > 1 and args.python_client:
+        ap.error("--instances > 1 times acks with webhook_load.c")
     os.environ["MAILBRIDGE_BIN"] = os.path.join(args.build, "mailbridge")
     base = 23000
     srv = MailServers(base, transport="discard:")
@@ -75,24 +88,58 @@ def run(args, base, srv):
     handler.log_message = lambda *a: None
     fsrv = http.server.ThreadingHTTPServer(("127.0.0.1", base + 30), handler)
     threading.Thread(target=fsrv.serve_forever, daemon=True).start()
-    d = Daemon(base + 50, ghl.url, [location_conf("LBench", **{
+    pgs = db = None
+    if args.store == "postgresql":
+        pgs = pg.PgServer(base + 90).start()
+        pg.PgServer._shared = pgs      # the one the harness's Daemons use
+        db = pgs.create_db("bench")
+    ds = [Daemon(base + 50 + i, ghl.url, [location_conf("LBench", **{
         "from": "Bench <bench@mail.test>", "smtp_host": "127.0.0.1", "smtp_port": srv.smtp,
         "smtp_tls": "none", "token": "tok"})], workers=args.workers, log_level="warn",
-        extra_store=f"attachment_allow = http://127.0.0.1:{base + 30}\n")
+        extra_store=f"attachment_allow = http://127.0.0.1:{base + 30}\n", store=args.store, store_db=db,
+        extra_server=f"instance = bench{i}") for i in range(args.instances)]
     if args.preload:
         os.environ["LD_PRELOAD"] = args.preload
-    d.start()
+    for d in ds:
+        d.start()
     os.environ.pop("LD_PRELOAD", None)
     try:
-        measure(args, base, srv, ghl, files, fsrv, d)
+        measure(args, base, srv, ghl, files, fsrv, ds, pgs, db)
     finally:
-        d.cleanup()         # no daemon outlives a failed run
+        for d in ds:
+            d.cleanup()     # no daemon outlives a failed run
+        if pgs:
+            pgs.stop()
         fsrv.shutdown()
         ghl.close()
         shutil.rmtree(files, ignore_errors=True)
 
 
-def measure(args, base, srv, ghl, files, fsrv, d):
+def pg_stats(pgs, db):
+    """What PostgreSQL has done so far: commits, WAL bytes and syncs, and
+    the CPU seconds of its processes."""
+    row = json.loads(pgs.psql(db, "SELECT json_build_object('commits', (SELECT xact_commit FROM pg_stat_database "
+                                  "WHERE datname = current_database()), 'wal_bytes', wal_bytes, 'wal_syncs', wal_sync) "
+                                  "FROM pg_stat_wal").strip())
+    cpu = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            # the postmaster and its children (backends, WAL writer, checkpointer)
+            if int(pid) != pgs.pid and int(fields[1]) != pgs.pid:
+                continue
+            cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    row["cpu_s"] = cpu
+    return row
+
+
+def measure(args, base, srv, ghl, files, fsrv, ds, pgs, db):
+    d = ds[0]
     html = "<p>" + ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 170)[:10200] + "</p>"
     bodies = []
     for i in range(args.n):
@@ -116,9 +163,12 @@ def measure(args, base, srv, ghl, files, fsrv, d):
             print("cannot build bench/tools/webhook_load.c; timing with the Python client", flush=True)
             loader = None
     if loader:
-        with open(os.path.join(files, "webhooks.txt"), "w") as f:
-            for body, sig in bodies:
-                f.write(sig + "\t" + body.decode() + "\n")
+        # one file per instance: instance k takes every k-th webhook
+        for k in range(len(ds)):
+            with open(os.path.join(files, f"webhooks{k}.txt"), "w") as f:
+                for body, sig in bodies[k::len(ds)]:
+                    f.write(sig + "\t" + body.decode() + "\n")
+    pg0 = pg_stats(pgs, db) if pgs else None
 
     start = time.perf_counter()
 
@@ -148,10 +198,16 @@ def measure(args, base, srv, ghl, files, fsrv, d):
     t0 = time.perf_counter()
     own0 = os.times()      # this process serves the fake HighLevel API and the attachments
     if loader:
-        out = subprocess.run([loader, "127.0.0.1", str(d.port), str(args.clients), str(args.rate),
-                              os.path.join(files, "webhooks.txt")], capture_output=True, text=True, timeout=3600)
-        assert out.returncode == 0, out.stdout + out.stderr + d.log()[-1500:]
-        client = json.loads(out.stdout)
+        procs = [subprocess.Popen([loader, "127.0.0.1", str(x.port), str(args.clients), str(args.rate / len(ds)),
+                                   os.path.join(files, f"webhooks{k}.txt")], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for k, x in enumerate(ds)]
+        clients = []
+        for pr in procs:
+            o, e = pr.communicate(timeout=3600)
+            assert pr.returncode == 0, o + e + d.log()[-1500:]
+            clients.append(json.loads(o))
+        # with two loaders: the slower one's figures
+        client = {k: max(c[k] for c in clients) for k in ("p50_ms", "p99_ms", "max_ms")}
     else:
         threads = [threading.Thread(target=sender) for _ in range(args.clients)]
         for t in threads:
@@ -170,15 +226,19 @@ def measure(args, base, srv, ghl, files, fsrv, d):
     t_sent = time.perf_counter() - t0
     own1 = os.times()
     harness_cpu_s = (own1.user - own0.user) + (own1.system - own0.system)
-    peak = rss_kib(d.proc.pid)
-    with open(f"/proc/{d.proc.pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    with open(f"/proc/{d.proc.pid}/io") as f:
-        disk_written = int(dict(l.split(": ") for l in f.read().splitlines())["write_bytes"])
+    peak = max(rss_kib(x.proc.pid) for x in ds)
+    cpu_s = disk_written = 0
+    for x in ds:
+        with open(f"/proc/{x.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu_s += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{x.proc.pid}/io") as f:
+            disk_written += int(dict(l.split(": ") for l in f.read().splitlines())["write_bytes"])
     with d.db() as c:
         failed = c.execute("SELECT COUNT(*) FROM jobs WHERE state='failed'").fetchone()[0]
-    d.stop()
+    pg1 = pg_stats(pgs, db) if pgs else None
+    for x in ds:
+        x.stop()
 
     # Postfix's own injector, same count, same size: the mean size Postfix's
     # qmgr logged for our messages (HTML + text part + every 10th attachment)
@@ -200,7 +260,14 @@ def measure(args, base, srv, ghl, files, fsrv, d):
         acks = {"client": "Python", "ack_ms_p50": round(p(0.50), 2), "ack_ms_p99": round(p(0.99), 2),
                 "ack_ms_max": round(lat[-1] * 1000, 2)}
     ours, theirs = args.n / t_sent, args.n / t_src
+    on_pg = {}
+    if pgs:
+        on_pg = {"postgresql_commits_per_msg": round((pg1["commits"] - pg0["commits"]) / args.n, 2),
+                 "postgresql_wal_kib_per_msg": round((int(pg1["wal_bytes"]) - int(pg0["wal_bytes"])) / 1024 / args.n, 1),
+                 "postgresql_wal_syncs_per_msg": round((pg1["wal_syncs"] - pg0["wal_syncs"]) / args.n, 2),
+                 "postgresql_cpu_ms_per_msg": round((pg1["cpu_s"] - pg0["cpu_s"]) * 1000 / args.n, 3)}
     print(json.dumps({
+        "store": args.store, "instances": args.instances,
         "messages": args.n, "failed": failed, "paced_rate": args.rate or "unpaced", "clients": args.clients,
         "webhooks_accepted_per_s": round(args.n / t_acked, 1),
         **acks,
@@ -215,6 +282,7 @@ def measure(args, base, srv, ghl, files, fsrv, d):
         "mailbridge_cpu_ms_per_msg": round(cpu_s * 1000 / args.n, 3),
         "mailbridge_disk_kib_written_per_msg": round(disk_written / 1024 / args.n, 1),
         "fake_highlevel_and_attachment_server_cpu_ms_per_msg": round(harness_cpu_s * 1000 / args.n, 3),
+        **on_pg,
     }, indent=2))
 
 
