@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--python-client", action="store_true", help="time acks with the Python client, not webhook_load.c")
     ap.add_argument("--store", default="sqlite", choices=("sqlite", "postgresql"))
     ap.add_argument("--instances", type=int, default=1, help="mailbridges on one PostgreSQL (--store postgresql)")
+    ap.add_argument("--pool", type=int, default=0, help="[store] pool (PostgreSQL connections per instance)")
     args = ap.parse_args()
     if args.instances > 1 and args.store != "postgresql":
         ap.error("--instances > 1 needs --store postgresql")
@@ -96,7 +97,8 @@ def run(args, base, srv):
     ds = [Daemon(base + 50 + i, ghl.url, [location_conf("LBench", **{
         "from": "Bench <bench@mail.test>", "smtp_host": "127.0.0.1", "smtp_port": srv.smtp,
         "smtp_tls": "none", "token": "tok"})], workers=args.workers, log_level="warn",
-        extra_store=f"attachment_allow = http://127.0.0.1:{base + 30}\n", store=args.store, store_db=db,
+        extra_store=f"attachment_allow = http://127.0.0.1:{base + 30}\n" + (f"pool = {args.pool}\n" if args.pool else ""),
+        store=args.store, store_db=db,
         extra_server=f"instance = bench{i}") for i in range(args.instances)]
     if args.preload:
         os.environ["LD_PRELOAD"] = args.preload

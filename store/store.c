@@ -370,6 +370,17 @@ store_tx_extra(struct store *st, const char *sql, const char *fmt, ...)
 }
 
 int
+store_tx_trace(struct store *st, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+	va_start(ap, fmt);
+	r = store_tx_step_v(st, !st->ops->extras_cost, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int
 store_tx_row(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...)
 {
 	va_list ap;

@@ -80,12 +80,12 @@ store_inbound_posted(struct store *st, const char *location_id, const char *key,
 	store_tx_step(st, INBOUND_UPSERT, "sssssssi", location_id, key, inbound_state_name(IN_POSTED), ghl_message_id,
 	    (const char *)NULL, summary, (const char *)NULL, now);
 	if (parent_ghl_id) {
-		store_tx_extra(st, EVENT_INSERT, "issss", now, parent_ghl_id, "reply", event, location_id);
+		store_tx_trace(st, EVENT_INSERT, "issss", now, parent_ghl_id, "reply", event, location_id);
 		/* the parent's "replied" event, once per replier */
-		store_tx_extra(st, ENGAGE_INSERT, "ssssi", parent_ghl_id, "replied", replier ? replier : "", location_id,
+		store_tx_trace(st, ENGAGE_INSERT, "ssssi", parent_ghl_id, "replied", replier ? replier : "", location_id,
 		    now);
 	}
-	store_tx_extra(st, EVENT_INSERT, "issss", now, ghl_message_id, "inbound", event, location_id);
+	store_tx_trace(st, EVENT_INSERT, "issss", now, ghl_message_id, "inbound", event, location_id);
 	/* durable: HighLevel has it; a re-read must not post it again */
 	return store_tx_end(st, "inbound posted", true) < 0 ? -1 : 1;
 }

@@ -198,9 +198,9 @@ job_write(struct store *st, const char *what, const struct job *job, const char 
 	r = store_tx_step_v(st, false, sql, fmt, ap);
 	va_end(ap);
 	if (r == 1 && detail)
-		store_tx_extra(st, EVENT_INSERT, "issss", now, job->message_id, kind, detail, job->location_id);
+		store_tx_trace(st, EVENT_INSERT, "issss", now, job->message_id, kind, detail, job->location_id);
 	for (size_t i = 0; r == 1 && i < n_ev; i++)
-		store_tx_extra(st, ENGAGE_INSERT, "ssssi", job->message_id, ev[i].event, ev[i].who ? ev[i].who : "",
+		store_tx_trace(st, ENGAGE_INSERT, "ssssi", job->message_id, ev[i].event, ev[i].who ? ev[i].who : "",
 		    job->location_id, now);
 	if (store_tx_end(st, what, false) < 0)
 		return -1;

@@ -73,7 +73,7 @@ pg_translate(const char *sql)
 	static const char marker[] = STORE_SKIP_LOCKED;
 	static const char locked[] = " FOR UPDATE SKIP LOCKED ";
 	size_t n = strlen(sql), o = 0;
-	char *out = xmalloc(n * 2 + 1);
+	char *out = xmalloc(n * 3 + 1);    /* "?" may become "$12"; the marker grows by 9 of its 15 */
 	int next = 1;
 	bool quoted = false;
 
@@ -629,6 +629,7 @@ static const struct store_ops pg_ops = {
 	.tx_begin = pg_tx_begin,
 	.tx_step = pg_tx_step,
 	.tx_end = pg_tx_end,
+	.extras_cost = true,
 	.tx_fail = pg_tx_fail,
 	.close = pg_close,
 	.backup = pg_backup,

@@ -37,7 +37,7 @@ store_unsub_add(struct store *st, const char *location_id, const char *contact_i
 		    "next_at=excluded.next_at, attempts=0, done_at=NULL, error=NULL, if_email=NULL", "ssssi", location_id,
 		    contact_id, message_id, via, now);
 	if (event && message_id)
-		store_tx_extra(st, ENGAGE_INSERT, "ssssi", message_id, event, "", location_id, now);
+		store_tx_trace(st, ENGAGE_INSERT, "ssssi", message_id, event, "", location_id, now);
 	/* durable: the unsubscriber is told it is done once this returns */
 	return store_tx_end(st, "unsubscribe", true) < 0 ? -1 : 1;
 }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# valgrind_check.sh SOURCE_DIR WORK_DIR SUITE...
+# valgrind_check.sh SOURCE_DIR WORK_DIR SUITE...   (pg:SUITE: on PostgreSQL)
 # The suite's main build runs under ASan+UBSan; valgrind cannot run such a
 # binary, so this builds a plain one (RelWithDebInfo, with the test plugins)
 # and runs the given integration suites with the daemon under valgrind
@@ -20,8 +20,11 @@ cd "$src/tests"
 # apart from the plain suites (21000 and up), so ctest -j2 may run both
 MB_TEST_PORT_BASE=${MB_TEST_PORT_BASE:-23000}
 export MB_TEST_PORT_BASE
+# a suite named pg:NAME runs on the PostgreSQL backend (harness/pg.py)
 for suite in "$@"; do
-	echo "== $suite under valgrind"
-	MB_VALGRIND=1 MAILBRIDGE_BIN="$work/mailbridge" MB_PLUGIN_DIR="$work/plugins" PYTHONDONTWRITEBYTECODE=1 \
-		python3 -m unittest "test_$suite"
+	store=sqlite
+	case $suite in pg:*) store=postgresql suite=${suite#pg:} ;; esac
+	echo "== $suite under valgrind ($store)"
+	MB_TEST_STORE=$store MB_VALGRIND=1 MAILBRIDGE_BIN="$work/mailbridge" MB_PLUGIN_DIR="$work/plugins" \
+		PYTHONDONTWRITEBYTECODE=1 python3 -m unittest "test_$suite"
 done
