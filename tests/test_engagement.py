@@ -179,9 +179,14 @@ class TestEngagement(unittest.TestCase):
         got = [b for c, b in ghl.contact_updates if c == "c-ghost"]
         self.assertEqual(len(got), 1, d.log()[-3000:])
         self.assertEqual(got[0]["dndSettings"]["Email"]["status"], "active")
-        with d.db() as c:
-            row = c.execute("SELECT via, done_at IS NOT NULL, error FROM unsubscribes WHERE contact_id='c-moved'"
-                            ).fetchone()
+        end = time.time() + 10       # its GET /contacts/{id} may still be on its way
+        while True:
+            with d.db() as c:
+                row = c.execute("SELECT via, done_at IS NOT NULL, error FROM unsubscribes WHERE contact_id='c-moved'"
+                                ).fetchone()
+            if (row and tuple(row)[1]) or time.time() > end:
+                break
+            time.sleep(0.05)
         self.assertEqual(tuple(row), ("hard-bounce", 1, "the bounced address is not the contact's email"))
         self.assertEqual([c for c, b in ghl.contact_updates if c == "c-moved"], [])
         self.assertEqual(v3(own)[-1]["status"], "failed")

@@ -17,6 +17,7 @@ whatever MB_TEST_STORE says:
   the instances reconnect, and nothing is lost.
 """
 import email
+import email.utils
 import imaplib
 import json
 import os
@@ -63,16 +64,44 @@ def webhook(location):
             "html": "<p>Hello</p>", "subject": "Hi", "userId": "u1"}
 
 
-def pair(name, ghl, locations, lease=5, **kw):
-    """Two instances, a and b, on one new database."""
+def fake_highlevel(test):
+    """A fake HighLevel with the locations' static token, closed after the test."""
+    ghl = FakeGHL()
+    ghl.static_tokens.add(TOKEN)
+    test.addCleanup(ghl.close)
+    return ghl
+
+
+def pair(test, name, ghl, locations, lease=5, **kw):
+    """Two instances, a and b, on one new database; gone after the test."""
     db = pgs.create_db(name)
     out = []
     for i, who in enumerate(("a", "b")):
         d = Daemon(BASE + 20 + i, ghl.url, locations, require_signature=False, store="postgresql", store_db=db,
                    extra_server=f"instance = {who}", extra_store=f"lease = {lease}", log_level="info", workers=4,
                    **kw)
+        test.addCleanup(d.cleanup)
         out.append(d)
     return out
+
+
+def stop_clean(test, *daemons):
+    """SIGTERM each: a clean stop exits 0 (no sanitizer report)."""
+    for d in daemons:
+        rc = d.stop()
+        test.assertEqual(rc, 0, d.log()[-3000:])
+
+
+def not_delivered(ghl, mids, timeout):
+    """The messages not told "delivered" exactly once within timeout."""
+    end = time.time() + timeout
+    while time.time() < end:
+        st = final_statuses(ghl)
+        if all(st.get(m) == ["delivered"] for m in mids):
+            break
+        time.sleep(0.3)
+    st = final_statuses(ghl)
+    return [m for m in mids if st.get(m) != ["delivered"]]
 
 
 def mailbox_copies(user):
@@ -122,174 +151,137 @@ def post(instances, p, tries=50):
 
 class TestTwoInstances(unittest.TestCase):
     def test_kill_one_halfway(self):
-        ghl = FakeGHL()
-        ghl.static_tokens.add(TOKEN)
-        a, b = pair("ha_kill", ghl, [loc(f"L{i:02d}") for i in range(N_LOCATIONS)])
-        try:
-            a.start()
-            b.start()
-            n = 2000
-            payloads = [webhook(f"L{i % N_LOCATIONS:02d}") for i in range(n)]
-            acked = []
-            lock = threading.Lock()
-            killed = threading.Event()
-            kill_at = []
+        ghl = fake_highlevel(self)
+        a, b = pair(self, "ha_kill", ghl, [loc(f"L{i:02d}") for i in range(N_LOCATIONS)])
+        a.start()
+        b.start()
+        n = 2000
+        payloads = [webhook(f"L{i % N_LOCATIONS:02d}") for i in range(n)]
+        acked = []
+        lock = threading.Lock()
+        killed = threading.Event()
+        kill_at = []
 
-            def send(i):
-                # alternately: even to a, odd to b; the other one if that is down
-                order = (a, b) if i % 2 == 0 else (b, a)
-                if post(order, payloads[i]):
-                    with lock:
-                        acked.append(payloads[i]["messageId"])
-                        if len(acked) == n // 2 and not killed.is_set():
-                            killed.set()
-                            a.kill9()
-                            kill_at.append(time.time())
-            with ThreadPoolExecutor(16) as ex:
-                list(ex.map(send, range(n)))
-            self.assertTrue(killed.is_set())
-            # a comes back after its lease ran out: b may have taken its work
-            time.sleep(6)
-            a.start()
-            # every acknowledged message ends sent, its report done
-            end = time.time() + 180
-            while time.time() < end:
-                with b.db() as c:
-                    left = c.execute("SELECT count(*) FROM jobs WHERE state <> 'sent' OR report_state <> 'done'"
-                                     ).fetchone()[0]
-                if left == 0:
-                    break
-                time.sleep(1)
+        def send(i):
+            # alternately: even to a, odd to b; the other one if that is down
+            order = (a, b) if i % 2 == 0 else (b, a)
+            if post(order, payloads[i]):
+                with lock:
+                    acked.append(payloads[i]["messageId"])
+                    if len(acked) == n // 2 and not killed.is_set():
+                        killed.set()
+                        a.kill9()
+                        kill_at.append(time.time())
+        with ThreadPoolExecutor(16) as ex:
+            list(ex.map(send, range(n)))
+        self.assertTrue(killed.is_set())
+        # a comes back after its lease ran out: b may have taken its work
+        time.sleep(6)
+        a.start()
+        # every acknowledged message ends sent, its report done
+        end = time.time() + 180
+        while time.time() < end:
             with b.db() as c:
-                # the documented window: a job taken back while it was
-                # sending (its trace has a "recover" event)
-                uncertain = {r[0] for r in c.execute("SELECT message_id FROM events WHERE kind = 'recover'")}
-                states = {r[0]: r[1] for r in c.execute("SELECT message_id, state FROM jobs")}
-            self.assertEqual(left, 0, "jobs not finished")
-            self.assertEqual(len(acked), n)
-            self.assertEqual(set(states), set(acked))
-            # the mailbox: each at least once; twice only inside the window
-            end = time.time() + 60
-            while time.time() < end:
-                got = mailbox_copies("bob")
-                if all(m in got for m in acked):
-                    break
-                time.sleep(1)
-            lost = [m for m in acked if m not in got]
-            doubled = [m for m in acked if len(set(got.get(m, []))) > 1]
-            print(f"\n[ha] acknowledged {len(acked)}, mailed {len(acked) - len(lost)}, uncertain {len(uncertain)}, "
-                  f"sent twice {len(doubled)} (all inside the uncertain window: "
-                  f"{set(doubled) <= uncertain})", flush=True)
-            self.assertEqual(lost, [])
-            self.assertLessEqual(set(doubled), uncertain)
-            # one final status each, whatever instance reported it; told
-            # twice only when HighLevel had the first before the kill and
-            # the dead instance could not record it (the report's own
-            # window: the lease runs out and another instance posts again)
-            st = final_statuses(ghl)
-            first_put = {}
-            for r in ghl.calls("PUT", r"^/conversations/messages/[^/]+/status"):
-                first_put.setdefault(r["path"].split("/")[3], r["t"])
-            wrong = {m: st.get(m) for m in acked if not st.get(m) or set(st[m]) != {"delivered"}}
-            told_twice = [m for m in acked if len(st.get(m, [])) > 1]
-            in_flight = [m for m in told_twice if first_put[m] <= kill_at[0] + 0.5]
-            print(f"[ha] final statuses: {len(acked) - len(wrong)} delivered, {len(told_twice)} told twice, "
-                  f"{len(in_flight)} of them in flight at the kill", flush=True)
-            for m in set(told_twice) - set(in_flight):
-                print(f"[ha] {m}: statuses {st[m]}\n{b.cli('trace', m).stdout}", flush=True)
-            self.assertEqual(wrong, {})
-            self.assertEqual(told_twice, in_flight)
-            self.assertEqual(ghl.spec_errors, [])
-            # b took a's claimed work back, or a did at its restart: either
-            # way, a's log or b's says so when there was any
-            self.assertEqual(a.stop(), 0)
-            self.assertEqual(b.stop(), 0)
-        finally:
-            a.cleanup()
-            b.cleanup()
-            ghl.close()
+                left = c.execute("SELECT count(*) FROM jobs WHERE state <> 'sent' OR report_state <> 'done'"
+                                 ).fetchone()[0]
+            if left == 0:
+                break
+            time.sleep(1)
+        with b.db() as c:
+            # the documented window: a job taken back while it was
+            # sending (its trace has a "recover" event)
+            uncertain = {r[0] for r in c.execute("SELECT message_id FROM events WHERE kind = 'recover'")}
+            states = {r[0]: r[1] for r in c.execute("SELECT message_id, state FROM jobs")}
+        self.assertEqual(left, 0, "jobs not finished")
+        self.assertEqual(len(acked), n)
+        self.assertEqual(set(states), set(acked))
+        # the mailbox: each at least once; twice only inside the window
+        end = time.time() + 60
+        while time.time() < end:
+            got = mailbox_copies("bob")
+            if all(m in got for m in acked):
+                break
+            time.sleep(1)
+        lost = [m for m in acked if m not in got]
+        doubled = [m for m in acked if len(set(got.get(m, []))) > 1]
+        print(f"\n[ha] acknowledged {len(acked)}, mailed {len(acked) - len(lost)}, uncertain {len(uncertain)}, "
+              f"sent twice {len(doubled)} (all inside the uncertain window: "
+              f"{set(doubled) <= uncertain})", flush=True)
+        self.assertEqual(lost, [])
+        self.assertLessEqual(set(doubled), uncertain)
+        # one final status each, whatever instance reported it; told
+        # twice only when HighLevel had the first before the kill and
+        # the dead instance could not record it (the report's own
+        # window: the lease runs out and another instance posts again)
+        st = final_statuses(ghl)
+        first_put = {}
+        for r in ghl.calls("PUT", r"^/conversations/messages/[^/]+/status"):
+            first_put.setdefault(r["path"].split("/")[3], r["t"])
+        wrong = {m: st.get(m) for m in acked if not st.get(m) or set(st[m]) != {"delivered"}}
+        told_twice = [m for m in acked if len(st.get(m, [])) > 1]
+        in_flight = [m for m in told_twice if first_put[m] <= kill_at[0] + 0.5]
+        print(f"[ha] final statuses: {len(acked) - len(wrong)} delivered, {len(told_twice)} told twice, "
+              f"{len(in_flight)} of them in flight at the kill", flush=True)
+        for m in set(told_twice) - set(in_flight):
+            print(f"[ha] {m}: statuses {st[m]}\n{b.cli('trace', m).stdout}", flush=True)
+        self.assertEqual(wrong, {})
+        self.assertEqual(told_twice, in_flight)
+        self.assertEqual(ghl.spec_errors, [])
+        stop_clean(self, a, b)
 
     def test_shared_rate_limit(self):
         """One location, both instances sending: HighLevel's window holds
         for their sum (the fake answers 429 past 20 calls in 2 s, and
         mailbridge is set to the same window)."""
-        ghl = FakeGHL()
-        ghl.static_tokens.add(TOKEN)
+        ghl = fake_highlevel(self)
         ghl.limit_per_window = (20, 2)
-        a, b = pair("ha_rate", ghl, [loc("LOne")], extra_highlevel="rate_limit = 20\nrate_window = 2")
-        try:
-            a.start()
-            b.start()
-            mids = []
-            for i in range(120):
-                p = webhook("LOne")
-                self.assertTrue(post((a, b) if i % 2 == 0 else (b, a), p))
-                mids.append(p["messageId"])
-            end = time.time() + 90
-            while time.time() < end:
-                st = final_statuses(ghl)
-                if all(st.get(m) == ["delivered"] for m in mids):
-                    break
-                time.sleep(0.5)
-            st = final_statuses(ghl)
-            self.assertEqual([m for m in mids if st.get(m) != ["delivered"]], [])
-            self.assertEqual(ghl.too_many, 0, "a 429 was provoked")
-            self.assertEqual(ghl.spec_errors, [])
-            self.assertEqual(a.stop(), 0)
-            self.assertEqual(b.stop(), 0)
-        finally:
-            a.cleanup()
-            b.cleanup()
-            ghl.close()
+        a, b = pair(self, "ha_rate", ghl, [loc("LOne")], extra_highlevel="rate_limit = 20\nrate_window = 2")
+        a.start()
+        b.start()
+        mids = []
+        for i in range(120):
+            p = webhook("LOne")
+            self.assertTrue(post((a, b) if i % 2 == 0 else (b, a), p))
+            mids.append(p["messageId"])
+        self.assertEqual(not_delivered(ghl, mids, 90), [])
+        self.assertEqual(ghl.too_many, 0, "a 429 was provoked")
+        self.assertEqual(ghl.spec_errors, [])
+        stop_clean(self, a, b)
 
     def test_one_refresh_for_two(self):
         """Both instances need a fresh token for one location at the same
         moment: refresh tokens are single-use, so exactly one refreshes and
         the other takes the new pair from the store."""
-        ghl = FakeGHL()
+        ghl = fake_highlevel(self)
         ghl.delay(r"^/oauth/token$", 1.0)    # both are waiting while the one refresh runs
         oauth = "client_id = test-client\nclient_secret = test-secret\napp_id = app1"
         locs = [location_conf("LTok", **{"from": "S <s@mail.test>", "smtp_host": "127.0.0.1",
                                          "smtp_port": srv.smtp, "smtp_tls": "none"})]
-        a, b = pair("ha_token", ghl, locs, extra_highlevel=oauth)
-        try:
-            a.start()
-            b.start()
-            st, body, _ = a.request("GET", "/oauth/callback?code=loc:LTok")
-            self.assertEqual(st, 200, body)
-            with a.db() as c:   # the access token runs out for both at once
-                c.execute("UPDATE tokens SET expires_at = 0 WHERE location_id = 'LTok'")
+        a, b = pair(self, "ha_token", ghl, locs, extra_highlevel=oauth)
+        a.start()
+        b.start()
+        st, body, _ = a.request("GET", "/oauth/callback?code=loc:LTok")
+        self.assertEqual(st, 200, body)
+        with a.db() as c:   # the access token runs out for both at once
+            c.execute("UPDATE tokens SET expires_at = 0 WHERE location_id = 'LTok'")
 
-            def refreshes():
-                return [r for r in ghl.calls("POST", "^/oauth/token$") if b"grant_type=refresh_token" in r["body"]]
-            before = len(refreshes())
-            payloads = [webhook("LTok") for _ in range(8)]
-            with ThreadPoolExecutor(8) as ex:
-                acked = list(ex.map(lambda i: post((a, b) if i % 2 == 0 else (b, a), payloads[i]), range(8)))
-            self.assertTrue(all(acked))
-            end = time.time() + 60
-            while time.time() < end:
-                st = final_statuses(ghl)
-                if all(st.get(p["messageId"]) == ["delivered"] for p in payloads):
-                    break
-                time.sleep(0.2)
-            self.assertEqual([p["messageId"] for p in payloads if final_statuses(ghl).get(p["messageId"]) !=
-                              ["delivered"]], [])
-            self.assertEqual(len(refreshes()) - before, 1)
-            self.assertEqual(ghl.spec_errors, [])    # "refresh token ... used twice" would be here
-            self.assertEqual(a.stop(), 0)
-            self.assertEqual(b.stop(), 0)
-        finally:
-            a.cleanup()
-            b.cleanup()
-            ghl.close()
+        def refreshes():
+            return [r for r in ghl.calls("POST", "^/oauth/token$") if b"grant_type=refresh_token" in r["body"]]
+        before = len(refreshes())
+        payloads = [webhook("LTok") for _ in range(8)]
+        with ThreadPoolExecutor(8) as ex:
+            acked = list(ex.map(lambda i: post((a, b) if i % 2 == 0 else (b, a), payloads[i]), range(8)))
+        self.assertTrue(all(acked))
+        self.assertEqual(not_delivered(ghl, [p["messageId"] for p in payloads], 60), [])
+        self.assertEqual(len(refreshes()) - before, 1)
+        self.assertEqual(ghl.spec_errors, [])    # "refresh token ... used twice" would be here
+        stop_clean(self, a, b)
 
     def test_mailboxes_one_reader_each(self):
-        ghl = FakeGHL()
-        ghl.static_tokens.add(TOKEN)
+        ghl = fake_highlevel(self)
         locs = [loc(f"L{u}", imap_host="127.0.0.1", imap_port=srv.imap, imap_tls="none", imap_user=u,
                     imap_password=u + "pw", provider_id="prov1") for u in BOXES]
-        a, b = pair("ha_boxes", ghl, locs)
+        a, b = pair(self, "ha_boxes", ghl, locs)
         lease = 5
 
         def held():
@@ -326,187 +318,170 @@ class TestTwoInstances(unittest.TestCase):
             with ghl.lock:
                 got = [x.get("altId") for x in ghl.inbound]
             return {m: got.count(m) for m in msgids}
-        try:
-            a.start()
-            b.start()
-            # an equal share each, every mailbox read by one of them
-            end = time.time() + 60
-            while time.time() < end:
-                h = held()
-                if sorted(len(v) for v in h.values()) == [25, 25] and connected(a) == 25 and connected(b) == 25:
-                    break
-                time.sleep(0.5)
+        a.start()
+        b.start()
+        # an equal share each, every mailbox read by one of them
+        end = time.time() + 60
+        while time.time() < end:
             h = held()
-            self.assertEqual(sorted(h), ["a", "b"])
-            self.assertEqual(h["a"] & h["b"], set())
-            self.assertEqual(h["a"] | h["b"], set(BOXES))
-            self.assertEqual((connected(a), connected(b)), (25, 25))
-            # what an operator sees: who reads each mailbox, and who is up
-            r = a.cli("accounts", "--json")
-            self.assertEqual(r.returncode, 0, r.stderr)
-            rows = {x["locationId"][1:]: x.get("watcherInstance") for x in json.loads(r.stdout)}
-            self.assertEqual({u for u, who in rows.items() if who == "a"}, h["a"])
-            self.assertEqual({u for u, who in rows.items() if who == "b"}, h["b"])
-            st, body, _ = b.request("GET", "/metrics")
-            self.assertIn(b'mailbridge_instances_live 2', body)
-            self.assertRegex(body, rb'mailbridge_build_info\{[^}]*mailbridge_instance="b",store="postgresql"\} 1')
-            # replies now: each posted once
-            sent = [reply(u) for u in BOXES[::5]]
-            self.assertEqual(set(posted(sent).values()), {1})
-            # a dies; replies to its mailboxes in the gap; b takes them all
-            mine_a = sorted(h["a"])
-            a.kill9()
-            t_kill = time.time()
-            gap = [reply(u) for u in mine_a[:8]]
-            taken = None
-            while time.time() < t_kill + 4 * lease:
-                if held().get("b") == set(BOXES):
-                    taken = time.time() - t_kill
-                    break
-                time.sleep(0.2)
-            self.assertIsNotNone(taken, f"b holds {len(held().get('b', ()))} of {len(BOXES)}")
-            end = time.time() + 30
-            while time.time() < end and connected(b) < len(BOXES):
-                time.sleep(0.2)
-            all_in = time.time() - t_kill
-            print(f"\n[ha] mailboxes: 25 and 25; after the kill, b held all 50 in {taken:.1f} s and read all "
-                  f"in {all_in:.1f} s (lease {lease} s)", flush=True)
-            self.assertLessEqual(taken, 2 * lease)
-            self.assertEqual(connected(b), len(BOXES))
-            self.assertEqual(posted(gap), {m: 1 for m in gap})
-            self.assertEqual(ghl.spec_errors, [])
-            self.assertEqual(b.stop(), 0)
-        finally:
-            a.cleanup()
-            b.cleanup()
-            ghl.close()
+            if sorted(len(v) for v in h.values()) == [25, 25] and connected(a) == 25 and connected(b) == 25:
+                break
+            time.sleep(0.5)
+        h = held()
+        self.assertEqual(sorted(h), ["a", "b"])
+        self.assertEqual(h["a"] & h["b"], set())
+        self.assertEqual(h["a"] | h["b"], set(BOXES))
+        self.assertEqual((connected(a), connected(b)), (25, 25))
+        # what an operator sees: who reads each mailbox, and who is up
+        r = a.cli("accounts", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rows = {x["locationId"][1:]: x.get("watcherInstance") for x in json.loads(r.stdout)}
+        self.assertEqual({u for u, who in rows.items() if who == "a"}, h["a"])
+        self.assertEqual({u for u, who in rows.items() if who == "b"}, h["b"])
+        st, body, _ = b.request("GET", "/metrics")
+        self.assertIn(b'mailbridge_instances_live 2', body)
+        self.assertRegex(body, rb'mailbridge_build_info\{[^}]*mailbridge_instance="b",store="postgresql"\} 1')
+        # replies now: each posted once
+        sent = [reply(u) for u in BOXES[::5]]
+        self.assertEqual(set(posted(sent).values()), {1})
+        # a dies; replies to its mailboxes in the gap; b takes them all
+        mine_a = sorted(h["a"])
+        a.kill9()
+        t_kill = time.time()
+        gap = [reply(u) for u in mine_a[:8]]
+        taken = None
+        while time.time() < t_kill + 4 * lease:
+            if held().get("b") == set(BOXES):
+                taken = time.time() - t_kill
+                break
+            time.sleep(0.2)
+        self.assertIsNotNone(taken, f"b holds {len(held().get('b', ()))} of {len(BOXES)}")
+        end = time.time() + 30
+        while time.time() < end and connected(b) < len(BOXES):
+            time.sleep(0.2)
+        all_in = time.time() - t_kill
+        print(f"\n[ha] mailboxes: 25 and 25; after the kill, b held all 50 in {taken:.1f} s and read all "
+              f"in {all_in:.1f} s (lease {lease} s)", flush=True)
+        self.assertLessEqual(taken, 2 * lease)
+        self.assertEqual(connected(b), len(BOXES))
+        self.assertEqual(posted(gap), {m: 1 for m in gap})
+        self.assertEqual(ghl.spec_errors, [])
+        stop_clean(self, b)
 
     def test_database_restart(self):
         """PostgreSQL stopped and started under load: webhooks meanwhile
         get 503 (never a 200 that is not stored), /healthz says 503, the
         instances reconnect on their own, and every acknowledged message
         is mailed and reported."""
-        ghl = FakeGHL()
-        ghl.static_tokens.add(TOKEN)
-        a, b = pair("ha_restart", ghl, [loc("LR")])
-        try:
-            a.start()
-            b.start()
-            answers = []       # (messageId, status, time)
-            stop = threading.Event()
+        ghl = fake_highlevel(self)
+        a, b = pair(self, "ha_restart", ghl, [loc("LR")])
+        a.start()
+        b.start()
+        answers = []       # (messageId, status, time)
+        stop = threading.Event()
 
-            def load():
-                i = 0
-                while not stop.is_set():
-                    p = webhook("LR")
-                    d = (a, b)[i % 2]
-                    i += 1
-                    try:
-                        st, _ = d.post_webhook(p, sign=None)
-                    except OSError:
-                        st = None
-                    answers.append((p["messageId"], st, time.time()))
-                    time.sleep(0.01)
-            t = threading.Thread(target=load)
-            t.start()
-            try:
-                time.sleep(2)
-                pgs.down()
-                t_down = time.time()
-                time.sleep(1.5)
-                health = (a.get("/healthz")[0], b.get("/healthz")[0])
-                time.sleep(1.5)
-                t_up = time.time()
-                pgs.up()
-                time.sleep(4)
-            finally:
-                stop.set()
-                t.join()
-            acked = [m for m, st, _ in answers if st == 200]
-            during = [st for m, st, at in answers if t_down + 0.5 < at < t_up]
-            print(f"\n[ha] database restart: {len(acked)} acknowledged, {len(during)} answered while it was down "
-                  f"({sorted(set(map(str, during)))}), /healthz {health}", flush=True)
-            self.assertEqual(health, (503, 503))
-            self.assertTrue(during)
-            self.assertEqual(set(during), {503})
-            # both answer again, and all that was acknowledged goes out
-            self.assertEqual((a.get("/healthz")[0], b.get("/healthz")[0]), (200, 200))
-            end = time.time() + 90
-            while time.time() < end:
-                with a.db() as c:
-                    done = {r[0] for r in c.execute("SELECT message_id FROM jobs WHERE state = 'sent' AND "
-                                                    "report_state = 'done'")}
-                if set(acked) <= done:
-                    break
-                time.sleep(1)
-            self.assertEqual(sorted(set(acked) - done), [])
-            got = mailbox_copies("bob")
-            self.assertEqual([m for m in acked if m not in got], [])
-            for d in (a, b):
-                rc = d.stop()
-                self.assertEqual(rc, 0, d.log()[-3000:])
+        def load():
+            i = 0
+            while not stop.is_set():
+                p = webhook("LR")
+                d = (a, b)[i % 2]
+                i += 1
+                try:
+                    st, _ = d.post_webhook(p, sign=None)
+                except OSError:
+                    st = None
+                answers.append((p["messageId"], st, time.time()))
+                time.sleep(0.01)
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            time.sleep(2)
+            pgs.down()
+            t_down = time.time()
+            time.sleep(1.5)
+            health = (a.get("/healthz")[0], b.get("/healthz")[0])
+            time.sleep(1.5)
+            t_up = time.time()
+            pgs.up()
+            time.sleep(4)
         finally:
-            a.cleanup()
-            b.cleanup()
-            ghl.close()
+            stop.set()
+            t.join()
+        acked = [m for m, st, _ in answers if st == 200]
+        during = [st for m, st, at in answers if t_down + 0.5 < at < t_up]
+        print(f"\n[ha] database restart: {len(acked)} acknowledged, {len(during)} answered while it was down "
+              f"({sorted(set(map(str, during)))}), /healthz {health}", flush=True)
+        self.assertEqual(health, (503, 503))
+        self.assertTrue(during)
+        self.assertEqual(set(during), {503})
+        # both answer again, and all that was acknowledged goes out
+        self.assertEqual((a.get("/healthz")[0], b.get("/healthz")[0]), (200, 200))
+        end = time.time() + 90
+        while time.time() < end:
+            with a.db() as c:
+                done = {r[0] for r in c.execute("SELECT message_id FROM jobs WHERE state = 'sent' AND "
+                                                "report_state = 'done'")}
+            if set(acked) <= done:
+                break
+            time.sleep(1)
+        self.assertEqual(sorted(set(acked) - done), [])
+        got = mailbox_copies("bob")
+        self.assertEqual([m for m in acked if m not in got], [])
+        stop_clean(self, a, b)
 
     def test_store_migrate(self):
         """A stopped single instance's SQLite store copied into PostgreSQL
         (`mailbridge store migrate`): every table's rows, the keys, the
         dedupe; an instance started on it carries on."""
         import sqlite3
-        ghl = FakeGHL()
-        ghl.static_tokens.add(TOKEN)
+        ghl = fake_highlevel(self)
         locs = [loc("LMig", reply_domain="mail.test")]
         one = Daemon(BASE + 22, ghl.url, locs, require_signature=False, store="sqlite")
+        self.addCleanup(one.cleanup)
         db = pgs.create_db("ha_migrate")
         two = Daemon(BASE + 23, ghl.url, locs, require_signature=False, store="postgresql", store_db=db)
-        try:
-            one.start()
-            old = [webhook("LMig") for _ in range(30)]
-            for p in old:
-                self.assertEqual(one.post_webhook(p, sign=None)[0], 200)
-            end = time.time() + 60
-            while time.time() < end and not all((one.job(p["messageId"]) or {}).get("report_state") == "done"
-                                                for p in old):
-                time.sleep(0.2)
-            self.assertEqual(one.stop(), 0)
-            path = os.path.join(one.dir, "data", "mailbridge.db")
-            c = sqlite3.connect(path)
-            tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT IN "
-                                              "('instances', 'leases') AND name NOT LIKE 'sqlite_%'")]
-            counts = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
-            key = c.execute("SELECT value FROM secrets WHERE name='address-token'").fetchone()[0]
-            c.close()
-            self.assertGreater(counts["jobs"], 0)
-            self.assertGreater(counts["events"], 0)
-            r = one.cli("store", "migrate", "--from", f"sqlite:{one.dir}/data", "--to", pgs.dsn(db))
-            self.assertEqual(r.returncode, 0, r.stderr)
-            self.assertNotIn(pgs.dsn(db), r.stdout + r.stderr)
-            with two.db() as pc:
-                got = {t: int(pc.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
-                self.assertEqual(pc.execute("SELECT value FROM secrets WHERE name='address-token'").fetchone()[0], key)
-                max_id = int(pc.execute("SELECT max(id) FROM jobs").fetchone()[0])
-            self.assertEqual(got, counts)
-            # a second copy into the same database is refused
-            r = one.cli("store", "migrate", "--from", f"sqlite:{one.dir}/data", "--to", pgs.dsn(db))
-            self.assertNotEqual(r.returncode, 0)
-            self.assertIn("already holds jobs", r.stderr)
-            # an instance on it: the dedupe holds, new jobs number on
-            two.start()
-            st, body = two.post_webhook(old[0], sign=None)
-            self.assertEqual((st, body["status"]), (200, "duplicate"))
-            new = webhook("LMig")
-            self.assertEqual(two.post_webhook(new, sign=None)[0], 200)
-            j = two.wait_job(new["messageId"], lambda j: j["state"] == "sent", timeout=30)
-            self.assertEqual(j["state"], "sent")
-            self.assertGreater(int(j["id"]), max_id)
-            self.assertEqual(two.stop(), 0)
-            self.assertEqual(ghl.spec_errors, [])
-        finally:
-            one.cleanup()
-            two.cleanup()
-            ghl.close()
+        self.addCleanup(two.cleanup)
+        one.start()
+        old = [webhook("LMig") for _ in range(30)]
+        for p in old:
+            self.assertEqual(one.post_webhook(p, sign=None)[0], 200)
+        end = time.time() + 60
+        while time.time() < end and not all((one.job(p["messageId"]) or {}).get("report_state") == "done"
+                                            for p in old):
+            time.sleep(0.2)
+        stop_clean(self, one)
+        path = os.path.join(one.dir, "data", "mailbridge.db")
+        c = sqlite3.connect(path)
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT IN "
+                                          "('instances', 'leases') AND name NOT LIKE 'sqlite_%'")]
+        counts = {t: c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+        key = c.execute("SELECT value FROM secrets WHERE name='address-token'").fetchone()[0]
+        c.close()
+        self.assertGreater(counts["jobs"], 0)
+        self.assertGreater(counts["events"], 0)
+        r = one.cli("store", "migrate", "--from", f"sqlite:{one.dir}/data", "--to", pgs.dsn(db))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn(pgs.dsn(db), r.stdout + r.stderr)
+        with two.db() as pc:
+            got = {t: int(pc.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
+            self.assertEqual(pc.execute("SELECT value FROM secrets WHERE name='address-token'").fetchone()[0], key)
+            max_id = int(pc.execute("SELECT max(id) FROM jobs").fetchone()[0])
+        self.assertEqual(got, counts)
+        # a second copy into the same database is refused
+        r = one.cli("store", "migrate", "--from", f"sqlite:{one.dir}/data", "--to", pgs.dsn(db))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("already holds jobs", r.stderr)
+        # an instance on it: the dedupe holds, new jobs number on
+        two.start()
+        st, body = two.post_webhook(old[0], sign=None)
+        self.assertEqual((st, body["status"]), (200, "duplicate"))
+        new = webhook("LMig")
+        self.assertEqual(two.post_webhook(new, sign=None)[0], 200)
+        j = two.wait_job(new["messageId"], lambda j: j["state"] == "sent", timeout=30)
+        self.assertEqual(j["state"], "sent")
+        self.assertGreater(int(j["id"]), max_id)
+        stop_clean(self, two)
+        self.assertEqual(ghl.spec_errors, [])
 
 
 if __name__ == "__main__":
