@@ -259,6 +259,12 @@ oauth_renew(struct oauth *o, const char *key, const char *stale, struct token **
 			store_token_free(*t_r);
 			*t_r = nt;
 		}
+		if (nt && nt->needs_reinstall) {
+			/* another instance's refresh was refused meanwhile */
+			store_lease_drop(o->store, lease);
+			free(lease);
+			return 0;
+		}
 	}
 	if ((*t_r)->refresh_token)
 		r = oauth_refresh(o, t_r);
