@@ -607,9 +607,14 @@ report_done(struct store *st, struct job *job, enum report_outcome o, int64_t ne
 	const char *posted = job_report_status_name(job->fsm.status);
 	int r = jobs_report(st, job, o, next_at, error);
 
-	if (r == 0)
+	/* a DSN came while the older status was posted: the newer one goes
+	 * now, after it (jobs_dsn left the lease alone so they cannot race) */
+	if (r == 0 && store_report_defer(st, job->id, now_ms()) == 1)
 		log_info("report: messageId=%s a new status came while %s was posted: it goes next", job->message_id,
 		    posted);
+	else if (r == 0)
+		log_warn("report: messageId=%s moved on while %s was posted, and was not rescheduled (gone, or a "
+		    "store error): a pending report goes once its lease ends", job->message_id, posted);
 	else if (r < 0)
 		log_error("report: messageId=%s the store cannot record the post of %s: it is tried again "
 		    "once its lease ends", job->message_id, posted);

@@ -398,7 +398,11 @@ store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *fro
 	/* the report's recipients merged into the job's (RFC 7396 merge patch) */
 	return job_write(st, "job dsn", job, "dsn", event, ev, n_ev,
 	    "UPDATE jobs SET " JOB_CAS_SET ", report_attempts=0, updated_at=?8, "
-	    "report_next_at=CASE WHEN ?9 <> 0 THEN ?8 ELSE report_next_at END, "
+	    /* due now, unless a reporter holds the report's lease (it is
+	     * posting the older status): that one's record then fails, and
+	     * it hands the new status on (report_done), so the two posts never
+	     * race and the newer one is HighLevel's last */
+	    "report_next_at=CASE WHEN ?9 <> 0 AND report_next_at <= ?8 THEN ?8 ELSE report_next_at END, "
 	    "last_code=CASE WHEN ?10 > 0 THEN ?10 ELSE last_code END, "
 	    "last_error=COALESCE(?11, last_error), "
 	    "rcpt_state=CASE WHEN ?12 IS NULL THEN rcpt_state ELSE json_patch(COALESCE(rcpt_state, '{}'), ?12) END" JOB_CAS_WHERE,

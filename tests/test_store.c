@@ -364,10 +364,25 @@ test_races(void)
 	 * not mark the new status done; it stays due */
 	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 1 && rj);
 	CHECK(jobs_dsn(st, "r1", STATUS_DELIVERED, 0, NULL, "dlr delivered", NULL, NULL, 0, &due) == 1 && due);
+	/* ... and no second reporter takes it while the first one posts (the
+	 * older post could land last) */
+	{
+		struct job *twice = NULL;
+		int r = store_report_claim(st, now_ms() + 1000, 60000, &twice);
+		CHECK(r == 0 || (r == 1 && twice && strcmp(twice->message_id, "r1") != 0));
+		store_job_free(twice);
+	}
 	CHECK(rj && jobs_report(st, rj, REPORT_POSTED, 0, NULL) == 0);
 	CHECK(store_job_get(st, "r1", &now) == 1 && now && now->fsm.report == REPORT_PENDING &&
 	    now->fsm.status == STATUS_DELIVERED);
 	store_job_free(now);
+	/* the first one hands it on (outbound.c, report_done): due now */
+	CHECK(rj && store_report_defer(st, rj->id, now_ms()) == 1);
+	{
+		struct job *next = NULL;
+		CHECK(store_report_claim(st, now_ms() + 1000, 60000, &next) == 1 && next && !strcmp(next->message_id, "r1"));
+		store_job_free(next);
+	}
 	store_job_free(rj);
 	store_job_free(j);
 	/* a DSN's recipients merge into those the relay answered (v3's
