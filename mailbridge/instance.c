@@ -58,7 +58,12 @@ instance_tick(struct app *app)
 		log_error("instance: heartbeat failed (store unreachable?); retrying in 1 s");
 		return 1000;
 	}
-	/* what instances that stopped beating had claimed */
+	/* what instances that stopped beating had claimed: none on a store
+	 * no other instance can share (SQLite), where instance_start took
+	 * back the last run's and the heartbeat only tells `store migrate`
+	 * that this one runs */
+	if (!store_is_shared(app->store))
+		return every > 1000 ? every : 1000;
 	uncertain = jobs_recover(app->store, false);
 	if (uncertain > 0)
 		log_warn("instance: %d job(s) of a gone instance were interrupted during DATA; %s", uncertain,
