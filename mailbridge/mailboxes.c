@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 /* A mailbox handed to another instance stays nobody's this long, so that
  * our reader has stopped before theirs starts. */
@@ -32,7 +33,24 @@ struct mailboxes {
 	pthread_mutex_t lock;          /* held[], renewed_at */
 	bool *held;
 	int64_t renewed_at;            /* mono ms of the last renewal that worked */
+	/* the boxes by id, sorted: the watcher asks per step, the leases per
+	 * heartbeat, and there may be thousands */
+	struct box_ref { const char *id; size_t i; } *by_id;
 };
+
+static int
+box_ref_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct box_ref *)a)->id, ((const struct box_ref *)b)->id);
+}
+
+/* The box named id: its index, or -1. */
+static ssize_t
+box_find(const struct mailboxes *mb, const char *id)
+{
+	struct box_ref key = { id, 0 }, *r = bsearch(&key, mb->by_id, mb->n, sizeof(*mb->by_id), box_ref_cmp);
+	return r ? (ssize_t)r->i : -1;
+}
 
 static char *
 lease_name(const char *id)
@@ -46,14 +64,13 @@ static bool
 mailbox_ours(struct mailboxes *mb, const char *id)
 {
 	int64_t lease = store_instance_lease_ms(mb->app->store);
+	ssize_t i = box_find(mb, id);
 	bool ours = false;
 
+	if (i < 0)
+		return false;
 	pthread_mutex_lock(&mb->lock);
-	for (size_t i = 0; i < mb->n; i++)
-		if (strcmp(mb->boxes[i].id, id) == 0) {
-			ours = mb->held[i] && mono_ms() - mb->renewed_at < lease * 4 / 5;
-			break;
-		}
+	ours = mb->held[i] && mono_ms() - mb->renewed_at < lease * 4 / 5;
 	pthread_mutex_unlock(&mb->lock);
 	return ours;
 }
@@ -135,12 +152,12 @@ lease_row(const char *name, const char *owner, void *arg)
 {
 	struct lease_seen *ls = arg;
 	const char *me = store_instance_name(ls->mb->app->store);
+	ssize_t i;
 
 	if (strcmp(owner, me) == 0)
 		return;
-	for (size_t i = 0; i < ls->mb->n; i++)
-		if (strcmp(name + strlen("mailbox:"), ls->mb->boxes[i].id) == 0)
-			ls->others[i] = true;
+	if ((i = box_find(ls->mb, name + strlen("mailbox:"))) >= 0)
+		ls->others[i] = true;
 }
 
 void
@@ -247,6 +264,10 @@ mailboxes_new(struct app *app)
 	mb->sink = (struct imap_sink){ mb, sink_deliver, sink_mark_get, sink_mark_put, sink_status, sink_paused };
 	mb->shared = store_is_shared(app->store);
 	mb->held = xcalloc(mb->n + 1, sizeof(*mb->held));
+	mb->by_id = xcalloc(mb->n + 1, sizeof(*mb->by_id));
+	for (size_t i = 0; i < mb->n; i++)
+		mb->by_id[i] = (struct box_ref){ mb->boxes[i].id, i };
+	qsort(mb->by_id, mb->n, sizeof(*mb->by_id), box_ref_cmp);
 	pthread_mutex_init(&mb->lock, NULL);
 	return mb;
 }
@@ -282,6 +303,7 @@ mailboxes_stop(struct mailboxes *mb)
 	inbound_queue_stop(mb->queue);
 	/* the others may take them at once (instance_stop drops our leases) */
 	free(mb->held);
+	free(mb->by_id);
 	pthread_mutex_destroy(&mb->lock);
 	free(mb->boxes);
 	free(mb);
