@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,11 @@ from harness.daemon import Daemon, location_conf  # noqa: E402
 from harness.fakeghl import FakeGHL  # noqa: E402
 from harness.servers import MailServers  # noqa: E402
 from harness import pg  # noqa: E402
+
+
+# what Postfix's qmgr logs for this bench's messages (10 KB HTML, its text
+# part, every 10th a 100 KB attachment): used when nothing went through Postfix
+MEAN_BYTES_GUESS = 36000
 
 
 def rss_kib(pid):
@@ -64,41 +70,131 @@ def main():
     ap.add_argument("--store", default="sqlite", choices=("sqlite", "postgresql"))
     ap.add_argument("--instances", type=int, default=1, help="mailbridges on one PostgreSQL (--store postgresql)")
     ap.add_argument("--pool", type=int, default=0, help="[store] pool (PostgreSQL connections per instance)")
+    ap.add_argument("--target", default="both", choices=("postfix", "sink", "both"),
+                    help="relay into Postfix, into smtp-sink (no queue, no disk), or both, one after the other")
+    ap.add_argument("--rate-limit", type=int, default=100000,
+                    help="[highlevel] rate_limit per 10 s (HighLevel's is 100: then statuses trail far behind)")
+    ap.add_argument("--pg-options", default="", help="PostgreSQL: more server options (-c name=value ...)")
+    ap.add_argument("--statements", action="store_true",
+                    help="PostgreSQL: log every statement and print the most frequent per message")
     args = ap.parse_args()
     if args.instances > 1 and args.store != "postgresql":
         ap.error("--instances > 1 needs --store postgresql")
     if args.instances > 1 and args.python_client:
         ap.error("--instances > 1 times acks with webhook_load.c")
     os.environ["MAILBRIDGE_BIN"] = os.path.join(args.build, "mailbridge")
+    if args.statements and args.store != "postgresql":
+        ap.error("--statements needs --store postgresql")
     base = 23000
     srv = MailServers(base, transport="discard:")
     try:
         srv.start()
-        run(args, base, srv)
+        results = []
+        for target in (("postfix", "sink") if args.target == "both" else (args.target,)):
+            results.append(run(args, base, srv, target))
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     finally:
         srv.stop()
 
 
-def run(args, base, srv):
+class SmtpSink:
+    """Postfix's smtp-sink: takes every message and keeps nothing, so
+    what is left is mailbridge's own cost (and the sink's, reported)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.proc = subprocess.Popen(["smtp-sink", "-u", "nobody", f"127.0.0.1:{port}", "512"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("smtp-sink did not start")
+
+    def cpu_s(self):
+        return proc_cpu_s(self.proc.pid)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def proc_cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ctx_switches(pid):
+    """Voluntary and involuntary context switches of all the process's
+    threads (/proc/PID/status counts only the main thread's)."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if "ctxt_switches:" in line:
+                        n += int(line.split()[1])
+        except OSError:
+            continue
+    return n
+
+
+def statement_profile(log, n, top=25):
+    """Counts and server time of each statement PostgreSQL logged, per
+    message: where the round trips go."""
+    prof = {}
+    for m in re.finditer(r"duration: ([0-9.]+) ms  (?:execute [^:]*|statement|parse [^:]*|bind [^:]*): (.*)", log):
+        if m.group(0).find("  parse ") >= 0 or m.group(0).find("  bind ") >= 0:
+            continue
+        sql = " ".join(m.group(2).split())[:90]
+        c = prof.setdefault(sql, [0, 0.0])
+        c[0] += 1
+        c[1] += float(m.group(1))
+    rows = sorted(prof.items(), key=lambda kv: -kv[1][0])[:top]
+    return {"statements_per_msg": round(sum(c for c, _ in prof.values()) / n, 2),
+            "top": [{"per_msg": round(c / n, 2), "server_ms_per_msg": round(t / n, 3), "sql": sql}
+                    for sql, (c, t) in rows]}
+
+
+def run(args, base, srv, target):
+    sink = SmtpSink(base + 40) if target == "sink" else None
+    try:
+        return run_into(args, base, srv, sink)
+    finally:
+        if sink:
+            sink.stop()
+
+
+def run_into(args, base, srv, sink):
     ghl = FakeGHL()
     ghl.static_tokens.add("tok")
     files = tempfile.mkdtemp(prefix="mb-bench-")
     with open(os.path.join(files, "a.bin"), "wb") as f:
         f.write(os.urandom(100 * 1024))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=files)
-    handler.log_message = lambda *a: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+    handler = functools.partial(Quiet, directory=files)
     fsrv = http.server.ThreadingHTTPServer(("127.0.0.1", base + 30), handler)
     threading.Thread(target=fsrv.serve_forever, daemon=True).start()
     pgs = db = None
     if args.store == "postgresql":
-        pgs = pg.PgServer(base + 90).start()
+        pgs = pg.PgServer(base + 90, options=("-c log_min_duration_statement=0 " if args.statements else "") + args.pg_options).start()
         pg.PgServer._shared = pgs      # the one the harness's Daemons use
         db = pgs.create_db("bench")
     ds = [Daemon(base + 50 + i, ghl.url, [location_conf("LBench", **{
-        "from": "Bench <bench@mail.test>", "smtp_host": "127.0.0.1", "smtp_port": srv.smtp,
+        "from": "Bench <bench@mail.test>", "smtp_host": "127.0.0.1", "smtp_port": sink.port if sink else srv.smtp,
         "smtp_tls": "none", "token": "tok"})], workers=args.workers, log_level="warn",
         extra_store=f"attachment_allow = http://127.0.0.1:{base + 30}\n" + (f"pool = {args.pool}\n" if args.pool else ""),
         store=args.store, store_db=db,
+        # HighLevel's 100 calls per 10 s per location would pace one location's
+        # 2,000 statuses over 200 s: a policy, not a cost. The fake has no limit.
+        extra_highlevel=f"rate_limit = {args.rate_limit}\n",
         extra_server=f"instance = bench{i}") for i in range(args.instances)]
     if args.preload:
         os.environ["LD_PRELOAD"] = args.preload
@@ -106,7 +202,7 @@ def run(args, base, srv):
         d.start()
     os.environ.pop("LD_PRELOAD", None)
     try:
-        measure(args, base, srv, ghl, files, fsrv, ds, pgs, db)
+        return measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db)
     finally:
         for d in ds:
             d.cleanup()     # no daemon outlives a failed run
@@ -140,7 +236,7 @@ def pg_stats(pgs, db):
     return row
 
 
-def measure(args, base, srv, ghl, files, fsrv, ds, pgs, db):
+def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
     d = ds[0]
     html = "<p>" + ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 170)[:10200] + "</p>"
     bodies = []
@@ -199,6 +295,8 @@ def measure(args, base, srv, ghl, files, fsrv, ds, pgs, db):
 
     t0 = time.perf_counter()
     own0 = os.times()      # this process serves the fake HighLevel API and the attachments
+    sink0 = sink.cpu_s() if sink else 0
+    cs0 = sum(ctx_switches(x.proc.pid) for x in ds)
     if loader:
         procs = [subprocess.Popen([loader, "127.0.0.1", str(x.port), str(args.clients), str(args.rate / len(ds)),
                                    os.path.join(files, f"webhooks{k}.txt")], stdout=subprocess.PIPE,
@@ -226,14 +324,22 @@ def measure(args, base, srv, ghl, files, fsrv, ds, pgs, db):
             break
         time.sleep(0.05)
     t_sent = time.perf_counter() - t0
+    # and every status told (the CPU figure covers webhook to status)
+    while True:
+        with d.db() as c:
+            left = c.execute("SELECT COUNT(*) FROM jobs WHERE report_state='pending'").fetchone()[0]
+        if left == 0:
+            break
+        time.sleep(0.05)
+    t_reported = time.perf_counter() - t0
     own1 = os.times()
     harness_cpu_s = (own1.user - own0.user) + (own1.system - own0.system)
+    sink_cpu_s = sink.cpu_s() - sink0 if sink else 0
+    cs = sum(ctx_switches(x.proc.pid) for x in ds) - cs0
     peak = max(rss_kib(x.proc.pid) for x in ds)
     cpu_s = disk_written = 0
     for x in ds:
-        with open(f"/proc/{x.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        cpu_s += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        cpu_s += proc_cpu_s(x.proc.pid)
         with open(f"/proc/{x.proc.pid}/io") as f:
             disk_written += int(dict(l.split(": ") for l in f.read().splitlines())["write_bytes"])
     with d.db() as c:
@@ -244,13 +350,20 @@ def measure(args, base, srv, ghl, files, fsrv, ds, pgs, db):
 
     # Postfix's own injector, same count, same size: the mean size Postfix's
     # qmgr logged for our messages (HTML + text part + every 10th attachment)
-    with open(os.path.join(srv.postfix_dir, "maillog")) as f:
-        sizes = [int(m.group(1)) for m in re.finditer(r"from=<(?:bench|bounce\+[^>]*)@mail\.test>, size=(\d+)", f.read())]
-    size = round(statistics.mean(sizes)) if sizes else len(html) + 2000
+    # (postlogd writes the log a little after qmgr's line: wait for it)
+    for _ in range(50):
+        with open(os.path.join(srv.postfix_dir, "maillog")) as f:
+            sizes = [int(m.group(1)) for m in re.finditer(r"from=<(?:bench|bounce\+[^>]*)@mail\.test>, size=(\d+)", f.read())]
+        if sink or len(sizes) >= args.n:
+            break
+        time.sleep(0.1)
+    # into smtp-sink Postfix logged nothing: the Postfix phase's mean, if it ran
+    size = round(statistics.mean(sizes)) if sizes else getattr(args, "mean_size", MEAN_BYTES_GUESS)
+    args.mean_size = size
     t1 = time.perf_counter()
     subprocess.run(["smtp-source", "-s", str(args.workers), "-m", str(args.n), "-l", str(size),
-                    "-f", "bench@mail.test", "-t", "alice@mail.test", f"127.0.0.1:{srv.smtp}"],
-                   check=True, timeout=600)
+                    "-f", "bench@mail.test", "-t", "alice@mail.test",
+                    f"127.0.0.1:{sink.port if sink else srv.smtp}"], check=True, timeout=600)
     t_src = time.perf_counter() - t1
 
     lat.sort()
@@ -268,12 +381,18 @@ def measure(args, base, srv, ghl, files, fsrv, ds, pgs, db):
                  "postgresql_wal_kib_per_msg": round((int(pg1["wal_bytes"]) - int(pg0["wal_bytes"])) / 1024 / args.n, 1),
                  "postgresql_wal_syncs_per_msg": round((pg1["wal_syncs"] - pg0["wal_syncs"]) / args.n, 2),
                  "postgresql_cpu_ms_per_msg": round((pg1["cpu_s"] - pg0["cpu_s"]) * 1000 / args.n, 3)}
-    print(json.dumps({
+    if args.statements:
+        on_pg["statements"] = statement_profile(pgs.log(), args.n)
+    if args.pg_options and os.environ.get("MB_BENCH_PG_LOG"):
+        shutil.copy(os.path.join(pgs.dir, "log"), os.environ["MB_BENCH_PG_LOG"])
+    return {
+        "target": "smtp-sink" if sink else "postfix",
         "store": args.store, "instances": args.instances,
         "messages": args.n, "failed": failed, "paced_rate": args.rate or "unpaced", "clients": args.clients,
         "webhooks_accepted_per_s": round(args.n / t_acked, 1),
         **acks,
         "end_to_end_msgs_per_s": round(ours, 1),
+        "statuses_reported_per_s": round(args.n / t_reported, 1),
         "sent_while_accepting": sent_at_ack,
         "msgs_per_s_after_intake": round((args.n - sent_at_ack) / max(t_sent - t_acked, 1e-9), 1),
         "mean_message_bytes": size, "largest_message_bytes": max(sizes, default=0),
@@ -283,9 +402,11 @@ def measure(args, base, srv, ghl, files, fsrv, ds, pgs, db):
         "mailbridge_cpu_s": round(cpu_s, 2),
         "mailbridge_cpu_ms_per_msg": round(cpu_s * 1000 / args.n, 3),
         "mailbridge_disk_kib_written_per_msg": round(disk_written / 1024 / args.n, 1),
+        "mailbridge_context_switches_per_msg": round(cs / args.n, 1),
         "fake_highlevel_and_attachment_server_cpu_ms_per_msg": round(harness_cpu_s * 1000 / args.n, 3),
+        **({"smtp_sink_cpu_ms_per_msg": round(sink_cpu_s * 1000 / args.n, 3)} if sink else {}),
         **on_pg,
-    }, indent=2))
+    }
 
 
 if __name__ == "__main__":

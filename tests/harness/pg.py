@@ -33,8 +33,9 @@ def _bindir():
 class PgServer:
     _shared = None
 
-    def __init__(self, port):
+    def __init__(self, port, options=""):
         self.port = port
+        self.options = options      # more "-c name=value" for the server (bench/)
         self.bin = _bindir()
         self.dir = tempfile.mkdtemp(prefix="mb-pg-")
         self.data = f"{self.dir}/data"
@@ -88,7 +89,7 @@ class PgServer:
 
     def _opts(self):
         return (f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-                f"-c shared_buffers=32MB -c log_min_messages=warning")
+                f"-c shared_buffers=32MB -c log_min_messages=warning {self.options}").strip()
 
     def down(self):
         """Stops the server (fast: connections are cut), keeping its data."""
