@@ -157,9 +157,10 @@ daemon_serve(const char *path, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+	/* before the workers, which ask it each location's status API */
+	app.engagement = engagement_start(&app);
 	app.outbound = outbound_start(&app, (int)app.cfg->workers, REPORTER_THREADS);
 	app.unsubscriber = unsubscribe_start(&app);
-	app.engagement = engagement_start(&app);
 	app.tracker = tracking_start(&app);
 	mailboxes = mailboxes_start(&app, INBOUND_POSTERS, (int)app.cfg->imap_workers);
 	if (app.cfg->lmtp_listen && !(lmtp = lmtp_start(&app, app.cfg->lmtp_listen, &err))) {

@@ -12,6 +12,7 @@
 #include "util.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,10 +27,73 @@
 /* status_api's memory, per location, in the store's key-value pairs */
 #define STATUS_API_KV "mailbridge"
 
+/* What the store says of each location's status API, kept a while: it is
+ * asked twice a message (the attempt's events, the report) and changes
+ * once in a location's life, if ever. Another instance's finding reaches
+ * this one when its entry expires, or sooner by its own 404. */
+#define STATUS_API_MEMO_MS  (60 * 1000)
+#define STATUS_API_MEMO_MAX 4096
+
+struct status_api_memo {
+	char *location_id;
+	bool v2;
+	int64_t until;
+};
+
 struct engagement {
 	struct app *app;
 	struct poller *poller;
+	pthread_mutex_t memo_lock;
+	struct status_api_memo *memo;
+	size_t n_memo, cap_memo;
 };
+
+/* 1 and *v2_r when known and fresh, else 0 */
+static int
+memo_get(struct engagement *e, const char *location_id, bool *v2_r)
+{
+	int64_t now = now_ms();
+	int found = 0;
+
+	pthread_mutex_lock(&e->memo_lock);
+	for (size_t i = 0; i < e->n_memo; i++)
+		if (!strcmp(e->memo[i].location_id, location_id)) {
+			if (now < e->memo[i].until) {
+				*v2_r = e->memo[i].v2;
+				found = 1;
+			}
+			break;
+		}
+	pthread_mutex_unlock(&e->memo_lock);
+	return found;
+}
+
+static void
+memo_put(struct engagement *e, const char *location_id, bool v2)
+{
+	size_t i;
+
+	pthread_mutex_lock(&e->memo_lock);
+	for (i = 0; i < e->n_memo && strcmp(e->memo[i].location_id, location_id); i++)
+		;
+	if (i == e->n_memo) {
+		if (e->n_memo == STATUS_API_MEMO_MAX) {
+			/* more locations than it keeps: start again (each costs one read) */
+			for (size_t k = 0; k < e->n_memo; k++)
+				free(e->memo[k].location_id);
+			e->n_memo = i = 0;
+		}
+		if (e->n_memo == e->cap_memo) {
+			e->cap_memo = e->cap_memo ? 2 * e->cap_memo : 16;
+			e->memo = xrealloc(e->memo, e->cap_memo * sizeof(*e->memo));
+		}
+		e->memo[i].location_id = xstrdup(location_id);
+		e->n_memo++;
+	}
+	e->memo[i].v2 = v2;
+	e->memo[i].until = now_ms() + STATUS_API_MEMO_MS;
+	pthread_mutex_unlock(&e->memo_lock);
+}
 
 bool
 engagement_v3(struct app *app, const char *location_id)
@@ -37,13 +101,19 @@ engagement_v3(struct app *app, const char *location_id)
 	const char *api = app->cfg->status_api;
 	char *key, *v = NULL;
 	bool v2;
+	int r;
 
 	if (!strcmp(api, "v2") || !strcmp(api, "v3"))
 		return !strcmp(api, "v3");
+	if (app->engagement && memo_get(app->engagement, location_id, &v2))
+		return !v2;
 	key = xasprintf("status_api:%s", location_id);
-	v2 = store_kv_get(app->store, STATUS_API_KV, key, &v) == 1 && v && !strcmp(v, "v2");
+	r = store_kv_get(app->store, STATUS_API_KV, key, &v);
+	v2 = r == 1 && v && !strcmp(v, "v2");
 	free(v);
 	free(key);
+	if (r >= 0 && app->engagement)
+		memo_put(app->engagement, location_id, v2);
 	return !v2;
 }
 
@@ -58,6 +128,8 @@ engagement_v3_missing(struct app *app, const char *location_id, const struct ghl
 	key = xasprintf("status_api:%s", location_id);
 	log_warn("report: locationId=%s HighLevel answered the v3 email status with %ld: using v2 for this location "
 	    "from now on", location_id, res->status);
+	if (app->engagement)
+		memo_put(app->engagement, location_id, true);
 	if (store_kv_put(app->store, STATUS_API_KV, key, "v2") < 0)
 		log_error("report: locationId=%s cannot remember v2 (store error): v3 is tried again next time",
 		    location_id);
@@ -209,7 +281,9 @@ engagement_start(struct app *app)
 		.step = engage_step, .ctx = e };
 
 	e->app = app;
+	pthread_mutex_init(&e->memo_lock, NULL);
 	if (!(e->poller = poller_start(&pp))) {
+		pthread_mutex_destroy(&e->memo_lock);
 		free(e);
 		return NULL;
 	}
@@ -229,5 +303,9 @@ engagement_stop(struct engagement *e)
 	if (!e)
 		return;
 	poller_stop(e->poller);
+	for (size_t i = 0; i < e->n_memo; i++)
+		free(e->memo[i].location_id);
+	free(e->memo);
+	pthread_mutex_destroy(&e->memo_lock);
 	free(e);
 }
