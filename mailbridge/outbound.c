@@ -731,6 +731,9 @@ report_one(struct outbound *ob, struct job *job)
 		if (store_report_defer(st, job->id, now_ms() + d) < 0)
 			log_error("report: messageId=%s cannot defer (store error): it is tried again once its lease "
 			    "ends", job->message_id);
+		else if (store_report_defer_location(st, job->location_id, now_ms(), now_ms() + d) < 0)
+			log_error("report: locationId=%s cannot defer its other due reports (store error): each is "
+			    "claimed and put back on its own", job->location_id);
 		break;
 	case GHL_NEXT_DONE:
 		metrics_inc(M_REPORT_POSTED);

@@ -383,6 +383,14 @@ store_report_defer(struct store *st, int64_t id, int64_t next_at)
 }
 
 int
+store_report_defer_location(struct store *st, const char *location_id, int64_t now, int64_t next_at)
+{
+	/* due ones only: a later one is leased to a reporter, or waits anyway */
+	return store_exec(st, "UPDATE jobs SET report_next_at=?3 WHERE report_state='" REPORT_NAME_PENDING "' "
+	    "AND report_next_at<=?2 AND location_id=?1", "sii", location_id, now, next_at);
+}
+
+int
 store_report_wake_location(struct store *st, const char *location_id)
 {
 	return store_exec(st, "UPDATE jobs SET report_next_at=?2 WHERE location_id=?1 "

@@ -327,6 +327,54 @@ make_v4_db(void)
 	sqlite3_close(db);
 }
 
+/* A job sent and its status due now. */
+static void
+sent_with_report(struct store *st, const char *message_id, const char *location_id)
+{
+	struct job *j = NULL;
+	struct job_attempt_rec rec = { .code = 250, .event = "sent" };
+
+	CHECK(store_job_add(st, message_id, location_id, "Email", NULL, "{}") == 1);
+	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && !strcmp(j->message_id, message_id));
+	CHECK(j && jobs_sending(st, j, NULL) == 1);
+	CHECK(j && jobs_attempt(st, j, ATTEMPT_SENT, STATUS_DELIVERED, &rec) == 1 && rec.report_due);
+	store_job_free(j);
+}
+
+/* A location's window is full: its due reports wait, the one a reporter
+ * holds and other locations' stay as they are. */
+static void
+test_defer_location(void)
+{
+	static char ddir[] = "/tmp/mb-test-defer-XXXXXX";
+	struct store *st;
+	struct job *rj = NULL, *next = NULL;
+	char *err = NULL, cmd[128];
+	int64_t now = now_ms();
+
+	if (!mkdtemp(ddir) || !(st = store_open(ddir, &err))) {
+		fprintf(stderr, "test_defer_location: %s\n", err ? err : "mkdtemp");
+		abort();
+	}
+	sent_with_report(st, "d1", "L1");
+	sent_with_report(st, "d2", "L1");
+	sent_with_report(st, "d3", "L1");
+	sent_with_report(st, "d4", "L2");
+	CHECK(store_report_claim(st, now + 1000, 60000, &rj) == 1 && rj && !strcmp(rj->message_id, "d1"));
+	CHECK(store_report_defer_location(st, "L1", now + 1000, now + 30000) == 2);
+	CHECK(store_report_claim(st, now + 1000, 60000, &next) == 1 && next && !strcmp(next->message_id, "d4"));
+	store_job_free(next);
+	next = NULL;
+	CHECK(store_report_claim(st, now + 1000, 60000, &next) == 0);
+	/* when the window opens they go in their order; d1 is still leased */
+	CHECK(store_report_claim(st, now + 31000, 60000, &next) == 1 && next && !strcmp(next->message_id, "d2"));
+	store_job_free(next);
+	store_job_free(rj);
+	store_close(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", ddir);
+	CHECK(system(cmd) == 0);
+}
+
 /* The machine over the store: a report that comes while a job is sent
  * or while its status is posted is never lost, whatever the order. The
  * worker and the reporter hold stale copies of the states, as they do. */
@@ -531,5 +579,6 @@ main(void)
 		free(sub);
 	}
 	test_races();
+	test_defer_location();
 	return test_done("test_store");
 }

@@ -126,6 +126,10 @@ int store_report_finish(struct store *st, const struct job *job, const struct jo
 /* Puts a claimed report back for next_at without counting the attempt
  * (it was never sent: our own rate limiter held it). */
 int store_report_defer(struct store *st, int64_t id, int64_t next_at);
+/* The location's other reports due by now wait until next_at too (its
+ * window is full: claiming each only to put it back would cost two
+ * writes a report a wake). How many, or -1. */
+int store_report_defer_location(struct store *st, const char *location_id, int64_t now, int64_t next_at);
 /* A delivery report (DSN, gateway) moved the states: its code and error
  * (if any) are the job's last, the report's attempts start again, due now
  * when report_due. event: the "dsn" trace event, in the same commit. */
