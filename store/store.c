@@ -388,7 +388,7 @@ store_tx_trace(struct store *st, const char *sql, const char *fmt, ...)
 	va_list ap;
 	int r;
 	va_start(ap, fmt);
-	r = store_tx_step_v(st, !st->ops->extras_cost, sql, fmt, ap);
+	r = st->ops->tx_trace ? st->ops->tx_trace(st, sql, fmt, ap) : store_tx_step_v(st, true, sql, fmt, ap);
 	va_end(ap);
 	return r;
 }

@@ -100,11 +100,13 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 	    "next_at, created_at, updated_at) SELECT ?1, ?2, ?3, ?4, '" JOB_NAME_QUEUED "', ?5, ?5, ?5 "
 	    "WHERE NOT EXISTS (SELECT 1 FROM replay_guard WHERE fp = mb_fp('job:' || ?1)) "
 	    "ON CONFLICT(message_id) DO NOTHING RETURNING id", "ssssi", message_id, location_id, type, email_message_id, now);
+	/* the payload (a new job's id: no key to meet) and the journey's first
+	 * event ride in the same commit, unanswered (sent with the COMMIT on
+	 * PostgreSQL): a failure fails the commit */
 	if (r == 1)
-		store_tx_step(st, "INSERT INTO job_payload (job_id, payload) VALUES (?1, ?2)", "is",
+		store_tx_trace(st, "INSERT INTO job_payload (job_id, payload) VALUES (?1, ?2)", "is",
 		    id, payload);
-	/* the journey's first event rides in the same commit */
-	store_tx_step(st, EVENT_INSERT, "issss", now, message_id, "webhook", r == 1 ? type : "duplicate (ignored)",
+	store_tx_trace(st, EVENT_INSERT, "issss", now, message_id, "webhook", r == 1 ? type : "duplicate (ignored)",
 	    location_id);
 	/* durable before the webhook is acknowledged, duplicates included */
 	if (store_tx_end(st, "job add", true) < 0)

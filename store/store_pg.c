@@ -16,7 +16,14 @@
  *
  * Commits are asynchronous (synchronous_commit off, as SQLite's NORMAL)
  * except the durable ones, which wait for the WAL flush on the server (and
- * its synchronous standbys, as the server is configured). */
+ * its synchronous standbys, as the server is configured).
+ *
+ * Round trips: a statement whose answer nobody waits for (BEGIN, a trace
+ * step, RELEASE SAVEPOINT) is kept on its connection and sent in one
+ * pipeline (libpq's pipeline mode) with the next one whose answer is
+ * awaited, or with the COMMIT. The order is the callers'; a kept one that
+ * fails fails the transaction, as it would have at once. A job's state
+ * change with its trace event is two round trips, not four. */
 #include "store_private.h"
 #include "log.h"
 #include "util.h"
@@ -40,10 +47,24 @@
 #define PG_INT4OID 23
 #define PG_TEXTOID 25
 
+/* A statement kept for the next pipeline: a prepared one's name with its
+ * parameters copied (the caller's may be gone by then), or plain SQL. */
+struct pg_later {
+	const char *name;
+	const char *sql;
+	int n;
+	char *buf;
+	const char *values[PG_MAX_PARAMS];
+	int lengths[PG_MAX_PARAMS], formats[PG_MAX_PARAMS];
+};
+#define PG_LATER_MAX 16
+
 struct pgconn {
 	PGconn *conn;
 	bool busy;
 	bool tx_failed;
+	int n_later;
+	struct pg_later later[PG_LATER_MAX];
 	int64_t next_try;          /* after a failed connect: not before this */
 	int n_prepared;
 	struct { const char *sql; char name[12]; } prepared[PG_STMT_CACHE];
@@ -242,21 +263,15 @@ pg_row_init(struct store_row *row, PGresult *res, int i)
 	row->row = i;
 }
 
-/* One statement on c: up to max rows to fn. Returns the rows changed (or,
- * with fn, handed over), 0 on a uniqueness or foreign-key conflict when
- * conflict_ok, or -1 (logged). */
+/* A statement's parameters from the bind format (store_private.h):
+ * values point into the caller's arguments, or into ints. The count, or
+ * -1 (logged). */
 static int
-pg_run(struct pgconn *c, bool conflict_ok, int max, store_row_fn *fn, void *arg, const char *sql, const char *fmt,
-    va_list ap)
+pg_bind(const char *fmt, va_list ap, const char **values, int *lengths, int *formats,
+    char (*ints)[24])
 {
-	const char *values[PG_MAX_PARAMS];
-	int lengths[PG_MAX_PARAMS], formats[PG_MAX_PARAMS];
-	char ints[PG_MAX_PARAMS][24];
 	const struct store_val *vals = NULL;
-	int n, ret = -1;
-	const char *name;
-	PGresult *res;
-	ExecStatusType s;
+	int n;
 
 	if (*fmt == '*') {
 		vals = va_arg(ap, const struct store_val *);
@@ -267,8 +282,6 @@ pg_run(struct pgconn *c, bool conflict_ok, int max, store_row_fn *fn, void *arg,
 		log_error("store: %d parameters, more than %d", n, PG_MAX_PARAMS);
 		return -1;
 	}
-	if ((name = pg_prepared(c, sql, fmt)) == NULL)
-		return -1;
 	for (int k = 0; k < n; k++) {
 		formats[k] = 0;
 		lengths[k] = 0;
@@ -294,7 +307,187 @@ pg_run(struct pgconn *c, bool conflict_ok, int max, store_row_fn *fn, void *arg,
 			values[k] = va_arg(ap, const char *);
 		}
 	}
-	res = PQexecPrepared(c->conn, name, n, values, lengths, formats, 1);
+	return n;
+}
+
+/* The bind format without the array marker: what pg_prepared types by. */
+static const char *
+pg_types(const char *fmt)
+{
+	return *fmt == '*' ? fmt + 1 : fmt;
+}
+
+static void
+pg_later_clear(struct pgconn *c)
+{
+	for (int i = 0; i < c->n_later; i++)
+		free(c->later[i].buf);
+	c->n_later = 0;
+}
+
+static bool pg_flush(struct pgconn *c);
+
+/* Keeps a statement for the next pipeline: plain sql (name NULL), or a
+ * prepared one with n parameters, copied. False on error (logged). */
+static bool
+pg_keep(struct pgconn *c, const char *name, const char *sql, int n, const char *const *values,
+    const int *lengths, const int *formats)
+{
+	struct pg_later *l;
+	size_t size = 0;
+	char *p;
+
+	if (c->n_later == PG_LATER_MAX && !pg_flush(c))
+		return false;
+	l = &c->later[c->n_later++];
+	l->name = name;
+	l->sql = sql;
+	l->n = n;
+	for (int k = 0; k < n; k++)
+		if (values[k])
+			size += formats[k] ? (size_t)lengths[k] : strlen(values[k]) + 1;
+	p = l->buf = n ? xmalloc(size ? size : 1) : NULL;
+	for (int k = 0; k < n; k++) {
+		size_t len = !values[k] ? 0 : formats[k] ? (size_t)lengths[k] : strlen(values[k]) + 1;
+		l->lengths[k] = lengths[k];
+		l->formats[k] = formats[k];
+		l->values[k] = values[k] ? p : NULL;
+		if (len)
+			memcpy(p, values[k], len);
+		p += len;
+	}
+	return true;
+}
+
+static int
+pg_send(PGconn *conn, const char *name, const char *sql, int n, const char *const *values, const int *lengths,
+    const int *formats)
+{
+	if (name)
+		return PQsendQueryPrepared(conn, name, n, values, lengths, formats, 1);
+	return PQsendQueryParams(conn, sql, 0, NULL, NULL, NULL, NULL, 1);
+}
+
+/* The answer to one statement of a pipeline (its first result; the rest
+ * read and dropped), or NULL when the connection failed. */
+static PGresult *
+pg_answer(PGconn *conn)
+{
+	PGresult *res = PQgetResult(conn), *more;
+
+	if (res && PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+		while ((more = PQgetResult(conn)) != NULL)
+			PQclear(more);
+	return res;
+}
+
+/* Sends the kept statements and then one more (a prepared statement's
+ * name, or plain sql; neither: none) in one pipeline, and reads every
+ * answer. Returns the last one's result (NULL if none, or when the
+ * connection failed); *kept_ok says whether the kept ones all succeeded
+ * (an error is logged). With nothing kept, a plain call. */
+static PGresult *
+pg_pipeline(struct pgconn *c, const char *name, const char *sql, int n, const char *const *values,
+    const int *lengths, const int *formats, bool *kept_ok)
+{
+	PGresult *res = NULL, *r;
+	int k, sent = 0;
+	bool ok = true;
+
+	*kept_ok = true;
+	if (c->n_later == 0)
+		return name ? PQexecPrepared(c->conn, name, n, values, lengths, formats, 1) : sql ? PQexec(c->conn, sql) :
+		    NULL;
+	if (!PQenterPipelineMode(c->conn)) {
+		pg_log_error(c->conn, "pipeline");
+		pg_later_clear(c);
+		*kept_ok = false;
+		return NULL;
+	}
+	for (k = 0; k < c->n_later && ok; k++, sent++) {
+		struct pg_later *l = &c->later[k];
+		ok = pg_send(c->conn, l->name, l->sql, l->n, l->values, l->lengths, l->formats) == 1;
+	}
+	if (ok && (name || sql))
+		ok = pg_send(c->conn, name, sql, n, values, lengths, formats) == 1;
+	if (ok && (name || sql))
+		sent++;
+	if (!ok || PQpipelineSync(c->conn) != 1) {
+		/* the connection is lost: pg_connect opens a new one next time */
+		pg_log_error(c->conn, "pipeline");
+		pg_later_clear(c);
+		*kept_ok = false;
+		PQfinish(c->conn);
+		c->conn = NULL;
+		return NULL;
+	}
+	for (k = 0; k < sent; k++) {
+		if ((r = pg_answer(c->conn)) == NULL)
+			break;
+		if (k < c->n_later) {
+			ExecStatusType s = PQresultStatus(r);
+			if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+				if (*kept_ok && s != PGRES_PIPELINE_ABORTED)
+					log_error("store: %s", PQresultErrorMessage(r));
+				*kept_ok = false;
+			}
+			PQclear(r);
+		} else {
+			res = r;
+		}
+	}
+	/* the sync's own result, then out of pipeline mode */
+	if (k < sent || (r = pg_answer(c->conn)) == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC ||
+	    !PQexitPipelineMode(c->conn)) {
+		pg_log_error(c->conn, "pipeline");
+		*kept_ok = false;
+		PQfinish(c->conn);
+		c->conn = NULL;
+	}
+	if (k == sent)
+		PQclear(r);
+	pg_later_clear(c);
+	return res;
+}
+
+/* Sends what is kept, alone: true when it all succeeded. */
+static bool
+pg_flush(struct pgconn *c)
+{
+	bool ok;
+
+	pg_pipeline(c, NULL, NULL, 0, NULL, NULL, NULL, &ok);
+	return ok;
+}
+
+/* One statement on c (after the kept ones): up to max rows to fn. Returns
+ * the rows changed (or, with fn, handed over), 0 on a uniqueness or
+ * foreign-key conflict when conflict_ok, or -1 (logged). */
+static int
+pg_run(struct pgconn *c, bool conflict_ok, int max, store_row_fn *fn, void *arg, const char *sql, const char *fmt,
+    va_list ap)
+{
+	const char *values[PG_MAX_PARAMS];
+	int lengths[PG_MAX_PARAMS], formats[PG_MAX_PARAMS];
+	char ints[PG_MAX_PARAMS][24];
+	int n, ret = -1;
+	const char *name;
+	PGresult *res;
+	ExecStatusType s;
+	bool kept_ok;
+
+	if ((name = pg_prepared(c, sql, pg_types(fmt))) == NULL ||
+	    (n = pg_bind(fmt, ap, values, lengths, formats, ints)) < 0)
+		return -1;
+	res = pg_pipeline(c, name, NULL, n, values, lengths, formats, &kept_ok);
+	if (!kept_ok) {
+		PQclear(res);
+		return -1;
+	}
+	if (!res) {
+		pg_log_error(c->conn, "statement");
+		return -1;
+	}
 	s = PQresultStatus(res);
 	if (s == PGRES_TUPLES_OK && fn) {
 		struct store_row row;
@@ -318,6 +511,26 @@ pg_run(struct pgconn *c, bool conflict_ok, int max, store_row_fn *fn, void *arg,
 	return ret;
 }
 
+/* The kept statements, then the commit (waiting for the WAL's flush when
+ * durable), in one round trip: true committed. */
+static bool
+pg_commit(struct pgconn *c, bool durable)
+{
+	PGresult *res = NULL;
+	bool kept_ok = !durable || pg_keep(c, NULL, "SET LOCAL synchronous_commit = on", 0, NULL, NULL, NULL);
+	bool ok;
+
+	if (kept_ok)
+		res = pg_pipeline(c, NULL, "COMMIT", 0, NULL, NULL, NULL, &kept_ok);
+	/* a failed transaction's COMMIT answers ROLLBACK */
+	ok = kept_ok && PQresultStatus(res) == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(res), "COMMIT");
+	if (!ok && kept_ok)
+		pg_log_error(c->conn, "commit");
+	PQclear(res);
+	pg_later_clear(c);
+	return ok;
+}
+
 static int
 pg_exec(struct store *st, bool durable, const char *sql, const char *fmt, va_list ap)
 {
@@ -330,12 +543,19 @@ pg_exec(struct store *st, bool durable, const char *sql, const char *fmt, va_lis
 	if (!durable || c == pg_tx) {
 		r = pg_run(c, true, 0, NULL, NULL, sql, fmt, ap);
 	} else {
-		/* its own transaction, to commit it synchronously */
+		/* its own transaction, to commit it synchronously (BEGIN goes
+		 * with the statement) */
 		r = -1;
-		if (pg_simple(c, "BEGIN")) {
+		if (pg_keep(c, NULL, "BEGIN", 0, NULL, NULL, NULL)) {
 			r = pg_run(c, true, 0, NULL, NULL, sql, fmt, ap);
-			if (!pg_simple(c, r >= 0 ? "SET LOCAL synchronous_commit = on; COMMIT" : "ROLLBACK"))
-				r = -1;
+			pg_later_clear(c);
+			/* a conflict (0) left the transaction failed: nothing to commit */
+			if (r > 0 || (r == 0 && c->conn && PQtransactionStatus(c->conn) == PQTRANS_INTRANS)) {
+				if (!pg_commit(c, true))
+					r = -1;
+			}
+			if (c->conn && PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+				pg_simple(c, "ROLLBACK");
 		}
 	}
 	if (c != pg_tx)
@@ -370,7 +590,8 @@ pg_tx_begin(struct store *st, const char *what)
 	}
 	if ((c = pg_acquire(p)) == NULL)
 		return -1;
-	if (!pg_simple(c, "BEGIN")) {
+	/* sent with the first statement */
+	if (!pg_keep(c, NULL, "BEGIN", 0, NULL, NULL, NULL)) {
 		pg_release(p, c);
 		return -1;
 	}
@@ -395,15 +616,41 @@ pg_tx_step(struct store *st, bool extra, int max, store_row_fn *fn, void *arg, c
 		return r;
 	}
 	/* an extra's failure is undone alone: PostgreSQL aborts the whole
-	 * transaction on an error, unless it is inside a savepoint */
-	if (!pg_simple(c, "SAVEPOINT extra")) {
+	 * transaction on an error, unless it is inside a savepoint. The
+	 * savepoint goes in the statement's pipeline, its release in the next */
+	if (!pg_keep(c, NULL, "SAVEPOINT extra", 0, NULL, NULL, NULL)) {
 		c->tx_failed = true;
 		return -1;
 	}
 	r = pg_run(c, false, max, fn, arg, sql, fmt, ap);
-	if (!pg_simple(c, r >= 0 ? "RELEASE SAVEPOINT extra" : "ROLLBACK TO SAVEPOINT extra"))
+	if (r < 0 && !c->conn)
+		c->tx_failed = true;
+	else if (r >= 0 ? !pg_keep(c, NULL, "RELEASE SAVEPOINT extra", 0, NULL, NULL, NULL) :
+	    !pg_simple(c, "ROLLBACK TO SAVEPOINT extra"))
 		c->tx_failed = true;
 	return r;
+}
+
+/* A step whose answer nobody reads: kept for the next pipeline. 0, or
+ * -1 (the transaction fails). */
+static int
+pg_tx_trace(struct store *st, const char *sql, const char *fmt, va_list ap)
+{
+	struct pgconn *c = pg_tx;
+	const char *values[PG_MAX_PARAMS], *name;
+	int lengths[PG_MAX_PARAMS], formats[PG_MAX_PARAMS], n;
+	char ints[PG_MAX_PARAMS][24];
+
+	(void)st;
+	if (!c || c->tx_failed)
+		return -1;
+	if ((name = pg_prepared(c, sql, pg_types(fmt))) == NULL ||
+	    (n = pg_bind(fmt, ap, values, lengths, formats, ints)) < 0 ||
+	    !pg_keep(c, name, NULL, n, values, lengths, formats)) {
+		c->tx_failed = true;
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -415,11 +662,16 @@ pg_tx_end(struct store *st, const char *what, bool durable)
 	if (!c)
 		return -1;
 	ok = !c->tx_failed;
-	if (ok && !pg_simple(c, durable ? "SET LOCAL synchronous_commit = on; COMMIT" : "COMMIT")) {
-		log_error("store: %s: commit failed", what);
-		ok = false;
+	if (ok && c->n_later == 1 && c->later[0].sql && !strcmp(c->later[0].sql, "BEGIN")) {
+		/* nothing was done: nothing to send */
+		pg_later_clear(c);
+	} else if (ok) {
+		/* the kept statements, then the commit: one round trip */
+		if (!(ok = pg_commit(c, durable)))
+			log_error("store: %s: commit failed", what);
 	}
-	if (!ok && PQtransactionStatus(c->conn) != PQTRANS_IDLE)
+	pg_later_clear(c);
+	if (!ok && c->conn && PQtransactionStatus(c->conn) != PQTRANS_IDLE)
 		pg_simple(c, "ROLLBACK");
 	pg_tx = NULL;
 	pg_release(PG(st), c);
@@ -629,7 +881,7 @@ static const struct store_ops pg_ops = {
 	.tx_begin = pg_tx_begin,
 	.tx_step = pg_tx_step,
 	.tx_end = pg_tx_end,
-	.extras_cost = true,
+	.tx_trace = pg_tx_trace,
 	.tx_fail = pg_tx_fail,
 	.close = pg_close,
 	.backup = pg_backup,

@@ -50,7 +50,9 @@ struct store_ops {
 	int (*tx_step)(struct store *st, bool extra, int max, store_row_fn *fn, void *arg, const char *sql,
 	    const char *fmt, va_list ap);
 	int (*tx_end)(struct store *st, const char *what, bool durable);
-	bool extras_cost;          /* an extra step costs more than a plain one (store_tx_trace) */
+	/* a step whose answer nobody reads (store_tx_trace): it may be sent
+	 * later, with the next step or the commit; 0 or -1. NULL: an extra */
+	int (*tx_trace)(struct store *st, const char *sql, const char *fmt, va_list ap);
 	void (*tx_fail)(struct store *st);   /* the open transaction is to roll back */
 	void (*close)(struct store *st);
 	int (*backup)(struct store *st, const char *path, int64_t *bytes_r, char **error_r);
@@ -105,9 +107,9 @@ int store_tx_step(struct store *st, const char *sql, const char *fmt, ...);
 int store_tx_step_v(struct store *st, bool extra, const char *sql, const char *fmt, va_list ap);
 int store_tx_extra(struct store *st, const char *sql, const char *fmt, ...);
 /* A step with no key to meet (a trace event; an outbox row ON CONFLICT DO
- * NOTHING): it fails only when the transaction does. SQLite runs it as an
- * extra; PostgreSQL as a plain step, without the savepoint (two round
- * trips) an extra costs there. */
+ * NOTHING) and no answer to read: it fails only when the transaction
+ * does. SQLite runs it as an extra; PostgreSQL sends it with the next
+ * statement (store_pg.c), without a savepoint. 0, or -1. */
 int store_tx_trace(struct store *st, const char *sql, const char *fmt, ...);
 int store_tx_row(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
 int store_tx_end(struct store *st, const char *what, bool durable);
