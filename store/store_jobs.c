@@ -25,7 +25,7 @@ store_job_free(struct job *job)
 	free(job);
 }
 
-/* no payload: store_job_payload() loads it when a job is worked on */
+/* no payload: the claim (or store_job_payload()) loads it */
 #define JOB_COLUMNS "id, message_id, location_id, type, email_message_id, state, attempts, next_at, " \
 	"created_at, last_code, last_error, rfc_message_id, report_status, report_state, " \
 	"report_attempts, report_error, rcpt_state, uncertain"
@@ -66,6 +66,15 @@ static void
 row_job(const struct store_row *stmt, void *arg)
 {
 	*(struct job **)arg = job_from_row(stmt);
+}
+
+/* A job row followed by its payload. */
+static void
+row_job_payload(const struct store_row *stmt, void *arg)
+{
+	struct job *j = job_from_row(stmt);
+	j->payload = store_col_text(stmt, 18);
+	*(struct job **)arg = j;
 }
 
 /* Runs a query expected to return at most one job row. */
@@ -128,10 +137,13 @@ store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_sta
 {
 	/* the inner SELECT skips rows another instance is claiming, and the
 	 * outer state test holds after a wait for one (PostgreSQL) */
-	return store_job_query(st, job_r,
+	*job_r = NULL;
+	/* with its payload: the claimer works on it next (one round trip) */
+	return store_query_row(st, row_job_payload, job_r,
 	    "UPDATE jobs SET state=?3, attempts=attempts+1, updated_at=?1, owner=?4 "
 	    "WHERE id = (SELECT id FROM jobs WHERE state=?2 AND next_at<=?1 "
-	    "ORDER BY next_at, id LIMIT 1" STORE_SKIP_LOCKED ") AND state=?2 RETURNING " JOB_COLUMNS, "isss", now,
+	    "ORDER BY next_at, id LIMIT 1" STORE_SKIP_LOCKED ") AND state=?2 RETURNING " JOB_COLUMNS ", "
+	    "(SELECT payload FROM job_payload WHERE job_id=jobs.id)", "isss", now,
 	    job_state_name(from), job_state_name(to), st->instance);
 }
 

@@ -21,7 +21,7 @@ struct job {
 	char *message_id;          /* HighLevel messageId (unique) */
 	char *location_id;
 	char *type;                /* "Email", "SMS", ... */
-	char *payload;             /* the validated webhook JSON: NULL until store_job_payload() */
+	char *payload;             /* the validated webhook JSON: from the claim, or store_job_payload() */
 	char *email_message_id;    /* the webhook's emailMessageId, or NULL */
 	struct job_fsm fsm;        /* state, report_state, report_status */
 	int attempts;
@@ -47,7 +47,8 @@ int store_job_add(struct store *st, const char *message_id, const char *location
     const char *type, const char *email_message_id, const char *payload);
 /* Loads job->payload (kept apart from the job row). 1, 0 gone, -1 error. */
 int store_job_payload(struct store *st, struct job *job);
-/* The oldest job in state from due by now goes to state to (attempts+1). */
+/* The oldest job in state from due by now goes to state to (attempts+1),
+ * read with its payload (NULL if gone). */
 int store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_state to, struct job **job_r);
 /* Earliest next_at among jobs in state waiting, or -1 when none. */
 int64_t store_job_next_due(struct store *st, enum job_state waiting);
