@@ -74,6 +74,7 @@ def main():
                     help="relay into Postfix, into smtp-sink (no queue, no disk), or both, one after the other")
     ap.add_argument("--rate-limit", type=int, default=100000,
                     help="[highlevel] rate_limit per 10 s (HighLevel's is 100: then statuses trail far behind)")
+    ap.add_argument("--perf", metavar="FILE", help="perf record -g the (first) daemon during the run, into FILE")
     ap.add_argument("--pg-options", default="", help="PostgreSQL: more server options (-c name=value ...)")
     ap.add_argument("--statements", action="store_true",
                     help="PostgreSQL: log every statement and print the most frequent per message")
@@ -293,6 +294,11 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
                 lat.append(dt)
         c.close()
 
+    perf = None
+    if args.perf:
+        perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", args.perf + "." + ("sink" if sink else "postfix"),
+                                 "-p", str(d.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
     t0 = time.perf_counter()
     own0 = os.times()      # this process serves the fake HighLevel API and the attachments
     sink0 = sink.cpu_s() if sink else 0
@@ -332,6 +338,9 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
             break
         time.sleep(0.05)
     t_reported = time.perf_counter() - t0
+    if perf:
+        perf.send_signal(2)
+        perf.wait(timeout=60)
     own1 = os.times()
     harness_cpu_s = (own1.user - own0.user) + (own1.system - own0.system)
     sink_cpu_s = sink.cpu_s() - sink0 if sink else 0
