@@ -7,7 +7,7 @@ slope between a run with few and a run with N mailboxes), CPU used while
 idle, and delivery-to-post latency p50/p99 for messages appended to
 random mailboxes.
 
-usage: bench/inbound.py [N] [--build DIR]   (run as root)
+usage: bench/inbound.py [N] [--build DIR] [--connect-rate R] [--login-reuse]   (run as root)
 """
 import argparse
 import email.utils
@@ -34,13 +34,14 @@ def proc_stat(pid):
     return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_daemon(srv, ghl, users, port, tls):
+def run_daemon(srv, ghl, users, port, tls, connect_rate=0):
     locs = [location_conf(f"L{u}", **{"from": f"{u} <{u}@mail.test>", "smtp_host": "127.0.0.1",
                                      "smtp_port": srv.smtp, "smtp_tls": "none", "token": "tok",
                                      "imap_host": "127.0.0.1", "imap_port": srv.imaps if tls else srv.imap,
                                      "imap_tls": "tls" if tls else "none", "imap_ca_file": srv.cert,
                                      "imap_user": u, "imap_password": u + "pw"}) for u in users]
-    d = Daemon(port, ghl.url, locs, log_level="info")
+    d = Daemon(port, ghl.url, locs, log_level="info",
+               extra_server=f"imap_connect_rate = {connect_rate}\n" if connect_rate else "")
     t0 = time.time()
     d.start()
     end = t0 + 600
@@ -59,10 +60,13 @@ def main():
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--plain", action="store_true", help="IMAP without TLS")
     ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--connect-rate", type=int, default=0, help="[server] imap_connect_rate (default: the daemon's)")
+    ap.add_argument("--login-reuse", action="store_true",
+                    help="Dovecot's high-performance login mode: its TLS tickets stay valid, so sessions resume")
     args = ap.parse_args()
     os.environ["MAILBRIDGE_BIN"] = os.path.join(args.build, "mailbridge")
     users = [f"u{i:05d}" for i in range(args.n)]
-    srv = MailServers(24000, extra_users=users)
+    srv = MailServers(24000, extra_users=users, login_reuse=args.login_reuse)
     ghl = FakeGHL()
     ghl.static_tokens.add("tok")
     try:
@@ -72,7 +76,7 @@ def main():
         rss_small, _ = proc_stat(d.proc.pid)
         d.stop()
         d.cleanup()
-        d = run_daemon(srv, ghl, users, 24051, not args.plain)
+        d = run_daemon(srv, ghl, users, 24051, not args.plain, args.connect_rate)
         rss_big, cpu0 = proc_stat(d.proc.pid)
         startup_s = d.all_connected_s
         time.sleep(10)
@@ -100,6 +104,7 @@ def main():
         lat.sort()
         print(json.dumps({
             "mailboxes": args.n, "connected": connected, "tls": not args.plain,
+            "dovecot_login_reuse": args.login_reuse, "connect_rate": args.connect_rate or "default",
             "start_to_all_connected_s": round(startup_s, 2),
             "rss_kib_10_mailboxes": rss_small, "rss_kib_all": rss_big,
             "rss_kib_per_idle_mailbox": round((rss_big - rss_small) / (args.n - len(small)), 1),

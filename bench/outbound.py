@@ -323,21 +323,15 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
     t_acked = time.perf_counter() - t0
     with d.db() as c:
         sent_at_ack = c.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('sent','failed')").fetchone()[0]
-    while True:
-        with d.db() as c:
-            left = c.execute("SELECT COUNT(*) FROM jobs WHERE state NOT IN ('sent','failed')").fetchone()[0]
-        if left == 0:
-            break
-        time.sleep(0.05)
-    t_sent = time.perf_counter() - t0
+    def until_none(where):
+        while True:
+            with d.db() as c:
+                if c.execute("SELECT COUNT(*) FROM jobs WHERE " + where).fetchone()[0] == 0:
+                    return time.perf_counter() - t0
+            time.sleep(0.05)
+    t_sent = until_none("state NOT IN ('sent','failed')")
     # and every status told (the CPU figure covers webhook to status)
-    while True:
-        with d.db() as c:
-            left = c.execute("SELECT COUNT(*) FROM jobs WHERE report_state='pending'").fetchone()[0]
-        if left == 0:
-            break
-        time.sleep(0.05)
-    t_reported = time.perf_counter() - t0
+    t_reported = until_none("report_state='pending'")
     if perf:
         perf.send_signal(2)
         perf.wait(timeout=60)

@@ -724,5 +724,42 @@ class TestZRestarts(unittest.TestCase):
         self.assertEqual(posted(lambda b: b.get("altId") == ancient, timeout=0), [], d.log()[-3000:])
 
 
+class TlsResumption(unittest.TestCase):
+    """A restart's many logins to one server resume the TLS session the
+    first one got, where the server keeps its tickets valid (Dovecot's
+    high-performance login mode, as big providers do), and still read
+    mail through it."""
+
+    def test_later_logins_resume(self):
+        users = [f"tr{i}" for i in range(6)]
+        s2 = MailServers(BASE + 60, extra_users=users, login_reuse=True).start()
+        self.addCleanup(s2.stop)
+        locs = [location_conf(f"LTr{i}", **{"from": f"{u} <{u}@mail.test>", "smtp_host": "127.0.0.1",
+                                            "smtp_port": s2.smtp, "smtp_tls": "none", "token": TOKEN,
+                                            "imap_host": "127.0.0.1", "imap_port": s2.imaps, "imap_tls": "tls",
+                                            "imap_ca_file": s2.cert, "imap_user": u, "imap_password": u + "pw"})
+                for i, u in enumerate(users)]
+        # a login every 200 ms: the first session's ticket is in before the next
+        d2 = Daemon(BASE + 70, ghl.url, locs, extra_server="imap_connect_rate = 5\n")
+        self.addCleanup(d2.cleanup)
+        d2.start()
+        end = time.time() + 30
+        while time.time() < end and len(re.findall(r"imap: locationId=LTr\d connected", d2.log())) < len(users):
+            time.sleep(0.05)
+        self.assertEqual(len(set(re.findall(r"imap: locationId=(LTr\d) connected", d2.log()))), len(users),
+                         d2.log()[-3000:])
+        # the first login is a full handshake; the later ones resume
+        self.assertGreaterEqual(d2.log().count("TLS: session with 127.0.0.1 resumed"), len(users) - 2,
+                                d2.log()[-3000:])
+        # a resumed connection carries mail as any other
+        msgid = email.utils.make_msgid(domain="tr.test")
+        with imaplib.IMAP4("127.0.0.1", s2.imap, timeout=10) as m:
+            m.login(users[-1], users[-1] + "pw")
+            m.append("INBOX", None, None, f"From: t@tr.test\r\nTo: {users[-1]}@mail.test\r\nSubject: r\r\n"
+                     f"Message-ID: {msgid}\r\n\r\nover a resumed session\r\n".encode())
+        self.assertEqual(len(posted(lambda b: b.get("altId") == msgid, timeout=30)), 1, d2.log()[-3000:])
+        d2.stop()
+
+
 if __name__ == "__main__":
     unittest.main()

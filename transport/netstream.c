@@ -22,6 +22,7 @@
 struct netstream {
 	int fd;
 	gnutls_session_t tls;      /* NULL while plain */
+	char *resume_key;          /* the server's key in the resumption cache, until its ticket is kept */
 	bool smtp_replies;         /* TAB -> SP in what we read (netstream_smtp_replies) */
 	bool eof;                  /* the peer closed: reads after that fail */
 	struct {                   /* netstream_imap_responses */
@@ -76,6 +77,77 @@ out:
 	return c;
 }
 
+/* TLS session resumption: the last session each server gave us (a TLS
+ * 1.3 ticket, or a 1.2 session), so that the next connection to it skips
+ * the key exchange and the certificate chain. A restart's thousands of
+ * IMAP logins to one server cost it one full handshake, not one each.
+ * Kept per host, port, CA file and verify flag: a session is only offered
+ * to the server, and under the trust, that verified it; a server that
+ * cannot take it does a full, verified handshake instead. */
+#define RESUME_MAX 256
+struct resume_entry {
+	char *key;
+	gnutls_datum_t data;
+};
+static pthread_mutex_t resume_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct resume_entry resumes[RESUME_MAX];
+static size_t n_resumes, resume_next;   /* resume_next: the slot a new server replaces when full */
+
+static char *
+resume_key(const char *host, int port, const struct netstream_tls *t)
+{
+	return xasprintf("%s|%d|%s|%d", host, port, t->ca_file ? t->ca_file : "", t->verify ? 1 : 0);
+}
+
+/* Offers the session kept for key, if any. */
+static void
+resume_offer(gnutls_session_t tls, const char *key)
+{
+	pthread_mutex_lock(&resume_lock);
+	for (size_t i = 0; i < n_resumes; i++)
+		if (!strcmp(resumes[i].key, key)) {
+			gnutls_session_set_data(tls, resumes[i].data.data, resumes[i].data.size);
+			break;
+		}
+	pthread_mutex_unlock(&resume_lock);
+}
+
+/* Keeps tls's session for key once it can be resumed (a TLS 1.3 ticket
+ * comes after the handshake, with the first data): true when kept. */
+static bool
+resume_keep(gnutls_session_t tls, const char *key)
+{
+	gnutls_datum_t d = { NULL, 0 };
+	size_t i;
+
+	if (gnutls_protocol_get_version(tls) == GNUTLS_TLS1_3 &&
+	    !(gnutls_session_get_flags(tls) & GNUTLS_SFLAGS_SESSION_TICKET))
+		return false;
+	if (gnutls_session_get_data2(tls, &d) < 0 || d.size == 0) {
+		gnutls_free(d.data);
+		return false;
+	}
+	pthread_mutex_lock(&resume_lock);
+	for (i = 0; i < n_resumes && strcmp(resumes[i].key, key); i++)
+		;
+	if (i == n_resumes) {
+		if (n_resumes < RESUME_MAX) {
+			n_resumes++;
+		} else {
+			i = resume_next;
+			resume_next = (resume_next + 1) % RESUME_MAX;
+			free(resumes[i].key);
+			gnutls_free(resumes[i].data.data);
+		}
+		resumes[i].key = xstrdup(key);
+	} else {
+		gnutls_free(resumes[i].data.data);
+	}
+	resumes[i].data = d;
+	pthread_mutex_unlock(&resume_lock);
+	return true;
+}
+
 static int
 wait_fd(int fd, short events, unsigned long timeout_s)
 {
@@ -102,6 +174,10 @@ ns_read_raw(mailstream_low *low, void *buf, size_t n)
 			r = gnutls_record_recv(ns->tls, buf, n);
 			if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
 				continue;
+			if (r > 0 && ns->resume_key && resume_keep(ns->tls, ns->resume_key)) {
+				free(ns->resume_key);
+				ns->resume_key = NULL;
+			}
 			return r < 0 ? -1 : r;
 		}
 		r = recv(ns->fd, buf, n, 0);
@@ -256,6 +332,7 @@ static void
 ns_free(mailstream_low *low)
 {
 	ns_close(low);
+	free(((struct netstream *)low->data)->resume_key);
 	free(low->data);
 	free(low);
 }
@@ -335,6 +412,23 @@ is_ip_literal(const char *host)
 	return inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1;
 }
 
+/* The port the socket is connected to (the cache's key: STARTTLS does
+ * not know it), 0 if unknown. */
+static int
+peer_port(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
+
 #define NETSTREAM_TLS_FLOOR "-VERS-TLS1.0:-VERS-TLS1.1:-VERS-DTLS1.0"
 
 static int
@@ -361,6 +455,9 @@ tls_handshake(struct netstream *ns, const char *host, const struct netstream_tls
 		gnutls_session_set_verify_cert(ns->tls, host, 0);
 	gnutls_transport_set_int(ns->tls, ns->fd);
 	gnutls_handshake_set_timeout(ns->tls, (unsigned)timeout * 1000);
+	free(ns->resume_key);
+	ns->resume_key = resume_key(host, peer_port(ns->fd), t);
+	resume_offer(ns->tls, ns->resume_key);
 	do
 		r = gnutls_handshake(ns->tls);
 	while (r < 0 && !gnutls_error_is_fatal(r));
@@ -376,7 +473,16 @@ tls_handshake(struct netstream *ns, const char *host, const struct netstream_tls
 		}
 		gnutls_deinit(ns->tls);
 		ns->tls = NULL;
+		free(ns->resume_key);
+		ns->resume_key = NULL;
 		return -1;
+	}
+	if (gnutls_session_is_resumed(ns->tls))
+		log_debug("TLS: session with %s resumed", host);
+	/* TLS 1.2's session can be kept now; 1.3's ticket comes with the data */
+	if (resume_keep(ns->tls, ns->resume_key)) {
+		free(ns->resume_key);
+		ns->resume_key = NULL;
 	}
 	return 0;
 }

@@ -51,9 +51,13 @@ class MailServers:
     """Dovecot + Postfix. Ports: base+0 IMAP, +1 IMAPS, +2 LMTP,
     +3 SMTP (no auth, DSN), +4 submission (STARTTLS + AUTH)."""
 
-    def __init__(self, base_port, extra_users=(), transport=None, lmtp_domain=None):
+    def __init__(self, base_port, extra_users=(), transport=None, lmtp_domain=None, login_reuse=False):
         """transport: override Postfix's delivery (e.g. "discard:" for benchmarks).
-        lmtp_domain: (domain, port) that Postfix hands to an LMTP server (mailbridge)."""
+        lmtp_domain: (domain, port) that Postfix hands to an LMTP server (mailbridge).
+        login_reuse: Dovecot's high-performance login mode (one login process
+        serves many connections, so its TLS session tickets stay valid for the
+        next connection, as a big provider's do); by default a process per login."""
+        self._login_service = "  service_count = 0\n  process_min_avail = 1" if login_reuse else ""
         self.transport = transport
         self.lmtp_domain = lmtp_domain
         self.users = USERS + list(extra_users)
@@ -116,6 +120,7 @@ userdb {{
   args = username_format=%n {d}/users
 }}
 service imap-login {{
+{self._login_service}
   inet_listener imap {{
     address = 127.0.0.1
     port = {self.imap}
