@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,12 +38,72 @@
 #define REPORT_BASE_MS            2000      /* 403 "not downstreamed yet" heals in 5-10 s */
 #define REPORT_MAX_MS             (10 * 60 * 1000)
 #define REPORT_MAX_ATTEMPTS       60
+#define REPORT_HANDOFF_MAX        64        /* reports a worker hands its reporters directly */
+
+/* A sender that ends an attempt with a status due leases the report in
+ * the same commit and hands the job to a reporter here, in memory: no
+ * claim (a commit) per report, no poll to find it. The store's claim
+ * stays the way for the rest (DSNs, retries, a full hand-off, the last
+ * run's). Leased reports still queued at the stop are handed back. */
+struct handoff {
+	pthread_mutex_t lock;
+	struct job *jobs[REPORT_HANDOFF_MAX];
+	size_t head, n;
+};
 
 struct outbound {
 	struct app *app;
 	struct poller *senders;
 	struct poller *reporters;
+	struct handoff handoff;
 };
+
+static bool
+handoff_room(struct handoff *h)
+{
+	bool room;
+	pthread_mutex_lock(&h->lock);
+	room = h->n < REPORT_HANDOFF_MAX;
+	pthread_mutex_unlock(&h->lock);
+	return room;
+}
+
+/* false when full (the caller keeps the job) */
+static bool
+handoff_push(struct handoff *h, struct job *job)
+{
+	bool ok;
+	pthread_mutex_lock(&h->lock);
+	if ((ok = h->n < REPORT_HANDOFF_MAX))
+		h->jobs[(h->head + h->n++) % REPORT_HANDOFF_MAX] = job;
+	pthread_mutex_unlock(&h->lock);
+	return ok;
+}
+
+static struct job *
+handoff_pop(struct handoff *h)
+{
+	struct job *job = NULL;
+	pthread_mutex_lock(&h->lock);
+	if (h->n) {
+		job = h->jobs[h->head];
+		h->head = (h->head + 1) % REPORT_HANDOFF_MAX;
+		h->n--;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return job;
+}
+
+/* A leased report no reporter will post: due again now, its attempt not
+ * counted (store_report_defer), for the store's claim. */
+static void
+handoff_return(struct store *st, struct job *job)
+{
+	if (store_report_defer(st, job->id, now_ms()) < 0)
+		log_error("report: messageId=%s cannot hand its report back (store error): it is posted once its lease "
+		    "ends", job->message_id);
+	store_job_free(job);
+}
 
 /* Per-job working set, freed by job_ctx_clear. */
 struct job_ctx {
@@ -313,7 +374,8 @@ outbound_finish(struct job_ctx *c, enum job_outcome outcome, int64_t next_at, in
 	struct engage_add *engage = c->job->type && !strcmp(c->job->type, "Email") &&
 	    engagement_v3(c->ob->app, c->job->location_id) ? attempt_events(c, outcome, report, code, &n_engage) : NULL;
 	struct job_attempt_rec rec = { .next_at = next_at, .code = code, .error = error, .rcpt_state = rs,
-		.uncertain = c->uncertain, .event = ev, .engage = engage, .n_engage = n_engage };
+		.uncertain = c->uncertain, .event = ev, .engage = engage, .n_engage = n_engage,
+		.report_lease_ms = handoff_room(&c->ob->handoff) ? REPORT_LEASE_MS : 0 };
 	int r = jobs_attempt(c->ob->app->store, c->job, outcome, report, &rec);
 
 	metrics_inc(outcome_metric[outcome]);
@@ -332,6 +394,8 @@ outbound_finish(struct job_ctx *c, enum job_outcome outcome, int64_t next_at, in
 	free(rs);
 	free(ev);
 	free(engage);
+	if (rec.leased && !handoff_push(&c->ob->handoff, rec.leased))
+		handoff_return(c->ob->app->store, rec.leased);
 	if (r == 1 && rec.report_due)
 		wake_reporter(c->ob);
 	else if (r == 1 && n_engage > 0)
@@ -772,7 +836,8 @@ outbound_report_step(void *arg, void **slot)
 	struct job *job = NULL;
 
 	(void)slot;
-	if (store_report_claim(ob->app->store, now_ms(), REPORT_LEASE_MS, &job) == 1) {
+	if ((job = handoff_pop(&ob->handoff)) != NULL || store_report_claim(ob->app->store, now_ms(),
+	    REPORT_LEASE_MS, &job) == 1) {
 		report_one(ob, job);
 		store_job_free(job);
 		return 0;
@@ -793,6 +858,7 @@ outbound_start(struct app *app, int workers, int reporters)
 		.nice = OUTBOUND_NICE, .step = outbound_report_step, .ctx = ob };
 
 	ob->app = app;
+	pthread_mutex_init(&ob->handoff.lock, NULL);
 	ob->senders = poller_start(&send);
 	ob->reporters = poller_start(&report);
 	return ob;
@@ -807,10 +873,15 @@ outbound_wake(struct outbound *ob)
 void
 outbound_stop(struct outbound *ob)
 {
+	struct job *job;
+
 	if (!ob)
 		return;
 	poller_stop(ob->senders);
 	poller_stop(ob->reporters);
+	while ((job = handoff_pop(&ob->handoff)) != NULL)
+		handoff_return(ob->app->store, job);
+	pthread_mutex_destroy(&ob->handoff.lock);
 	free(ob);
 }
 

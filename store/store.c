@@ -405,6 +405,12 @@ store_tx_row(struct store *st, store_row_fn *fn, void *arg, const char *sql, con
 }
 
 int
+store_tx_row_v(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap)
+{
+	return st->ops->tx_step(st, false, 1, fn, arg, sql, fmt, ap);
+}
+
+int
 store_tx_end(struct store *st, const char *what, bool durable)
 {
 	return st->ops->tx_end(st, what, durable);

@@ -197,10 +197,11 @@ store_job_mark_sending(struct store *st, int64_t id, enum job_state from, enum j
 
 /* One compare-and-set UPDATE (sql over fmt's args) and, when it changed
  * the row, the trace event (kind, detail) for the job, in one commit:
- * 1 written, 0 the row had moved on, -1 error. */
+ * 1 written, 0 the row had moved on, -1 error. With row_r, the UPDATE
+ * returns the job's columns: the job as written. */
 static int
-job_write(struct store *st, const char *what, const struct job *job, const char *kind, const char *detail,
-    const struct engage_add *ev, size_t n_ev, const char *sql, const char *fmt, ...)
+job_write(struct store *st, const char *what, const struct job *job, struct job **row_r, const char *kind,
+    const char *detail, const struct engage_add *ev, size_t n_ev, const char *sql, const char *fmt, ...)
 {
 	va_list ap;
 	int r;
@@ -209,29 +210,41 @@ job_write(struct store *st, const char *what, const struct job *job, const char 
 	if (store_tx_begin(st, what) < 0)
 		return -1;
 	va_start(ap, fmt);
-	r = store_tx_step_v(st, false, sql, fmt, ap);
+	r = row_r ? store_tx_row_v(st, row_job, row_r, sql, fmt, ap) : store_tx_step_v(st, false, sql, fmt, ap);
 	va_end(ap);
 	if (r == 1 && detail)
 		store_tx_trace(st, EVENT_INSERT, "issss", now, job->message_id, kind, detail, job->location_id);
 	for (size_t i = 0; r == 1 && i < n_ev; i++)
 		store_tx_trace(st, ENGAGE_INSERT, "ssssi", job->message_id, ev[i].event, ev[i].who ? ev[i].who : "",
 		    job->location_id, now);
-	if (store_tx_end(st, what, false) < 0)
+	if (store_tx_end(st, what, false) < 0) {
+		if (row_r) {
+			store_job_free(*row_r);
+			*row_r = NULL;
+		}
 		return -1;
+	}
 	return r;
 }
 
 int
 store_job_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
-    const struct job_attempt_rec *a)
+    struct job_attempt_rec *a)
 {
-	return job_write(st, "job finish", job, "send", a->event, a->engage, a->n_engage,
+	/* a due report leased at once (report_lease_ms) is claimed as
+	 * store_report_claim would: due at the lease's end, one attempt more */
+	bool lease = a->report_due && a->report_lease_ms > 0;
+
+	a->leased = NULL;
+	return job_write(st, "job finish", job, lease ? &a->leased : NULL, "send", a->event, a->engage, a->n_engage,
 	    "UPDATE jobs SET " JOB_CAS_SET ", next_at=?8, last_code=?9, updated_at=?10, "
 	    "last_error=CASE WHEN ?11 <> 0 THEN last_error ELSE ?12 END, "
-	    "report_next_at=CASE WHEN ?13 <> 0 THEN ?10 ELSE report_next_at END, "
-	    "rcpt_state=COALESCE(?14, rcpt_state), uncertain=?15" JOB_CAS_WHERE,
-	    "issssssiiiisisi", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), a->next_at, (int64_t)a->code, now_ms(),
-	    (int64_t)a->keep_error, a->error, (int64_t)a->report_due, a->rcpt_state, (int64_t)a->uncertain);
+	    "report_next_at=CASE WHEN ?13 <> 0 THEN ?10 + ?16 ELSE report_next_at END, "
+	    "report_attempts=CASE WHEN ?13 <> 0 AND ?16 > 0 THEN report_attempts + 1 ELSE report_attempts END, "
+	    "rcpt_state=COALESCE(?14, rcpt_state), uncertain=?15" JOB_CAS_WHERE " RETURNING " JOB_COLUMNS,
+	    "issssssiiiisisii", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), a->next_at, (int64_t)a->code, now_ms(),
+	    (int64_t)a->keep_error, a->error, (int64_t)a->report_due, a->rcpt_state, (int64_t)a->uncertain,
+	    lease ? a->report_lease_ms : (int64_t)0);
 }
 
 int
@@ -383,7 +396,7 @@ int
 store_report_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
     int64_t next_at, const char *error, const char *posted)
 {
-	return job_write(st, "report finish", job, "status", posted, NULL, 0,
+	return job_write(st, "report finish", job, NULL, "status", posted, NULL, 0,
 	    "UPDATE jobs SET " JOB_CAS_SET ", report_next_at=?8, report_error=?9" JOB_CAS_WHERE,
 	    "issssssis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), next_at, error);
 }
@@ -418,7 +431,7 @@ store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *fro
     const struct engage_add *ev, size_t n_ev)
 {
 	/* the report's recipients merged into the job's (RFC 7396 merge patch) */
-	return job_write(st, "job dsn", job, "dsn", event, ev, n_ev,
+	return job_write(st, "job dsn", job, NULL, "dsn", event, ev, n_ev,
 	    "UPDATE jobs SET " JOB_CAS_SET ", report_attempts=0, updated_at=?8, "
 	    /* due now, unless a reporter holds the report's lease (it is
 	     * posting the older status): that one's record then fails, and

@@ -112,6 +112,7 @@ int store_tx_extra(struct store *st, const char *sql, const char *fmt, ...);
  * statement (store_pg.c), without a savepoint. 0, or -1. */
 int store_tx_trace(struct store *st, const char *sql, const char *fmt, ...);
 int store_tx_row(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
+int store_tx_row_v(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap);
 int store_tx_end(struct store *st, const char *what, bool durable);
 /* Something outside the steps failed: store_tx_end rolls back. */
 void store_tx_fail(struct store *st);

@@ -251,14 +251,17 @@ lite_step_v(struct lite *l, int max, store_row_fn *fn, void *arg, const char *sq
 		return -1;
 	lite_row_init(&row, stmt);
 	do {
-		if ((*rc_r = sqlite3_step(stmt)) != SQLITE_ROW || !fn)
+		if ((*rc_r = sqlite3_step(stmt)) != SQLITE_ROW)
 			break;
-		fn(&row, arg);
-	} while (++n < max);
+		if (fn)
+			fn(&row, arg);
+	} while (++n < max || !fn);
 	/* with rows enough handed over, the statement is done: an UPDATE ...
-	 * RETURNING has done its work on the first step */
+	 * RETURNING has done its work on the first step. Without fn it ran to
+	 * its end: a RETURNING row is a row changed (sqlite3_changes() is only
+	 * set once such a statement is reset) */
 	if (*rc_r == SQLITE_DONE || *rc_r == SQLITE_ROW)
-		changes = fn ? n : sqlite3_changes(l->db);
+		changes = fn || n > 0 ? n : sqlite3_changes(l->db);
 	lite_stmt_done(l, stmt);
 	return changes;
 }

@@ -375,6 +375,39 @@ test_defer_location(void)
 	CHECK(system(cmd) == 0);
 }
 
+/* An attempt that makes a status due can lease its report at once (the
+ * sender hands it to a reporter in memory): no claim takes it meanwhile,
+ * and handed back it is due again, the attempt not counted. */
+static void
+test_report_lease(void)
+{
+	static char ldir[] = "/tmp/mb-test-lease-XXXXXX";
+	struct store *st;
+	struct job *j = NULL, *rj = NULL;
+	char *err = NULL, cmd[128];
+	struct job_attempt_rec rec = { .code = 250, .event = "sent", .report_lease_ms = 60000 };
+
+	if (!mkdtemp(ldir) || !(st = store_open(ldir, &err))) {
+		fprintf(stderr, "test_report_lease: %s\n", err ? err : "mkdtemp");
+		abort();
+	}
+	CHECK(store_job_add(st, "h1", "L1", "Email", NULL, "{}") == 1);
+	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j);
+	CHECK(j && jobs_sending(st, j, NULL) == 1);
+	CHECK(j && jobs_attempt(st, j, ATTEMPT_SENT, STATUS_DELIVERED, &rec) == 1 && rec.report_due);
+	CHECK(rec.leased && rec.leased->id == j->id && rec.leased->fsm.report == REPORT_PENDING &&
+	    rec.leased->fsm.status == STATUS_DELIVERED && rec.leased->report_attempts == 1 && rec.leased->last_code == 250);
+	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 0);
+	CHECK(rec.leased && store_report_defer(st, rec.leased->id, now_ms()) == 1);
+	CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj) == 1 && rj && rj->report_attempts == 1);
+	store_job_free(rj);
+	store_job_free(rec.leased);
+	store_job_free(j);
+	store_close(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", ldir);
+	CHECK(system(cmd) == 0);
+}
+
 /* The machine over the store: a report that comes while a job is sent
  * or while its status is posted is never lost, whatever the order. The
  * worker and the reporter hold stale copies of the states, as they do. */
@@ -582,5 +615,6 @@ main(void)
 	}
 	test_races();
 	test_defer_location();
+	test_report_lease();
 	return test_done("test_store");
 }

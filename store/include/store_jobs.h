@@ -73,10 +73,15 @@ struct job_attempt_rec {
 	const char *event;         /* the "send" event for the trace, in the same commit */
 	const struct engage_add *engage;   /* engagement events, in the same commit */
 	size_t n_engage;
+	/* > 0: a report due now is leased to the caller for this long, as
+	 * store_report_claim would, and leased is the job as written (the
+	 * caller's to free) for its reporter: no claim, no second commit */
+	int64_t report_lease_ms;
+	struct job *leased;
 };
 /* Ends an attempt: compare-and-set on both states. */
 int store_job_finish(struct store *st, const struct job *job, const struct job_fsm *from,
-    const struct job_fsm *to, const struct job_attempt_rec *a);
+    const struct job_fsm *to, struct job_attempt_rec *a);
 /* Jobs in state from whose claimer cannot finish them go to state to;
  * uncertain ones are marked so, with error as their last error. Whose:
  * claimed by an instance that is gone (store_instances.h), or before
