@@ -241,7 +241,7 @@ html_with_uploaded_cids(const struct inbound_msg *m, char *const *url_of)
 
 static enum inbound_result
 inbound_post(struct app *app, const struct location_config *loc, const struct inbound_msg *m,
-    const char *key, const char *raw, size_t len, int64_t received_at)
+    const char *key, int64_t version, const char *raw, size_t len, int64_t received_at)
 {
 	struct ghl_step s = { GHL_OK, NULL };
 	struct msgmap *parent = thread_parent_for_inbound(app->store, loc, m->in_reply_to,
@@ -323,8 +323,17 @@ inbound_post(struct app *app, const struct location_config *loc, const struct in
 	}
 
 	/* the intent is on disk before the call: after a crash right after
-	 * HighLevel's answer, the re-read posts again (logged), never loses */
-	if (store_inbound_record(app->store, loc->id, key, IN_POSTING, NULL, NULL, summary, NULL, 0) < 0) {
+	 * HighLevel's answer, the re-read posts again (logged), never loses.
+	 * Taken only if nobody wrote the record since we read it: two copies
+	 * of one message (spooled twice across a crash) never both post */
+	switch (store_inbound_take(app->store, loc->id, key, version, summary)) {
+	case 1:
+		break;
+	case 0:
+		log_info("inbound: locationId=%s key=%s is being handled by another reader: this copy is dropped",
+		    loc->id, key);
+		goto out;
+	default:
 		s.cls = GHL_RETRY;
 		s.error = xstrdup("the store cannot record the intent to post: not posted");
 		goto fail;
@@ -506,6 +515,7 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 	struct inbound_msg *m;
 	char *key;
 	enum inbound_state state;
+	int64_t version = 0;
 	enum inbound_action act;
 	const char *refused = NULL;
 	enum inbound_result r = INBOUND_DONE;
@@ -533,7 +543,7 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 		return INBOUND_DONE;
 	}
 	key = dedupe_key(m, raw, len);
-	if (store_inbound_state(app->store, loc->id, key, &state) < 0) {
+	if (store_inbound_state_v(app->store, loc->id, key, &state, &version) < 0) {
 		r = INBOUND_RETRY;
 	} else if ((act = inbound_on_read(state, retry)) == IN_ACT_NONE) {
 		log_debug("inbound: locationId=%s key=%s already %s", loc->id, key, inbound_state_name(state));
@@ -555,7 +565,7 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 		if (act == IN_ACT_HANDLE_AGAIN)
 			log_warn("inbound: locationId=%s key=%s was being posted when mailbridge stopped; "
 			    "posting again (HighLevel may show it twice)", loc->id, key);
-		r = inbound_post(app, loc, m, key, raw, len, received_at);
+		r = inbound_post(app, loc, m, key, version, raw, len, received_at);
 	}
 	free(key);
 	mime_in_free(m);

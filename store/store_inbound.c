@@ -35,21 +35,56 @@ store_checkpoint_put(struct store *st, const char *account, const struct imap_ch
 	    now_ms()) < 0 ? -1 : 1;
 }
 
+struct seen_row {
+	char *state;
+	int64_t version;
+};
+
+static void
+row_seen(const struct store_row *r, void *arg)
+{
+	struct seen_row *s = arg;
+	s->state = store_col_text(r, 0);
+	s->version = store_col_int(r, 1);
+}
+
+int
+store_inbound_state_v(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r,
+    int64_t *version_r)
+{
+	struct seen_row row = { NULL, 0 };
+	int r = store_query_row(st, row_seen, &row, "SELECT state, attempts FROM inbound_seen "
+	    "WHERE location_id=?1 AND dedupe_key=?2", "ss", location_id, key);
+	int s = inbound_state_parse(row.state);
+
+	*state_r = r == 1 && s > IN_NEW ? (enum inbound_state)s : IN_NEW;
+	*version_r = r == 1 ? row.version : 0;
+	if (r == 1 && s <= IN_NEW) {
+		log_error("store: inbound %s/%s has an unknown state \"%s\"", location_id, key,
+		    row.state ? row.state : "");
+		r = -1;
+	}
+	free(row.state);
+	return r;
+}
+
 int
 store_inbound_state(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r)
 {
-	char *name = NULL;
-	int r = store_query_row(st, store_row_text, &name, "SELECT state FROM inbound_seen "
-	    "WHERE location_id=?1 AND dedupe_key=?2", "ss", location_id, key);
-	int s = inbound_state_parse(name);
+	int64_t version;
+	return store_inbound_state_v(st, location_id, key, state_r, &version);
+}
 
-	*state_r = r == 1 && s > IN_NEW ? (enum inbound_state)s : IN_NEW;
-	if (r == 1 && s <= IN_NEW) {
-		log_error("store: inbound %s/%s has an unknown state \"%s\"", location_id, key, name ? name : "");
-		r = -1;
-	}
-	free(name);
-	return r;
+int
+store_inbound_take(struct store *st, const char *location_id, const char *key, int64_t version, const char *summary)
+{
+	/* every write of a record counts one more attempt: the version */
+	int r = store_exec_durable(st, "INSERT INTO inbound_seen (location_id, dedupe_key, state, summary, attempts, "
+	    "created_at) VALUES (?1,?2,?6,?3,1,?4) ON CONFLICT(location_id, dedupe_key) DO UPDATE SET "
+	    "state=excluded.state, ghl_message_id=NULL, error=NULL, summary=COALESCE(excluded.summary, "
+	    "inbound_seen.summary), raw=NULL, attempts=inbound_seen.attempts+1 WHERE inbound_seen.attempts=?5",
+	    "sssiis", location_id, key, summary, now_ms(), version, inbound_state_name(IN_POSTING));
+	return r < 0 ? -1 : r > 0 ? 1 : 0;
 }
 
 #define INBOUND_UPSERT "INSERT INTO inbound_seen (location_id, dedupe_key, state, ghl_message_id, error, " \
