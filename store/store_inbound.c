@@ -112,8 +112,10 @@ store_inbound_posted(struct store *st, const char *location_id, const char *key,
 		return -1;
 	if (m)
 		store_tx_extra(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
-	store_tx_step(st, INBOUND_UPSERT, "sssssssi", location_id, key, inbound_state_name(IN_POSTED), ghl_message_id,
-	    (const char *)NULL, summary, (const char *)NULL, now);
+	/* the bind types as store_inbound_record's (raw a blob): PostgreSQL
+	 * prepares the text once per connection, with whichever comes first */
+	store_tx_step(st, INBOUND_UPSERT, "ssssssbi", location_id, key, inbound_state_name(IN_POSTED), ghl_message_id,
+	    (const char *)NULL, summary, (const void *)NULL, (size_t)0, now);
 	if (parent_ghl_id) {
 		store_tx_trace(st, EVENT_INSERT, "issss", now, parent_ghl_id, "reply", event, location_id);
 		/* the parent's "replied" event, once per replier */

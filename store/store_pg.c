@@ -67,7 +67,7 @@ struct pgconn {
 	struct pg_later later[PG_LATER_MAX];
 	int64_t next_try;          /* after a failed connect: not before this */
 	int n_prepared;
-	struct { const char *sql; char name[12]; } prepared[PG_STMT_CACHE];
+	struct { const char *sql; char types[PG_MAX_PARAMS + 1]; char name[12]; } prepared[PG_STMT_CACHE];
 };
 
 struct pg {
@@ -231,8 +231,15 @@ pg_prepared(struct pgconn *c, const char *sql, const char *fmt)
 	int i, n = (int)strlen(fmt);
 	bool ok;
 
+	if (n > PG_MAX_PARAMS) {
+		log_error("store: %d parameters, more than %d", n, PG_MAX_PARAMS);
+		return NULL;
+	}
+	/* one text bound with other types (a NULL passed as text where
+	 * another call passes a blob) is another statement: the server types
+	 * the parameters at PREPARE */
 	for (i = 0; i < c->n_prepared; i++)
-		if (c->prepared[i].sql == sql)
+		if (c->prepared[i].sql == sql && !strcmp(c->prepared[i].types, fmt))
 			return c->prepared[i].name;
 	if (i == PG_STMT_CACHE) {
 		log_error("store: more than %d statements", PG_STMT_CACHE);
@@ -251,6 +258,7 @@ pg_prepared(struct pgconn *c, const char *sql, const char *fmt)
 	if (!ok)
 		return NULL;
 	c->prepared[i].sql = sql;
+	memcpy(c->prepared[i].types, fmt, (size_t)n + 1);   /* fmt may be the caller's buffer */
 	c->n_prepared++;
 	return c->prepared[i].name;
 }
