@@ -545,9 +545,15 @@ class TestOutbound(unittest.TestCase):
         for mid in failed:
             j = d.wait_job(mid, lambda j: j["attempts"] >= 2 and j["state"] == "failed")
             self.assertEqual(j["attempts"], 2)
-        # flush: the waiting job goes now, not after its backoff
-        before = d.job(waiting)["attempts"]
-        r = d.cli("queue", "flush", "--location", "LQueueDown")
+        # flush: the waiting job goes now, not after its backoff. With
+        # retry_base = 1 s its own retry may be under way right then (claimed,
+        # not waiting: "0 waiting"); then again once it waits
+        for _ in range(50):
+            before = d.job(waiting)["attempts"]
+            r = d.cli("queue", "flush", "--location", "LQueueDown")
+            if "1 waiting job(s) queued now" in r.stdout:
+                break
+            time.sleep(0.1)
         self.assertIn("1 waiting job(s) queued now", r.stdout)
         j = d.wait_job(waiting, lambda j: j["attempts"] > before, timeout=10)
         self.assertGreater(j["attempts"], before)
