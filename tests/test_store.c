@@ -338,6 +338,30 @@ make_v4_db(void)
 	sqlite3_close(db);
 }
 
+/* A store of its own in a new directory (tmpl: a mkdtemp template). */
+static struct store *
+scratch_store(char *tmpl, const char *who)
+{
+	struct store *st;
+	char *err = NULL;
+
+	if (!mkdtemp(tmpl) || !(st = store_open(tmpl, &err))) {
+		fprintf(stderr, "%s: %s\n", who, err ? err : "mkdtemp");
+		abort();
+	}
+	return st;
+}
+
+static void
+scratch_done(struct store *st, const char *path)
+{
+	char cmd[128];
+
+	store_close(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", path);
+	CHECK(system(cmd) == 0);
+}
+
 /* A job sent and its status due now. */
 static void
 sent_with_report(struct store *st, const char *message_id, const char *location_id)
@@ -358,15 +382,10 @@ static void
 test_defer_location(void)
 {
 	static char ddir[] = "/tmp/mb-test-defer-XXXXXX";
-	struct store *st;
+	struct store *st = scratch_store(ddir, "test_defer_location");
 	struct job *rj = NULL, *next = NULL;
-	char *err = NULL, cmd[128];
 	int64_t now = now_ms();
 
-	if (!mkdtemp(ddir) || !(st = store_open(ddir, &err))) {
-		fprintf(stderr, "test_defer_location: %s\n", err ? err : "mkdtemp");
-		abort();
-	}
 	sent_with_report(st, "d1", "L1");
 	sent_with_report(st, "d2", "L1");
 	sent_with_report(st, "d3", "L1");
@@ -381,9 +400,7 @@ test_defer_location(void)
 	CHECK(store_report_claim(st, now + 31000, 60000, &next) == 1 && next && !strcmp(next->message_id, "d2"));
 	store_job_free(next);
 	store_job_free(rj);
-	store_close(st);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", ddir);
-	CHECK(system(cmd) == 0);
+	scratch_done(st, ddir);
 }
 
 /* An attempt that makes a status due can lease its report at once (the
@@ -393,15 +410,10 @@ static void
 test_report_lease(void)
 {
 	static char ldir[] = "/tmp/mb-test-lease-XXXXXX";
-	struct store *st;
+	struct store *st = scratch_store(ldir, "test_report_lease");
 	struct job *j = NULL, *rj = NULL;
-	char *err = NULL, cmd[128];
 	struct job_attempt_rec rec = { .code = 250, .event = "sent", .report_lease_ms = 60000 };
 
-	if (!mkdtemp(ldir) || !(st = store_open(ldir, &err))) {
-		fprintf(stderr, "test_report_lease: %s\n", err ? err : "mkdtemp");
-		abort();
-	}
 	CHECK(store_job_add(st, "h1", "L1", "Email", NULL, "{}") == 1);
 	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j);
 	CHECK(j && jobs_sending(st, j, NULL) == 1);
@@ -414,9 +426,7 @@ test_report_lease(void)
 	store_job_free(rj);
 	store_job_free(rec.leased);
 	store_job_free(j);
-	store_close(st);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", ldir);
-	CHECK(system(cmd) == 0);
+	scratch_done(st, ldir);
 }
 
 /* The machine over the store: a report that comes while a job is sent
