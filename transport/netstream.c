@@ -23,6 +23,7 @@ struct netstream {
 	int fd;
 	gnutls_session_t tls;      /* NULL while plain */
 	char *resume_key;          /* the server's key in the resumption cache, until its ticket is kept */
+	int resume_reads;          /* reads that brought no ticket yet */
 	bool smtp_replies;         /* TAB -> SP in what we read (netstream_smtp_replies) */
 	bool eof;                  /* the peer closed: reads after that fail */
 	struct {                   /* netstream_imap_responses */
@@ -85,6 +86,7 @@ out:
  * to the server, and under the trust, that verified it; a server that
  * cannot take it does a full, verified handshake instead. */
 #define RESUME_MAX 256
+#define RESUME_READS 8
 struct resume_entry {
 	char *key;
 	gnutls_datum_t data;
@@ -174,7 +176,10 @@ ns_read_raw(mailstream_low *low, void *buf, size_t n)
 			r = gnutls_record_recv(ns->tls, buf, n);
 			if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
 				continue;
-			if (r > 0 && ns->resume_key && resume_keep(ns->tls, ns->resume_key)) {
+			/* a ticket comes with the first records, if at all: a
+			 * server that sends none is not asked on every read */
+			if (r > 0 && ns->resume_key && (resume_keep(ns->tls, ns->resume_key) ||
+			    ++ns->resume_reads >= RESUME_READS)) {
 				free(ns->resume_key);
 				ns->resume_key = NULL;
 			}
