@@ -543,7 +543,7 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 		return INBOUND_DONE;
 	}
 	key = dedupe_key(m, raw, len);
-	if (store_inbound_state_v(app->store, loc->id, key, &state, &version) < 0) {
+	if (store_inbound_state(app->store, loc->id, key, &state, &version) < 0) {
 		r = INBOUND_RETRY;
 	} else if ((act = inbound_on_read(state, retry)) == IN_ACT_NONE) {
 		log_debug("inbound: locationId=%s key=%s already %s", loc->id, key, inbound_state_name(state));

@@ -49,7 +49,7 @@ row_seen(const struct store_row *r, void *arg)
 }
 
 int
-store_inbound_state_v(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r,
+store_inbound_state(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r,
     int64_t *version_r)
 {
 	struct seen_row row = { NULL, 0 };
@@ -66,13 +66,6 @@ store_inbound_state_v(struct store *st, const char *location_id, const char *key
 	}
 	free(row.state);
 	return r;
-}
-
-int
-store_inbound_state(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r)
-{
-	int64_t version;
-	return store_inbound_state_v(st, location_id, key, state_r, &version);
 }
 
 int

@@ -25,15 +25,13 @@ int store_checkpoint_put(struct store *st, const char *account, const struct ima
 
 /* Inbound dedupe by (location, key = Message-ID or header hash), in the
  * states of fsm/inbound_fsm.h (failed ones keep their raw message for
- * `inbound retry`). state_r: IN_NEW when there is no record. 1 found, 0
- * none, -1 error. */
-int store_inbound_state(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r);
-/* The same, with the record's version (how often it was written; 0 when
- * there is none) for store_inbound_take. */
-int store_inbound_state_v(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r,
+ * `inbound retry`). state_r: IN_NEW when there is no record; version_r:
+ * how often it was written (0 when there is none), for store_inbound_take.
+ * 1 found, 0 none, -1 error. */
+int store_inbound_state(struct store *st, const char *location_id, const char *key, enum inbound_state *state_r,
     int64_t *version_r);
 /* The intent to post, durably, if the record is still at version (as
- * store_inbound_state_v read it): 1 taken, 0 another reader of the same
+ * store_inbound_state read it): 1 taken, 0 another reader of the same
  * message (a second spooled copy, another instance) took it meanwhile,
  * -1 error. Two readers can never both post. */
 int store_inbound_take(struct store *st, const char *location_id, const char *key, int64_t version,
