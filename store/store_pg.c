@@ -670,14 +670,11 @@ pg_tx_end(struct store *st, const char *what, bool durable)
 	if (!c)
 		return -1;
 	ok = !c->tx_failed;
-	if (ok && c->n_later == 1 && c->later[0].sql && !strcmp(c->later[0].sql, "BEGIN")) {
-		/* nothing was done: nothing to send */
-		pg_later_clear(c);
-	} else if (ok) {
-		/* the kept statements, then the commit: one round trip */
-		if (!(ok = pg_commit(c, durable)))
-			log_error("store: %s: commit failed", what);
-	}
+	/* the kept statements, then the commit, in one round trip; nothing
+	 * at all when only the BEGIN was kept (nothing was done) */
+	if (ok && !(c->n_later == 1 && c->later[0].sql && !strcmp(c->later[0].sql, "BEGIN")) &&
+	    !(ok = pg_commit(c, durable)))
+		log_error("store: %s: commit failed", what);
 	pg_later_clear(c);
 	if (!ok && c->conn && PQtransactionStatus(c->conn) != PQTRANS_IDLE)
 		pg_simple(c, "ROLLBACK");
