@@ -76,6 +76,8 @@ def main():
                     help="locations the webhooks are spread over (HighLevel's window is per location)")
     ap.add_argument("--rate-limit", type=int, default=100,
                     help="[highlevel] rate_limit per 10 s per location (HighLevel's: 100)")
+    ap.add_argument("--share-lease", type=int, default=None,
+                    help="[highlevel] rate_share_lease, ms (PostgreSQL; 0: a round trip per HighLevel call)")
     ap.add_argument("--perf", metavar="FILE", help="perf record -g the (first) daemon during the run, into FILE")
     ap.add_argument("--pg-options", default="", help="PostgreSQL: more server options (-c name=value ...)")
     ap.add_argument("--statements", action="store_true",
@@ -197,7 +199,8 @@ def run_into(args, base, srv, sink):
         store=args.store, store_db=db,
         # HighLevel's window holds (100 calls per 10 s per location): the burst
         # is an agency's, spread over its sub-accounts (--locations)
-        extra_highlevel=f"rate_limit = {args.rate_limit}\n",
+        extra_highlevel=f"rate_limit = {args.rate_limit}\n" +
+        (f"rate_share_lease = {args.share_lease}\n" if args.share_lease is not None else ""),
         extra_server=f"instance = bench{i}") for i in range(args.instances)]
     if args.preload:
         os.environ["LD_PRELOAD"] = args.preload

@@ -26,6 +26,13 @@ struct ghl_bucket {
 	long daily_remaining;      /* X-RateLimit-Daily-Remaining last seen, -1 unknown */
 	long daily_limit;
 	long warned_day;
+	/* slots leased from the shared limiter, spent here without asking */
+	long share_left;
+	int64_t share_until;       /* monotonic ms: unspent slots lapse then */
+	int64_t share_asked;       /* when the last lease was asked */
+	long share_want;           /* slots the next ask wants: doubled when a
+	                            * lease is spent before its end, halved when
+	                            * slots lapse unspent */
 	struct ghl_bucket *next;
 };
 
@@ -34,11 +41,17 @@ struct ghl_bucket {
  * request leaves, and a thread may be descheduled in between: more slack
  * (measured: 50 ms let one 429 through in 300 calls at 50 per second) */
 #define GHL_SHARED_MARGIN_MS 250
+/* A lease is at most a tenth of the window, and holds at most a quarter
+ * of its slots: slots that lapse unspent stay counted for a window, so a
+ * lease wastes at most that when the location's load falls away. */
+#define GHL_SHARE_LEASE_WINDOW_DIV 10
+#define GHL_SHARE_MAX_DIV 4
 
 struct ghl {
 	char *api_base;
 	char *ca_file;
 	long timeout, rate_limit, rate_window;
+	int64_t share_lease;       /* ms: the configured lease, at most a tenth of the window */
 	ghl_token_fn token_fn;     /* OAuth tokens, or NULL */
 	void *token_ctx;
 	ghl_count_fn count_fn;     /* the owner's counters, or NULL */
@@ -105,6 +118,9 @@ ghl_new(const struct ghl_params *p)
 	g->timeout = p->timeout;
 	g->rate_limit = p->rate_limit > 0 ? p->rate_limit : 1;
 	g->rate_window = p->rate_window;
+	g->share_lease = p->rate_share_lease > 0 ? p->rate_share_lease : 0;
+	if (g->share_lease > g->rate_window * 1000 / GHL_SHARE_LEASE_WINDOW_DIV)
+		g->share_lease = g->rate_window * 1000 / GHL_SHARE_LEASE_WINDOW_DIV;
 	pthread_mutex_init(&g->lock, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&g->share_locks[i], NULL);
@@ -199,11 +215,45 @@ bucket_get(struct ghl *g, const char *location_id)
 	b->location_id = xstrdup(location_id);
 	b->sent = xcalloc((size_t)g->rate_limit, sizeof(*b->sent));
 	b->daily_remaining = -1;
+	b->share_want = 1;
 	for (long i = 0; i < g->rate_limit; i++)
 		b->sent[i] = INT64_MIN / 2;
 	b->next = g->buckets;
 	g->buckets = b;
 	return b;
+}
+
+/* How many slots the next ask of the shared limiter wants, from how the
+ * last lease went (under g->lock). Leftovers that lapsed mean the location
+ * asks for fewer than it leased: halve. A lease spent before its end
+ * means more were needed: double, up to a quarter of the window. */
+static long
+share_want(const struct ghl *g, struct ghl_bucket *b, int64_t now)
+{
+	long most = g->rate_limit / GHL_SHARE_MAX_DIV;
+
+	if (g->share_lease == 0 || most < 1)
+		return 1;
+	if (b->share_left > 0)
+		b->share_want = b->share_want > 1 ? b->share_want / 2 : 1;
+	else if (b->share_asked + g->share_lease > now)
+		b->share_want = b->share_want * 2 < most ? b->share_want * 2 : most;
+	b->share_left = 0;
+	b->share_asked = now;
+	return b->share_want;
+}
+
+/* Keeps the slots of a lease beyond the one spent now (under g->lock).
+ * Another thread's lease may still hold some: those lapse at the earlier
+ * of the two ends, so no slot is spent after its own. */
+static void
+share_keep(struct ghl_bucket *b, long extra, int64_t until)
+{
+	if (extra <= 0)
+		return;
+	if (b->share_left == 0 || until < b->share_until)
+		b->share_until = until;
+	b->share_left += extra;
 }
 
 /* Takes one request from the location's window. 0 = go, else the ms to
@@ -213,17 +263,27 @@ ratelimit_take(struct ghl *g, const char *location_id)
 {
 	int64_t now = mono_ms(), wait = 0, window = g->rate_window * 1000 + GHL_WINDOW_MARGIN_MS, shared = -1;
 	struct ghl_bucket *b;
-	long day = (long)(time(NULL) / 86400);
+	long day = (long)(time(NULL) / 86400), granted = 0;
 
 	pthread_mutex_lock(&g->lock);
 	b = bucket_get(g, location_id);
 	if (b->blocked_until <= now && g->share_fn) {
-		/* the window every instance draws from (a store round trip:
-		 * not under our lock) */
-		pthread_mutex_unlock(&g->lock);
-		shared = g->share_fn(g->share_ctx, location_id, g->rate_limit,
-		    window - GHL_WINDOW_MARGIN_MS + GHL_SHARED_MARGIN_MS);
-		pthread_mutex_lock(&g->lock);
+		if (b->share_left > 0 && b->share_until > now) {
+			/* a slot of the lease this instance holds */
+			b->share_left--;
+			shared = 0;
+		} else {
+			/* the window every instance draws from (a store round
+			 * trip: not under our lock) */
+			long want = share_want(g, b, now);
+			pthread_mutex_unlock(&g->lock);
+			count(g, GHL_COUNT_SHARE_ASK, 0);
+			shared = g->share_fn(g->share_ctx, location_id, g->rate_limit,
+			    window - GHL_WINDOW_MARGIN_MS + GHL_SHARED_MARGIN_MS, g->share_lease, want, &granted);
+			pthread_mutex_lock(&g->lock);
+			if (shared == 0)
+				share_keep(b, granted - 1, now + g->share_lease);
+		}
 	}
 	/* b->sent[head] is the oldest of the last rate_limit requests */
 	if (b->blocked_until > now) {

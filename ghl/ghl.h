@@ -22,6 +22,8 @@ struct ghl_params {
 	const char *ca_file;       /* NULL: the system trust store */
 	long rate_limit;           /* requests per location per rate_window (our own limiter) */
 	long rate_window;          /* seconds */
+	long rate_share_lease;     /* ms a shared limiter's batch of slots may be
+	                            * spent in (0: one slot, one round trip, per call) */
 };
 
 #define GHL_VERSION_CONVERSATIONS "2021-04-15"
@@ -62,19 +64,23 @@ typedef int (*ghl_token_fn)(void *ctx, const char *location_id, const char *stal
 void ghl_set_token_source(struct ghl *g, ghl_token_fn fn, void *ctx);
 
 /* A limiter the owner shares with other instances (several mailbridges
- * on one store): asked for each request instead of our own window, it
- * answers 0 to go, else the ms to wait (< 0: it cannot tell; our own
- * window decides). HighLevel's limit is per location, whoever calls. Set
- * once at start-up, before any call. */
-typedef int64_t (*ghl_share_fn)(void *ctx, const char *location_id, long limit, int64_t window_ms);
+ * on one store), asked instead of our own window. It answers 0 to go,
+ * with *granted_r slots (1 to want) that must all be spent within
+ * lease_ms of the ask, else the ms to wait (< 0: it cannot tell; our own
+ * window decides). A slot it grants counts in the window from the lease's
+ * end, so a slot spent late is still counted. HighLevel's limit is per
+ * location, whoever calls. Set once at start-up, before any call. */
+typedef int64_t (*ghl_share_fn)(void *ctx, const char *location_id, long limit, int64_t window_ms,
+    int64_t lease_ms, long want, long *granted_r);
 void ghl_set_shared_limiter(struct ghl *g, ghl_share_fn fn, void *ctx);
 
 /* What the client counts, for the owner's metrics: one call per event. */
 enum ghl_count {
 	GHL_COUNT_2XX, GHL_COUNT_4XX, GHL_COUNT_429, GHL_COUNT_5XX, GHL_COUNT_NETWORK,
 	GHL_COUNT_THROTTLED,       /* held back by our own limiter */
+	GHL_COUNT_SHARE_ASK,       /* a round trip to the shared limiter */
 };
-/* usec: how long the request took (0 for GHL_COUNT_THROTTLED) */
+/* usec: how long the request took (0 for the two limiter counts) */
 typedef void (*ghl_count_fn)(void *ctx, enum ghl_count what, int64_t usec);
 void ghl_set_counter(struct ghl *g, ghl_count_fn fn, void *ctx);
 

@@ -104,20 +104,21 @@ app_ghl_count(void *arg, enum ghl_count what, int64_t usec)
 	static const enum metric m[] = {
 		[GHL_COUNT_2XX] = M_GHL_2XX, [GHL_COUNT_4XX] = M_GHL_4XX, [GHL_COUNT_429] = M_GHL_429,
 		[GHL_COUNT_5XX] = M_GHL_5XX, [GHL_COUNT_NETWORK] = M_GHL_NETWORK,
-		[GHL_COUNT_THROTTLED] = M_GHL_THROTTLED,
+		[GHL_COUNT_THROTTLED] = M_GHL_THROTTLED, [GHL_COUNT_SHARE_ASK] = M_GHL_SHARE_ASK,
 	};
 	(void)arg;
 	if ((size_t)what < sizeof(m) / sizeof(m[0]))
 		metrics_inc(m[what]);
-	if (what != GHL_COUNT_THROTTLED)
+	if (what != GHL_COUNT_THROTTLED && what != GHL_COUNT_SHARE_ASK)
 		metrics_observe(H_HIGHLEVEL_CALL, usec);
 }
 
 /* HighLevel's window, shared through the store by every instance on it. */
 static int64_t
-app_shared_limit(void *ctx, const char *location_id, long limit, int64_t window_ms)
+app_shared_limit(void *ctx, const char *location_id, long limit, int64_t window_ms, int64_t lease_ms, long want,
+    long *granted_r)
 {
-	return store_rate_take(ctx, location_id, limit, window_ms);
+	return store_rate_take(ctx, location_id, limit, window_ms, lease_ms, want, granted_r);
 }
 
 void
@@ -125,7 +126,7 @@ app_open_highlevel(struct app *app)
 {
 	struct ghl_params p = { .api_base = app->cfg->api_base, .timeout = app->cfg->api_timeout,
 		.ca_file = app->cfg->api_ca_file, .rate_limit = app->cfg->rate_limit,
-		.rate_window = app->cfg->rate_window };
+		.rate_window = app->cfg->rate_window, .rate_share_lease = app->cfg->rate_share_lease };
 
 	app->ghl = ghl_new(&p);
 	ghl_set_counter(app->ghl, app_ghl_count, NULL);

@@ -46,6 +46,8 @@ static const struct { const char *name, *labels, *help; } series[M__COUNT] = {
 	[M_GHL_5XX] = { "mailbridge_highlevel_requests_total", "status=\"5xx\"", NULL },
 	[M_GHL_NETWORK] = { "mailbridge_highlevel_requests_total", "status=\"network\"", NULL },
 	[M_GHL_THROTTLED] = { "mailbridge_rate_limit_waits_total", "", "Calls held back by our own limiter" },
+	[M_GHL_SHARE_ASK] = { "mailbridge_rate_limit_shared_asks_total", "",
+	    "Round trips to the window shared with other instances (each leases one or more calls)" },
 	[M_TOKEN_REFRESH_OK] = { "mailbridge_token_refreshes_total", "result=\"ok\"", "OAuth refreshes" },
 	[M_TOKEN_REFRESH_FAILED] = { "mailbridge_token_refreshes_total", "result=\"failed\"", NULL },
 	[M_ENGAGE_POSTED] = { "mailbridge_engagement_batches_total", "result=\"posted\"",

@@ -249,6 +249,27 @@ const struct store_migration store_migrations[] = {
 	"DROP INDEX inbound_spool_due;"
 	"CREATE INDEX unsubscribes_due_id ON unsubscribes(done_at, next_at, id);"
 	"DROP INDEX unsubscribes_due;" },
+	/* 16: the shared window leases a batch of slots at once (ghl.h,
+	 * ghl_share_fn): one round trip for several HighLevel calls. Each
+	 * granted slot is logged at the lease's end, the latest moment it may
+	 * be spent, so a window counted from any log entry covers the real
+	 * call. mb_rate_take stays for an older instance still running. */
+	{"",
+	"CREATE FUNCTION mb_rate_lease(k text, lim bigint, window_ms bigint, lease_ms bigint, want bigint, "
+	"  OUT granted bigint, OUT wait_ms bigint) LANGUAGE plpgsql AS $$ "
+	"DECLARE now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint; n bigint; oldest bigint; "
+	"BEGIN "
+	"  PERFORM pg_advisory_xact_lock(hashtext('mb_rate:' || k)); "
+	"  DELETE FROM rate_log WHERE key = k AND at <= now_ms - window_ms; "
+	"  SELECT count(*), min(at) INTO n, oldest FROM rate_log WHERE key = k; "
+	"  granted := least(greatest(want, 1), lim - n); "
+	"  IF granted > 0 THEN "
+	"    INSERT INTO rate_log (key, at) SELECT k, now_ms + lease_ms FROM generate_series(1, granted); "
+	"    wait_ms := 0; "
+	"  ELSE "
+	"    granted := 0; wait_ms := greatest(oldest + window_ms - now_ms + 1, 1); "
+	"  END IF; "
+	"END $$;" },
 };
 const int store_schema_version = (int)(sizeof(store_migrations) / sizeof(store_migrations[0]));
 

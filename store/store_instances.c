@@ -140,15 +140,32 @@ store_is_shared(const struct store *st)
 	return st->ops->shared;
 }
 
-int64_t
-store_rate_take(struct store *st, const char *key, long limit, int64_t window_ms)
-{
-	int64_t wait = -1;
+struct rate_grant {
+	int64_t granted, wait;
+};
 
+static void
+row_rate_grant(const struct store_row *r, void *arg)
+{
+	struct rate_grant *g = arg;
+	g->granted = store_col_int(r, 0);
+	g->wait = store_col_int(r, 1);
+}
+
+int64_t
+store_rate_take(struct store *st, const char *key, long limit, int64_t window_ms, int64_t lease_ms, long want,
+    long *granted_r)
+{
+	struct rate_grant g = { 0, -1 };
+
+	*granted_r = 0;
 	if (!st->ops->shared)
 		return -1;
-	if (store_query_row(st, store_row_int64, &wait, "SELECT mb_rate_take(?1, ?2, ?3)", "sii", key, (int64_t)limit,
-	    window_ms) != 1)
+	if (store_query_row(st, row_rate_grant, &g, "SELECT granted, wait_ms FROM mb_rate_lease(?1, ?2, ?3, ?4, ?5)",
+	    "siiii", key, (int64_t)limit, window_ms, lease_ms, (int64_t)(want > 0 ? want : 1)) != 1)
 		return -1;
-	return wait;
+	if (g.wait == 0 && g.granted < 1)
+		return -1;
+	*granted_r = (long)g.granted;
+	return g.wait;
 }

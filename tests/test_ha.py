@@ -248,6 +248,57 @@ class TestTwoInstances(unittest.TestCase):
         self.assertEqual(ghl.spec_errors, [])
         stop_clean(self, a, b)
 
+    def test_shared_window_leases_slots(self):
+        """A burst for one location on both instances: each round trip to
+        the shared window leases several calls, the window still holds for
+        their sum (the fake answers 429 past 100 calls in 10 s), and the
+        database's own lease function grants what is left, logs each slot
+        at its lease's end and says how long to wait when none is left."""
+        ghl = fake_highlevel(self)
+        ghl.limit_per_window = (100, 10)
+        a, b = pair(self, "ha_lease", ghl, [loc("LBurst")])
+        a.start()
+        b.start()
+        mids = []
+        for i in range(90):
+            p = webhook("LBurst")
+            self.assertTrue(post((a, b) if i % 2 == 0 else (b, a), p))
+            mids.append(p["messageId"])
+        self.assertEqual(not_delivered(ghl, mids, 90), [])
+        self.assertEqual(ghl.too_many, 0, "a 429 was provoked")
+
+        def metric(d, name):
+            body = d.request("GET", "/metrics")[1].decode()
+            m = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", body, re.M)
+            return int(float(m.group(1))) if m else 0
+        asks = metric(a, "mailbridge_rate_limit_shared_asks_total") + \
+            metric(b, "mailbridge_rate_limit_shared_asks_total")
+        calls = sum(metric(d, r'mailbridge_highlevel_requests_total\{status="2xx"\}') for d in (a, b))
+        print(f"[ha] {calls} HighLevel calls, {asks} round trips to the shared window", flush=True)
+        self.assertGreaterEqual(calls, len(mids))
+        self.assertGreater(asks, 0)
+        self.assertLess(asks, calls, "no round trip leased more than one call")
+        stop_clean(self, a, b)
+
+        with a.db() as c:
+            def server_ms():
+                return c.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").fetchone()[0]
+
+            def lease(want, lease_ms=1000):
+                return tuple(c.execute("SELECT granted, wait_ms FROM mb_rate_lease('k', 5, 10000, ?, ?)",
+                                       (lease_ms, want)).fetchone())
+            before = server_ms()
+            self.assertEqual(lease(3), (3, 0))
+            self.assertEqual(lease(3), (2, 0))      # what is left of 5
+            granted, wait = lease(1)
+            after = server_ms()
+            self.assertEqual(granted, 0)
+            self.assertTrue(10000 < wait <= 11001, wait)   # the oldest slot's end, plus the window
+            first, last, n = c.execute("SELECT min(at), max(at), count(*) FROM rate_log WHERE key = 'k'").fetchone()
+            self.assertEqual(n, 5)
+            # logged at the lease's end, the latest a slot may be spent
+            self.assertTrue(before + 1000 <= first <= last <= after + 1000, (before, first, last, after))
+
     def test_one_refresh_for_two(self):
         """Both instances need a fresh token for one location at the same
         moment: refresh tokens are single-use, so exactly one refreshes and

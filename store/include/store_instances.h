@@ -48,9 +48,12 @@ int store_lease_each(struct store *st, const char *prefix, void (*fn)(const char
 
 /* Whether other instances can share this store (PostgreSQL). */
 bool store_is_shared(const struct store *st);
-/* HighLevel's window for key, shared by every instance: 0 go (the request
- * is counted), else the ms to wait; -1 when the store cannot tell (SQLite:
- * one instance, whose own window is the whole truth; or an error). */
-int64_t store_rate_take(struct store *st, const char *key, long limit, int64_t window_ms);
+/* HighLevel's window for key, shared by every instance: 0 go, with
+ * *granted_r slots (1 to want, each counted in the window from lease_ms
+ * after now, the latest they may be spent), else the ms to wait; -1 when
+ * the store cannot tell (SQLite: one instance, whose own window is the
+ * whole truth; or an error). */
+int64_t store_rate_take(struct store *st, const char *key, long limit, int64_t window_ms, int64_t lease_ms, long want,
+    long *granted_r);
 
 #endif
