@@ -303,7 +303,7 @@ test_prune(void)
 }
 
 /* A schema-4 database holding two jobs and a checkpoint, as mailbridge
- * 0.1 left it: the tables migrations 5 to 8 change or read, and events,
+ * 0.1 left it: the tables later migrations change or read, and events,
  * which job_add writes. */
 static void
 make_v4_db(void)
@@ -328,6 +328,10 @@ make_v4_db(void)
 	    " kind TEXT NOT NULL, detail TEXT);"
 	    "CREATE INDEX jobs_due ON jobs(state, next_at);"
 	    "CREATE INDEX jobs_report ON jobs(report_state, report_next_at);"
+	    "CREATE TABLE message_map (rfc_message_id TEXT PRIMARY KEY, location_id TEXT NOT NULL,"
+	    " ghl_message_id TEXT, email_message_id TEXT, alt_id TEXT, conversation_id TEXT, contact_id TEXT,"
+	    " refs TEXT, reply_token TEXT UNIQUE, created_at INTEGER NOT NULL);"
+	    "CREATE INDEX message_map_alt ON message_map(location_id, alt_id);"
 	    "CREATE TABLE webhook_seen (webhook_id TEXT PRIMARY KEY, received_at INTEGER NOT NULL);"
 	    "INSERT INTO webhook_seen VALUES ('wh1', 5);"
 	    "INSERT INTO jobs (message_id, location_id, type, payload, state, next_at, created_at, updated_at)"
