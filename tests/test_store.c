@@ -326,6 +326,7 @@ make_v4_db(void)
 	    "INSERT INTO imap_checkpoints VALUES ('L1', 7, 42, 0);"
 	    "CREATE TABLE events (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, message_id TEXT,"
 	    " kind TEXT NOT NULL, detail TEXT);"
+	    "CREATE INDEX events_msg ON events(message_id, id);"
 	    "CREATE INDEX jobs_due ON jobs(state, next_at);"
 	    "CREATE INDEX jobs_report ON jobs(report_state, report_next_at);"
 	    "CREATE TABLE message_map (rfc_message_id TEXT PRIMARY KEY, location_id TEXT NOT NULL,"
