@@ -1,6 +1,6 @@
 /* store_sqlite: the SQLite backend (the default): one connection behind a
- * mutex, a statement cache, group commit of the durable writes, online
- * backup. */
+ * mutex, a statement cache, writes committed in groups, group fsync of the
+ * durable ones, online backup. */
 #include "store_private.h"
 
 #include <pthread.h>
@@ -25,6 +25,23 @@
 
 #define STORE_STMT_CACHE 128
 
+/* A group of writes stays open while other threads wait for the
+ * connection, at most this long and this many: a member waits for the
+ * group's commit, so this bounds what a write can add to its latency. */
+#define GROUP_MAX_US 2000
+#define GROUP_MAX_MEMBERS 32
+
+/* Writes committed together (lite_unlock): each member's work is in the
+ * one open transaction, and each waits for its end. */
+struct lite_group {
+	int refs;                  /* the open group's, and each member's (under group_lock) */
+	int members;
+	int64_t opened_us;
+	bool done;                 /* committed or rolled back (under group_lock) */
+	int result;                /* then 0, or -1 rolled back */
+	uint64_t seq;              /* its commit number, for lite_sync_upto */
+};
+
 struct lite {
 	struct store st;           /* first: a struct store * is a struct lite * */
 	sqlite3 *db;
@@ -33,6 +50,17 @@ struct lite {
 	 * string here is a literal, so the pointer names the statement, and
 	 * parsing SQL once instead of per call is most of our store CPU */
 	struct { const char *sql; sqlite3_stmt *stmt; } cache[STORE_STMT_CACHE];
+
+	/* Group commit of writes. A write that finds other threads waiting
+	 * for `lock` leaves its transaction open for them: each adds its own
+	 * work (a savepoint), and the last before nobody waits commits them
+	 * all. Pages every write changes (the tables' last leaves, their
+	 * indexes, the header) go to the WAL once per group, not once per
+	 * write. A write returns only once its group is committed. */
+	struct lite_group *group;  /* open, under lock; NULL none */
+	atomic_int waiting;        /* threads waiting for lock */
+	pthread_mutex_t group_lock;
+	pthread_cond_t group_cond;
 
 	/* Group commit for durable writes (lite_sync_upto): every commit is
 	 * NORMAL (WAL appended, not synced); a write that acknowledges
@@ -215,15 +243,115 @@ lite_sync_upto(struct lite *l, uint64_t seq)
 	return ret;
 }
 
-/* Ends a write begun under l->lock. durable: returns once the commit is
- * on disk (0), or -1 if syncing failed; otherwise just unlocks (0). */
-static int
-lite_unlock_write(struct lite *l, bool durable)
-{
-	uint64_t seq = atomic_fetch_add(&l->committed, 1) + 1;
+static int lite_tx_run(struct lite *l, const char *sql);
 
+static void
+lite_lock(struct lite *l)
+{
+	atomic_fetch_add(&l->waiting, 1);
+	pthread_mutex_lock(&l->lock);
+	atomic_fetch_sub(&l->waiting, 1);
+}
+
+/* Opens the group if none is (under lock): 0, or -1 (logged). */
+static int
+lite_group_open(struct lite *l, const char *what)
+{
+	if (l->group)
+		return 0;
+	if (lite_tx_run(l, "BEGIN IMMEDIATE") != SQLITE_OK) {
+		lite_log_error(l, what);
+		return -1;
+	}
+	l->group = xcalloc(1, sizeof(*l->group));
+	l->group->refs = 1;
+	l->group->opened_us = mono_us();
+	return 0;
+}
+
+/* The caller's write is in the open group: it will wait for its end. */
+static struct lite_group *
+lite_group_join(struct lite *l)
+{
+	struct lite_group *g = l->group;
+
+	pthread_mutex_lock(&l->group_lock);
+	g->refs++;
+	g->members++;
+	pthread_mutex_unlock(&l->group_lock);
+	return g;
+}
+
+static void
+lite_group_put(struct lite *l, struct lite_group *g)
+{
+	bool last;
+
+	pthread_mutex_lock(&l->group_lock);
+	last = --g->refs == 0;
+	pthread_mutex_unlock(&l->group_lock);
+	if (last)
+		free(g);
+}
+
+/* Commits the open group (under lock). A statement that failed hard may
+ * have rolled the whole transaction back already (SQLite is then in
+ * autocommit): the group failed, and so did each member's write. */
+static void
+lite_group_close(struct lite *l)
+{
+	struct lite_group *g = l->group;
+	bool ok = !sqlite3_get_autocommit(l->db);
+
+	if (ok && lite_tx_run(l, "COMMIT") != SQLITE_OK) {
+		lite_log_error(l, "commit");
+		ok = false;
+	}
+	if (!ok && !sqlite3_get_autocommit(l->db))
+		lite_tx_run(l, "ROLLBACK");
+	l->group = NULL;
+	pthread_mutex_lock(&l->group_lock);
+	g->seq = atomic_fetch_add(&l->committed, 1) + 1;
+	g->result = ok ? 0 : -1;
+	g->done = true;
+	pthread_cond_broadcast(&l->group_cond);
+	pthread_mutex_unlock(&l->group_lock);
+	lite_group_put(l, g);
+}
+
+/* Gives the connection up. The open group is committed unless another
+ * thread is waiting to add to it, and it is neither too old nor too big;
+ * a hard failure ends it at once. */
+static void
+lite_unlock(struct lite *l)
+{
+	struct lite_group *g = l->group;
+
+	if (g && (atomic_load(&l->waiting) == 0 || g->members >= GROUP_MAX_MEMBERS ||
+	    mono_us() - g->opened_us >= GROUP_MAX_US || sqlite3_get_autocommit(l->db)))
+		lite_group_close(l);
 	pthread_mutex_unlock(&l->lock);
-	return durable ? lite_sync_upto(l, seq) : 0;
+}
+
+/* Waits for the end of the group g the caller's write is in; durable:
+ * also until an fsync covers it. 0, or -1 (the group rolled back, or the
+ * sync failed). */
+static int
+lite_group_wait(struct lite *l, struct lite_group *g, bool durable)
+{
+	int r;
+	uint64_t seq;
+
+	pthread_mutex_lock(&l->group_lock);
+	while (!g->done)
+		pthread_cond_wait(&l->group_cond, &l->group_lock);
+	r = g->result;
+	seq = g->seq;
+	pthread_mutex_unlock(&l->group_lock);
+	lite_group_put(l, g);
+	if (r == 0 && durable)
+		r = lite_sync_upto(l, seq);
+	return r;
 }
 
 static void
@@ -278,15 +406,23 @@ static int
 lite_exec(struct store *st, bool durable, const char *sql, const char *fmt, va_list ap)
 {
 	struct lite *l = LITE(st);
-	int rc, changes;
+	struct lite_group *g = NULL;
+	int rc, changes = -1;
 
-	pthread_mutex_lock(&l->lock);
-	changes = lite_step_v(l, 0, NULL, NULL, sql, fmt, ap, &rc);
-	if (changes < 0 && rc == SQLITE_CONSTRAINT)
-		changes = 0;
-	else if (changes < 0 && rc != SQLITE_OK)
-		lite_log_error(l, "exec");
-	if (lite_unlock_write(l, durable && changes >= 0) < 0)
+	lite_lock(l);
+	if (lite_group_open(l, "exec") == 0) {
+		changes = lite_step_v(l, 0, NULL, NULL, sql, fmt, ap, &rc);
+		if (changes < 0 && rc == SQLITE_CONSTRAINT)
+			changes = 0;
+		else if (changes < 0 && rc != SQLITE_OK)
+			lite_log_error(l, "exec");
+		/* a durable answer of "nothing changed" may rest on a write
+		 * not yet on disk (a duplicate of one being taken): it waits */
+		if (changes > 0 || (durable && changes == 0))
+			g = lite_group_join(l);
+	}
+	lite_unlock(l);
+	if (g && lite_group_wait(l, g, durable) < 0)
 		return -1;
 	return changes;
 }
@@ -297,11 +433,11 @@ lite_query(struct store *st, int max, store_row_fn *fn, void *arg, const char *s
 	struct lite *l = LITE(st);
 	int rc, n;
 
-	pthread_mutex_lock(&l->lock);
+	lite_lock(l);
 	n = lite_step_v(l, max, fn, arg, sql, fmt, ap, &rc);
 	if (n < 0 && rc != SQLITE_OK)
 		lite_log_error(l, "query");
-	pthread_mutex_unlock(&l->lock);
+	lite_unlock(l);
 	return n;
 }
 
@@ -322,20 +458,25 @@ lite_tx_run(struct lite *l, const char *sql)
 
 /* Several writes in one commit: fewer WAL frames (a page changed twice is
  * written once) and no trace event without the state change it tells of.
- * Begin takes the lock; end unlocks. */
+ * The writes are a savepoint in the open group (lite_unlock). Begin takes
+ * the lock; end unlocks, and waits for the group's commit. */
 static int
 lite_tx_begin(struct store *st, const char *what)
 {
 	struct lite *l = LITE(st);
 
-	pthread_mutex_lock(&l->lock);
+	lite_lock(l);
 	l->tx_failed = false;
-	if (lite_tx_run(l, "BEGIN IMMEDIATE") != SQLITE_OK) {
+	if (lite_group_open(l, what) < 0)
+		goto fail;
+	if (lite_tx_run(l, "SAVEPOINT tx") != SQLITE_OK) {
 		lite_log_error(l, what);
-		pthread_mutex_unlock(&l->lock);
-		return -1;
+		goto fail;
 	}
 	return 0;
+fail:
+	lite_unlock(l);
+	return -1;
 }
 
 static int
@@ -362,17 +503,24 @@ static int
 lite_tx_end(struct store *st, const char *what, bool durable)
 {
 	struct lite *l = LITE(st);
-	bool ok = !l->tx_failed;
+	struct lite_group *g = NULL;
+	bool ok = !l->tx_failed && !sqlite3_get_autocommit(l->db);
 
-	if (ok && lite_tx_run(l, "COMMIT") != SQLITE_OK) {
+	if (ok && lite_tx_run(l, "RELEASE tx") != SQLITE_OK) {
 		lite_log_error(l, what);   /* before ROLLBACK clears the message */
 		ok = false;
 	}
-	if (!ok)
-		lite_tx_run(l, "ROLLBACK");
-	if (lite_unlock_write(l, durable && ok) < 0 || !ok)
+	if (ok) {
+		g = lite_group_join(l);
+	} else if (!sqlite3_get_autocommit(l->db)) {
+		/* undo this transaction's writes alone; the group goes on */
+		lite_tx_run(l, "ROLLBACK TO tx");
+		lite_tx_run(l, "RELEASE tx");
+	}
+	lite_unlock(l);
+	if (!g)
 		return -1;
-	return 0;
+	return lite_group_wait(l, g, durable);
 }
 
 static void
@@ -418,6 +566,8 @@ lite_new(void)
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_mutex_init(&l->sync_lock, NULL);
 	pthread_cond_init(&l->sync_cond, NULL);
+	pthread_mutex_init(&l->group_lock, NULL);
+	pthread_cond_init(&l->group_cond, NULL);
 	return l;
 }
 
@@ -426,6 +576,8 @@ lite_close(struct store *st)
 {
 	struct lite *l = LITE(st);
 
+	if (l->group)
+		lite_group_close(l);
 	for (int i = 0; i < STORE_STMT_CACHE && l->cache[i].sql; i++)
 		sqlite3_finalize(l->cache[i].stmt);
 	sqlite3_close(l->db);
@@ -435,6 +587,8 @@ lite_close(struct store *st)
 	pthread_mutex_destroy(&l->lock);
 	pthread_mutex_destroy(&l->sync_lock);
 	pthread_cond_destroy(&l->sync_cond);
+	pthread_mutex_destroy(&l->group_lock);
+	pthread_cond_destroy(&l->group_cond);
 	free(l);
 }
 
@@ -609,13 +763,16 @@ lite_backup(struct store *st, const char *path, int64_t *bytes_r, char **error_r
 	}
 	close(fd);
 	if (sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
-		pthread_mutex_lock(&l->lock);
+		lite_lock(l);
+		/* the copy is of what is committed */
+		if (l->group)
+			lite_group_close(l);
 		if ((b = sqlite3_backup_init(dst, "main", l->db, "main")) != NULL) {
 			/* every page in one step: one read snapshot, never restarted */
 			rc = sqlite3_backup_step(b, -1);
 			sqlite3_backup_finish(b);
 		}
-		pthread_mutex_unlock(&l->lock);
+		lite_unlock(l);
 		if (rc == SQLITE_DONE)
 			rc = sqlite3_exec(dst, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL);
 		else

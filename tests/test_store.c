@@ -17,7 +17,9 @@
 #include "test.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -343,6 +345,20 @@ make_v4_db(void)
 	sqlite3_close(db);
 }
 
+/* The store in dir, opened again. */
+static struct store *
+scratch_store_reopen(const char *path)
+{
+	char *err = NULL;
+	struct store *st = store_open(path, &err);
+
+	if (!st) {
+		fprintf(stderr, "%s: %s\n", path, err);
+		free(err);
+	}
+	return st;
+}
+
 /* A store of its own in a new directory (tmpl: a mkdtemp template). */
 static struct store *
 scratch_store(char *tmpl, const char *who)
@@ -535,6 +551,94 @@ test_races(void)
 		fprintf(stderr, "cannot remove %s\n", rdir);
 }
 
+/* Writers and readers on one store at once: SQLite commits the writes of
+ * threads that wait for the connection together (store_sqlite.c). Each
+ * write must still answer for itself: every job added once, a duplicate
+ * messageId a duplicate for all but one, and a job claimed once. */
+#define GROUP_THREADS 4
+#define GROUP_JOBS 150
+
+struct group_arg {
+	struct store *st;
+	int who;
+	int added, dups, claimed, errors;
+};
+
+static atomic_int group_writers;
+
+static void *
+group_writer(void *p)
+{
+	struct group_arg *a = p;
+	char mid[64];
+
+	for (int i = 0; i < GROUP_JOBS; i++) {
+		struct job *j = NULL;
+		int r;
+
+		snprintf(mid, sizeof(mid), "g%d-%d", a->who, i);
+		r = store_job_add(a->st, mid, "LG", "Email", NULL, "{\"n\":1}");
+		a->added += r == 1;
+		a->errors += r < 0;
+		/* one messageId every thread adds: one of them stores it */
+		snprintf(mid, sizeof(mid), "shared-%d", i);
+		r = store_job_add(a->st, mid, "LG", "Email", NULL, "{}");
+		a->added += r == 1;
+		a->dups += r == 0;
+		a->errors += r < 0;
+		if ((r = jobs_claim(a->st, now_ms() + 1000, &j)) == 1)
+			a->claimed++;
+		a->errors += r < 0;
+		store_job_free(j);
+	}
+	atomic_fetch_sub(&group_writers, 1);
+	return NULL;
+}
+
+static void *
+group_reader(void *p)
+{
+	struct group_arg *a = p;
+
+	while (atomic_load(&group_writers) > 0)
+		a->errors += store_job_count(a->st, JOB_QUEUED) < 0;
+	return NULL;
+}
+
+static void
+test_group_commit(void)
+{
+	char gdir[] = "/tmp/mb-test-group-XXXXXX";
+	struct store *st = scratch_store(gdir, "test_group_commit");
+	struct group_arg args[GROUP_THREADS + 1];
+	pthread_t t[GROUP_THREADS + 1];
+	int added = 0, dups = 0, claimed = 0, errors = 0;
+
+	atomic_store(&group_writers, GROUP_THREADS);
+	for (int i = 0; i <= GROUP_THREADS; i++) {
+		args[i] = (struct group_arg){ .st = st, .who = i };
+		CHECK(pthread_create(&t[i], NULL, i < GROUP_THREADS ? group_writer : group_reader, &args[i]) == 0);
+	}
+	for (int i = 0; i <= GROUP_THREADS; i++) {
+		pthread_join(t[i], NULL);
+		added += args[i].added;
+		dups += args[i].dups;
+		claimed += args[i].claimed;
+		errors += args[i].errors;
+	}
+	CHECK(errors == 0);
+	CHECK_IDX(added == GROUP_THREADS * GROUP_JOBS + GROUP_JOBS, added);
+	CHECK_IDX(dups == (GROUP_THREADS - 1) * GROUP_JOBS, dups);
+	/* each claim took its own job, and what is left is still queued */
+	CHECK_IDX(claimed + store_job_count(st, JOB_QUEUED) == added, claimed);
+	CHECK_IDX(store_job_count(st, JOB_CLAIMED) == claimed, claimed);
+	/* and all of it is in the file, for another connection */
+	store_close(st);
+	st = scratch_store_reopen(gdir);
+	CHECK(st && store_job_count(st, JOB_CLAIMED) == claimed);
+	scratch_done(st, gdir);
+}
+
 int
 main(void)
 {
@@ -642,5 +746,6 @@ main(void)
 	test_races();
 	test_defer_location();
 	test_report_lease();
+	test_group_commit();
 	return test_done("test_store");
 }
