@@ -345,11 +345,15 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
     sink_cpu_s = sink.cpu_s() - sink0 if sink else 0
     cs = sum(ctx_switches(x.proc.pid) for x in ds) - cs0
     peak = max(rss_kib(x.proc.pid) for x in ds)
-    cpu_s = disk_written = 0
+    cpu_s = disk_written = disk_cancelled = 0
     for x in ds:
         cpu_s += proc_cpu_s(x.proc.pid)
         with open(f"/proc/{x.proc.pid}/io") as f:
-            disk_written += int(dict(l.split(": ") for l in f.read().splitlines())["write_bytes"])
+            io = dict(l.split(": ") for l in f.read().splitlines())
+        disk_written += int(io["write_bytes"])
+        # pages dirtied, then dropped before writeback: the attachments'
+        # unlinked spool files, gone before the kernel wrote them out
+        disk_cancelled += int(io["cancelled_write_bytes"])
     with d.db() as c:
         failed = c.execute("SELECT COUNT(*) FROM jobs WHERE state='failed'").fetchone()[0]
     pg1 = pg_stats(pgs, db) if pgs else None
@@ -410,6 +414,7 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
         "mailbridge_cpu_s": round(cpu_s, 2),
         "mailbridge_cpu_ms_per_msg": round(cpu_s * 1000 / args.n, 3),
         "mailbridge_disk_kib_written_per_msg": round(disk_written / 1024 / args.n, 1),
+        "mailbridge_disk_kib_written_net_per_msg": round((disk_written - disk_cancelled) / 1024 / args.n, 1),
         "mailbridge_context_switches_per_msg": round(cs / args.n, 1),
         "fake_highlevel_and_attachment_server_cpu_ms_per_msg": round(harness_cpu_s * 1000 / args.n, 3),
         **({"smtp_sink_cpu_ms_per_msg": round(sink_cpu_s * 1000 / args.n, 3)} if sink else {}),

@@ -189,6 +189,13 @@ def main():
         posted = {}
         for b in ghl.inbound:
             posted[b.get("altId")] = posted.get(b.get("altId"), 0) + 1
+        missing = [r for r in replies if posted.get(r, 0) == 0]
+        if missing:
+            print(f"[soak] {len(missing)} replies not posted when the inbound drain ended "
+                  f"({time.time() - idle_since:.0f} s after the last progress)", flush=True)
+        for r in missing:
+            print(f"[soak] reply {r} not posted; trace:", flush=True)
+            print(d.cli("trace", r.strip("<>")).stdout, flush=True)
         print(json.dumps({
             "minutes": args.minutes, "webhooks_acknowledged": len(sent), "replies_sent": len(replies),
             "restarts": restarts,

@@ -33,6 +33,8 @@ struct ghl_bucket {
 	long share_want;           /* slots the next ask wants: doubled when a
 	                            * lease is spent before its end, halved when
 	                            * slots lapse unspent */
+	int64_t share_tight_until; /* the window was full or nearly: until then,
+	                            * one slot an ask, logged when it is taken */
 	struct ghl_bucket *next;
 };
 
@@ -223,17 +225,24 @@ bucket_get(struct ghl *g, const char *location_id)
 	return b;
 }
 
-/* How many slots the next ask of the shared limiter wants, from how the
- * last lease went (under g->lock). Leftovers that lapsed mean the location
- * asks for fewer than it leased: halve. A lease spent before its end
- * means more were needed: double, up to a quarter of the window. */
+/* How many slots the next ask of the shared limiter wants, and for how
+ * long (*lease_r), from how the last lease went (under g->lock).
+ * Leftovers that lapsed mean the location asks for fewer than it leased:
+ * halve. A lease spent before its end means more were needed: double, up
+ * to a quarter of the window. A window that was full or nearly, within
+ * the last window, makes it one slot with no lease: a leased slot is
+ * logged at its lease's end, so at the limit each would hold the window
+ * for a lease longer than the call needs, and a location waiting on its
+ * window saves no round trip by leasing anyway. */
 static long
-share_want(const struct ghl *g, struct ghl_bucket *b, int64_t now)
+share_want(const struct ghl *g, struct ghl_bucket *b, int64_t now, int64_t *lease_r)
 {
 	long most = g->rate_limit / GHL_SHARE_MAX_DIV;
 
-	if (g->share_lease == 0 || most < 1)
+	*lease_r = 0;
+	if (g->share_lease == 0 || most < 1 || b->share_tight_until > now)
 		return 1;
+	*lease_r = g->share_lease;
 	if (b->share_left > 0)
 		b->share_want = b->share_want > 1 ? b->share_want / 2 : 1;
 	else if (b->share_asked + g->share_lease > now)
@@ -275,14 +284,17 @@ ratelimit_take(struct ghl *g, const char *location_id)
 		} else {
 			/* the window every instance draws from (a store round
 			 * trip: not under our lock) */
-			long want = share_want(g, b, now);
+			int64_t lease;
+			long want = share_want(g, b, now, &lease);
 			pthread_mutex_unlock(&g->lock);
 			count(g, GHL_COUNT_SHARE_ASK, 0);
 			shared = g->share_fn(g->share_ctx, location_id, g->rate_limit,
-			    window - GHL_WINDOW_MARGIN_MS + GHL_SHARED_MARGIN_MS, g->share_lease, want, &granted);
+			    window - GHL_WINDOW_MARGIN_MS + GHL_SHARED_MARGIN_MS, lease, want, &granted);
 			pthread_mutex_lock(&g->lock);
-			if (shared == 0)
-				share_keep(b, granted - 1, now + g->share_lease);
+			if (shared == 0 && lease > 0)
+				share_keep(b, granted - 1, now + lease);
+			if (shared > 0 || (shared == 0 && granted < want))
+				b->share_tight_until = now + window;
 		}
 	}
 	/* b->sent[head] is the oldest of the last rate_limit requests */
