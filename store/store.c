@@ -291,6 +291,12 @@ const struct store_migration store_migrations[] = {
 	"CREATE INDEX message_map_alt_set ON message_map(location_id, alt_id) WHERE alt_id IS NOT NULL;"
 	"DROP INDEX message_map_alt;"
 	"DROP INDEX events_msg;" },
+	/* 18: SQLite packs payloads (store_pack.c), and reads them in SQL
+	 * through mb_payload(), a function of its connection. PostgreSQL
+	 * compresses large values itself (TOAST) and keeps them as text: its
+	 * mb_payload is the value as it is. */
+	{"",
+	"CREATE FUNCTION mb_payload(p text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT p';" },
 };
 const int store_schema_version = (int)(sizeof(store_migrations) / sizeof(store_migrations[0]));
 

@@ -16,30 +16,32 @@ static const struct copy_table {
 	const char *cols;
 	const char *types;
 	const char *id;            /* an id the target numbers after the copy, or NULL */
+	const char *read;          /* how cols are read, when not as they are */
 } copy_tables[] = {
 	{ "jobs", "id, message_id, location_id, type, state, attempts, next_at, created_at, updated_at, last_code, "
 	  "last_error, rfc_message_id, report_status, report_state, report_attempts, report_next_at, report_error, "
-	  "rcpt_state, email_message_id, uncertain, owner", "issssiiiiissssiisssis", "id" },
-	{ "job_payload", "job_id, payload", "is", NULL },
+	  "rcpt_state, email_message_id, uncertain, owner", "issssiiiiissssiisssis", "id", NULL },
+	/* unpacked (store_pack.c): the target packs, or not, as it does */
+	{ "job_payload", "job_id, payload", "is", NULL, "job_id, mb_payload(payload)" },
 	{ "message_map", "rfc_message_id, location_id, ghl_message_id, email_message_id, alt_id, conversation_id, "
-	  "contact_id, refs, reply_token, created_at", "sssssssssi", NULL },
-	{ "imap_checkpoints", "account, uidvalidity, last_uid, updated_at, rescan_upto", "siiii", NULL },
+	  "contact_id, refs, reply_token, created_at", "sssssssssi", NULL, NULL },
+	{ "imap_checkpoints", "account, uidvalidity, last_uid, updated_at, rescan_upto", "siiii", NULL, NULL },
 	{ "inbound_seen", "location_id, dedupe_key, state, ghl_message_id, error, created_at, raw, summary, attempts",
-	  "sssssibsi", NULL },
+	  "sssssibsi", NULL, NULL },
 	{ "tokens", "location_id, user_type, company_id, access_token, refresh_token, expires_at, scope, "
-	  "needs_reinstall, updated_at", "sssssisii", NULL },
-	{ "webhook_seen", "webhook_id, received_at", "si", NULL },
-	{ "events", "id, at, message_id, kind, detail, location_id", "iissss", "id" },
-	{ "watchers", "location_id, state, detail, updated_at", "sssi", NULL },
-	{ "uninstalled", "location_id, at", "si", NULL },
-	{ "plugin_kv", "plugin, key, value, updated_at", "sssi", NULL },
-	{ "replay_guard", "fp, at", "bi", NULL },
-	{ "secrets", "name, value, created_at", "ssi", NULL },
-	{ "inbound_spool", "id, location_id, raw, received_at, next_at, attempts, claimed, owner", "isbiiiis", "id" },
+	  "needs_reinstall, updated_at", "sssssisii", NULL, NULL },
+	{ "webhook_seen", "webhook_id, received_at", "si", NULL, NULL },
+	{ "events", "id, at, message_id, kind, detail, location_id", "iissss", "id", NULL },
+	{ "watchers", "location_id, state, detail, updated_at", "sssi", NULL, NULL },
+	{ "uninstalled", "location_id, at", "si", NULL, NULL },
+	{ "plugin_kv", "plugin, key, value, updated_at", "sssi", NULL, NULL },
+	{ "replay_guard", "fp, at", "bi", NULL, NULL },
+	{ "secrets", "name, value, created_at", "ssi", NULL, NULL },
+	{ "inbound_spool", "id, location_id, raw, received_at, next_at, attempts, claimed, owner", "isbiiiis", "id", NULL },
 	{ "unsubscribes", "id, location_id, contact_id, message_id, via, created_at, next_at, attempts, done_at, "
-	  "error, if_email", "issssiiiiss", "id" },
+	  "error, if_email", "issssiiiiss", "id", NULL },
 	{ "engagement", "message_id, event, who, location_id, created_at, next_at, attempts, done_at, error",
-	  "ssssiiiis", NULL },
+	  "ssssiiiis", NULL, NULL },
 };
 
 struct copy_ctx {
@@ -115,7 +117,7 @@ store_copy(struct store *from, struct store *to, void (*fn)(const char *table, i
 	for (size_t t = 0; t < N_TABLES && ret == 1; t++) {
 		const struct copy_table *ct = &copy_tables[t];
 		char *ph = placeholders(strlen(ct->types));
-		char *select = texts[3 * t] = xasprintf("SELECT %s FROM %s", ct->cols, ct->name);
+		char *select = texts[3 * t] = xasprintf("SELECT %s FROM %s", ct->read ? ct->read : ct->cols, ct->name);
 		/* the target made its own secrets when it was opened: the copy's win */
 		char *insert = texts[3 * t + 1] = xasprintf("INSERT INTO %s (%s) VALUES (%s)%s", ct->name, ct->cols, ph,
 		    strcmp(ct->name, "secrets") == 0 ? " ON CONFLICT(name) DO UPDATE SET value=excluded.value, "

@@ -142,6 +142,6 @@ store_events_each(struct store *st, const char *key, void (*fn)(int64_t at, cons
 	    "SELECT at, message_id, kind, detail FROM events WHERE message_id=?1 OR detail LIKE '%' || ?1 || '%' "
 	    "OR message_id IN (SELECT ghl_message_id FROM message_map WHERE rfc_message_id=?1) "
 	    "OR message_id IN (SELECT j.message_id FROM jobs j LEFT JOIN job_payload p ON p.job_id = j.id "
-	    "WHERE instr(p.payload, ?1) > 0 OR instr(j.rcpt_state, ?1) > 0) ORDER BY at, id LIMIT 1000", "s", key);
+	    "WHERE instr(mb_payload(p.payload), ?1) > 0 OR instr(j.rcpt_state, ?1) > 0) ORDER BY at, id LIMIT 1000", "s", key);
 	return n < 0 ? 0 : n;
 }

@@ -68,13 +68,40 @@ row_job(const struct store_row *stmt, void *arg)
 	*(struct job **)arg = job_from_row(stmt);
 }
 
-/* A job row followed by its payload. */
+/* Column i, a payload: its text, packed or not (store_pack.c). NULL when
+ * it is NULL, or packed and does not unpack (logged). */
+static char *
+col_payload(const struct store_row *r, int i, struct store_packer *packer)
+{
+	const void *p;
+	size_t len;
+	char *text;
+
+	if (store_col_null(r, i))
+		return NULL;
+	p = store_col_blob(r, i, &len);
+	if (!(text = store_unpack(packer, p ? p : "", len)))
+		log_error("store: a stored payload does not unpack (%zu bytes)", len);
+	return text;
+}
+
+struct payload_read {
+	struct store_packer *packer;
+	struct job **job_r;        /* a job row followed by its payload */
+	char **payload_r;          /* or the payload alone */
+};
+
 static void
 row_job_payload(const struct store_row *stmt, void *arg)
 {
-	struct job *j = job_from_row(stmt);
-	j->payload = store_col_text(stmt, 18);
-	*(struct job **)arg = j;
+	struct payload_read *pr = arg;
+
+	if (pr->job_r) {
+		*pr->job_r = job_from_row(stmt);
+		(*pr->job_r)->payload = col_payload(stmt, 18, pr->packer);
+	} else {
+		*pr->payload_r = col_payload(stmt, 0, pr->packer);
+	}
 }
 
 /* Runs a query expected to return at most one job row. */
@@ -97,10 +124,16 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 {
 	int64_t now = now_ms();
 	int64_t id = -1;
+	size_t packed_len = 0;
+	/* packed before the store is taken: the only CPU of the intake that
+	 * grows with the message's size */
+	void *packed = st->packer ? store_pack(st->packer, payload, strlen(payload), &packed_len) : NULL;
 	int r;
 
-	if (store_tx_begin(st, "job add") < 0)
+	if (store_tx_begin(st, "job add") < 0) {
+		free(packed);
 		return -1;
+	}
 	/* a duplicate webhook is a success, stored once: its job is still
 	 * here (UNIQUE message_id), or the prune left its fingerprint in the
 	 * replay guard (kept replay_days). Only read here: the fingerprint is
@@ -112,9 +145,13 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 	/* the payload (a new job's id: no key to meet) and the journey's first
 	 * event ride in the same commit, unanswered (sent with the COMMIT on
 	 * PostgreSQL): a failure fails the commit */
-	if (r == 1)
+	if (r == 1 && packed)
+		store_tx_trace(st, "INSERT INTO job_payload (job_id, payload) VALUES (?1, ?2)", "ib",
+		    id, packed, packed_len);
+	else if (r == 1)
 		store_tx_trace(st, "INSERT INTO job_payload (job_id, payload) VALUES (?1, ?2)", "is",
 		    id, payload);
+	free(packed);
 	store_tx_trace(st, EVENT_INSERT, "issss", now, message_id, "webhook", r == 1 ? type : "duplicate (ignored)",
 	    location_id);
 	/* durable before the webhook is acknowledged, duplicates included */
@@ -126,10 +163,13 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 int
 store_job_payload(struct store *st, struct job *job)
 {
+	struct payload_read pr = { st->packer, NULL, &job->payload };
+	int r;
+
 	if (job->payload)
 		return 1;
-	return store_query_row(st, store_row_text, &job->payload,
-	    "SELECT payload FROM job_payload WHERE job_id=?1", "i", job->id);
+	r = store_query_row(st, row_job_payload, &pr, "SELECT payload FROM job_payload WHERE job_id=?1", "i", job->id);
+	return r == 1 && !job->payload ? -1 : r;
 }
 
 int
@@ -137,9 +177,11 @@ store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_sta
 {
 	/* the inner SELECT skips rows another instance is claiming, and the
 	 * outer state test holds after a wait for one (PostgreSQL) */
+	struct payload_read pr = { st->packer, job_r, NULL };
+
 	*job_r = NULL;
 	/* with its payload: the claimer works on it next (one round trip) */
-	return store_query_row(st, row_job_payload, job_r,
+	return store_query_row(st, row_job_payload, &pr,
 	    "UPDATE jobs SET state=?3, attempts=attempts+1, updated_at=?1, owner=?4 "
 	    "WHERE id = (SELECT id FROM jobs WHERE state=?2 AND next_at<=?1 "
 	    "ORDER BY next_at, id LIMIT 1" STORE_SKIP_LOCKED ") AND state=?2 RETURNING " JOB_COLUMNS ", "

@@ -67,6 +67,7 @@ struct store_ops {
 struct store {
 	const struct store_ops *ops;
 	void *be;                  /* the backend's own state */
+	struct store_packer *packer;   /* payloads packed (store_pack.c), or NULL: kept as written */
 	bool have_token_key;
 	unsigned char token_key[32];
 	char *instance;            /* this process among those sharing the store */
@@ -83,6 +84,17 @@ struct store {
 /* In a claim's inner SELECT: FOR UPDATE SKIP LOCKED on PostgreSQL, where
  * instances claim side by side; a comment to SQLite (one writer). */
 #define STORE_SKIP_LOCKED "/*skip locked*/"
+
+/* Payloads packed with zlib (store_pack.c), for an engine that does not
+ * compress large values itself (SQLite; PostgreSQL's TOAST does). A packed
+ * value starts with a NUL byte; store_unpack reads a value written before
+ * packing, or by a store that does not pack, as it is. Both return
+ * malloc'd memory, or NULL (cannot pack; corrupt). In SQL,
+ * mb_payload(value) is the text either way, on both engines. */
+struct store_packer *store_packer_new(void);
+void store_packer_free(struct store_packer *p);
+void *store_pack(struct store_packer *p, const char *text, size_t len, size_t *len_r);
+char *store_unpack(struct store_packer *p, const void *data, size_t len);
 
 /* The schema: entry i moves version i to i+1, per backend (store.c). */
 struct store_migration {

@@ -100,6 +100,39 @@ store_sql_fp(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 	sqlite3_result_blob(ctx, digest, STORE_FP_LEN, SQLITE_TRANSIENT);
 }
 
+/* mb_payload(value): a payload's text, packed or not (store_pack.c). */
+static void
+store_sql_payload(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	struct lite *l = sqlite3_user_data(ctx);
+	const void *in;
+	char *text;
+
+	(void)argc;
+	if (sqlite3_value_type(argv[0]) != SQLITE_BLOB) {
+		sqlite3_result_value(ctx, argv[0]);
+		return;
+	}
+	in = sqlite3_value_blob(argv[0]);
+	text = store_unpack(l->st.packer, in ? in : "", (size_t)sqlite3_value_bytes(argv[0]));
+	if (!text) {
+		sqlite3_result_error(ctx, "mb_payload: a packed payload does not unpack", -1);
+		return;
+	}
+	sqlite3_result_text(ctx, text, -1, free);
+}
+
+/* Our SQL functions, on every connection. */
+static int
+lite_functions(struct lite *l)
+{
+	if (sqlite3_create_function(l->db, "mb_fp", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, store_sql_fp,
+	    NULL, NULL) != SQLITE_OK)
+		return -1;
+	return sqlite3_create_function(l->db, "mb_payload", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, l,
+	    store_sql_payload, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
 static void
 lite_log_error(struct lite *l, const char *what)
 {
@@ -562,6 +595,8 @@ lite_new(void)
 
 	l->st.ops = &lite_ops;
 	l->st.be = l;
+	/* SQLite keeps a large value as it is given: a payload is packed */
+	l->st.packer = store_packer_new();
 	l->wal_fd = -1;
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_mutex_init(&l->sync_lock, NULL);
@@ -584,6 +619,7 @@ lite_close(struct store *st)
 	if (l->wal_fd >= 0)
 		close(l->wal_fd);
 	free(l->wal_path);
+	store_packer_free(l->st.packer);
 	pthread_mutex_destroy(&l->lock);
 	pthread_mutex_destroy(&l->sync_lock);
 	pthread_cond_destroy(&l->sync_cond);
@@ -638,8 +674,7 @@ lite_open_rw(const char *data_dir, char **error_r)
 	 * pages (new databases only): most commits change a few small rows and
 	 * index entries, and each changed page is a WAL frame; 4 KiB pages
 	 * wrote 165 KiB per message to disk in bench/outbound.py, 1 KiB 74. */
-	if (sqlite3_create_function(l->db, "mb_fp", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL, store_sql_fp,
-	    NULL, NULL) != SQLITE_OK)
+	if (lite_functions(l) < 0)
 		goto fail;
 	if (sqlite3_exec(l->db, "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 	    "PRAGMA foreign_keys=ON;", NULL, NULL, NULL) != SQLITE_OK)
@@ -709,7 +744,7 @@ lite_open_ro(const char *data_dir, char **error_r)
 		goto fail;
 	}
 	sqlite3_busy_timeout(l->db, STORE_BUSY_TIMEOUT_MS);
-	if ((version = lite_user_version(l)) < 0) {
+	if (lite_functions(l) < 0 || (version = lite_user_version(l)) < 0) {
 		*error_r = xasprintf("cannot read %s: %s", path, sqlite3_errmsg(l->db));
 		goto fail;
 	}

@@ -486,7 +486,8 @@ class TestTwoInstances(unittest.TestCase):
         dedupe; an instance started on it carries on."""
         import sqlite3
         ghl = fake_highlevel(self)
-        locs = [loc("LMig", reply_domain="mail.test")]
+        # LMigDown's relay is a closed port: its job waits, with its payload
+        locs = [loc("LMig", reply_domain="mail.test"), loc("LMigDown", smtp_port=BASE + 99)]
         one = Daemon(BASE + 22, ghl.url, locs, require_signature=False, store="sqlite")
         self.addCleanup(one.cleanup)
         db = pgs.create_db("ha_migrate")
@@ -500,6 +501,8 @@ class TestTwoInstances(unittest.TestCase):
         while time.time() < end and not all((one.job(p["messageId"]) or {}).get("report_state") == "done"
                                             for p in old):
             time.sleep(0.2)
+        waiting = webhook("LMigDown")
+        self.assertEqual(one.post_webhook(waiting, sign=None)[0], 200)
         stop_clean(self, one)
         path = os.path.join(one.dir, "data", "mailbridge.db")
         c = sqlite3.connect(path)
@@ -518,6 +521,11 @@ class TestTwoInstances(unittest.TestCase):
             self.assertEqual(pc.execute("SELECT value FROM secrets WHERE name='address-token'").fetchone()[0], key)
             max_id = int(pc.execute("SELECT max(id) FROM jobs").fetchone()[0])
         self.assertEqual(got, counts)
+        # the payload SQLite kept packed is text in PostgreSQL
+        self.assertEqual(json.loads(two.job(waiting["messageId"])["payload"])["messageId"], waiting["messageId"])
+        with two.db() as pc:
+            self.assertEqual(int(pc.execute("SELECT count(*) FROM job_payload WHERE payload NOT LIKE '{%'").fetchone()[0]),
+                             0)
         # a second copy into the same database is refused
         r = one.cli("store", "migrate", "--from", f"sqlite:{one.dir}/data", "--to", pgs.dsn(db))
         self.assertNotEqual(r.returncode, 0)

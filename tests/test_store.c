@@ -7,6 +7,7 @@
  * window, across more than one batch. */
 #include "jobs.h"
 #include "store.h"
+#include "store_copy.h"
 #include "store_events.h"
 #include "store_inbound.h"
 #include "store_engage.h"
@@ -639,6 +640,65 @@ test_group_commit(void)
 	scratch_done(st, gdir);
 }
 
+/* Payloads are packed in SQLite (store_pack.c): stored smaller, read back
+ * as written by the claim, store_job_payload, trace and store_copy, and a
+ * packed value that does not unpack is an error, not a message. */
+static void
+count_events(int64_t at, const char *message_id, const char *kind, const char *detail, void *arg)
+{
+	(void)at;
+	(void)message_id;
+	(void)kind;
+	(void)detail;
+	(*(int *)arg)++;
+}
+
+static void
+test_packed_payloads(void)
+{
+	char pdir[] = "/tmp/mb-test-pack-XXXXXX", cdir[] = "/tmp/mb-test-packcopy-XXXXXX";
+	struct store *st = scratch_store(pdir, "test_packed_payloads"), *to = scratch_store(cdir, "test_packed_payloads");
+	size_t n = 200 * 1024;
+	char *big = malloc(n + 64), *err = NULL;
+	struct job *j = NULL;
+	sqlite3 *db;
+	int events = 0;
+
+	/* a large payload of text that varies, and a marker to find */
+	strcpy(big, "{\"html\":\"");
+	for (size_t i = strlen(big); i < n; i++)
+		big[i] = (char)('a' + (i * 7919 % 26));
+	memcpy(big + n / 2, "needle@pack.test", 16);
+	strcpy(big + n, "\"}");
+	CHECK(store_job_add(st, "pk1", "LK", "Email", NULL, big) == 1);
+	CHECK(store_job_add(st, "pk2", "LK", "Email", NULL, "{}") == 1);
+	db = open_raw(pdir);
+	CHECK(count(db, "SELECT COUNT(*) FROM job_payload WHERE typeof(payload) = 'blob' AND "
+	    "substr(payload, 1, 5) = X'006D627A31'") == 2);
+	CHECK(count(db, "SELECT max(length(payload)) FROM job_payload") < (int64_t)n / 2);
+	/* trace reads inside it */
+	CHECK(store_events_each(st, "needle@pack.test", count_events, &events) > 0 && events > 0);
+	/* a copy carries the text */
+	CHECK(store_copy(st, to, NULL, NULL, &err) == 1);
+	free(err);
+	CHECK(jobs_claim(to, now_ms() + 1000, &j) == 1 && j && j->payload && strcmp(j->payload, big) == 0);
+	store_job_free(j);
+	j = NULL;
+	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && j->payload && strcmp(j->payload, big) == 0);
+	store_job_free(j);
+	j = NULL;
+	/* one that does not unpack */
+	exec_raw(db, "UPDATE job_payload SET payload = X'006D627A310102030405' WHERE job_id = "
+	    "(SELECT id FROM jobs WHERE message_id = 'pk2')");
+	sqlite3_close(db);
+	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && !j->payload);
+	CHECK(j && store_job_payload(st, j) == -1);
+	store_job_free(j);
+	free(big);
+	scratch_done(to, cdir);
+	scratch_done(st, pdir);
+}
+
 int
 main(void)
 {
@@ -747,5 +807,6 @@ main(void)
 	test_defer_location();
 	test_report_lease();
 	test_group_commit();
+	test_packed_payloads();
 	return test_done("test_store");
 }

@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 
 from . import pg
 
@@ -74,6 +75,17 @@ def location_conf(loc_id, **kw):
             lines.append(f"{k} = {v}")
     return "\n".join(lines) + "\n"
 
+
+
+PACK_MAGIC = b"\0mbz1"
+
+
+def unpack_payload(value):
+    """A payload as SQLite keeps it (store/store_pack.c): zlib after a
+    magic that no JSON text starts with, or the text as written."""
+    if isinstance(value, bytes) and value.startswith(PACK_MAGIC):
+        return zlib.decompress(value[len(PACK_MAGIC):]).decode()
+    return value
 
 class Daemon:
     def __init__(self, port, api_base, locations, extra_highlevel="", extra_store="",
@@ -236,10 +248,12 @@ include = locations.d/*.conf
             return pg.PgDB(self.pg, self.pg_db)
         c = sqlite3.connect(f"{self.dir}/data/mailbridge.db", timeout=10)
         c.row_factory = sqlite3.Row
+        c.create_function("mb_payload", 1, unpack_payload, deterministic=True)
         return c
 
-    # a job row with its payload (kept in its own table since schema 5)
-    JOB_SQL = "SELECT j.*, p.payload FROM jobs j LEFT JOIN job_payload p ON p.job_id = j.id"
+    # a job row with its payload (kept in its own table since schema 5,
+    # packed by SQLite since 18: mb_payload is its text on both engines)
+    JOB_SQL = "SELECT j.*, mb_payload(p.payload) AS payload FROM jobs j LEFT JOIN job_payload p ON p.job_id = j.id"
 
     def jobs(self):
         with self.db() as c:

@@ -1,0 +1,171 @@
+/* store_pack: payloads kept compact where the engine does not compress
+ * them itself (see store_private.h). zlib, because it is the deflate every
+ * system has, and Python's zlib module reads the same bytes (the tests). A
+ * zlib stream costs more to set up than to run on a 10 KB payload (256 KiB
+ * of state: 1.4 ms fresh against 29 us reset, measured here), so streams
+ * are kept in a small pool and reset between payloads. */
+#include "store_private.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+/* A packed value starts with a NUL byte, which no JSON text does, so an
+ * unpacked one (written before packing, or by a store that does not pack)
+ * reads as it is. */
+#define PACK_MAGIC     "\0mbz1"
+#define PACK_MAGIC_LEN 5
+#define PACK_POOL      8
+#define PACK_LEVEL     1           /* 4.6 times smaller on HTML; 6 saves 10 % more for 4 times the CPU */
+#define PACK_MAX       (64u << 20) /* an unpacked payload larger than this is corrupt */
+
+struct store_packer {
+	pthread_mutex_t lock;
+	z_stream *deflaters[PACK_POOL];
+	int n_deflaters;
+	z_stream *inflaters[PACK_POOL];
+	int n_inflaters;
+};
+
+struct store_packer *
+store_packer_new(void)
+{
+	struct store_packer *p = xcalloc(1, sizeof(*p));
+	pthread_mutex_init(&p->lock, NULL);
+	return p;
+}
+
+void
+store_packer_free(struct store_packer *p)
+{
+	if (!p)
+		return;
+	for (int i = 0; i < p->n_deflaters; i++) {
+		deflateEnd(p->deflaters[i]);
+		free(p->deflaters[i]);
+	}
+	for (int i = 0; i < p->n_inflaters; i++) {
+		inflateEnd(p->inflaters[i]);
+		free(p->inflaters[i]);
+	}
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+/* A stream from the pool, or a new one (NULL if zlib cannot make one). */
+static z_stream *
+stream_take(struct store_packer *p, bool deflater)
+{
+	z_stream *z = NULL;
+
+	pthread_mutex_lock(&p->lock);
+	if (deflater && p->n_deflaters > 0)
+		z = p->deflaters[--p->n_deflaters];
+	else if (!deflater && p->n_inflaters > 0)
+		z = p->inflaters[--p->n_inflaters];
+	pthread_mutex_unlock(&p->lock);
+	if (z)
+		return z;
+	z = xcalloc(1, sizeof(*z));
+	if ((deflater ? deflateInit(z, PACK_LEVEL) : inflateInit(z)) != Z_OK) {
+		free(z);
+		return NULL;
+	}
+	return z;
+}
+
+/* Back to the pool, reset, or ended when the pool is full. */
+static void
+stream_give(struct store_packer *p, z_stream *z, bool deflater)
+{
+	bool kept = false;
+
+	if ((deflater ? deflateReset(z) : inflateReset(z)) == Z_OK) {
+		pthread_mutex_lock(&p->lock);
+		if (deflater && p->n_deflaters < PACK_POOL) {
+			p->deflaters[p->n_deflaters++] = z;
+			kept = true;
+		} else if (!deflater && p->n_inflaters < PACK_POOL) {
+			p->inflaters[p->n_inflaters++] = z;
+			kept = true;
+		}
+		pthread_mutex_unlock(&p->lock);
+	}
+	if (!kept) {
+		if (deflater)
+			deflateEnd(z);
+		else
+			inflateEnd(z);
+		free(z);
+	}
+}
+
+void *
+store_pack(struct store_packer *p, const char *text, size_t len, size_t *len_r)
+{
+	z_stream *z;
+	unsigned char *out;
+	size_t cap;
+	int r;
+
+	if (len > PACK_MAX || !(z = stream_take(p, true)))
+		return NULL;
+	cap = PACK_MAGIC_LEN + deflateBound(z, (uLong)len);
+	out = xmalloc(cap);
+	memcpy(out, PACK_MAGIC, PACK_MAGIC_LEN);
+	z->next_in = (Bytef *)(uintptr_t)text;
+	z->avail_in = (uInt)len;
+	z->next_out = out + PACK_MAGIC_LEN;
+	z->avail_out = (uInt)(cap - PACK_MAGIC_LEN);
+	r = deflate(z, Z_FINISH);
+	*len_r = PACK_MAGIC_LEN + z->total_out;
+	stream_give(p, z, true);
+	if (r != Z_STREAM_END) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
+char *
+store_unpack(struct store_packer *p, const void *data, size_t len)
+{
+	const unsigned char *in = data;
+	z_stream *z;
+	unsigned char *out = NULL;
+	size_t cap, have = 0;
+	int r = Z_OK;
+
+	if (len < PACK_MAGIC_LEN || memcmp(in, PACK_MAGIC, PACK_MAGIC_LEN) != 0) {
+		/* as written */
+		out = xmalloc(len + 1);
+		memcpy(out, in, len);
+		out[len] = '\0';
+		return (char *)out;
+	}
+	if (!p || !(z = stream_take(p, false)))
+		return NULL;
+	z->next_in = (Bytef *)(uintptr_t)(in + PACK_MAGIC_LEN);
+	z->avail_in = (uInt)(len - PACK_MAGIC_LEN);
+	cap = len * 4 + 64;
+	while (r == Z_OK && cap <= PACK_MAX) {
+		out = xrealloc(out, cap + 1);
+		z->next_out = out + have;
+		z->avail_out = (uInt)(cap - have);
+		r = inflate(z, Z_NO_FLUSH);
+		have = cap - z->avail_out;
+		if (r == Z_OK || r == Z_BUF_ERROR)
+			cap *= 2;
+		if (r == Z_BUF_ERROR && z->avail_in > 0)
+			r = Z_OK;      /* only the output was full */
+	}
+	stream_give(p, z, false);
+	if (r != Z_STREAM_END) {
+		free(out);
+		return NULL;
+	}
+	out[have] = '\0';
+	return (char *)out;
+}
