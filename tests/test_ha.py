@@ -104,6 +104,21 @@ def not_delivered(ghl, mids, timeout):
     return [m for m in mids if st.get(m) != ["delivered"]]
 
 
+def alternate_burst(test, ghl, a, b, location, n):
+    """Starts a and b, posts n webhooks for location to each in turn, and
+    checks each was told delivered once, with no 429 from the fake."""
+    a.start()
+    b.start()
+    mids = []
+    for i in range(n):
+        p = webhook(location)
+        test.assertTrue(post((a, b) if i % 2 == 0 else (b, a), p))
+        mids.append(p["messageId"])
+    test.assertEqual(not_delivered(ghl, mids, 90), [])
+    test.assertEqual(ghl.too_many, 0, "a 429 was provoked")
+    return mids
+
+
 def mailbox_copies(user):
     """X-Mailbridge-Job -> the Postfix queue id of each copy in user's INBOX."""
     got = {}
@@ -236,15 +251,7 @@ class TestTwoInstances(unittest.TestCase):
         ghl = fake_highlevel(self)
         ghl.limit_per_window = (20, 2)
         a, b = pair(self, "ha_rate", ghl, [loc("LOne")], extra_highlevel="rate_limit = 20\nrate_window = 2")
-        a.start()
-        b.start()
-        mids = []
-        for i in range(120):
-            p = webhook("LOne")
-            self.assertTrue(post((a, b) if i % 2 == 0 else (b, a), p))
-            mids.append(p["messageId"])
-        self.assertEqual(not_delivered(ghl, mids, 90), [])
-        self.assertEqual(ghl.too_many, 0, "a 429 was provoked")
+        alternate_burst(self, ghl, a, b, "LOne", 120)
         self.assertEqual(ghl.spec_errors, [])
         stop_clean(self, a, b)
 
@@ -257,15 +264,7 @@ class TestTwoInstances(unittest.TestCase):
         ghl = fake_highlevel(self)
         ghl.limit_per_window = (100, 10)
         a, b = pair(self, "ha_lease", ghl, [loc("LBurst")])
-        a.start()
-        b.start()
-        mids = []
-        for i in range(90):
-            p = webhook("LBurst")
-            self.assertTrue(post((a, b) if i % 2 == 0 else (b, a), p))
-            mids.append(p["messageId"])
-        self.assertEqual(not_delivered(ghl, mids, 90), [])
-        self.assertEqual(ghl.too_many, 0, "a 429 was provoked")
+        mids = alternate_burst(self, ghl, a, b, "LBurst", 90)
 
         def metric(d, name):
             body = d.request("GET", "/metrics")[1].decode()
