@@ -125,8 +125,8 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 	int64_t now = now_ms();
 	int64_t id = -1;
 	size_t packed_len = 0;
-	/* packed before the store is taken: the only CPU of the intake that
-	 * grows with the message's size */
+	/* packed before the store is taken, so that no other write waits
+	 * for it */
 	void *packed = st->packer ? store_pack(st->packer, payload, strlen(payload), &packed_len) : NULL;
 	int r;
 
