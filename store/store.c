@@ -1,6 +1,7 @@
 /* store: the engine's front (see store_private.h): the schema, opening
  * the configured backend, and the calls every aggregate file makes, passed
  * to the backend that runs them. */
+#include "store.h"
 #include "store_private.h"
 #include "store_pg_schema.h"
 #include "log.h"

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store.h"
+struct store;
 
 /* One result row, valid only during the callback that is handed it: the
  * backend's statement or result, and the row's index in it. */
