@@ -193,9 +193,32 @@ def main():
         if missing:
             print(f"[soak] {len(missing)} replies not posted when the inbound drain ended "
                   f"({time.time() - idle_since:.0f} s after the last progress)", flush=True)
+        if missing:
+            with d.db() as c:
+                spool = c.execute("SELECT count(*), sum(claimed), min(next_at), max(attempts) FROM inbound_spool").fetchone()
+            print(f"[soak] inbound spool now (rows, claimed, first due ms, most attempts): {tuple(spool)} "
+                  f"at {int(time.time() * 1000)}", flush=True)
+        log = srv.maillog()
         for r in missing:
+            core = r.strip("<>")
             print(f"[soak] reply {r} not posted; trace:", flush=True)
-            print(d.cli("trace", r.strip("<>")).stdout, flush=True)
+            print(d.cli("trace", core).stdout, flush=True)
+            with d.db() as c:
+                seen = [tuple(x) for x in c.execute("SELECT state, attempts, error FROM inbound_seen "
+                                                    "WHERE dedupe_key LIKE ?", (f"%{core}%",))]
+            print(f"[soak]   inbound_seen: {seen}", flush=True)
+            # where Postfix put it (its queue id, then that id's lines)
+            qids = set(re.findall(r"(\w+): message-id=<" + re.escape(core) + ">", log))
+            print("\n".join(l for l in log.splitlines() if any(q in l for q in qids)) or "[soak]   not in Postfix's log",
+                  flush=True)
+            try:
+                with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=30) as m:
+                    m.login("support", "supportpw")
+                    m.select("INBOX", readonly=True)
+                    found = m.search(None, "HEADER", "Message-ID", core)[1][0].split()
+                print(f"[soak]   in support's INBOX: {len(found)} copies", flush=True)
+            except (OSError, imaplib.IMAP4.error) as e:
+                print(f"[soak]   cannot search support's INBOX: {e}", flush=True)
         print(json.dumps({
             "minutes": args.minutes, "webhooks_acknowledged": len(sent), "replies_sent": len(replies),
             "restarts": restarts,
