@@ -26,12 +26,15 @@
 #define PACK_MEM_LEVEL   5
 #define PACK_MAX       (64u << 20) /* an unpacked payload larger than this is corrupt */
 
+/* Idle streams of one kind, reset and ready */
+struct stream_pool {
+	z_stream *z[PACK_POOL];
+	int n;
+};
+
 struct store_packer {
 	pthread_mutex_t lock;
-	z_stream *deflaters[PACK_POOL];
-	int n_deflaters;
-	z_stream *inflaters[PACK_POOL];
-	int n_inflaters;
+	struct stream_pool deflaters, inflaters;
 };
 
 struct store_packer *
@@ -42,19 +45,25 @@ store_packer_new(void)
 	return p;
 }
 
+static void
+stream_end(z_stream *z, bool deflater)
+{
+	if (deflater)
+		deflateEnd(z);
+	else
+		inflateEnd(z);
+	free(z);
+}
+
 void
 store_packer_free(struct store_packer *p)
 {
 	if (!p)
 		return;
-	for (int i = 0; i < p->n_deflaters; i++) {
-		deflateEnd(p->deflaters[i]);
-		free(p->deflaters[i]);
-	}
-	for (int i = 0; i < p->n_inflaters; i++) {
-		inflateEnd(p->inflaters[i]);
-		free(p->inflaters[i]);
-	}
+	for (int i = 0; i < p->deflaters.n; i++)
+		stream_end(p->deflaters.z[i], true);
+	for (int i = 0; i < p->inflaters.n; i++)
+		stream_end(p->inflaters.z[i], false);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
@@ -63,13 +72,12 @@ store_packer_free(struct store_packer *p)
 static z_stream *
 stream_take(struct store_packer *p, bool deflater)
 {
+	struct stream_pool *pool = deflater ? &p->deflaters : &p->inflaters;
 	z_stream *z = NULL;
 
 	pthread_mutex_lock(&p->lock);
-	if (deflater && p->n_deflaters > 0)
-		z = p->deflaters[--p->n_deflaters];
-	else if (!deflater && p->n_inflaters > 0)
-		z = p->inflaters[--p->n_inflaters];
+	if (pool->n > 0)
+		z = pool->z[--pool->n];
 	pthread_mutex_unlock(&p->lock);
 	if (z)
 		return z;
@@ -86,26 +94,17 @@ stream_take(struct store_packer *p, bool deflater)
 static void
 stream_give(struct store_packer *p, z_stream *z, bool deflater)
 {
+	struct stream_pool *pool = deflater ? &p->deflaters : &p->inflaters;
 	bool kept = false;
 
 	if ((deflater ? deflateReset(z) : inflateReset(z)) == Z_OK) {
 		pthread_mutex_lock(&p->lock);
-		if (deflater && p->n_deflaters < PACK_POOL) {
-			p->deflaters[p->n_deflaters++] = z;
-			kept = true;
-		} else if (!deflater && p->n_inflaters < PACK_POOL) {
-			p->inflaters[p->n_inflaters++] = z;
-			kept = true;
-		}
+		if ((kept = pool->n < PACK_POOL))
+			pool->z[pool->n++] = z;
 		pthread_mutex_unlock(&p->lock);
 	}
-	if (!kept) {
-		if (deflater)
-			deflateEnd(z);
-		else
-			inflateEnd(z);
-		free(z);
-	}
+	if (!kept)
+		stream_end(z, deflater);
 }
 
 void *
