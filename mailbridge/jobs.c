@@ -11,6 +11,19 @@
 #define STORE_BACKOFF_MAX_MS 5000
 #define CONFLICT_TRIES 8           /* a row that keeps moving: something is wrong */
 
+/* After a store error (the errors-th), sleeps the backoff and returns
+ * true, or false once that would pass give_up (mono_ms). */
+static bool
+store_backoff(int errors, int64_t give_up)
+{
+	int64_t pause = errors < 4 ? 100LL << (2 * (errors - 1)) : STORE_BACKOFF_MAX_MS;
+
+	if (mono_ms() + pause > give_up)
+		return false;
+	sleep_ms(pause);
+	return true;
+}
+
 /* One event: decide (pure) from cur, then write from -> to. */
 struct event {
 	int (*decide)(const struct job_fsm *cur, struct job_fsm *next, struct job_effect *fx, const void *arg);
@@ -44,11 +57,8 @@ apply(struct store *st, struct job *job, const struct event *ev, struct job_effe
 				return 0;
 			log_debug("jobs: messageId=%s was no longer %s/%s: deciding again", job->message_id,
 			    job_state_name(job->fsm.job), job_report_state_name(job->fsm.report));
-		} else {
-			int64_t pause = ++errors < 4 ? 100LL << (2 * (errors - 1)) : STORE_BACKOFF_MAX_MS;
-			if (mono_ms() + pause > give_up)
-				return -1;
-			sleep_ms(pause);
+		} else if (!store_backoff(++errors, give_up)) {
+			return -1;
 		}
 		/* where does it stand now? */
 		r = store_job_fsm(st, job->id, &job->fsm);
@@ -164,6 +174,18 @@ jobs_report(struct store *st, struct job *job, enum report_outcome outcome, int6
 	struct event ev = { decide_report, write_report, &a, false };
 	struct job_effect fx;
 	return apply(st, job, &ev, &fx);
+}
+
+int
+jobs_report_defer(struct store *st, const struct job *job, int64_t next_at)
+{
+	int64_t give_up = mono_ms() + STORE_RETRY_MS;
+	int r, errors = 0;
+
+	while ((r = store_report_defer(st, job->id, next_at)) < 0)
+		if (!store_backoff(++errors, give_up))
+			return -1;
+	return r;
 }
 
 struct dsn_arg {

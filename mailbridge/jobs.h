@@ -32,6 +32,10 @@ int jobs_attempt(struct store *st, struct job *job, enum job_outcome outcome, en
  * meanwhile, and stays pending (it is posted next). */
 int jobs_report(struct store *st, struct job *job, enum report_outcome outcome, int64_t next_at,
     const char *error);
+/* The reporter did not post (our own rate limiter held the call): the
+ * report waits until next_at, the attempt not counted. A store error is
+ * tried again, as the other events' are. 1, 0 gone, -1 error. */
+int jobs_report_defer(struct store *st, const struct job *job, int64_t next_at);
 /* A delivery report for messageId message_id. *due_r: a status is now
  * due (wake a reporter). 0: no job of that id that could have been sent.
  * rcpt_patch (JSON, or NULL): the report's per-recipient outcomes, merged

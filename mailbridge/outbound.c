@@ -792,9 +792,9 @@ report_one(struct outbound *ob, struct job *job)
 	}
 	switch (engagement_next(&res, job->report_attempts, REPORT_MAX_ATTEMPTS, REPORT_BASE_MS, REPORT_MAX_MS, &d)) {
 	case GHL_NEXT_DEFER:
-		if (store_report_defer(st, job->id, now_ms() + d) < 0)
-			log_error("report: messageId=%s cannot defer (store error): it is tried again once its lease "
-			    "ends", job->message_id);
+		if (jobs_report_defer(st, job, now_ms() + d) < 0)
+			log_error("report: messageId=%s cannot defer (store error for a minute): it is tried again "
+			    "once its lease ends", job->message_id);
 		else if (store_report_defer_location(st, job->location_id, now_ms(), now_ms() + d) < 0)
 			log_error("report: locationId=%s cannot defer its other due reports (store error): each is "
 			    "claimed and put back on its own", job->location_id);

@@ -446,9 +446,11 @@ store_report_finish(struct store *st, const struct job *job, const struct job_fs
 int
 store_report_defer(struct store *st, int64_t id, int64_t next_at)
 {
-	return store_exec(st, "UPDATE jobs SET report_next_at=?2, report_attempts=CASE WHEN report_attempts > 0 "
+	int r = store_exec(st, "UPDATE jobs SET report_next_at=?2, report_attempts=CASE WHEN report_attempts > 0 "
 	    "THEN report_attempts - 1 ELSE 0 END "
-	    "WHERE id=?1", "ii", id, next_at) == 1 ? 1 : -1;
+	    "WHERE id=?1", "ii", id, next_at);
+
+	return r < 0 ? -1 : r > 0;
 }
 
 int

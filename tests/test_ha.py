@@ -85,6 +85,23 @@ def pair(test, name, ghl, locations, lease=5, **kw):
     return out
 
 
+def print_job_story(d, mids, daemons):
+    """For a message not finished: its row, its events, and every log line
+    that names it, so a failure in CI says where it stopped."""
+    with d.db() as c:
+        for m in mids:
+            row = c.execute("SELECT id, state, attempts, next_at, last_code, last_error, report_state, "
+                            "report_attempts, report_next_at, report_error FROM jobs WHERE message_id = ?",
+                            (m,)).fetchall()
+            print(f"[ha] {m}: job {row}", flush=True)
+            for e in c.execute("SELECT * FROM events WHERE message_id = ?", (m,)).fetchall():
+                print(f"[ha]   event {e}", flush=True)
+    for x in daemons:
+        for line in x.log().splitlines():
+            if any(m in line for m in mids):
+                print(f"[ha]   :{x.port}: {line}", flush=True)
+
+
 def stop_clean(test, *daemons):
     """SIGTERM each: a clean stop exits 0 (no sanitizer report)."""
     for d in daemons:
@@ -474,7 +491,10 @@ class TestTwoInstances(unittest.TestCase):
             if set(acked) <= done:
                 break
             time.sleep(1)
-        self.assertEqual(sorted(set(acked) - done), [])
+        missing = sorted(set(acked) - done)
+        if missing:
+            print_job_story(a, missing, (a, b))
+        self.assertEqual(missing, [])
         got = mailbox_copies("bob")
         self.assertEqual([m for m in acked if m not in got], [])
         stop_clean(self, a, b)

@@ -130,7 +130,7 @@ int store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct j
 int store_report_finish(struct store *st, const struct job *job, const struct job_fsm *from,
     const struct job_fsm *to, int64_t next_at, const char *error, const char *posted);
 /* Puts a claimed report back for next_at without counting the attempt
- * (it was never sent: our own rate limiter held it). */
+ * (it was never sent: our own rate limiter held it). 1, 0 gone, -1 error. */
 int store_report_defer(struct store *st, int64_t id, int64_t next_at);
 /* The location's other reports due by now wait until next_at too (its
  * window is full: claiming each only to put it back would cost two
