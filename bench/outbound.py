@@ -167,6 +167,20 @@ def statement_profile(log, n, top=25):
                     for sql, (c, t) in rows]}
 
 
+def statement_exec(pgs, db, n, top=20):
+    """pg_stat_statements per message: calls, execution time (planning
+    is not separate: the statements are prepared), WAL bytes and shared
+    blocks dirtied, the costliest first."""
+    out = pgs.psql(db, "SELECT row_to_json(t) FROM (SELECT calls, total_exec_time, wal_bytes, shared_blks_dirtied, "
+                       "left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS sql FROM pg_stat_statements "
+                       "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                       "ORDER BY total_exec_time DESC LIMIT %d) t" % top)
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [{"per_msg": round(r["calls"] / n, 2), "exec_ms_per_msg": round(r["total_exec_time"] / n, 3),
+             "wal_bytes_per_msg": round(int(r["wal_bytes"]) / n), "blocks_dirtied_per_msg":
+             round(r["shared_blks_dirtied"] / n, 2), "sql": r["sql"]} for r in rows]
+
+
 def run(args, base, srv, target):
     sink = SmtpSink(base + 40) if target == "sink" else None
     try:
@@ -190,9 +204,13 @@ def run_into(args, base, srv, sink):
     threading.Thread(target=fsrv.serve_forever, daemon=True).start()
     pgs = db = None
     if args.store == "postgresql":
-        pgs = pg.PgServer(base + 90, options=("-c log_min_duration_statement=0 " if args.statements else "") + args.pg_options).start()
+        pgs = pg.PgServer(base + 90, options=("-c log_min_duration_statement=0 -c shared_preload_libraries="
+                                              "pg_stat_statements -c pg_stat_statements.track=all "
+                                              if args.statements else "") + args.pg_options).start()
         pg.PgServer._shared = pgs      # the one the harness's Daemons use
         db = pgs.create_db("bench")
+        if args.statements:
+            pgs.psql(db, "CREATE EXTENSION pg_stat_statements")
     ds = [Daemon(base + 50 + i, ghl.url, [location_conf(f"LBench{k}", **{
         "from": "Bench <bench@mail.test>", "smtp_host": "127.0.0.1", "smtp_port": sink.port if sink else srv.smtp,
         "smtp_tls": "none", "token": "tok"}) for k in range(args.locations)], workers=args.workers, log_level="warn",
@@ -224,9 +242,11 @@ def pg_stats(pgs, db):
     """What PostgreSQL has done so far: commits, WAL bytes and syncs, and
     the CPU seconds of its processes."""
     row = json.loads(pgs.psql(db, "SELECT json_build_object('commits', (SELECT xact_commit FROM pg_stat_database "
-                                  "WHERE datname = current_database()), 'wal_bytes', wal_bytes, 'wal_syncs', wal_sync) "
+                                  "WHERE datname = current_database()), 'wal_bytes', wal_bytes, 'wal_syncs', wal_sync, "
+                                  "'tables', (SELECT json_object_agg(relname, json_build_array(n_tup_ins, n_tup_upd, "
+                                  "n_tup_hot_upd, n_tup_del)) FROM pg_stat_user_tables)) "
                                   "FROM pg_stat_wal").strip())
-    cpu = 0.0
+    cpu, by_kind = 0.0, {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -236,11 +256,41 @@ def pg_stats(pgs, db):
             # the postmaster and its children (backends, WAL writer, checkpointer)
             if int(pid) != pgs.pid and int(fields[1]) != pgs.pid:
                 continue
-            cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read().split(b"\0")[0].decode(errors="replace")
         except OSError:
             continue
+        s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        cpu += s
+        by_kind[pg_process_kind(title)] = by_kind.get(pg_process_kind(title), 0.0) + s
     row["cpu_s"] = cpu
+    row["cpu_s_by_kind"] = by_kind
     return row
+
+
+def pg_row_changes(pg0, pg1, n):
+    """Per table: rows inserted, updated, updated HOT, deleted, per message.
+    (The statistics collector reports within its flush interval.)"""
+    out = {}
+    for t, after in sorted((pg1.get("tables") or {}).items()):
+        before = (pg0.get("tables") or {}).get(t, [0, 0, 0, 0])
+        d = [round((a - b) / n, 2) for a, b in zip(after, before)]
+        if any(d):
+            out[t] = d
+    return out
+
+
+def pg_process_kind(title):
+    """'backend' for a client's connection (its title names the user and
+    database), the postmaster, or the auxiliary process's own name."""
+    if not title.startswith("postgres:"):
+        return "postmaster"
+    name = title[len("postgres:"):].strip()
+    for aux in ("checkpointer", "background writer", "walwriter", "autovacuum launcher", "autovacuum worker",
+                "logical replication launcher", "logger", "stats collector"):
+        if name.startswith(aux):
+            return aux
+    return "backend"
 
 
 # 10 KB of HTML as a newsletter has it: styled paragraphs of words, each
@@ -294,6 +344,8 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
                 for body, sig in bodies[k::len(ds)]:
                     f.write(sig + "\t" + body.decode() + "\n")
     pg0 = pg_stats(pgs, db) if pgs else None
+    if pgs and args.statements:
+        pgs.psql(db, "SELECT pg_stat_statements_reset()")
 
     start = time.perf_counter()
 
@@ -413,9 +465,17 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
         on_pg = {"postgresql_commits_per_msg": round((pg1["commits"] - pg0["commits"]) / args.n, 2),
                  "postgresql_wal_kib_per_msg": round((int(pg1["wal_bytes"]) - int(pg0["wal_bytes"])) / 1024 / args.n, 1),
                  "postgresql_wal_syncs_per_msg": round((pg1["wal_syncs"] - pg0["wal_syncs"]) / args.n, 2),
-                 "postgresql_cpu_ms_per_msg": round((pg1["cpu_s"] - pg0["cpu_s"]) * 1000 / args.n, 3)}
+                 "postgresql_cpu_ms_per_msg": round((pg1["cpu_s"] - pg0["cpu_s"]) * 1000 / args.n, 3),
+                 # where the server's CPU goes; a process that ended during the
+                 # run (an autovacuum worker) is not counted
+                 "postgresql_cpu_ms_per_msg_by_process": {
+                     k: round((v - pg0["cpu_s_by_kind"].get(k, 0.0)) * 1000 / args.n, 3)
+                     for k, v in sorted(pg1["cpu_s_by_kind"].items())},
+                 # rows inserted, updated (of them HOT: no index touched), deleted
+                 "postgresql_rows_per_msg_ins_upd_hot_del": pg_row_changes(pg0, pg1, args.n)}
     if args.statements:
         on_pg["statements"] = statement_profile(pgs.log(), args.n)
+        on_pg["statements_by_exec_time"] = statement_exec(pgs, db, args.n)
     if args.pg_options and os.environ.get("MB_BENCH_PG_LOG"):
         shutil.copy(os.path.join(pgs.dir, "log"), os.environ["MB_BENCH_PG_LOG"])
     return {

@@ -48,6 +48,9 @@ static const struct move claim_moves[] = { { JOB_QUEUED, JOB_CLAIMED } };
  * (a kept one the relay had closed), within the same attempt */
 static const struct move sending_moves[] = { { JOB_CLAIMED, JOB_SENDING }, { JOB_SENDING, JOB_SENDING } };
 static const struct move recover_moves[] = { { JOB_CLAIMED, JOB_QUEUED }, { JOB_SENDING, JOB_QUEUED } };
+/* a claimed job its instance will not send after all (claimed in a
+ * batch, and the instance stops first) */
+static const struct move release_moves[] = { { JOB_CLAIMED, JOB_QUEUED } };
 static const struct move retry_moves[] = { { JOB_QUEUED, JOB_QUEUED }, { JOB_FAILED, JOB_QUEUED } };
 
 static int
@@ -79,6 +82,12 @@ job_on_recover(const struct job_fsm *cur, struct job_fsm *next, bool *uncertain)
 {
 	*uncertain = cur->job == JOB_SENDING;
 	return move(recover_moves, N_(recover_moves), cur, next);
+}
+
+int
+job_on_release(const struct job_fsm *cur, struct job_fsm *next)
+{
+	return move(release_moves, N_(release_moves), cur, next);
 }
 
 int

@@ -123,6 +123,10 @@ int job_on_dsn(const struct job_fsm *cur, enum report_status status, struct job_
  * (the relay may hold a copy). Other states: -1 (nothing to recover). */
 int job_on_recover(const struct job_fsm *cur, struct job_fsm *next, bool *uncertain);
 
+/* Handed back unsent (claimed in a batch, not begun when the instance
+ * stopped): claimed -> queued, the attempt not counted. */
+int job_on_release(const struct job_fsm *cur, struct job_fsm *next);
+
 /* An operator's retry: a queued or failed job goes now, with no report. */
 int job_on_retry(const struct job_fsm *cur, struct job_fsm *next);
 

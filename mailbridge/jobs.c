@@ -3,6 +3,8 @@
 #include "log.h"
 #include "util.h"
 
+#include <stdlib.h>
+
 /* A store error is tried again after 100, 400, 1600 ms, then every 5 s,
  * for a minute: long enough for a database server's restart, so that a
  * job's outcome is not left unrecorded (it would stay claimed until this
@@ -70,11 +72,55 @@ apply(struct store *st, struct job *job, const struct event *ev, struct job_effe
 }
 
 int
-jobs_claim(struct store *st, int64_t now, struct job **job_r)
+jobs_claim_batch(struct store *st, int64_t now, int max, struct job ***jobs_r)
 {
 	struct job_fsm q = { .job = JOB_QUEUED }, c;
 	job_on_claim(&q, &c);
-	return store_job_claim(st, now, q.job, c.job, job_r);
+	return store_job_claim(st, now, q.job, c.job, max, jobs_r);
+}
+
+int
+jobs_claim(struct store *st, int64_t now, struct job **job_r)
+{
+	struct job **jobs;
+	int r = jobs_claim_batch(st, now, 1, &jobs);
+
+	*job_r = r > 0 ? jobs[0] : NULL;
+	/* one asked for, one claimed (the store's CTE picks once): any more
+	 * would be claimed and not worked, so it goes back */
+	for (int i = 1; i < r; i++) {
+		if (jobs_release(st, jobs[i]) < 0)
+			log_error("jobs: messageId=%s claimed beyond the one asked for, and not handed back (store "
+			    "error)", jobs[i]->message_id);
+		store_job_free(jobs[i]);
+	}
+	free(jobs);
+	return r > 0 ? 1 : r;
+}
+
+static int
+decide_release(const struct job_fsm *cur, struct job_fsm *next, struct job_effect *fx, const void *arg)
+{
+	(void)fx;
+	(void)arg;
+	return job_on_release(cur, next);
+}
+
+static int
+write_release(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
+    const struct job_effect *fx, const void *arg)
+{
+	(void)fx;
+	(void)arg;
+	return store_job_release(st, job, from, to);
+}
+
+int
+jobs_release(struct store *st, struct job *job)
+{
+	struct event ev = { decide_release, write_release, NULL, false };
+	struct job_effect fx;
+	return apply(st, job, &ev, &fx);
 }
 
 int64_t

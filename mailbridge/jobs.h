@@ -17,8 +17,14 @@
 #include "store_jobs.h"
 #include "store_threads.h"
 
-/* A worker takes the oldest due queued job. */
+/* A worker takes the oldest due queued job: 1, 0 none due, -1 error. */
 int jobs_claim(struct store *st, int64_t now, struct job **job_r);
+/* Up to max of them, oldest first into *jobs_r (malloc'd, with every job
+ * the caller's): how many, or -1. */
+int jobs_claim_batch(struct store *st, int64_t now, int max, struct job ***jobs_r);
+/* A claimed job not begun goes back to the queue, its attempt not
+ * counted (the instance stops with it in hand). 1, 0 (it had moved), -1. */
+int jobs_release(struct store *st, struct job *job);
 /* When the next queued job is due (ms since the epoch), or -1 when none. */
 int64_t jobs_next_due(struct store *st);
 /* Right before DATA: claimed -> sending, with the threading record m. 0

@@ -38,16 +38,22 @@
 #define REPORT_BASE_MS            2000      /* 403 "not downstreamed yet" heals in 5-10 s */
 #define REPORT_MAX_MS             (10 * 60 * 1000)
 #define REPORT_MAX_ATTEMPTS       60
-#define REPORT_HANDOFF_MAX        64        /* reports a worker hands its reporters directly */
+#define HANDOFF_MAX               64        /* jobs one thread hands others in memory */
+#define CLAIM_BATCH_MAX           8         /* queued jobs one claim takes, at most */
 
-/* A sender that ends an attempt with a status due leases the report in
- * the same commit and hands the job to a reporter here, in memory: no
- * claim (a commit) per report, no poll to find it. The store's claim
- * stays the way for the rest (DSNs, retries, a full hand-off, the last
- * run's). Leased reports still queued at the stop are handed back. */
+/* Jobs one thread hands others in memory, already theirs in the store:
+ *   - reports: a sender that ends an attempt with a status due leases the
+ *     report in the same commit and hands the job to a reporter: no claim
+ *     (a commit) per report, no poll to find it;
+ *   - sends: a sender's claim takes up to one due job per sender, works
+ *     the oldest and leaves the rest here for the others: one statement
+ *     (and on PostgreSQL one commit) claims a burst's jobs a few at a time.
+ * The store's claims stay the way for the rest (DSNs, retries, a full
+ * hand-off, the last run's). What is still here at the stop is handed
+ * back: reports due now, sends queued again. */
 struct handoff {
 	pthread_mutex_t lock;
-	struct job *jobs[REPORT_HANDOFF_MAX];
+	struct job *jobs[HANDOFF_MAX];
 	size_t head, n;
 };
 
@@ -55,7 +61,9 @@ struct outbound {
 	struct app *app;
 	struct poller *senders;
 	struct poller *reporters;
-	struct handoff handoff;
+	struct handoff handoff;    /* leased reports, for the reporters */
+	struct handoff claimed;    /* claimed jobs, for the senders */
+	int claim_batch;
 };
 
 static bool
@@ -63,7 +71,7 @@ handoff_room(struct handoff *h)
 {
 	bool room;
 	pthread_mutex_lock(&h->lock);
-	room = h->n < REPORT_HANDOFF_MAX;
+	room = h->n < HANDOFF_MAX;
 	pthread_mutex_unlock(&h->lock);
 	return room;
 }
@@ -74,8 +82,8 @@ handoff_push(struct handoff *h, struct job *job)
 {
 	bool ok;
 	pthread_mutex_lock(&h->lock);
-	if ((ok = h->n < REPORT_HANDOFF_MAX))
-		h->jobs[(h->head + h->n++) % REPORT_HANDOFF_MAX] = job;
+	if ((ok = h->n < HANDOFF_MAX))
+		h->jobs[(h->head + h->n++) % HANDOFF_MAX] = job;
 	pthread_mutex_unlock(&h->lock);
 	return ok;
 }
@@ -87,7 +95,7 @@ handoff_pop(struct handoff *h)
 	pthread_mutex_lock(&h->lock);
 	if (h->n) {
 		job = h->jobs[h->head];
-		h->head = (h->head + 1) % REPORT_HANDOFF_MAX;
+		h->head = (h->head + 1) % HANDOFF_MAX;
 		h->n--;
 	}
 	pthread_mutex_unlock(&h->lock);
@@ -102,6 +110,17 @@ handoff_return(struct store *st, struct job *job)
 	if (store_report_defer(st, job->id, now_ms()) < 0)
 		log_error("report: messageId=%s cannot hand its report back (store error): it is posted once its lease "
 		    "ends", job->message_id);
+	store_job_free(job);
+}
+
+/* A claimed job no sender will begin: queued again, its attempt not
+ * counted (jobs_release). */
+static void
+claimed_return(struct store *st, struct job *job)
+{
+	if (jobs_release(st, job) < 0)
+		log_error("outbound: messageId=%s cannot hand its claim back (store error): it is queued again when "
+		    "this instance is seen gone, or at its next start", job->message_id);
 	store_job_free(job);
 }
 
@@ -627,15 +646,35 @@ out:
 	job_ctx_clear(&c);
 }
 
+/* Claims up to claim_batch due jobs: the oldest is the caller's, the rest
+ * wait in ob->claimed for the other senders (woken). 1, 0 none due, -1. */
+static int
+outbound_claim(struct outbound *ob, struct job **job_r)
+{
+	struct job **jobs;
+	int n = jobs_claim_batch(ob->app->store, now_ms(), ob->claim_batch, &jobs);
+
+	if (n < 1)
+		return n;
+	*job_r = jobs[0];
+	for (int i = 1; i < n; i++)
+		if (!handoff_push(&ob->claimed, jobs[i]))
+			claimed_return(ob->app->store, jobs[i]);
+	free(jobs);
+	if (n > 1)
+		poller_wake(ob->senders);
+	return 1;
+}
+
 /* A sender's step: one due job, or how long until the next. The
  * thread's slot keeps its SMTP connection between jobs. */
 static int64_t
 outbound_send_step(void *arg, void **slot)
 {
 	struct outbound *ob = arg;
-	struct job *job = NULL;
+	struct job *job = handoff_pop(&ob->claimed);
 
-	if (jobs_claim(ob->app->store, now_ms(), &job) == 1) {
+	if (job || outbound_claim(ob, &job) == 1) {
 		outbound_process(ob, job, (struct smtp_conn **)slot);
 		store_job_free(job);
 		return 0;
@@ -858,7 +897,9 @@ outbound_start(struct app *app, int workers, int reporters)
 		.nice = OUTBOUND_NICE, .step = outbound_report_step, .ctx = ob };
 
 	ob->app = app;
+	ob->claim_batch = workers < 1 ? 1 : workers > CLAIM_BATCH_MAX ? CLAIM_BATCH_MAX : workers;
 	pthread_mutex_init(&ob->handoff.lock, NULL);
+	pthread_mutex_init(&ob->claimed.lock, NULL);
 	ob->senders = poller_start(&send);
 	ob->reporters = poller_start(&report);
 	return ob;
@@ -879,8 +920,11 @@ outbound_stop(struct outbound *ob)
 		return;
 	poller_stop(ob->senders);
 	poller_stop(ob->reporters);
+	while ((job = handoff_pop(&ob->claimed)) != NULL)
+		claimed_return(ob->app->store, job);
 	while ((job = handoff_pop(&ob->handoff)) != NULL)
 		handoff_return(ob->app->store, job);
+	pthread_mutex_destroy(&ob->claimed.lock);
 	pthread_mutex_destroy(&ob->handoff.lock);
 	free(ob);
 }

@@ -87,21 +87,46 @@ col_payload(const struct store_row *r, int i, struct store_packer *packer)
 
 struct payload_read {
 	struct store_packer *packer;
-	struct job **job_r;        /* a job row followed by its payload */
-	char **payload_r;          /* or the payload alone */
+	char **payload_r;
 };
 
 static void
-row_job_payload(const struct store_row *stmt, void *arg)
+row_payload(const struct store_row *stmt, void *arg)
 {
 	struct payload_read *pr = arg;
+	*pr->payload_r = col_payload(stmt, 0, pr->packer);
+}
 
-	if (pr->job_r) {
-		*pr->job_r = job_from_row(stmt);
-		(*pr->job_r)->payload = col_payload(stmt, 18, pr->packer);
-	} else {
-		*pr->payload_r = col_payload(stmt, 0, pr->packer);
+/* A claim's rows, each with its payload: every row the UPDATE returned
+ * is claimed, so every one is kept. */
+struct claimed {
+	struct store_packer *packer;
+	struct job **jobs;
+	int n, cap;
+};
+
+static void
+row_claimed(const struct store_row *stmt, void *arg)
+{
+	struct claimed *c = arg;
+	struct job *j = job_from_row(stmt);
+
+	j->payload = col_payload(stmt, 18, c->packer);
+	if (c->n == c->cap) {
+		c->cap = c->cap ? 2 * c->cap : 4;
+		c->jobs = xrealloc(c->jobs, (size_t)c->cap * sizeof(*c->jobs));
 	}
+	c->jobs[c->n++] = j;
+}
+
+static int
+job_due_cmp(const void *a, const void *b)
+{
+	const struct job *x = *(struct job *const *)a, *y = *(struct job *const *)b;
+
+	if (x->next_at != y->next_at)
+		return x->next_at < y->next_at ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
 }
 
 /* Runs a query expected to return at most one job row. */
@@ -163,30 +188,48 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 int
 store_job_payload(struct store *st, struct job *job)
 {
-	struct payload_read pr = { st->packer, NULL, &job->payload };
+	struct payload_read pr = { st->packer, &job->payload };
 	int r;
 
 	if (job->payload)
 		return 1;
-	r = store_query_row(st, row_job_payload, &pr, "SELECT payload FROM job_payload WHERE job_id=?1", "i", job->id);
+	r = store_query_row(st, row_payload, &pr, "SELECT payload FROM job_payload WHERE job_id=?1", "i", job->id);
 	return r == 1 && !job->payload ? -1 : r;
 }
 
 int
-store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_state to, struct job **job_r)
+store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_state to, int max,
+    struct job ***jobs_r)
 {
-	/* the inner SELECT skips rows another instance is claiming, and the
-	 * outer state test holds after a wait for one (PostgreSQL) */
-	struct payload_read pr = { st->packer, job_r, NULL };
+	struct claimed c = { st->packer, NULL, 0, 0 };
+	int r;
 
-	*job_r = NULL;
-	/* with its payload: the claimer works on it next (one round trip) */
-	return store_query_row(st, row_job_payload, &pr,
+	/* The ids are picked once, in a materialized CTE: PostgreSQL may run a
+	 * LIMIT ... SKIP LOCKED subquery under IN more than once, and each run
+	 * skips the rows the last one locked, so the UPDATE took more than
+	 * max. The picking SELECT skips rows another instance is claiming,
+	 * and the outer state test holds after a wait for one. Each row comes
+	 * with its payload: the claimer works on it next (one round trip). */
+	r = store_query_rows(st, row_claimed, &c,
+	    "WITH picked AS MATERIALIZED (SELECT id FROM jobs WHERE state=?2 AND next_at<=?1 "
+	    "ORDER BY next_at, id LIMIT ?5" STORE_SKIP_LOCKED ") "
 	    "UPDATE jobs SET state=?3, attempts=attempts+1, updated_at=?1, owner=?4 "
-	    "WHERE id = (SELECT id FROM jobs WHERE state=?2 AND next_at<=?1 "
-	    "ORDER BY next_at, id LIMIT 1" STORE_SKIP_LOCKED ") AND state=?2 RETURNING " JOB_COLUMNS ", "
-	    "(SELECT payload FROM job_payload WHERE job_id=jobs.id)", "isss", now,
-	    job_state_name(from), job_state_name(to), st->instance);
+	    "WHERE id IN (SELECT id FROM picked) AND state=?2 RETURNING " JOB_COLUMNS ", "
+	    "(SELECT payload FROM job_payload WHERE job_id=jobs.id)", "isssi", now,
+	    job_state_name(from), job_state_name(to), st->instance, (int64_t)max);
+	if (r < 0) {
+		/* nothing is claimed: the transaction did not commit */
+		for (int i = 0; i < c.n; i++)
+			store_job_free(c.jobs[i]);
+		free(c.jobs);
+		*jobs_r = NULL;
+		return -1;
+	}
+	/* RETURNING's order is the engine's: the oldest goes first */
+	if (c.n > 1)
+		qsort(c.jobs, (size_t)c.n, sizeof(*c.jobs), job_due_cmp);
+	*jobs_r = c.jobs;
+	return c.n;
 }
 
 int64_t
@@ -219,6 +262,13 @@ store_job_fsm(struct store *st, int64_t id, struct job_fsm *fsm_r)
 /* ?5 ?6 ?7: the states to write */
 #define JOB_CAS_SET "state=?5, report_state=?6, report_status=?7"
 #define JOB_CAS_TO(to) JOB_CAS_ARGS(to)
+
+int
+store_job_release(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to)
+{
+	return store_exec(st, "UPDATE jobs SET " JOB_CAS_SET ", attempts=CASE WHEN attempts > 0 THEN attempts - 1 "
+	    "ELSE 0 END, owner=NULL" JOB_CAS_WHERE, "issssss", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to));
+}
 
 int
 store_job_mark_sending(struct store *st, int64_t id, enum job_state from, enum job_state to, const struct msgmap *m)

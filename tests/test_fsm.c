@@ -41,14 +41,14 @@ test_simple_moves(void)
 {
 	static const struct {
 		enum job_state from;
-		int claim, sending, recover, retry;   /* the state reached, or -1 */
+		int claim, sending, recover, retry, release;   /* the state reached, or -1 */
 		bool uncertain, droppable, open;
 	} rows[] = {
-		{ JOB_QUEUED, JOB_CLAIMED, -1, -1, JOB_QUEUED, false, true, true },
-		{ JOB_CLAIMED, -1, JOB_SENDING, JOB_QUEUED, -1, false, false, true },
-		{ JOB_SENDING, -1, JOB_SENDING, JOB_QUEUED, -1, true, false, true },
-		{ JOB_SENT, -1, -1, -1, -1, false, true, false },
-		{ JOB_FAILED, -1, -1, -1, JOB_QUEUED, false, true, false },
+		{ JOB_QUEUED, JOB_CLAIMED, -1, -1, JOB_QUEUED, -1, false, true, true },
+		{ JOB_CLAIMED, -1, JOB_SENDING, JOB_QUEUED, -1, JOB_QUEUED, false, false, true },
+		{ JOB_SENDING, -1, JOB_SENDING, JOB_QUEUED, -1, -1, true, false, true },
+		{ JOB_SENT, -1, -1, -1, -1, -1, false, true, false },
+		{ JOB_FAILED, -1, -1, -1, JOB_QUEUED, -1, false, true, false },
 	};
 	CHECK(sizeof(rows) / sizeof(rows[0]) == JOB_STATE_N);
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
@@ -67,6 +67,10 @@ test_simple_moves(void)
 		/* a retried job has nothing to report yet */
 		CHECK_IDX(rows[i].retry < 0 ? r == -1 : r == 0 && (int)next.job == rows[i].retry &&
 		    next.report == REPORT_NONE, i);
+		/* a release leaves the report as it was */
+		r = job_on_release(&cur, &next);
+		CHECK_IDX(rows[i].release < 0 ? r == -1 : r == 0 && (int)next.job == rows[i].release &&
+		    next.report == cur.report && next.status == cur.status, i);
 		CHECK_IDX(job_can_drop(&cur) == rows[i].droppable, i);
 		CHECK_IDX(job_is_open(cur.job) == rows[i].open, i);
 	}

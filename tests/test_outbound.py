@@ -920,7 +920,7 @@ class TestZCrashRecovery(unittest.TestCase):
         d.write_config(LOCATIONS)
         d.start()
         for i, n in zip(ids, copies_after_sent(ids)):
-            self.assertEqual(n, 1, i)
+            self.assertEqual(n, 1, (i, d.job(i), d.cli("trace", i).stdout))
 
     def test_kill9_while_sending(self):
         """kill -9 under load: nothing lost; a copy may repeat only for a job

@@ -640,6 +640,51 @@ test_group_commit(void)
 	scratch_done(st, gdir);
 }
 
+/* A batch claim takes the oldest due jobs, each with its payload, oldest
+ * first; a job handed back unsent is queued again without its attempt,
+ * and is the oldest for the next claim. */
+static void
+test_claim_batch(void)
+{
+	char bdir[] = "/tmp/mb-test-batch-XXXXXX";
+	struct store *st = scratch_store(bdir, "test_claim_batch");
+	struct job **jobs = NULL, *got = NULL;
+	const char *ids[] = { "b1", "b2", "b3", "b4", "b5" };
+	char payload[64];
+	int n;
+
+	for (int i = 0; i < 5; i++) {
+		snprintf(payload, sizeof(payload), "{\"messageId\":\"%s\"}", ids[i]);
+		CHECK(store_job_add(st, ids[i], "L1", "Email", NULL, payload) == 1);
+	}
+	n = jobs_claim_batch(st, now_ms() + 1000, 3, &jobs);
+	CHECK_IDX(n == 3, n);
+	for (int i = 0; i < n; i++) {
+		snprintf(payload, sizeof(payload), "{\"messageId\":\"%s\"}", ids[i]);
+		CHECK_IDX(!strcmp(jobs[i]->message_id, ids[i]) && jobs[i]->payload && !strcmp(jobs[i]->payload, payload) &&
+		    jobs[i]->fsm.job == JOB_CLAIMED && jobs[i]->attempts == 1, i);
+	}
+	CHECK(n == 3 && jobs_release(st, jobs[1]) == 1 && jobs[1]->fsm.job == JOB_QUEUED);
+	CHECK(store_job_get(st, "b2", &got) == 1 && got && got->fsm.job == JOB_QUEUED && got->attempts == 0);
+	store_job_free(got);
+	/* no second release: it is no longer claimed */
+	CHECK(n == 3 && jobs_release(st, jobs[1]) == 0);
+	for (int i = 0; i < n; i++)
+		store_job_free(jobs[i]);
+	free(jobs);
+	n = jobs_claim_batch(st, now_ms() + 1000, 8, &jobs);
+	CHECK_IDX(n == 3, n);
+	CHECK(n == 3 && !strcmp(jobs[0]->message_id, "b2") && !strcmp(jobs[1]->message_id, "b4") &&
+	    !strcmp(jobs[2]->message_id, "b5") && jobs[0]->attempts == 1);
+	for (int i = 0; i < n; i++)
+		store_job_free(jobs[i]);
+	free(jobs);
+	CHECK(jobs_claim_batch(st, now_ms() + 1000, 8, &jobs) == 0);
+	free(jobs);
+	CHECK(store_job_count(st, JOB_CLAIMED) == 5 && store_job_count(st, JOB_QUEUED) == 0);
+	scratch_done(st, bdir);
+}
+
 /* Payloads are packed in SQLite (store_pack.c): stored smaller, read back
  * as written by the claim, store_job_payload, trace and store_copy, and a
  * packed value that does not unpack is an error, not a message. */
@@ -806,6 +851,7 @@ main(void)
 	test_races();
 	test_defer_location();
 	test_report_lease();
+	test_claim_batch();
 	test_group_commit();
 	test_packed_payloads();
 	return test_done("test_store");

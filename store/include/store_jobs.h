@@ -47,9 +47,15 @@ int store_job_add(struct store *st, const char *message_id, const char *location
     const char *type, const char *email_message_id, const char *payload);
 /* Loads job->payload (kept apart from the job row). 1, 0 gone, -1 error. */
 int store_job_payload(struct store *st, struct job *job);
-/* The oldest job in state from due by now goes to state to (attempts+1),
- * read with its payload (NULL if gone). */
-int store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_state to, struct job **job_r);
+/* The oldest jobs in state from due by now, up to max, go to state to
+ * (attempts+1), each read with its payload (NULL if gone), oldest first
+ * into *jobs_r (malloc'd; the caller frees it and owns every job). How
+ * many, or -1 (none taken). */
+int store_job_claim(struct store *st, int64_t now, enum job_state from, enum job_state to, int max,
+    struct job ***jobs_r);
+/* A claimed job handed back unsent: from -> to (compare-and-set), its
+ * attempt not counted, no owner. 1, 0 (not in from), -1 error. */
+int store_job_release(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to);
 /* Earliest next_at among jobs in state waiting, or -1 when none. */
 int64_t store_job_next_due(struct store *st, enum job_state waiting);
 /* The job's states as stored now: 1, 0 gone, -1 error. */
