@@ -685,6 +685,62 @@ test_claim_batch(void)
 	scratch_done(st, bdir);
 }
 
+/* Past 8 MiB of WAL the checkpointer copies it into the database (SQLite
+ * did at 1 MiB): 12 MB of payloads that pack to some 9 MB leave the
+ * database file grown from its first KiB, the WAL under the 32 MiB at
+ * which commits checkpoint themselves, and everything reads back after a
+ * reopen. (A checkpoint on a second connection that has not read the
+ * database yet does nothing: this is the test that found it.) */
+static off_t
+file_size(const char *in, const char *name)
+{
+	char path[256];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s/%s", in, name);
+	return stat(path, &sb) < 0 ? -1 : sb.st_size;
+}
+
+static void
+test_checkpoint_thread(void)
+{
+	char cdir[] = "/tmp/mb-test-ckpt-XXXXXX";
+	struct store *st = scratch_store(cdir, "test_checkpoint_thread");
+	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	enum { JOBS = 300, SIZE = 40000 };
+	char *payload = malloc(SIZE + 32), id[32];
+	uint64_t x = 88172645463325252ULL;
+	off_t db0 = file_size(cdir, "mailbridge.db"), db = db0;
+	struct job *j = NULL;
+
+	for (int n = 0; n < JOBS; n++) {
+		int len = snprintf(payload, 32, "{\"n\":%d,\"x\":\"", n);
+		for (int i = 0; i < SIZE; i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;   /* xorshift: text that packs little */
+			payload[len++] = alphabet[x & 63];
+		}
+		memcpy(payload + len, "\"}", 3);
+		snprintf(id, sizeof(id), "ck%d", n);
+		CHECK_IDX(store_job_add(st, id, "L1", "Email", NULL, payload) == 1, n);
+	}
+	for (int i = 0; i < 100 && db < 4 * 1024 * 1024; i++) {
+		usleep(50000);
+		db = file_size(cdir, "mailbridge.db");
+	}
+	CHECK_IDX(db >= 4 * 1024 * 1024, (int)(db / 1024));
+	CHECK_IDX(db0 < 1024 * 1024, (int)(db0 / 1024));
+	/* the WAL never reached the size at which commits checkpoint themselves */
+	CHECK_IDX(file_size(cdir, "mailbridge.db-wal") < 32 * 1024 * 1024 + 65536,
+	    (int)(file_size(cdir, "mailbridge.db-wal") / 1024));
+	store_close(st);
+	st = scratch_store_reopen(cdir);
+	CHECK(st && store_job_get(st, "ck299", &j) == 1 && j && store_job_payload(st, j) == 1 && j->payload &&
+	    strlen(j->payload) > SIZE && !strncmp(j->payload, "{\"n\":299,", 9));
+	store_job_free(j);
+	free(payload);
+	scratch_done(st, cdir);
+}
+
 /* Payloads are packed in SQLite (store_pack.c): stored smaller, read back
  * as written by the claim, store_job_payload, trace and store_copy, and a
  * packed value that does not unpack is an error, not a message. */
@@ -852,6 +908,7 @@ main(void)
 	test_defer_location();
 	test_report_lease();
 	test_claim_batch();
+	test_checkpoint_thread();
 	test_group_commit();
 	test_packed_payloads();
 	return test_done("test_store");
