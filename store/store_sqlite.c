@@ -90,8 +90,12 @@ struct lite {
 	bool syncing;              /* a thread is in fdatasync() */
 	bool tx_failed;            /* a step of the open transaction failed */
 
-	/* the checkpointer (LITE_CHECKPOINT_PAGES); ckpt_db NULL: none */
+	/* the checkpointer (LITE_CHECKPOINT_PAGES); ckpt_db NULL: none.
+	 * ckpt_copied: the WAL's pages its last checkpoint had copied (the
+	 * WAL is not shortened by a checkpoint, only begun again by the next
+	 * writer after one that copied everything) */
 	sqlite3 *ckpt_db;
+	atomic_int ckpt_copied;
 	pthread_t ckpt_thread;
 	pthread_mutex_t ckpt_lock;
 	pthread_cond_t ckpt_cond;
@@ -646,10 +650,12 @@ lite_checkpointer(void *arg)
 		/* PASSIVE: copies what no reader still needs, and never waits
 		 * for (or stops) a writer */
 		rc = sqlite3_wal_checkpoint_v2(l->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &in_wal, &copied);
-		if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+		if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
 			log_warn("store: checkpoint: %s (the WAL is copied at the next one)", sqlite3_errmsg(l->ckpt_db));
-		else
+		} else {
+			atomic_store(&l->ckpt_copied, copied > 0 ? copied : 0);
 			log_debug("store: checkpoint: %d of %d WAL pages in the database", copied, in_wal);
+		}
 		pthread_mutex_lock(&l->ckpt_lock);
 	}
 	pthread_mutex_unlock(&l->ckpt_lock);
@@ -657,15 +663,25 @@ lite_checkpointer(void *arg)
 }
 
 /* Called by SQLite after each commit, with the WAL's length in pages (it
- * replaces wal_autocheckpoint). */
+ * replaces wal_autocheckpoint). The thread is woken for each
+ * LITE_CHECKPOINT_PAGES written since what it last copied: the WAL's
+ * length alone stays past the mark while writers keep it from beginning
+ * again, and woke it at every commit (a checkpoint every few pages, more
+ * writes than SQLite's own). A WAL that long anyway (the thread lags, or
+ * the writers never pause) is checkpointed here, with the writers held:
+ * that one copies all, and the WAL begins again. */
 static int
 lite_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
 	struct lite *l = arg;
+	int copied = atomic_load(&l->ckpt_copied);
 
+	if (pages < copied)
+		atomic_store(&l->ckpt_copied, copied = 0);   /* the WAL began again */
 	if (pages >= LITE_CHECKPOINT_INLINE || (pages >= LITE_CHECKPOINT_PAGES && !l->ckpt_db)) {
-		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-	} else if (pages >= LITE_CHECKPOINT_PAGES) {
+		if (sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, &copied) == SQLITE_OK)
+			atomic_store(&l->ckpt_copied, copied > 0 ? copied : 0);
+	} else if (pages - copied >= LITE_CHECKPOINT_PAGES) {
 		pthread_mutex_lock(&l->ckpt_lock);
 		l->ckpt_due = true;
 		pthread_cond_signal(&l->ckpt_cond);
