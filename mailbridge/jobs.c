@@ -33,6 +33,7 @@ struct event {
 	    const struct job_effect *fx, const void *arg);
 	const void *arg;
 	bool redecide;             /* on a conflict, read again and decide again (else: 0) */
+	bool once;                 /* a store error is not tried again (else: STORE_RETRY_MS) */
 };
 
 /* Runs ev on job (job->fsm: where the caller believes it stands). On 1,
@@ -41,7 +42,7 @@ static int
 apply(struct store *st, struct job *job, const struct event *ev, struct job_effect *fx)
 {
 	int errors = 0, conflicts = 0;
-	int64_t give_up = mono_ms() + STORE_RETRY_MS;
+	int64_t give_up = mono_ms() + (ev->once ? 0 : STORE_RETRY_MS);
 
 	for (;;) {
 		struct job_fsm next;
@@ -118,7 +119,10 @@ write_release(struct store *st, const struct job *job, const struct job_fsm *fro
 int
 jobs_release(struct store *st, struct job *job)
 {
-	struct event ev = { decide_release, write_release, NULL, false };
+	/* once: at a stop, with the store away, a minute per job would hold
+	 * the stop past the service manager's patience; the job stays
+	 * claimed for the next start's recovery */
+	struct event ev = { decide_release, write_release, NULL, false, true };
 	struct job_effect fx;
 	return apply(st, job, &ev, &fx);
 }
@@ -149,7 +153,7 @@ int
 jobs_sending(struct store *st, struct job *job, const struct msgmap *m)
 {
 	/* compare-and-set on the send state only: a report meanwhile is no conflict */
-	struct event ev = { decide_sending, write_sending, m, true };
+	struct event ev = { decide_sending, write_sending, m, true, false };
 	struct job_effect fx;
 	return apply(st, job, &ev, &fx);
 }
@@ -182,7 +186,7 @@ jobs_attempt(struct store *st, struct job *job, enum job_outcome outcome, enum r
     struct job_attempt_rec *rec)
 {
 	struct attempt_arg a = { outcome, status, rec };
-	struct event ev = { decide_attempt, write_attempt, &a, true };
+	struct event ev = { decide_attempt, write_attempt, &a, true, false };
 	struct job_effect fx;
 	return apply(st, job, &ev, &fx);
 }
@@ -217,7 +221,7 @@ jobs_report(struct store *st, struct job *job, enum report_outcome outcome, int6
 	/* no second decision: what was posted is job->fsm.status, and only that
 	 * may be marked done; a newer status stays pending */
 	struct report_arg a = { outcome, next_at, error };
-	struct event ev = { decide_report, write_report, &a, false };
+	struct event ev = { decide_report, write_report, &a, false, false };
 	struct job_effect fx;
 	return apply(st, job, &ev, &fx);
 }
@@ -276,7 +280,7 @@ jobs_dsn(struct store *st, const char *message_id, enum report_status status, in
     const char *event, const char *rcpt_patch, const struct engage_add *engage, size_t n_engage, bool *due_r)
 {
 	struct dsn_arg a = { status, code, error, event, rcpt_patch, engage, n_engage };
-	struct event ev = { decide_dsn, write_dsn, &a, true };
+	struct event ev = { decide_dsn, write_dsn, &a, true, false };
 	struct job_effect fx = { 0 };
 	int r = by_message_id(st, message_id, &ev, &fx);
 
@@ -346,7 +350,7 @@ int
 jobs_retry(struct store *st, const char *message_id)
 {
 	/* not again on a miss: the payload may be gone (a sent job's is pruned) */
-	struct event ev = { decide_retry, write_retry, NULL, false };
+	struct event ev = { decide_retry, write_retry, NULL, false, false };
 	struct job_effect fx;
 	return by_message_id(st, message_id, &ev, &fx);
 }
@@ -354,7 +358,7 @@ jobs_retry(struct store *st, const char *message_id)
 int
 jobs_drop(struct store *st, const char *message_id)
 {
-	struct event ev = { decide_drop, write_drop, NULL, true };
+	struct event ev = { decide_drop, write_drop, NULL, true, false };
 	struct job_effect fx;
 	return by_message_id(st, message_id, &ev, &fx);
 }

@@ -23,7 +23,9 @@ int jobs_claim(struct store *st, int64_t now, struct job **job_r);
  * the caller's): how many, or -1. */
 int jobs_claim_batch(struct store *st, int64_t now, int max, struct job ***jobs_r);
 /* A claimed job not begun goes back to the queue, its attempt not
- * counted (the instance stops with it in hand). 1, 0 (it had moved), -1. */
+ * counted (the instance stops with it in hand). Tried once: after -1 it
+ * stays claimed, for the recovery at the next start (or by another
+ * instance). 1, 0 (it had moved), -1. */
 int jobs_release(struct store *st, struct job *job);
 /* When the next queued job is due (ms since the epoch), or -1 when none. */
 int64_t jobs_next_due(struct store *st);

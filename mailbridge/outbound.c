@@ -121,6 +121,8 @@ claimed_return(struct store *st, struct job *job)
 	if (jobs_release(st, job) < 0)
 		log_error("outbound: messageId=%s cannot hand its claim back (store error): it is queued again when "
 		    "this instance is seen gone, or at its next start", job->message_id);
+	else
+		log_info("outbound: messageId=%s handed back to the queue, not begun", job->message_id);
 	store_job_free(job);
 }
 

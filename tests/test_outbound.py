@@ -2,6 +2,7 @@
 -> Dovecot, read back over IMAP; status updates at the fake HighLevel.
 Failure paths against Postfix's own replies and a scripted SMTP server."""
 import atexit
+import concurrent.futures
 import email
 import email.policy
 import functools
@@ -921,6 +922,30 @@ class TestZCrashRecovery(unittest.TestCase):
         d.start()
         for i, n in zip(ids, copies_after_sent(ids)):
             self.assertEqual(n, 1, (i, d.job(i), d.cli("trace", i).stdout))
+
+    def test_stop_leaves_nothing_claimed(self):
+        """SIGTERM during a burst: the senders finish what they began, the
+        jobs a batch claim had taken for the others are queued again (their
+        attempt not counted), so a clean stop leaves no job claimed; each
+        goes once after the restart."""
+        global d
+        handed_back = 0
+        for round in range(2):
+            before = d.log().count("handed back to the queue")
+            # eight at a time: faster than the relay takes them, so claims
+            # find several due and leave some for the other senders
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                ids = list(pool.map(lambda i: post_ok(webhook(subject=f"stop {round}.{i}")), range(60)))
+            self.assertEqual(d.stop(), 0, d.log()[-3000:])
+            with d.db() as c:
+                left = [dict(r) for r in c.execute("SELECT message_id, state, attempts FROM jobs "
+                                                   "WHERE state = 'claimed'")]
+            self.assertEqual(left, [])
+            handed_back += d.log().count("handed back to the queue") - before
+            d.start()
+            for i, n in zip(ids, copies_after_sent(ids)):
+                self.assertEqual(n, 1, (i, d.job(i)))
+        print(f"\n[outbound] jobs handed back at the stops: {handed_back}", flush=True)
 
     def test_kill9_while_sending(self):
         """kill -9 under load: nothing lost; a copy may repeat only for a job
