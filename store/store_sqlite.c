@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <stdio.h>
@@ -695,6 +696,9 @@ lite_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 static void
 lite_checkpointer_start(struct lite *l, const char *path)
 {
+	sigset_t all, old;
+	int rc;
+
 	sqlite3_wal_hook(l->db, lite_wal_hook, l);
 	/* a connection knows the database is in WAL mode once it has read it */
 	if (sqlite3_open_v2(path, &l->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
@@ -706,7 +710,14 @@ lite_checkpointer_start(struct lite *l, const char *path)
 		l->ckpt_db = NULL;
 		return;
 	}
-	if (pthread_create(&l->ckpt_thread, NULL, lite_checkpointer, l) != 0) {
+	/* with every signal blocked: the store opens before the daemon blocks
+	 * the ones its main thread takes with sigwait, and a SIGTERM this
+	 * thread took would end the process (test_ha saw exit status -15) */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&l->ckpt_thread, NULL, lite_checkpointer, l);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
 		log_warn("store: no checkpoint thread: commits checkpoint the WAL themselves");
 		sqlite3_close(l->ckpt_db);
 		l->ckpt_db = NULL;

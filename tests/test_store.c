@@ -18,7 +18,9 @@
 #include "test.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -701,6 +703,36 @@ file_size(const char *in, const char *name)
 	return stat(path, &sb) < 0 ? -1 : sb.st_size;
 }
 
+/* The threads of this process other than the main one: how many, and
+ * how many of them do not block SIGTERM. */
+static void
+other_threads(int *n_r, int *takes_term_r)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+
+	*n_r = *takes_term_r = 0;
+	while (d && (e = readdir(d)) != NULL) {
+		char path[300], line[128];
+		unsigned long long blocked = 0;
+		FILE *f;
+		if (e->d_name[0] == '.' || atoi(e->d_name) == (int)getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+		if (!(f = fopen(path, "r")))
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "SigBlk: %llx", &blocked) == 1)
+				break;
+		fclose(f);
+		(*n_r)++;
+		if (!(blocked & (1ULL << (SIGTERM - 1))))
+			(*takes_term_r)++;
+	}
+	if (d)
+		closedir(d);
+}
+
 static void
 test_checkpoint_thread(void)
 {
@@ -712,6 +744,13 @@ test_checkpoint_thread(void)
 	uint64_t x = 88172645463325252ULL;
 	off_t db0 = file_size(cdir, "mailbridge.db"), db = db0;
 	struct job *j = NULL;
+	int threads, take_term;
+
+	/* the store opens before the daemon blocks SIGTERM for its sigwait:
+	 * its thread must block every signal itself, or a SIGTERM it took
+	 * would end the process */
+	other_threads(&threads, &take_term);
+	CHECK_IDX(threads >= 1 && take_term == 0, threads * 100 + take_term);
 
 	for (int n = 0; n < JOBS; n++) {
 		int len = snprintf(payload, 32, "{\"n\":%d,\"x\":\"", n);
