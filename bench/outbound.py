@@ -261,8 +261,9 @@ def pg_stats(pgs, db):
         except OSError:
             continue
         s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        kind = pg_process_kind(title)
         cpu += s
-        by_kind[pg_process_kind(title)] = by_kind.get(pg_process_kind(title), 0.0) + s
+        by_kind[kind] = by_kind.get(kind, 0.0) + s
     row["cpu_s"] = cpu
     row["cpu_s_by_kind"] = by_kind
     return row
