@@ -150,7 +150,9 @@ daemon_serve(const char *path, char **argv)
 		return 1;
 	}
 
-	/* signals are taken by sigwait below: block them before any thread */
+	/* signals are taken by sigwait below: block them before the threads
+	 * started from here on inherit the mask (the store's checkpoint
+	 * thread, started in app_open, blocks every signal itself) */
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
