@@ -23,7 +23,13 @@ enum box_state { BOX_WAIT, BOX_IDLE, BOX_BUSY };
 
 struct box {
 	struct imap_session s;
+	/* BOX_BUSY from work_push until the reactor takes it back: a worker
+	 * never writes state (the reactor's timer scan and a poke read it
+	 * under the lock), only what comes next, in after, which box_arm
+	 * applies. A box the scan saw as waiting while its worker still held
+	 * it was pushed twice, and its queue links were crossed. */
 	enum box_state state;
+	enum box_state after;      /* what the step decided */
 	int fd;                    /* while BOX_IDLE */
 	int64_t deadline;          /* mono ms: re-IDLE, poll, or reconnect */
 	int failures;
@@ -79,7 +85,7 @@ box_step(struct box *b)
 			s->sink->status(s->sink->ctx, s->mb->id, "stopped", why);
 			log_info("imap: locationId=%s watcher stopped: %s", s->mb->id, why);
 		}
-		b->state = BOX_WAIT;
+		b->after = BOX_WAIT;
 		b->deadline = mono_ms() + WATCH_PAUSED_MS;
 		return;
 	}
@@ -110,11 +116,11 @@ box_step(struct box *b)
 		b->fd = imap_session_idle_start(s, &err);
 		if (b->fd < 0)
 			goto fail;
-		b->state = BOX_IDLE;
+		b->after = BOX_IDLE;
 		b->deadline = mono_ms() + (next_check > 0 && next_check < s->mb->idle_interval * 1000 ?
 		    next_check : s->mb->idle_interval * 1000);
 	} else {
-		b->state = BOX_WAIT;
+		b->after = BOX_WAIT;
 		b->deadline = mono_ms() + (next_check > 0 ? next_check : s->mb->poll_interval * 1000);
 	}
 	return;
@@ -122,7 +128,7 @@ fail:
 	b->failures++;
 	imap_session_close(s, false);
 	s->sink->status(s->sink->ctx, s->mb->id, "backing off", err);
-	b->state = BOX_WAIT;
+	b->after = BOX_WAIT;
 	b->deadline = mono_ms() + backoff_ms(b->failures - 1, WATCH_BACKOFF_BASE_MS, WATCH_BACKOFF_MAX_MS);
 	log_warn("imap: locationId=%s %s; retry in %lld ms", s->mb->id, err ? err : "error",
 	    (long long)(b->deadline - mono_ms()));
@@ -165,6 +171,7 @@ watch_worker(void *arg)
 static void
 box_arm(struct imap_watch *w, struct box *b)
 {
+	b->state = b->after;
 	if (b->poked) {
 		/* poked while it worked: step again now */
 		b->poked = false;
@@ -355,7 +362,7 @@ imap_watch_connected(struct imap_watch *w)
 	size_t n = 0;
 	pthread_mutex_lock(&w->lock);
 	for (size_t i = 0; i < w->n_boxes; i++)
-		if (w->boxes[i].s.imap && w->boxes[i].state != BOX_BUSY)
+		if (w->boxes[i].state != BOX_BUSY && w->boxes[i].s.imap)
 			n++;
 	pthread_mutex_unlock(&w->lock);
 	return n;
