@@ -145,19 +145,52 @@ sink_paused(void *ctx, const char *id)
 struct lease_seen {
 	struct mailboxes *mb;
 	bool *others;              /* per box: a live lease of another instance */
+	bool *ours;                /* per box: ours in the store */
 };
 
 static void
 lease_row(const char *name, const char *owner, void *arg)
 {
 	struct lease_seen *ls = arg;
-	const char *me = store_instance_name(ls->mb->app->store);
-	ssize_t i;
+	ssize_t i = box_find(ls->mb, name + strlen("mailbox:"));
 
-	if (strcmp(owner, me) == 0)
+	if (i < 0)
 		return;
-	if ((i = box_find(ls->mb, name + strlen("mailbox:"))) >= 0)
+	if (strcmp(owner, store_instance_name(ls->mb->app->store)) == 0)
+		ls->ours[i] = true;
+	else
 		ls->others[i] = true;
+}
+
+/* Renewed late: while ours were past their time, another instance may
+ * have taken some. What the store says is ours is ours, set before the
+ * renewal counts (mailbox_ours); then the readers of the rest stop, and
+ * those still ours go on (a reader that looked in the gap stopped, and
+ * would wait half a minute to look again). A poke costs a reader that
+ * did not stop one IDLE round; this is rare. Under mb->lock. */
+static size_t
+balance_reconcile(struct mailboxes *mb, const bool *ours, bool *was)
+{
+	size_t mine = 0;
+
+	for (size_t i = 0; i < mb->n; i++) {
+		was[i] = mb->held[i];
+		mb->held[i] = ours[i];
+		mine += ours[i];
+	}
+	return mine;
+}
+
+static void
+balance_poke_changed(struct mailboxes *mb, const bool *ours, const bool *was)
+{
+	for (size_t i = 0; i < mb->n; i++) {
+		if (was[i] && !ours[i])
+			log_warn("imap: locationId=%s taken over by another instance while our lease was late",
+			    mb->boxes[i].id);
+		if (was[i] || ours[i])
+			imap_watch_poke(mb->app->imap, mb->boxes[i].id);
+	}
 }
 
 void
@@ -168,6 +201,7 @@ mailboxes_balance(struct mailboxes *mb)
 	size_t share, mine = 0;
 	struct lease_seen ls;
 	int live;
+	bool lapsed, seen, *was = NULL;
 
 	if (!mb || !mb->shared || mb->n == 0)
 		return;
@@ -175,11 +209,26 @@ mailboxes_balance(struct mailboxes *mb)
 	lease = store_instance_lease_ms(st);
 	if (store_lease_renew_mine(st, "mailbox:", lease) < 0)
 		return;            /* not renewed: ours lapse, and the readers stop (mailbox_ours) */
+	ls = (struct lease_seen){ mb, xcalloc(mb->n, sizeof(bool)), xcalloc(mb->n, sizeof(bool)) };
+	seen = store_lease_each(st, "mailbox:", lease_row, &ls) >= 0;
 	pthread_mutex_lock(&mb->lock);
-	mb->renewed_at = mono_ms();
-	for (size_t i = 0; i < mb->n; i++)
-		mine += mb->held[i];
+	lapsed = mb->renewed_at > 0 && mono_ms() - mb->renewed_at >= lease * 4 / 5;
+	if (lapsed && seen) {
+		was = xcalloc(mb->n, sizeof(bool));
+		mine = balance_reconcile(mb, ls.ours, was);
+	} else {
+		for (size_t i = 0; i < mb->n; i++)
+			mine += mb->held[i];
+	}
+	/* late and the store's view unknown: the readers stay stopped */
+	if (!lapsed || seen)
+		mb->renewed_at = mono_ms();
 	pthread_mutex_unlock(&mb->lock);
+	if (was)
+		balance_poke_changed(mb, ls.ours, was);
+	free(was);
+	if (!seen)
+		goto out;          /* the others unknown: hand over or take nothing now */
 	/* an equal share each, of the instances beating now */
 	live = store_instance_live(st);
 	share = (mb->n + (size_t)(live > 0 ? live : 1) - 1) / (size_t)(live > 0 ? live : 1);
@@ -199,29 +248,25 @@ mailboxes_balance(struct mailboxes *mb)
 		free(name);
 		mine--;
 	}
-	if (mine >= share)
-		return;
 	/* fewer (at start, or an instance left): take free ones, not those
 	 * another live instance holds */
-	ls.mb = mb;
-	ls.others = xcalloc(mb->n, sizeof(*ls.others));
-	if (store_lease_each(st, "mailbox:", lease_row, &ls) >= 0) {
-		for (size_t i = 0; i < mb->n && mine < share; i++) {
-			char *name;
-			if (mb->held[i] || ls.others[i])
-				continue;
-			name = lease_name(mb->boxes[i].id);
-			if (store_lease_take(st, name, lease) == 1) {
-				pthread_mutex_lock(&mb->lock);
-				mb->held[i] = true;
-				pthread_mutex_unlock(&mb->lock);
-				imap_watch_poke(mb->app->imap, mb->boxes[i].id);
-				mine++;
-			}
-			free(name);
+	for (size_t i = 0; i < mb->n && mine < share; i++) {
+		char *name;
+		if (mb->held[i] || ls.others[i])
+			continue;
+		name = lease_name(mb->boxes[i].id);
+		if (store_lease_take(st, name, lease) == 1) {
+			pthread_mutex_lock(&mb->lock);
+			mb->held[i] = true;
+			pthread_mutex_unlock(&mb->lock);
+			imap_watch_poke(mb->app->imap, mb->boxes[i].id);
+			mine++;
 		}
+		free(name);
 	}
+out:
 	free(ls.others);
+	free(ls.ours);
 }
 
 void

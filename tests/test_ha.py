@@ -22,6 +22,8 @@ import imaplib
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -99,6 +101,76 @@ def print_job_story(d, mids, daemons):
     for x in daemons:
         for line in x.log().splitlines():
             if any(m in line for m in mids):
+                print(f"[ha]   :{x.port}: {line}", flush=True)
+
+
+def box_locations(users):
+    """A location per mailbox user, read over IMAP from the test Dovecot."""
+    return [loc(f"L{u}", imap_host="127.0.0.1", imap_port=srv.imap, imap_tls="none", imap_user=u,
+                imap_password=u + "pw", provider_id="prov1") for u in users]
+
+
+def mailbox_leases(d):
+    """Who holds each mailbox's lease in the store: {instance: {user}}."""
+    now = int(time.time() * 1000)
+    with d.db() as c:
+        rows = c.execute("SELECT name, owner FROM leases WHERE name LIKE 'mailbox:%' AND owner <> '' "
+                         "AND until >= ?", (now,)).fetchall()
+    out = {}
+    for name, owner in rows:
+        out.setdefault(owner, set()).add(name.split(":", 1)[1][1:])   # mailbox:L<user>
+    return out
+
+
+def watchers_connected(d):
+    """How many mailboxes the instance reads now (/metrics)."""
+    st, body, _ = d.request("GET", "/metrics")
+    return int(float(re.search(rb'mailbridge_imap_mailboxes\{state="connected"\} (\S+)', body).group(1)))
+
+
+def imap_connections(d):
+    """The instance's open TCP connections to the test Dovecot's IMAP port:
+    what it really reads, whatever it believes it holds."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"( dport = :{srv.imap} )"],
+                         capture_output=True, text=True, timeout=10).stdout
+    return sum(1 for line in out.splitlines() if f"pid={d.proc.pid}," in line)
+
+
+def append_reply(u):
+    """A reply put straight into user u's INBOX; its Message-ID."""
+    msgid = email.utils.make_msgid(domain="ha.test")
+    raw = f"From: x@ha.test\r\nTo: {u}@mail.test\r\nSubject: hi\r\nMessage-ID: {msgid}\r\n\r\nhello\r\n"
+    with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
+        m.login(u, u + "pw")
+        m.append("INBOX", None, None, raw.encode())
+    return msgid
+
+
+def posted_counts(ghl, msgids, timeout=30):
+    """How often each reply was posted to HighLevel, once all were or
+    timeout passed (and a moment more, for a second post)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        with ghl.lock:
+            got = [x.get("altId") for x in ghl.inbound]
+        if all(m in got for m in msgids):
+            break
+        time.sleep(0.2)
+    time.sleep(1.5)     # a second post, if any, would be here by now
+    with ghl.lock:
+        got = [x.get("altId") for x in ghl.inbound]
+    return {m: got.count(m) for m in msgids}
+
+
+def print_watchers(*daemons):
+    """Mailboxes not read as they should be: who holds each and how its
+    watcher says it goes, and each instance's log lines about watchers and
+    leases, so a failure in CI says which mailbox waited and why."""
+    r = daemons[0].cli("accounts")
+    print(f"[ha] accounts:\n{r.stdout}{r.stderr}", flush=True)
+    for x in daemons:
+        for line in x.log().splitlines():
+            if "imap:" in line or "instance:" in line:
                 print(f"[ha]   :{x.port}: {line}", flush=True)
 
 
@@ -346,59 +418,25 @@ class TestTwoInstances(unittest.TestCase):
 
     def test_mailboxes_one_reader_each(self):
         ghl = fake_highlevel(self)
-        locs = [loc(f"L{u}", imap_host="127.0.0.1", imap_port=srv.imap, imap_tls="none", imap_user=u,
-                    imap_password=u + "pw", provider_id="prov1") for u in BOXES]
-        a, b = pair(self, "ha_boxes", ghl, locs)
+        a, b = pair(self, "ha_boxes", ghl, box_locations(BOXES))
         lease = 5
-
-        def held():
-            now = int(time.time() * 1000)
-            with a.db() as c:
-                rows = c.execute("SELECT name, owner FROM leases WHERE name LIKE 'mailbox:%' AND owner <> '' "
-                                 "AND until >= ?", (now,)).fetchall()
-            out = {}
-            for name, owner in rows:
-                out.setdefault(owner, set()).add(name.split(":", 1)[1][1:])   # mailbox:L<user>
-            return out
-
-        def connected(d):
-            st, body, _ = d.request("GET", "/metrics")
-            return int(float(re.search(rb'mailbridge_imap_mailboxes\{state="connected"\} (\S+)', body).group(1)))
-
-        def reply(u):
-            msgid = email.utils.make_msgid(domain="ha.test")
-            raw = f"From: x@ha.test\r\nTo: {u}@mail.test\r\nSubject: hi\r\nMessage-ID: {msgid}\r\n\r\nhello\r\n"
-            with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=10) as m:
-                m.login(u, u + "pw")
-                m.append("INBOX", None, None, raw.encode())
-            return msgid
-
-        def posted(msgids, timeout=30):
-            end = time.time() + timeout
-            while time.time() < end:
-                with ghl.lock:
-                    got = [x.get("altId") for x in ghl.inbound]
-                if all(m in got for m in msgids):
-                    break
-                time.sleep(0.2)
-            time.sleep(1.5)     # a second post, if any, would be here by now
-            with ghl.lock:
-                got = [x.get("altId") for x in ghl.inbound]
-            return {m: got.count(m) for m in msgids}
         a.start()
         b.start()
         # an equal share each, every mailbox read by one of them
         end = time.time() + 60
         while time.time() < end:
-            h = held()
-            if sorted(len(v) for v in h.values()) == [25, 25] and connected(a) == 25 and connected(b) == 25:
+            h = mailbox_leases(a)
+            if (sorted(len(v) for v in h.values()) == [25, 25] and watchers_connected(a) == 25
+                    and watchers_connected(b) == 25):
                 break
             time.sleep(0.5)
-        h = held()
+        h = mailbox_leases(a)
+        if (watchers_connected(a), watchers_connected(b)) != (25, 25):
+            print_watchers(a, b)
         self.assertEqual(sorted(h), ["a", "b"])
         self.assertEqual(h["a"] & h["b"], set())
         self.assertEqual(h["a"] | h["b"], set(BOXES))
-        self.assertEqual((connected(a), connected(b)), (25, 25))
+        self.assertEqual((watchers_connected(a), watchers_connected(b)), (25, 25))
         # what an operator sees: who reads each mailbox, and who is up
         r = a.cli("accounts", "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -409,31 +447,84 @@ class TestTwoInstances(unittest.TestCase):
         self.assertIn(b'mailbridge_instances_live 2', body)
         self.assertRegex(body, rb'mailbridge_build_info\{[^}]*mailbridge_instance="b",store="postgresql"\} 1')
         # replies now: each posted once
-        sent = [reply(u) for u in BOXES[::5]]
-        self.assertEqual(set(posted(sent).values()), {1})
+        sent = [append_reply(u) for u in BOXES[::5]]
+        self.assertEqual(set(posted_counts(ghl, sent).values()), {1})
         # a dies; replies to its mailboxes in the gap; b takes them all
         mine_a = sorted(h["a"])
         a.kill9()
         t_kill = time.time()
-        gap = [reply(u) for u in mine_a[:8]]
+        gap = [append_reply(u) for u in mine_a[:8]]
         taken = None
         while time.time() < t_kill + 4 * lease:
-            if held().get("b") == set(BOXES):
+            if mailbox_leases(a).get("b") == set(BOXES):
                 taken = time.time() - t_kill
                 break
             time.sleep(0.2)
-        self.assertIsNotNone(taken, f"b holds {len(held().get('b', ()))} of {len(BOXES)}")
+        self.assertIsNotNone(taken, f"b holds {len(mailbox_leases(a).get('b', ()))} of {len(BOXES)}")
         end = time.time() + 30
-        while time.time() < end and connected(b) < len(BOXES):
+        while time.time() < end and watchers_connected(b) < len(BOXES):
             time.sleep(0.2)
         all_in = time.time() - t_kill
         print(f"\n[ha] mailboxes: 25 and 25; after the kill, b held all 50 in {taken:.1f} s and read all "
               f"in {all_in:.1f} s (lease {lease} s)", flush=True)
         self.assertLessEqual(taken, 2 * lease)
-        self.assertEqual(connected(b), len(BOXES))
-        self.assertEqual(posted(gap), {m: 1 for m in gap})
+        if watchers_connected(b) != len(BOXES):
+            print_watchers(b)
+        self.assertEqual(watchers_connected(b), len(BOXES))
+        self.assertEqual(posted_counts(ghl, gap), {m: 1 for m in gap})
         self.assertEqual(ghl.spec_errors, [])
         stop_clean(self, b)
+
+    def test_mailboxes_after_a_stall(self):
+        """An instance stopped (SIGSTOP) past its lease: the other takes its
+        mailboxes. When it runs again it learns from the store which are
+        still its own: its readers of the rest stop, no mailbox is read by
+        two instances or by none, and a reply to each is posted once."""
+        ghl = fake_highlevel(self)
+        users = BOXES[:10]
+        a, b = pair(self, "ha_stall", ghl, box_locations(users))
+        lease = 5
+        a.start()
+        b.start()
+
+        def settled(n_a, n_b):
+            h = mailbox_leases(a)
+            return (len(h.get("a", ())), len(h.get("b", ()))) == (n_a, n_b) and \
+                (imap_connections(a), imap_connections(b)) == (n_a, n_b)
+        end = time.time() + 60
+        while time.time() < end and not settled(5, 5):
+            time.sleep(0.5)
+        self.assertTrue(settled(5, 5), mailbox_leases(a))
+        a.proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(lambda: a.proc and a.proc.send_signal(signal.SIGCONT))
+        t_stop = time.time()
+        while time.time() < t_stop + 4 * lease and \
+                not (mailbox_leases(b).get("b") == set(users) and imap_connections(b) == 10):
+            time.sleep(0.2)
+        self.assertEqual(mailbox_leases(b).get("b"), set(users))
+        stalled = time.time() - t_stop
+        a.proc.send_signal(signal.SIGCONT)
+        t_cont = time.time()
+        # a finds it holds none now: its five readers stop; b hands half back
+        worst = 0
+        end = time.time() + 30
+        while time.time() < end:
+            worst = max(worst, imap_connections(a) + imap_connections(b))
+            if settled(5, 5) and time.time() > t_cont + 2:
+                break
+            time.sleep(0.2)
+        h = mailbox_leases(a)
+        print(f"\n[ha] stalled {stalled:.1f} s; 5 and 5 again {time.time() - t_cont:.1f} s after; "
+              f"at most {worst} IMAP connections for {len(users)} mailboxes", flush=True)
+        if not settled(5, 5):
+            print_watchers(a, b)
+        self.assertEqual((imap_connections(a), imap_connections(b)), (len(h.get("a", ())), len(h.get("b", ()))))
+        self.assertEqual(h["a"] | h["b"], set(users))
+        self.assertIn("taken over by another instance while our lease was late", a.log())
+        sent = [append_reply(u) for u in users]
+        self.assertEqual(posted_counts(ghl, sent), {m: 1 for m in sent})
+        self.assertEqual(ghl.spec_errors, [])
+        stop_clean(self, a, b)
 
     def test_database_restart(self):
         """PostgreSQL stopped and started under load: webhooks meanwhile
