@@ -763,6 +763,7 @@ void
 ghl_step_from(struct ghl_step *s, struct ghl_result *res, const char *what)
 {
 	s->cls = res->cls;
+	s->wait_ms = res->throttled ? res->retry_after_ms : 0;
 	free(s->error);
 	s->error = xasprintf("%s: %s (HTTP %ld)", what, res->error ? res->error : "?", res->status);
 }

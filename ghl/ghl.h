@@ -222,6 +222,7 @@ enum ghl_class ghl_oauth_grant(struct ghl *g, const char *path, const char *form
 struct ghl_step {
 	enum ghl_class cls;
 	char *error;
+	int64_t wait_ms;           /* > 0: nothing was sent, our own limiter said wait this long */
 };
 void ghl_step_from(struct ghl_step *s, struct ghl_result *res, const char *what);
 

@@ -31,7 +31,7 @@ int
 calllog_post(struct app *app, const struct location_config *loc, const struct call_record *c,
     char **message_id_r, char **error_r)
 {
-	struct ghl_step s = { GHL_OK, NULL };
+	struct ghl_step s = { .cls = GHL_OK };
 	const char *party = c->inbound ? c->from : c->to;   /* the contact's number */
 	char *contact = NULL, *conv = NULL;
 	struct ghl_result res = { 0 };

@@ -241,9 +241,9 @@ html_with_uploaded_cids(const struct inbound_msg *m, char *const *url_of)
 
 static enum inbound_result
 inbound_post(struct app *app, const struct location_config *loc, const struct inbound_msg *m,
-    const char *key, int64_t version, const char *raw, size_t len, int64_t received_at)
+    const char *key, int64_t version, const char *raw, size_t len, int64_t received_at, int64_t *wait_ms_r)
 {
-	struct ghl_step s = { GHL_OK, NULL };
+	struct ghl_step s = { .cls = GHL_OK };
 	struct msgmap *parent = thread_parent_for_inbound(app->store, loc, m->in_reply_to,
 	    m->references, m->n_references, m->all_rcpt_addrs, m->n_all_rcpt);
 	char *contact = NULL, *conv = NULL, *notes = NULL, *text = NULL, *summary = summary_of(m), *from = NULL,
@@ -397,6 +397,15 @@ fail:
 		/* not recorded: read again later, and refused again then */
 		if (store_inbound_record(app->store, loc->id, key, IN_FAILED, NULL, s.error, summary, raw, len) < 0)
 			ret = INBOUND_RETRY;
+	} else if (s.wait_ms > 0) {
+		/* a burst for one location: HighLevel's window, kept by our own
+		 * limiter, is full. Not a failure: nothing was sent, nothing is
+		 * recorded, and the spool tries again when the window has room
+		 * (its backoff would wait minutes) */
+		log_debug("inbound: locationId=%s key=%s waits %lld ms for the HighLevel window (%s)", loc->id, key,
+		    (long long)s.wait_ms, s.error ? s.error : "?");
+		*wait_ms_r = s.wait_ms;
+		ret = INBOUND_WAIT;
 	} else {
 		log_warn("inbound: will retry locationId=%s key=%s: %s", loc->id, key, s.error ? s.error : "?");
 		/* HighLevel answered (or nobody did before the post): not posted */
@@ -510,7 +519,7 @@ inbound_arf(struct app *app, const struct location_config *loc, const struct inb
 
 static enum inbound_result
 inbound_handle_once(struct app *app, const struct location_config *loc, const char *raw, size_t len, bool retry,
-    int64_t received_at)
+    int64_t received_at, int64_t *wait_ms_r)
 {
 	struct inbound_msg *m;
 	char *key;
@@ -565,7 +574,7 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 		if (act == IN_ACT_HANDLE_AGAIN)
 			log_warn("inbound: locationId=%s key=%s was being posted when mailbridge stopped; "
 			    "posting again (HighLevel may show it twice)", loc->id, key);
-		r = inbound_post(app, loc, m, key, version, raw, len, received_at);
+		r = inbound_post(app, loc, m, key, version, raw, len, received_at, wait_ms_r);
 	}
 	free(key);
 	mime_in_free(m);
@@ -574,9 +583,14 @@ inbound_handle_once(struct app *app, const struct location_config *loc, const ch
 
 enum inbound_result
 inbound_handle(struct app *app, const struct location_config *loc, const char *raw, size_t len,
-    int64_t received_at)
+    int64_t received_at, int64_t *wait_ms_r)
 {
-	return inbound_handle_once(app, loc, raw, len, false, received_at);
+	int64_t wait_ms = 0;
+	enum inbound_result r = inbound_handle_once(app, loc, raw, len, false, received_at, &wait_ms);
+
+	if (wait_ms_r)
+		*wait_ms_r = wait_ms;
+	return r;
 }
 
 enum inbound_result
@@ -584,11 +598,12 @@ inbound_retry(struct app *app, const struct location_config *loc, const char *ke
 {
 	char *raw = NULL;
 	size_t len = 0;
+	int64_t wait_ms = 0;
 	enum inbound_result r;
 
 	if (store_inbound_raw(app->store, loc->id, key, &raw, &len) != 1)
 		return INBOUND_RETRY;
-	r = inbound_handle_once(app, loc, raw, len, true, 0);
+	r = inbound_handle_once(app, loc, raw, len, true, 0, &wait_ms);
 	free(raw);
 	return r;
 }

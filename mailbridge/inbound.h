@@ -17,15 +17,19 @@ enum inbound_result {
 	INBOUND_DONE,    /* recorded: posted, skipped, DSN applied, or failed with a reason */
 	INBOUND_RETRY,   /* temporary trouble (429, 5xx, network, no token): recorded as
 	                  * "retry" only, so the next read processes it again */
+	INBOUND_WAIT,    /* not posted, nothing recorded: the location's HighLevel window
+	                  * is full (our own limiter); again once it has room, not a failure */
 };
 
 #define INBOUND_MAX_MESSAGE (50 * 1024 * 1024)
 #define INBOUND_MAX_ATTACH  (25 * 1024 * 1024)
 
 /* received_at: ms since the epoch when the message was read or received
- * (the reply-to-post latency is measured from it); 0 when unknown. */
+ * (the reply-to-post latency is measured from it); 0 when unknown.
+ * wait_ms_r (may be NULL): on INBOUND_WAIT, how long until the window
+ * has room. */
 enum inbound_result inbound_handle(struct app *app, const struct location_config *loc,
-    const char *raw, size_t len, int64_t received_at);
+    const char *raw, size_t len, int64_t received_at, int64_t *wait_ms_r);
 
 /* The text posted as the message: the reply (above the quoted history),
  * "(auto-reply) " first when it is one, then upload_notes (files

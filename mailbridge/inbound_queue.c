@@ -16,6 +16,7 @@
 #define QUEUE_IDLE_POLL_MS 1000
 #define QUEUE_RETRY_BASE_MS 5000          /* HighLevel down: 5 s, 10 s, ... */
 #define QUEUE_RETRY_MAX_MS (15 * 60 * 1000)
+#define QUEUE_WAIT_SPREAD_MS 250          /* a full window: back when it has room, give or take */
 
 struct inbound_queue {
 	struct app *app;
@@ -29,9 +30,10 @@ post_one(struct inbound_queue *q, struct spooled *sp)
 	struct app *app = q->app;
 	const struct location_config *loc = config_location(app->cfg, sp->location_id);
 	enum inbound_result r = INBOUND_RETRY;
+	int64_t wait_ms = 0, next_at;
 
 	if (loc)
-		r = inbound_handle(app, loc, sp->raw, sp->len, sp->received_at);
+		r = inbound_handle(app, loc, sp->raw, sp->len, sp->received_at, &wait_ms);
 	else
 		/* a reload restarts everything; a location that left the
 		 * configuration keeps its mail here until it comes back */
@@ -42,8 +44,14 @@ post_one(struct inbound_queue *q, struct spooled *sp)
 			    "it is handled again, and found done", sp->location_id);
 		return;
 	}
-	if (store_spool_later(app->store, sp->id, now_ms() + backoff_ms(sp->attempts - 1, QUEUE_RETRY_BASE_MS,
-	    QUEUE_RETRY_MAX_MS)) < 0)
+	/* a full window: when it has room, spread over a little more so that
+	 * the waiting ones do not all come back in the same millisecond; the
+	 * attempt is not counted. Else the backoff of a failure */
+	if (r == INBOUND_WAIT)
+		next_at = now_ms() + wait_ms + (int64_t)(random_u64() % QUEUE_WAIT_SPREAD_MS);
+	else
+		next_at = now_ms() + backoff_ms(sp->attempts - 1, QUEUE_RETRY_BASE_MS, QUEUE_RETRY_MAX_MS);
+	if (store_spool_later(app->store, sp->id, next_at, r != INBOUND_WAIT) < 0)
 		log_error("inbound: locationId=%s spooled message cannot be put back (store error): it is tried "
 		    "again after a restart", sp->location_id);
 }

@@ -27,6 +27,11 @@
 #define LMTP_MAX_LINE     2048    /* a command line (RFC 5321 asks for 512) */
 #define LMTP_MAX_RCPTS    100
 #define LMTP_TIMEOUT_MS   (5 * 60 * 1000)
+/* A location's HighLevel window is full: the session waits for room up
+ * to this long (Postfix waits 10 min for our reply, and its sessions to
+ * us are few, so a wait here slows Postfix down as it should); past it,
+ * 451 and Postfix's own queue backoff */
+#define LMTP_WINDOW_WAIT_MS (30 * 1000)
 
 struct lmtp_conn;
 
@@ -238,6 +243,26 @@ lmtp_route(struct app *app, const char *rcpt)
 	return first;
 }
 
+/* One recipient's copy through inbound_handle. A full HighLevel window
+ * is waited out here, up to LMTP_WINDOW_WAIT_MS, in slices that notice a
+ * stop: the answer is then 451 and Postfix tries again. */
+static enum inbound_result
+lmtp_handle(struct lmtp_conn *c, struct app *app, const struct location_config *loc, const struct lmtp_msg *msg,
+    int64_t received_at)
+{
+	int64_t until = mono_ms() + LMTP_WINDOW_WAIT_MS, wait_ms = 0;
+	enum inbound_result r;
+
+	while ((r = inbound_handle(app, loc, msg->p, msg->len, received_at, &wait_ms)) == INBOUND_WAIT &&
+	    mono_ms() + wait_ms <= until) {
+		for (int64_t end = mono_ms() + wait_ms; !c->srv->stop && mono_ms() < end;)
+			sleep_ms(end - mono_ms() < 200 ? end - mono_ms() : 200);
+		if (c->srv->stop)
+			break;
+	}
+	return r;
+}
+
 /* A session leaves the list before its descriptor closes, so lmtp_stop
  * never shuts down a number that was reused. */
 static void
@@ -323,7 +348,7 @@ lmtp_session(void *arg)
 			for (size_t i = 0; i < n_rcpts; i++) {
 				if (msg.over) {
 					reply(c, "552 5.3.4 <%s> message too big", rcpts[i]);
-				} else if (inbound_handle(app, locs[i], msg.p, msg.len, received_at) == INBOUND_DONE) {
+				} else if (lmtp_handle(c, app, locs[i], &msg, received_at) == INBOUND_DONE) {
 					reply(c, "250 2.0.0 <%s> recorded", rcpts[i]);
 				} else {
 					reply(c, "451 4.3.0 <%s> HighLevel unavailable, try again later", rcpts[i]);

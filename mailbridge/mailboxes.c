@@ -87,7 +87,7 @@ sink_deliver(void *ctx, const char *id, const char *raw, size_t len)
 	/* past inbound's size limit: never spooled (a reader may return up
 	 * to 256 MiB); inbound_handle skips it at once, with its log line */
 	if (loc && len > INBOUND_MAX_MESSAGE)
-		return inbound_handle(app, loc, raw, len, now_ms()) == INBOUND_RETRY ? IMAP_RETRY : IMAP_DELIVERED;
+		return inbound_handle(app, loc, raw, len, now_ms(), NULL) == INBOUND_DONE ? IMAP_DELIVERED : IMAP_RETRY;
 	if (inbound_queue_put(((struct mailboxes *)ctx)->queue, app, id, raw, len) < 0) {
 		log_error("inbound: locationId=%s cannot spool a message (store error): left unread", id);
 		return IMAP_RETRY;

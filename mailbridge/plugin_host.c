@@ -122,7 +122,7 @@ host_contact_by_phone(struct mb_ctx *ctx, const char *location_id, const char *p
     char **contact_id_r, char **error_r)
 {
 	const struct location_config *loc = host_location(ctx, location_id, error_r);
-	struct ghl_step s = { GHL_OK, NULL };
+	struct ghl_step s = { .cls = GHL_OK };
 	char *e164;
 
 	*contact_id_r = NULL;
@@ -146,7 +146,7 @@ host_upload(struct mb_ctx *ctx, const char *location_id, const char *contact_id,
     const char *content_type, const void *data, size_t len, char **url_r, char **error_r)
 {
 	const struct location_config *loc = host_location(ctx, location_id, error_r);
-	struct ghl_step s = { GHL_OK, NULL };
+	struct ghl_step s = { .cls = GHL_OK };
 	struct ghl_file a = { filename, content_type, data, len };
 	struct ghl_result res = { 0 };
 	char *conv;
@@ -189,7 +189,7 @@ host_post_inbound_sms(struct mb_ctx *ctx, const char *location_id, const char *f
 {
 	struct app *app = ctx->app;
 	const struct location_config *loc = host_own_location(ctx, location_id, MB_TYPE_SMS, error_r);
-	struct ghl_step s = { GHL_OK, NULL };
+	struct ghl_step s = { .cls = GHL_OK };
 	struct ghl_result res = { 0 };
 	char *contact = NULL, *conv = NULL, *e164 = e164_normalise(from_phone);
 	struct ghl_posted posted = { 0 };

@@ -280,10 +280,10 @@ store_spool_done(struct store *st, int64_t id)
 }
 
 int
-store_spool_later(struct store *st, int64_t id, int64_t next_at)
+store_spool_later(struct store *st, int64_t id, int64_t next_at, bool counted)
 {
-	return store_exec(st, "UPDATE inbound_spool SET claimed=0, next_at=?2 WHERE id=?1", "ii", id, next_at) < 0 ?
-	    -1 : 1;
+	return store_exec(st, "UPDATE inbound_spool SET claimed=0, next_at=?2, attempts=attempts-?3 WHERE id=?1",
+	    "iii", id, next_at, (int64_t)!counted) < 0 ? -1 : 1;
 }
 
 int

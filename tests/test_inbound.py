@@ -14,7 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness.daemon import Daemon, location_conf, stop_all  # noqa: E402
+from harness.daemon import VALGRIND, Daemon, location_conf, stop_all  # noqa: E402
 from harness.fakeghl import FakeGHL  # noqa: E402
 from harness.servers import MailServers  # noqa: E402
 
@@ -24,7 +24,7 @@ TOKEN = "static-token"
 
 def setUpModule():
     global srv, ghl, d
-    srv = MailServers(BASE, extra_users=["sales"]).start()
+    srv = MailServers(BASE, extra_users=["sales", "burst"]).start()
     ghl = FakeGHL()
     ghl.static_tokens.add(TOKEN)
     common = {"smtp_host": "127.0.0.1", "smtp_port": srv.smtp, "smtp_tls": "none", "token": TOKEN,
@@ -724,6 +724,47 @@ class TestZRestarts(unittest.TestCase):
         self.assertEqual(len(posted(lambda b: b.get("altId") == msgid)), 1)
         self.assertEqual(len(posted(lambda b: b.get("altId") == missed)), 1)
         self.assertEqual(posted(lambda b: b.get("altId") == ancient, timeout=0), [], d.log()[-3000:])
+
+
+class ReplyBurst(unittest.TestCase):
+    """Replies to one location faster than HighLevel's window lets them be
+    posted: our own limiter holds each until the window has room, and the
+    spool takes it again then, not after a failure's backoff (which grew to
+    minutes: a burst of replies waited up to 15 min in a soak)."""
+
+    def test_full_window_is_a_wait_not_a_failure(self):
+        loc = location_conf("LBurst", **{"from": "Burst <burst@mail.test>", "smtp_host": "127.0.0.1",
+                                        "smtp_port": srv.smtp, "smtp_tls": "none", "token": TOKEN,
+                                        "imap_host": "127.0.0.1", "imap_port": srv.imap, "imap_tls": "none",
+                                        "imap_user": "burst", "imap_password": "burstpw",
+                                        "provider_id": "prov-burst"})
+        # 10 calls in 2 s: 20 replies (a contact search or upsert and the
+        # post each) need about 8 s of windows
+        d2 = Daemon(BASE + 80, ghl.url, [loc], extra_highlevel="rate_limit = 10\nrate_window = 2\n")
+        self.addCleanup(d2.cleanup)
+        d2.start()
+        end = time.time() + 30
+        while time.time() < end and "imap: locationId=LBurst connected" not in d2.log():
+            time.sleep(0.05)
+        ids = [email.utils.make_msgid(domain="burst.test") for _ in range(20)]
+        t0 = time.time()
+        for i, msgid in enumerate(ids):
+            append("burst", f"From: Fan <fan@burst.test>\r\nTo: burst@mail.test\r\nSubject: b{i}\r\n"
+                   f"Message-ID: {msgid}\r\n\r\nreply {i}\r\n".encode())
+        end = time.time() + (120 if VALGRIND else 40)
+        while time.time() < end and len(posted(lambda b: b.get("altId") in ids, timeout=0)) < len(ids):
+            time.sleep(0.1)
+        took = time.time() - t0
+        hits = posted(lambda b: b.get("altId") in ids, timeout=1)
+        print(f"\n[inbound] 20 replies through a 10-per-2-s window in {took:.1f} s", flush=True)
+        self.assertEqual(sorted(b["altId"] for b in hits), sorted(ids), d2.log()[-3000:])
+        # all within a few windows, not a failure's backoff (5, 10, 20, 40 s
+        # ...); under valgrind the parsing alone takes longer than that
+        if not VALGRIND:
+            self.assertLess(took, 25)
+        self.assertNotIn("will retry locationId=LBurst", d2.log())
+        self.assertEqual(ghl.spec_errors, [])
+        self.assertEqual(d2.stop(), 0)
 
 
 class TlsResumption(unittest.TestCase):

@@ -292,14 +292,31 @@ class TestLMTP(unittest.TestCase):
 class TestLMTPListeners(unittest.TestCase):
     """A UNIX socket for Postfix's lmtp:unix:, a peer allow-list for TCP,
     and a stop while a session is inside DATA (ASan saw a use after free)."""
-    def daemon(self, port, extra):
+    def daemon(self, port, extra, extra_highlevel=""):
         dd = Daemon(port, ghl.url, [location_conf("LL", **{
             "from": "Support <support@lmtp.test>", "reply_domain": "lmtp.test", "smtp_host": "127.0.0.1",
             "smtp_port": srv.smtp, "smtp_tls": "none", "token": "tok", "lmtp_addresses": "sales@lmtp.test"})],
-            extra_server=extra)
+            extra_server=extra, extra_highlevel=extra_highlevel)
         dd.start()
         self.addCleanup(dd.cleanup)
         return dd
+
+    def test_full_window_waits_in_the_session(self):
+        """A burst for one location through a window of 10 calls in 2 s:
+        each message waits in its session for room and gets its 250; none
+        gets a 451 (Postfix would try it again only minutes later)."""
+        port = BASE + 55
+        dd = self.daemon(BASE + 56, f"lmtp_listen = 127.0.0.1:{port}", "rate_limit = 10\nrate_window = 2\n")
+        msgs = [mail("Vic <vic@mail.test>", "sales@lmtp.test", f"burst {i}", f"message {i}") for i in range(16)]
+        t0 = time.time()
+        with smtplib.LMTP("127.0.0.1", port, timeout=60) as s:
+            for m in msgs:
+                self.assertEqual(s.sendmail("vic@mail.test", ["sales@lmtp.test"], m.as_bytes()), {})
+        took = time.time() - t0
+        print(f"\n[lmtp] 16 messages through a 10-per-2-s window in {took:.1f} s, each 250", flush=True)
+        for m in msgs:
+            self.assertEqual(len(posted(m["Message-ID"], timeout=5)), 1)
+        self.assertEqual(dd.stop(), 0)
 
     def test_unix_socket(self):
         import stat

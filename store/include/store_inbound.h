@@ -82,8 +82,10 @@ int store_spool_add(struct store *st, const char *location_id, const char *raw, 
 int store_spool_claim(struct store *st, int64_t now, struct spooled **s_r);
 /* Handled: gone. */
 int store_spool_done(struct store *st, int64_t id);
-/* Not handled yet: unclaimed, due at next_at. */
-int store_spool_later(struct store *st, int64_t id, int64_t next_at);
+/* Not handled yet: unclaimed, due at next_at. counted: false when it
+ * was not tried (a full window), so the claim's attempt is taken back
+ * and the next failure's backoff does not grow from it. */
+int store_spool_later(struct store *st, int64_t id, int64_t next_at, bool counted);
 /* Claims whose instance is gone are released (mine_too: ours too, at
  * start: the last run's). How many, or -1. */
 int store_spool_release(struct store *st, bool mine_too);
