@@ -7,7 +7,8 @@ slope between a run with few and a run with N mailboxes), CPU used while
 idle, and delivery-to-post latency p50/p99 for messages appended to
 random mailboxes.
 
-usage: bench/inbound.py [N] [--build DIR] [--connect-rate R] [--login-reuse]   (run as root)
+usage: bench/inbound.py [N] [--build DIR] [--connect-rate R] [--imap-workers W] [--login-reuse]
+       (run as root)
 """
 import argparse
 import email.utils
@@ -34,15 +35,24 @@ def proc_stat(pid):
     return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_daemon(srv, ghl, users, port, tls, connect_rate=0):
+def system_cpu_s():
+    """CPU seconds the whole machine has spent busy (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")     # less idle and iowait
+
+
+def run_daemon(srv, ghl, users, port, tls, connect_rate=0, imap_workers=0):
     locs = [location_conf(f"L{u}", **{"from": f"{u} <{u}@mail.test>", "smtp_host": "127.0.0.1",
                                      "smtp_port": srv.smtp, "smtp_tls": "none", "token": "tok",
                                      "imap_host": "127.0.0.1", "imap_port": srv.imaps if tls else srv.imap,
                                      "imap_tls": "tls" if tls else "none", "imap_ca_file": srv.cert,
                                      "imap_user": u, "imap_password": u + "pw"}) for u in users]
-    d = Daemon(port, ghl.url, locs, log_level="info",
-               extra_server=f"imap_connect_rate = {connect_rate}\n" if connect_rate else "")
+    extra = (f"imap_connect_rate = {connect_rate}\n" if connect_rate else "") + \
+        (f"imap_workers = {imap_workers}\n" if imap_workers else "")
+    d = Daemon(port, ghl.url, locs, log_level="info", extra_server=extra)
     t0 = time.time()
+    sys0 = system_cpu_s()
     d.start()
     end = t0 + 600
     while time.time() < end:
@@ -50,6 +60,9 @@ def run_daemon(srv, ghl, users, port, tls, connect_rate=0):
             break
         time.sleep(0.05)
     d.all_connected_s = time.time() - t0
+    # the machine's CPU over the start-up, and mailbridge's part of it
+    # (the rest: Dovecot's logins and imap processes, and this script)
+    d.startup_cpu_s = (system_cpu_s() - sys0, proc_stat(d.proc.pid)[1])
     time.sleep(2.0)
     return d
 
@@ -61,6 +74,7 @@ def main():
     ap.add_argument("--plain", action="store_true", help="IMAP without TLS")
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--connect-rate", type=int, default=0, help="[server] imap_connect_rate (default: the daemon's)")
+    ap.add_argument("--imap-workers", type=int, default=0, help="[server] imap_workers (default: the daemon's)")
     ap.add_argument("--login-reuse", action="store_true",
                     help="Dovecot's high-performance login mode: its TLS tickets stay valid, so sessions resume")
     args = ap.parse_args()
@@ -76,9 +90,10 @@ def main():
         rss_small, _ = proc_stat(d.proc.pid)
         d.stop()
         d.cleanup()
-        d = run_daemon(srv, ghl, users, 24051, not args.plain, args.connect_rate)
+        d = run_daemon(srv, ghl, users, 24051, not args.plain, args.connect_rate, args.imap_workers)
         rss_big, cpu0 = proc_stat(d.proc.pid)
         startup_s = d.all_connected_s
+        startup_cpu = d.startup_cpu_s
         time.sleep(10)
         _, cpu1 = proc_stat(d.proc.pid)
         lat, steps = [], []
@@ -105,7 +120,9 @@ def main():
         print(json.dumps({
             "mailboxes": args.n, "connected": connected, "tls": not args.plain,
             "dovecot_login_reuse": args.login_reuse, "connect_rate": args.connect_rate or "default",
+            "imap_workers": args.imap_workers or "default",
             "start_to_all_connected_s": round(startup_s, 2),
+            "startup_cpu_s_machine_mailbridge": [round(x, 2) for x in startup_cpu],
             "rss_kib_10_mailboxes": rss_small, "rss_kib_all": rss_big,
             "rss_kib_per_idle_mailbox": round((rss_big - rss_small) / (args.n - len(small)), 1),
             "idle_cpu_percent": round((cpu1 - cpu0) / 10 * 100, 2),
