@@ -404,7 +404,8 @@ fail:
 		 * (its backoff would wait minutes) */
 		log_debug("inbound: locationId=%s key=%s waits %lld ms for the HighLevel window (%s)", loc->id, key,
 		    (long long)s.wait_ms, s.error ? s.error : "?");
-		*wait_ms_r = s.wait_ms;
+		if (wait_ms_r)
+			*wait_ms_r = s.wait_ms;
 		ret = INBOUND_WAIT;
 	} else {
 		log_warn("inbound: will retry locationId=%s key=%s: %s", loc->id, key, s.error ? s.error : "?");
@@ -585,12 +586,7 @@ enum inbound_result
 inbound_handle(struct app *app, const struct location_config *loc, const char *raw, size_t len,
     int64_t received_at, int64_t *wait_ms_r)
 {
-	int64_t wait_ms = 0;
-	enum inbound_result r = inbound_handle_once(app, loc, raw, len, false, received_at, &wait_ms);
-
-	if (wait_ms_r)
-		*wait_ms_r = wait_ms;
-	return r;
+	return inbound_handle_once(app, loc, raw, len, false, received_at, wait_ms_r);
 }
 
 enum inbound_result
@@ -598,12 +594,11 @@ inbound_retry(struct app *app, const struct location_config *loc, const char *ke
 {
 	char *raw = NULL;
 	size_t len = 0;
-	int64_t wait_ms = 0;
 	enum inbound_result r;
 
 	if (store_inbound_raw(app->store, loc->id, key, &raw, &len) != 1)
 		return INBOUND_RETRY;
-	r = inbound_handle_once(app, loc, raw, len, true, 0, &wait_ms);
+	r = inbound_handle_once(app, loc, raw, len, true, 0, NULL);
 	free(raw);
 	return r;
 }
