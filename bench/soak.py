@@ -159,6 +159,7 @@ def main():
             if done != last:
                 last, idle_since = done, time.time()
             time.sleep(5)
+        drained_at = time.time()
         got = {}   # job -> Postfix queue id of each copy
         with imaplib.IMAP4("127.0.0.1", srv.imap, timeout=30) as m:
             m.login("bob", "bobpw")
@@ -219,6 +220,22 @@ def main():
                 print(f"[soak]   in support's INBOX: {len(found)} copies", flush=True)
             except (OSError, imaplib.IMAP4.error) as e:
                 print(f"[soak]   cannot search support's INBOX: {e}", flush=True)
+        def kind(r):
+            path = r["path"].split("?")[0]
+            for k, pat in (("status_v3", r"^/conversations/messages/email/[^/]+/status$"),
+                           ("status", r"^/conversations/messages/[^/]+/status$"),
+                           ("inbound", r"^/conversations/messages/inbound$"),
+                           ("upload", r"^/conversations/messages/upload$"),
+                           ("contacts", r"^/contacts/"), ("conversations", r"^/conversations/")):
+                if re.search(pat, path):
+                    return k
+            return "other"
+        # what filled the location's window while the drain waited: a reply
+        # starved by status reports shows as many of those and no inbound
+        calls_end = {}
+        for r in ghl.calls():
+            if drained_at - 120 <= r["t"] <= drained_at:
+                calls_end[kind(r)] = calls_end.get(kind(r), 0) + 1
         print(json.dumps({
             "minutes": args.minutes, "webhooks_acknowledged": len(sent), "replies_sent": len(replies),
             "restarts": restarts,
@@ -231,6 +248,8 @@ def main():
             "inbound_reposted_after_crash_logged": d.log().count("was being posted when mailbridge stopped"),
             "inbound_lost": sum(1 for r in replies if posted.get(r, 0) == 0),
             "inbound_duplicated": sum(1 for r in replies if posted.get(r, 0) > 1),
+            "highlevel_calls_last_120s_of_drain": calls_end,
+            "highlevel_429": ghl.too_many,
             "rss_kib_first_last": [rss[0][1], rss[-1][1]] if rss else None,
             "anon_rss_kib_first_last": [rss[0][2], rss[-1][2]] if rss else None,
             "malloc_inuse_kib_first_last": [rss[0][3], rss[-1][3]] if rss else None,

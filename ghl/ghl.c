@@ -21,6 +21,8 @@ struct ghl_bucket {
 	int64_t *sent;             /* ring of rate_limit monotonic ms stamps */
 	long head;
 	int64_t blocked_until;     /* from X-RateLimit-Remaining: 0 or a 429 */
+	int64_t bulk_until;        /* the shared window has no room for bulk
+	                            * calls until then (there may be for messages) */
 	long day;                  /* days since epoch of the daily count */
 	long daily;
 	long daily_remaining;      /* X-RateLimit-Daily-Remaining last seen, -1 unknown */
@@ -38,6 +40,12 @@ struct ghl_bucket {
 	struct ghl_bucket *next;
 };
 
+/* Which share of a location's window a call draws from (ratelimit_take). */
+enum ghl_lane {
+	GHL_LANE_MESSAGE,          /* a conversation message and what it needs: contacts, uploads */
+	GHL_LANE_BULK,             /* statuses and contact updates, which can wait */
+};
+
 #define GHL_WINDOW_MARGIN_MS 50  /* clock and network slack against the server's window */
 /* The shared window's slots are taken a database round trip before the
  * request leaves, and a thread may be descheduled in between: more slack
@@ -53,6 +61,7 @@ struct ghl {
 	char *api_base;
 	char *ca_file;
 	long timeout, rate_limit, rate_window;
+	long reserve;              /* slots of each window that bulk calls leave free */
 	int64_t share_lease;       /* ms: the configured lease, at most a tenth of the window */
 	ghl_token_fn token_fn;     /* OAuth tokens, or NULL */
 	void *token_ctx;
@@ -120,6 +129,7 @@ ghl_new(const struct ghl_params *p)
 	g->timeout = p->timeout;
 	g->rate_limit = p->rate_limit > 0 ? p->rate_limit : 1;
 	g->rate_window = p->rate_window;
+	g->reserve = p->rate_reserve > 0 && p->rate_reserve < 100 ? g->rate_limit * p->rate_reserve / 100 : 0;
 	g->share_lease = p->rate_share_lease > 0 ? p->rate_share_lease : 0;
 	if (g->share_lease > g->rate_window * 1000 / GHL_SHARE_LEASE_WINDOW_DIV)
 		g->share_lease = g->rate_window * 1000 / GHL_SHARE_LEASE_WINDOW_DIV;
@@ -266,17 +276,22 @@ share_keep(struct ghl_bucket *b, long extra, int64_t until)
 }
 
 /* Takes one request from the location's window. 0 = go, else the ms to
- * wait before asking again. */
+ * wait before asking again. A bulk call (statuses, unsubscribes) goes only
+ * while the window holds fewer than rate_limit - reserve calls: the last
+ * slots of each window are kept for conversation messages, which a
+ * backlog of statuses would otherwise starve (bulk and message calls
+ * wake together when a window frees, and there are more of the first). */
 static int64_t
-ratelimit_take(struct ghl *g, const char *location_id)
+ratelimit_take(struct ghl *g, const char *location_id, enum ghl_lane lane)
 {
 	int64_t now = mono_ms(), wait = 0, window = g->rate_window * 1000 + GHL_WINDOW_MARGIN_MS, shared = -1;
 	struct ghl_bucket *b;
 	long day = (long)(time(NULL) / 86400), granted = 0;
+	long keep = lane == GHL_LANE_BULK ? g->reserve : 0;  /* the oldest of the newest rate_limit - keep */
 
 	pthread_mutex_lock(&g->lock);
 	b = bucket_get(g, location_id);
-	if (b->blocked_until <= now && g->share_fn) {
+	if (b->blocked_until <= now && g->share_fn && !(keep > 0 && b->bulk_until > now)) {
 		if (b->share_left > 0 && b->share_until > now) {
 			/* a slot of the lease this instance holds */
 			b->share_left--;
@@ -288,7 +303,7 @@ ratelimit_take(struct ghl *g, const char *location_id)
 			long want = share_want(g, b, now, &lease);
 			pthread_mutex_unlock(&g->lock);
 			count(g, GHL_COUNT_SHARE_ASK, 0);
-			shared = g->share_fn(g->share_ctx, location_id, g->rate_limit,
+			shared = g->share_fn(g->share_ctx, location_id, g->rate_limit - keep,
 			    window - GHL_WINDOW_MARGIN_MS + GHL_SHARED_MARGIN_MS, lease, want, &granted);
 			pthread_mutex_lock(&g->lock);
 			if (shared == 0 && lease > 0)
@@ -300,13 +315,18 @@ ratelimit_take(struct ghl *g, const char *location_id)
 	/* b->sent[head] is the oldest of the last rate_limit requests */
 	if (b->blocked_until > now) {
 		wait = b->blocked_until - now;
+	} else if (keep > 0 && b->bulk_until > now && shared < 0 && g->share_fn) {
+		wait = b->bulk_until - now;
 	} else if (shared > 0) {
 		/* the shared window is full until then: the next calls for
-		 * this location wait here, without a round trip each */
+		 * this location (of this lane, or of both when the window is
+		 * full for messages) wait here, without a round trip each */
 		wait = shared;
-		b->blocked_until = now + shared;
-	} else if (shared < 0 && b->sent[b->head] + window > now) {
-		wait = b->sent[b->head] + window - now;
+		b->bulk_until = now + shared;
+		if (keep == 0)
+			b->blocked_until = now + shared;
+	} else if (shared < 0 && b->sent[(b->head + keep) % g->rate_limit] + window > now) {
+		wait = b->sent[(b->head + keep) % g->rate_limit] + window - now;
 	} else {
 		b->sent[b->head] = now;
 		b->head = (b->head + 1) % g->rate_limit;
@@ -466,7 +486,7 @@ outage_note(struct ghl *g, bool down, const char *what)
 
 /* One HTTP exchange, no token logic. */
 static enum ghl_class
-ghl_perform(struct ghl *g, const char *location_id, const char *method, const char *path,
+ghl_perform(struct ghl *g, const char *location_id, enum ghl_lane lane, const char *method, const char *path,
     const struct ghl_body *body, const char *bearer, const char *version, struct ghl_result *res)
 {
 	curl_mime *mime = NULL;
@@ -481,7 +501,7 @@ ghl_perform(struct ghl *g, const char *location_id, const char *method, const ch
 	int64_t wait;
 
 	memset(res, 0, sizeof(*res));
-	if (location_id && (wait = ratelimit_take(g, location_id)) > 0) {
+	if (location_id && (wait = ratelimit_take(g, location_id, lane)) > 0) {
 		res->cls = GHL_RETRY;
 		res->retry_after_ms = wait;
 		res->throttled = true;
@@ -606,8 +626,8 @@ ghl_token(struct ghl *g, const char *location_id, const char *stale, bool *refre
 
 /* A call for a location: token (refreshed once on 401), limiter, body. */
 static enum ghl_class
-ghl_location_call(struct ghl *g, const char *location_id, const char *method, const char *path,
-    const char *version, const struct ghl_body *body, struct ghl_result *res)
+ghl_location_call(struct ghl *g, const char *location_id, enum ghl_lane lane, const char *method,
+    const char *path, const char *version, const struct ghl_body *body, struct ghl_result *res)
 {
 	char *token = NULL, *stale = NULL;
 	bool refreshable;
@@ -623,7 +643,7 @@ ghl_location_call(struct ghl *g, const char *location_id, const char *method, co
 			    "token refresh failed");
 			break;
 		}
-		ghl_perform(g, location_id, method, path, body, token, version, res);
+		ghl_perform(g, location_id, lane, method, path, body, token, version, res);
 		free(stale);
 		stale = token;
 		token = NULL;
@@ -640,14 +660,14 @@ ghl_location_call(struct ghl *g, const char *location_id, const char *method, co
 
 /* A JSON call for a location: body (stolen; may be NULL). */
 static enum ghl_class
-ghl_call(struct ghl *g, const char *location_id, const char *method, const char *path,
+ghl_call(struct ghl *g, const char *location_id, enum ghl_lane lane, const char *method, const char *path,
     const char *version, json_t *body, struct ghl_result *res)
 {
 	char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	struct ghl_body b = { "application/json", payload, NULL, NULL, 0 };
 
 	json_decref(body);
-	ghl_location_call(g, location_id, method, path, version, payload ? &b : NULL, res);
+	ghl_location_call(g, location_id, lane, method, path, version, payload ? &b : NULL, res);
 	free(payload);
 	return res->cls;
 }
@@ -659,7 +679,7 @@ ghl_upload(struct ghl *g, const char *location_id, const char *conversation_id, 
 	const char *fields[] = { "conversationId", conversation_id, "contactId", contact_id,
 		"locationId", location_id, NULL, NULL };
 	struct ghl_body b = { NULL, NULL, fields, files, n_files };
-	return ghl_location_call(g, location_id, "POST", "/conversations/messages/upload",
+	return ghl_location_call(g, location_id, GHL_LANE_MESSAGE, "POST", "/conversations/messages/upload",
 	    GHL_VERSION_CONVERSATIONS, &b, res);
 }
 
@@ -683,7 +703,7 @@ ghl_oauth_grant(struct ghl *g, const char *path, const char *form, const char *b
 	json_t *exp;
 
 	memset(t, 0, sizeof(*t));
-	if (ghl_perform(g, NULL, "POST", path, &b, bearer, version, res) != GHL_OK)
+	if (ghl_perform(g, NULL, GHL_LANE_MESSAGE, "POST", path, &b, bearer, version, res) != GHL_OK)
 		return res->cls;
 	if (!ghl_jstr(res->body, "access_token")) {
 		res->cls = GHL_PERMANENT;
@@ -716,7 +736,7 @@ ghl_update_status(struct ghl *g, const char *location_id, const char *message_id
 		    error_code ? error_code : "0", "type", "smtp", "message", error_message));
 	if (email_message_id)
 		json_object_set_new(body, "emailMessageId", json_string(email_message_id));
-	ghl_call(g, location_id, "PUT", path, GHL_VERSION_CONVERSATIONS, body, res);
+	ghl_call(g, location_id, GHL_LANE_BULK, "PUT", path, GHL_VERSION_CONVERSATIONS, body, res);
 	/* 403 until HighLevel has "downstreamed" the message to the provider
 	 * (highlevel-api-docs issue #4, maintainer reply 2025-06-24) */
 	if (res->cls == GHL_PERMANENT && res->status == 403)
@@ -751,7 +771,7 @@ ghl_update_email_status(struct ghl *g, const char *location_id, const char *mess
 			json_object_set_new(ev, events[i].name, json_integer(events[i].count));
 		json_object_set_new(body, "events", ev);
 	}
-	ghl_call(g, location_id, "PUT", path, GHL_VERSION_V3, body, res);
+	ghl_call(g, location_id, GHL_LANE_BULK, "PUT", path, GHL_VERSION_V3, body, res);
 	if (res->cls == GHL_PERMANENT && res->status == 403)
 		res->cls = GHL_RETRY;      /* as for v2: not downstreamed yet */
 	curl_free(esc);
@@ -844,7 +864,7 @@ ghl_message_post(struct ghl *g, const char *location_id, const struct ghl_messag
     struct ghl_result *res)
 {
 	memset(posted, 0, sizeof(*posted));
-	ghl_call(g, location_id, "POST", m->outbound ? "/conversations/messages/outbound" :
+	ghl_call(g, location_id, GHL_LANE_MESSAGE, "POST", m->outbound ? "/conversations/messages/outbound" :
 	    "/conversations/messages/inbound", GHL_VERSION_CONVERSATIONS, message_body(m), res);
 	if (res->cls == GHL_OK && !ghl_jstr(res->body, "messageId")) {
 		res->cls = GHL_PERMANENT;
@@ -913,7 +933,7 @@ ghl_contact_search(struct ghl *g, const char *location_id, const char *email, co
 	    email ? email : phone);
 
 	*id_r = NULL;
-	ghl_call(g, location_id, "GET", path, GHL_VERSION_CONTACTS, NULL, res);
+	ghl_call(g, location_id, GHL_LANE_MESSAGE, "GET", path, GHL_VERSION_CONTACTS, NULL, res);
 	free(path);
 	if (res->cls == GHL_OK)
 		*id_r = id_in(res->body, "contact");
@@ -929,7 +949,7 @@ ghl_contact_upsert(struct ghl *g, const char *location_id, const char *email, co
 	*id_r = NULL;
 	ghl_jset(body, email ? "email" : "phone", email ? email : phone);
 	ghl_jset(body, "name", name);
-	ghl_call(g, location_id, "POST", "/contacts/upsert", GHL_VERSION_CONTACTS, body, res);
+	ghl_call(g, location_id, GHL_LANE_MESSAGE, "POST", "/contacts/upsert", GHL_VERSION_CONTACTS, body, res);
 	if (res->cls == GHL_OK)
 		*id_r = id_in(res->body, "contact");
 	return id_or_permanent(res, id_r, "contact");
@@ -943,7 +963,7 @@ ghl_conversation_search(struct ghl *g, const char *location_id, const char *cont
 	json_t *list;
 
 	*id_r = NULL;
-	ghl_call(g, location_id, "GET", path, GHL_VERSION_CONVERSATIONS, NULL, res);
+	ghl_call(g, location_id, GHL_LANE_MESSAGE, "GET", path, GHL_VERSION_CONVERSATIONS, NULL, res);
 	free(path);
 	list = res->cls == GHL_OK ? json_object_get(res->body, "conversations") : NULL;
 	if (json_is_array(list) && json_array_size(list) > 0)
@@ -956,7 +976,7 @@ ghl_conversation_create(struct ghl *g, const char *location_id, const char *cont
     struct ghl_result *res)
 {
 	*id_r = NULL;
-	ghl_call(g, location_id, "POST", "/conversations/", GHL_VERSION_CONVERSATIONS,
+	ghl_call(g, location_id, GHL_LANE_MESSAGE, "POST", "/conversations/", GHL_VERSION_CONVERSATIONS,
 	    json_pack("{s:s, s:s}", "locationId", location_id, "contactId", contact_id), res);
 	if (res->cls == GHL_OK && !(*id_r = id_in(res->body, "conversation")))
 		*id_r = id_in(res->body, NULL);
@@ -989,7 +1009,7 @@ ghl_contact_email(struct ghl *g, const char *location_id, const char *contact_id
 
 	*email_r = NULL;
 	/* contacts.json: ContactsByIdSuccessfulResponseDto {contact: {email}} */
-	if (ghl_call(g, location_id, "GET", path, GHL_VERSION_CONTACTS, NULL, res) == GHL_OK) {
+	if (ghl_call(g, location_id, GHL_LANE_BULK, "GET", path, GHL_VERSION_CONTACTS, NULL, res) == GHL_OK) {
 		json_t *c = json_object_get(res->body, "contact");
 		const char *e = json_string_value(json_object_get(c, "email"));
 		if (!json_is_object(c)) {
@@ -1014,7 +1034,7 @@ ghl_contact_email_dnd(struct ghl *g, const char *location_id, const char *contac
 	json_t *body = json_pack("{s:{s:{s:s, s:s, s:s}}}", "dndSettings", "Email", "status", "active", "message",
 	    message, "code", "unsubscribe");
 
-	ghl_call(g, location_id, "PUT", path, GHL_VERSION_CONTACTS, body, res);
+	ghl_call(g, location_id, GHL_LANE_BULK, "PUT", path, GHL_VERSION_CONTACTS, body, res);
 	curl_free(esc);
 	free(path);
 	return res->cls;

@@ -22,6 +22,8 @@ struct ghl_params {
 	const char *ca_file;       /* NULL: the system trust store */
 	long rate_limit;           /* requests per location per rate_window (our own limiter) */
 	long rate_window;          /* seconds */
+	long rate_reserve;         /* percent of rate_limit that statuses and other
+	                            * bulk calls leave to conversation messages */
 	long rate_share_lease;     /* ms a shared limiter's batch of slots may be
 	                            * spent in (0: one slot, one round trip, per call) */
 };

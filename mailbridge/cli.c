@@ -126,7 +126,8 @@ app_open_highlevel(struct app *app)
 {
 	struct ghl_params p = { .api_base = app->cfg->api_base, .timeout = app->cfg->api_timeout,
 		.ca_file = app->cfg->api_ca_file, .rate_limit = app->cfg->rate_limit,
-		.rate_window = app->cfg->rate_window, .rate_share_lease = app->cfg->rate_share_lease };
+		.rate_window = app->cfg->rate_window, .rate_reserve = app->cfg->rate_reserve,
+		.rate_share_lease = app->cfg->rate_share_lease };
 
 	app->ghl = ghl_new(&p);
 	ghl_set_counter(app->ghl, app_ghl_count, NULL);

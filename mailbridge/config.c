@@ -83,6 +83,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_HIGHLEVEL, "delivery_token", CT_STR, G(delivery_token), NULL, 0, 0, true, NULL },
 	{ SEC_HIGHLEVEL, "rate_limit", CT_INT, G(rate_limit), "100", 1, 100000, false, NULL },
 	{ SEC_HIGHLEVEL, "rate_window", CT_INT, G(rate_window), "10", 1, 3600, false, NULL },
+	{ SEC_HIGHLEVEL, "rate_reserve", CT_INT, G(rate_reserve), "20", 0, 90, false, NULL },
 	{ SEC_HIGHLEVEL, "rate_share_lease", CT_INT, G(rate_share_lease), "1000", 0, 60000, false, NULL },
 	{ SEC_HIGHLEVEL, "timeout", CT_INT, G(api_timeout), "30", 1, 600, false, NULL },
 	{ SEC_HIGHLEVEL, "status_api", CT_STR, G(status_api), "auto", 0, 0, false, "auto|v3|v2" },

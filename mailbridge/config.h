@@ -122,6 +122,7 @@ struct config {
 	char *delivery_token;      /* optional secret in the Delivery URL */
 	long rate_limit;
 	long rate_window;
+	long rate_reserve;         /* percent of each window kept for conversation messages */
 	long rate_share_lease;     /* ms; PostgreSQL: slots leased from the shared window at once */
 	long api_timeout;
 	char *api_ca_file;
