@@ -199,9 +199,9 @@ mailboxes_balance(struct mailboxes *mb)
 	struct store *st;
 	int64_t lease;
 	size_t share, mine = 0;
-	struct lease_seen ls;
+	struct lease_seen ls = { mb, NULL, NULL };
 	int live;
-	bool lapsed, seen, *was = NULL;
+	bool lapsed, seen = true, *was = NULL;
 
 	if (!mb || !mb->shared || mb->n == 0)
 		return;
@@ -209,16 +209,26 @@ mailboxes_balance(struct mailboxes *mb)
 	lease = store_instance_lease_ms(st);
 	if (store_lease_renew_mine(st, "mailbox:", lease) < 0)
 		return;            /* not renewed: ours lapse, and the readers stop (mailbox_ours) */
-	ls = (struct lease_seen){ mb, xcalloc(mb->n, sizeof(bool)), xcalloc(mb->n, sizeof(bool)) };
-	seen = store_lease_each(st, "mailbox:", lease_row, &ls) >= 0;
+	/* an equal share each, of the instances beating now */
+	live = store_instance_live(st);
+	share = (mb->n + (size_t)(live > 0 ? live : 1) - 1) / (size_t)(live > 0 ? live : 1);
 	pthread_mutex_lock(&mb->lock);
 	lapsed = mb->renewed_at > 0 && mono_ms() - mb->renewed_at >= lease * 4 / 5;
+	for (size_t i = 0; i < mb->n; i++)
+		mine += mb->held[i];
+	pthread_mutex_unlock(&mb->lock);
+	/* the store's leases, read only when they are needed: after a late
+	 * renewal (which of ours are still ours), or to take free ones (not
+	 * those another live instance holds) */
+	if (lapsed || mine < share) {
+		ls.others = xcalloc(mb->n, sizeof(bool));
+		ls.ours = xcalloc(mb->n, sizeof(bool));
+		seen = store_lease_each(st, "mailbox:", lease_row, &ls) >= 0;
+	}
+	pthread_mutex_lock(&mb->lock);
 	if (lapsed && seen) {
 		was = xcalloc(mb->n, sizeof(bool));
 		mine = balance_reconcile(mb, ls.ours, was);
-	} else {
-		for (size_t i = 0; i < mb->n; i++)
-			mine += mb->held[i];
 	}
 	/* late and the store's view unknown: the readers stay stopped */
 	if (!lapsed || seen)
@@ -229,9 +239,6 @@ mailboxes_balance(struct mailboxes *mb)
 	free(was);
 	if (!seen)
 		goto out;          /* the others unknown: hand over or take nothing now */
-	/* an equal share each, of the instances beating now */
-	live = store_instance_live(st);
-	share = (mb->n + (size_t)(live > 0 ? live : 1) - 1) / (size_t)(live > 0 ? live : 1);
 	/* more than our share (an instance joined): hand the last ones over */
 	for (size_t i = mb->n; i-- > 0 && mine > share;) {
 		char *name;
@@ -249,8 +256,8 @@ mailboxes_balance(struct mailboxes *mb)
 		mine--;
 	}
 	/* fewer (at start, or an instance left): take free ones, not those
-	 * another live instance holds */
-	for (size_t i = 0; i < mb->n && mine < share; i++) {
+	 * another live instance holds (ls was read: mine < share) */
+	for (size_t i = 0; i < mb->n && mine < share && ls.others; i++) {
 		char *name;
 		if (mb->held[i] || ls.others[i])
 			continue;
