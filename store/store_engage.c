@@ -87,9 +87,13 @@ claim(struct store *st, const char *sql, const char *fmt, int64_t now, int64_t l
 int
 store_engage_claim(struct store *st, int64_t now, int64_t lease_ms, struct engage_batch **b_r)
 {
+	/* the job's report state read through its message_id (unique) for
+	 * each candidate: as NOT EXISTS, PostgreSQL joined through
+	 * jobs_report_pending and walked every pending report per candidate
+	 * (2.5 ms a claim in a burst, auto_explain) */
 	return claim(st, ENGAGE_LEASE "(SELECT e.message_id FROM engagement e WHERE e.done_at IS NULL AND "
-	    "e.next_at<=?1 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id=e.message_id AND j.report_state='"
-	    REPORT_NAME_PENDING "') ORDER BY e.next_at LIMIT 1" STORE_SKIP_LOCKED ")" ENGAGE_RETURNING, "ii", now, lease_ms, NULL, b_r);
+	    "e.next_at<=?1 AND (SELECT j.report_state FROM jobs j WHERE j.message_id=e.message_id) IS DISTINCT FROM '"
+	    REPORT_NAME_PENDING "' ORDER BY e.next_at LIMIT 1" STORE_SKIP_LOCKED ")" ENGAGE_RETURNING, "ii", now, lease_ms, NULL, b_r);
 }
 
 int
