@@ -40,6 +40,8 @@
 #define REPORT_MAX_ATTEMPTS       60
 #define HANDOFF_MAX               64        /* jobs one thread hands others in memory */
 #define CLAIM_BATCH_MAX           8         /* queued jobs one claim takes, at most */
+#define PARSED_MAX                32        /* webhooks' parsed payloads kept for their senders */
+#define PARSED_TTL_MS             2000
 
 /* Jobs one thread hands others in memory, already theirs in the store:
  *   - reports: a sender that ends an attempt with a status due leases the
@@ -64,6 +66,7 @@ struct outbound {
 	struct handoff handoff;    /* leased reports, for the reporters */
 	struct handoff claimed;    /* claimed jobs, for the senders */
 	int claim_batch;
+	struct payload_cache *parsed;  /* what the webhook parsed (payload.h) */
 };
 
 static bool
@@ -183,7 +186,12 @@ outbound_prepare(struct job_ctx *c, struct app *app)
 	const char *error, *field;
 	const char *domain;
 
-	c->p = payload_parse(c->job->payload, strlen(c->job->payload), &error, &field);
+	if ((c->p = payload_cache_take(c->ob->parsed, c->job->id, mono_ms())) != NULL) {
+		metrics_inc(M_PAYLOAD_FROM_WEBHOOK);
+	} else {
+		metrics_inc(M_PAYLOAD_FROM_STORE);
+		c->p = payload_parse(c->job->payload, strlen(c->job->payload), &error, &field);
+	}
 	if (!c->p)
 		return -1;
 	c->loc = config_location(app->cfg, c->job->location_id);
@@ -902,6 +910,7 @@ outbound_start(struct app *app, int workers, int reporters)
 	ob->claim_batch = workers < 1 ? 1 : workers > CLAIM_BATCH_MAX ? CLAIM_BATCH_MAX : workers;
 	pthread_mutex_init(&ob->handoff.lock, NULL);
 	pthread_mutex_init(&ob->claimed.lock, NULL);
+	ob->parsed = payload_cache_new(PARSED_MAX, PARSED_TTL_MS);
 	ob->senders = poller_start(&send);
 	ob->reporters = poller_start(&report);
 	return ob;
@@ -911,6 +920,12 @@ void
 outbound_wake(struct outbound *ob)
 {
 	poller_wake(ob->senders);
+}
+
+bool
+outbound_keep_parsed(struct outbound *ob, int64_t job_id, struct payload *p)
+{
+	return ob && payload_cache_put(ob->parsed, job_id, p, mono_ms());
 }
 
 void
@@ -928,6 +943,7 @@ outbound_stop(struct outbound *ob)
 		handoff_return(ob->app->store, job);
 	pthread_mutex_destroy(&ob->claimed.lock);
 	pthread_mutex_destroy(&ob->handoff.lock);
+	payload_cache_free(ob->parsed);
 	free(ob);
 }
 

@@ -8,15 +8,21 @@
 #define MB_OUTBOUND_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 struct app;
+struct payload;
 struct outbound;
 struct location_config;
 
 struct outbound *outbound_start(struct app *app, int workers, int reporters);
 /* A job was queued: wake a worker now instead of at its next poll. */
 void outbound_wake(struct outbound *ob);
+/* The webhook's parsed payload of the job it just stored: kept for the
+ * sender that claims it (true: now outbound's), so that it is not parsed
+ * again; false: still the caller's. */
+bool outbound_keep_parsed(struct outbound *ob, int64_t job_id, struct payload *p);
 /* Finishes the jobs in hand (each bounded by SMTP timeouts), then stops. */
 void outbound_stop(struct outbound *ob);
 

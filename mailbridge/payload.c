@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -286,4 +287,86 @@ payload_free(struct payload *p)
 	free(p->phone);
 	free(p->message);
 	free(p);
+}
+
+struct payload_cache {
+	pthread_mutex_t lock;
+	size_t max, n;
+	int64_t ttl_ms;
+	struct cached {
+		int64_t id, at;
+		struct payload *p;
+	} *e;
+};
+
+struct payload_cache *
+payload_cache_new(size_t max, int64_t ttl_ms)
+{
+	struct payload_cache *c = xcalloc(1, sizeof(*c));
+	pthread_mutex_init(&c->lock, NULL);
+	c->max = max;
+	c->ttl_ms = ttl_ms;
+	c->e = xcalloc(max ? max : 1, sizeof(*c->e));
+	return c;
+}
+
+void
+payload_cache_free(struct payload_cache *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n; i++)
+		payload_free(c->e[i].p);
+	pthread_mutex_destroy(&c->lock);
+	free(c->e);
+	free(c);
+}
+
+/* Drops what is past its time (under c->lock), keeping the order. */
+static void
+cache_expire(struct payload_cache *c, int64_t now_ms)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < c->n; i++) {
+		if (now_ms - c->e[i].at >= c->ttl_ms)
+			payload_free(c->e[i].p);
+		else
+			c->e[kept++] = c->e[i];
+	}
+	c->n = kept;
+}
+
+bool
+payload_cache_put(struct payload_cache *c, int64_t id, struct payload *p, int64_t now_ms)
+{
+	bool kept = false;
+
+	pthread_mutex_lock(&c->lock);
+	cache_expire(c, now_ms);
+	if (c->n < c->max) {
+		c->e[c->n++] = (struct cached){ id, now_ms, p };
+		kept = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return kept;
+}
+
+struct payload *
+payload_cache_take(struct payload_cache *c, int64_t id, int64_t now_ms)
+{
+	struct payload *p = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	cache_expire(c, now_ms);
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->e[i].id == id) {
+			p = c->e[i].p;
+			memmove(c->e + i, c->e + i + 1, (c->n - i - 1) * sizeof(*c->e));
+			c->n--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return p;
 }

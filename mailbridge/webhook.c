@@ -107,6 +107,7 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 	const char *error, *field;
 	struct payload *p;
 	const struct location_config *loc;
+	int64_t id = 0;
 	int r;
 
 	if (!webhook_delivery_token_ok(app, req, resp) || !webhook_verify(app, req, false, resp))
@@ -135,7 +136,7 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 		return;
 	}
 	/* the raw body is what we store: it verified, and it validated */
-	r = store_job_add(app->store, p->message_id, p->location_id, p->type, p->email_message_id, req->body);
+	r = store_job_add(app->store, p->message_id, p->location_id, p->type, p->email_message_id, req->body, &id);
 	if (r < 0) {
 		/* 503, not 500: HighLevel does not retry either, but the error
 		 * says it was us, and nothing was acknowledged */
@@ -153,8 +154,11 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 		metrics_inc(r == 1 ? M_WEBHOOK_ACCEPTED : M_WEBHOOK_DUPLICATE);
 		/* the ack's latency: headers in to durable (the commit's fsync included) */
 		metrics_observe(H_WEBHOOK_ACK, mono_us() - req->started_us);
-		if (r == 1 && app->outbound)
+		if (r == 1 && app->outbound) {
+			if (outbound_keep_parsed(app->outbound, id, p))
+				p = NULL;
 			outbound_wake(app->outbound);
+		}
 	}
 	payload_free(p);
 }

@@ -741,6 +741,9 @@ class TestOutbound(unittest.TestCase):
         self.assertGreater(values['mailbridge_status_reports_total{result="posted"}'], 0)
         self.assertGreater(values['mailbridge_highlevel_requests_total{status="429"}'], 0)
         self.assertGreater(values['mailbridge_jobs{state="queued"}'], 0)    # tempfail / relay down
+        # a sender takes the payload the webhook parsed; a retry parses the stored one
+        self.assertGreater(values['mailbridge_sender_payloads_total{parsed="at_webhook"}'], 10)
+        self.assertGreater(values['mailbridge_sender_payloads_total{parsed="from_store"}'], 0)
         self.assertGreater(values["mailbridge_oldest_queued_job_seconds"], 0)
         self.assertEqual(len([k for k in values if k.startswith('mailbridge_build_info{version="')]), 1)
         self.assertEqual(values['mailbridge_jobs{state="sent"}'], len([j for j in d.jobs() if j["state"] == "sent"]))

@@ -5,6 +5,41 @@
 
 #define BASE "\"type\":\"Email\",\"locationId\":\"L1\",\"messageId\":\"M1\""
 
+static struct payload *
+parsed(const char *mid)
+{
+	char body[256];
+	const char *error, *field;
+	snprintf(body, sizeof(body), "{\"type\":\"Email\",\"locationId\":\"L1\",\"messageId\":\"%s\","
+	    "\"emailTo\":[\"a@b.test\"],\"html\":\"x\"}", mid);
+	return payload_parse(body, strlen(body), &error, &field);
+}
+
+/* The webhook's parsed payloads kept for their senders: taken once, by
+ * job id; refused when full; dropped after their time. */
+static void
+test_cache(void)
+{
+	struct payload_cache *c = payload_cache_new(2, 1000);
+	struct payload *a = parsed("A"), *b = parsed("B"), *x = parsed("X"), *got;
+
+	CHECK(payload_cache_take(c, 1, 0) == NULL);
+	CHECK(payload_cache_put(c, 1, a, 0));
+	CHECK(payload_cache_put(c, 2, b, 10));
+	CHECK(!payload_cache_put(c, 3, x, 20));           /* full: still the caller's */
+	got = payload_cache_take(c, 2, 30);
+	CHECK(got == b && strcmp(got->message_id, "B") == 0);
+	payload_free(got);
+	CHECK(payload_cache_take(c, 2, 30) == NULL);       /* once */
+	CHECK(payload_cache_put(c, 3, x, 40));             /* room again */
+	CHECK(payload_cache_take(c, 1, 1000) == NULL);     /* a's time is up (freed by the cache) */
+	got = payload_cache_take(c, 3, 1000);
+	CHECK(got == x);
+	payload_free(got);
+	CHECK(payload_cache_put(c, 4, parsed("Y"), 1000));
+	payload_cache_free(c);                             /* frees what is left */
+}
+
 int
 main(void)
 {
@@ -78,5 +113,6 @@ main(void)
 			free(copy);
 		}
 	}
+	test_cache();
 	return test_done("test_payload");
 }
