@@ -186,7 +186,8 @@ outbound_prepare(struct job_ctx *c, struct app *app)
 	const char *error, *field;
 	const char *domain;
 
-	if ((c->p = payload_cache_take(c->ob->parsed, c->job->id, mono_ms())) != NULL) {
+	if ((c->p = payload_cache_take(c->ob->parsed, c->job->message_id, c->job->payload, strlen(c->job->payload),
+	    mono_ms())) != NULL) {
 		metrics_inc(M_PAYLOAD_FROM_WEBHOOK);
 	} else {
 		metrics_inc(M_PAYLOAD_FROM_STORE);
@@ -923,9 +924,16 @@ outbound_wake(struct outbound *ob)
 }
 
 bool
-outbound_keep_parsed(struct outbound *ob, int64_t job_id, struct payload *p)
+outbound_keep_parsed(struct outbound *ob, const char *body, size_t len, struct payload *p)
 {
-	return ob && payload_cache_put(ob->parsed, job_id, p, mono_ms());
+	return ob && payload_cache_put(ob->parsed, p->message_id, body, len, p, mono_ms());
+}
+
+void
+outbound_forget_parsed(struct outbound *ob, const char *message_id, const char *body, size_t len)
+{
+	if (ob)
+		payload_free(payload_cache_take(ob->parsed, message_id, body, len, mono_ms()));
 }
 
 void

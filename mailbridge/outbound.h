@@ -8,7 +8,7 @@
 #define MB_OUTBOUND_H
 
 #include <stdbool.h>
-#include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 
 struct app;
@@ -19,10 +19,13 @@ struct location_config;
 struct outbound *outbound_start(struct app *app, int workers, int reporters);
 /* A job was queued: wake a worker now instead of at its next poll. */
 void outbound_wake(struct outbound *ob);
-/* The webhook's parsed payload of the job it just stored: kept for the
- * sender that claims it (true: now outbound's), so that it is not parsed
- * again; false: still the caller's. */
-bool outbound_keep_parsed(struct outbound *ob, int64_t job_id, struct payload *p);
+/* A webhook's parsed payload and the body it came from, given before the
+ * job is stored: kept for the sender that claims the job (true: p is now
+ * outbound's, and the caller must not touch it again), so that it is not
+ * parsed twice; false: still the caller's. forget: the body was not
+ * stored as a new job (a duplicate, a store error). See payload_cache. */
+bool outbound_keep_parsed(struct outbound *ob, const char *body, size_t len, struct payload *p);
+void outbound_forget_parsed(struct outbound *ob, const char *message_id, const char *body, size_t len);
 /* Finishes the jobs in hand (each bounded by SMTP timeouts), then stops. */
 void outbound_stop(struct outbound *ob);
 

@@ -294,7 +294,10 @@ struct payload_cache {
 	size_t max, n;
 	int64_t ttl_ms;
 	struct cached {
-		int64_t id, at;
+		char *key;
+		char *body;
+		size_t len;
+		int64_t at;
 		struct payload *p;
 	} *e;
 };
@@ -310,13 +313,21 @@ payload_cache_new(size_t max, int64_t ttl_ms)
 	return c;
 }
 
+static void
+cached_clear(struct cached *e)
+{
+	free(e->key);
+	free(e->body);
+	payload_free(e->p);
+}
+
 void
 payload_cache_free(struct payload_cache *c)
 {
 	if (!c)
 		return;
 	for (size_t i = 0; i < c->n; i++)
-		payload_free(c->e[i].p);
+		cached_clear(&c->e[i]);
 	pthread_mutex_destroy(&c->lock);
 	free(c->e);
 	free(c);
@@ -330,7 +341,7 @@ cache_expire(struct payload_cache *c, int64_t now_ms)
 
 	for (size_t i = 0; i < c->n; i++) {
 		if (now_ms - c->e[i].at >= c->ttl_ms)
-			payload_free(c->e[i].p);
+			cached_clear(&c->e[i]);
 		else
 			c->e[kept++] = c->e[i];
 	}
@@ -338,14 +349,18 @@ cache_expire(struct payload_cache *c, int64_t now_ms)
 }
 
 bool
-payload_cache_put(struct payload_cache *c, int64_t id, struct payload *p, int64_t now_ms)
+payload_cache_put(struct payload_cache *c, const char *key, const char *body, size_t len, struct payload *p,
+    int64_t now_ms)
 {
 	bool kept = false;
 
 	pthread_mutex_lock(&c->lock);
 	cache_expire(c, now_ms);
 	if (c->n < c->max) {
-		c->e[c->n++] = (struct cached){ id, now_ms, p };
+		char *copy = xmalloc(len + 1);
+		memcpy(copy, body, len);
+		copy[len] = '\0';
+		c->e[c->n++] = (struct cached){ xstrdup(key), copy, len, now_ms, p };
 		kept = true;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -353,15 +368,18 @@ payload_cache_put(struct payload_cache *c, int64_t id, struct payload *p, int64_
 }
 
 struct payload *
-payload_cache_take(struct payload_cache *c, int64_t id, int64_t now_ms)
+payload_cache_take(struct payload_cache *c, const char *key, const char *body, size_t len, int64_t now_ms)
 {
 	struct payload *p = NULL;
 
 	pthread_mutex_lock(&c->lock);
 	cache_expire(c, now_ms);
 	for (size_t i = 0; i < c->n; i++) {
-		if (c->e[i].id == id) {
-			p = c->e[i].p;
+		struct cached *e = &c->e[i];
+		if (e->len == len && strcmp(e->key, key) == 0 && memcmp(e->body, body, len) == 0) {
+			p = e->p;
+			e->p = NULL;
+			cached_clear(e);
 			memmove(c->e + i, c->e + i + 1, (c->n - i - 1) * sizeof(*c->e));
 			c->n--;
 			break;

@@ -52,20 +52,26 @@ struct payload {
 struct payload *payload_parse(const char *body, size_t len, const char **error_r, const char **field_r);
 void payload_free(struct payload *p);
 
-/* Payloads the webhook parsed, kept by job id for the sender that claims
- * the job soon after in this process, so that it is parsed once, not
- * twice (parsing was 7 % of the daemon's CPU each time: perf in
- * bench/outbound.py). The stored body stays the truth: a job claimed
- * later, by another instance or after a restart, is parsed from it. At
- * most max entries, each dropped ttl_ms after it came; when full, a new
- * one is refused (the oldest are claimed first). Thread-safe. */
+/* Payloads the webhook parsed, kept for the sender that claims their job
+ * soon after in this process, so that each is parsed once, not twice
+ * (parsing was 7 % of the daemon's CPU each time: perf in
+ * bench/outbound.py). Each is kept under its messageId with the body it
+ * was parsed from, and given only for that very body: the stored body
+ * stays the truth, and a job claimed later (by another instance, after a
+ * restart) is parsed from it. Put before the job's commit, so that a
+ * sender claiming right after it finds it. At most max entries, each
+ * dropped ttl_ms after it came; when full, a new one is refused (the
+ * oldest jobs are claimed first). Thread-safe; now_ms is monotonic. */
 struct payload_cache;
 struct payload_cache *payload_cache_new(size_t max, int64_t ttl_ms);
 void payload_cache_free(struct payload_cache *c);
-/* Keeps p (now the cache's) for job id: true, or false when full (p is
- * still the caller's). now_ms: a monotonic clock. */
-bool payload_cache_put(struct payload_cache *c, int64_t id, struct payload *p, int64_t now_ms);
-/* The payload kept for id (now the caller's), or NULL. */
-struct payload *payload_cache_take(struct payload_cache *c, int64_t id, int64_t now_ms);
+/* Keeps p (now the cache's) for key and body (both copied): true, or
+ * false when full (p is still the caller's). */
+bool payload_cache_put(struct payload_cache *c, const char *key, const char *body, size_t len,
+    struct payload *p, int64_t now_ms);
+/* The payload kept for key parsed from exactly body (now the caller's),
+ * or NULL. */
+struct payload *payload_cache_take(struct payload_cache *c, const char *key, const char *body, size_t len,
+    int64_t now_ms);
 
 #endif

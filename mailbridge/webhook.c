@@ -107,7 +107,7 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 	const char *error, *field;
 	struct payload *p;
 	const struct location_config *loc;
-	int64_t id = 0;
+	char *mid, *lid, *type, *emid;
 	int r;
 
 	if (!webhook_delivery_token_ok(app, req, resp) || !webhook_verify(app, req, false, resp))
@@ -135,32 +135,43 @@ webhook_provider(void *ctx, const struct http_request *req, struct http_response
 		payload_free(p);
 		return;
 	}
+	/* what the answer needs, copied: from here on p may be a sender's */
+	mid = xstrdup(p->message_id);
+	lid = xstrdup(p->location_id);
+	type = xstrdup(p->type);
+	emid = xstrdup(p->email_message_id);
+	/* handed over before the commit, for a sender that claims the job
+	 * as soon as it is committed (outbound.h) */
+	if (outbound_keep_parsed(app->outbound, req->body, req->body_len, p))
+		p = NULL;
 	/* the raw body is what we store: it verified, and it validated */
-	r = store_job_add(app->store, p->message_id, p->location_id, p->type, p->email_message_id, req->body, &id);
+	r = store_job_add(app->store, mid, lid, type, emid, req->body);
+	if (r != 1 && !p)
+		outbound_forget_parsed(app->outbound, mid, req->body, req->body_len);
 	if (r < 0) {
 		/* 503, not 500: HighLevel does not retry either, but the error
 		 * says it was us, and nothing was acknowledged */
 		metrics_inc(M_WEBHOOK_STORE_ERROR);
 		http_json_error(resp, 503, "store unavailable", NULL);
 	} else {
-		json_t *o = json_pack("{s:s, s:s}", "status", r == 1 ? "accepted" : "duplicate",
-		    "messageId", p->message_id);
+		json_t *o = json_pack("{s:s, s:s}", "status", r == 1 ? "accepted" : "duplicate", "messageId", mid);
 		resp->status = 200;
 		resp->content_type = "application/json";
 		resp->body = json_dumps(o, JSON_COMPACT);
 		json_decref(o);
 		log_info("webhook: %s locationId=%s messageId=%s type=%s", r == 1 ? "accepted" : "duplicate",
-		    p->location_id, p->message_id, p->type);
+		    lid, mid, type);
 		metrics_inc(r == 1 ? M_WEBHOOK_ACCEPTED : M_WEBHOOK_DUPLICATE);
 		/* the ack's latency: headers in to durable (the commit's fsync included) */
 		metrics_observe(H_WEBHOOK_ACK, mono_us() - req->started_us);
-		if (r == 1 && app->outbound) {
-			if (outbound_keep_parsed(app->outbound, id, p))
-				p = NULL;
+		if (r == 1 && app->outbound)
 			outbound_wake(app->outbound);
-		}
 	}
 	payload_free(p);
+	free(mid);
+	free(lid);
+	free(type);
+	free(emid);
 }
 
 void

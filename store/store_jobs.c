@@ -145,7 +145,7 @@ store_job_query(struct store *st, struct job **job_r, const char *sql, const cha
 
 int
 store_job_add(struct store *st, const char *message_id, const char *location_id,
-    const char *type, const char *email_message_id, const char *payload, int64_t *id_r)
+    const char *type, const char *email_message_id, const char *payload)
 {
 	int64_t now = now_ms();
 	int64_t id = -1;
@@ -182,8 +182,6 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 	/* durable before the webhook is acknowledged, duplicates included */
 	if (store_tx_end(st, "job add", true) < 0)
 		return -1;
-	if (r == 1 && id_r)
-		*id_r = id;
 	return r;
 }
 

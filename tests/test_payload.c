@@ -1,43 +1,62 @@
 #include "payload.h"
 #include "test.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define BASE "\"type\":\"Email\",\"locationId\":\"L1\",\"messageId\":\"M1\""
 
-static struct payload *
-parsed(const char *mid)
+static char *
+body_of(const char *mid)
 {
-	char body[256];
-	const char *error, *field;
-	snprintf(body, sizeof(body), "{\"type\":\"Email\",\"locationId\":\"L1\",\"messageId\":\"%s\","
+	char *body = malloc(256);
+	snprintf(body, 256, "{\"type\":\"Email\",\"locationId\":\"L1\",\"messageId\":\"%s\","
 	    "\"emailTo\":[\"a@b.test\"],\"html\":\"x\"}", mid);
+	return body;
+}
+
+static struct payload *
+parsed(const char *body)
+{
+	const char *error, *field;
 	return payload_parse(body, strlen(body), &error, &field);
 }
 
 /* The webhook's parsed payloads kept for their senders: taken once, by
- * job id; refused when full; dropped after their time. */
+ * messageId and only for the very body they came from; refused when
+ * full; dropped after their time. */
 static void
 test_cache(void)
 {
 	struct payload_cache *c = payload_cache_new(2, 1000);
-	struct payload *a = parsed("A"), *b = parsed("B"), *x = parsed("X"), *got;
+	char *ba = body_of("A"), *bb = body_of("B"), *bx = body_of("X"), *by = body_of("Y");
+	char *other = body_of("A");
+	struct payload *a = parsed(ba), *b = parsed(bb), *x = parsed(bx), *got;
 
-	CHECK(payload_cache_take(c, 1, 0) == NULL);
-	CHECK(payload_cache_put(c, 1, a, 0));
-	CHECK(payload_cache_put(c, 2, b, 10));
-	CHECK(!payload_cache_put(c, 3, x, 20));           /* full: still the caller's */
-	got = payload_cache_take(c, 2, 30);
+	other[strlen(other) - 3] = 'z';                   /* A's id, another body */
+	CHECK(payload_cache_take(c, "A", ba, strlen(ba), 0) == NULL);
+	CHECK(payload_cache_put(c, "A", ba, strlen(ba), a, 0));
+	CHECK(payload_cache_put(c, "B", bb, strlen(bb), b, 10));
+	CHECK(!payload_cache_put(c, "X", bx, strlen(bx), x, 20));   /* full: still the caller's */
+	CHECK(payload_cache_take(c, "A", other, strlen(other), 30) == NULL);   /* not this body */
+	CHECK(payload_cache_take(c, "B", ba, strlen(ba), 30) == NULL);         /* not this id */
+	got = payload_cache_take(c, "B", bb, strlen(bb), 30);
 	CHECK(got == b && strcmp(got->message_id, "B") == 0);
 	payload_free(got);
-	CHECK(payload_cache_take(c, 2, 30) == NULL);       /* once */
-	CHECK(payload_cache_put(c, 3, x, 40));             /* room again */
-	CHECK(payload_cache_take(c, 1, 1000) == NULL);     /* a's time is up (freed by the cache) */
-	got = payload_cache_take(c, 3, 1000);
+	CHECK(payload_cache_take(c, "B", bb, strlen(bb), 30) == NULL);         /* once */
+	CHECK(payload_cache_put(c, "X", bx, strlen(bx), x, 40));               /* room again */
+	CHECK(payload_cache_take(c, "A", ba, strlen(ba), 1000) == NULL);       /* its time is up (freed) */
+	got = payload_cache_take(c, "X", bx, strlen(bx), 1000);
 	CHECK(got == x);
 	payload_free(got);
-	CHECK(payload_cache_put(c, 4, parsed("Y"), 1000));
-	payload_cache_free(c);                             /* frees what is left */
+	CHECK(payload_cache_put(c, "Y", by, strlen(by), parsed(by), 1000));
+	payload_cache_free(c);                                                 /* frees what is left */
+	free(ba);
+	free(bb);
+	free(bx);
+	free(by);
+	free(other);
 }
 
 int

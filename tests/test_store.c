@@ -122,16 +122,14 @@ test_journey(void)
 	struct msgmap mm = { .rfc_message_id = "r3@mail.test", .location_id = "L1",
 		.ghl_message_id = "mj", .reply_token = "tok3" };
 	struct msgmap *got = NULL;
-	int64_t added = 0;
 	char *err = NULL, cmd[128], seen[256] = "";
 
 	if (!mkdtemp(jdir) || !(st = store_open(jdir, &err))) {
 		fprintf(stderr, "test_journey: %s\n", err ? err : "mkdtemp");
 		abort();
 	}
-	CHECK(store_job_add(st, "mj", "L1", "Email", NULL, "{}", &added) == 1);
+	CHECK(store_job_add(st, "mj", "L1", "Email", NULL, "{}") == 1);
 	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j);
-	CHECK(j && added > 0 && j->id == added);     /* the id the webhook hands its parsed payload under */
 	CHECK(j && jobs_sending(st, j, &mm) == 1 && j->fsm.job == JOB_SENDING);
 	CHECK(store_msgmap_get(st, MSGMAP_BY_TOKEN, "L1", "tok3", &got) == 1 && got &&
 	    strcmp(got->rfc_message_id, "r3@mail.test") == 0);
@@ -149,7 +147,7 @@ test_journey(void)
 	{
 		struct job *k = NULL, *kk = NULL;
 		struct msgmap clash = { .rfc_message_id = "clash@mail.test", .location_id = "L1", .reply_token = "tok3" };
-		CHECK(store_job_add(st, "mk", "L1", "Email", NULL, "{}", NULL) == 1);
+		CHECK(store_job_add(st, "mk", "L1", "Email", NULL, "{}") == 1);
 		CHECK(jobs_claim(st, now_ms() + 1000, &k) == 1 && k);
 		CHECK(k && jobs_sending(st, k, &clash) == 1);
 		CHECK(store_job_get(st, "mk", &kk) == 1 && kk && kk->fsm.job == JOB_SENDING);
@@ -238,10 +236,10 @@ test_prune(void)
 	/* oldest first: rowids grow with time, as store_prune expects */
 	for (int i = 0; i < 1200; i++) {
 		snprintf(sql, sizeof(sql), "bulk%d", i);
-		CHECK_IDX(store_job_add(st, sql, "LP", "Email", NULL, "{}", NULL) == 1, i);
+		CHECK_IDX(store_job_add(st, sql, "LP", "Email", NULL, "{}") == 1, i);
 	}
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		CHECK_IDX(store_job_add(st, names[i], "LP", "Email", NULL, "{\"to\":\"x@y\"}", NULL) == 1, i);
+		CHECK_IDX(store_job_add(st, names[i], "LP", "Email", NULL, "{\"to\":\"x@y\"}") == 1, i);
 	CHECK(store_webhook_seen(st, "wh_old", old) == 1 && store_webhook_seen(st, "wh_new", now) == 1);
 	CHECK(store_inbound_record(st, "LP", "in_old", IN_POSTED, "g1", NULL, NULL, NULL, 0) == 1);
 	CHECK(store_inbound_record(st, "LP", "in_new", IN_POSTED, "g2", NULL, NULL, NULL, 0) == 1);
@@ -281,7 +279,7 @@ test_prune(void)
 	}
 	/* a pruned job's messageId and an old app webhook are still known:
 	 * the same signed body re-posted after keep_days is a duplicate */
-	CHECK(store_job_add(st, "old_sent", "LP", "Email", NULL, "{}", NULL) == 0);
+	CHECK(store_job_add(st, "old_sent", "LP", "Email", NULL, "{}") == 0);
 	CHECK(count(db, "SELECT COUNT(*) FROM jobs WHERE message_id='old_sent'") == 0);
 	CHECK(store_webhook_seen(st, "wh_old", now) == 0);
 	CHECK(count(db, "SELECT COUNT(*) FROM inbound_seen WHERE dedupe_key='in_new'") == 1);
@@ -395,7 +393,7 @@ sent_with_report(struct store *st, const char *message_id, const char *location_
 	struct job *j = NULL;
 	struct job_attempt_rec rec = { .code = 250, .event = "sent" };
 
-	CHECK(store_job_add(st, message_id, location_id, "Email", NULL, "{}", NULL) == 1);
+	CHECK(store_job_add(st, message_id, location_id, "Email", NULL, "{}") == 1);
 	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && !strcmp(j->message_id, message_id));
 	CHECK(j && jobs_sending(st, j, NULL) == 1);
 	CHECK(j && jobs_attempt(st, j, ATTEMPT_SENT, STATUS_DELIVERED, &rec) == 1 && rec.report_due);
@@ -440,7 +438,7 @@ test_report_lease(void)
 	struct job *j = NULL, *rj = NULL;
 	struct job_attempt_rec rec = { .code = 250, .event = "sent", .report_lease_ms = 60000 };
 
-	CHECK(store_job_add(st, "h1", "L1", "Email", NULL, "{}", NULL) == 1);
+	CHECK(store_job_add(st, "h1", "L1", "Email", NULL, "{}") == 1);
 	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j);
 	CHECK(j && jobs_sending(st, j, NULL) == 1);
 	CHECK(j && jobs_attempt(st, j, ATTEMPT_SENT, STATUS_DELIVERED, &rec) == 1 && rec.report_due);
@@ -473,7 +471,7 @@ test_races(void)
 	}
 	/* a gateway's "failed" during the send: held (early), then it fails
 	 * the job although the send went through, keeping the DSN's reason */
-	CHECK(store_job_add(st, "r1", "L1", "SMS", NULL, "{}", NULL) == 1);
+	CHECK(store_job_add(st, "r1", "L1", "SMS", NULL, "{}") == 1);
 	CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && j->fsm.job == JOB_CLAIMED);
 	CHECK(j && jobs_sending(st, j, NULL) == 1);
 	CHECK(jobs_dsn(st, "r1", STATUS_FAILED, 550, "no such handset", "dlr failed", NULL, NULL, 0, &due) == 1 && !due);
@@ -517,7 +515,7 @@ test_races(void)
 	 * per-recipient status): bob's DSN result joins his 250 */
 	{
 		struct job *e = NULL;
-		CHECK(store_job_add(st, "r3", "L1", "Email", NULL, "{}", NULL) == 1);
+		CHECK(store_job_add(st, "r3", "L1", "Email", NULL, "{}") == 1);
 		CHECK(jobs_claim(st, now_ms() + 1000, &e) == 1 && e && !strcmp(e->message_id, "r3"));
 		CHECK(e && jobs_sending(st, e, NULL) == 1);
 		struct job_attempt_rec rec = { .code = 250, .event = "sent",
@@ -537,7 +535,7 @@ test_races(void)
 		store_job_free(e);
 	}
 	/* a DSN for a job never sent, or for none at all, changes nothing */
-	CHECK(store_job_add(st, "r2", "L1", "Email", NULL, "{}", NULL) == 1);
+	CHECK(store_job_add(st, "r2", "L1", "Email", NULL, "{}") == 1);
 	CHECK(jobs_dsn(st, "r2", STATUS_FAILED, 550, "x", "x", NULL, NULL, 0, &due) == 0 && !due);
 	CHECK(jobs_dsn(st, "nope", STATUS_FAILED, 550, "x", "x", NULL, NULL, 0, &due) == 0);
 	/* a crash: claimed and sending go back to the queue, sending ones
@@ -582,12 +580,12 @@ group_writer(void *p)
 		int r;
 
 		snprintf(mid, sizeof(mid), "g%d-%d", a->who, i);
-		r = store_job_add(a->st, mid, "LG", "Email", NULL, "{\"n\":1}", NULL);
+		r = store_job_add(a->st, mid, "LG", "Email", NULL, "{\"n\":1}");
 		a->added += r == 1;
 		a->errors += r < 0;
 		/* one messageId every thread adds: one of them stores it */
 		snprintf(mid, sizeof(mid), "shared-%d", i);
-		r = store_job_add(a->st, mid, "LG", "Email", NULL, "{}", NULL);
+		r = store_job_add(a->st, mid, "LG", "Email", NULL, "{}");
 		a->added += r == 1;
 		a->dups += r == 0;
 		a->errors += r < 0;
@@ -659,7 +657,7 @@ test_claim_batch(void)
 
 	for (int i = 0; i < 5; i++) {
 		snprintf(payload, sizeof(payload), "{\"messageId\":\"%s\"}", ids[i]);
-		CHECK(store_job_add(st, ids[i], "L1", "Email", NULL, payload, NULL) == 1);
+		CHECK(store_job_add(st, ids[i], "L1", "Email", NULL, payload) == 1);
 	}
 	n = jobs_claim_batch(st, now_ms() + 1000, 3, &jobs);
 	CHECK_IDX(n == 3, n);
@@ -762,7 +760,7 @@ test_checkpoint_thread(void)
 		}
 		memcpy(payload + len, "\"}", 3);
 		snprintf(id, sizeof(id), "ck%d", n);
-		CHECK_IDX(store_job_add(st, id, "L1", "Email", NULL, payload, NULL) == 1, n);
+		CHECK_IDX(store_job_add(st, id, "L1", "Email", NULL, payload) == 1, n);
 	}
 	for (int i = 0; i < 100 && db < 4 * 1024 * 1024; i++) {
 		usleep(50000);
@@ -812,8 +810,8 @@ test_packed_payloads(void)
 		big[i] = (char)('a' + (i * 7919 % 26));
 	memcpy(big + n / 2, "needle@pack.test", 16);
 	strcpy(big + n, "\"}");
-	CHECK(store_job_add(st, "pk1", "LK", "Email", NULL, big, NULL) == 1);
-	CHECK(store_job_add(st, "pk2", "LK", "Email", NULL, "{}", NULL) == 1);
+	CHECK(store_job_add(st, "pk1", "LK", "Email", NULL, big) == 1);
+	CHECK(store_job_add(st, "pk2", "LK", "Email", NULL, "{}") == 1);
 	db = open_raw(pdir);
 	CHECK(count(db, "SELECT COUNT(*) FROM job_payload WHERE typeof(payload) = 'blob' AND "
 	    "substr(payload, 1, 5) = X'006D627A31'") == 2);
@@ -888,12 +886,12 @@ main(void)
 	CHECK(store_webhook_seen(st, "wh2", now_ms()) == 1);
 
 	/* new jobs: stored once, payload apart, duplicates a success */
-	CHECK(store_job_add(st, "m3", "L1", "Email", "e3", "{\"messageId\":\"m3\"}", NULL) == 1);
-	CHECK(store_job_add(st, "m3", "L1", "Email", "e3", "{\"messageId\":\"other\"}", NULL) == 0);
+	CHECK(store_job_add(st, "m3", "L1", "Email", "e3", "{\"messageId\":\"m3\"}") == 1);
+	CHECK(store_job_add(st, "m3", "L1", "Email", "e3", "{\"messageId\":\"other\"}") == 0);
 	CHECK(jobs_claim(st, now_ms() + 1000, &j3) == 1 && j3 && strcmp(j3->email_message_id, "e3") == 0);
 	CHECK(j3 && store_job_payload(st, j3) == 1 && strcmp(j3->payload, "{\"messageId\":\"m3\"}") == 0);
 	/* dropping a job drops its payload (ON DELETE CASCADE) */
-	CHECK(store_job_add(st, "m4", "L1", "Email", NULL, "{}", NULL) == 1);
+	CHECK(store_job_add(st, "m4", "L1", "Email", NULL, "{}") == 1);
 	CHECK(jobs_drop(st, "m4") == 1);
 	{
 		char *path;
@@ -938,7 +936,7 @@ main(void)
 		ro = store_open_readonly(sub, &e);
 		CHECK(ro != NULL);
 		CHECK(ro && store_job_count(ro, JOB_QUEUED) == 0);
-		CHECK(ro && store_job_add(ro, "ro1", "L1", "Email", NULL, "{}", NULL) == -1);
+		CHECK(ro && store_job_add(ro, "ro1", "L1", "Email", NULL, "{}") == -1);
 		store_close(ro);
 		free(sub);
 		if (asprintf(&sub, "rm -rf %s", ghost) < 0 || system(sub) != 0)

@@ -41,10 +41,10 @@ void store_job_free(struct job *job);
 
 /* Jobs */
 /* Stores a webhook's job and payload, with its "webhook" event, durably
- * (on disk before it returns). 1 added (its id in *id_r, when not NULL),
- * 0 a duplicate messageId (only the event is added), -1 error. */
+ * (on disk before it returns). 1 added, 0 a duplicate messageId (only the
+ * event is added), -1 error. */
 int store_job_add(struct store *st, const char *message_id, const char *location_id,
-    const char *type, const char *email_message_id, const char *payload, int64_t *id_r);
+    const char *type, const char *email_message_id, const char *payload);
 /* Loads job->payload (kept apart from the job row). 1, 0 gone, -1 error. */
 int store_job_payload(struct store *st, struct job *job);
 /* The oldest jobs in state from due by now, up to max, go to state to
