@@ -293,7 +293,10 @@ ratelimit_take(struct ghl *g, const char *location_id, enum ghl_lane lane)
 	b = bucket_get(g, location_id);
 	if (b->blocked_until <= now && g->share_fn && !(keep > 0 && b->bulk_until > now)) {
 		if (b->share_left > 0 && b->share_until > now) {
-			/* a slot of the lease this instance holds */
+			/* a slot of the lease this instance holds, whichever
+			 * lane asked for it: a lease is at most a quarter of
+			 * the window for at most a second, and none is taken
+			 * near the limit (share_want), where the reserve counts */
 			b->share_left--;
 			shared = 0;
 		} else {
