@@ -42,6 +42,7 @@
 #define CLAIM_BATCH_MAX           8         /* queued jobs one claim takes, at most */
 #define PARSED_MAX                32        /* webhooks' parsed payloads kept for their senders */
 #define PARSED_TTL_MS             2000
+#define PARSED_MAX_BYTES          (1 << 20) /* of bodies: a burst of 4 MiB webhooks keeps none */
 
 /* Jobs one thread hands others in memory, already theirs in the store:
  *   - reports: a sender that ends an attempt with a status due leases the
@@ -911,7 +912,7 @@ outbound_start(struct app *app, int workers, int reporters)
 	ob->claim_batch = workers < 1 ? 1 : workers > CLAIM_BATCH_MAX ? CLAIM_BATCH_MAX : workers;
 	pthread_mutex_init(&ob->handoff.lock, NULL);
 	pthread_mutex_init(&ob->claimed.lock, NULL);
-	ob->parsed = payload_cache_new(PARSED_MAX, PARSED_TTL_MS);
+	ob->parsed = payload_cache_new(PARSED_MAX, PARSED_MAX_BYTES, PARSED_TTL_MS);
 	ob->senders = poller_start(&send);
 	ob->reporters = poller_start(&report);
 	return ob;

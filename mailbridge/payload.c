@@ -292,6 +292,7 @@ payload_free(struct payload *p)
 struct payload_cache {
 	pthread_mutex_t lock;
 	size_t max, n;
+	size_t max_bytes, bytes;   /* the bodies kept (their parses are about as big) */
 	int64_t ttl_ms;
 	struct cached {
 		char *key;
@@ -303,11 +304,12 @@ struct payload_cache {
 };
 
 struct payload_cache *
-payload_cache_new(size_t max, int64_t ttl_ms)
+payload_cache_new(size_t max, size_t max_bytes, int64_t ttl_ms)
 {
 	struct payload_cache *c = xcalloc(1, sizeof(*c));
 	pthread_mutex_init(&c->lock, NULL);
 	c->max = max;
+	c->max_bytes = max_bytes;
 	c->ttl_ms = ttl_ms;
 	c->e = xcalloc(max ? max : 1, sizeof(*c->e));
 	return c;
@@ -340,9 +342,10 @@ cache_expire(struct payload_cache *c, int64_t now_ms)
 	size_t kept = 0;
 
 	for (size_t i = 0; i < c->n; i++) {
-		if (now_ms - c->e[i].at >= c->ttl_ms)
+		if (now_ms - c->e[i].at >= c->ttl_ms) {
+			c->bytes -= c->e[i].len;
 			cached_clear(&c->e[i]);
-		else
+		} else
 			c->e[kept++] = c->e[i];
 	}
 	c->n = kept;
@@ -356,11 +359,12 @@ payload_cache_put(struct payload_cache *c, const char *key, const char *body, si
 
 	pthread_mutex_lock(&c->lock);
 	cache_expire(c, now_ms);
-	if (c->n < c->max) {
+	if (c->n < c->max && len <= c->max_bytes - c->bytes) {
 		char *copy = xmalloc(len + 1);
 		memcpy(copy, body, len);
 		copy[len] = '\0';
 		c->e[c->n++] = (struct cached){ xstrdup(key), copy, len, now_ms, p };
+		c->bytes += len;
 		kept = true;
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -379,6 +383,7 @@ payload_cache_take(struct payload_cache *c, const char *key, const char *body, s
 		if (e->len == len && strcmp(e->key, key) == 0 && memcmp(e->body, body, len) == 0) {
 			p = e->p;
 			e->p = NULL;
+			c->bytes -= e->len;
 			cached_clear(e);
 			memmove(c->e + i, c->e + i + 1, (c->n - i - 1) * sizeof(*c->e));
 			c->n--;

@@ -59,11 +59,12 @@ void payload_free(struct payload *p);
  * was parsed from, and given only for that very body: the stored body
  * stays the truth, and a job claimed later (by another instance, after a
  * restart) is parsed from it. Put before the job's commit, so that a
- * sender claiming right after it finds it. At most max entries, each
+ * sender claiming right after it finds it. At most max entries and
+ * max_bytes of bodies (their parses are about as big again), each
  * dropped ttl_ms after it came; when full, a new one is refused (the
  * oldest jobs are claimed first). Thread-safe; now_ms is monotonic. */
 struct payload_cache;
-struct payload_cache *payload_cache_new(size_t max, int64_t ttl_ms);
+struct payload_cache *payload_cache_new(size_t max, size_t max_bytes, int64_t ttl_ms);
 void payload_cache_free(struct payload_cache *c);
 /* Keeps p (now the cache's) for key and body (both copied): true, or
  * false when full (p is still the caller's). */

@@ -29,7 +29,7 @@ parsed(const char *body)
 static void
 test_cache(void)
 {
-	struct payload_cache *c = payload_cache_new(2, 1000);
+	struct payload_cache *c = payload_cache_new(2, 1 << 20, 1000);
 	char *ba = body_of("A"), *bb = body_of("B"), *bx = body_of("X"), *by = body_of("Y");
 	char *other = body_of("A");
 	struct payload *a = parsed(ba), *b = parsed(bb), *x = parsed(bx), *got;
@@ -52,6 +52,17 @@ test_cache(void)
 	payload_free(got);
 	CHECK(payload_cache_put(c, "Y", by, strlen(by), parsed(by), 1000));
 	payload_cache_free(c);                                                 /* frees what is left */
+	/* bounded in bytes too: two bodies fit, a third waits for room */
+	c = payload_cache_new(8, 2 * strlen(ba), 1000);
+	a = parsed(ba);
+	b = parsed(bb);
+	x = parsed(bx);
+	CHECK(payload_cache_put(c, "A", ba, strlen(ba), a, 0));
+	CHECK(payload_cache_put(c, "B", bb, strlen(bb), b, 0));
+	CHECK(!payload_cache_put(c, "X", bx, strlen(bx), x, 0));
+	payload_free(payload_cache_take(c, "A", ba, strlen(ba), 0));
+	CHECK(payload_cache_put(c, "X", bx, strlen(bx), x, 0));
+	payload_cache_free(c);
 	free(ba);
 	free(bb);
 	free(bx);
