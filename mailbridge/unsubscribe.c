@@ -188,7 +188,7 @@ unsub_one(struct unsubscriber *w, struct unsub *u)
 			log_error("unsubscribe: locationId=%s contactId=%s gave up after %d attempts: %s", u->location_id,
 			    u->contact_id, u->attempts, res.error ? res.error : "?");
 			(void)store_unsub_done(w->app->store, u->id, res.error ? res.error : "gave up");
-		} else if (store_unsub_later(w->app->store, u->id, now_ms() + d, res.error) < 0) {
+		} else if (store_unsub_later(w->app->store, u->id, now_ms() + d, res.error, !res.throttled) < 0) {
 			log_error("unsubscribe: locationId=%s contactId=%s cannot be put back (store error): tried again when "
 			    "its lease ends", u->location_id, u->contact_id);
 		}

@@ -73,10 +73,10 @@ store_unsub_done(struct store *st, int64_t id, const char *error)
 }
 
 int
-store_unsub_later(struct store *st, int64_t id, int64_t next_at, const char *error)
+store_unsub_later(struct store *st, int64_t id, int64_t next_at, const char *error, bool counted)
 {
-	return store_exec(st, "UPDATE unsubscribes SET next_at=?2, error=?3 WHERE id=?1", "iis", id, next_at, error) < 0 ?
-	    -1 : 1;
+	return store_exec(st, "UPDATE unsubscribes SET next_at=?2, error=?3, attempts=CASE WHEN ?4 = 0 AND attempts > 0 "
+	    "THEN attempts - 1 ELSE attempts END WHERE id=?1", "iisi", id, next_at, error, (int64_t)counted) < 0 ? -1 : 1;
 }
 
 int64_t

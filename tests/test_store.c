@@ -15,6 +15,7 @@
 #include "store_kv.h"
 #include "store_threads.h"
 #include "store_tokens.h"
+#include "store_unsub.h"
 #include "test.h"
 #include "util.h"
 
@@ -425,6 +426,30 @@ test_defer_location(void)
 	store_job_free(next);
 	store_job_free(rj);
 	scratch_done(st, ddir);
+}
+
+/* An unsubscribe put back for our own window gives its attempt back; a
+ * real failure keeps it (the backoff and the give-up count those). */
+static void
+test_unsub_later(void)
+{
+	static char udir[] = "/tmp/mb-test-unsub-XXXXXX";
+	struct store *st = scratch_store(udir, "test_unsub_later");
+	struct unsub *u = NULL;
+	int64_t now = now_ms();
+
+	CHECK(store_unsub_add(st, "L1", "c1", "m1", "one-click", NULL, NULL) == 1);
+	CHECK(store_unsub_claim(st, now + 1000, 60000, &u) == 1 && u && u->attempts == 1);
+	CHECK(u && store_unsub_later(st, u->id, now, "local rate limit", false) == 1);
+	store_unsub_free(u);
+	u = NULL;
+	CHECK(store_unsub_claim(st, now + 1000, 60000, &u) == 1 && u && u->attempts == 1);
+	CHECK(u && store_unsub_later(st, u->id, now, "HTTP 503", true) == 1);
+	store_unsub_free(u);
+	u = NULL;
+	CHECK(store_unsub_claim(st, now + 1000, 60000, &u) == 1 && u && u->attempts == 2);
+	store_unsub_free(u);
+	scratch_done(st, udir);
 }
 
 /* An attempt that makes a status due can lease its report at once (the
@@ -945,6 +970,7 @@ main(void)
 	}
 	test_races();
 	test_defer_location();
+	test_unsub_later();
 	test_report_lease();
 	test_claim_batch();
 	test_checkpoint_thread();

@@ -5,6 +5,7 @@
 #ifndef MB_STORE_UNSUB_H
 #define MB_STORE_UNSUB_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "store.h"
@@ -29,8 +30,10 @@ int store_unsub_add(struct store *st, const char *location_id, const char *conta
 int store_unsub_claim(struct store *st, int64_t now, int64_t lease_ms, struct unsub **u_r);
 /* Done (DND set), or given up with why: no longer pending. */
 int store_unsub_done(struct store *st, int64_t id, const char *error);
-/* Not yet: due again at next_at. */
-int store_unsub_later(struct store *st, int64_t id, int64_t next_at, const char *error);
+/* Not yet: due again at next_at. counted false: this claim's attempt is
+ * given back (nothing was sent: our own rate limiter said wait), so waits
+ * for the window neither lengthen the backoff nor bring the give-up. */
+int store_unsub_later(struct store *st, int64_t id, int64_t next_at, const char *error, bool counted);
 /* Earliest next_at of a pending request, or -1 when none. */
 int64_t store_unsub_next_due(struct store *st);
 /* 1 when the contact's request is done, 0 pending or none, -1 error. */
