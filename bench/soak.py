@@ -25,6 +25,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import smtplib
 import subprocess
 import sys
@@ -62,6 +63,10 @@ def main():
     os.environ["MAILBRIDGE_BIN"] = os.path.join(args.build, "mailbridge")
     srv = MailServers(args.base)
     ghl = FakeGHL()
+    d = None
+    # SIGTERM (or ^C) stops what the soak started, by its PID: the finally
+    # below runs, as it does at the end
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ghl.static_tokens.add("tok")
     try:
         srv.start()
@@ -262,6 +267,8 @@ def main():
         else:
             d.cleanup()
     finally:
+        if d is not None and d.proc is not None:
+            d.cleanup()
         ghl.close()
         srv.stop()
 
