@@ -289,9 +289,12 @@ ratelimit_take(struct ghl *g, const char *location_id, enum ghl_lane lane)
 	long day = (long)(time(NULL) / 86400), granted = 0;
 	long keep = lane == GHL_LANE_BULK ? g->reserve : 0;  /* the oldest of the newest rate_limit - keep */
 
+	bool bulk_full;            /* the shared window said no room for bulk calls yet */
+
 	pthread_mutex_lock(&g->lock);
 	b = bucket_get(g, location_id);
-	if (b->blocked_until <= now && g->share_fn && !(keep > 0 && b->bulk_until > now)) {
+	bulk_full = keep > 0 && b->bulk_until > now;
+	if (b->blocked_until <= now && g->share_fn && !bulk_full) {
 		if (b->share_left > 0 && b->share_until > now) {
 			/* a slot of the lease this instance holds, whichever
 			 * lane asked for it: a lease is at most a quarter of
@@ -318,7 +321,7 @@ ratelimit_take(struct ghl *g, const char *location_id, enum ghl_lane lane)
 	/* b->sent[head] is the oldest of the last rate_limit requests */
 	if (b->blocked_until > now) {
 		wait = b->blocked_until - now;
-	} else if (keep > 0 && b->bulk_until > now && shared < 0 && g->share_fn) {
+	} else if (bulk_full && g->share_fn) {
 		wait = b->bulk_until - now;
 	} else if (shared > 0) {
 		/* the shared window is full until then: the next calls for
