@@ -288,7 +288,6 @@ ratelimit_take(struct ghl *g, const char *location_id, enum ghl_lane lane)
 	struct ghl_bucket *b;
 	long day = (long)(time(NULL) / 86400), granted = 0;
 	long keep = lane == GHL_LANE_BULK ? g->reserve : 0;  /* the oldest of the newest rate_limit - keep */
-
 	bool bulk_full;            /* the shared window said no room for bulk calls yet */
 
 	pthread_mutex_lock(&g->lock);

@@ -51,15 +51,22 @@ client(int port, long limit, long reserve)
 	return g;
 }
 
-/* 1 = held back by the window, 0 = it left (and was refused), -1 other */
+/* 1 = held back by the window, 0 = it left (and was refused), -1 other;
+ * clears r */
+static int
+held(struct ghl_result *r)
+{
+	int h = r->throttled ? (r->retry_after_ms > 0 ? 1 : -1) : (r->status == 0 ? 0 : -1);
+	ghl_result_clear(r);
+	return h;
+}
+
 static int
 status_call(struct ghl *g, const char *loc)
 {
 	struct ghl_result r;
 	ghl_update_status(g, loc, "m1", "delivered", NULL, NULL, NULL, &r);
-	int held = r.throttled ? (r.retry_after_ms > 0 ? 1 : -1) : (r.status == 0 ? 0 : -1);
-	ghl_result_clear(&r);
-	return held;
+	return held(&r);
 }
 
 static int
@@ -68,10 +75,8 @@ message_call(struct ghl *g, const char *loc)
 	struct ghl_result r;
 	char *id = NULL;
 	ghl_contact_search(g, loc, "bob@example.test", NULL, &id, &r);
-	int held = r.throttled ? (r.retry_after_ms > 0 ? 1 : -1) : (r.status == 0 ? 0 : -1);
-	ghl_result_clear(&r);
 	free(id);
-	return held;
+	return held(&r);
 }
 
 /* Own window: 10 a window, 20 % kept for messages. */
