@@ -168,15 +168,18 @@ def statement_profile(log, n, top=25):
 
 
 def statement_exec(pgs, db, n, top=20):
-    """pg_stat_statements per message: calls, execution time (planning
-    is not separate: the statements are prepared), WAL bytes and shared
-    blocks dirtied, the costliest first."""
-    out = pgs.psql(db, "SELECT row_to_json(t) FROM (SELECT calls, total_exec_time, wal_bytes, shared_blks_dirtied, "
+    """pg_stat_statements per message: calls, execution and planning time
+    (a prepared statement is still planned again while PostgreSQL prefers
+    custom plans for it), WAL bytes and shared blocks dirtied, the
+    costliest first."""
+    out = pgs.psql(db, "SELECT row_to_json(t) FROM (SELECT calls, total_exec_time, total_plan_time, plans, "
+                       "wal_bytes, shared_blks_dirtied, "
                        "left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS sql FROM pg_stat_statements "
                        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
                        "ORDER BY total_exec_time DESC LIMIT %d) t" % top)
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     return [{"per_msg": round(r["calls"] / n, 2), "exec_ms_per_msg": round(r["total_exec_time"] / n, 3),
+             "plans_per_msg": round(r["plans"] / n, 2), "plan_ms_per_msg": round(r["total_plan_time"] / n, 3),
              "wal_bytes_per_msg": round(int(r["wal_bytes"]) / n), "blocks_dirtied_per_msg":
              round(r["shared_blks_dirtied"] / n, 2), "sql": r["sql"]} for r in rows]
 
@@ -206,6 +209,7 @@ def run_into(args, base, srv, sink):
     if args.store == "postgresql":
         pgs = pg.PgServer(base + 90, options=("-c log_min_duration_statement=0 -c shared_preload_libraries="
                                               "pg_stat_statements -c pg_stat_statements.track=all "
+                                              "-c pg_stat_statements.track_planning=on "
                                               if args.statements else "") + args.pg_options).start()
         pg.PgServer._shared = pgs      # the one the harness's Daemons use
         db = pgs.create_db("bench")
