@@ -650,6 +650,12 @@ class TestTwoInstances(unittest.TestCase):
         with two.db() as pc:
             self.assertEqual(int(pc.execute("SELECT count(*) FROM job_payload WHERE payload NOT LIKE '{%'").fetchone()[0]),
                              0)
+            # schema 19: payloads and spooled mail are compressed with lz4
+            # (Debian's server has it)
+            got = pc.execute("SELECT attrelid::regclass::text || '.' || attname, attcompression FROM pg_attribute "
+                             "WHERE (attrelid, attname) IN (('job_payload'::regclass, 'payload'), "
+                             "('inbound_spool'::regclass, 'raw')) ORDER BY 1").fetchall()
+            self.assertEqual([tuple(r) for r in got], [("inbound_spool.raw", "l"), ("job_payload.payload", "l")])
         # a second copy into the same database is refused
         r = one.cli("store", "migrate", "--from", f"sqlite:{one.dir}/data", "--to", pgs.dsn(db))
         self.assertNotEqual(r.returncode, 0)
