@@ -7,6 +7,8 @@
 #include "log.h"
 #include "util.h"
 
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,6 +316,24 @@ const struct store_migration store_migrations[] = {
 	"END $$;" },
 };
 const int store_schema_version = (int)(sizeof(store_migrations) / sizeof(store_migrations[0]));
+
+void
+store_fp_text(const void *text, size_t len, unsigned char fp[STORE_FP_LEN])
+{
+	unsigned char digest[32];
+
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, text, len, digest);
+	memcpy(fp, digest, STORE_FP_LEN);
+}
+
+void
+store_fp(const char *kind, const char *key, unsigned char fp[STORE_FP_LEN])
+{
+	char *text = xasprintf("%s:%s", kind, key);
+
+	store_fp_text(text, strlen(text), fp);
+	free(text);
+}
 
 struct store *
 store_open_conf(const struct store_conf *c, bool readonly, char **error_r)

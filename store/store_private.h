@@ -96,6 +96,13 @@ void store_packer_free(struct store_packer *p);
 void *store_pack(struct store_packer *p, const char *text, size_t len, size_t *len_r);
 char *store_unpack(struct store_packer *p, const void *data, size_t len);
 
+/* The replay guard's fingerprint of kind and key ("job", a messageId):
+ * 12 bytes of SHA-256 over "kind:key", as mb_fp('kind:' || key) in SQL
+ * on both engines (store.c). */
+#define STORE_FP_LEN 12
+void store_fp(const char *kind, const char *key, unsigned char fp[STORE_FP_LEN]);
+void store_fp_text(const void *text, size_t len, unsigned char fp[STORE_FP_LEN]);
+
 /* The schema: entry i moves version i to i+1, per backend (store.c). */
 struct store_migration {
 	const char *sqlite;

@@ -12,8 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <gnutls/crypto.h>
-#include <gnutls/gnutls.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,13 +106,13 @@ struct lite {
 static const struct store_ops lite_ops;
 
 /* mb_fp(text): the replay guard's fingerprint, 12 bytes of SHA-256: a
- * false "seen before" needs a collision among some 2^48 ids. */
-#define STORE_FP_LEN 12
+ * false "seen before" needs a collision among some 2^48 ids. The hot path
+ * passes store_fp's instead (store_job_add); the prune's batch uses this. */
 
 static void
 store_sql_fp(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
-	unsigned char digest[32];
+	unsigned char fp[STORE_FP_LEN];
 	const unsigned char *in = sqlite3_value_text(argv[0]);
 
 	(void)argc;
@@ -122,8 +120,8 @@ store_sql_fp(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 		sqlite3_result_null(ctx);
 		return;
 	}
-	gnutls_hash_fast(GNUTLS_DIG_SHA256, in, (size_t)sqlite3_value_bytes(argv[0]), digest);
-	sqlite3_result_blob(ctx, digest, STORE_FP_LEN, SQLITE_TRANSIENT);
+	store_fp_text(in, (size_t)sqlite3_value_bytes(argv[0]), fp);
+	sqlite3_result_blob(ctx, fp, STORE_FP_LEN, SQLITE_TRANSIENT);
 }
 
 /* mb_payload(value): a payload's text, packed or not (store_pack.c). */
