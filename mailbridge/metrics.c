@@ -236,6 +236,17 @@ metrics_http(void *ctx, const struct http_request *req, struct http_response *re
 		fprintf(f, "# HELP mailbridge_instances_live Instances beating on the shared store, this one included\n"
 		    "# TYPE mailbridge_instances_live gauge\nmailbridge_instances_live %d\n",
 		    store_instance_live(app->store));
+	if (store_is_shared(app->store)) {
+		/* PostgreSQL writes webhooks' jobs in groups (store_job_add):
+		 * adds over groups is the mean group */
+		int64_t groups, adds;
+		store_job_add_groups(app->store, &groups, &adds);
+		fprintf(f, "# HELP mailbridge_store_job_add_groups_total Transactions that wrote webhooks' jobs\n"
+		    "# TYPE mailbridge_store_job_add_groups_total counter\nmailbridge_store_job_add_groups_total %lld\n"
+		    "# HELP mailbridge_store_job_adds_total Webhooks' jobs written in those transactions\n"
+		    "# TYPE mailbridge_store_job_adds_total counter\nmailbridge_store_job_adds_total %lld\n",
+		    (long long)groups, (long long)adds);
+	}
 	fprintf(f, "# HELP mailbridge_oldest_queued_job_seconds Age of the oldest job still queued\n"
 	    "# TYPE mailbridge_oldest_queued_job_seconds gauge\nmailbridge_oldest_queued_job_seconds %.1f\n",
 	    store_job_oldest_queued_age(app->store) / 1000.0);

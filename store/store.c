@@ -355,6 +355,8 @@ store_open_conf(const struct store_conf *c, bool readonly, char **error_r)
 	if (st) {
 		st->instance = xstrdup("local");
 		st->lease_ms = 30000;
+		if (st->ops->pipelined && !readonly)
+			st->adds = store_job_adds_new();
 	}
 	return st;
 }
@@ -385,6 +387,7 @@ store_close(struct store *st)
 	if (!st)
 		return;
 	free(st->instance);
+	store_job_adds_free(st->adds);
 	st->ops->close(st);
 }
 
@@ -471,7 +474,21 @@ store_tx_trace(struct store *st, const char *sql, const char *fmt, ...)
 	va_list ap;
 	int r;
 	va_start(ap, fmt);
-	r = st->ops->tx_trace ? st->ops->tx_trace(st, sql, fmt, ap) : store_tx_step_v(st, true, sql, fmt, ap);
+	r = st->ops->tx_trace ? st->ops->tx_trace(st, NULL, NULL, sql, fmt, ap) : store_tx_step_v(st, true, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int
+store_tx_later(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+	va_start(ap, fmt);
+	if (st->ops->tx_trace)
+		r = st->ops->tx_trace(st, fn, arg, sql, fmt, ap);
+	else
+		r = st->ops->tx_step(st, false, INT_MAX, fn, arg, sql, fmt, ap) < 0 ? -1 : 0;
 	va_end(ap);
 	return r;
 }

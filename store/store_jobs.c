@@ -5,6 +5,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,6 +144,173 @@ store_job_query(struct store *st, struct job **job_r, const char *sql, const cha
 	return r;
 }
 
+/* Webhooks' jobs added in groups, on an engine whose steps go in one
+ * pipeline (PostgreSQL; SQLite commits its writes in groups itself). A
+ * webhook's add that finds another group being written waits for it, and
+ * the first to see it done writes the next group: every add waiting then,
+ * up to ADD_GROUP_MAX and ADD_GROUP_BYTES of payloads, in one transaction
+ * of one round trip, with one WAL flush for all. Alone, an add is written
+ * at once. Each add is one statement (store_job_add's three in one), so
+ * that nothing waits for an answer before the commit. A group that fails
+ * is written again an add at a time (job_add_group): a webhook the
+ * database refuses gets its 503 alone, and HighLevel sends it again. */
+
+/* A webhook's job, unless its messageId is known: ?1 messageId, ?2
+ * location, ?3 type, ?4 emailMessageId, ?5 now, ?6 its fingerprint
+ * (store_fp). Returns the new job's id. A duplicate is a success, stored
+ * once: its job is still here (UNIQUE message_id), or the prune left its
+ * fingerprint in the replay guard (kept replay_days). Only read here: the
+ * fingerprint is written when the job goes, in the prune's batch. */
+#define JOB_ADD_INSERT "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, next_at, " \
+	"created_at, updated_at) SELECT ?1, ?2, ?3, ?4, '" JOB_NAME_QUEUED "', ?5, ?5, ?5 " \
+	"WHERE NOT EXISTS (SELECT 1 FROM replay_guard WHERE fp = ?6) " \
+	"ON CONFLICT(message_id) DO NOTHING RETURNING id"
+
+#define ADD_GROUP_MAX   32
+#define ADD_GROUP_BYTES (4u << 20)
+
+struct job_add {
+	const char *message_id, *location_id, *type, *email_message_id, *payload;
+	unsigned char fp[STORE_FP_LEN];
+	int64_t now;
+	int64_t id;                /* the new job's, or -1: a duplicate */
+	int r;                     /* store_job_add's */
+	bool done;
+	struct job_add *next;
+};
+
+struct job_adds {
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+	struct job_add *head, **tail;
+	bool writing;              /* a group is being written */
+	int64_t groups, adds;      /* written so far (store_job_add_groups) */
+};
+
+struct job_adds *
+store_job_adds_new(void)
+{
+	struct job_adds *a = xcalloc(1, sizeof(*a));
+
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->done, NULL);
+	a->tail = &a->head;
+	return a;
+}
+
+void
+store_job_adds_free(struct job_adds *a)
+{
+	if (!a)
+		return;
+	pthread_cond_destroy(&a->done);
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+}
+
+void
+store_job_add_groups(struct store *st, int64_t *groups_r, int64_t *adds_r)
+{
+	struct job_adds *a = st->adds;
+
+	*groups_r = *adds_r = 0;
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	*groups_r = a->groups;
+	*adds_r = a->adds;
+	pthread_mutex_unlock(&a->lock);
+}
+
+/* One group, in one transaction: each add's job (unless the messageId is
+ * known), its payload and its first event in one statement, whose
+ * RETURNING says which adds made a job. True committed. */
+static bool
+job_add_write(struct store *st, struct job_add *g)
+{
+	bool ok = store_tx_begin(st, "job add") == 0;
+
+	for (struct job_add *m = g; ok && m; m = m->next) {
+		m->id = -1;
+		ok = store_tx_later(st, store_row_int64, &m->id,
+		    "WITH j AS (" JOB_ADD_INSERT "), "
+		    "p AS (INSERT INTO job_payload (job_id, payload) SELECT id, ?7 FROM j), "
+		    "e AS (INSERT INTO " EVENT_TABLE " SELECT ?5, ?1, 'webhook', "
+		    "CASE WHEN EXISTS (SELECT 1 FROM j) THEN ?3 ELSE 'duplicate (ignored)' END, ?2) "
+		    "SELECT id FROM j", "ssssibs", m->message_id, m->location_id, m->type, m->email_message_id, m->now,
+		    m->fp, (size_t)STORE_FP_LEN, m->payload) == 0;
+	}
+	if (!ok)
+		store_tx_fail(st);
+	/* durable before any of the webhooks is acknowledged */
+	ok = store_tx_end(st, "job add", true) == 0 && ok;
+	for (struct job_add *m = g; m; m = m->next)
+		m->r = !ok ? -1 : m->id >= 0 ? 1 : 0;
+	return ok;
+}
+
+/* A group that failed is written again one add at a time, so that one
+ * add the database refuses fails its own webhook, not the others'. */
+static void
+job_add_group(struct store *st, struct job_add *g)
+{
+	if (job_add_write(st, g) || !g->next)
+		return;
+	for (struct job_add *m = g, *next; m; m = next) {
+		next = m->next;
+		m->next = NULL;
+		job_add_write(st, m);
+		m->next = next;
+	}
+}
+
+static int
+job_add_grouped(struct store *st, struct job_add *me)
+{
+	struct job_adds *a = st->adds;
+	int r;
+
+	pthread_mutex_lock(&a->lock);
+	*a->tail = me;
+	a->tail = &me->next;
+	while (!me->done) {
+		struct job_add *g, **cut;
+		size_t bytes = 0;
+		int n = 0;
+
+		if (a->writing) {
+			pthread_cond_wait(&a->done, &a->lock);
+			continue;
+		}
+		/* the next group: the oldest waiting adds */
+		g = a->head;
+		for (cut = &a->head; *cut && n < ADD_GROUP_MAX; cut = &(*cut)->next, n++) {
+			size_t len = strlen((*cut)->payload);
+			if (n > 0 && bytes + len > ADD_GROUP_BYTES)
+				break;
+			bytes += len;
+		}
+		a->head = *cut;
+		*cut = NULL;
+		if (!a->head)
+			a->tail = &a->head;
+		a->writing = true;
+		pthread_mutex_unlock(&a->lock);
+		job_add_group(st, g);
+		pthread_mutex_lock(&a->lock);
+		/* each member's own thread may return from here on */
+		for (struct job_add *m = g; m; m = m->next)
+			m->done = true;
+		a->groups++;
+		a->adds += n;
+		a->writing = false;
+		pthread_cond_broadcast(&a->done);
+	}
+	r = me->r;
+	pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
 int
 store_job_add(struct store *st, const char *message_id, const char *location_id,
     const char *type, const char *email_message_id, const char *payload)
@@ -151,27 +319,27 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 	int64_t id = -1;
 	unsigned char fp[STORE_FP_LEN];
 	size_t packed_len = 0;
-	/* packed before the store is taken, so that no other write waits
-	 * for it */
-	void *packed = st->packer ? store_pack(st->packer, payload, strlen(payload), &packed_len) : NULL;
+	void *packed;
 	int r;
 
 	/* computed here, not by mb_fp in the statement: on PostgreSQL that
 	 * was a nested SQL function, planned again on every call (0.06 ms a
 	 * message, pg_stat_statements in bench/outbound.py) */
 	store_fp("job", message_id, fp);
+	if (st->adds && !st->packer) {
+		struct job_add me = { .message_id = message_id, .location_id = location_id, .type = type,
+			.email_message_id = email_message_id, .payload = payload, .now = now };
+		memcpy(me.fp, fp, sizeof(fp));
+		return job_add_grouped(st, &me);
+	}
+	/* packed before the store is taken, so that no other write waits
+	 * for it */
+	packed = st->packer ? store_pack(st->packer, payload, strlen(payload), &packed_len) : NULL;
 	if (store_tx_begin(st, "job add") < 0) {
 		free(packed);
 		return -1;
 	}
-	/* a duplicate webhook is a success, stored once: its job is still
-	 * here (UNIQUE message_id), or the prune left its fingerprint in the
-	 * replay guard (kept replay_days). Only read here: the fingerprint is
-	 * written when the job goes, in the prune's batch, not per webhook */
-	r = store_tx_row(st, store_row_int64, &id, "INSERT INTO jobs (message_id, location_id, type, email_message_id, state, "
-	    "next_at, created_at, updated_at) SELECT ?1, ?2, ?3, ?4, '" JOB_NAME_QUEUED "', ?5, ?5, ?5 "
-	    "WHERE NOT EXISTS (SELECT 1 FROM replay_guard WHERE fp = ?6) "
-	    "ON CONFLICT(message_id) DO NOTHING RETURNING id", "ssssib", message_id, location_id, type, email_message_id, now,
+	r = store_tx_row(st, store_row_int64, &id, JOB_ADD_INSERT, "ssssib", message_id, location_id, type, email_message_id, now,
 	    fp, (size_t)STORE_FP_LEN);
 	/* the payload (a new job's id: no key to meet) and the journey's first
 	 * event ride in the same commit, unanswered (sent with the COMMIT on

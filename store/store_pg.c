@@ -52,12 +52,14 @@
 struct pg_later {
 	const char *name;
 	const char *sql;
+	store_row_fn *fn;          /* its rows, when it succeeded; or NULL */
+	void *arg;
 	int n;
 	char *buf;
 	const char *values[PG_MAX_PARAMS];
 	int lengths[PG_MAX_PARAMS], formats[PG_MAX_PARAMS];
 };
-#define PG_LATER_MAX 16
+#define PG_LATER_MAX 48         /* a group of webhooks' jobs (store_job_add) with BEGIN and COMMIT */
 
 struct pgconn {
 	PGconn *conn;
@@ -350,6 +352,8 @@ pg_keep(struct pgconn *c, const char *name, const char *sql, int n, const char *
 	l = &c->later[c->n_later++];
 	l->name = name;
 	l->sql = sql;
+	l->fn = NULL;
+	l->arg = NULL;
 	l->n = n;
 	for (int k = 0; k < n; k++)
 		if (values[k])
@@ -438,6 +442,12 @@ pg_pipeline(struct pgconn *c, const char *name, const char *sql, int n, const ch
 				if (*kept_ok && s != PGRES_PIPELINE_ABORTED)
 					log_error("store: %s", PQresultErrorMessage(r));
 				*kept_ok = false;
+			} else if (s == PGRES_TUPLES_OK && c->later[k].fn) {
+				struct store_row row;
+				for (int i = 0; i < PQntuples(r); i++) {
+					pg_row_init(&row, r, i);
+					c->later[k].fn(&row, c->later[k].arg);
+				}
 			}
 			PQclear(r);
 		} else {
@@ -639,10 +649,10 @@ pg_tx_step(struct store *st, bool extra, int max, store_row_fn *fn, void *arg, c
 	return r;
 }
 
-/* A step whose answer nobody reads: kept for the next pipeline. 0, or
- * -1 (the transaction fails). */
+/* A step whose answer is not waited for: kept for the next pipeline, its
+ * rows to fn when they come. 0, or -1 (the transaction fails). */
 static int
-pg_tx_trace(struct store *st, const char *sql, const char *fmt, va_list ap)
+pg_tx_trace(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap)
 {
 	struct pgconn *c = pg_tx;
 	const char *values[PG_MAX_PARAMS], *name;
@@ -658,6 +668,8 @@ pg_tx_trace(struct store *st, const char *sql, const char *fmt, va_list ap)
 		c->tx_failed = true;
 		return -1;
 	}
+	c->later[c->n_later - 1].fn = fn;
+	c->later[c->n_later - 1].arg = arg;
 	return 0;
 }
 
@@ -881,6 +893,7 @@ store_pg_open(const char *dsn, int pool, bool readonly, char **error_r)
 static const struct store_ops pg_ops = {
 	.name = "postgresql",
 	.shared = true,
+	.pipelined = true,
 	.exec = pg_exec,
 	.query = pg_query,
 	.tx_begin = pg_tx_begin,

@@ -50,9 +50,13 @@ struct store_ops {
 	int (*tx_step)(struct store *st, bool extra, int max, store_row_fn *fn, void *arg, const char *sql,
 	    const char *fmt, va_list ap);
 	int (*tx_end)(struct store *st, const char *what, bool durable);
-	/* a step whose answer nobody reads (store_tx_trace): it may be sent
-	 * later, with the next step or the commit; 0 or -1. NULL: an extra */
-	int (*tx_trace)(struct store *st, const char *sql, const char *fmt, va_list ap);
+	/* a step whose answer is not waited for (store_tx_trace,
+	 * store_tx_later): it may be sent later, with the next step or the
+	 * commit, and its rows go to fn (may be NULL) when they come; 0 or
+	 * -1. NULL: the engine runs it at once */
+	int (*tx_trace)(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap);
+	/* steps sent later save round trips (store_job_add groups webhooks) */
+	bool pipelined;
 	void (*tx_fail)(struct store *st);   /* the open transaction is to roll back */
 	void (*close)(struct store *st);
 	int (*backup)(struct store *st, const char *path, int64_t *bytes_r, char **error_r);
@@ -72,7 +76,13 @@ struct store {
 	unsigned char token_key[32];
 	char *instance;            /* this process among those sharing the store */
 	int64_t lease_ms;          /* a silent instance's claims last this long */
+	struct job_adds *adds;     /* webhooks' jobs added in groups (pipelined engines), or NULL */
 };
+
+/* Grouped job adds (store_jobs.c): made when a pipelined store opens for
+ * writing, freed when it closes. */
+struct job_adds *store_job_adds_new(void);
+void store_job_adds_free(struct job_adds *a);
 
 /* A claimed row (jobs, inbound_spool) whose claimer cannot finish it: no
  * owner (claimed before owners were kept), ours when mine is not 0 (a
@@ -130,6 +140,11 @@ int store_tx_extra(struct store *st, const char *sql, const char *fmt, ...);
  * does. SQLite runs it as an extra; PostgreSQL sends it with the next
  * statement (store_pg.c), without a savepoint. 0, or -1. */
 int store_tx_trace(struct store *st, const char *sql, const char *fmt, ...);
+/* A step whose rows are read when they come, which may be at the next
+ * step or at the commit (PostgreSQL's pipeline): fn gets every row then,
+ * and is called only if the step succeeded. SQLite runs it at once. A
+ * failure fails the transaction. 0, or -1. */
+int store_tx_later(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
 int store_tx_row(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
 int store_tx_row_v(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap);
 int store_tx_end(struct store *st, const char *what, bool durable);

@@ -234,6 +234,97 @@ class TestWebhookIntake(unittest.TestCase):
         self.assertEqual(sum(1 for _, s in results if s == "accepted"), 1, results)
         self.assertEqual(sum(1 for j in d.jobs() if j["message_id"] == p["messageId"]), 1)
 
+    def test_concurrent_webhooks_each_stored_once(self):
+        """Many webhooks at once, some of them posted twice: each
+        messageId is one job with its own payload, one "accepted", and
+        an event per post. On PostgreSQL the adds are written in groups
+        (one transaction, one WAL flush): /metrics counts them, and with
+        24 senders at least one group holds more than one add."""
+        def counters():
+            text = d.request("GET", "/metrics")[1].decode()
+            got = {}
+            for name in ("mailbridge_store_job_add_groups_total", "mailbridge_store_job_adds_total"):
+                lines = [l for l in text.splitlines() if l.startswith(name + " ")]
+                got[name] = int(lines[0].split()[1]) if lines else None
+            return got
+        before = counters()
+        ps = [self.payload(html=f"<p>body {i}</p>") for i in range(72)]
+        posts = [(p, *(lambda b: (b, d.keys.sign_ed25519(b)))(json.dumps(p).encode())) for p in ps]
+        posts += posts[:24]       # the first 24 posted twice
+        results, lock = [], threading.Lock()
+
+        def sender(mine):
+            for p, body, sig in mine:
+                st, data, _ = d.request("POST", "/webhooks/provider", body, {"X-GHL-Signature": sig})
+                with lock:
+                    results.append((p["messageId"], st, json.loads(data)["status"]))
+
+        threads = [threading.Thread(target=sender, args=(posts[i::24],)) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(len(results), len(posts))
+        self.assertTrue(all(st == 200 for _, st, _ in results), results)
+        for p in ps:
+            mine = [s for mid, _, s in results if mid == p["messageId"]]
+            self.assertEqual(mine.count("accepted"), 1, (p["messageId"], mine))
+            j = d.job(p["messageId"])
+            self.assertEqual(json.loads(j["payload"])["html"], p["html"])
+            with d.db() as c:
+                ev = [r[0] for r in c.execute("SELECT detail FROM events WHERE message_id=? AND kind='webhook'",
+                                              (p["messageId"],)).fetchall()]
+            self.assertEqual(sorted(ev), sorted(["Email"] + ["duplicate (ignored)"] * (len(mine) - 1)), ev)
+        after = counters()
+        if d.pg:
+            adds = after["mailbridge_store_job_adds_total"] - before["mailbridge_store_job_adds_total"]
+            groups = after["mailbridge_store_job_add_groups_total"] - before["mailbridge_store_job_add_groups_total"]
+            self.assertEqual(adds, len(posts))
+            self.assertLess(groups, adds)
+            print(f"\n{adds} adds in {groups} groups", file=sys.stderr)
+        else:
+            self.assertEqual(after["mailbridge_store_job_adds_total"], None)   # SQLite groups its commits itself
+
+    def test_refused_add_fails_alone(self):
+        """A webhook the database refuses gets its 503, and only it: on
+        PostgreSQL the adds written with it in a group are written again
+        one at a time. The refusal is a trigger on jobs."""
+        with d.db() as c:
+            if d.pg:
+                c.execute("CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                          "IF NEW.message_id LIKE 'poison%' THEN RAISE EXCEPTION 'refused'; END IF; "
+                          "RETURN NEW; END $$")
+                c.execute("CREATE TRIGGER refuse_poison BEFORE INSERT ON jobs FOR EACH ROW "
+                          "EXECUTE FUNCTION refuse_poison()")
+            else:
+                c.execute("CREATE TRIGGER refuse_poison BEFORE INSERT ON jobs WHEN NEW.message_id LIKE 'poison%' "
+                          "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+            c.commit()
+        try:
+            ps = [self.payload(messageId=("poison" if i % 8 == 0 else "m") + os.urandom(6).hex()) for i in range(64)]
+            results, lock = {}, threading.Lock()
+
+            def sender(mine):
+                for p in mine:
+                    body = json.dumps(p).encode()
+                    st, _, _ = d.request("POST", "/webhooks/provider", body,
+                                         {"X-GHL-Signature": d.keys.sign_ed25519(body)})
+                    with lock:
+                        results[p["messageId"]] = st
+            threads = [threading.Thread(target=sender, args=(ps[i::16],)) for i in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(len(results), len(ps))
+            for mid, st in results.items():
+                self.assertEqual(st, 503 if mid.startswith("poison") else 200, mid)
+                self.assertEqual(d.job(mid) is None, mid.startswith("poison"), mid)
+        finally:
+            with d.db() as c:
+                c.execute("DROP TRIGGER refuse_poison" + (" ON jobs" if d.pg else ""))
+                c.commit()
+
     def test_replay_after_prune_is_a_duplicate(self):
         """The job row goes with retention (keep_days); the messageId's
         fingerprint stays for replay_days, so the same signed body posted

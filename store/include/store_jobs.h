@@ -45,6 +45,10 @@ void store_job_free(struct job *job);
  * event is added), -1 error. */
 int store_job_add(struct store *st, const char *message_id, const char *location_id,
     const char *type, const char *email_message_id, const char *payload);
+/* On PostgreSQL, adds are written in groups (one transaction, one round
+ * trip, one WAL flush): how many groups and adds so far (0 on SQLite,
+ * which groups its commits itself). */
+void store_job_add_groups(struct store *st, int64_t *groups_r, int64_t *adds_r);
 /* Loads job->payload (kept apart from the job row). 1, 0 gone, -1 error. */
 int store_job_payload(struct store *st, struct job *job);
 /* The oldest jobs in state from due by now, up to max, go to state to
