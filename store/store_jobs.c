@@ -168,6 +168,7 @@ store_job_query(struct store *st, struct job **job_r, const char *sql, const cha
 
 #define ADD_GROUP_MAX   32
 #define ADD_GROUP_BYTES (4u << 20)
+#define ADD_WRITERS     2          /* groups written at once, on connections of their own */
 
 struct job_add {
 	const char *message_id, *location_id, *type, *email_message_id, *payload;
@@ -183,7 +184,7 @@ struct job_adds {
 	pthread_mutex_t lock;
 	pthread_cond_t done;
 	struct job_add *head, **tail;
-	bool writing;              /* a group is being written */
+	int writing;               /* groups being written */
 	int64_t groups, adds;      /* written so far (store_job_add_groups) */
 };
 
@@ -278,7 +279,9 @@ job_add_grouped(struct store *st, struct job_add *me)
 		size_t bytes = 0;
 		int n = 0;
 
-		if (a->writing) {
+		/* wait while the writers are busy, or while this add is in a
+		 * group being written (nothing left to lead) */
+		if (a->writing >= ADD_WRITERS || !a->head) {
 			pthread_cond_wait(&a->done, &a->lock);
 			continue;
 		}
@@ -294,7 +297,7 @@ job_add_grouped(struct store *st, struct job_add *me)
 		*cut = NULL;
 		if (!a->head)
 			a->tail = &a->head;
-		a->writing = true;
+		a->writing++;
 		pthread_mutex_unlock(&a->lock);
 		job_add_group(st, g);
 		pthread_mutex_lock(&a->lock);
@@ -303,7 +306,7 @@ job_add_grouped(struct store *st, struct job_add *me)
 			m->done = true;
 		a->groups++;
 		a->adds += n;
-		a->writing = false;
+		a->writing--;
 		pthread_cond_broadcast(&a->done);
 	}
 	r = me->r;
