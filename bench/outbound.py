@@ -435,6 +435,13 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
     with d.db() as c:
         failed = c.execute("SELECT COUNT(*) FROM jobs WHERE state='failed'").fetchone()[0]
     pg1 = pg_stats(pgs, db) if pgs else None
+    # webhooks' jobs written in groups on PostgreSQL (store_job_add): the
+    # mean group, over every instance
+    groups = adds = 0
+    for x in ds if pgs else []:
+        text = x.request("GET", "/metrics")[1].decode()
+        for m in re.finditer(r"^mailbridge_store_job_(add_groups|adds)_total (\d+)$", text, re.M):
+            groups, adds = (groups + int(m.group(2)), adds) if m.group(1) == "add_groups" else (groups, adds + int(m.group(2)))
     for x in ds:
         x.stop()
 
@@ -477,7 +484,8 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
                      k: round((v - pg0["cpu_s_by_kind"].get(k, 0.0)) * 1000 / args.n, 3)
                      for k, v in sorted(pg1["cpu_s_by_kind"].items())},
                  # rows inserted, updated (of them HOT: no index touched), deleted
-                 "postgresql_rows_per_msg_ins_upd_hot_del": pg_row_changes(pg0, pg1, args.n)}
+                 "postgresql_rows_per_msg_ins_upd_hot_del": pg_row_changes(pg0, pg1, args.n),
+                 **({"webhook_adds_per_group": round(adds / groups, 2)} if groups else {})}
     if args.statements:
         on_pg["statements"] = statement_profile(pgs.log(), args.n)
         on_pg["statements_by_exec_time"] = statement_exec(pgs, db, args.n)
