@@ -55,6 +55,28 @@ def notifications(wait=0.0):
                 return out
 
 
+def post_concurrently(payloads, senders):
+    """Posts each payload, signed, from `senders` threads at once: a list
+    of (messageId, HTTP status, the answer's "status"), in the order the
+    answers came. A post may wait 120 s: under valgrind a burst queues
+    for seconds."""
+    out, lock = [], threading.Lock()
+
+    def sender(mine):
+        for p in mine:
+            body = json.dumps(p).encode()
+            st, data, _ = d.request("POST", "/webhooks/provider", body,
+                                    {"X-GHL-Signature": d.keys.sign_ed25519(body)}, timeout=120)
+            with lock:
+                out.append((p["messageId"], st, json.loads(data).get("status")))
+    threads = [threading.Thread(target=sender, args=(payloads[i::senders],)) for i in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(240)
+    return out
+
+
 def tearDownModule():
     stop_all(d, ghl)
     notify.close()
@@ -249,22 +271,8 @@ class TestWebhookIntake(unittest.TestCase):
             return got
         before = counters()
         ps = [self.payload(html=f"<p>body {i}</p>") for i in range(72)]
-        posts = [(p, *(lambda b: (b, d.keys.sign_ed25519(b)))(json.dumps(p).encode())) for p in ps]
-        posts += posts[:24]       # the first 24 posted twice
-        results, lock = [], threading.Lock()
-
-        def sender(mine):
-            for p, body, sig in mine:
-                # under valgrind 96 posts queue for several seconds each
-                st, data, _ = d.request("POST", "/webhooks/provider", body, {"X-GHL-Signature": sig}, timeout=120)
-                with lock:
-                    results.append((p["messageId"], st, json.loads(data)["status"]))
-
-        threads = [threading.Thread(target=sender, args=(posts[i::24],)) for i in range(24)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(240)
+        posts = ps + ps[:24]      # the first 24 posted twice
+        results = post_concurrently(posts, 24)
         self.assertEqual(len(results), len(posts))
         self.assertTrue(all(st == 200 for _, st, _ in results), results)
         for p in ps:
@@ -303,20 +311,7 @@ class TestWebhookIntake(unittest.TestCase):
             c.commit()
         try:
             ps = [self.payload(messageId=("poison" if i % 8 == 0 else "m") + os.urandom(6).hex()) for i in range(64)]
-            results, lock = {}, threading.Lock()
-
-            def sender(mine):
-                for p in mine:
-                    body = json.dumps(p).encode()
-                    st, _, _ = d.request("POST", "/webhooks/provider", body,
-                                         {"X-GHL-Signature": d.keys.sign_ed25519(body)}, timeout=120)
-                    with lock:
-                        results[p["messageId"]] = st
-            threads = [threading.Thread(target=sender, args=(ps[i::16],)) for i in range(16)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(240)
+            results = {mid: st for mid, st, _ in post_concurrently(ps, 16)}
             self.assertEqual(len(results), len(ps))
             for mid, st in results.items():
                 self.assertEqual(st, 503 if mid.startswith("poison") else 200, mid)
@@ -324,6 +319,8 @@ class TestWebhookIntake(unittest.TestCase):
         finally:
             with d.db() as c:
                 c.execute("DROP TRIGGER refuse_poison" + (" ON jobs" if d.pg else ""))
+                if d.pg:
+                    c.execute("DROP FUNCTION refuse_poison()")
                 c.commit()
 
     def test_replay_after_prune_is_a_duplicate(self):
