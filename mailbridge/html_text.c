@@ -1,10 +1,11 @@
-/* html_text: HTML to plain text (see html_text.h). libxml2's HTMLparser
- * builds the tree; this walks it. */
+/* html_text: HTML to plain text (see html_text.h), walking the document
+ * as libxml2's HTMLparser reports it (SAX), with no tree built: the tree
+ * was a third of the parse (bench/outbound.py with perf). */
 #include "html_text.h"
 #include "util.h"
 
 #include <libxml/HTMLparser.h>
-#include <libxml/tree.h>
+#include <libxml/parserInternals.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,16 +156,16 @@ put_text(struct out *o, const char *t, bool pre)
 }
 
 static bool
-is(const xmlNode *n, const char *name)
+is(const char *name, const char *want)
 {
-	return n->name && !strcasecmp((const char *)n->name, name);
+	return name && !strcasecmp(name, want);
 }
 
 static bool
-is_any(const xmlNode *n, const char *const *names)
+is_any(const char *name, const char *const *names)
 {
 	for (; *names; names++)
-		if (is(n, *names))
+		if (is(name, *names))
 			return true;
 	return false;
 }
@@ -176,22 +177,87 @@ static const char *const blocks[] = {
 static const char *const spaced[] = { "p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "hr", NULL };
 static const char *const dropped[] = { "head", "script", "style", "title", "template", "noscript", NULL };
 
-static void walk(struct out *o, const xmlNode *n, int depth, bool pre);
+/* What an open element does, and what its end undoes. */
+enum kind { K_PLAIN, K_DROPPED, K_LINK, K_SPACED, K_BLOCK };
+
+struct frame {
+	enum kind kind;
+	bool pre;                  /* its text as written (inside <pre>) */
+	bool quote;                /* a <blockquote>: one quote level */
+	int elements;              /* element children so far */
+	int items;                 /* <li> children so far */
+	bool ol;                   /* an <ol>: its items are numbered */
+	size_t text_from;          /* K_LINK: where its text starts in the output */
+	char *href;                /* K_LINK */
+};
+
+/* The walk, as libxml2's HTML parser reports the document (SAX): the same
+ * events its tree builder gets, so the same elements, implied and closed
+ * alike, without building the tree. Text is gathered until the next
+ * element or comment, as the tree builder joins it into one node. */
+struct walk {
+	struct out o;
+	struct frame *stack;
+	int depth, cap;            /* open elements; the document is depth 0 */
+	int dropped;               /* open elements inside a dropped one, itself included */
+	char *text;
+	size_t text_len, text_cap;
+};
+
+static struct frame *
+top(struct walk *w)
+{
+	return w->depth > 0 ? &w->stack[w->depth - 1] : NULL;
+}
 
 static void
-walk_children(struct out *o, const xmlNode *n, int depth, bool pre)
+text_flush(struct walk *w)
 {
-	for (const xmlNode *c = n->children; c; c = c->next)
-		walk(o, c, depth + 1, pre);
+	struct frame *f = top(w);
+
+	if (w->text_len == 0)
+		return;
+	w->text[w->text_len] = '\0';
+	if (!w->dropped)
+		put_text(&w->o, w->text, f && f->pre);
+	w->text_len = 0;
+}
+
+static void
+on_text(void *ctx, const xmlChar *ch, int len)
+{
+	struct walk *w = ctx;
+
+	if (len <= 0 || w->dropped)
+		return;
+	if (w->text_len + (size_t)len + 1 > w->text_cap) {
+		w->text_cap = (w->text_len + (size_t)len + 1) * 2;
+		w->text = xrealloc(w->text, w->text_cap);
+	}
+	memcpy(w->text + w->text_len, ch, (size_t)len);
+	w->text_len += (size_t)len;
+}
+
+static void
+on_comment(void *ctx, const xmlChar *value)
+{
+	(void)value;
+	text_flush(ctx);
+}
+
+static const char *
+attr(const xmlChar **atts, const char *name)
+{
+	for (int i = 0; atts && atts[i]; i += 2)
+		if (!strcasecmp((const char *)atts[i], name))
+			return atts[i + 1] ? (const char *)atts[i + 1] : "";
+	return NULL;
 }
 
 /* The URL of a link, when it tells more than the link's own text. */
 static void
-link_target(struct out *o, const xmlNode *a, size_t text_from)
+link_target(struct out *o, const char *h, size_t text_from)
 {
-	xmlChar *href = xmlGetProp(a, (const xmlChar *)"href");
-	const char *h = (const char *)href;
-
 	if (h && (!strncasecmp(h, "http://", 7) || !strncasecmp(h, "https://", 8) || !strncasecmp(h, "mailto:", 7))) {
 		const char *shown = !strncasecmp(h, "mailto:", 7) ? h + 7 : h;
 		/* the text already is the address: say it once */
@@ -202,118 +268,156 @@ link_target(struct out *o, const xmlNode *a, size_t text_from)
 			free(t);
 		}
 	}
-	xmlFree(href);
 }
 
 static void
-walk(struct out *o, const xmlNode *n, int depth, bool pre)
+on_start(void *ctx, const xmlChar *tag, const xmlChar **atts)
 {
-	if (n->type == XML_TEXT_NODE || n->type == XML_CDATA_SECTION_NODE) {
-		if (n->content)
-			put_text(o, (const char *)n->content, pre);
+	struct walk *w = ctx;
+	struct out *o = &w->o;
+	struct frame *parent, *f;
+	const char *name = (const char *)tag;
+	bool after_element;
+
+	text_flush(w);
+	if (w->depth == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 16;
+		w->stack = xrealloc(w->stack, (size_t)w->cap * sizeof(*w->stack));
+	}
+	/* taken after the stack may have moved */
+	parent = top(w);
+	after_element = parent && parent->elements > 0;
+	if (parent) {
+		parent->elements++;
+		if (is(name, "li"))
+			parent->items++;
+	}
+	f = &w->stack[w->depth++];
+	*f = (struct frame){ .kind = K_PLAIN, .pre = parent && parent->pre, .ol = is(name, "ol") };
+	if (w->dropped) {
+		w->dropped++;
 		return;
 	}
-	if (n->type != XML_ELEMENT_NODE || depth > HTML_TEXT_MAX_DEPTH) {
-		if (n->type == XML_ELEMENT_NODE || n->type == XML_DOCUMENT_NODE || n->type == XML_HTML_DOCUMENT_NODE)
-			walk_children(o, n, depth, pre);
-		return;
-	}
-	if (is_any(n, dropped))
-		return;
-	if (is(n, "br")) {
+	if (is_any(name, dropped)) {
+		f->kind = K_DROPPED;
+		w->dropped = 1;
+	} else if (w->depth > HTML_TEXT_MAX_DEPTH) {
+		/* deeper markup still gives its text, flat (scripts still go) */
+	} else if (is(name, "br")) {
 		note_break(o);
 		o->pending_breaks++;      /* two in a row: a blank line */
 		o->space = false;
-		return;
-	}
-	if (is(n, "td") || is(n, "th")) {
-		const xmlNode *prev = n->prev;
-		while (prev && prev->type != XML_ELEMENT_NODE)
-			prev = prev->prev;
-		if (prev && o->len > 0 && !o->pending_breaks) {
+	} else if (is(name, "td") || is(name, "th")) {
+		if (after_element && o->len > 0 && !o->pending_breaks) {
 			put(o, "  ", 2);
 			o->col += 2;
 			o->space = false;
 		}
-		walk_children(o, n, depth, pre);
-		return;
-	}
-	if (is(n, "a")) {
-		size_t from = o->len;
-		walk_children(o, n, depth, pre);
-		link_target(o, n, from);
-		return;
-	}
-	if (is(n, "img")) {
-		xmlChar *alt = xmlGetProp(n, (const xmlChar *)"alt");
+	} else if (is(name, "a")) {
+		const char *href = attr(atts, "href");
+		f->kind = K_LINK;
+		f->text_from = o->len;
+		f->href = href ? xstrdup(href) : NULL;
+	} else if (is(name, "img")) {
+		const char *alt = attr(atts, "alt");
 		if (alt && *alt) {
-			char *t = xasprintf("[%s]", (const char *)alt);
+			char *t = xasprintf("[%s]", alt);
 			put_text(o, t, false);
 			free(t);
 		}
-		xmlFree(alt);
-		return;
-	}
-	if (is_any(n, spaced)) {
+		/* its content, if the parser gave it any, is not shown */
+		f->kind = K_DROPPED;
+		w->dropped = 1;
+	} else if (is_any(name, spaced)) {
+		f->kind = K_SPACED;
 		want_breaks(o, 2);
-		if (is(n, "blockquote"))
+		if (is(name, "blockquote")) {
+			f->quote = true;
 			o->quote++;
-		if (is(n, "hr"))
+		}
+		if (is(name, "hr"))
 			put_word(o, "----", 4);
-		walk_children(o, n, depth, pre);
-		if (is(n, "blockquote"))
-			o->quote--;
-		want_breaks(o, 2);
-		return;
-	}
-	if (is_any(n, blocks)) {
+	} else if (is_any(name, blocks)) {
+		f->kind = K_BLOCK;
 		want_breaks(o, 1);
-		if (is(n, "li")) {
+		if (is(name, "li")) {
 			char mark[16] = "-";
-			if (n->parent && is(n->parent, "ol")) {
-				int k = 1;
-				for (const xmlNode *s = n->prev; s; s = s->prev)
-					if (s->type == XML_ELEMENT_NODE && is(s, "li"))
-						k++;
-				snprintf(mark, sizeof(mark), "%d.", k);
-			}
+			if (parent && parent->ol)
+				snprintf(mark, sizeof(mark), "%d.", parent->items);
 			put_word(o, mark, strlen(mark));
 			o->space = true;
 		}
-		walk_children(o, n, depth, pre || is(n, "pre"));
-		want_breaks(o, 1);
-		return;
+		if (is(name, "pre"))
+			f->pre = true;
 	}
-	walk_children(o, n, depth, pre);
+}
+
+static void
+on_end(void *ctx, const xmlChar *tag)
+{
+	struct walk *w = ctx;
+	struct frame *f = top(w);
+
+	(void)tag;
+	text_flush(w);
+	if (!f)
+		return;
+	if (w->dropped)
+		w->dropped--;
+	else if (f->kind == K_LINK)
+		link_target(&w->o, f->href, f->text_from);
+	else if (f->kind == K_SPACED || f->kind == K_BLOCK) {
+		if (f->quote)
+			w->o.quote--;
+		want_breaks(&w->o, f->kind == K_SPACED ? 2 : 1);
+	}
+	free(f->href);
+	w->depth--;
 }
 
 char *
 html_text(const char *html, size_t wrap)
 {
-	struct out o = { .wrap = wrap };
-	htmlDocPtr doc = NULL;
+	struct walk w = { .o = { .wrap = wrap } };
+	struct out *o = &w.o;
 	size_t n = html ? strlen(html) : 0;
 
-	if (n > 0 && n < (size_t)INT32_MAX)
-		doc = htmlReadMemory(html, (int)n, NULL, "UTF-8",
-		    HTML_PARSE_RECOVER | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING | HTML_PARSE_NONET);
-	if (doc)
-		walk(&o, (const xmlNode *)doc, 0, false);
-	xmlFreeDoc(doc);
+	if (n > 0 && n < (size_t)INT32_MAX) {
+		htmlParserCtxtPtr ctxt = htmlCreateMemoryParserCtxt(html, (int)n);
+		xmlCharEncodingHandlerPtr utf8 = xmlFindCharEncodingHandler("UTF-8");
+		if (ctxt) {
+			xmlSAXHandler sax = { .startElement = on_start, .endElement = on_end, .characters = on_text,
+				.cdataBlock = on_text, .comment = on_comment, .initialized = 1 };
+			*ctxt->sax = sax;
+			ctxt->userData = &w;
+			if (utf8)
+				xmlSwitchToEncoding(ctxt, utf8);
+			htmlCtxtUseOptions(ctxt, HTML_PARSE_RECOVER | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING |
+			    HTML_PARSE_NONET);
+			htmlParseDocument(ctxt);
+			text_flush(&w);
+			/* elements the parser left open (it closes them all: none) */
+			while (w.depth > 0)
+				on_end(&w, NULL);
+			htmlFreeParserCtxt(ctxt);
+		}
+	}
+	free(w.text);
+	free(w.stack);
 	/* no trailing blanks on a line, one newline at the end */
 	{
-		char *r = xmalloc(o.len + 2), *w = r;
-		for (size_t i = 0; i < o.len; i++) {
-			if (o.p[i] == '\n')
-				while (w > r && w[-1] == ' ')
-					w--;
-			*w++ = o.p[i];
+		char *r = xmalloc(o->len + 2), *p = r;
+		for (size_t i = 0; i < o->len; i++) {
+			if (o->p[i] == '\n')
+				while (p > r && p[-1] == ' ')
+					p--;
+			*p++ = o->p[i];
 		}
-		while (w > r && (w[-1] == ' ' || w[-1] == '\n'))
-			w--;
-		*w++ = '\n';
-		*w = '\0';
-		free(o.p);
+		while (p > r && (p[-1] == ' ' || p[-1] == '\n'))
+			p--;
+		*p++ = '\n';
+		*p = '\0';
+		free(o->p);
 		return r;
 	}
 }

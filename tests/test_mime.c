@@ -374,6 +374,27 @@ main(void)
 		{ "<p>one two three four five six</p>", "one two\nthree four\nfive six\n", 10 },
 		{ "<p>averyveryverylongword x</p>", "averyveryverylongword\nx\n", 10 },
 	};
+	/* past libxml2's tree depth (256) the text stays, flat, and a script
+	 * still goes; the tree builder used to stop the parse there */
+	{
+		char *deep = malloc(300 * 11 + 64), *p = deep, *t;
+		for (int i = 0; i < 300; i++)
+			p += sprintf(p, "<div>");
+		sprintf(p, "deep <script>s()</script>words");
+		t = html_text(deep, 0);
+		CHECK(strcmp(t, "deep words\n") == 0);
+		free(t);
+		/* a cell after a sibling, where the walk's stack of open elements
+		 * has just grown (it starts at 16) */
+		p = deep;
+		for (int i = 0; i < 16; i++)
+			p += sprintf(p, "<div>");
+		sprintf(p, "<span>x</span><td>y</td>");
+		t = html_text(deep, 0);
+		CHECK(strcmp(t, "x  y\n") == 0);
+		free(t);
+		free(deep);
+	}
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		char *t = html_text(rows[i].html, rows[i].wrap);
 		CHECK_IDX(strcmp(t, rows[i].text) == 0, i);
