@@ -172,7 +172,8 @@ store_job_query(struct store *st, struct job **job_r, const char *sql, const cha
 
 struct job_add {
 	const char *message_id, *location_id, *type, *email_message_id, *payload;
-	unsigned char fp[STORE_FP_LEN];
+	size_t payload_len;        /* measured before the queue's lock is taken */
+	const unsigned char *fp;   /* STORE_FP_LEN bytes (store_fp) */
 	int64_t now;
 	int64_t id;                /* the new job's, or -1: a duplicate */
 	int r;                     /* store_job_add's */
@@ -288,10 +289,9 @@ job_add_grouped(struct store *st, struct job_add *me)
 		/* the next group: the oldest waiting adds */
 		g = a->head;
 		for (cut = &a->head; *cut && n < ADD_GROUP_MAX; cut = &(*cut)->next, n++) {
-			size_t len = strlen((*cut)->payload);
-			if (n > 0 && bytes + len > ADD_GROUP_BYTES)
+			if (n > 0 && bytes + (*cut)->payload_len > ADD_GROUP_BYTES)
 				break;
-			bytes += len;
+			bytes += (*cut)->payload_len;
 		}
 		a->head = *cut;
 		*cut = NULL;
@@ -331,8 +331,8 @@ store_job_add(struct store *st, const char *message_id, const char *location_id,
 	store_fp("job", message_id, fp);
 	if (st->adds && !st->packer) {
 		struct job_add me = { .message_id = message_id, .location_id = location_id, .type = type,
-			.email_message_id = email_message_id, .payload = payload, .now = now };
-		memcpy(me.fp, fp, sizeof(fp));
+			.email_message_id = email_message_id, .payload = payload, .payload_len = strlen(payload),
+			.fp = fp, .now = now };
 		return job_add_grouped(st, &me);
 	}
 	/* packed before the store is taken, so that no other write waits
