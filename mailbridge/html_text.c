@@ -396,7 +396,9 @@ html_text(const char *html, size_t wrap)
 			    HTML_PARSE_NONET);
 			htmlParseDocument(ctxt);
 			text_flush(&w);
-			/* elements the parser left open (it closes them all: none) */
+			/* elements left open: the parser closes them all at the end,
+			 * unless it stopped early (libxml2 halts on some errors),
+			 * and then their frames (a link's URL) are still ours */
 			while (w.depth > 0)
 				on_end(&w, NULL);
 			htmlFreeParserCtxt(ctxt);
