@@ -28,6 +28,7 @@ poller_thread(void *arg)
 	struct poller *pl = arg;
 	void *slot = NULL;
 
+	thread_name(pl->p.name);
 	if (pl->p.nice && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), pl->p.nice) < 0)
 		log_debug("%s: setpriority: %s", pl->p.name, strerror(errno));
 	for (;;) {

@@ -129,6 +129,15 @@ cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms)
 }
 
 void
+thread_name(const char *role)
+{
+	char name[16];
+
+	snprintf(name, sizeof(name), "mb-%s", role);
+	pthread_setname_np(pthread_self(), name);
+}
+
+void
 sleep_ms(int64_t ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };

@@ -24,6 +24,9 @@ void iso_time(int64_t ms, char *buf, size_t len);
 void sleep_ms(int64_t ms);             /* the whole of it, across signals */
 /* pthread_cond_timedwait for at most ms from now (the caller holds m). */
 int cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
+/* Names the calling thread "mb-<role>" (cut to Linux's 15 characters),
+ * as top -H, ps -L and perf show it. */
+void thread_name(const char *role);
 
 /* Reads a whole file (NUL-terminated, *len_r without the NUL); NULL + errno
  * on failure or when larger than max. Caller frees. */

@@ -141,6 +141,7 @@ watch_worker(void *arg)
 	struct imap_watch *w = arg;
 	uint64_t one = 1;
 
+	thread_name("imap-worker");
 	for (;;) {
 		struct box *b;
 		pthread_mutex_lock(&w->lock);
@@ -206,6 +207,7 @@ watch_reactor(void *arg)
 	struct imap_watch *w = arg;
 	struct epoll_event evs[WATCH_MAX_EVENTS];
 
+	thread_name("imap-idle");
 	for (;;) {
 		int64_t now = mono_ms(), next = now + 60000;
 		int n, timeout;

@@ -296,6 +296,7 @@ lmtp_session(void *arg)
 	size_t n_rcpts = 0, len;
 	int r;
 
+	thread_name("lmtp");
 	reply(c, "220 mailbridge LMTP ready");
 	while ((r = conn_line(c, line, sizeof(line), &len)) != -1) {
 			if (r == -2) {
@@ -407,6 +408,8 @@ static void *
 lmtp_accept_loop(void *arg)
 {
 	struct lmtp_server *srv = arg;
+
+	thread_name("lmtp-accept");
 	while (!srv->stop) {
 		struct pollfd p = { srv->fd, POLLIN, 0 };
 		struct sockaddr_storage ss;

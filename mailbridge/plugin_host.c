@@ -470,8 +470,11 @@ send_thread(void *arg)
 {
 	struct send_call *c = arg;
 	char *reason = NULL;
-	enum mb_send_result r = c->p->api->send(c->p->state, &c->job, &reason);
+	enum mb_send_result r;
 	bool abandoned;
+
+	thread_name("plugin-send");
+	r = c->p->api->send(c->p->state, &c->job, &reason);
 
 	pthread_mutex_lock(&c->lock);
 	c->result = r;

@@ -638,6 +638,7 @@ lite_checkpointer(void *arg)
 	struct lite *l = arg;
 	int in_wal, copied, rc;
 
+	thread_name("checkpoint");
 	pthread_mutex_lock(&l->ckpt_lock);
 	for (;;) {
 		while (!l->ckpt_due && !l->ckpt_stop)

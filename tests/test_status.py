@@ -120,6 +120,22 @@ class TestStatusPage(unittest.TestCase):
         self.assertIsNotNone(m, loc)
         return re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", m.group(1), re.S), m.group(1)
 
+    def test_threads_named(self):
+        """Each thread carries its part's name, as top -H and perf show
+        it: the senders, reporters, inbound posters and IMAP threads."""
+        names = set()
+        deadline = time.time() + 10
+        want = {"mb-outbound", "mb-report", "mb-inbound", "mb-imap-idle", "mb-imap-worker"}
+        while time.time() < deadline and not want <= names:
+            for tid in os.listdir(f"/proc/{d.proc.pid}/task"):
+                try:
+                    with open(f"/proc/{d.proc.pid}/task/{tid}/comm") as f:
+                        names.add(f.read().strip())
+                except OSError:
+                    pass   # a thread that ended meanwhile
+            time.sleep(0.1)
+        self.assertLessEqual(want, names)
+
     def test_per_location_state(self):
         html = self.page()
         self.assertNotIn("<script", html.lower())
