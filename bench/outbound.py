@@ -437,11 +437,16 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
     pg1 = pg_stats(pgs, db) if pgs else None
     # webhooks' jobs written in groups on PostgreSQL (store_job_add): the
     # mean group, over every instance
+    # and the payloads the senders took as the webhook parsed them, not
+    # parsed again from the store (outbound.c's cache)
     groups = adds = 0
-    for x in ds if pgs else []:
+    parsed = {}
+    for x in ds:
         text = x.request("GET", "/metrics")[1].decode()
         for m in re.finditer(r"^mailbridge_store_job_(add_groups|adds)_total (\d+)$", text, re.M):
             groups, adds = (groups + int(m.group(2)), adds) if m.group(1) == "add_groups" else (groups, adds + int(m.group(2)))
+        for m in re.finditer(r'^mailbridge_sender_payloads_total\{parsed="(\w+)"\} (\d+)$', text, re.M):
+            parsed[m.group(1)] = parsed.get(m.group(1), 0) + int(m.group(2))
     for x in ds:
         x.stop()
 
@@ -510,6 +515,7 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
         "mailbridge_disk_kib_written_per_msg": round(disk_written / 1024 / args.n, 1),
         "mailbridge_disk_kib_written_net_per_msg": round((disk_written - disk_cancelled) / 1024 / args.n, 1),
         "mailbridge_context_switches_per_msg": round(cs / args.n, 1),
+        "payloads_parsed_once_share": round(parsed.get("at_webhook", 0) / max(sum(parsed.values()), 1), 2),
         "fake_highlevel_and_attachment_server_cpu_ms_per_msg": round(harness_cpu_s * 1000 / args.n, 3),
         **({"smtp_sink_cpu_ms_per_msg": round(sink_cpu_s * 1000 / args.n, 3)} if sink else {}),
         **on_pg,
