@@ -135,6 +135,37 @@ def proc_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_stats(pid):
+    """Each live thread of pid: tid -> (name, CPU ticks, context switches)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                st = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue   # ended meanwhile
+        out[tid] = (st["Name"].strip(), int(fields[11]) + int(fields[12]),
+                    int(st["voluntary_ctxt_switches"]) + int(st["nonvoluntary_ctxt_switches"]))
+    return out
+
+
+def by_thread(before, after, n):
+    """CPU ms and context switches per message, by thread name (mb-outbound,
+    MHD-worker, ...), of the threads alive at the end."""
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    parts = {}
+    for tid, (name, cpu, cs) in after.items():
+        _, cpu0, cs0 = before.get(tid, (name, 0, 0))
+        p = parts.setdefault(name, [0, 0, 0])
+        p[0] += 1
+        p[1] += cpu - cpu0
+        p[2] += cs - cs0
+    return {name: {"threads": t, "cpu_ms_per_msg": round(c * tick_ms / n, 3), "switches_per_msg": round(k / n, 2)}
+            for name, (t, c, k) in sorted(parts.items(), key=lambda kv: -kv[1][1])}
+
+
 def ctx_switches(pid):
     """Voluntary and involuntary context switches of all the process's
     threads (/proc/PID/status counts only the main thread's)."""
@@ -386,6 +417,7 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
     own0 = os.times()      # this process serves the fake HighLevel API and the attachments
     sink0 = sink.cpu_s() if sink else 0
     cs0 = sum(ctx_switches(x.proc.pid) for x in ds)
+    threads0 = thread_stats(ds[0].proc.pid)
     if loader:
         procs = [subprocess.Popen([loader, "127.0.0.1", str(x.port), str(args.clients), str(args.rate / len(ds)),
                                    os.path.join(files, f"webhooks{k}.txt")], stdout=subprocess.PIPE,
@@ -422,6 +454,7 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
     harness_cpu_s = (own1.user - own0.user) + (own1.system - own0.system)
     sink_cpu_s = sink.cpu_s() - sink0 if sink else 0
     cs = sum(ctx_switches(x.proc.pid) for x in ds) - cs0
+    parts = by_thread(threads0, thread_stats(ds[0].proc.pid), args.n)
     peak = max(rss_kib(x.proc.pid) for x in ds)
     cpu_s = disk_written = disk_cancelled = 0
     for x in ds:
@@ -515,6 +548,8 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
         "mailbridge_disk_kib_written_per_msg": round(disk_written / 1024 / args.n, 1),
         "mailbridge_disk_kib_written_net_per_msg": round((disk_written - disk_cancelled) / 1024 / args.n, 1),
         "mailbridge_context_switches_per_msg": round(cs / args.n, 1),
+        # the first instance's threads, by part (each names itself)
+        "mailbridge_by_thread": parts,
         "payloads_parsed_once_share": round(parsed.get("at_webhook", 0) / max(sum(parsed.values()), 1), 2),
         "fake_highlevel_and_attachment_server_cpu_ms_per_msg": round(harness_cpu_s * 1000 / args.n, 3),
         **({"smtp_sink_cpu_ms_per_msg": round(sink_cpu_s * 1000 / args.n, 3)} if sink else {}),
