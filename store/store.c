@@ -480,15 +480,20 @@ store_tx_trace(struct store *st, const char *sql, const char *fmt, ...)
 }
 
 int
+store_tx_later_v(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap)
+{
+	if (st->ops->tx_trace)
+		return st->ops->tx_trace(st, fn, arg, sql, fmt, ap);
+	return st->ops->tx_step(st, false, INT_MAX, fn, arg, sql, fmt, ap) < 0 ? -1 : 0;
+}
+
+int
 store_tx_later(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...)
 {
 	va_list ap;
 	int r;
 	va_start(ap, fmt);
-	if (st->ops->tx_trace)
-		r = st->ops->tx_trace(st, fn, arg, sql, fmt, ap);
-	else
-		r = st->ops->tx_step(st, false, INT_MAX, fn, arg, sql, fmt, ap) < 0 ? -1 : 0;
+	r = store_tx_later_v(st, fn, arg, sql, fmt, ap);
 	va_end(ap);
 	return r;
 }

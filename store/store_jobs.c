@@ -452,45 +452,105 @@ store_job_release(struct store *st, const struct job *job, const struct job_fsm 
 	    "ELSE 0 END, owner=NULL" JOB_CAS_WHERE, "issssss", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to));
 }
 
+/* A job's state change and the rows that go with it (its trace event,
+ * engagement events, a threading record) are written only when the
+ * change is: the UPDATE compares and sets, and may find the row moved on.
+ *
+ * SQLite answers the UPDATE at once, and the rest follows only if it
+ * wrote. On PostgreSQL, waiting for that answer cost a round trip, and
+ * the threading record's savepoint two more: a send's three commits were
+ * six round trips, each a wake-up of the sender and of the server
+ * (bench/outbound.py by thread: 11 context switches a message in the
+ * senders on PostgreSQL, 7 on SQLite). There, the rows that go with the
+ * change are each written only where this very transaction wrote the
+ * job's row (its version's xmin is this transaction's id), so the
+ * UPDATE, they and the COMMIT go in one pipeline: one round trip. A
+ * threading record that fails fails the change with it there, where
+ * SQLite keeps the change: both only on a database error, which the
+ * UPDATE would share. ?6 (?11 for the threading record) is the job's id. */
+#define EVENT_INSERT_IF_WRITTEN "INSERT INTO " EVENT_TABLE " SELECT ?1,?2,?3,?4,?5 " \
+	"FROM jobs WHERE id = ?6 AND xmin = pg_current_xact_id_if_assigned()::xid"
+#define ENGAGE_INSERT_IF_WRITTEN ENGAGE_INTO "SELECT ?1,?2,?3,?4,?5,?5 " \
+	"FROM jobs WHERE id = ?6 AND xmin = pg_current_xact_id_if_assigned()::xid ON CONFLICT DO NOTHING"
+#define MSGMAP_UPSERT_IF_WRITTEN MSGMAP_INSERT "SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10 " \
+	"FROM jobs WHERE id = ?11 AND xmin = pg_current_xact_id_if_assigned()::xid " MSGMAP_ON_CONFLICT
+
+/* The rows an UPDATE ... RETURNING wrote: counted, and the first kept as
+ * a job when row_r is set. */
+struct written {
+	struct job **row_r;
+	int n;
+};
+
+static void
+row_written(const struct store_row *s, void *arg)
+{
+	struct written *w = arg;
+
+	if (w->row_r && w->n == 0)
+		*w->row_r = job_from_row(s);
+	w->n++;
+}
+
 int
 store_job_mark_sending(struct store *st, int64_t id, enum job_state from, enum job_state to, const struct msgmap *m)
 {
+	static const char sql[] = "UPDATE jobs SET state=?3, rfc_message_id=?4, updated_at=?5 WHERE id=?1 AND state=?2 "
+	    "RETURNING id";
+	struct written w = { NULL, 0 };
+	bool pipelined = st->ops->pipelined;
 	int r;
 
 	if (store_tx_begin(st, "mark sending") < 0)
 		return -1;
-	r = store_tx_step(st, "UPDATE jobs SET state=?3, rfc_message_id=?4, updated_at=?5 WHERE id=?1 AND state=?2",
-	    "isssi", id, job_state_name(from), job_state_name(to), m ? m->rfc_message_id : NULL, now_ms());
-	/* the threading record only for a send that happens */
-	if (r == 1 && m)
-		store_tx_extra(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
+	if (pipelined) {
+		r = store_tx_later(st, row_written, &w, sql, "isssi", id, job_state_name(from), job_state_name(to),
+		    m ? m->rfc_message_id : NULL, now_ms());
+		if (r == 0 && m)
+			store_tx_trace(st, MSGMAP_UPSERT_IF_WRITTEN, "sssssssssii", MSGMAP_ARGS(m), id);
+	} else {
+		r = store_tx_row(st, row_written, &w, sql, "isssi", id, job_state_name(from), job_state_name(to),
+		    m ? m->rfc_message_id : NULL, now_ms());
+		/* the threading record only for a send that happens */
+		if (r == 1 && m)
+			store_tx_extra(st, MSGMAP_UPSERT, "sssssssssi", MSGMAP_ARGS(m));
+	}
 	if (store_tx_end(st, "mark sending", false) < 0)
 		return -1;
-	return r;
+	return w.n > 0;
 }
 
-/* One compare-and-set UPDATE (sql over fmt's args) and, when it changed
- * the row, the trace event (kind, detail) for the job, in one commit:
- * 1 written, 0 the row had moved on, -1 error. With row_r, the UPDATE
- * returns the job's columns: the job as written. */
+/* One compare-and-set UPDATE (sql over fmt's args, RETURNING the job's
+ * columns with row_r, else its id) and, when it changed the row, the
+ * trace event (kind, detail) and the engagement events for the job, in
+ * one commit (one round trip on PostgreSQL: above): 1 written, 0 the row
+ * had moved on, -1 error. With row_r, the job as written. */
 static int
 job_write(struct store *st, const char *what, const struct job *job, struct job **row_r, const char *kind,
     const char *detail, const struct engage_add *ev, size_t n_ev, const char *sql, const char *fmt, ...)
 {
+	struct written w = { row_r, 0 };
+	bool pipelined = st->ops->pipelined;
 	va_list ap;
 	int r;
 	int64_t now = now_ms();
 
+	if (row_r)
+		*row_r = NULL;
 	if (store_tx_begin(st, what) < 0)
 		return -1;
 	va_start(ap, fmt);
-	r = row_r ? store_tx_row_v(st, row_job, row_r, sql, fmt, ap) : store_tx_step_v(st, false, sql, fmt, ap);
+	r = pipelined ? store_tx_later_v(st, row_written, &w, sql, fmt, ap) : store_tx_row_v(st, row_written, &w, sql,
+	    fmt, ap);
 	va_end(ap);
-	if (r == 1 && detail)
-		store_tx_trace(st, EVENT_INSERT, "issss", now, job->message_id, kind, detail, job->location_id);
-	for (size_t i = 0; r == 1 && i < n_ev; i++)
-		store_tx_trace(st, ENGAGE_INSERT, "ssssi", job->message_id, ev[i].event, ev[i].who ? ev[i].who : "",
-		    job->location_id, now);
+	/* SQLite: only after a change; PostgreSQL: each checks (above). The
+	 * job's id is a parameter PostgreSQL's statements use, SQLite's not */
+	if ((pipelined ? r == 0 : r == 1) && detail)
+		store_tx_trace(st, pipelined ? EVENT_INSERT_IF_WRITTEN : EVENT_INSERT, pipelined ? "issssi" : "issss", now,
+		    job->message_id, kind, detail, job->location_id, job->id);
+	for (size_t i = 0; (pipelined ? r == 0 : r == 1) && i < n_ev; i++)
+		store_tx_trace(st, pipelined ? ENGAGE_INSERT_IF_WRITTEN : ENGAGE_INSERT, pipelined ? "ssssii" : "ssssi",
+		    job->message_id, ev[i].event, ev[i].who ? ev[i].who : "", job->location_id, now, job->id);
 	if (store_tx_end(st, what, false) < 0) {
 		if (row_r) {
 			store_job_free(*row_r);
@@ -498,7 +558,7 @@ job_write(struct store *st, const char *what, const struct job *job, struct job 
 		}
 		return -1;
 	}
-	return r;
+	return w.n > 0;
 }
 
 int
@@ -671,7 +731,7 @@ store_report_finish(struct store *st, const struct job *job, const struct job_fs
     int64_t next_at, const char *error, const char *posted)
 {
 	return job_write(st, "report finish", job, NULL, "status", posted, NULL, 0,
-	    "UPDATE jobs SET " JOB_CAS_SET ", report_next_at=?8, report_error=?9" JOB_CAS_WHERE,
+	    "UPDATE jobs SET " JOB_CAS_SET ", report_next_at=?8, report_error=?9" JOB_CAS_WHERE " RETURNING id",
 	    "issssssis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), next_at, error);
 }
 
@@ -716,7 +776,8 @@ store_job_dsn(struct store *st, const struct job *job, const struct job_fsm *fro
 	    "report_next_at=CASE WHEN ?9 <> 0 AND report_next_at <= ?8 THEN ?8 ELSE report_next_at END, "
 	    "last_code=CASE WHEN ?10 > 0 THEN ?10 ELSE last_code END, "
 	    "last_error=COALESCE(?11, last_error), "
-	    "rcpt_state=CASE WHEN ?12 IS NULL THEN rcpt_state ELSE json_patch(COALESCE(rcpt_state, '{}'), ?12) END" JOB_CAS_WHERE,
+	    "rcpt_state=CASE WHEN ?12 IS NULL THEN rcpt_state ELSE json_patch(COALESCE(rcpt_state, '{}'), ?12) END" JOB_CAS_WHERE
+	    " RETURNING id",
 	    "issssssiiiss", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), now_ms(), (int64_t)report_due, (int64_t)code,
 	    error, rcpt_patch);
 }

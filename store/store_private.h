@@ -145,6 +145,7 @@ int store_tx_trace(struct store *st, const char *sql, const char *fmt, ...);
  * and is called only if the step succeeded. SQLite runs it at once. A
  * failure fails the transaction. 0, or -1. */
 int store_tx_later(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
+int store_tx_later_v(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap);
 int store_tx_row(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, ...);
 int store_tx_row_v(struct store *st, store_row_fn *fn, void *arg, const char *sql, const char *fmt, va_list ap);
 int store_tx_end(struct store *st, const char *what, bool durable);
@@ -174,12 +175,13 @@ void store_row_none(const struct store_row *r, void *arg);
 
 /* An engagement event (store_engage.h), in a caller's commit: ?1 message,
  * ?2 event, ?3 who, ?4 location, ?5 now. */
-#define ENGAGE_INSERT "INSERT INTO engagement (message_id, event, who, location_id, created_at, next_at) " \
-	"VALUES (?1,?2,?3,?4,?5,?5) ON CONFLICT DO NOTHING"
+#define ENGAGE_INTO "INSERT INTO engagement (message_id, event, who, location_id, created_at, next_at) "
+#define ENGAGE_INSERT ENGAGE_INTO "VALUES (?1,?2,?3,?4,?5,?5) ON CONFLICT DO NOTHING"
 
-#define MSGMAP_UPSERT "INSERT INTO message_map (rfc_message_id, location_id, ghl_message_id, " \
-	"email_message_id, alt_id, conversation_id, contact_id, refs, reply_token, created_at) " \
-	"VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) ON CONFLICT(rfc_message_id) DO UPDATE SET " \
+#define MSGMAP_INSERT "INSERT INTO message_map (rfc_message_id, location_id, ghl_message_id, " \
+	"email_message_id, alt_id, conversation_id, contact_id, refs, reply_token, created_at) "
+#define MSGMAP_UPSERT MSGMAP_INSERT "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) " MSGMAP_ON_CONFLICT
+#define MSGMAP_ON_CONFLICT "ON CONFLICT(rfc_message_id) DO UPDATE SET " \
 	"ghl_message_id=COALESCE(excluded.ghl_message_id, message_map.ghl_message_id), " \
 	"email_message_id=COALESCE(excluded.email_message_id, message_map.email_message_id), " \
 	"alt_id=COALESCE(excluded.alt_id, message_map.alt_id), conversation_id=COALESCE(excluded.conversation_id, message_map.conversation_id), " \

@@ -315,11 +315,21 @@ class TestOutbound(unittest.TestCase):
         # job is sent later, once
         mid = post_ok(webhook(location="LSlowGreet"))
         d.wait_job(mid, lambda j: j["state"] == "claimed", timeout=10)
+        due = int(time.time() * 1000) + 3000
         with d.db() as c:
-            c.execute("UPDATE jobs SET state='queued', next_at=? WHERE message_id=?",
-                      (int(time.time() * 1000) + 3000, mid))
+            c.execute("UPDATE jobs SET state='queued', next_at=? WHERE message_id=?", (due, mid))
         j = d.wait_job(mid, lambda j: j["state"] == "sent", timeout=40)
         self.assertEqual(j["attempts"], 2, j)
+        # the mark that found the row moved on wrote nothing with it: the
+        # threading record is the second attempt's (on PostgreSQL each row
+        # that goes with a change checks that the change was written), and
+        # the journey has one send
+        with d.db() as c:
+            made = [r[0] for r in c.execute("SELECT created_at FROM message_map WHERE ghl_message_id=?", (mid,))]
+            sends = c.execute("SELECT COUNT(*) FROM events WHERE message_id=? AND kind='send'", (mid,)).fetchone()[0]
+        self.assertEqual(len(made), 1, made)
+        self.assertGreaterEqual(made[0], due)
+        self.assertEqual(sends, 1)
         self.assertEqual(sum(1 for m in slow_greet.messages if mid.encode() in m["data"]), 1)
         verbs = [c.split(" ")[0].upper() for c in slow_greet.sessions[0]]
         self.assertNotIn("MAIL", verbs, slow_greet.sessions[0])
