@@ -468,12 +468,11 @@ store_job_release(struct store *st, const struct job *job, const struct job_fsm 
  * threading record that fails fails the change with it there, where
  * SQLite keeps the change: both only on a database error, which the
  * UPDATE would share. ?6 (?11 for the threading record) is the job's id. */
-#define EVENT_INSERT_IF_WRITTEN "INSERT INTO " EVENT_TABLE " SELECT ?1,?2,?3,?4,?5 " \
-	"FROM jobs WHERE id = ?6 AND xmin = pg_current_xact_id_if_assigned()::xid"
-#define ENGAGE_INSERT_IF_WRITTEN ENGAGE_INTO "SELECT ?1,?2,?3,?4,?5,?5 " \
-	"FROM jobs WHERE id = ?6 AND xmin = pg_current_xact_id_if_assigned()::xid ON CONFLICT DO NOTHING"
-#define MSGMAP_UPSERT_IF_WRITTEN MSGMAP_INSERT "SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10 " \
-	"FROM jobs WHERE id = ?11 AND xmin = pg_current_xact_id_if_assigned()::xid " MSGMAP_ON_CONFLICT
+#define IF_JOB_WRITTEN(idp) "FROM jobs WHERE id = " idp " AND xmin = pg_current_xact_id_if_assigned()::xid "
+#define EVENT_INSERT_IF_WRITTEN "INSERT INTO " EVENT_TABLE " SELECT ?1,?2,?3,?4,?5 " IF_JOB_WRITTEN("?6")
+#define ENGAGE_INSERT_IF_WRITTEN ENGAGE_INTO "SELECT ?1,?2,?3,?4,?5,?5 " IF_JOB_WRITTEN("?6") "ON CONFLICT DO NOTHING"
+#define MSGMAP_UPSERT_IF_WRITTEN MSGMAP_INSERT "SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10 " IF_JOB_WRITTEN("?11") \
+	MSGMAP_ON_CONFLICT
 
 /* The rows an UPDATE ... RETURNING wrote: counted, and the first kept as
  * a job when row_r is set. */
@@ -543,12 +542,14 @@ job_write(struct store *st, const char *what, const struct job *job, struct job 
 	r = pipelined ? store_tx_later_v(st, row_written, &w, sql, fmt, ap) : store_tx_row_v(st, row_written, &w, sql,
 	    fmt, ap);
 	va_end(ap);
-	/* SQLite: only after a change; PostgreSQL: each checks (above). The
-	 * job's id is a parameter PostgreSQL's statements use, SQLite's not */
-	if ((pipelined ? r == 0 : r == 1) && detail)
+	/* SQLite: only after a change; PostgreSQL: queued, each checks
+	 * (above). The job's id is a parameter PostgreSQL's statements use,
+	 * SQLite's not */
+	bool follow = pipelined ? r == 0 : r == 1;
+	if (follow && detail)
 		store_tx_trace(st, pipelined ? EVENT_INSERT_IF_WRITTEN : EVENT_INSERT, pipelined ? "issssi" : "issss", now,
 		    job->message_id, kind, detail, job->location_id, job->id);
-	for (size_t i = 0; (pipelined ? r == 0 : r == 1) && i < n_ev; i++)
+	for (size_t i = 0; follow && i < n_ev; i++)
 		store_tx_trace(st, pipelined ? ENGAGE_INSERT_IF_WRITTEN : ENGAGE_INSERT, pipelined ? "ssssii" : "ssssi",
 		    job->message_id, ev[i].event, ev[i].who ? ev[i].who : "", job->location_id, now, job->id);
 	if (store_tx_end(st, what, false) < 0) {
