@@ -191,39 +191,51 @@ jobs_attempt(struct store *st, struct job *job, enum job_outcome outcome, enum r
 	return apply(st, job, &ev, &fx);
 }
 
-struct report_arg {
-	enum report_outcome outcome;
-	int64_t next_at;
-	const char *error;
-};
-
-static int
-decide_report(const struct job_fsm *cur, struct job_fsm *next, struct job_effect *fx, const void *arg)
+void
+jobs_report_many(struct store *st, struct job *const *jobs, const struct report_end *e, size_t n, int *r)
 {
-	const struct report_arg *a = arg;
-	(void)fx;
-	return job_on_report(cur, a->outcome, next);
-}
+	struct report_finish *f = xcalloc(n + 1, sizeof(*f));
+	struct job_fsm *to = xcalloc(n + 1, sizeof(*to));
+	size_t *of = xcalloc(n + 1, sizeof(*of)), m = 0;
+	int *w = xcalloc(n + 1, sizeof(*w)), errors = 0;
+	int64_t give_up = mono_ms() + STORE_RETRY_MS;
 
-static int
-write_report(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
-    const struct job_effect *fx, const void *arg)
-{
-	const struct report_arg *a = arg;
-	(void)fx;
-	return store_report_finish(st, job, from, to, a->next_at, a->error,
-	    a->outcome == REPORT_POSTED ? job_report_status_name(from->status) : NULL);
+	/* decide each (as jobs_report: no second decision), write those that
+	 * move together */
+	for (size_t i = 0; i < n; i++) {
+		r[i] = 0;
+		if (job_on_report(&jobs[i]->fsm, e[i].outcome, &to[i]) < 0)
+			continue;
+		f[m] = (struct report_finish){ jobs[i], &jobs[i]->fsm, &to[i], e[i].next_at, e[i].error,
+			e[i].outcome == REPORT_POSTED ? job_report_status_name(jobs[i]->fsm.status) : NULL };
+		of[m++] = i;
+	}
+	/* a store error is tried again as a whole: nothing of it was written,
+	 * or (a commit whose answer was lost) all of it, when each
+	 * compare-and-set then finds its row moved on: 0, as apply's read
+	 * would have decided */
+	while (m > 0 && store_report_finish_many(st, f, m, w) < 0)
+		if (!store_backoff(++errors, give_up))
+			break;
+	for (size_t k = 0; k < m; k++) {
+		r[of[k]] = w[k];
+		if (w[k] == 1)
+			jobs[of[k]]->fsm = to[of[k]];
+	}
+	free(f);
+	free(to);
+	free(of);
+	free(w);
 }
 
 int
 jobs_report(struct store *st, struct job *job, enum report_outcome outcome, int64_t next_at, const char *error)
 {
-	/* no second decision: what was posted is job->fsm.status, and only that
-	 * may be marked done; a newer status stays pending */
-	struct report_arg a = { outcome, next_at, error };
-	struct event ev = { decide_report, write_report, &a, false, false };
-	struct job_effect fx;
-	return apply(st, job, &ev, &fx);
+	struct report_end e = { outcome, next_at, error };
+	int r;
+
+	jobs_report_many(st, &job, &e, 1, &r);
+	return r;
 }
 
 int

@@ -40,6 +40,14 @@ int jobs_attempt(struct store *st, struct job *job, enum job_outcome outcome, en
  * meanwhile, and stays pending (it is posted next). */
 int jobs_report(struct store *st, struct job *job, enum report_outcome outcome, int64_t next_at,
     const char *error);
+/* Several posts' ends, each as jobs_report, in one commit: r[i] as
+ * jobs_report would return for jobs[i]. */
+struct report_end {
+	enum report_outcome outcome;
+	int64_t next_at;
+	const char *error;
+};
+void jobs_report_many(struct store *st, struct job *const *jobs, const struct report_end *e, size_t n, int *r);
 /* The reporter did not post (our own rate limiter held the call): the
  * report waits until next_at, the attempt not counted. A store error is
  * tried again, as the other events' are. 1, 0 gone, -1 error. */

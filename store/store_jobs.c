@@ -520,38 +520,48 @@ store_job_mark_sending(struct store *st, int64_t id, enum job_state from, enum j
 }
 
 /* One compare-and-set UPDATE (sql over fmt's args, RETURNING the job's
- * columns with row_r, else its id) and, when it changed the row, the
- * trace event (kind, detail) and the engagement events for the job, in
- * one commit (one round trip on PostgreSQL: above): 1 written, 0 the row
- * had moved on, -1 error. With row_r, the job as written. */
+ * columns when w->row_r is set, else its id) and, when it changes the
+ * row, the trace event (kind, detail) and the engagement events for the
+ * job, as steps of the open transaction: on SQLite the UPDATE's answer is
+ * read at once and the rest follows only on a change; on PostgreSQL all
+ * are queued, each checking (above), and w counts once the transaction
+ * ends. -1 a step failed (the transaction rolls back). */
 static int
-job_write(struct store *st, const char *what, const struct job *job, struct job **row_r, const char *kind,
-    const char *detail, const struct engage_add *ev, size_t n_ev, const char *sql, const char *fmt, ...)
+job_write_steps(struct store *st, struct written *w, const struct job *job, int64_t now, const char *kind,
+    const char *detail, const struct engage_add *ev, size_t n_ev, const char *sql, const char *fmt, va_list ap)
 {
-	struct written w = { row_r, 0 };
 	bool pipelined = st->ops->pipelined;
-	va_list ap;
-	int r;
-	int64_t now = now_ms();
-
-	if (row_r)
-		*row_r = NULL;
-	if (store_tx_begin(st, what) < 0)
-		return -1;
-	va_start(ap, fmt);
-	r = pipelined ? store_tx_later_v(st, row_written, &w, sql, fmt, ap) : store_tx_row_v(st, row_written, &w, sql,
-	    fmt, ap);
-	va_end(ap);
-	/* SQLite: only after a change; PostgreSQL: queued, each checks
-	 * (above). The job's id is a parameter PostgreSQL's statements use,
-	 * SQLite's not */
+	int r = pipelined ? store_tx_later_v(st, row_written, w, sql, fmt, ap) : store_tx_row_v(st, row_written, w,
+	    sql, fmt, ap);
+	/* the job's id is a parameter PostgreSQL's statements use, SQLite's not */
 	bool follow = pipelined ? r == 0 : r == 1;
+
 	if (follow && detail)
 		store_tx_trace(st, pipelined ? EVENT_INSERT_IF_WRITTEN : EVENT_INSERT, pipelined ? "issssi" : "issss", now,
 		    job->message_id, kind, detail, job->location_id, job->id);
 	for (size_t i = 0; follow && i < n_ev; i++)
 		store_tx_trace(st, pipelined ? ENGAGE_INSERT_IF_WRITTEN : ENGAGE_INSERT, pipelined ? "ssssii" : "ssssi",
 		    job->message_id, ev[i].event, ev[i].who ? ev[i].who : "", job->location_id, now, job->id);
+	return r < 0 ? -1 : 0;
+}
+
+/* job_write_steps in a commit of its own (one round trip on PostgreSQL):
+ * 1 written, 0 the row had moved on, -1 error. With row_r, the job as
+ * written. */
+static int
+job_write(struct store *st, const char *what, const struct job *job, struct job **row_r, const char *kind,
+    const char *detail, const struct engage_add *ev, size_t n_ev, const char *sql, const char *fmt, ...)
+{
+	struct written w = { row_r, 0 };
+	va_list ap;
+
+	if (row_r)
+		*row_r = NULL;
+	if (store_tx_begin(st, what) < 0)
+		return -1;
+	va_start(ap, fmt);
+	job_write_steps(st, &w, job, now_ms(), kind, detail, ev, n_ev, sql, fmt, ap);
+	va_end(ap);
 	if (store_tx_end(st, what, false) < 0) {
 		if (row_r) {
 			store_job_free(*row_r);
@@ -727,13 +737,40 @@ store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct job *
 	    "ii", now, now + lease_ms);
 }
 
-int
-store_report_finish(struct store *st, const struct job *job, const struct job_fsm *from, const struct job_fsm *to,
-    int64_t next_at, const char *error, const char *posted)
+/* job_write_steps over the arguments that follow fmt, without
+ * engagement events. */
+static int
+job_steps(struct store *st, struct written *w, const struct job *job, int64_t now, const char *kind,
+    const char *detail, const char *sql, const char *fmt, ...)
 {
-	return job_write(st, "report finish", job, NULL, "status", posted, NULL, 0,
-	    "UPDATE jobs SET " JOB_CAS_SET ", report_next_at=?8, report_error=?9" JOB_CAS_WHERE " RETURNING id",
-	    "issssssis", job->id, JOB_CAS_ARGS(from), JOB_CAS_TO(to), next_at, error);
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = job_write_steps(st, w, job, now, kind, detail, NULL, 0, sql, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int
+store_report_finish_many(struct store *st, const struct report_finish *f, size_t n, int *written)
+{
+	struct written *w = xcalloc(n + 1, sizeof(*w));
+	int64_t now = now_ms();
+	int r = store_tx_begin(st, "report finish");
+
+	/* a failed step fails the transaction: the end rolls it back */
+	for (size_t i = 0; r == 0 && i < n; i++)
+		if (job_steps(st, &w[i], f[i].job, now, "status", f[i].posted, "UPDATE jobs SET " JOB_CAS_SET
+		    ", report_next_at=?8, report_error=?9" JOB_CAS_WHERE " RETURNING id", "issssssis", f[i].job->id,
+		    JOB_CAS_ARGS(f[i].from), JOB_CAS_TO(f[i].to), f[i].next_at, f[i].error) < 0)
+			break;
+	if (r == 0)
+		r = store_tx_end(st, "report finish", false);
+	for (size_t i = 0; i < n; i++)
+		written[i] = r < 0 ? -1 : w[i].n > 0;
+	free(w);
+	return r < 0 ? -1 : 0;
 }
 
 int

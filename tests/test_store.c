@@ -478,6 +478,75 @@ test_report_lease(void)
 	scratch_done(st, ldir);
 }
 
+/* Posts' ends written in one commit (the reporter's batch): each row as
+ * alone: written with its "status" event, or left as it moved on (a new
+ * status during the post stays due, with no event), or not decided (no
+ * report pending) and not written. */
+static void
+test_report_batch(void)
+{
+	static char bdir[] = "/tmp/mb-test-rbatch-XXXXXX";
+	struct store *st;
+	struct job *jobs[4] = { NULL }, *rj[3] = { NULL }, *now = NULL;
+	struct report_end end[4] = { { REPORT_POSTED, 0, NULL }, { REPORT_POSTED, 0, NULL },
+		{ REPORT_LATER, 0, "HTTP 500" }, { REPORT_POSTED, 0, NULL } };
+	const char *ids[3] = { "b1", "b2", "b3" };
+	char *err = NULL, cmd[128], seen[256];
+	int r[4] = { 9, 9, 9, 9 };
+	bool due = false;
+
+	if (!mkdtemp(bdir) || !(st = store_open(bdir, &err))) {
+		fprintf(stderr, "test_report_batch: %s\n", err ? err : "mkdtemp");
+		abort();
+	}
+	for (int i = 0; i < 3; i++) {
+		struct job *j = NULL;
+		struct job_attempt_rec rec = { .code = 250, .event = "sent" };
+		CHECK(store_job_add(st, ids[i], "L1", "Email", NULL, "{}") == 1);
+		CHECK(jobs_claim(st, now_ms() + 1000, &j) == 1 && j && !strcmp(j->message_id, ids[i]));
+		CHECK(j && jobs_sending(st, j, NULL) == 1);
+		CHECK(j && jobs_attempt(st, j, ATTEMPT_SENT, STATUS_DELIVERED, &rec) == 1 && rec.report_due);
+		CHECK(store_report_claim(st, now_ms() + 1000, 60000, &rj[i]) == 1 && rj[i] &&
+		    !strcmp(rj[i]->message_id, ids[i]));
+		store_job_free(j);
+	}
+	/* b2: a DSN while "delivered" is posted */
+	CHECK(jobs_dsn(st, "b2", STATUS_FAILED, 550, "no such user", "dsn failed", NULL, NULL, 0, &due) == 1 && due);
+	/* the fourth: b1 again, as a copy that was never pending */
+	CHECK(store_job_get(st, "b1", &jobs[3]) == 1 && jobs[3]);
+	if (jobs[3])
+		jobs[3]->fsm.report = REPORT_DONE;
+	for (int i = 0; i < 3; i++)
+		jobs[i] = rj[i];
+	if (jobs[0] && jobs[1] && jobs[2] && jobs[3])
+		jobs_report_many(st, jobs, end, 4, r);
+	CHECK(r[0] == 1 && r[1] == 0 && r[2] == 1 && r[3] == 0);
+	CHECK(jobs[0] && jobs[0]->fsm.report == REPORT_DONE && jobs[2] && jobs[2]->fsm.report == REPORT_PENDING);
+	CHECK(store_job_get(st, "b1", &now) == 1 && now && now->fsm.report == REPORT_DONE);
+	store_job_free(now);
+	CHECK(store_job_get(st, "b2", &now) == 1 && now && now->fsm.report == REPORT_PENDING &&
+	    now->fsm.status == STATUS_FAILED);
+	store_job_free(now);
+	CHECK(store_job_get(st, "b3", &now) == 1 && now && now->fsm.report == REPORT_PENDING && now->report_error &&
+	    !strcmp(now->report_error, "HTTP 500"));
+	store_job_free(now);
+	/* the trace: one "status" for b1, none for the others */
+	for (int i = 0; i < 3; i++) {
+		seen[0] = '\0';
+		CHECK(store_events_each(st, ids[i], collect_kinds, seen) >= 0);
+		CHECK(i == 0 ? strstr(seen, "status:delivered") && !strstr(strstr(seen, "status:delivered") + 1,
+		    "status:") : !strstr(seen, "status:"));
+		if (i == 0 ? !strstr(seen, "status:delivered") : !!strstr(seen, "status:"))
+			fprintf(stderr, "%s events: %s\n", ids[i], seen);
+	}
+	for (int i = 0; i < 4; i++)
+		store_job_free(jobs[i]);
+	store_close(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", bdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", bdir);
+}
+
 /* The machine over the store: a report that comes while a job is sent
  * or while its status is posted is never lost, whatever the order. The
  * worker and the reporter hold stale copies of the states, as they do. */
@@ -943,6 +1012,7 @@ main(void)
 	}
 	test_prune();
 	test_journey();
+	test_report_batch();
 	/* read-only: nothing created where there is no store; an existing
 	 * one reads, and refuses writes */
 	{

@@ -133,12 +133,19 @@ int64_t store_job_oldest_queued_age(struct store *st);
  * lease_ms, so two reporters never post the same report and a crash only
  * delays it. */
 int store_report_claim(struct store *st, int64_t now, int64_t lease_ms, struct job **job_r);
-/* The post ended: compare-and-set on the report's state and status (a
- * new status that came during the post stays to be posted). next_at: when
- * to try again. posted, if set, is the status HighLevel took: a "status"
- * event for the trace, in the same commit. */
-int store_report_finish(struct store *st, const struct job *job, const struct job_fsm *from,
-    const struct job_fsm *to, int64_t next_at, const char *error, const char *posted);
+/* Posts' ends, in one commit (one round trip on PostgreSQL): each a
+ * compare-and-set on the report's state and status (a new status that
+ * came during the post stays to be posted). next_at: when to try again.
+ * posted, if set, is the status HighLevel took: a "status" event for the
+ * trace, in the same commit. written[i] 1, 0 (its row had moved on) or
+ * -1; 0, or -1 when nothing was written (a store error). */
+struct report_finish {
+	const struct job *job;
+	const struct job_fsm *from, *to;
+	int64_t next_at;
+	const char *error, *posted;
+};
+int store_report_finish_many(struct store *st, const struct report_finish *f, size_t n, int *written);
 /* Puts a claimed report back for next_at without counting the attempt
  * (it was never sent: our own rate limiter held it). 1, 0 gone, -1 error. */
 int store_report_defer(struct store *st, int64_t id, int64_t next_at);
