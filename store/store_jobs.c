@@ -554,15 +554,17 @@ job_write(struct store *st, const char *what, const struct job *job, struct job 
 {
 	struct written w = { row_r, 0 };
 	va_list ap;
+	int r;
 
 	if (row_r)
 		*row_r = NULL;
 	if (store_tx_begin(st, what) < 0)
 		return -1;
 	va_start(ap, fmt);
-	job_write_steps(st, &w, job, now_ms(), kind, detail, ev, n_ev, sql, fmt, ap);
+	r = job_write_steps(st, &w, job, now_ms(), kind, detail, ev, n_ev, sql, fmt, ap);
 	va_end(ap);
-	if (store_tx_end(st, what, false) < 0) {
+	/* a failed step failed the transaction: its end rolls back */
+	if (store_tx_end(st, what, false) < 0 || r < 0) {
 		if (row_r) {
 			store_job_free(*row_r);
 			*row_r = NULL;
