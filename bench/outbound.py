@@ -80,6 +80,8 @@ def main():
     ap.add_argument("--share-lease", type=int, default=None,
                     help="[highlevel] rate_share_lease, ms (PostgreSQL; 0: a round trip per HighLevel call)")
     ap.add_argument("--perf", metavar="FILE", help="perf record -g the (first) daemon during the run, into FILE")
+    ap.add_argument("--perf-call-graph", default="fp", metavar="MODE",
+                    help="perf's --call-graph for --perf: fp (default), or dwarf to see callers inside libraries")
     ap.add_argument("--pg-options", default="", help="PostgreSQL: more server options (-c name=value ...)")
     ap.add_argument("--statements", action="store_true",
                     help="PostgreSQL: log every statement and print the most frequent per message")
@@ -439,7 +441,7 @@ def measure(args, base, srv, sink, ghl, files, fsrv, ds, pgs, db):
 
     perf = None
     if args.perf:
-        perf = subprocess.Popen(["perf", "record", "-g", "-q", "-o", args.perf + "." + ("sink" if sink else "postfix"),
+        perf = subprocess.Popen(["perf", "record", "--call-graph", args.perf_call_graph, "-q", "-o", args.perf + "." + ("sink" if sink else "postfix"),
                                  "-p", str(d.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
     t0 = time.perf_counter()
