@@ -47,7 +47,8 @@ app_open_as(struct app *app, const char *path, bool readonly)
 		return -1;
 	}
 	app->store = store_open_conf(&(struct store_conf){ .backend = app->cfg->store_backend,
-	    .data_dir = app->cfg->data_dir, .dsn = app->cfg->store_dsn, .pool = (int)app->cfg->store_pool }, readonly, &err);
+	    .data_dir = app->cfg->data_dir, .dsn = app->cfg->store_dsn, .pool = (int)app->cfg->store_pool,
+	    .cache_kib = (int)app->cfg->store_cache_kib }, readonly, &err);
 	if (!app->store) {
 		fprintf(stderr, "mailbridge: %s\n", err);
 		free(err);

@@ -94,6 +94,7 @@ static const struct config_key config_keys[] = {
 	{ SEC_STORE, "dsn", CT_STR, G(store_dsn), NULL, 0, 0, true, NULL },
 	{ SEC_STORE, "dsn_file", CT_PATH, G(store_dsn_file), NULL, 0, 0, false, NULL },
 	{ SEC_STORE, "pool", CT_INT, G(store_pool), "4", 1, 64, false, NULL },
+	{ SEC_STORE, "cache_kib", CT_INT, G(store_cache_kib), "512", 64, 1048576, false, NULL },
 	{ SEC_STORE, "lease", CT_INT, G(store_lease), "30", 5, 3600, false, NULL },
 	{ SEC_STORE, "workers", CT_INT, G(workers), "4", 1, 256, false, NULL },
 	{ SEC_STORE, "max_lifetime", CT_INT, G(max_lifetime), "432000", 1, 60L * 86400, false, NULL },

@@ -132,6 +132,7 @@ struct config {
 	char *store_dsn;           /* postgresql: libpq connection string (secret: may hold a password) */
 	char *store_dsn_file;      /* ... or read from this file */
 	long store_pool;           /* postgresql: connections per instance */
+	long store_cache_kib;      /* sqlite: page cache of the daemon's connection */
 	long store_lease;          /* seconds a silent instance keeps its claims and leases */
 	long workers;
 	long max_lifetime;         /* seconds a job keeps retrying */

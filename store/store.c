@@ -341,7 +341,7 @@ store_open_conf(const struct store_conf *c, bool readonly, char **error_r)
 	struct store *st;
 
 	if (!c->backend || strcmp(c->backend, "sqlite") == 0) {
-		st = store_sqlite_open(c->data_dir, readonly, error_r);
+		st = store_sqlite_open(c->data_dir, readonly, c->cache_kib > 0 ? c->cache_kib : 512, error_r);
 	} else if (strcmp(c->backend, "postgresql") == 0) {
 		if (!c->dsn || !*c->dsn) {
 			*error_r = xstrdup("[store] backend = postgresql needs dsn or dsn_file");

@@ -122,7 +122,7 @@ extern const struct store_migration store_migrations[];
 extern const int store_schema_version;
 
 /* Opening a backend: *st_r set up and migrated, or NULL with *error_r. */
-struct store *store_sqlite_open(const char *data_dir, bool readonly, char **error_r);
+struct store *store_sqlite_open(const char *data_dir, bool readonly, int cache_kib, char **error_r);
 struct store *store_pg_open(const char *dsn, int pool, bool readonly, char **error_r);
 
 int store_exec(struct store *st, const char *sql, const char *fmt, ...);

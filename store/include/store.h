@@ -36,6 +36,7 @@ struct store_conf {
 	const char *data_dir;      /* sqlite: where mailbridge.db lives */
 	const char *dsn;           /* postgresql: a libpq connection string or URI */
 	int pool;                  /* postgresql: connections (0: 4) */
+	int cache_kib;             /* sqlite: the page cache of the daemon's connection (0: 512) */
 };
 
 /* Opens the configured backend and migrates it (readonly: neither, and
