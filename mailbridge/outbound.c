@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -70,6 +71,7 @@ struct outbound {
 	struct handoff claimed;    /* claimed jobs, for the senders */
 	int claim_batch;
 	struct payload_cache *parsed;  /* what the webhook parsed (payload.h) */
+	atomic_bool reports_in_store;  /* a sender left a due report in the store, not the hand-off */
 };
 
 static bool
@@ -427,10 +429,15 @@ outbound_finish(struct job_ctx *c, enum job_outcome outcome, int64_t next_at, in
 	free(rs);
 	free(ev);
 	free(engage);
-	if (rec.leased && !handoff_push(&c->ob->handoff, rec.leased))
+	if (rec.leased && !handoff_push(&c->ob->handoff, rec.leased)) {
 		handoff_return(c->ob->app->store, rec.leased);
-	if (r == 1 && rec.report_due)
+		rec.leased = NULL;
+	}
+	if (r == 1 && rec.report_due) {
+		if (!rec.leased)
+			atomic_store(&c->ob->reports_in_store, true);
 		wake_reporter(c->ob);
+	}
 	else if (r == 1 && n_engage > 0)
 		engagement_wake(c->ob->app->engagement);
 }
@@ -732,6 +739,18 @@ struct report_batch {
 	int64_t oldest;            /* mono_ms when the first was kept */
 };
 
+/* A reporter's poller slot: its batch, and when it next asks the store
+ * for due reports. The senders hand most reports over in memory; the
+ * store holds the rest (DSNs' statuses, retries, a full hand-off, the
+ * last run's). Asking it each time the hand-off ran dry was an empty
+ * claim, a statement, for about every other report in a burst; it is
+ * now asked at most every REPORT_IDLE_POLL_MS, and at once when a sender
+ * left a report there (reports_in_store). */
+struct reporter {
+	struct report_batch batch;
+	int64_t store_at;          /* mono_ms */
+};
+
 /* Records the ends kept: 0 for one (a new status came meanwhile: it goes
  * next) and -1 (the lease runs out and the report is claimed again) are
  * logged. */
@@ -926,24 +945,31 @@ report_one(struct outbound *ob, struct report_batch *b, struct job *job)
 	free(text);
 }
 
-/* A reporter's step: one due report; the posts' ends it keeps (slot) are
- * written as report_batch says. */
+/* A reporter's step: one due report, from the hand-off or, when it is
+ * time (struct reporter), the store; the posts' ends it keeps are written
+ * as report_batch says. */
 static int64_t
 outbound_report_step(void *arg, void **slot)
 {
 	struct outbound *ob = arg;
 	struct store *st = ob->app->store;
-	struct report_batch *b = *slot ? *slot : (*slot = xcalloc(1, sizeof(*b)));
+	struct reporter *rp = *slot ? *slot : (*slot = xcalloc(1, sizeof(*rp)));
+	struct report_batch *b = &rp->batch;
 	struct job *job = handoff_pop(&ob->handoff);
+	int64_t now = mono_ms();
 
-	if (b->n > 0 && mono_ms() - b->oldest >= REPORT_BATCH_MS)
+	if (b->n > 0 && now - b->oldest >= REPORT_BATCH_MS)
 		report_flush(st, b);
-	if (job || store_report_claim(st, now_ms(), REPORT_LEASE_MS, &job) == 1) {
+	if (!job && (now >= rp->store_at || atomic_exchange(&ob->reports_in_store, false))) {
+		if (store_report_claim(st, now_ms(), REPORT_LEASE_MS, &job) != 1)
+			rp->store_at = now + REPORT_IDLE_POLL_MS;
+	}
+	if (job) {
 		report_one(ob, b, job);
 		return 0;
 	}
 	report_flush(st, b);
-	return REPORT_IDLE_POLL_MS;
+	return rp->store_at > now ? rp->store_at - now : 1;
 }
 
 static void
@@ -952,7 +978,7 @@ outbound_report_fini(void *arg, void *slot)
 	struct outbound *ob = arg;
 
 	if (slot)
-		report_flush(ob->app->store, slot);
+		report_flush(ob->app->store, &((struct reporter *)slot)->batch);
 	free(slot);
 }
 
