@@ -31,7 +31,7 @@ struct item {
 
 static struct item *items;
 static size_t n_items, next_item;
-static double *lat, start;
+static double *lat, *sent_at, start;
 static double rate;
 static int bad;
 static const char *host;
@@ -130,6 +130,7 @@ client(void *arg)
 			exit(2);
 		}
 		lat[i] = now() - t;
+		sent_at[i] = t - start;
 		if (status != 200) {
 			pthread_mutex_lock(&lock);
 			if (!bad)
@@ -189,6 +190,7 @@ main(int argc, char **argv)
 	free(line);
 	fclose(f);
 	lat = calloc(n_items ? n_items : 1, sizeof(*lat));
+	sent_at = calloc(n_items ? n_items : 1, sizeof(*sent_at));
 	th = calloc((size_t)clients, sizeof(*th));
 	start = now();
 	for (int i = 0; i < clients; i++)
@@ -196,6 +198,15 @@ main(int argc, char **argv)
 	for (int i = 0; i < clients; i++)
 		pthread_join(th[i], NULL);
 	took = now() - start;
+	/* WEBHOOK_LOAD_TRACE=FILE: each webhook's send time and ack, in
+	 * seconds from the start, one line each (where the slow acks fall) */
+	if (getenv("WEBHOOK_LOAD_TRACE")) {
+		FILE *t = fopen(getenv("WEBHOOK_LOAD_TRACE"), "w");
+		for (size_t i = 0; t && i < n_items; i++)
+			fprintf(t, "%.6f %.6f\n", sent_at[i], lat[i]);
+		if (t)
+			fclose(t);
+	}
 	qsort(lat, n_items, sizeof(*lat), cmp);
 	printf("{\"accepted\": %zu, \"seconds\": %.3f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"max_ms\": %.3f, "
 	    "\"not_200\": %d}\n", n_items - (size_t)bad, took,
@@ -207,6 +218,7 @@ main(int argc, char **argv)
 	}
 	free(items);
 	free(lat);
+	free(sent_at);
 	free(th);
 	return bad ? 1 : 0;
 }
