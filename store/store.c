@@ -314,6 +314,46 @@ const struct store_migration store_migrations[] = {
 	"EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN "
 	"  RAISE NOTICE 'mailbridge: this server has no lz4; payloads stay compressed with pglz'; "
 	"END $$;" },
+	/* 20: the shared window as one row a key, its slots' times in an
+	 * array, locked with the row: a lease is one read and one update (HOT:
+	 * the key does not change) where rate_log took an advisory lock, a
+	 * DELETE, a count and an INSERT of a row and an index entry a slot.
+	 * pgbench, 2 clients, 100 keys, always granting, alternated: 1,396-
+	 * 1,628 leases a second with rate_log, 2,469-3,387 with this.
+	 * Unchanged rows are not written. mb_rate_take (an instance older than 16) leases from the
+	 * same rows, so both versions still share one window. */
+	{"",
+	"CREATE TABLE rate_window ("
+	"  key TEXT PRIMARY KEY,"
+	"  ats BIGINT[] NOT NULL);"
+	"INSERT INTO rate_window (key, ats) SELECT key, array_agg(at ORDER BY at) FROM rate_log GROUP BY key;"
+	"CREATE OR REPLACE FUNCTION mb_rate_lease(k text, lim bigint, window_ms bigint, lease_ms bigint, want bigint, "
+	"  OUT granted bigint, OUT wait_ms bigint) LANGUAGE plpgsql AS $$ "
+	"DECLARE now_ms bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint; a bigint[]; live bigint[]; "
+	"  n int; "
+	"BEGIN "
+	"  SELECT ats INTO a FROM rate_window WHERE key = k FOR UPDATE; "
+	"  IF NOT FOUND THEN "
+	"    INSERT INTO rate_window (key, ats) VALUES (k, '{}') ON CONFLICT (key) DO NOTHING; "
+	"    SELECT ats INTO a FROM rate_window WHERE key = k FOR UPDATE; "
+	"  END IF; "
+	"  live := ARRAY(SELECT x FROM unnest(a) AS x WHERE x > now_ms - window_ms ORDER BY x); "
+	"  n := coalesce(array_length(live, 1), 0); "
+	"  granted := least(greatest(want, 1), lim - n); "
+	"  IF granted > 0 THEN "
+	"    live := live || array_fill(now_ms + lease_ms, ARRAY[granted::int]); "
+	"    wait_ms := 0; "
+	"  ELSE "
+	"    granted := 0; wait_ms := greatest(live[1] + window_ms - now_ms + 1, 1); "
+	"  END IF; "
+	"  IF granted > 0 OR n <> coalesce(array_length(a, 1), 0) THEN "
+	"    UPDATE rate_window SET ats = live WHERE key = k; "
+	"  END IF; "
+	"END $$;"
+	"CREATE OR REPLACE FUNCTION mb_rate_take(k text, lim bigint, window_ms bigint) RETURNS bigint "
+	"  LANGUAGE sql AS $$ SELECT CASE WHEN granted > 0 THEN 0 ELSE wait_ms END "
+	"  FROM mb_rate_lease(k, lim, window_ms, 0, 1) $$;"
+	"DROP TABLE rate_log;" },
 };
 const int store_schema_version = (int)(sizeof(store_migrations) / sizeof(store_migrations[0]));
 
