@@ -437,8 +437,7 @@ outbound_finish(struct job_ctx *c, enum job_outcome outcome, int64_t next_at, in
 		if (!rec.leased)
 			atomic_store(&c->ob->reports_in_store, true);
 		wake_reporter(c->ob);
-	}
-	else if (r == 1 && n_engage > 0)
+	} else if (r == 1 && n_engage > 0)
 		engagement_wake(c->ob->app->engagement);
 }
 

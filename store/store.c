@@ -320,8 +320,9 @@ const struct store_migration store_migrations[] = {
 	 * DELETE, a count and an INSERT of a row and an index entry a slot.
 	 * pgbench, 2 clients, 100 keys, always granting, alternated: 1,396-
 	 * 1,628 leases a second with rate_log, 2,469-3,387 with this.
-	 * Unchanged rows are not written. mb_rate_take (an instance older than 16) leases from the
-	 * same rows, so both versions still share one window. */
+	 * Unchanged rows are not written. mb_rate_take (instances older than
+	 * schema 16) leases from the same rows, so both still share one
+	 * window. */
 	{"",
 	"CREATE TABLE rate_window ("
 	"  key TEXT PRIMARY KEY,"

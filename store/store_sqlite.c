@@ -817,8 +817,8 @@ lite_open_rw(const char *data_dir, int cache_kib, char **error_r)
 	/* The page cache ([store] cache_kib): SQLite's default is 2,000 KiB,
 	 * all of it resident once a burst has filled it. Pages it drops are
 	 * read again from the kernel's page cache, not the disk; a 2,000
-	 * burst peaked 1.9 MiB lower at 512 KiB or 256, with its CPU a
-	 * message within the noise (bench/outbound.py, README). */
+	 * burst peaked 1.2-2.1 MiB lower at 512 KiB, with its CPU a message
+	 * within the noise (bench/outbound.py, README). */
 	{
 		char *sql = xasprintf("PRAGMA cache_size=-%d", cache_kib);
 		int rc = sqlite3_exec(l->db, sql, NULL, NULL, NULL);
