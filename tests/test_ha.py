@@ -401,6 +401,13 @@ class TestTwoInstances(unittest.TestCase):
             self.assertEqual(n, 5)
             # logged at the lease's end, the latest a slot may be spent
             self.assertTrue(before + 1000 <= first <= last <= after + 1000, (before, first, last, after))
+            # an instance older than schema 16 takes one slot at a time from the same rows
+            take = "SELECT mb_rate_take('k', 6, 10000)"
+            self.assertEqual(c.execute(take).fetchone()[0], 0)           # the sixth slot, now
+            wait = c.execute(take).fetchone()[0]                          # until that one leaves
+            self.assertTrue(9000 < wait <= 10001, wait)
+            self.assertEqual(c.execute("SELECT array_length(ats, 1) FROM rate_window WHERE key = 'k'").fetchone()[0],
+                             6)
 
     def test_one_refresh_for_two(self):
         """Both instances need a fresh token for one location at the same
