@@ -71,7 +71,7 @@ static void
 ssh_exit(void)
 {
 	void (*fini)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "libssh2_exit");
-	if (fini && dlsym(RTLD_DEFAULT, "libssh2_init"))
+	if (fini)
 		fini();
 }
 
