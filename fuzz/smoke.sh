@@ -15,7 +15,7 @@ shift 3
 targets=${*:-payload mime_in config cdr smtp_reply imap track}
 mkdir -p "$work"
 # libetpan.pc leaks Debian's "-specs=...no-pie-link.specs": drop it
-libs=$(pkg-config --cflags --libs gmime-3.0 jansson inih gnutls libetpan libcurl libmicrohttpd sqlite3 zlib libpq libxml-2.0 |
+libs=$(pkg-config --cflags --libs gmime-3.0 jansson libcjson inih gnutls libetpan libcurl libmicrohttpd sqlite3 zlib libpq libxml-2.0 |
 	sed 's/-specs=[^ ]*//g')
 for t in $targets; do
 	case $t in

@@ -13,7 +13,7 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 
 PKGS="build-essential cmake pkg-config ca-certificates \
-  libetpan-dev libcurl4-gnutls-dev libgmime-3.0-dev libjansson-dev libmicrohttpd-dev \
+  libetpan-dev libcurl4-gnutls-dev libgmime-3.0-dev libjansson-dev libcjson-dev libmicrohttpd-dev \
   libsqlite3-dev zlib1g-dev libpq-dev libgnutls28-dev libinih-dev libxml2-dev libsystemd-dev libunbound-dev libevent-dev libsasl2-modules"
 if [ "${1:-}" = "--test" ]; then
   # Postfix asks what kind of mail system this is: the tests bring their own config

@@ -97,6 +97,24 @@ main(void)
 		{ "{\"type\":\"SMS\",\"locationId\":\"L1\",\"messageId\":\"M1\",\"phone\":\"5550001111\",\"message\":\"hi\"}", "phone", "E.164" },
 		{ "{\"type\":\"Custom\",\"locationId\":\"L1\",\"messageId\":\"M1\",\"emailTo\":\"a@b.test\",\"html\":\"x\"}", NULL, NULL },
 		{ "{\"type\":\"Email\",\"type\":\"SMS\"}", NULL, "JSON" },
+		/* what cJSON lets through and payload_parse refuses itself (as jansson did) */
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"a\\u0000b\"}", NULL, "u0000" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"a\\\\\\u0000b\"}", NULL, "u0000" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"a\xff\"}", NULL, "UTF-8" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"\xed\xa0\x80\"}", NULL, "UTF-8" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"\xc0\xaf\"}", NULL, "UTF-8" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"a\x01b\"}", NULL, "control" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"a\nb\"}", NULL, "control" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"a\tb\"}", NULL, "control" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"a\\uzzzzb\"}", NULL, "hex" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"a\\u0 00b\"}", NULL, "hex" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"a\\u00", NULL, "hex" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"\\ud800\"}", NULL, "JSON" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"x\",\"x\":{\"k\":1,\"k\":2}}", NULL, "duplicate" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"x\",\"x\":[{\"k\":1},{\"j\":1,\"k\":[],\"j\":2}]}", NULL, "duplicate" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"x\"} {}", NULL, "after" },
+		{ "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"x\"}\x0b", NULL, "control" },
+		{ " {" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"x\",\"x\":{\"k\":1,\"j\":2}}\r\n", NULL, NULL },
 		{ "[1]", NULL, "object" },
 		{ "{\"type\":", NULL, "JSON" },
 		{ "", NULL, "JSON" },
@@ -127,6 +145,26 @@ main(void)
 			CHECK(strcmp(p->from->addr, "me@x.test") == 0 && strcmp(p->subject, "Grüße") == 0);
 			CHECK(strcmp(p->reply_to_alt_id, "<a@b>") == 0);
 		}
+		payload_free(p);
+	}
+	/* strings come out whole and decoded: escapes, an escaped backslash
+	 * before "u0000", characters outside the BMP; a NUL byte inside the
+	 * length is refused */
+	{
+		const char *b = "{" BASE ",\"emailTo\":[\"a@b.test\"],\"subject\":\"caf\\u00e9 \\ud83d\\ude00\","
+		    "\"html\":\"<p class=\\\"q\\\">a\\\\u0000b\\n\\t\\/</p>\"}";
+		const char *error, *field;
+		struct payload *p = payload_parse(b, strlen(b), &error, &field);
+		CHECK(p != NULL);
+		if (p) {
+			CHECK(strcmp(p->subject, "caf\xc3\xa9 \xf0\x9f\x98\x80") == 0);
+			CHECK(strcmp(p->html, "<p class=\"q\">a\\u0000b\n\t/</p>") == 0);
+		}
+		payload_free(p);
+		char with_nul[] = "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"ab\"}";
+		*strstr(with_nul, "ab") = '\0';
+		p = payload_parse(with_nul, sizeof(with_nul) - 1, &error, &field);
+		CHECK(p == NULL && strstr(error, "NUL"));
 		payload_free(p);
 	}
 	/* byte-by-byte truncations never crash and never pass */
