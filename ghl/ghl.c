@@ -56,6 +56,10 @@ enum ghl_lane {
  * lease wastes at most that when the location's load falls away. */
 #define GHL_SHARE_LEASE_WINDOW_DIV 10
 #define GHL_SHARE_MAX_DIV 4
+/* Easy handles kept between calls: a new one per call also made (and
+ * freed) curl's own multi handle behind curl_easy_perform, 2 % of the
+ * daemon's CPU in a burst. Connections live in the share either way. */
+#define GHL_IDLE_HANDLES 8
 
 struct ghl {
 	char *api_base;
@@ -74,6 +78,9 @@ struct ghl {
 	int64_t streak_since;      /* ms */
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+	pthread_mutex_t idle_lock;
+	CURL *idle[GHL_IDLE_HANDLES];  /* reset, attached to share */
+	int n_idle;
 	pthread_mutex_t lock;      /* buckets */
 	struct ghl_bucket *buckets;
 };
@@ -134,6 +141,7 @@ ghl_new(const struct ghl_params *p)
 	if (g->share_lease > g->rate_window * 1000 / GHL_SHARE_LEASE_WINDOW_DIV)
 		g->share_lease = g->rate_window * 1000 / GHL_SHARE_LEASE_WINDOW_DIV;
 	pthread_mutex_init(&g->lock, NULL);
+	pthread_mutex_init(&g->idle_lock, NULL);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&g->share_locks[i], NULL);
 	g->share = curl_share_init();
@@ -151,6 +159,10 @@ ghl_free(struct ghl *g)
 {
 	if (!g)
 		return;
+	/* the handles first: a share still attached to one is not freed */
+	while (g->n_idle > 0)
+		curl_easy_cleanup(g->idle[--g->n_idle]);
+	pthread_mutex_destroy(&g->idle_lock);
 	curl_share_cleanup(g->share);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&g->share_locks[i]);
@@ -165,6 +177,35 @@ ghl_free(struct ghl *g)
 	free(g->api_base);
 	free(g->ca_file);
 	free(g);
+}
+
+/* An easy handle with no options set (an idle one, or new). */
+static CURL *
+handle_take(struct ghl *g)
+{
+	CURL *h = NULL;
+
+	pthread_mutex_lock(&g->idle_lock);
+	if (g->n_idle > 0)
+		h = g->idle[--g->n_idle];
+	pthread_mutex_unlock(&g->idle_lock);
+	return h ? h : curl_easy_init();
+}
+
+/* Back to the idle ones, reset (its options pointed into the call's
+ * frame), or freed when enough are idle. */
+static void
+handle_give(struct ghl *g, CURL *h)
+{
+	curl_easy_reset(h);
+	pthread_mutex_lock(&g->idle_lock);
+	if (g->n_idle < GHL_IDLE_HANDLES) {
+		g->idle[g->n_idle++] = h;
+		h = NULL;
+	}
+	pthread_mutex_unlock(&g->idle_lock);
+	if (h)
+		curl_easy_cleanup(h);
 }
 
 void
@@ -514,7 +555,7 @@ ghl_perform(struct ghl *g, const char *location_id, enum ghl_lane lane, const ch
 		res->error = xstrdup("local rate limit");
 		return res->cls;
 	}
-	h = curl_easy_init();
+	h = handle_take(g);
 	url = xasprintf("%s%s", g->api_base, path);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_SHARE, g->share);
@@ -571,8 +612,8 @@ ghl_perform(struct ghl *g, const char *location_id, enum ghl_lane lane, const ch
 	rc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
 	curl_easy_getinfo(h, CURLINFO_TOTAL_TIME_T, &took_us);
+	handle_give(g, h);
 	curl_slist_free_all(hdrs);
-	curl_easy_cleanup(h);
 	curl_mime_free(mime);
 	free(url);
 
