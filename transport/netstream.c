@@ -436,6 +436,23 @@ peer_port(int fd)
 
 #define NETSTREAM_TLS_FLOOR "-VERS-TLS1.0:-VERS-TLS1.1:-VERS-DTLS1.0"
 
+/* One priority cache for every session, kept for the process like the
+ * credentials: gnutls_set_default_priority_append built one per session,
+ * 8 of a session's 16 KiB of heap, and so of each idle IMAP mailbox's.
+ * GnuTLS counts the sessions that use it; they only read it. */
+static pthread_once_t prio_once = PTHREAD_ONCE_INIT;
+static gnutls_priority_t prio;
+
+static void
+prio_init(void)
+{
+	const char *err = NULL;
+	/* the system's policy, less TLS 1.0 and 1.1: never weaker than 1.2,
+	 * and stricter still where the system says so */
+	if (gnutls_priority_init2(&prio, NETSTREAM_TLS_FLOOR, &err, GNUTLS_PRIORITY_INIT_DEF_APPEND) < 0)
+		prio = NULL;
+}
+
 static int
 tls_handshake(struct netstream *ns, const char *host, const struct netstream_tls *t, int timeout, char **error_r)
 {
@@ -445,9 +462,8 @@ tls_handshake(struct netstream *ns, const char *host, const struct netstream_tls
 	if (!cred)
 		return -1;
 	gnutls_init(&ns->tls, GNUTLS_CLIENT);
-	/* the system's policy, less TLS 1.0 and 1.1: never weaker than 1.2,
-	 * and stricter still where the system says so */
-	if (gnutls_set_default_priority_append(ns->tls, NETSTREAM_TLS_FLOOR, NULL, 0) < 0) {
+	pthread_once(&prio_once, prio_init);
+	if (!prio || gnutls_priority_set(ns->tls, prio) < 0) {
 		*error_r = xstrdup("TLS: cannot set the priority string");
 		gnutls_deinit(ns->tls);
 		ns->tls = NULL;
