@@ -736,6 +736,7 @@ struct report_batch {
 	struct report_end end[REPORT_BATCH];
 	size_t n;
 	int64_t oldest;            /* mono_ms when the first was kept */
+	bool due_in_store;         /* a flush made a newer status due: claim it now */
 };
 
 /* A reporter's poller slot: its batch, and when it next asks the store
@@ -744,7 +745,8 @@ struct report_batch {
  * last run's). Asking it each time the hand-off ran dry was an empty
  * claim, a statement, for about every other report in a burst; it is
  * now asked at most every REPORT_IDLE_POLL_MS, and at once when a sender
- * left a report there (reports_in_store). */
+ * left a report there (reports_in_store) or a flush made a newer status
+ * due (due_in_store). */
 struct reporter {
 	struct report_batch batch;
 	int64_t store_at;          /* mono_ms */
@@ -769,10 +771,11 @@ report_flush(struct store *st, struct report_batch *b)
 		/* a DSN came while the older status was posted: the newer one
 		 * goes now, after it (jobs_dsn left the lease alone so they
 		 * cannot race) */
-		if (r[i] == 0 && store_report_defer(st, job->id, now_ms()) == 1)
+		if (r[i] == 0 && store_report_defer(st, job->id, now_ms()) == 1) {
+			b->due_in_store = true;
 			log_info("report: messageId=%s a new status came while %s was posted: it goes next",
 			    job->message_id, posted);
-		else if (r[i] == 0)
+		} else if (r[i] == 0)
 			log_warn("report: messageId=%s moved on while %s was posted, and was not rescheduled (gone, or "
 			    "a store error): a pending report goes once its lease ends", job->message_id, posted);
 		else if (r[i] < 0)
@@ -959,7 +962,8 @@ outbound_report_step(void *arg, void **slot)
 
 	if (b->n > 0 && now - b->oldest >= REPORT_BATCH_MS)
 		report_flush(st, b);
-	if (!job && (now >= rp->store_at || atomic_exchange(&ob->reports_in_store, false))) {
+	if (!job && (now >= rp->store_at || b->due_in_store || atomic_exchange(&ob->reports_in_store, false))) {
+		b->due_in_store = false;
 		if (store_report_claim(st, now_ms(), REPORT_LEASE_MS, &job) != 1)
 			rp->store_at = now + REPORT_IDLE_POLL_MS;
 	}
@@ -968,7 +972,7 @@ outbound_report_step(void *arg, void **slot)
 		return 0;
 	}
 	report_flush(st, b);
-	return rp->store_at > now ? rp->store_at - now : 1;
+	return b->due_in_store ? 0 : rp->store_at > now ? rp->store_at - now : 1;
 }
 
 static void
