@@ -113,6 +113,10 @@ body_parse(const char *body, size_t len, const char **error_r)
 	const char *end = NULL;
 	cJSON *root;
 
+	if (len == 0) {
+		*error_r = "malformed JSON: an empty body";
+		return NULL;
+	}
 	if ((*error_r = body_error(body, len)))
 		return NULL;
 	root = cJSON_ParseWithLengthOpts(body, len, &end, false);

@@ -167,6 +167,11 @@ main(void)
 		CHECK(p == NULL && strstr(error, "NUL"));
 		payload_free(p);
 	}
+	/* no body at all */
+	{
+		const char *error, *field;
+		CHECK(payload_parse(NULL, 0, &error, &field) == NULL && strstr(error, "empty"));
+	}
 	/* byte-by-byte truncations never crash and never pass */
 	{
 		const char *b = "{" BASE ",\"emailTo\":[\"a@b.test\"],\"html\":\"<p>x</p>\"}";
