@@ -193,10 +193,13 @@ handle_take(struct ghl *g)
 }
 
 /* Back to the idle ones, reset (its options pointed into the call's
- * frame), or freed when enough are idle. */
+ * frame), or freed when enough are idle. NULL (curl could not make one)
+ * is nothing to give back. */
 static void
 handle_give(struct ghl *g, CURL *h)
 {
+	if (!h)
+		return;
 	curl_easy_reset(h);
 	pthread_mutex_lock(&g->idle_lock);
 	if (g->n_idle < GHL_IDLE_HANDLES) {
