@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from harness.daemon import Daemon, location_conf  # noqa: E402
 from harness.fakeghl import FakeGHL  # noqa: E402
 from harness.servers import MailServers  # noqa: E402
+from benchutil import pct  # noqa: E402
 
 
 def proc_stat(pid):
@@ -149,7 +150,6 @@ def main():
         d.stop()
         d.cleanup()
         lat.sort()
-        after_append.sort()
         print(json.dumps({
             "mailboxes": args.n, "connected": connected, "tls": not args.plain,
             "dovecot_login_reuse": args.login_reuse, "connect_rate": args.connect_rate or "default",
@@ -159,12 +159,12 @@ def main():
             "rss_kib_10_mailboxes": rss_small, "rss_kib_all": rss_big,
             "rss_kib_per_idle_mailbox": round((rss_big - rss_small) / (args.n - len(small)), 1),
             "idle_cpu_percent": round((cpu1 - cpu0) / 10 * 100, 2),
-            "latency_ms_p50": round(lat[len(lat) // 2] * 1000, 1),
-            "latency_ms_p99": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
+            "latency_ms_p50": round(pct(lat, 0.5) * 1000, 1),
+            "latency_ms_p99": round(pct(lat, 0.99) * 1000, 1),
             "latency_ms_all": [round(x * 1000) for x in lat],
             # from the APPEND's answer: Dovecot's notify delay (500 ms) and the bridge
-            "after_append_ms_p50": round(after_append[len(after_append) // 2] * 1000, 1),
-            "after_append_ms_p99": round(after_append[min(len(after_append) - 1, int(len(after_append) * 0.99))] * 1000, 1),
+            "after_append_ms_p50": round(pct(after_append, 0.5) * 1000, 1),
+            "after_append_ms_p99": round(pct(after_append, 0.99) * 1000, 1),
             "first_sample_requests": steps[0] if steps else None,
             "inotify_max_user_instances": inotify_limit,
         }, indent=2))

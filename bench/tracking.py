@@ -28,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from harness.daemon import Daemon, location_conf  # noqa: E402
 from harness.fakeghl import FakeGHL  # noqa: E402
+from benchutil import pct  # noqa: E402
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Safari/537.36"
 
@@ -76,11 +77,6 @@ def client(port, paths, rate, seconds, start_at, out):
         lat.append(time.perf_counter() - s)
         i += 1
     out.put((lat, late, errors, time.process_time()))
-
-
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, int(len(v) * p))] if v else 0.0
 
 
 def main():
